@@ -1,0 +1,1 @@
+"""wattwise.runtime: what runs on the device. numpy + the standard library only."""

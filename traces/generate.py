@@ -1,0 +1,96 @@
+"""Generate the default trace set (or one scenario trace), deterministically.
+
+Usage::
+
+    python -m traces.generate --out traces/data/default          # the committed default set
+    python -m traces.generate --out traces/data/default --check  # exit 1 if files would change
+    python -m traces.generate --scenario solar_node --seed 7 --out solar.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from traces.generators import (
+    DEFAULT_SET_PLAN,
+    DEFAULT_SET_SEED,
+    GENERATOR_VERSION,
+    SCENARIOS,
+    default_set_traces,
+)
+from traces.schema import TraceMeta
+from traces.store import TraceSet, default_trace_set_dir, save_trace
+
+
+def _scenario_stratum(meta: TraceMeta) -> str:
+    return str(meta.extra.get("scenario", meta.device_kind))
+
+
+def build_default_set(base_seed: int = DEFAULT_SET_SEED) -> TraceSet:
+    """The default set in memory: every scenario, units split train/val/test per scenario."""
+    return TraceSet.from_traces(
+        default_set_traces(base_seed),
+        name="default",
+        description="Synthetic traces from traces.generators (seeded; no external data). "
+        "Regenerate with: python -m traces.generate --out traces/data/default",
+        stratify=_scenario_stratum,
+        seed=base_seed,
+        info={"generator": GENERATOR_VERSION, "base_seed": base_seed,
+              "plan": {k: v[1] for k, v in DEFAULT_SET_PLAN.items()}},
+    )
+
+
+def _same_tree(a: Path, b: Path) -> list[str]:
+    names = sorted({p.name for p in a.iterdir()} | {p.name for p in b.iterdir()})
+    diff = []
+    for n in names:
+        pa, pb = a / n, b / n
+        if not (pa.exists() and pb.exists()) or pa.read_bytes() != pb.read_bytes():
+            diff.append(n)
+    return diff
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(prog="python -m traces.generate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=None,
+                    help="set folder (default: the committed default set) or, with --scenario, a CSV")
+    ap.add_argument("--seed", type=int, default=None,
+                    help=f"base seed of the set (default {DEFAULT_SET_SEED}) or the scenario seed")
+    ap.add_argument("--scenario", choices=sorted(SCENARIOS), help="generate one trace of this scenario")
+    ap.add_argument("--check", action="store_true", help="only compare with --out; exit 1 on difference")
+    args = ap.parse_args(argv)
+    if args.scenario:
+        trace = SCENARIOS[args.scenario](args.seed if args.seed is not None else 0)
+        out = args.out or Path(f"{trace.name}.csv")
+        save_trace(trace, out)
+        print(f"wrote {out} ({len(trace)} rows, {trace.duration_s / 3600:.2f} h)")
+        return 0
+    out = args.out or default_trace_set_dir()
+    ts = build_default_set(DEFAULT_SET_SEED if args.seed is None else args.seed)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            ts.save(tmp)
+            if not out.exists():
+                print(f"{out} does not exist", file=sys.stderr)
+                return 1
+            diff = _same_tree(Path(tmp), out)
+        if diff:
+            print(f"{len(diff)} file(s) differ from a fresh generation: {', '.join(diff[:10])}",
+                  file=sys.stderr)
+            return 1
+        print(f"{out}: identical to a fresh generation ({len(ts)} traces)")
+        return 0
+    ts.save(out)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    s = ts.summary()
+    print(f"wrote {len(ts)} traces to {out} ({size / 1e6:.2f} MB): "
+          + ", ".join(f"{k} {s[k]['traces']}" for k in ("train", "val", "test")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
