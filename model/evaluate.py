@@ -46,7 +46,7 @@ class MCItem:
 
 
 def build_mc_items(verses: tuple[str, ...], n: int = 1000, seed: int = 0,
-                   context_bytes: int = 96) -> list[MCItem]:
+                   context_bytes: int = 96, max_candidate_bytes: int = 150) -> list[MCItem]:
     """Deterministic multiple-choice items from held-out verses (see module docstring).
 
     Every context is exactly ``context_bytes`` long (earlier verses fill it), so contexts
@@ -58,7 +58,7 @@ def build_mc_items(verses: tuple[str, ...], n: int = 1000, seed: int = 0,
         if i < 3 or len(v) < 48:
             continue
         spaces = [j for j, ch in enumerate(v) if ch == " " and 0.35 * len(v) <= j <= 0.6 * len(v)]
-        if spaces:
+        if spaces and len(v) - spaces[len(spaces) // 2] <= max_candidate_bytes:
             cands.append((i, spaces[len(spaces) // 2]))
     if len(cands) < n:
         raise ValueError(f"only {len(cands)} usable verses for {n} items")

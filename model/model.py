@@ -70,6 +70,13 @@ class ModelConfig:
                 raise ValueError(f"head fraction {f} of {self.n_head} heads is not a whole count")
         if any(d < 1 or d > self.n_layer for d in self.depths):
             raise ValueError(f"depths {self.depths} must lie in 1..{self.n_layer}")
+        if 4 in self.bits:
+            widths = {round(f * self.n_head) * self.head_dim for f in self.head_fractions}
+            bad = sorted(w for w in widths | {self.n_embd, self.mlp_ratio * self.n_embd}
+                         if w % self.int4_group)
+            if bad:
+                raise ValueError(f"int4 needs every input width divisible by int4_group="
+                                 f"{self.int4_group}; {bad} are not (raise head_dim or drop bits 4)")
         if self.layer_rule not in LAYER_RULES:
             raise ValueError(f"layer_rule {self.layer_rule!r}: allowed {LAYER_RULES}")
 

@@ -45,7 +45,9 @@ __all__ = [
     "config_arrays",
     "example_profile",
     "load_profile",
+    "machine_info",
     "save_profile",
+    "utc_now_iso",
     "validate_profile",
 ]
 
@@ -61,7 +63,7 @@ VALID_BITS: tuple[int, ...] = (4, 8, 16, 32)
 #: The sample counts k of coverage@k (pass@k) the profiler reports.
 COVERAGE_KS: tuple[int, ...] = (1, 2, 4, 8)
 #: Unit suffixes accepted for ``switch_costs`` keys (units in names).
-SWITCH_COST_UNITS: tuple[str, ...] = ("_ms", "_s", "_j", "_bytes")
+SWITCH_COST_UNITS: tuple[str, ...] = ("_ms", "_us", "_s", "_j", "_bytes")
 
 _PROFILE_HINT = "re-run python -m model.profile"
 _QUALITY_HINT = "re-run python -m model.profile (it merges model.evaluate's quality figures)"
@@ -614,6 +616,45 @@ def save_profile(profile: Profile | Mapping[str, Any], path: str | os.PathLike[s
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, p)
     return p
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                # x86 says "model name"; many Arm kernels only say "Hardware" or "Processor".
+                if key.strip() in ("model name", "Hardware", "Processor") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(threads: int, torch_version: str) -> dict[str, Any]:
+    """Returns the ``machine`` block of a profile for this host.
+
+    Args:
+        threads: Intra-op threads the measurement used (e.g. ``torch.get_num_threads()``).
+        torch_version: ``torch.__version__`` (passed in so this module never imports torch).
+    """
+    physical: int | None = None
+    try:
+        import psutil  # lazy: optional at runtime
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        pass
+    return {
+        "cpu_model": _cpu_model(),
+        "cores_logical": os.cpu_count() or 1,
+        "cores_physical": physical,
+        "threads": int(threads),
+        "torch_version": str(torch_version),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def utc_now_iso() -> str:

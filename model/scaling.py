@@ -111,7 +111,7 @@ def fit_power_law(x: Any, y: Any) -> PowerLawFit:
         if bad.size:
             i = int(bad[0])
             raise ValueError(
-                f"power-law fit needs positive finite {label}; {label}[{i}] = {arr[i]!r} "
+                f"power-law fit needs positive finite {label}; {label}[{i}] = {float(arr[i]):g} "
                 f"({bad.size} bad value(s)); drop or fix those points"
             )
     lx, ly = np.log(xa), np.log(ya)

@@ -159,7 +159,7 @@ def main(a: Args) -> Path:
     corpus = load_corpus()
     mc = ModelConfig()
     if a.tiny:
-        mc = ModelConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, depths=(2, 3, 4))
+        mc = ModelConfig(n_layer=4, n_head=4, n_embd=128, depths=(2, 3, 4))
     m = ElasticGPT(mc)
     run = Path(a.run_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -175,7 +175,8 @@ class EnergyMeter(ABC):
 
     def __init__(self) -> None:
         self.reason: str = ""
-        self._lock = threading.Lock()
+        # Re-entrant: a first read may probe the source, and probing may take the lock.
+        self._lock = threading.RLock()
         self._base_counter_j: float | None = None
         # Power integration state (power-only meters).
         self._integrated_j = 0.0

@@ -417,3 +417,14 @@ def test_import_without_optional_packages() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+def test_read_without_probe_first(rapl_root: Path, tmp_path: Path) -> None:
+    """A first read_energy_j() without available() probes lazily (and must not deadlock)."""
+    m = RaplMeter(rapl_root)
+    assert m.read_energy_j() == 0.0
+    _bump(rapl_root, "intel-rapl:0", 2_000_000)
+    assert m.read_energy_j() == pytest.approx(1.0)
+    ps = tmp_path / "ps"
+    _battery(ps, energy_now=1000)
+    assert PowerSupplyMeter(ps).read_energy_j() == 0.0

@@ -159,6 +159,11 @@ def test_config_names_round_trip(tiny):
     assert tiny.active == ActiveConfig(2, 0.5, 8)
 
 
+def test_int4_width_rule_is_checked_at_construction():
+    with pytest.raises(ValueError, match="int4_group"):
+        ModelConfig(n_head=4, n_embd=64)  # one head of 16 dims cannot form a group of 32
+
+
 def test_layer_rules():
     assert active_layers(6, 3, "prefix") == (0, 1, 2)
     assert active_layers(6, 3, "spread") == (0, 2, 5)

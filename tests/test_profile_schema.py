@@ -19,6 +19,7 @@ from model.profile_schema import (
     config_arrays,
     example_profile,
     load_profile,
+    machine_info,
     save_profile,
     validate_profile,
 )
@@ -228,3 +229,10 @@ def test_numpy_scalars_serialise(tmp_path: Path) -> None:
     p = save_profile(data, tmp_path / "p.json")
     loaded = load_profile(p)
     assert loaded.configs[0]["power_w"] == 4.5
+
+
+def test_machine_info_fits_schema() -> None:
+    data = example_profile(1)
+    data["machine"] = machine_info(threads=2, torch_version="2.x")
+    validate_profile(data, "p.json")
+    assert data["machine"]["cores_logical"] >= 1 and data["machine"]["cpu_model"]

@@ -395,6 +395,10 @@ class Trace:
         for col in DATA_COLUMNS:
             cols[col] = mean_over_steps(getattr(self, col))
         cols[PLUGGED] = (cols[PLUGGED] >= 0.5 - 1e-12).astype(np.float64)
+        # Averages of in-range values can overshoot by an ulp; keep them in range.
+        cols[SOC_FRAC] = np.clip(cols[SOC_FRAC], 0.0, 1.0)
+        for c in (SUPPLY_W, BUDGET_W, BASE_LOAD_W, DEMAND_TPS, BANDWIDTH_MBPS):
+            cols[c] = np.maximum(cols[c], 0.0)
         return Trace(name=self.name, time_s=grid[:-1].copy(), meta=self.meta, **cols)
 
     def slice_time(self, start_s: float, end_s: float, *, name: str | None = None) -> Trace:
@@ -567,10 +571,11 @@ def validate_columns(
         x = np.asarray(cols[c], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             bad = np.zeros(x.shape, dtype=bool)
+            # 1e-9 slack: float round-off of averaged in-range values is not an error.
             if lo is not None:
-                bad |= x < lo
+                bad |= x < lo - 1e-9
             if hi is not None:
-                bad |= x > hi
+                bad |= x > hi + 1e-9
         if c in OPTIONAL_COLUMNS:
             bad &= np.isfinite(x)
         if bad.any():

@@ -145,6 +145,9 @@ def find_column(header: Sequence[str], aliases: Iterable[str], *, contains: bool
     def norm(s: str) -> str:
         return re.sub(r"[\s_\-\.]+", "", s.lower())
 
+    for a in aliases:  # exact spelling first: '_id' must not shadow 'ID'
+        if a in header:
+            return list(header).index(a)
     names = [norm(h) for h in header]
     for a in aliases:
         na = norm(a)
@@ -296,7 +299,7 @@ def moving_average(x: np.ndarray, n: int) -> np.ndarray:
     """Centred moving average over ``n`` samples (edges use the available samples)."""
     if n <= 1 or x.size < 2:
         return x.copy()
-    k = np.ones(n)
+    k = np.ones(min(n, x.size))  # np.convolve 'same' returns the longer length otherwise
     num = np.convolve(x, k, mode="same")
     den = np.convolve(np.ones_like(x), k, mode="same")
     return num / den
