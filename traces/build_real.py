@@ -30,8 +30,9 @@ import dataclasses
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(prog="python -m traces.build_real", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", type=Path, default=None,
-                    help="folder of public traces (default: $WATTWISE_SHARED_TRACES or <repo>/../shared/traces)")
+                    help="folder of public traces "
+                         "(default: $WATTWISE_SHARED_TRACES or <repo>/../shared/traces)")
     ap.add_argument("--out", type=Path, default=Path("data/real"), help="output set folder (gitignored)")
     ap.add_argument("--step-s", type=float, default=None, help="one step for all kinds (default per kind)")
     ap.add_argument("--seed", type=int, default=0, help="split / attachment seed")

@@ -27,7 +27,8 @@ Shared building blocks (documented once here):
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -61,22 +61,26 @@ def _kwargs(fmt: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(prog="python -m traces.import", description=__doc__.split("\n\n")[0])
-    ap.add_argument("format", choices=list(FORMATS) + ["auto"], help="source format ('auto' = detect per file)")
+    ap.add_argument("format", choices=list(FORMATS) + ["auto"],
+                    help="source format ('auto' = detect per file)")
     ap.add_argument("source", type=Path, help="file or folder")
     ap.add_argument("--out", type=Path, required=True, help="trace-set folder to write")
     ap.add_argument("--capacity-wh", type=float, default=None, help="stated battery/storage capacity, Wh")
     ap.add_argument("--unit", default=None, help="split unit for all traces (default from the source)")
     ap.add_argument("--split", choices=SPLITS, default=None,
                     help="put every trace in this split (default: by unit, a single unit -> test)")
-    ap.add_argument("--license", default=None, help="license string (default: PROVENANCE.md 'License:' if found)")
+    ap.add_argument("--license", default=None,
+                    help="license string (default: PROVENANCE.md 'License:' if found)")
     ap.add_argument("--seed", type=int, default=None, help="demand seed where the source has no usage signal")
     ap.add_argument("--panel-area-m2", type=float, default=0.05, help="solar panel area (irradiance)")
     ap.add_argument("--panel-efficiency", type=float, default=0.18, help="panel+converter efficiency")
     ap.add_argument("--peak-w", type=float, default=10.0, help="device panel peak for PV power scaling")
     ap.add_argument("--window-h", type=float, default=48.0, help="solar window length, h")
     ap.add_argument("--windows", type=int, default=4, help="solar windows per file (0 = all)")
-    ap.add_argument("--sample-period-s", type=float, default=None, help="irradiance sample period (default: detect)")
-    ap.add_argument("--unit-scale", default=None, help="bandwidth unit in the file: Mbps (default), kbps, bps")
+    ap.add_argument("--sample-period-s", type=float, default=None,
+                    help="irradiance sample period (default: detect)")
+    ap.add_argument("--unit-scale", default=None,
+                    help="bandwidth unit in the file: Mbps (default), kbps, bps")
     ap.add_argument("--max-gap-s", type=float, default=None, help="split sources at longer gaps")
     args = ap.parse_args(argv)
     try:
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                   description=f"imported with python -m traces.import {args.format}")
         ts.save(args.out, clean=False)
         s = ts.summary()
-        print(f"wrote {len(ts)} traces ({s['all']['duration_h']:.2f} h, {len(ts.units())} units) to {args.out}: "
+        hours = s["all"]["duration_h"]
+        print(f"wrote {len(ts)} traces ({hours:.2f} h, {len(ts.units())} units) to {args.out}: "
               + ", ".join(f"{k} {s[k]['traces']}" for k in SPLITS))
         return 0
     except (ImportFormatError, TraceValidationError, FileNotFoundError, ValueError) as exc:

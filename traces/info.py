@@ -36,7 +36,8 @@ def trace_figures(t: Trace) -> dict[str, Any]:
         "capacity_wh": t.meta.capacity_wh,
         "initial_soc": t.meta.initial_soc,
         "supply_energy_wh": round(t.supply_energy_j / 3600.0, 3),
-        "base_load_energy_wh": None if np.isnan(t.base_load_energy_j) else round(t.base_load_energy_j / 3600.0, 3),
+        "base_load_energy_wh": (None if np.isnan(t.base_load_energy_j)
+                                else round(t.base_load_energy_j / 3600.0, 3)),
         "plugged_frac": round(float(np.sum(t.plugged * hold) / dur), 4),
         "ambient_c_min_mean_max": [round(float(t.ambient_c.min()), 2),
                                    round(float(np.sum(t.ambient_c * hold) / dur), 2),

@@ -18,8 +18,8 @@ folder of mixed sources (like ``../shared/traces``) can be imported without a la
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from traces.importers._common import ImportFormatError, head_lines, is_data_file, split_fields
 from traces.importers.android import import_android_batteryapp

@@ -6,10 +6,10 @@ import gzip
 import hashlib
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def parse_times(cells: Sequence[str]) -> tuple[np.ndarray, str]:
         if d.year != 1900:
             clock_only = False
         if d.tzinfo is None:
-            d = d.replace(tzinfo=timezone.utc)
+            d = d.replace(tzinfo=UTC)
         out[i] = d.timestamp()
     if clock_only:
         # Time of day only: unwrap backwards jumps of more than 12 h as a new day.

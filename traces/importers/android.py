@@ -27,8 +27,10 @@ Derivation (documented in docs/traces.md):
 * Power from the level trajectory, for a stated capacity: the level is quantised to 1 %, so the
   rate is measured between *level ticks* (the samples where the level changes) within each run of
   constant plug state: ``rate = d level / d t`` between consecutive ticks, applied to the samples
-  between them (before the first / after the last tick: the nearest interval's rate; a run with
-  fewer than 2 ticks: ``(|delta level| + 0.5 %) / run length``). Android sometimes reports two
+  between them (before the first / after the last tick: the nearest interval's rate, capped at
+  ``1 % / T`` where ``T`` is how long the level then stayed unchanged; a run of >= 10 min with
+  fewer than 2 ticks: ``(|delta level| + 0.5 %) / run length``; shorter such runs: the session's
+  median rate for the same plug state; a battery at 100 % is not charging). Android sometimes reports two
   ticks seconds apart, so the rate is smoothed by a centred 5-min moving average within each run.
   Then busy moments draw more: the discharge power is multiplied by the usage weight
   ``1 + cpu_util + 0.5 * screen_on`` divided by its own 5-min moving average (energy over the
@@ -124,29 +126,50 @@ def _status_to_plugged(cells: list[str]) -> np.ndarray:
     return out
 
 
-def _tick_rates(t: np.ndarray, level: np.ndarray, runs: list[slice]) -> np.ndarray:
-    """Level rate (%/s) per sample from level ticks, per run of constant plug state."""
-    rate = np.zeros(t.size)
+def _tick_rates(t: np.ndarray, level: np.ndarray, runs: list[slice], hold: np.ndarray) -> np.ndarray:
+    """Level rate (%/s) per sample from level ticks, per run of constant plug state.
+
+    Before the first / after the last tick the level stayed constant for ``T`` seconds, so the
+    nearest interval's rate is capped at ``1 % / T``. Runs shorter than 10 min without two ticks
+    get NaN (filled by the caller with the session's typical rate for that plug state). A battery
+    at 100 % is not charging.
+    """
+    rate = np.full(t.size, np.nan)
     for r in runs:
         tt, lv = t[r], level[r]
         n = tt.size
-        if n < 2:
+        span = float(np.sum(hold[r]))
+        ticks = np.flatnonzero(np.diff(lv) != 0) + 1
+        if ticks.size < 2:
+            if span >= 600.0:
+                d = lv[-1] - lv[0]
+                sign = np.sign(d) if d != 0 else -1.0
+                rate[r] = (d + 0.5 * sign) / span
             continue
-        ticks = np.concatenate([[0], np.flatnonzero(np.diff(lv) != 0) + 1])
-        if ticks.size < 3:  # fewer than 2 real ticks: bound by the run length
-            span = max(tt[-1] - tt[0], 1.0)
-            d = lv[-1] - lv[0]
-            sign = np.sign(d) if d != 0 else -1.0
-            rate[r] = (d + 0.5 * sign) / span
-            continue
-        real = ticks[1:]  # index 0 is the run start, not a tick
-        seg_rate = np.diff(lv[real]) / np.maximum(np.diff(tt[real]), 1e-9)
-        local = np.empty(n)
-        # samples in [real[j], real[j+1]) use seg_rate[j]; before/after: nearest interval
-        idx = np.clip(np.searchsorted(real, np.arange(n), side="right") - 1, 0, seg_rate.size - 1)
-        local[:] = seg_rate[idx]
+        seg_rate = np.diff(lv[ticks]) / np.maximum(np.diff(tt[ticks]), 1e-9)
+        idx = np.clip(np.searchsorted(ticks, np.arange(n), side="right") - 1, 0, seg_rate.size - 1)
+        local = seg_rate[idx]
+        pre = np.arange(n) < ticks[0]
+        post = np.arange(n) >= ticks[-1]
+        t_pre = max(tt[ticks[0]] - tt[0], 1.0)
+        t_post = max(tt[-1] + hold[r][-1] - tt[ticks[-1]], 1.0)
+        local[pre] = np.sign(local[pre]) * np.minimum(np.abs(local[pre]), 1.0 / t_pre)
+        local[post] = np.sign(local[post]) * np.minimum(np.abs(local[post]), 1.0 / t_post)
         rate[r] = local
+    rate[(level >= 100.0) & (rate > 0)] = 0.0
     return rate
+
+
+def _fill_by_state(rate: np.ndarray, plugged: np.ndarray) -> np.ndarray:
+    """Fills NaN rates with the median rate of the same plug state (0 if none)."""
+    out = rate.copy()
+    for state in (0.0, 1.0):
+        m = plugged == state
+        fin = m & np.isfinite(rate)
+        fill = float(np.median(rate[fin])) if fin.any() else 0.0
+        out[m & ~np.isfinite(rate)] = fill
+    out[~np.isfinite(out)] = 0.0
+    return out
 
 
 def import_android_batteryapp(
@@ -214,15 +237,19 @@ def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, ma
         return tab.floats(i) if i is not None else np.full(len(tab.rows), np.nan)
 
     temp, volt, usage, cur = col(i_temp), col(i_volt), col(i_usage), col(i_cur)
-    plugged_raw = _status_to_plugged(tab.col(i_status)) if i_status is not None else np.full(len(tab.rows), np.nan)
-    screen = parse_bool(tab.col(i_screen)) if i_screen is not None else np.full(len(tab.rows), np.nan)
-    wifi = parse_bool(tab.col(i_wifi)) if i_wifi is not None else np.full(len(tab.rows), np.nan)
+    missing = np.full(len(tab.rows), np.nan)
+    plugged_raw = _status_to_plugged(tab.col(i_status)) if i_status is not None else missing.copy()
+    screen = parse_bool(tab.col(i_screen)) if i_screen is not None else missing.copy()
+    wifi = parse_bool(tab.col(i_wifi)) if i_wifi is not None else missing.copy()
     if i_wifi is None and i_rssi is not None:
         rssi = col(i_rssi)
         wifi = np.where(np.isfinite(rssi), (rssi > -100.0) & (rssi < 0.0), np.nan).astype(float)
-    cell = parse_bool(tab.col(i_cell)) if i_cell is not None else np.full(len(tab.rows), np.nan)
-    user = tab.rows[0][i_user] if (i_user is not None and tab.rows and i_user < len(tab.rows[0])) else None
-    model = tab.rows[0][i_model] if (i_model is not None and tab.rows and i_model < len(tab.rows[0])) else None
+    cell = parse_bool(tab.col(i_cell)) if i_cell is not None else missing.copy()
+
+    def first_cell(i: int | None) -> str | None:
+        return tab.rows[0][i] if (i is not None and tab.rows and i < len(tab.rows[0])) else None
+
+    user, model = first_cell(i_user), first_cell(i_model)
 
     # Rows without a level reading (e.g. 'N/A' lines) carry no information: drop them.
     t_raw = np.where(np.isfinite(level), t_raw, np.nan)
@@ -293,11 +320,11 @@ def _derive(t: np.ndarray, level: np.ndarray, temp: np.ndarray, volt: np.ndarray
         plugged = np.zeros(n)
         plug_source = "level trend"
     runs = [slice(int(a), int(b)) for a, b in _runs(plugged)]
-    rate = _tick_rates(t, level, runs)
+    rate = _fill_by_state(_tick_rates(t, level, runs, hold), plugged)
     if plug_source == "level trend":
         plugged = (rate > 0).astype(float)
         runs = [slice(int(a), int(b)) for a, b in _runs(plugged)]
-        rate = _tick_rates(t, level, runs)
+        rate = _fill_by_state(_tick_rates(t, level, runs, hold), plugged)
 
     # Direct current measurement beats the level estimate when present.
     cur_fin = cur[np.isfinite(cur)]

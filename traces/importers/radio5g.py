@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def _samples(f: Path) -> list[tuple[str, float, float, float]]:
     if i_p is None or (i_dl is None and i_thr is None):
         return []
     for r in tab.rows:
-        def cell(i: int | None) -> str:
+        def cell(i: int | None, r: list[str] = r) -> str:
             return r[i] if (i is not None and i < len(r)) else ""
 
         p = to_float(cell(i_p)) / 1000.0  # mW -> W
@@ -149,7 +150,8 @@ def import_5g_power(path: str | Path | Sequence[Path], *, min_samples: int = 30)
             nets[lab] = _fit(dl[m], ul[m], p[m])
     return {
         "schema": TABLE_SCHEMA,
-        "model": "P_w = idle_w + downlink_nj_per_bit/1000 * downlink_Mbps + uplink_nj_per_bit/1000 * uplink_Mbps",
+        "model": "P_w = idle_w + downlink_nj_per_bit/1000 * downlink_Mbps"
+                 " + uplink_nj_per_bit/1000 * uplink_Mbps",
         "sources": used,
         "networks": nets,
         "overall": _fit(dl, ul, p),

@@ -268,12 +268,13 @@ def import_pvdaq(
     for f in list_files(Path(path), ("*.csv", "*.csv.gz", "*.parquet")):
         names, rows, frame = _read_frame(f)
 
-        def cells(i: int) -> list[str]:
+        def cells(i: int, frame: dict | None = frame, names: list[str] = names,
+                  rows: list[list[str]] | None = rows) -> list[str]:
             if frame is not None:
                 return [str(v) if v is not None else "" for v in frame[names[i]]]
             return [r[i] if i < len(r) else "" for r in rows or []]
 
-        def floats(i: int) -> np.ndarray:
+        def floats(i: int, cells=cells) -> np.ndarray:  # noqa: ANN001 - bound helper
             return np.array([to_float(c) for c in cells(i)])
 
         i_time = find_column(names, ["measured_on", "timestamp", "time", "datetime", "date", "index", ""])
@@ -283,7 +284,8 @@ def import_pvdaq(
         i_val, kind = None, ""
         if column:
             i_val = find_column(names, [column])
-            kind = "irradiance" if any(k in column.lower() for k in ("poa", "ghi", "irrad", "global")) else "power"
+            is_irr = any(k in column.lower() for k in ("poa", "ghi", "irrad", "global"))
+            kind = "irradiance" if is_irr else "power"
         else:
             for aliases, k in ((_POWER_COLS, "power"), (_IRR_COLS, "irradiance")):
                 for a in aliases:
