@@ -96,14 +96,16 @@ def test_sidecar_meta_and_meta_argument(tmp_path: Path) -> None:
          r"row 2 .*supply_w is -3.2; power must be >= 0"),
         (["0,0,0,25,10,5", "10,0,0,25,10,5", "10,0,0,25,10,5"], HEADER, r"row 3 .*time_s 10.* duplicate"),
         (["0,0,0,25,10,5", "20,0,0,25,10,5", "10,0,0,25,10,5"], HEADER, r"row 3 .*earlier than the previous"),
-        (["0,0,0,25,10,5", "10,0,0,25,10,5", "5000,0,0,25,10,5"], HEADER, r"row 3 .*gap exceeds"),
+        (good_rows(10) + ["5000,0,0,25,10,5"], HEADER, r"row 11 .*jumps 4910 s.*gap exceeds the 100 s limit"),
         (["0,0,25,10,5", "10,0,25,10,5"], "time_s,supply_w,ambient_c,demand_tps,bandwidth_mbps",
          r"missing column 'plugged'"),
-        (["0,4500,1,25,10,5", "10,5200,1,25,10,5"], HEADER, r"supply_w median .* looks like mW; divide by 1000"),
+        (["0,4500,1,25,10,5", "10,5200,1,25,10,5"], HEADER,
+         r"supply_w median 4850 looks like mW; fix: divide by 1000"),
         (["0,1,1,298,10,5", "10,1,1,298,10,5"], HEADER, r"ambient_c .* looks like kelvin"),
         (["0,1,1,25,10,45000000", "10,1,1,25,10,45000000"], HEADER, r"bandwidth_mbps .* looks like bit/s"),
         (["0,1,2,25,10,5", "10,1,1,25,10,5"], HEADER, r"row 1 .*plugged is 2; plugged must be 0 or 1"),
-        (["0,1,1,25,abc,5", "10,1,1,25,10,5"], HEADER, r"row 1 \(line 3\): demand_tps is 'abc', not a number"),
+        (["0,1,1,25,abc,5", "10,1,1,25,10,5"], HEADER,
+         r"row 1 \(line 3\): demand_tps is 'abc', not a number"),
         (["0,1,1,25,10", "10,1,1,25,10,5"], HEADER, r"row 1 .*has 5 fields, the header has 6"),
         (["1600000000000,1,1,25,10,5", "1600000010000,1,1,25,10,5"], HEADER, r"Unix milliseconds"),
         (["0,1,1,25,10,5"], HEADER, r"at least 2"),
@@ -127,7 +129,7 @@ def test_missing_column_with_unit_hint(tmp_path: Path) -> None:
 
 def test_gap_limit_configurable(tmp_path: Path) -> None:
     p = write_csv(tmp_path / "g.csv", ["0,0,0,25,10,5", "10,0,0,25,10,5", "200,0,0,25,10,5"])
-    assert len(load_trace(p)) == 3  # default limit: max(10 x median step, 60 s) = 60 s ... median 100
+    assert len(load_trace(p)) == 3  # default limit: max(10 x median step (100 s), 60 s) = 1000 s
     with pytest.raises(TraceValidationError, match="gap exceeds the 50 s limit"):
         load_trace(p, max_gap_s=50)
 

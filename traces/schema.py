@@ -500,6 +500,8 @@ def validate_columns(
             fix = f"add a '{c}' column ({COLUMN_DOCS[c]})"
             if similar:
                 fix = f"rename/convert column '{similar[0]}' to '{c}' ({COLUMN_DOCS[c]})"
+                if similar[0].lower().endswith("_mw"):
+                    fix = f"column '{similar[0]}' is in mW: divide by 1000 and name it '{c}'"
             raise err(f"missing column '{c}'", column=c, fix=fix)
     t = np.asarray(cols[TIME_S], dtype=np.float64)
     if t.shape[0] < 2:

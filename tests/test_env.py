@@ -1,0 +1,158 @@
+"""MicroLLMPowerEnv: Gymnasium/SB3 conformance, determinism and hand-computed dynamics."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from envs.devices import device_params
+from envs.power_env import MicroLLMPowerEnv
+from model.profile_schema import example_profile
+from traces.schema import TraceMeta, make_trace
+
+PROFILE = example_profile(12)
+PHONE = device_params("phone")
+
+
+def flat_trace(n=400, step_s=10.0, supply_w=0.0, ambient_c=20.0, demand_tps=0.0, base_w=0.0,
+               capacity_wh=10.0, soc=1.0, budget_w=None, kind="phone", deadline_s=None):
+    meta = TraceMeta(capacity_wh=capacity_wh, initial_soc=soc, device_kind=kind, source="test",
+                     license="CC0-1.0", unit="u", deadline_s=deadline_s)
+    return make_trace("flat", meta, np.arange(n) * step_s, supply_w=supply_w, plugged=float(supply_w > 0),
+                      ambient_c=ambient_c, demand_tps=demand_tps, bandwidth_mbps=10.0, budget_w=budget_w,
+                      base_load_w=base_w)
+
+
+def make_env(trace, **kw):
+    return MicroLLMPowerEnv(profile=PROFILE, traces=[trace], random_start=False, **kw)
+
+
+def test_gym_make_and_checkers_give_zero_warnings():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(envs.ENV_ID, profile=PROFILE)
+    assert env.spec.max_episode_steps == envs.MAX_EPISODE_STEPS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+        sb3_check_env(MicroLLMPowerEnv(profile=PROFILE))
+    assert [str(w.message) for w in caught] == []
+
+
+def test_same_seed_same_rollout():
+    def rollout(seed):
+        env = MicroLLMPowerEnv(profile=PROFILE)
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out = [obs]
+        for _ in range(200):
+            obs, r, te, tr, info = env.step(env.action_space.sample())
+            out.append(np.append(obs, r))
+            if te or tr:
+                obs, _ = env.reset()
+        return np.concatenate(out)
+
+    assert np.array_equal(rollout(3), rollout(3))
+    assert not np.array_equal(rollout(3), rollout(4))
+
+
+def test_constant_2w_for_1h_on_10wh_leaves_soc_0_8():
+    # no tokens requested: the draw is the phone's idle power plus the trace's base load = 2 W
+    env = make_env(flat_trace(base_w=2.0 - PHONE.idle_power_w, capacity_wh=10.0, soc=1.0))
+    env.reset(seed=0, options={"config": 0})  # no switch: a switch costs energy
+    for _ in range(360):  # 360 × 10 s = 1 h
+        _, _, term, trunc, info = env.step(0)
+        assert info["power_w"] == pytest.approx(2.0)
+    assert env.soc == pytest.approx(0.8, abs=1e-9)
+
+
+def test_surplus_supply_charges_with_efficiency():
+    env = make_env(flat_trace(supply_w=10.0, base_w=2.0 - PHONE.idle_power_w, soc=0.5))
+    env.reset(seed=0, options={"config": 0})
+    for _ in range(36):  # 6 minutes of an 8 W surplus × 0.9 efficiency into 10 Wh
+        env.step(0)
+    assert env.soc == pytest.approx(0.5 + 8.0 * 0.9 * 360 / 36000)
+
+
+def test_known_heat_input_gives_analytic_temperature():
+    P = 3.0
+    env = make_env(flat_trace(base_w=P - PHONE.idle_power_w, ambient_c=20.0))
+    env.reset(seed=0, options={"temp_c": 20.0, "config": 0})
+    for _ in range(30):
+        _, _, _, _, info = env.step(0)
+    t = 300.0
+    expected = 20.0 + PHONE.r_th_c_per_w * P * (1 - math.exp(-t / PHONE.tau_s))
+    assert info["temp_c"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_battery_death_terminates_with_penalty():
+    env = make_env(flat_trace(base_w=5.0, capacity_wh=0.01, soc=0.5))
+    env.reset(seed=0)
+    for k in range(10):
+        _, r, term, trunc, info = env.step(0)
+        if term:
+            break
+    assert term and not trunc and info["violations"]["death"]
+    assert info["reward_terms"]["death"] == -env.w.death and info["soc"] == 0.0
+
+
+def test_tokens_served_and_throttling():
+    env = make_env(flat_trace(demand_tps=50.0, ambient_c=20.0))
+    env.reset(seed=0)
+    a = int(np.argmin(env.costs.tps))
+    _, _, _, _, info = env.step(a)
+    cap = env.costs.tps[a] * (10.0 - env.costs.switch_s[env._full, a])
+    assert info["tokens_served"] == pytest.approx(min(500.0, cap))
+    # hot device: throughput scaled by the governor
+    env.reset(seed=0, options={"temp_c": PHONE.t_max_c + 5.0, "config": a})
+    _, _, _, _, info = env.step(a)
+    assert info["throttle"] == pytest.approx(1 - PHONE.throttle_per_c * 5.0)
+    assert info["violations"]["thermal"]
+
+
+def test_hot_device_masks_high_power_configs():
+    env = make_env(flat_trace(demand_tps=200.0, ambient_c=42.0))
+    env.reset(seed=0, options={"temp_c": 44.5})
+    _, _, _, _, info = env.step(0)
+    mask = info["action_mask"]
+    assert mask.dtype == bool and mask.shape == (env.action_space.n,)
+    assert mask.any() and not mask.all()
+    assert np.array_equal(mask, env.action_masks())
+    # every allowed config draws less at this demand than every masked one
+    e = env.costs.ept_j
+    assert e[mask].max() <= e[~mask].min()
+
+
+def test_budget_overdraw_is_penalised_only_after_the_allowance():
+    env = make_env(flat_trace(demand_tps=100.0, budget_w=0.3), budget_grace_s=300.0)
+    a = int(np.argmax(env.costs.ept_j))
+    env.reset(seed=0, options={"config": a})
+    infos = [env.step(a)[4] for _ in range(100)]
+    over = [i["violations"]["budget"] for i in infos]
+    assert infos[0]["power_w"] > 0.3 and not over[0] and over[-1]
+    k = over.index(True)  # the first violation comes once the 300 s allowance is spent
+    used = sum(i["energy_j"] for i in infos[:k + 1])
+    assert used > 0.3 * (300 + 10 * (k + 1)) >= sum(i["energy_j"] for i in infos[:k]) - 1e-9
+
+
+def test_decode_table_matches_profile():
+    env = make_env(flat_trace())
+    assert [d["name"] for d in env.decode_table] == [c["name"] for c in PROFILE["configs"]]
+    assert env.decode_table[0]["bits"] == PROFILE["configs"][0]["bits"]
+    assert env.observation_space.shape == (len(env.feature_names),)
+
+
+def test_observation_builder_imports_without_torch_or_gym():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor m in ('torch','gymnasium','stable_baselines3'): sys.modules[m] = None\n"
+            "import runtime.observation, runtime.rules\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

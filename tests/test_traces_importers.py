@@ -1,0 +1,179 @@
+"""Importers on small fixture files written here in the real formats; the real-data build."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from traces import TraceSet, shared_traces_dir
+from traces.build_real import build_real
+from traces.importers import (
+    detect_format,
+    import_5g_power,
+    import_android_batteryapp,
+    import_bandwidth,
+    import_irradiance,
+    import_linux_power_supply,
+    import_pvdaq,
+    route_unit,
+)
+from traces.importers.solar import detect_sample_period_s
+
+FIX = Path(__file__).parent / "fixtures" / "traces"
+
+
+def test_detect_format_on_fixtures() -> None:
+    assert detect_format(next((FIX / "android").glob("*.csv"))) == "android-batteryapp"
+    assert detect_format(next((FIX / "android-adb").glob("*.csv"))) == "android-batteryapp"
+    assert detect_format(FIX / "linux" / "my-laptop" / "BAT0.log") == "linux-power-supply"
+    assert detect_format(next((FIX / "solar-nsrdb").glob("*.csv"))) == "nsrdb-irradiance"
+    assert detect_format(next((FIX / "pvdaq").glob("*.csv"))) == "pvdaq"
+    assert detect_format(FIX / "bandwidth" / "norway" / "norway_tram_1_0") == "bandwidth"
+    assert detect_format(FIX / "bandwidth" / "lumos5g" / "4G" / "4g_trace_walking_12345_a") == "bandwidth"
+    assert detect_format(FIX / "5g" / "data-processed" / "merged_aa-hb" / "HB-1.csv") == "5g-power"
+    assert detect_format(FIX / "make_fixtures.py") is None
+
+
+def test_android_batteryapp_session() -> None:
+    (tr,) = import_android_batteryapp(FIX / "android")
+    tr.validate()
+    m = tr.meta
+    assert m.device_kind == "phone" and m.unit == "android-0123456789abcdef"
+    assert m.capacity_wh == pytest.approx(4000 * 3.85 / 1000)  # Redmi Note 7 from the model table
+    assert m.initial_soc == pytest.approx(0.79)  # first level reading (int %) / 100
+    assert len(tr) == 239  # duplicate + level-less rows dropped, out-of-order row sorted in
+    assert np.all(np.diff(tr.time_s) > 0)
+    assert tr.plugged[:140].max() == 0 and tr.plugged[-50:].min() == 1  # status 3 -> 2
+    unpl = tr.plugged == 0
+    assert np.all(tr.supply_w[unpl] == 0) and np.all(tr.supply_w[~unpl] > 0)
+    # Discharge energy matches the level drop x capacity within the 1 % quantisation.
+    e_wh = float(np.sum(tr.base_load_w[unpl] * tr.hold_s[unpl])) / 3600
+    drop = (tr.soc_frac[0] - tr.soc_frac[int(np.argmax(~unpl)) - 1]) * m.capacity_wh
+    assert 0.5 * drop < e_wh < 2.0 * drop + 0.02 * m.capacity_wh
+    assert tr.ambient_c.min() >= 31.0  # the battery temperature
+    assert tr.bandwidth_mbps[0] == 50.0 and tr.bandwidth_mbps[-1] == 0.0  # Wi-Fi then offline
+    assert tr.demand_tps.max() > tr.demand_tps.min()  # from usage + screen
+    assert m.seed is None  # usage signals present: no seeded demand
+
+
+def test_android_adb_style_log() -> None:
+    (tr,) = import_android_batteryapp(FIX / "android-adb", capacity_wh=18.0)
+    tr.validate()
+    assert tr.meta.capacity_wh == 18.0 and tr.meta.extra["time_kind"] == "clock"
+    assert tr.ambient_c.max() < 40  # 0.1 deg C converted
+    assert tr.plugged.max() == 0  # no status column, level only falls
+    assert tr.duration_s == pytest.approx(90 * 60, rel=0.05)
+    e_wh = float(np.sum(tr.base_load_w * tr.hold_s)) / 3600
+    assert e_wh == pytest.approx(0.29 * 18.0, rel=0.35)
+
+
+def test_linux_power_supply_log() -> None:
+    trs = import_linux_power_supply(FIX / "linux")
+    assert len(trs) == 2  # split at the 3-h suspend gap
+    for t in trs:
+        t.validate()
+        assert t.meta.unit == "my-laptop-bat0" and t.meta.capacity_wh == pytest.approx(45.0)
+        assert t.meta.seed is not None  # demand seeded (no usage columns)
+    first, second = trs
+    assert first.meta.initial_soc == pytest.approx(39.9 / 45.0, abs=0.01)
+    assert 4.0 < np.median(first.base_load_w) < 7.5  # ~90-110 mWh per minute
+    assert second.plugged.max() == 1 and second.supply_w.max() > 30  # 600 mWh/min charging = 36 W
+    # Same file, same result (seed from the file name).
+    again = import_linux_power_supply(FIX / "linux" / "my-laptop" / "BAT0.log")
+    assert np.array_equal(again[0].demand_tps, first.demand_tps)
+
+
+def test_irradiance_import() -> None:
+    trs = import_irradiance(FIX / "solar-nsrdb", window_h=48, windows=2, panel_area_m2=0.1,
+                            panel_efficiency=0.2)
+    assert len(trs) == 2
+    t = trs[0]
+    t.validate()
+    assert t.meta.unit == "nsrdb-999001" and t.meta.extra["sample_period_s"] == 3600.0
+    assert t.supply_w.max() == pytest.approx(950.0 * 0.1 * 0.2, rel=0.05)  # 95,000 uW/cm2 = 950 W/m2
+    assert t.supply_w[:6].max() == 0 and t.plugged[12] == 1
+    assert detect_sample_period_s(np.tile(np.r_[np.zeros(1440), np.ones(1440)], 5)) == 30.0
+
+
+def test_pvdaq_import() -> None:
+    trs = import_pvdaq(FIX / "pvdaq", peak_w=8.0, window_h=24, windows=0)
+    assert len(trs) >= 2
+    for t in trs:
+        t.validate()
+        assert t.meta.unit == "pvdaq-site-9"
+        assert t.supply_w.min() == 0.0  # negative night readings clipped
+        assert t.supply_w.max() <= 8.0 * 1.01
+        assert 10 < t.ambient_c.mean() < 26  # the file's ambient column
+    assert trs[0].meta.extra["sample_period_s"] == 900.0
+
+
+def test_bandwidth_import_both_formats() -> None:
+    trs = import_bandwidth(FIX / "bandwidth")
+    names = {t.name for t in trs}
+    assert {"4g-trace-walking-12345-a", "norway-tram-1-0"} <= names
+    for t in trs:
+        t.validate()
+    lum = next(t for t in trs if t.name == "4g-trace-walking-12345-a")
+    assert len(lum) == 200 and lum.bandwidth_mbps.min() == 0.0 and lum.meta.unit == "lumos-4g-walking-a"
+    nor = next(t for t in trs if t.name == "norway-tram-1-0")
+    assert len(nor) == 150  # the garbage line is skipped
+    assert route_unit("test_fcc_trace_1234_http---www.example.com_0") == "fcc-1234"
+    assert route_unit("5g_trace_12_driving") == "lumos-5g-driving"
+
+
+def test_5g_power_table() -> None:
+    tab = import_5g_power(FIX / "5g")
+    assert [Path(s).name for s in tab["sources"]] == ["aa-hb_combined.csv"]  # merged copy skipped
+    nr = tab["networks"]["aa-hb:NR"]
+    assert nr["downlink_nj_per_bit"] == pytest.approx(2.0, rel=0.1)  # 2 mW per Mbit/s = 2 nJ/bit
+    assert nr["uplink_nj_per_bit"] == pytest.approx(15.0, rel=0.1)
+    assert nr["idle_w"] == pytest.approx(4.06, abs=0.1)
+
+
+def test_import_cli(tmp_path: Path) -> None:
+    cli = importlib.import_module("traces.import")
+    assert cli.main(["android-batteryapp", str(FIX / "android"), "--out", str(tmp_path / "a")]) == 0
+    ts = TraceSet.load(tmp_path / "a")
+    assert len(ts) == 1 and ts.entries[0].split == "test"  # a single unit goes to test
+    assert cli.main(["auto", str(FIX / "bandwidth"), "--out", str(tmp_path / "b"), "--split", "train"]) == 0
+    assert len(TraceSet.load(tmp_path / "b").split("train")) == 4
+    assert cli.main(["5g-power", str(FIX / "5g"), "--out", str(tmp_path / "r")]) == 0
+    assert "networks" in json.loads((tmp_path / "r" / "radio_energy_per_bit.json").read_text())
+    assert cli.main(["pvdaq", str(FIX / "android"), "--out", str(tmp_path / "x")]) == 2  # clear error
+
+
+def test_build_real_on_fixtures(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shutil.copytree(FIX, shared)
+    (shared / "make_fixtures.py").unlink()
+    ts = build_real(shared, tmp_path / "real", progress=False, verbose=False)
+    kinds = {e.meta.device_kind for e in ts.entries}
+    assert kinds == {"phone", "laptop", "solar-node"}
+    assert (tmp_path / "real" / "radio_energy_per_bit.json").exists()
+    back = TraceSet.load(tmp_path / "real")
+    for t in back:
+        t.validate()
+        assert t.meta.extra.get("bandwidth_routes") is not None or t.meta.device_kind == "phone"
+
+
+@pytest.mark.skipif(not (shared_traces_dir() / "README.md").exists(),
+                    reason=f"shared real traces not found at {shared_traces_dir()} "
+                           "(set WATTWISE_SHARED_TRACES to run)")
+def test_build_real_from_shared_traces(tmp_path: Path) -> None:
+    ts = build_real(shared_traces_dir(), tmp_path / "real", limit_per_format=6, progress=False, verbose=False)
+    back = TraceSet.load(tmp_path / "real")
+    assert len(back) == len(ts) > 10
+    assert {"phone", "laptop", "solar-node"} <= {e.meta.device_kind for e in back.entries}
+    split_of: dict[str, str] = {}
+    for e in back.entries:
+        assert split_of.setdefault(e.meta.unit, e.split) == e.split  # units never straddle splits
+    for t in back.split("test"):
+        t.validate()
+    info = json.loads((tmp_path / "real" / "manifest.json").read_text())["info"]
+    assert info["files_by_format"]["android-batteryapp"] == 6
+    assert (tmp_path / "real" / "radio_energy_per_bit.json").exists()
