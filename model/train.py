@@ -20,7 +20,6 @@ Checkpoints for resuming go to ``--run-dir``; the final weights-only checkpoint 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.cli import parse_dataclass_args
 from model.data import load_corpus
 from model.model import LAYER_RULES, ActiveConfig, ElasticGPT, ModelConfig
 
@@ -79,29 +79,7 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    docs = _field_docs(Args)
-    for f in dataclasses.fields(Args):
-        if f.type in ("bool", bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", help=docs[f.name])
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                           help=docs[f.name])
-    return Args(**vars(p.parse_args(argv)))
-
-
-def _field_docs(cls) -> dict[str, str]:
-    """The docstring under each dataclass field (cleanrl-style --help)."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(cls))
-    body, docs = tree.body[0].body, {}
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = str(b.value.value)
-    return docs
+    return parse_dataclass_args(Args, argv, description=__doc__.split("\n\n")[0])
 
 
 def get_batch(data: np.ndarray, batch: int, T: int, rng: np.random.Generator) -> tuple:

@@ -1,0 +1,131 @@
+"""Run folders: what ``train.py`` writes and how evaluation and export read it back — without
+unpickling anything.
+
+A run folder holds::
+
+    config.json          args, algorithm, env kwargs, observation feature names, decode table,
+                         profile identity (path, sha256), policy architecture
+    policy_state.pt      the SB3 policy's state_dict (tensors only: loads with weights_only=True)
+    vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon (or absent)
+    model.zip            SB3's own save, for resuming training (never needed for evaluation)
+    best/, checkpoints/  EvalCallback's best model and CheckpointCallback's snapshots
+    report.md/.csv/.json the evaluation against the baselines
+
+``load_controller(run_dir)`` rebuilds the policy network from ``config.json`` and loads the
+weights with ``torch.load(weights_only=True)``; observations are normalised exactly as
+``VecNormalize`` did during training (``(obs − mean) / sqrt(var + eps)``, clipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGOS = ("ppo", "maskable_ppo", "dqn")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_vecnormalize(vecnorm, path: str | Path) -> None:
+    """VecNormalize observation statistics as plain arrays (no pickle)."""
+    rms = vecnorm.obs_rms
+    np.savez(path, mean=rms.mean.astype(np.float64), var=rms.var.astype(np.float64),
+             count=np.array(rms.count, dtype=np.float64), clip_obs=np.array(vecnorm.clip_obs),
+             epsilon=np.array(vecnorm.epsilon), norm_obs=np.array(bool(vecnorm.norm_obs)))
+
+
+def load_vecnormalize(path: str | Path) -> dict[str, np.ndarray] | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def normalize_obs(obs: np.ndarray, stats: dict[str, np.ndarray] | None) -> np.ndarray:
+    """VecNormalize's observation transform, from saved statistics."""
+    if stats is None or not bool(stats["norm_obs"]):
+        return obs.astype(np.float32)
+    clip = float(stats["clip_obs"])
+    out = (obs - stats["mean"]) / np.sqrt(stats["var"] + float(stats["epsilon"]))
+    return np.clip(out, -clip, clip).astype(np.float32)
+
+
+def save_run(run_dir: str | Path, model, vecnorm, config: dict[str, Any]) -> None:
+    """Write config.json, policy_state.pt, vecnormalize.npz and model.zip."""
+    import torch
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.policy.state_dict().items()}, run / "policy_state.pt")
+    if vecnorm is not None:
+        save_vecnormalize(vecnorm, run / "vecnormalize.npz")
+    model.save(run / "model.zip")
+    (run / "config.json").write_text(json.dumps(config, indent=1, default=str))
+
+
+def load_config(run_dir: str | Path) -> dict[str, Any]:
+    p = Path(run_dir) / "config.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: not a run folder (no config.json); train one with python train.py")
+    return json.loads(p.read_text())
+
+
+class PolicyController:
+    """A trained SB3 policy as a ``Controller``: normalise, forward, argmax (deterministic)."""
+
+    def __init__(self, policy, stats: dict | None, name: str, uses_masks: bool = False):
+        self.policy, self.stats, self.name, self.uses_masks = policy, stats, name, uses_masks
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
+        obs = normalize_obs(np.asarray(observation, dtype=np.float64), self.stats)
+        if self.uses_masks:
+            act, _ = self.policy.predict(obs, deterministic=deterministic, action_masks=action_masks)
+        else:
+            act, _ = self.policy.predict(obs, deterministic=deterministic)
+        return act, state
+
+
+def load_controller(run_dir: str | Path) -> PolicyController:
+    """Rebuild the run's policy from config.json + policy_state.pt (weights only)."""
+    import torch
+
+    from envs.power_env import MicroLLMPowerEnv
+
+    run = Path(run_dir)
+    cfg = load_config(run)
+    algo = cfg["algo"]
+    env = MicroLLMPowerEnv(**cfg["env_kwargs"])
+    policy_kwargs = dict(cfg.get("policy_kwargs") or {})
+    if "activation_fn" in policy_kwargs:
+        policy_kwargs["activation_fn"] = getattr(torch.nn, policy_kwargs["activation_fn"])
+    lr = lambda _: 0.0  # noqa: E731 - a schedule is required by the constructors, unused here
+    if algo == "ppo":
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        policy = ActorCriticPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
+    elif algo == "maskable_ppo":
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+        policy = MaskableActorCriticPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
+    elif algo == "dqn":
+        from stable_baselines3.dqn.policies import DQNPolicy
+
+        policy = DQNPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
+    else:
+        raise ValueError(f"{run}/config.json: algo {algo!r} not in {ALGOS}")
+    state = torch.load(run / "policy_state.pt", weights_only=True, map_location="cpu")
+    policy.load_state_dict(state)
+    policy.set_training_mode(False)
+    return PolicyController(policy, load_vecnormalize(run / "vecnormalize.npz"), name=f"rl:{algo}",
+                            uses_masks=algo == "maskable_ppo")

@@ -1,0 +1,253 @@
+"""Train a power policy for the elastic micro-LLM and judge it against the baselines.
+
+    python train.py                      # PPO on the default (generated) trace set, ~10 min on 2 cores
+    python train.py --algo maskable_ppo --traces data/real --total-timesteps 3e6
+
+Reads top to bottom: args -> seed -> profile + traces -> env -> agent -> learn -> save -> evaluate.
+Outputs a run folder ``runs/{env}__{exp}__{seed}__{time}/`` (see ``agents.run_io``) with the
+model, its normalisation statistics, config, TensorBoard logs (``charts/``, ``losses/``,
+``eval/``, ``train/``) and the evaluation report on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.logger import HParam
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMonitor, VecNormalize
+from tqdm import tqdm
+
+import envs
+from agents.run_io import ALGOS, save_run, sha256_file
+from envs.batched import BatchedPowerEnv
+from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
+from model.cli import parse_dataclass_args
+from runtime.observation import FEATURES, feature_names
+
+HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
+
+
+@dataclass
+class Args:
+    algo: str = "ppo"
+    """ppo | maskable_ppo (sb3-contrib, uses the env's action masks) | dqn"""
+    exp_name: str = "wattwise"
+    """experiment name, part of the run folder name"""
+    seed: int = 1
+    """seed of the agent, the env batch and the evaluation"""
+    profile: str = str(DEFAULT_PROFILE)
+    """cost profile JSON (python -m model.profile); default: the committed reference profile"""
+    traces: str | None = None
+    """trace-set folder (default: the generated default set, traces/data/default)"""
+    total_timesteps: float = 0.0
+    """environment steps to train for (0: the YAML's n_timesteps)"""
+    n_envs: int = 0
+    """parallel environments in the batched env (0: the YAML's n_envs)"""
+    step_s: float = 10.0
+    """control step of the environment, seconds"""
+    lagrangian: bool = False
+    """constrained variant: subtract lambda * cost, lambda learnt by dual ascent toward cost_limit"""
+    cost_limit: float = 0.0
+    """target mean cost per step for the Lagrangian variant"""
+    lagrange_lr: float = 0.05
+    """dual-ascent step size of lambda per rollout"""
+    eval_freq: int = 50_000
+    """environment steps between evaluations on the val split"""
+    eval_episodes: int = 12
+    """episodes per val evaluation"""
+    checkpoint_freq: int = 250_000
+    """environment steps between checkpoints"""
+    runs_dir: str = "runs"
+    """parent folder of run folders"""
+    threads: int = 1
+    """torch threads (one is fastest for these small networks)"""
+    final_eval: bool = True
+    """evaluate against the baselines on the test split at the end and print the table"""
+    eval_max_steps: int = 720
+    """steps per evaluation episode (720 = 2 h at 10 s)"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+class LagrangianCost(VecEnvWrapper):
+    """r ← r − λ·cost, where cost counts violated constraints this step (``BatchedPowerEnv.last_cost``)."""
+
+    def __init__(self, venv, lam: float = 0.0):
+        super().__init__(venv)
+        self.lam = lam
+        self.cost_sum, self.cost_n = 0.0, 0
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rew, done, infos = self.venv.step_wait()
+        cost = self.venv.unwrapped.last_cost
+        self.cost_sum += float(cost.sum())
+        self.cost_n += cost.size
+        return obs, rew - self.lam * cost.astype(np.float32), done, infos
+
+
+class WattwiseLogger(BaseCallback):
+    """TensorBoard: reward terms, violations, quality, energy, SPS, λ; a tqdm progress bar."""
+
+    def __init__(self, total: int, lagrangian: LagrangianCost | None, args: Args, progress: bool):
+        super().__init__()
+        self.total, self.lag, self.args = total, lagrangian, args
+        self.bar = tqdm(total=total, unit="step", desc="train", disable=not progress)
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.t0 = time.time()
+
+    def _on_training_start(self) -> None:
+        hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+              for k, v in dataclasses.asdict(self.args).items()}
+        self.logger.record("hparams", HParam(hp, {"eval/mean_reward": 0.0, "charts/quality_per_token": 0.0}),
+                           exclude=("stdout", "log", "json", "csv"))
+
+    def _on_step(self) -> bool:
+        base = self.training_env.unwrapped
+        for k, v in base.last_terms.items():
+            self.sums[f"reward_terms/{k}"] = self.sums.get(f"reward_terms/{k}", 0.0) + float(np.mean(v))
+        self.sums["charts/cost"] = self.sums.get("charts/cost", 0.0) + float(base.last_cost.mean())
+        self.sums["charts/energy_j_per_step"] = self.sums.get("charts/energy_j_per_step", 0.0) + float(
+            base.last_energy_j.mean())
+        served = float(base.last_served.sum())
+        self.sums["_served"] = self.sums.get("_served", 0.0) + served
+        self.sums["_q"] = self.sums.get("_q", 0.0) + float((base.q[base.a] * base.last_served).sum())
+        self.n += 1
+        self.bar.update(base.num_envs)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if not self.n:
+            return
+        for k, v in self.sums.items():
+            if not k.startswith("_"):
+                self.logger.record(k, v / self.n)
+        self.logger.record("charts/quality_per_token", self.sums["_q"] / max(self.sums["_served"], 1e-9))
+        self.logger.record("charts/SPS", int(self.num_timesteps / (time.time() - self.t0)))
+        if self.lag is not None:
+            mean_cost = self.lag.cost_sum / max(self.lag.cost_n, 1)
+            self.lag.lam = max(0.0, self.lag.lam + self.args.lagrange_lr * (mean_cost - self.args.cost_limit))
+            self.lag.cost_sum, self.lag.cost_n = 0.0, 0
+            self.logger.record("charts/lagrange_lambda", self.lag.lam)
+        self.sums, self.n = {}, 0
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def load_hyperparams(algo: str) -> dict:
+    path = HYPERPARAMS / f"{algo}.yml"
+    hp = yaml.safe_load(path.read_text())
+    if envs.ENV_ID not in hp:
+        raise SystemExit(f"{path}: no entry for {envs.ENV_ID}")
+    return dict(hp[envs.ENV_ID])
+
+
+def make_agent(algo: str, env, hp: dict, seed: int, tb_dir: str):
+    pk = dict(hp.pop("policy_kwargs", {}))
+    pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", "Tanh"))
+    common = dict(policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu")
+    if algo == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO("MlpPolicy", env, **hp, **common)
+    if algo == "maskable_ppo":
+        from sb3_contrib import MaskablePPO
+
+        return MaskablePPO("MlpPolicy", env, **hp, **common)
+    if algo == "dqn":
+        from stable_baselines3 import DQN
+
+        return DQN("MlpPolicy", env, **hp, **common)
+    raise SystemExit(f"--algo {algo!r}: choose one of {ALGOS}")
+
+
+def main(args: Args) -> Path:
+    # ---- seed -----------------------------------------------------------------------------
+    torch.set_num_threads(args.threads)
+    set_random_seed(args.seed)
+    hp = load_hyperparams(args.algo)
+    n_envs = args.n_envs or int(hp.pop("n_envs"))
+    hp.pop("n_envs", None)
+    total = int(args.total_timesteps or float(hp.pop("n_timesteps")))
+    hp.pop("n_timesteps", None)
+    norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
+    run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run = Path(args.runs_dir) / run_name
+    run.mkdir(parents=True, exist_ok=True)
+
+    # ---- profile + traces -> env ---------------------------------------------------------
+    env_kwargs = {"profile": args.profile, "traces": args.traces, "step_s": args.step_s}
+    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, max_episode_steps=envs.MAX_EPISODE_STEPS,
+                           **env_kwargs)
+    ref_env: MicroLLMPowerEnv = venv.ref
+    train_env = VecMonitor(venv)
+    lag = LagrangianCost(train_env) if args.lagrangian else None
+    train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
+
+    def make_val():
+        import gymnasium as gym
+
+        return gym.make(envs.ENV_ID, split="val", **env_kwargs)
+
+    eval_env = VecNormalize(VecMonitor(DummyVecEnv([make_val])), norm_obs=norm_obs, norm_reward=False,
+                            training=False)
+
+    # ---- agent ------------------------------------------------------------------------------
+    policy_kwargs = dict(hp.get("policy_kwargs", {}))
+    model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"))
+    eval_cb_cls = EvalCallback
+    if args.algo == "maskable_ppo":
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as eval_cb_cls
+    callbacks = CallbackList([
+        WattwiseLogger(total, lag, args, args.progress),
+        eval_cb_cls(eval_env, n_eval_episodes=args.eval_episodes, eval_freq=max(1, args.eval_freq // n_envs),
+                    best_model_save_path=str(run / "best"), log_path=str(run / "eval"), deterministic=True,
+                    verbose=0),
+        CheckpointCallback(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
+                           name_prefix="model", save_vecnormalize=False),
+    ])
+
+    # ---- learn --------------------------------------------------------------------------------
+    t0 = time.time()
+    model.learn(total_timesteps=total, callback=callbacks, tb_log_name="tb")
+    train_s = time.time() - t0
+
+    # ---- save -----------------------------------------------------------------------------------
+    config = {
+        "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
+        "env_kwargs": {**env_kwargs, "split": "train"}, "policy_kwargs": policy_kwargs,
+        "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total, "train_wall_s": train_s,
+        "obs_features": feature_names(0), "obs_units": [f[1] for f in FEATURES],
+        "decode_table": ref_env.decode_table,
+        "profile": {"path": args.profile, "sha256": sha256_file(args.profile) if Path(args.profile).exists() else None},
+        "lagrange_lambda": lag.lam if lag else None,
+    }
+    save_run(run, model, train_env, config)
+    print(f"trained {total} steps in {train_s / 60:.1f} min ({total / train_s:.0f} steps/s); run folder: {run}")
+
+    # ---- evaluate -------------------------------------------------------------------------------
+    if args.final_eval:
+        from agents.evaluate import main as evaluate_main
+
+        argv = ["--run", str(run), "--split", "test", "--out", str(run), "--max-steps", str(args.eval_max_steps)]
+        if args.traces:
+            argv += ["--traces", args.traces]
+        evaluate_main(argv)
+    return run
+
+
+if __name__ == "__main__":
+    main(parse_dataclass_args(Args, description=__doc__.split("\n\n")[0]))
