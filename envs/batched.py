@@ -122,9 +122,11 @@ class BatchedPowerEnv(VecEnv):
         slo_bad = lat > self.slo
         bud = self.T_bud[k, i]
         has_b = bud == bud
-        self.budget_left = np.where(has_b, self.budget_left + np.nan_to_num(bud) * dt - energy, self.budget_left)
-        over_b = np.where(has_b & (self.budget_left + np.nan_to_num(bud) * self.grace < 0) & (power > bud),
-                          (power - np.nan_to_num(bud)) / np.where(has_b, bud, 1.0), 0.0)
+        llm_j = energy - (self.tr_idle[k] + self.T_base[k, i]) * dt
+        bud0 = np.nan_to_num(bud)
+        self.budget_left = np.where(has_b, self.budget_left + bud0 * dt - llm_j, self.budget_left)
+        over_b = np.where(has_b & (self.budget_left + bud0 * self.grace < 0) & (llm_j > bud0 * dt),
+                          (llm_j / dt - bud0) / np.where(has_b, bud, 1.0), 0.0)
         terms = {"quality": self.q[a] * served / (TOK_SCALE * dt), "thermal": -w.thermal_per_c * over_c,
                  "slo": -w.slo * slo_bad, "budget": -w.budget * over_b,
                  "drop": -w.drop * dropped / (TOK_SCALE * dt), "death": -w.death * dead}

@@ -52,12 +52,13 @@ gives each index's name, depth, heads and bits). ``action_masks()`` (sb3-contrib
   ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P`` (``envs.devices``);
 * latency of the step: ``decode_ms_j / θ + 1000·backlog / (tps_j·θ)`` (decode time plus the
   queueing wait of the last queued token), against ``slo_ms``;
-* budget (traces with ``budget_w``): an allowance ``budget_w·(elapsed + budget_grace_s) − E_used``;
-  while it is negative, drawing more than ``budget_w`` is a violation.
+* budget (traces with ``budget_w``, a power budget for the LLM itself): an allowance
+  ``budget_w·(elapsed + budget_grace_s) − E_llm_used``; while it is negative, an LLM power
+  above ``budget_w`` is a violation.
 
 ## Rewards
 ``r = quality_j · S / (100·dt) − w_thermal·max(0, T − T_max) − w_slo·[latency > SLO]
-− w_budget·max(0, P − budget_w)/budget_w·[allowance < 0] − w_drop·dropped/(100·dt) − w_death·[death]``.
+− w_budget·max(0, P_llm − budget_w)/budget_w·[allowance < 0] − w_drop·dropped/(100·dt) − w_death·[death]``.
 ``quality_j`` is the profile's multiple-choice skill above chance, ``(acc − 0.25)/0.75``, so a
 step serving 100 tok/s with the full model earns ≈ its skill (≈ 0.5). Default weights and why:
 ``w_death = 50`` (about a hundred steps of full-quality serving: dying must never pay),
@@ -328,11 +329,11 @@ class MicroLLMPowerEnv(gym.Env):
         slo_bad = lat_ms > self.slo_ms
         budget = tr.budget_w[i]
         over_budget = 0.0
-        if budget == budget:  # not NaN
-            self._budget_left_j += budget * dt - energy_j
-            elapsed_s = (i + 1 - self._i0) * dt
-            if self._budget_left_j + budget * self.budget_grace_s < 0 and power_w > budget and elapsed_s > 0:
-                over_budget = (power_w - budget) / budget
+        if budget == budget:  # not NaN; the budget covers the LLM's own energy (traces/ schema)
+            llm_j = energy_j - (self._idle_w + base) * dt
+            self._budget_left_j += budget * dt - llm_j
+            if self._budget_left_j + budget * self.budget_grace_s < 0 and llm_j > budget * dt:
+                over_budget = (llm_j / dt - budget) / budget
         w = self.w
         terms = {
             "quality": self._q[a] * served / (TOK_SCALE * dt),
@@ -364,7 +365,7 @@ class MicroLLMPowerEnv(gym.Env):
 
     def action_masks(self) -> np.ndarray:
         """Configurations allowed now (sb3-contrib MaskablePPO convention)."""
-        return self._mask
+        return self._mask.copy()
 
     def _compute_mask(self) -> np.ndarray:
         tr, i = self._tr, self._i

@@ -1,0 +1,423 @@
+"""The exported policy file (``policy.npz``) and its numpy forward pass.
+
+numpy + the standard library only: this is what runs on the device.
+
+A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
+
+* ``meta_json`` — a 0-d unicode array with a JSON object: format name and version, algorithm,
+  activation, observation feature order and units, the action decode table, the VecNormalize
+  settings, the mask-rule parameters (device thermal parameters, reserve SoC), the profile's
+  identity and the safe configuration;
+* ``layer{k}_weight`` (out, in) / ``layer{k}_bias`` (out,) float32 — the actor MLP, last layer
+  = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``);
+* ``obs_mean`` / ``obs_var`` float64 (obs_dim,) — VecNormalize running statistics;
+* ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) and
+  ``config_features`` float64 (n_actions, 3) — per-configuration figures from the profile
+  (the shield's feasibility rules and observation features 14–16 need them on the device);
+* ``content_sha256`` — a 0-d unicode array: SHA-256 over every other array (name, dtype,
+  shape, bytes, in sorted name order). :func:`load_policy_file` recomputes and compares it.
+
+``docs/runtime.md`` has the full table. Any problem while loading raises
+:class:`PolicyFileError` naming what is wrong; the runtime manager then falls back to the safe
+configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.observation import FEATURES, LOOKAHEAD, feature_names
+
+FORMAT = "wattwise-policy"
+FORMAT_VERSION = 1
+HASH_KEY = "content_sha256"
+META_KEY = "meta_json"
+ACTIVATIONS = ("Tanh", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Identity")
+PER_CONFIG_ARRAYS = ("energy_j_per_token", "power_w", "decode_tokens_per_s")
+#: Logit given to masked-out actions (sb3-contrib's MaskableCategorical uses -1e8).
+MASKED_LOGIT = -1e8
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing, truncated, corrupted, tampered with or inconsistent.
+
+    Attributes:
+        path: The file.
+        problem: What is wrong, in words.
+    """
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def content_hash(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array except ``content_sha256`` (sorted by name).
+
+    Each array contributes its name, dtype string, shape and C-order bytes, so a change to any
+    value, a reshape or a dtype change all alter the hash.
+    """
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == HASH_KEY:
+            continue
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(b"\0" + a.dtype.str.encode() + b"\0" + repr(a.shape).encode() + b"\0")
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def obs_feature_table(lookahead: int = 0) -> list[dict[str, Any]]:
+    """Observation features in order, with units and bounds (from ``runtime.observation``)."""
+    rows = [{"name": n, "unit": u, "min": lo, "max": hi} for n, u, lo, hi in FEATURES]
+    rows += [{"name": f"supply_w_ahead_{i + 1}", "unit": LOOKAHEAD[1], "min": LOOKAHEAD[2],
+              "max": LOOKAHEAD[3]} for i in range(lookahead)]
+    return rows
+
+
+def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray]], meta: dict[str, Any],
+                     obs_mean: np.ndarray, obs_var: np.ndarray, per_config: dict[str, np.ndarray],
+                     config_features: np.ndarray) -> str:
+    """Writes a policy file and returns its content hash.
+
+    Args:
+        path: Output ``.npz`` path.
+        layers: ``[(weight (out, in), bias (out,)), ...]``; the last layer gives the logits.
+        meta: JSON-ready metadata (see the module docstring; ``format`` keys are filled in).
+        obs_mean: VecNormalize mean (obs_dim,).
+        obs_var: VecNormalize variance (obs_dim,).
+        per_config: ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` arrays.
+        config_features: (n_actions, 3) depth/max, heads, bits/32.
+    """
+    meta = dict(meta)
+    meta.setdefault("format", FORMAT)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    meta["n_layers"] = len(layers)
+    arrays: dict[str, np.ndarray] = {}
+    for k, (w, b) in enumerate(layers):
+        arrays[f"layer{k}_weight"] = np.ascontiguousarray(w, dtype=np.float32)
+        arrays[f"layer{k}_bias"] = np.ascontiguousarray(b, dtype=np.float32)
+    arrays["obs_mean"] = np.asarray(obs_mean, dtype=np.float64)
+    arrays["obs_var"] = np.asarray(obs_var, dtype=np.float64)
+    for name in PER_CONFIG_ARRAYS:
+        arrays[name] = np.asarray(per_config[name], dtype=np.float64)
+    arrays["config_features"] = np.asarray(config_features, dtype=np.float64)
+    arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
+    digest = content_hash(arrays)
+    arrays[HASH_KEY] = np.array(digest)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:  # np.savez on a path would append ".npz" to other suffixes
+        np.savez(fh, **arrays)
+    return digest
+
+
+@dataclass
+class PolicyFile:
+    """A validated policy file.
+
+    Attributes:
+        path: Where it was loaded from.
+        meta: The decoded ``meta_json``.
+        layers: ``[(weight float32 (out, in), bias float32 (out,)), ...]``.
+        obs_mean: (obs_dim,) float64.
+        obs_var: (obs_dim,) float64.
+        energy_j_per_token: (n_actions,) float64.
+        power_w: (n_actions,) float64.
+        decode_tokens_per_s: (n_actions,) float64.
+        config_features: (n_actions, 3) float64.
+        sha256: The verified content hash.
+    """
+
+    path: str
+    meta: dict[str, Any]
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    energy_j_per_token: np.ndarray
+    power_w: np.ndarray
+    decode_tokens_per_s: np.ndarray
+    config_features: np.ndarray
+    sha256: str
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.layers[0][0].shape[1])
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.layers[-1][0].shape[0])
+
+    @property
+    def decode_table(self) -> list[dict[str, Any]]:
+        return list(self.meta["decode_table"])
+
+    @property
+    def names(self) -> list[str]:
+        return [str(r["name"]) for r in self.meta["decode_table"]]
+
+    @property
+    def safe_index(self) -> int:
+        """The configuration with the lowest energy per token (the shield's safe choice)."""
+        return int(np.argmin(self.energy_j_per_token))
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.meta.get("algo") == "maskable_ppo"
+
+    @property
+    def lookahead(self) -> int:
+        return int(self.meta.get("lookahead", 0))
+
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-ready description (algo, sizes, profile, hash)."""
+        m = self.meta
+        return {"path": self.path, "algo": m.get("algo"), "activation": m.get("activation"),
+                "layers": [list(w.shape) for w, _ in self.layers], "n_actions": self.n_actions,
+                "profile": m.get("profile"), "device_kind": m.get("mask_rules", {}).get("device_kind"),
+                "sha256": self.sha256}
+
+
+_REQUIRED_META = ("format", "format_version", "algo", "activation", "obs_features", "decode_table",
+                  "normalization", "mask_rules", "profile", "lookahead")
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """Loads and validates a policy file (``allow_pickle=False``).
+
+    Raises:
+        PolicyFileError: Missing, truncated or corrupted file; missing arrays; a content hash that
+            does not match (tampering); inconsistent shapes; non-finite numbers; an unknown
+            format version or activation; an observation feature order that differs from
+            ``runtime.observation``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise PolicyFileError(p, "no such file; export one with `python deploy.py export <run-dir>`")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            for k in z.files:
+                arrays[k] = z[k]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
+        raise PolicyFileError(p, f"not a readable .npz (truncated or corrupted): {exc}") from exc
+    except ValueError as exc:  # pickled object arrays, bad headers
+        raise PolicyFileError(p, f"not a valid policy .npz (object arrays or bad header): {exc}") from exc
+    for k in (META_KEY, HASH_KEY, "obs_mean", "obs_var", "config_features", *PER_CONFIG_ARRAYS):
+        if k not in arrays:
+            raise PolicyFileError(p, f"missing array {k!r}; re-export the policy")
+    stored = arrays[HASH_KEY]
+    if stored.shape != () or stored.dtype.kind != "U":
+        raise PolicyFileError(p, f"{HASH_KEY} must be a 0-d unicode array")
+    digest = content_hash(arrays)
+    if str(stored) != digest:
+        raise PolicyFileError(p, f"content hash mismatch (stored {str(stored)[:12]}…, computed {digest[:12]}…): "
+                                 "the file was modified after export (tampered or corrupted)")
+    try:
+        meta = json.loads(str(arrays[META_KEY]))
+    except json.JSONDecodeError as exc:
+        raise PolicyFileError(p, f"meta_json is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise PolicyFileError(p, "meta_json must be a JSON object")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise PolicyFileError(p, f"meta_json lacks {missing}")
+    if meta["format"] != FORMAT or meta["format_version"] != FORMAT_VERSION:
+        raise PolicyFileError(p, f"format {meta['format']!r} v{meta['format_version']}; this runtime reads "
+                                 f"{FORMAT!r} v{FORMAT_VERSION}")
+    if meta["activation"] not in ACTIVATIONS:
+        raise PolicyFileError(p, f"activation {meta['activation']!r} not in {ACTIVATIONS}")
+    n_layers = int(meta.get("n_layers", 0))
+    if n_layers < 1:
+        raise PolicyFileError(p, "n_layers must be >= 1")
+    layers = []
+    for k in range(n_layers):
+        wk, bk = f"layer{k}_weight", f"layer{k}_bias"
+        if wk not in arrays or bk not in arrays:
+            raise PolicyFileError(p, f"missing {wk} / {bk} (meta says {n_layers} layers)")
+        w, b = arrays[wk], arrays[bk]
+        if w.ndim != 2 or b.shape != (w.shape[0],):
+            raise PolicyFileError(p, f"{wk} {w.shape} / {bk} {b.shape}: expected (out, in) / (out,)")
+        if k and w.shape[1] != layers[-1][0].shape[0]:
+            raise PolicyFileError(p, f"{wk} takes {w.shape[1]} inputs but layer{k - 1} gives "
+                                     f"{layers[-1][0].shape[0]}")
+        if w.dtype.kind != "f" or b.dtype.kind != "f":
+            raise PolicyFileError(p, f"{wk}/{bk} must be floating point")
+        layers.append((w, b))
+    lookahead = int(meta["lookahead"])
+    obs_dim, n_act = layers[0][0].shape[1], layers[-1][0].shape[0]
+    names = [f["name"] if isinstance(f, dict) else f for f in meta["obs_features"]]
+    if names != feature_names(lookahead):
+        raise PolicyFileError(p, f"observation features {names} differ from this runtime's "
+                                 f"{feature_names(lookahead)} (feature order or version mismatch)")
+    if obs_dim != len(names):
+        raise PolicyFileError(p, f"first layer takes {obs_dim} inputs but there are {len(names)} features")
+    if len(meta["decode_table"]) != n_act:
+        raise PolicyFileError(p, f"decode table has {len(meta['decode_table'])} rows, policy {n_act} actions")
+    for k in ("obs_mean", "obs_var"):
+        if arrays[k].shape != (obs_dim,):
+            raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({obs_dim},)")
+    for k in PER_CONFIG_ARRAYS:
+        if arrays[k].shape != (n_act,):
+            raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({n_act},)")
+    if arrays["config_features"].shape != (n_act, 3):
+        raise PolicyFileError(p, f"config_features has shape {arrays['config_features'].shape}, "
+                                 f"expected ({n_act}, 3)")
+    for k, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise PolicyFileError(p, f"{k} contains NaN or infinity")
+    if (arrays["obs_var"] < 0).any() or (arrays["energy_j_per_token"] <= 0).any():
+        raise PolicyFileError(p, "negative variance or non-positive energy per token")
+    rules = meta["mask_rules"]
+    dev = rules.get("device", {}) if isinstance(rules, dict) else {}
+    for key in ("t_max_c", "r_th_c_per_w", "tau_s", "idle_power_w"):
+        v = dev.get(key)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise PolicyFileError(p, f"mask_rules.device.{key} missing or not a finite number")
+    if not 0.0 <= float(rules.get("reserve_soc", -1)) < 1.0:
+        raise PolicyFileError(p, "mask_rules.reserve_soc missing or outside [0, 1)")
+    return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
+                      arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
+                      arrays["config_features"], digest)
+
+
+class NumpyPolicy:
+    """The exported actor MLP in numpy: normalise, forward, argmax (optionally masked).
+
+    VecNormalize is folded into the first layer: ``clip((x − μ)/σ, −c, c)`` equals
+    ``(clip(x, μ − cσ, μ + cσ) − μ)/σ``, so the device clips the raw observation to per-feature
+    bounds and the first layer absorbs ``1/σ`` and ``−μ/σ``. Biases ride on a constant-1 input
+    (augmented matrices), so one decision is: 2 clip ufuncs + one ``np.dot`` and one activation
+    per layer + ``argmax`` — all into preallocated float64 buffers, no allocation.
+
+    Args:
+        pf: A loaded :class:`PolicyFile`.
+    """
+
+    def __init__(self, pf: PolicyFile) -> None:
+        self.pf = pf
+        self.activation = pf.meta["activation"]
+        self.uses_masks = pf.uses_masks
+        norm = pf.meta["normalization"]
+        d = pf.obs_dim
+        mean = pf.obs_mean.astype(np.float64)
+        if norm.get("norm_obs", False):
+            clip = float(norm["clip_obs"])
+            std = np.sqrt(pf.obs_var.astype(np.float64) + float(norm["epsilon"]))
+            scale, shift = 1.0 / std, -mean / std
+            self.lo, self.hi = mean - clip * std, mean + clip * std
+        else:
+            scale, shift = np.ones(d), np.zeros(d)
+            self.lo, self.hi = np.full(d, -np.inf), np.full(d, np.inf)
+        self._scale, self._shift = scale, shift
+        self.mats: list[np.ndarray] = []
+        for k, (w, b) in enumerate(pf.layers):
+            w64, b64 = w.astype(np.float64), b.astype(np.float64)
+            if k == 0:
+                b64 = b64 + w64 @ shift
+                w64 = w64 * scale[None, :]
+            self.mats.append(np.ascontiguousarray(np.concatenate([w64, b64[:, None]], axis=1)))
+        # buffers: each hidden buffer ends with a constant 1 for the next layer's bias column
+        self._x = np.ones(d + 1)
+        self._xv = self._x[:d]
+        self._h: list[np.ndarray] = []
+        self._hv: list[np.ndarray] = []
+        for w in self.mats[:-1]:
+            h = np.ones(w.shape[0] + 1)
+            self._h.append(h)
+            self._hv.append(h[:-1])
+        self.logits = np.zeros(self.mats[-1].shape[0])
+        self._masked = np.zeros_like(self.logits)
+        self._act = _ACT_FNS[self.activation]
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.logits.shape[0])
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
+        """Returns the deterministic action for one observation (obs_dim,), any float dtype.
+
+        With ``mask`` (bool, n_actions), masked-out actions get a logit of ``MASKED_LOGIT``
+        first (sb3-contrib's rule). The raw logits stay in :attr:`logits`.
+        """
+        xv = self._xv
+        np.minimum(obs, self.hi, out=xv)
+        np.maximum(xv, self.lo, out=xv)
+        inp = self._x
+        act = self._act
+        for w, h, hv in zip(self.mats, self._h, self._hv):
+            np.dot(w, inp, out=hv)
+            act(hv)
+            inp = h
+        np.dot(self.mats[-1], inp, out=self.logits)
+        if mask is None:
+            return int(self.logits.argmax())
+        return self.masked_argmax(mask)
+
+    def masked_argmax(self, mask: np.ndarray) -> int:
+        """Argmax of the last :meth:`act` logits over the allowed actions only."""
+        m = self._masked
+        m.fill(MASKED_LOGIT)
+        np.copyto(m, self.logits, where=mask)
+        return int(m.argmax())
+
+    def logits_batch(self, obs: np.ndarray) -> np.ndarray:
+        """Logits for a batch (n, obs_dim) -> (n, n_actions) (allocates; for tests and tools)."""
+        x = np.clip(np.asarray(obs, dtype=np.float64), self.lo, self.hi)
+        h = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+        for w in self.mats[:-1]:
+            z = h @ w.T
+            self._act(z)
+            h = np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
+        return h @ self.mats[-1].T
+
+    def act_batch(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """Deterministic actions for a batch (n, obs_dim) -> (n,) int64."""
+        lg = self.logits_batch(obs)
+        if masks is not None:
+            lg = np.where(masks, lg, MASKED_LOGIT)
+        return lg.argmax(axis=1)
+
+
+def _tanh(h: np.ndarray) -> None:
+    np.tanh(h, out=h)
+
+
+def _relu(h: np.ndarray) -> None:
+    np.maximum(h, 0.0, out=h)
+
+
+def _leaky_relu(h: np.ndarray) -> None:  # torch default negative_slope 0.01
+    np.maximum(h, 0.01 * h, out=h)
+
+
+def _elu(h: np.ndarray) -> None:  # alpha 1
+    neg = np.minimum(h, 0.0)
+    np.maximum(h, 0.0, out=h)
+    h += np.expm1(neg)
+
+
+def _sigmoid(h: np.ndarray) -> None:
+    np.negative(h, out=h)
+    np.exp(h, out=h)
+    h += 1.0
+    np.reciprocal(h, out=h)
+
+
+def _identity(h: np.ndarray) -> None:
+    pass
+
+
+_ACT_FNS = {"Tanh": _tanh, "ReLU": _relu, "LeakyReLU": _leaky_relu, "ELU": _elu, "Sigmoid": _sigmoid,
+            "Identity": _identity}
