@@ -12,7 +12,6 @@ model, its normalisation statistics, config, TensorBoard logs (``charts/``, ``lo
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path

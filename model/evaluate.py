@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model.data import encode, load_corpus
+from model.data import load_corpus
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quality.json"
 

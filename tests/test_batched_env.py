@@ -23,7 +23,7 @@ def test_batched_matches_scalar(trace_index):
     for j in range(3):
         batched.reset_env(j, k, start)
     np.testing.assert_allclose(batched._obs()[0], obs_s, rtol=1e-6, atol=1e-5)
-    for t in range(300):
+    for _ in range(300):
         a = int(rng.integers(scalar.action_space.n))
         obs_s, r_s, term_s, trunc_s, info = scalar.step(a)
         r_b, term_b, trunc_b = batched._step(np.full(3, a))

@@ -94,7 +94,7 @@ def test_known_heat_input_gives_analytic_temperature():
 def test_battery_death_terminates_with_penalty():
     env = make_env(flat_trace(base_w=5.0, capacity_wh=0.01, soc=0.5))
     env.reset(seed=0)
-    for k in range(10):
+    for _ in range(10):
         _, r, term, trunc, info = env.step(0)
         if term:
             break

@@ -90,7 +90,6 @@ def test_kv_cache_across_random_switches_all_precisions(tiny):
 
 def test_cache_repair_keeps_unchanged_prefix(tiny):
     """Going from depth 4 to depth 3 only re-runs layers after the first changed position."""
-    tiny.config  # layer rule of TINY is the default
     tiny.set_config(ActiveConfig(4, 1.0, 32))
     cache = tiny.new_cache(1, 64)
     tiny.forward(torch.randint(0, 256, (1, 10)), cache)

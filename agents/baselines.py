@@ -1,0 +1,301 @@
+"""Heuristic baselines: the rules a person would write by hand, behind ``predict()``.
+
+Every controller here is built from a ``MicroLLMPowerEnv`` (it reads the per-configuration cost
+tables ``env.costs`` and the step length) and then decides from the observation vector only
+(``runtime.observation``). Rules, in one line each (``docs/agents.md`` has the details):
+
+* ``random``: a uniformly random configuration from its own seeded ``numpy`` Generator.
+* ``static-largest``: always the highest-quality configuration (ties: lowest energy/token).
+* ``static-smallest``: always the lowest-energy-per-token configuration.
+* ``static-fit``: always the best-quality configuration whose power at the split's average
+  demand fits the split's average supply plus the battery's energy spread over the trace.
+* ``battery-ladder``: plugged → largest; else SoC ≥ 0.6 / 0.3 / 0.15 / below → four descending
+  quality tiers of the efficient frontier.
+* ``greedy-budget``: highest quality whose predicted power ``base + rate·e_token`` fits
+  ``supply + affordable power`` (feature 9), and the power budget when there is one.
+* ``schedutil``: the slowest efficient configuration whose throughput covers 1.25 × the needed
+  token rate (the lowest "frequency" with 25 % headroom), capped as thermal headroom shrinks.
+
+Shared helpers (also used by ``agents.mpc``): the observation indices ``F``, the efficient
+frontier, the previous-configuration / base-load / budget estimators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.base import BaseController
+from runtime.observation import feature_names
+
+#: observation feature name → index (``runtime.observation``)
+F: dict[str, int] = {name: i for i, name in enumerate(feature_names())}
+BATTERY_LADDER_SOC = (0.6, 0.3, 0.15)  # SoC thresholds of the ladder's four tiers
+SCHEDUTIL_HEADROOM = 1.25  # schedutil's 25 % capacity margin (kernel: util × 1.25)
+THERMAL_CAP_C = 5.0  # schedutil's thermal cap starts this far below the trip point
+
+
+def efficient_configs(costs) -> np.ndarray:
+    """Indices of the configurations on the (quality ↑, energy/token ↓) Pareto frontier.
+
+    A configuration is dropped when another one has at least its quality at no more energy per
+    token (and is strictly better in one). Returned sorted by energy per token, ascending — which
+    on the frontier is also quality ascending.
+
+    Args:
+        costs: ``envs.power_env.CostTables``.
+    """
+    q, e = np.asarray(costs.quality), np.asarray(costs.ept_j)
+    keep = []
+    for j in range(len(q)):
+        dominated = np.any((q >= q[j]) & (e <= e[j]) & ((q > q[j]) | (e < e[j])))
+        if not dominated:
+            keep.append(j)
+    keep = np.array(keep, dtype=int)
+    # equal (quality, energy) duplicates survive together: keep the first of each
+    _, first = np.unique(np.stack([q[keep], e[keep]], 1), axis=0, return_index=True)
+    keep = keep[np.sort(first)]
+    return keep[np.lexsort((-q[keep], e[keep]))]
+
+
+def largest_config(costs) -> int:
+    """Highest quality; among equals, the lowest energy per token."""
+    return int(np.lexsort((costs.ept_j, -costs.quality))[0])
+
+
+def smallest_config(costs) -> int:
+    """Lowest energy per token; among equals, the highest quality."""
+    return int(np.lexsort((-costs.quality, costs.ept_j))[0])
+
+
+class ObsModel:
+    """Quantities a rule needs that the observation gives only indirectly.
+
+    * the previous configuration: matched from its features (14–16);
+    * the power of everything but the model's tokens (idle + the rest of the device): the last
+      step's draw (17) minus the previous configuration's modelled token power;
+    * the token rate to serve: last demand (10) + backlog (11 × cap) drained in one step.
+    """
+
+    def __init__(self, env):
+        env = env.unwrapped
+        c = env.costs
+        self.costs = c
+        self.dt = float(env.step_s)
+        self.backlog_cap = float(env.backlog_cap)
+        self.features = np.asarray(c.features, dtype=np.float64)
+
+    def prev_config(self, obs: np.ndarray) -> int:
+        feat = np.asarray(obs[F["config_depth_frac"]:F["config_bits_frac"] + 1], dtype=np.float64)
+        return int(np.argmin(np.abs(self.features - feat).sum(1)))
+
+    def backlog_tokens(self, obs: np.ndarray) -> float:
+        return float(obs[F["backlog_frac"]]) * self.backlog_cap
+
+    def need_tps(self, obs: np.ndarray) -> float:
+        """Tokens/s to serve this step: the demand just seen plus the backlog, drained now."""
+        return float(obs[F["demand_tps"]]) + self.backlog_tokens(obs) / self.dt
+
+    def base_w(self, obs: np.ndarray) -> float:
+        """Non-model power (idle + device base load), W, estimated from the last step's draw.
+
+        The served rate of the last step is not observed: a non-empty backlog means the previous
+        configuration ran flat out (its throughput), else it served the demand. A zero latency
+        feature means nothing was served yet (the first observation of an episode).
+        """
+        p_last = float(obs[F["power_w"]])
+        if float(obs[F["latency_over_slo"]]) <= 0.0:
+            return p_last
+        j = self.prev_config(obs)
+        tps = float(self.costs.tps[j])
+        rate = tps if obs[F["backlog_frac"]] > 0 else min(float(obs[F["demand_tps"]]), tps)
+        return max(p_last - rate * float(self.costs.ept_j[j]), 0.0)
+
+    def power_w(self, obs: np.ndarray, base_w: float | None = None) -> np.ndarray:
+        """Predicted draw (W) of every configuration this step: base + served rate × e_token."""
+        base = self.base_w(obs) if base_w is None else base_w
+        rate = np.minimum(self.need_tps(obs), self.costs.tps)
+        return base + rate * self.costs.ept_j
+
+
+class BudgetEstimator:
+    """The power budget in watts, inferred from two consecutive observations.
+
+    The observation carries the budget allowance in hours of budget (feature 6,
+    ``(allowance + B·grace)/(B·3600)``) but not the budget B itself. Between two steps the
+    allowance grows by ``B·dt − P·dt`` with P the last draw (feature 17), so
+    ``B = P / (1 − 3600·Δ/dt)`` — exact up to float32 rounding. While feature 6 sits on a clip
+    bound (it saturates at 1 h of budget) the last estimate is kept.
+    """
+
+    def __init__(self, dt_s: float):
+        self.dt = float(dt_s)
+        self.prev: float | None = None
+        self.budget_w: float | None = None
+
+    def reset(self) -> None:
+        self.prev, self.budget_w = None, None
+
+    def update(self, obs: np.ndarray) -> float | None:
+        if obs[F["has_budget"]] < 0.5:
+            self.prev = None
+            return None
+        frac = float(obs[F["budget_left_frac"]])
+        if self.prev is not None and -10.0 < frac < 1.0 and -10.0 < self.prev < 1.0:
+            denom = 1.0 - 3600.0 * (frac - self.prev) / self.dt
+            p = float(obs[F["power_w"]])
+            if denom > 1e-3 and p > 0:
+                self.budget_w = p / denom
+        self.prev = frac
+        return self.budget_w
+
+
+class RandomController(BaseController):
+    """Uniformly random configuration, from its own seeded Generator (reproducible)."""
+
+    name = "random"
+
+    def __init__(self, env, seed: int = 0):
+        self.n = int(env.unwrapped.action_space.n)
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, env_index: int) -> int:
+        return int(self.rng.integers(self.n))
+
+
+class StaticController(BaseController):
+    """Always the same configuration."""
+
+    def __init__(self, env, config: int, name: str):
+        self.config, self.name = int(config), name
+
+    def act(self, obs: np.ndarray, env_index: int) -> int:
+        return self.config
+
+
+def static_largest(env) -> StaticController:
+    return StaticController(env, largest_config(env.unwrapped.costs), "static-largest")
+
+
+def static_smallest(env) -> StaticController:
+    return StaticController(env, smallest_config(env.unwrapped.costs), "static-smallest")
+
+
+def static_fit_config(env) -> int:
+    """Best quality whose power at the split's mean demand fits the split's mean supply.
+
+    Per trace of the env's split: available power = mean supply + initial battery energy /
+    trace duration; needed power of configuration j = idle + mean base load + min(mean demand,
+    tps_j) · e_j. Both are averaged over the traces (each trace weighs the same, as each is one
+    evaluation episode). Falls back to the lowest-energy configuration when none fits.
+    """
+    env = env.unwrapped
+    c = env.costs
+    trs = env.traces
+    avail = np.mean([np.mean(t.supply_w) + t.capacity_j * t.initial_soc / (t.n * env.step_s) for t in trs])
+    other = np.mean([t.device.idle_power_w + np.mean(t.base_w) for t in trs])
+    demand = np.mean([np.mean(t.demand_tps) for t in trs])
+    need = other + np.minimum(demand, c.tps) * c.ept_j
+    fits = np.flatnonzero(need <= avail)
+    if fits.size == 0:
+        return smallest_config(c)
+    return int(fits[np.lexsort((c.ept_j[fits], -c.quality[fits]))[0]])
+
+
+def static_fit(env) -> StaticController:
+    return StaticController(env, static_fit_config(env), "static-fit")
+
+
+class BatteryLadderController(BaseController):
+    """Plugged → largest; else four quality tiers by SoC (≥ 0.6, ≥ 0.3, ≥ 0.15, below).
+
+    The tiers are the efficient frontier's top, 2/3, 1/3 and bottom configurations by quality.
+    """
+
+    name = "battery-ladder"
+
+    def __init__(self, env, thresholds: tuple[float, ...] = BATTERY_LADDER_SOC):
+        c = env.unwrapped.costs
+        front = efficient_configs(c)[::-1]  # quality descending
+        m = len(thresholds) + 1
+        self.tiers = [int(front[round(k * (len(front) - 1) / (m - 1))]) for k in range(m)]
+        self.tiers[0] = largest_config(c)
+        self.thresholds = tuple(thresholds)
+
+    def act(self, obs: np.ndarray, env_index: int) -> int:
+        if obs[F["plugged"]] > 0.5:
+            return self.tiers[0]
+        soc = float(obs[F["soc"]])
+        for tier, th in enumerate(self.thresholds):
+            if soc >= th:
+                return self.tiers[tier]
+        return self.tiers[-1]
+
+
+class GreedyBudgetController(BaseController):
+    """Highest quality whose predicted power fits ``supply + affordable power`` (and the budget).
+
+    Predicted power of j: ``base + min(need, tps_j)·e_j`` (``ObsModel``); cap:
+    ``supply (1) + affordable power (9)``, lowered to the budget (``BudgetEstimator``) when the
+    trace has one. Nothing fits → the lowest energy per token.
+    """
+
+    name = "greedy-budget"
+
+    def __init__(self, env):
+        self.m = ObsModel(env)
+        c = self.m.costs
+        self.order = np.lexsort((c.ept_j, -c.quality))  # quality descending, then cheaper first
+        self.cheapest = smallest_config(c)
+        self.budgets: dict[int, BudgetEstimator] = {}
+
+    def reset(self, env_index: int) -> None:
+        self.budgets.pop(env_index, None)
+
+    def act(self, obs: np.ndarray, env_index: int) -> int:
+        est = self.budgets.setdefault(env_index, BudgetEstimator(self.m.dt))
+        budget_w = est.update(obs)
+        cap = float(obs[F["supply_w"]]) + float(obs[F["affordable_power_w"]])
+        if budget_w is not None:
+            cap = min(cap, budget_w)
+        ok = self.m.power_w(obs)[self.order] <= cap
+        return int(self.order[np.argmax(ok)]) if ok.any() else self.cheapest
+
+
+class SchedutilController(BaseController):
+    """schedutil-like: lowest "frequency" (throughput) covering 1.25 × the needed rate.
+
+    Needed rate = last demand + backlog / dt. Among efficient configurations (quality ↑ as
+    throughput ↓), pick the slowest whose throughput ≥ 1.25 × need (else the fastest). Thermal
+    cap, like the kernel's thermal pressure on the max frequency: with headroom h < 5 °C only
+    configurations whose token power ≤ (h / 5 °C) × the largest token power are allowed; the
+    choice steps down the frontier until allowed (the cheapest when none is).
+    """
+
+    name = "schedutil"
+
+    def __init__(self, env, headroom: float = SCHEDUTIL_HEADROOM, thermal_cap_c: float = THERMAL_CAP_C):
+        self.m = ObsModel(env)
+        c = self.m.costs
+        self.front = efficient_configs(c)  # energy ascending = throughput roughly descending
+        self.headroom, self.thermal_cap_c = headroom, thermal_cap_c
+
+    def act(self, obs: np.ndarray, env_index: int) -> int:
+        c = self.m.costs
+        need = self.m.need_tps(obs)
+        tps = c.tps[self.front]
+        ok = np.flatnonzero(tps >= self.headroom * need)
+        pos = int(ok[np.argmin(tps[ok])]) if ok.size else int(np.argmax(tps))  # position on front
+        h = float(obs[F["temp_headroom_c"]])
+        if h < self.thermal_cap_c:
+            tok_w = np.minimum(need, tps) * c.ept_j[self.front]
+            allowed = tok_w <= max(h, 0.0) / self.thermal_cap_c * tok_w.max()
+            while pos > 0 and not allowed[pos]:
+                pos -= 1
+        return int(self.front[pos])
+
+
+__all__ = [
+    "F", "efficient_configs", "largest_config", "smallest_config", "ObsModel", "BudgetEstimator",
+    "RandomController", "StaticController", "static_largest", "static_smallest", "static_fit",
+    "static_fit_config", "BatteryLadderController", "GreedyBudgetController", "SchedutilController",
+]

@@ -1,0 +1,195 @@
+"""Trace replay: a trace file acting as a virtual device (numpy + standard library only).
+
+:class:`ReplaySensors` plays a ``traces`` trace (charger/harvester power, plugged, ambient
+temperature, demand, bandwidth, budget, other load) on a virtual clock that runs ``speed``
+times faster than the wall clock, and simulates the device's battery and temperature driven by
+the power the live model draws. A laptop can thereby emulate a phone on a battery trace.
+
+The battery and thermal equations are the environment's (``envs.power_env``; ``envs`` imports
+gymnasium, so they are restated here as :func:`battery_step` and :func:`thermal_step`;
+``tests/test_runtime_replay.py`` pins them to ``MicroLLMPowerEnv`` step by step):
+
+* battery: surplus ``supply − P ≥ 0`` charges with efficiency η, a deficit discharges at 100 %,
+  ``soc ← min(1, soc + (net·η if net > 0 else net)·dt / capacity)``; ``soc ≤ 0`` is death;
+* temperature, exact for constant power over the interval:
+  ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P``;
+* device power ``P = P_idle + P_base(trace) + P_model``.
+
+Trace rows hold until the next one (zero-order hold); an interval spanning several rows is
+integrated row by row, so replaying the environment's resampled trace with its per-step power
+reproduces the environment exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from runtime.sensors import Reading, Sensor
+
+
+@dataclass(frozen=True)
+class DeviceThermal:
+    """Thermal and battery parameters of a device kind (mirrors ``envs.devices.DeviceParams``)."""
+
+    r_th_c_per_w: float
+    tau_s: float
+    t_max_c: float
+    throttle_per_c: float = 0.1
+    throttle_min: float = 0.3
+    charge_efficiency: float = 0.9
+    idle_power_w: float = 0.2
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DeviceThermal:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in d.items() if k in names})
+
+
+def thermal_step(temp_c: float, ambient_c: float, power_w: float, dt_s: float, r_th_c_per_w: float,
+                 tau_s: float) -> float:
+    """Temperature after ``dt_s`` at constant power (exact first-order solution), °C."""
+    t_inf = ambient_c + r_th_c_per_w * power_w
+    return t_inf + (temp_c - t_inf) * math.exp(-dt_s / tau_s)
+
+
+def battery_step(soc: float, supply_w: float, power_w: float, dt_s: float, capacity_j: float,
+                 charge_efficiency: float) -> tuple[float, bool]:
+    """State of charge after ``dt_s`` and whether the battery died (the environment's rule)."""
+    net_w = supply_w - power_w
+    soc = soc + (net_w * charge_efficiency if net_w > 0 else net_w) * dt_s / capacity_j
+    soc = 1.0 if soc > 1.0 else soc
+    dead = soc <= 0.0
+    return (0.0 if dead else soc), dead
+
+
+class ReplaySensors(Sensor):
+    """A trace as a virtual device: every physical field, from the trace and a small simulation.
+
+    Args:
+        trace: A ``traces.Trace`` (``traces.load_trace(path)``) or anything with the same columns
+            (``time_s``, ``supply_w``, ``plugged``, ``ambient_c``, ``demand_tps``,
+            ``bandwidth_mbps``, optional ``budget_w``/``base_load_w``) and ``meta``
+            (``capacity_wh``, ``initial_soc``, ``deadline_s``).
+        device: Device thermal/battery parameters (e.g. from the policy file's ``devices`` table
+            for ``trace.meta.device_kind``).
+        speed: Virtual seconds per wall-clock second (``inf`` is not allowed; use
+            ``clock=None`` and :meth:`advance_to` to step manually).
+        clock: Wall clock; ``None`` = manual mode (time moves only through :meth:`advance_to`).
+        start_s: Virtual start time within the trace.
+        soc0: Initial SoC (default the trace's ``initial_soc``).
+        temp0_c: Initial temperature (default: steady state at idle + base load).
+        period_s: Read period for the hub (virtual seconds).
+    """
+
+    name = "replay"
+    provides = ("soc_frac", "plugged", "temp_c", "ambient_c", "power_w", "supply_w", "bandwidth_mbps")
+
+    def __init__(self, trace: Any, device: DeviceThermal, speed: float = 1.0,
+                 clock: Callable[[], float] | None = time.monotonic, start_s: float = 0.0,
+                 soc0: float | None = None, temp0_c: float | None = None, period_s: float = 0.0) -> None:
+        if not speed > 0 or math.isinf(speed):
+            raise ValueError(f"speed must be a positive finite number, got {speed}")
+        self.trace, self.device, self.speed = trace, device, float(speed)
+        self._wall = clock
+        self._wall0 = clock() if clock is not None else 0.0
+        super().__init__(self.now, period_s)
+        self.name = f"replay:{getattr(trace, 'name', 'trace')}"
+        nan = [math.nan] * len(trace.time_s)
+        self._time = [float(x) for x in trace.time_s]
+        self._supply = [float(x) for x in trace.supply_w]
+        self._plugged = [float(x) for x in trace.plugged]
+        self._ambient = [float(x) for x in trace.ambient_c]
+        self._demand = [float(x) for x in trace.demand_tps]
+        self._bw = [float(x) for x in trace.bandwidth_mbps]
+        self._budget = [float(x) for x in trace.budget_w] if getattr(trace, "budget_w", None) is not None else nan
+        base = getattr(trace, "base_load_w", None)
+        self._base = [0.0 if x != x else float(x) for x in base] if base is not None else [0.0] * len(nan)
+        meta = trace.meta
+        self.capacity_j = float(meta.capacity_wh) * 3600.0
+        self.deadline_s = float(meta.deadline_s) if getattr(meta, "deadline_s", None) is not None else math.nan
+        step = (self._time[-1] - self._time[0]) / max(1, len(self._time) - 1) if len(self._time) > 1 else 1.0
+        self.end_s = self._time[-1] + step  # the last row holds for the median step
+        self.vt = float(start_s)
+        self._vt0 = self.vt
+        self._row = self._row_at(self.vt)
+        i = self._row
+        self.soc = float(meta.initial_soc if soc0 is None else soc0)
+        self.model_power_w = 0.0
+        self.power_w = device.idle_power_w + self._base[i]
+        self.temp_c = (self._ambient[i] + device.r_th_c_per_w * self.power_w) if temp0_c is None else float(temp0_c)
+        self.dead = False
+        self.energy_j = 0.0
+
+    # ---- time --------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Virtual time in seconds (advances the simulation to it in wall-clock mode)."""
+        if self._wall is not None:
+            vt = self._vt0 + (self._wall() - self._wall0) * self.speed
+            if vt > self.vt:
+                self._advance(vt)
+        return self.vt
+
+    def advance_to(self, vt: float) -> None:
+        """Manual mode: advance the simulation to virtual time ``vt`` (s)."""
+        if vt > self.vt:
+            self._advance(vt)
+
+    @property
+    def finished(self) -> bool:
+        """True once the virtual clock passed the end of the trace."""
+        return self.vt >= self.end_s
+
+    def _row_at(self, vt: float) -> int:
+        return max(0, min(len(self._time) - 1, bisect.bisect_right(self._time, vt) - 1))
+
+    def _advance(self, vt: float) -> None:
+        dev = self.device
+        t = self.vt
+        i = self._row
+        while t < vt:
+            nxt = self._time[i + 1] if i + 1 < len(self._time) else math.inf
+            seg_end = vt if vt < nxt else nxt
+            dt = seg_end - t
+            if dt > 0:
+                p = dev.idle_power_w + self._base[i] + self.model_power_w
+                self.power_w = p
+                self.energy_j += p * dt
+                self.soc, dead = battery_step(self.soc, self._supply[i], p, dt, self.capacity_j,
+                                              dev.charge_efficiency)
+                self.dead = self.dead or dead
+                self.temp_c = thermal_step(self.temp_c, self._ambient[i], p, dt, dev.r_th_c_per_w, dev.tau_s)
+            t = seg_end
+            if t >= nxt:
+                i += 1
+        self.vt, self._row = vt, i
+
+    # ---- inputs and outputs --------------------------------------------------------------------
+    def set_model_power_w(self, power_w: float) -> None:
+        """The live model's power draw from now on (W); the device adds idle and base load."""
+        self.model_power_w = max(0.0, float(power_w))
+
+    def read(self) -> Reading:
+        vt = self.now()
+        i = self._row
+        return Reading(vt, soc_frac=self.soc, plugged=self._plugged[i], temp_c=self.temp_c,
+                       ambient_c=self._ambient[i], power_w=self.power_w, supply_w=self._supply[i],
+                       bandwidth_mbps=self._bw[i])
+
+    def workload(self) -> dict[str, float]:
+        """The trace's workload and limits at the current virtual time.
+
+        Returns:
+            ``demand_tps``, ``budget_w`` (NaN = none), ``deadline_left_s`` (NaN = none),
+            ``horizon_left_s`` (time left in the trace), ``base_w`` (idle + other load, W),
+            ``stored_energy_j``.
+        """
+        i, vt = self._row, self.vt
+        return {"demand_tps": self._demand[i], "budget_w": self._budget[i],
+                "deadline_left_s": self.deadline_s - vt if self.deadline_s == self.deadline_s else math.nan,
+                "horizon_left_s": max(0.0, self.end_s - vt), "base_w": self.device.idle_power_w + self._base[i],
+                "stored_energy_j": self.soc * self.capacity_j}

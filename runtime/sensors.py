@@ -1,0 +1,602 @@
+"""Device sensors for the runtime manager, and the hub that validates their readings.
+
+numpy-free, standard library only (``psutil`` and ``pynvml`` are imported lazily inside methods).
+
+Every sensor is a small class with
+
+* ``name``, ``provides`` (the :data:`FIELDS` it fills), ``period_s`` (how often the hub reads
+  it) and ``modelled`` (True when the value is a model, not a measurement);
+* ``available()`` — probes the source and **never raises**; ``reason`` says why not;
+* ``read()`` — returns a :class:`Reading` (units in the field names, ``t_s`` = when the value
+  was sampled, on the hub's clock). Fields it does not provide stay NaN. It may raise.
+
+Energy readers are not re-implemented here: :class:`PowerSupplySensor`, :class:`RaplSensor`,
+:class:`NvmlSensor` and :class:`PsutilBatterySensor` wrap ``runtime.meters``.
+
+:class:`SensorHub` polls the sensors at their periods and validates every field: a read that
+raises, a NaN, a value outside its physical range (e.g. temperature outside −40..150 °C, SoC
+outside 0..1), a timestamp from the future, a frozen timestamp (the same sample again) or a
+sample older than ``stale_after_s`` is rejected. A rejected field keeps its last good value for
+``hold_s`` (status HELD), then falls back to a conservative default (status LOST: hot, empty,
+unplugged). Fields no sensor provides take an assumed value (status ASSUMED) when one is given,
+otherwise they are LOST from the start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from runtime.meters import MeterError, NvmlMeter, PowerSupplyMeter, PsutilBattery, RaplMeter
+
+NAN = math.nan
+
+#: Fields a sensor can fill, in the hub's order.
+FIELDS: tuple[str, ...] = ("soc_frac", "plugged", "temp_c", "ambient_c", "power_w", "supply_w",
+                           "bandwidth_mbps", "secsleft_s")
+SOC, PLUGGED, TEMP, AMBIENT, POWER, SUPPLY, BANDWIDTH, SECSLEFT = range(len(FIELDS))
+#: Plausible physical ranges (inclusive); a value outside is "absurd" and rejected.
+RANGES: dict[str, tuple[float, float]] = {
+    "soc_frac": (0.0, 1.0),
+    "plugged": (0.0, 1.0),
+    "temp_c": (-40.0, 150.0),
+    "ambient_c": (-40.0, 80.0),
+    "power_w": (0.0, 500.0),
+    "supply_w": (0.0, 500.0),
+    "bandwidth_mbps": (0.0, 10000.0),
+    "secsleft_s": (0.0, 1e7),
+}
+#: Fields the safety shield depends on: unknown beyond the hold time means "assume the worst".
+REQUIRED: tuple[str, ...] = ("soc_frac", "plugged", "temp_c")
+#: Conservative defaults used once a field is LOST (worst case for the shield).
+CONSERVATIVE: dict[str, float] = {
+    "soc_frac": 0.0, "plugged": 0.0, "temp_c": 150.0, "ambient_c": 45.0, "power_w": 0.0,
+    "supply_w": 0.0, "bandwidth_mbps": 0.0, "secsleft_s": NAN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One sample of a sensor; NaN = not provided by this sensor.
+
+    Attributes:
+        t_s: When the values were sampled, in seconds on the hub's clock (monotonic or virtual).
+        soc_frac: Battery state of charge, 0..1.
+        plugged: 1.0 on external power, 0.0 on battery.
+        temp_c: Device temperature, °C.
+        ambient_c: Ambient temperature, °C.
+        power_w: Device power draw, W.
+        supply_w: External power available (charger, harvester), W.
+        bandwidth_mbps: Link capacity, Mbit/s.
+        secsleft_s: Estimated battery time left, s.
+    """
+
+    t_s: float
+    soc_frac: float = NAN
+    plugged: float = NAN
+    temp_c: float = NAN
+    ambient_c: float = NAN
+    power_w: float = NAN
+    supply_w: float = NAN
+    bandwidth_mbps: float = NAN
+    secsleft_s: float = NAN
+
+
+class Sensor:
+    """Base class: a named source of some :data:`FIELDS`.
+
+    Args:
+        clock: Timestamp source in seconds (default ``time.monotonic``).
+        period_s: How often the hub reads this sensor.
+    """
+
+    name = "sensor"
+    provides: tuple[str, ...] = ()
+    modelled = False
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, period_s: float = 0.0) -> None:
+        self.clock = clock
+        self.period_s = float(period_s)
+        self.reason = ""
+
+    def available(self) -> bool:
+        """Returns whether the source can be read now; never raises (see :attr:`reason`)."""
+        try:
+            ok, why = self._probe()
+        except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        self.reason = "" if ok else why
+        return ok
+
+    def _probe(self) -> tuple[bool, str]:
+        return True, ""
+
+    def read(self) -> Reading:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class NullSensor(Sensor):
+    """Provides nothing; always available (a placeholder that keeps code paths uniform)."""
+
+    name = "null"
+
+    def read(self) -> Reading:
+        return Reading(self.clock())
+
+
+class ConstantSensor(Sensor):
+    """Fixed values (an assumption made explicit, or a test/benchmark source).
+
+    Args:
+        values: Field name -> value.
+        clock: Timestamp source.
+        period_s: Read period.
+        modelled: Flag the values as modelled rather than measured.
+    """
+
+    def __init__(self, values: Mapping[str, float], clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.0, modelled: bool = True, name: str = "constant") -> None:
+        super().__init__(clock, period_s)
+        bad = sorted(set(values) - set(FIELDS))
+        if bad:
+            raise ValueError(f"unknown fields {bad}; known: {FIELDS}")
+        self.values = dict(values)
+        self.provides = tuple(values)
+        self.modelled = modelled
+        self.name = name
+
+    def read(self) -> Reading:
+        return Reading(self.clock(), **self.values)
+
+
+class PsutilBatterySensor(Sensor):
+    """``psutil.sensors_battery()`` via :class:`runtime.meters.PsutilBattery`: SoC, plugged, time left."""
+
+    name = "psutil_battery"
+    provides = ("soc_frac", "plugged", "secsleft_s")
+
+    def __init__(self, battery: PsutilBattery | None = None, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 1.0) -> None:
+        super().__init__(clock, period_s)
+        self.battery = battery or PsutilBattery()
+
+    def _probe(self) -> tuple[bool, str]:
+        ok = self.battery.available()
+        return ok, self.battery.reason
+
+    def read(self) -> Reading:
+        s = self.battery.read()
+        return Reading(self.clock(),
+                       soc_frac=s.percent / 100.0 if s.percent is not None else NAN,
+                       plugged=(1.0 if s.plugged else 0.0) if s.plugged is not None else NAN,
+                       secsleft_s=s.secsleft_s if s.secsleft_s is not None else NAN)
+
+
+#: psutil temperature chips in order of preference (CPU package sensors first).
+TEMP_CHIPS: tuple[str, ...] = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "soc_thermal",
+                               "acpitz", "thermal_zone0")
+
+
+class PsutilTemperatureSensor(Sensor):
+    """``psutil.sensors_temperatures()``: the hottest current reading of the preferred chip.
+
+    Args:
+        chips: Chip names in order of preference; the first present is used (else every chip).
+    """
+
+    name = "psutil_temperature"
+    provides = ("temp_c",)
+
+    def __init__(self, chips: Sequence[str] = TEMP_CHIPS, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.5) -> None:
+        super().__init__(clock, period_s)
+        self.chips = tuple(chips)
+
+    def _temps(self) -> dict[str, Any]:
+        psutil = importlib.import_module("psutil")
+        fn = getattr(psutil, "sensors_temperatures", None)
+        if fn is None:
+            raise OSError("psutil has no sensors_temperatures on this platform")
+        return fn() or {}
+
+    def _probe(self) -> tuple[bool, str]:
+        try:
+            temps = self._temps()
+        except ImportError:
+            return False, "psutil is not installed"
+        if not temps:
+            return False, "psutil reports no temperature sensors (container/VM or unsupported platform)"
+        return True, ""
+
+    def read(self) -> Reading:
+        temps = self._temps()
+        chip = next((c for c in self.chips if temps.get(c)), None)
+        entries = temps[chip] if chip else [e for v in temps.values() for e in v]
+        vals = [float(e.current) for e in entries if e.current is not None]
+        return Reading(self.clock(), temp_c=max(vals) if vals else NAN)
+
+
+class PowerSupplySensor(Sensor):
+    """Linux ``/sys/class/power_supply`` battery: power (via :class:`PowerSupplyMeter`), SoC from
+    ``capacity`` (%), plugged from ``status`` (anything but "Discharging" means external power).
+
+    Args:
+        meter: The wrapped meter (default: the first Battery supply under ``root``).
+        root: The power_supply class directory.
+    """
+
+    name = "power_supply"
+    provides = ("soc_frac", "plugged", "power_w")
+
+    def __init__(self, meter: PowerSupplyMeter | None = None, root: str | Path = "/sys/class/power_supply",
+                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
+        super().__init__(clock, period_s)
+        self.meter = meter or PowerSupplyMeter(root)
+
+    def _probe(self) -> tuple[bool, str]:
+        ok = self.meter.available()
+        return ok, self.meter.reason
+
+    def _attr(self, name: str) -> str | None:
+        d = self.meter._dir  # noqa: SLF001 - the meter found the supply; read its siblings the same way
+        if d is None:
+            return None
+        try:
+            return self.meter._open(d / name).strip()  # noqa: SLF001 - same injectable opener
+        except OSError:
+            return None
+
+    def capacity_wh(self) -> float | None:
+        """Design/full energy of the battery in Wh (``energy_full``, µWh), or None."""
+        raw = self._attr("energy_full")
+        try:
+            return int(raw) * 1e-6 if raw is not None else None
+        except ValueError:
+            return None
+
+    def read(self) -> Reading:
+        try:
+            p = self.meter.read_power_w()
+        except MeterError:
+            p = NAN
+        cap = self._attr("capacity")
+        status = self.meter.status()
+        return Reading(self.clock(), power_w=p,
+                       soc_frac=int(cap) / 100.0 if cap is not None and cap.lstrip("-").isdigit() else NAN,
+                       plugged=NAN if status is None else (0.0 if status == "Discharging" else 1.0))
+
+
+class _CounterPowerSensor(Sensor):
+    """Power from a cumulative energy meter: ΔE/Δt between reads (first read NaN)."""
+
+    provides = ("power_w",)
+
+    def __init__(self, meter: Any, clock: Callable[[], float] = time.monotonic, period_s: float = 0.2) -> None:
+        super().__init__(clock, period_s)
+        self.meter = meter
+        self._last: tuple[float, float] | None = None
+
+    def _probe(self) -> tuple[bool, str]:
+        ok = self.meter.available()
+        return ok, self.meter.reason
+
+    def _power_w(self, t_s: float) -> float:
+        e_j = self.meter.read_energy_j()
+        last, self._last = self._last, (t_s, e_j)
+        if last is None or t_s <= last[0]:
+            return NAN
+        return (e_j - last[1]) / (t_s - last[0])
+
+    def read(self) -> Reading:
+        t = self.clock()
+        return Reading(t, power_w=self._power_w(t))
+
+
+class RaplSensor(_CounterPowerSensor):
+    """CPU package (+DRAM) power from RAPL powercap counters (:class:`runtime.meters.RaplMeter`)."""
+
+    name = "rapl"
+
+    def __init__(self, meter: RaplMeter | None = None, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.2) -> None:
+        super().__init__(meter or RaplMeter(), clock, period_s)
+
+
+class NvmlSensor(_CounterPowerSensor):
+    """NVIDIA GPU power (and GPU temperature) through NVML (:class:`runtime.meters.NvmlMeter`).
+
+    ``pynvml`` is imported lazily by the meter; without it the sensor is simply unavailable.
+    """
+
+    name = "nvml"
+    provides = ("power_w", "temp_c")
+
+    def __init__(self, meter: NvmlMeter | None = None, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.2) -> None:
+        super().__init__(meter or NvmlMeter(), clock, period_s)
+
+    def read(self) -> Reading:
+        t = self.clock()
+        m = self.meter
+        p = m.read_power_w() if not m.has_energy_counter else self._power_w(t)
+        try:  # NVML_TEMPERATURE_GPU == 0
+            temp = float(m._nvml.nvmlDeviceGetTemperature(m._handle, 0))  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - driver-specific NVMLError subclasses
+            temp = NAN
+        return Reading(t, power_w=p, temp_c=temp)
+
+
+class ModelledPowerSensor(Sensor):
+    """Power from a callback (e.g. idle + tokens/s × energy per token of the active config).
+
+    Args:
+        power_fn: Returns the current power in W.
+    """
+
+    name = "modelled_power"
+    provides = ("power_w",)
+    modelled = True
+
+    def __init__(self, power_fn: Callable[[], float], clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.0) -> None:
+        super().__init__(clock, period_s)
+        self.power_fn = power_fn
+
+    def read(self) -> Reading:
+        return Reading(self.clock(), power_w=float(self.power_fn()))
+
+
+class ModelledThermalSensor(Sensor):
+    """Temperature from the first-order thermal model of ``envs.devices`` driven by a power callback.
+
+    ``T ← T_∞ + (T − T_∞)·exp(−Δt/τ)``, ``T_∞ = T_amb + R_th·P`` (exact for constant power over
+    each interval). For devices without a temperature sensor.
+
+    Args:
+        power_fn: Returns the device power in W.
+        r_th_c_per_w: Thermal resistance, °C/W.
+        tau_s: Thermal time constant, s.
+        ambient_c: Ambient temperature, °C.
+        temp0_c: Initial temperature (default: steady state at the first power reading).
+    """
+
+    name = "modelled_thermal"
+    provides = ("temp_c", "ambient_c")
+    modelled = True
+
+    def __init__(self, power_fn: Callable[[], float], r_th_c_per_w: float, tau_s: float, ambient_c: float = 25.0,
+                 temp0_c: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.0) -> None:
+        super().__init__(clock, period_s)
+        self.power_fn, self.r_th, self.tau, self.ambient_c = power_fn, r_th_c_per_w, tau_s, ambient_c
+        self.temp_c = temp0_c
+        self._t: float | None = None
+
+    def read(self) -> Reading:
+        from runtime.replay import thermal_step
+
+        t = self.clock()
+        p = float(self.power_fn())
+        if self.temp_c is None:
+            self.temp_c = self.ambient_c + self.r_th * p
+        elif self._t is not None and t > self._t:
+            self.temp_c = thermal_step(self.temp_c, self.ambient_c, p, t - self._t, self.r_th, self.tau)
+        self._t = t
+        return Reading(t, temp_c=self.temp_c, ambient_c=self.ambient_c)
+
+
+class FieldStatus(IntEnum):
+    """Per-field state in the hub."""
+
+    OK = 0  # the latest read gave a valid, fresh value
+    HELD = 1  # the latest read failed; the last good value is younger than hold_s
+    ASSUMED = 2  # no sensor provides it; an assumed value is used
+    LOST = 3  # no good value for longer than hold_s (or never): conservative default
+
+
+class SensorHub:
+    """Polls sensors, validates every field, holds last-good values, then falls back.
+
+    Args:
+        sensors: The sensors (only those whose ``available()`` is True are used).
+        assumptions: Values for fields no available sensor provides (status ASSUMED).
+        conservative: Defaults once a field is LOST (default :data:`CONSERVATIVE`).
+        hold_s: How long a last-good value is used after reads start failing.
+        stale_after_s: A sample older than this (by its own timestamp) is rejected.
+        freeze_after_s: Per field: an unchanged value for longer than this is treated as stuck.
+        clock: Time source when ``poll`` is called without ``now``.
+
+    Attributes:
+        values: Current value per field (index by the module constants, e.g. ``hub.values[TEMP]``).
+        status: :class:`FieldStatus` per field.
+        lost_required: True when a field in :data:`REQUIRED` is LOST.
+        degraded: True when a required field is not OK or a sensed field is HELD/LOST.
+        flags: Bit ``i`` set when field ``i`` is not OK.
+        failures: Count of rejected reads by kind ("raised", "invalid", "frozen", "stale", "future").
+    """
+
+    def __init__(self, sensors: Sequence[Sensor], assumptions: Mapping[str, float] | None = None,
+                 conservative: Mapping[str, float] | None = None, hold_s: float = 5.0,
+                 stale_after_s: float = 10.0, freeze_after_s: Mapping[str, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.all_sensors = list(sensors)
+        self.clock = clock
+        self.hold_s, self.stale_after_s = float(hold_s), float(stale_after_s)
+        self.assumptions = dict(assumptions or {})
+        cons = dict(CONSERVATIVE)
+        cons.update(conservative or {})
+        self.conservative = [cons[f] for f in FIELDS]
+        n = len(FIELDS)
+        idx = {f: i for i, f in enumerate(FIELDS)}
+        # list order is preference: a field belongs to the first available sensor providing it
+        self.sensors: list[Sensor] = []
+        self.unavailable: dict[str, str] = {}
+        self.owner: dict[str, str] = {}
+        self._sensor_fields: list[tuple] = []
+        for s in self.all_sensors:
+            if not s.available():
+                self.unavailable[s.name] = s.reason
+                continue
+            mine = [f for f in s.provides if f not in self.owner]
+            if not mine:
+                continue
+            for f in mine:
+                self.owner[f] = s.name
+            self.sensors.append(s)
+            self._sensor_fields.append(tuple((idx[f], f, *RANGES[f]) for f in mine))
+        self._due = [-math.inf] * len(self.sensors)
+        self._last_t = [-math.inf] * len(self.sensors)
+        self.sensed = [False] * n
+        self.modelled = [False] * n
+        for s, fields in zip(self.sensors, self._sensor_fields):
+            for i, *_ in fields:
+                self.sensed[i] = True
+                self.modelled[i] = s.modelled
+        self.values = [NAN] * n
+        self.good_t = [-math.inf] * n
+        self.attempt_ok = [False] * n
+        self.status = [FieldStatus.LOST] * n
+        for i, f in enumerate(FIELDS):
+            if not self.sensed[i]:
+                if f in self.assumptions:
+                    self.values[i], self.status[i] = float(self.assumptions[f]), FieldStatus.ASSUMED
+                else:
+                    self.values[i] = self.conservative[i]
+        self._req = [idx[f] for f in REQUIRED]
+        self._freeze = {idx[f]: float(v) for f, v in (freeze_after_s or {}).items()}
+        self._changed_t = [-math.inf] * n
+        self.failures = {"raised": 0, "invalid": 0, "frozen": 0, "stale": 0, "future": 0}
+        self.reads = 0
+        self._next_check = -math.inf
+        self.flags = 0
+        self.lost_required = True
+        self.degraded = True
+        self._update_status(-math.inf)
+
+    def describe(self) -> dict[str, Any]:
+        """Which sensors are used, which are unavailable and why, and each field's source."""
+        return {
+            "sensors": [{"name": s.name, "provides": list(s.provides), "period_s": s.period_s,
+                         "modelled": s.modelled} for s in self.sensors],
+            "unavailable": dict(self.unavailable),
+            "fields": {f: ("modelled" if self.modelled[i] else "sensed") if self.sensed[i]
+                       else ("assumed" if f in self.assumptions else "missing")
+                       for i, f in enumerate(FIELDS)},
+        }
+
+    def poll(self, now: float | None = None) -> None:
+        """Reads the sensors that are due and refreshes every field's status (cheap when idle)."""
+        if now is None:
+            now = self.clock()
+        if now < self._next_check:
+            return
+        for j, s in enumerate(self.sensors):
+            if now >= self._due[j]:
+                self._due[j] = now + s.period_s
+                self._read(j, s, now)
+        self._update_status(now)
+
+    def _reject(self, j: int, kind: str) -> None:
+        self.failures[kind] += 1
+        for i, *_ in self._sensor_fields[j]:
+            self.attempt_ok[i] = False
+
+    def _read(self, j: int, s: Sensor, now: float) -> None:
+        self.reads += 1
+        try:
+            r = s.read()
+            t = float(r.t_s)
+        except Exception:  # noqa: BLE001 - a failing sensor must never take the manager down
+            self._reject(j, "raised")
+            return
+        if not t == t or t > now + 1e-6:  # NaN or a timestamp from the future
+            self._reject(j, "future")
+            return
+        if t <= self._last_t[j]:
+            self._reject(j, "frozen")
+            return
+        self._last_t[j] = t
+        if now - t > self.stale_after_s:
+            self._reject(j, "stale")
+            return
+        for i, name, lo, hi in self._sensor_fields[j]:
+            v = getattr(r, name)
+            if not lo <= v <= hi:  # NaN fails both comparisons
+                self.attempt_ok[i] = False
+                self.failures["invalid"] += 1
+                continue
+            if i in self._freeze:
+                if v != self.values[i] or self._changed_t[i] == -math.inf:
+                    self._changed_t[i] = t
+                elif t - self._changed_t[i] > self._freeze[i]:
+                    self.attempt_ok[i] = False
+                    self.failures["frozen"] += 1
+                    continue
+            self.values[i] = v
+            self.good_t[i] = t
+            self.attempt_ok[i] = True
+
+    def _update_status(self, now: float) -> None:
+        flags = 0
+        nxt = min(self._due) if self._due else math.inf
+        degraded = False
+        for i in range(len(FIELDS)):
+            if not self.sensed[i]:
+                if self.status[i] != FieldStatus.OK:
+                    flags |= 1 << i
+                continue
+            age = now - self.good_t[i]
+            if self.attempt_ok[i] and age <= self.stale_after_s:
+                st = FieldStatus.OK
+                nxt = min(nxt, self.good_t[i] + self.stale_after_s)
+            elif age <= self.hold_s:
+                st = FieldStatus.HELD
+                nxt = min(nxt, self.good_t[i] + self.hold_s)
+            else:
+                st = FieldStatus.LOST
+                self.values[i] = self.conservative[i]
+            if st:
+                flags |= 1 << i
+                degraded = True
+            self.status[i] = st
+        self.lost_required = any(self.status[i] == FieldStatus.LOST for i in self._req)
+        self.degraded = degraded or any(self.status[i] != FieldStatus.OK for i in self._req)
+        self.flags = flags
+        self._next_check = nxt
+
+    def value(self, field: str) -> float:
+        """The current value of ``field`` (after the last poll)."""
+        return self.values[FIELDS.index(field)]
+
+    def field_status(self, field: str) -> FieldStatus:
+        return self.status[FIELDS.index(field)]
+
+
+def live_sensors(clock: Callable[[], float] = time.monotonic, power_fn: Callable[[], float] | None = None,
+                 thermal: Mapping[str, float] | None = None, powercap_root: str = "/sys/class/powercap",
+                 power_supply_root: str = "/sys/class/power_supply", nvml: bool = False) -> list[Sensor]:
+    """The sensors worth probing on a real machine, in order of preference.
+
+    Battery: power_supply sysfs, then psutil. Temperature: psutil (NVML's GPU temperature with
+    ``nvml``), else the modelled thermal sensor (needs ``thermal`` = ``{"r_th_c_per_w", "tau_s",
+    "ambient_c"}`` and ``power_fn``). Power: RAPL, NVML, else the modelled power callback. The hub
+    gives each field to the first available sensor in this list that provides it.
+    """
+    out: list[Sensor] = [PowerSupplySensor(root=power_supply_root, clock=clock),
+                         PsutilBatterySensor(clock=clock),
+                         PsutilTemperatureSensor(clock=clock),
+                         RaplSensor(RaplMeter(powercap_root), clock=clock)]
+    if nvml:
+        out.append(NvmlSensor(clock=clock))
+    if power_fn is not None:
+        out.append(ModelledPowerSensor(power_fn, clock))
+        if thermal is not None:
+            out.append(ModelledThermalSensor(power_fn, float(thermal["r_th_c_per_w"]), float(thermal["tau_s"]),
+                                             float(thermal.get("ambient_c", 25.0)), clock=clock))
+    return out
