@@ -156,7 +156,8 @@ def load_hyperparams(algo: str) -> dict:
 
 def make_agent(algo: str, env, hp: dict, seed: int, tb_dir: str):
     pk = dict(hp.pop("policy_kwargs", {}))
-    pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", "Tanh"))
+    # SB3's own defaults when the YAML names none: Tanh for the actor-critics, ReLU for DQN
+    pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", "ReLU" if algo == "dqn" else "Tanh"))
     common = dict(policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu")
     if algo == "ppo":
         from stable_baselines3 import PPO

@@ -24,11 +24,8 @@ configuration.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +64,8 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
     Each array contributes its name, dtype string, shape and C-order bytes, so a change to any
     value, a reshape or a dtype change all alter the hash.
     """
+    import hashlib  # lazily: only loading/saving needs it (keeps the runtime's import light)
+
     h = hashlib.sha256()
     for name in sorted(arrays):
         if name == HASH_KEY:
@@ -205,6 +204,9 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     p = Path(path)
     if not p.is_file():
         raise PolicyFileError(p, "no such file; export one with `python deploy.py export <run-dir>`")
+    import zipfile  # lazily, as np.load does
+    import zlib
+
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(p, allow_pickle=False) as z:
@@ -340,6 +342,7 @@ class NumpyPolicy:
         self.logits = np.zeros(self.mats[-1].shape[0])
         self._masked = np.zeros_like(self.logits)
         self._act = _ACT_FNS[self.activation]
+        self._tanh = self.activation == "Tanh"
 
     @property
     def n_actions(self) -> int:
@@ -355,11 +358,17 @@ class NumpyPolicy:
         np.minimum(obs, self.hi, out=xv)
         np.maximum(xv, self.lo, out=xv)
         inp = self._x
-        act = self._act
-        for w, h, hv in zip(self.mats, self._h, self._hv):
-            np.dot(w, inp, out=hv)
-            act(hv)
-            inp = h
+        if self._tanh:
+            for w, h, hv in zip(self.mats, self._h, self._hv):
+                np.dot(w, inp, out=hv)
+                np.tanh(hv, out=hv)
+                inp = h
+        else:
+            act = self._act
+            for w, h, hv in zip(self.mats, self._h, self._hv):
+                np.dot(w, inp, out=hv)
+                act(hv)
+                inp = h
         np.dot(self.mats[-1], inp, out=self.logits)
         if mask is None:
             return int(self.logits.argmax())

@@ -174,7 +174,9 @@ class ReplaySensors(Sensor):
         self.model_power_w = max(0.0, float(power_w))
 
     def read(self) -> Reading:
-        vt = self.now()
+        """The device's state at the current virtual time (as last advanced by :meth:`now` or
+        :meth:`advance_to`: reading never moves the clock, so it never runs ahead of the caller)."""
+        vt = self.vt
         i = self._row
         return Reading(vt, soc_frac=self.soc, plugged=self._plugged[i], temp_c=self.temp_c,
                        ambient_c=self._ambient[i], power_w=self.power_w, supply_w=self._supply[i],
@@ -186,10 +188,20 @@ class ReplaySensors(Sensor):
         Returns:
             ``demand_tps``, ``budget_w`` (NaN = none), ``deadline_left_s`` (NaN = none),
             ``horizon_left_s`` (time left in the trace), ``base_w`` (idle + other load, W),
-            ``stored_energy_j``.
+            ``capacity_j`` (battery capacity; stored energy = SoC × capacity).
         """
         i, vt = self._row, self.vt
         return {"demand_tps": self._demand[i], "budget_w": self._budget[i],
                 "deadline_left_s": self.deadline_s - vt if self.deadline_s == self.deadline_s else math.nan,
                 "horizon_left_s": max(0.0, self.end_s - vt), "base_w": self.device.idle_power_w + self._base[i],
-                "stored_energy_j": self.soc * self.capacity_j}
+                "capacity_j": self.capacity_j}
+
+    def supply_ahead_w(self, n: int, step_s: float) -> list[float]:
+        """Supply power at ``vt + k·step_s`` for k = 1..n (the observation's look-ahead features;
+        the environment averages each step of its resampled trace, this samples the hold value)."""
+        last = len(self._time) - 1
+        out = []
+        for k in range(1, n + 1):
+            t = self.vt + k * step_s
+            out.append(self._supply[min(last, max(0, bisect.bisect_right(self._time, t) - 1))])
+        return out

@@ -31,9 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runtime.meters import MeterError, NvmlMeter, PowerSupplyMeter, PsutilBattery, RaplMeter
+if TYPE_CHECKING:  # runtime.meters is imported when a wrapping sensor is built (lighter import)
+    from runtime.meters import NvmlMeter, PowerSupplyMeter, PsutilBattery, RaplMeter
 
 NAN = math.nan
 
@@ -164,6 +165,8 @@ class PsutilBatterySensor(Sensor):
     def __init__(self, battery: PsutilBattery | None = None, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 1.0) -> None:
         super().__init__(clock, period_s)
+        from runtime.meters import PsutilBattery
+
         self.battery = battery or PsutilBattery()
 
     def _probe(self) -> tuple[bool, str]:
@@ -237,6 +240,8 @@ class PowerSupplySensor(Sensor):
     def __init__(self, meter: PowerSupplyMeter | None = None, root: str | Path = "/sys/class/power_supply",
                  clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
         super().__init__(clock, period_s)
+        from runtime.meters import PowerSupplyMeter
+
         self.meter = meter or PowerSupplyMeter(root)
 
     def _probe(self) -> tuple[bool, str]:
@@ -261,6 +266,8 @@ class PowerSupplySensor(Sensor):
             return None
 
     def read(self) -> Reading:
+        from runtime.meters import MeterError
+
         try:
             p = self.meter.read_power_w()
         except MeterError:
@@ -305,6 +312,8 @@ class RaplSensor(_CounterPowerSensor):
 
     def __init__(self, meter: RaplMeter | None = None, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 0.2) -> None:
+        from runtime.meters import RaplMeter
+
         super().__init__(meter or RaplMeter(), clock, period_s)
 
 
@@ -319,6 +328,8 @@ class NvmlSensor(_CounterPowerSensor):
 
     def __init__(self, meter: NvmlMeter | None = None, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 0.2) -> None:
+        from runtime.meters import NvmlMeter
+
         super().__init__(meter or NvmlMeter(), clock, period_s)
 
     def read(self) -> Reading:
@@ -404,19 +415,23 @@ class SensorHub:
     """Polls sensors, validates every field, holds last-good values, then falls back.
 
     Args:
-        sensors: The sensors (only those whose ``available()`` is True are used).
+        sensors: The sensors, in order of preference: a field is taken from the first available
+            sensor that provides it (sensors whose ``available()`` is False are skipped).
         assumptions: Values for fields no available sensor provides (status ASSUMED).
         conservative: Defaults once a field is LOST (default :data:`CONSERVATIVE`).
         hold_s: How long a last-good value is used after reads start failing.
         stale_after_s: A sample older than this (by its own timestamp) is rejected.
         freeze_after_s: Per field: an unchanged value for longer than this is treated as stuck.
         clock: Time source when ``poll`` is called without ``now``.
+        future_tolerance_s: A sample stamped later than ``now`` by more than this is rejected
+            (sensors stamp with the same clock a little after the caller read ``now``).
 
     Attributes:
         values: Current value per field (index by the module constants, e.g. ``hub.values[TEMP]``).
         status: :class:`FieldStatus` per field.
         lost_required: True when a field in :data:`REQUIRED` is LOST.
-        degraded: True when a required field is not OK or a sensed field is HELD/LOST.
+        degraded: True when a required field is not OK (or only modelled) or a sensed field is
+            HELD/LOST.
         flags: Bit ``i`` set when field ``i`` is not OK.
         failures: Count of rejected reads by kind ("raised", "invalid", "frozen", "stale", "future").
     """
@@ -424,8 +439,9 @@ class SensorHub:
     def __init__(self, sensors: Sequence[Sensor], assumptions: Mapping[str, float] | None = None,
                  conservative: Mapping[str, float] | None = None, hold_s: float = 5.0,
                  stale_after_s: float = 10.0, freeze_after_s: Mapping[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, future_tolerance_s: float = 0.5) -> None:
         self.all_sensors = list(sensors)
+        self.future_tolerance_s = float(future_tolerance_s)
         self.clock = clock
         self.hold_s, self.stale_after_s = float(hold_s), float(stale_after_s)
         self.assumptions = dict(assumptions or {})
@@ -471,6 +487,7 @@ class SensorHub:
         self._req = [idx[f] for f in REQUIRED]
         self._freeze = {idx[f]: float(v) for f, v in (freeze_after_s or {}).items()}
         self._changed_t = [-math.inf] * n
+        self._raw = [NAN] * n  # last raw value per field (value-freeze detection)
         self.failures = {"raised": 0, "invalid": 0, "frozen": 0, "stale": 0, "future": 0}
         self.reads = 0
         self._next_check = -math.inf
@@ -515,16 +532,16 @@ class SensorHub:
         except Exception:  # noqa: BLE001 - a failing sensor must never take the manager down
             self._reject(j, "raised")
             return
-        if not t == t or t > now + 1e-6:  # NaN or a timestamp from the future
+        if not t == t or t > now + self.future_tolerance_s:  # NaN or a timestamp from the future
             self._reject(j, "future")
             return
-        if t <= self._last_t[j]:
-            self._reject(j, "frozen")
-            return
-        self._last_t[j] = t
         if now - t > self.stale_after_s:
             self._reject(j, "stale")
             return
+        if t <= self._last_t[j]:  # the same sample again (or an older one)
+            self._reject(j, "frozen")
+            return
+        self._last_t[j] = t
         for i, name, lo, hi in self._sensor_fields[j]:
             v = getattr(r, name)
             if not lo <= v <= hi:  # NaN fails both comparisons
@@ -532,8 +549,8 @@ class SensorHub:
                 self.failures["invalid"] += 1
                 continue
             if i in self._freeze:
-                if v != self.values[i] or self._changed_t[i] == -math.inf:
-                    self._changed_t[i] = t
+                if v != self._raw[i]:
+                    self._raw[i], self._changed_t[i] = v, t
                 elif t - self._changed_t[i] > self._freeze[i]:
                     self.attempt_ok[i] = False
                     self.failures["frozen"] += 1
@@ -548,7 +565,7 @@ class SensorHub:
         degraded = False
         for i in range(len(FIELDS)):
             if not self.sensed[i]:
-                if self.status[i] != FieldStatus.OK:
+                if i in self._req:  # optional unsensed fields use their assumption/default silently
                     flags |= 1 << i
                 continue
             age = now - self.good_t[i]
@@ -566,7 +583,7 @@ class SensorHub:
                 degraded = True
             self.status[i] = st
         self.lost_required = any(self.status[i] == FieldStatus.LOST for i in self._req)
-        self.degraded = degraded or any(self.status[i] != FieldStatus.OK for i in self._req)
+        self.degraded = degraded or any(self.status[i] != FieldStatus.OK or self.modelled[i] for i in self._req)
         self.flags = flags
         self._next_check = nxt
 
@@ -588,6 +605,8 @@ def live_sensors(clock: Callable[[], float] = time.monotonic, power_fn: Callable
     "ambient_c"}`` and ``power_fn``). Power: RAPL, NVML, else the modelled power callback. The hub
     gives each field to the first available sensor in this list that provides it.
     """
+    from runtime.meters import RaplMeter
+
     out: list[Sensor] = [PowerSupplySensor(root=power_supply_root, clock=clock),
                          PsutilBatterySensor(clock=clock),
                          PsutilTemperatureSensor(clock=clock),

@@ -1,0 +1,457 @@
+"""The offline oracle: backward dynamic programming with the whole trace known (the upper bound).
+
+For one (trace, start row, horizon H) the oracle computes the optimal value
+``V_t(soc, T, backlog)`` for t = H … 0 on a grid, with ``V_H = 0`` (and 0 after a battery
+death, which ends the episode):
+
+    V_t(s) = max_a [ r_t(s, a) + (1 − death) · V_{t+1}(s'(s, a)) ]
+
+and acts by one-step lookahead from the *true* state of the env it is bound to.
+
+**One implementation of the dynamics.** Transitions and rewards come from
+``envs.batched.BatchedPowerEnv._step`` (``agents.mpc.batched_model``), called on a batch of all
+(temperature, backlog, action) grid pairs per time step. The SoC axis needs no batch: in the
+env, SoC enters only the battery update ``soc' = min(soc + δ, 1)`` and the death test
+``soc + δ ≤ 0``, where δ (the step's charge/discharge, in SoC) depends on the pair but not on
+the SoC. ``_step`` is called twice per time step — from soc = 0 (δ > 0 reads off as soc') and
+from soc = 1 (δ < 0 reads off as soc' − 1) — and the value is then formed for every SoC grid
+point by shifting. Rewards, temperature, backlog and all penalties are ``_step``'s.
+
+**Discretisation** (defaults; ``docs/agents.md`` has the measured error):
+
+* SoC: uniform, ``n_soc = 101`` points on [0, 1];
+* temperature: ``n_temp = 25`` points on [min(T0, min ambient), max(T0, max steady-state
+  temperature at full token power)], spaced ``T_max + s·sinh(u)`` with u uniform and
+  s = 4 °C, i.e. densest around the trip point where throttling and the thermal penalty start.
+  When the steady state can never exceed ``T_max`` on this stretch of trace, the temperature
+  cannot affect reward or dynamics and its axis collapses to one point;
+* backlog: ``n_backlog = 7`` points on [0, cap], spaced ``20·sinh(u)`` tokens (0, 24, 78, 220,
+  610, 1700, 5000 at the default cap): fine where SLO violations start (tens of tokens);
+* values between grid points: multilinear interpolation; states beyond the grid are clamped.
+
+**What the DP ignores or approximates.**
+
+* Switch costs (``t_sw``: the measured KV-cache repair + ``set_config``, milliseconds of
+  compute and millijoules) are not in the DP: the previous configuration is not a state, so
+  transitions are computed with previous = the action itself. The acting step, from the true
+  state, does include the switch cost of each candidate.
+* The budget allowance (traces with ``budget_w``) is path-dependent and not a grid axis. It is
+  linearised around a nominal trajectory: ``allowance_t(soc) ≈ â_t + capacity · (soc − ŝ_t)``
+  with (â_t, ŝ_t) the allowance and SoC of the nominal trajectory at step t. This is *exact*
+  while the battery only discharges (then energy used and SoC move together, joule for joule:
+  the allowance and the stored energy differ by the trace's known supply), and approximate
+  when charging (only η of a surplus is stored) or when SoC clips at 1. Pass 1 linearises
+  around the cheapest configuration's trajectory, pass 2 (``budget_passes``) around the
+  oracle's own trajectory from pass 1. The acting step always uses the true allowance.
+
+The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
+per VecEnv sub-env; by default the env it was built with). It reads ``env.trace``, ``soc``,
+``temp_c``, ``backlog`` and the private ``_i`` (row), ``_i0`` (episode start row), ``_a``
+(current configuration) and ``_budget_left_j`` (allowance). Plans are cached per (trace,
+start, horizon); a block of ``horizon_steps`` is planned on its first step, and an episode
+longer than that is re-planned block by block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.baselines import smallest_config
+from agents.mpc import batched_model, set_batch
+
+TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
+BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
+NO_LIMIT_J = 1e30  # an allowance so negative that any overdraw is a violation
+SOC_EPS = 1e-5  # least SoC that counts as alive at the end (> SEAM_TOL: float32 round-off can't kill)
+FAST_MAX_GROUPS = 16  # more distinct per-pair shifts than this: gather element-wise instead
+SEAM_TOL = 1e-6  # spare SoC this close below 0 is round-off (float32) of a state at the need
+
+
+@dataclass
+class OraclePlan:
+    """Value function of one (trace, start, horizon) block."""
+
+    k: int  # trace index in env.traces
+    start: int  # first trace row
+    horizon: int  # steps planned
+    episode_start: int  # the env's _i0 when planned
+    spare_grid: np.ndarray  # spare SoC x = soc − need: n_doomed points below 0, n_soc on [0, 1]
+    temp_grid: np.ndarray
+    backlog_grid: np.ndarray
+    values: np.ndarray  # (horizon + 1, n_temp, n_backlog, n_spare) float32
+    soc_need: np.ndarray  # (horizon + 1, n_temp, n_backlog): least SoC that survives to the end
+    h_alive: float = 0.01  # spare-SoC spacing above the cliff
+    h_doomed: float = 0.1  # spare-SoC spacing below it
+    nominal_soc: np.ndarray | None = None  # budget linearisation (per step), None without budget
+    nominal_allowance_j: np.ndarray | None = None
+    plan_s: float = 0.0
+    value0: float = float("nan")  # interpolated V_0 at the state it was planned from
+    info: dict = field(default_factory=dict)
+
+
+def _locate(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell (lower, upper index) and weight of the upper point for linear interpolation.
+
+    Points beyond the grid are clamped to its ends. A one-point grid gives weight 0.
+    """
+    n = len(grid)
+    if n == 1:
+        z = np.zeros(np.shape(x), dtype=np.intp)
+        return z, z, np.zeros(np.shape(x))
+    lo = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, n - 2)
+    w = np.clip((x - grid[lo]) / (grid[lo + 1] - grid[lo]), 0.0, 1.0)
+    return lo, lo + 1, w
+
+
+def _warped_grid(lo: float, hi: float, centre: float, scale: float, n: int) -> np.ndarray:
+    """n points on [lo, hi], spaced ``centre + scale·sinh(u)`` with u uniform (dense at centre)."""
+    if n == 1 or hi <= lo:
+        return np.array([lo])
+    u = np.linspace(np.arcsinh((lo - centre) / scale), np.arcsinh((hi - centre) / scale), n)
+    g = centre + scale * np.sinh(u)
+    g[0], g[-1] = lo, hi
+    return g
+
+
+class OracleController:
+    """Backward-DP oracle over (SoC, temperature, backlog) with the whole trace known.
+
+    Args:
+        env: The ``MicroLLMPowerEnv`` whose profile, traces and parameters it plans with (and,
+            until ``bind`` says otherwise, the env it acts on).
+        n_soc, n_temp, n_backlog: Grid sizes (module docstring).
+        horizon_steps: Steps planned at once (the evaluation episode length).
+        budget_passes: Planning passes on traces with a budget (1: nominal = the cheapest
+            configuration's trajectory; 2: then the oracle's own trajectory).
+        cache_size: Plans kept (each ``(H+1)·n_soc·n_temp·n_backlog`` float32).
+    """
+
+    name = "oracle"
+
+    def __init__(self, env, n_soc: int = 101, n_temp: int = 25, n_backlog: int = 7,
+                 n_doomed: int = 10, horizon_steps: int = 720, budget_passes: int = 2,
+                 cache_size: int = 2):
+        self.env = env.unwrapped
+        self.envs = [self.env]
+        self.model = batched_model(self.env)
+        c = self.env.costs
+        self.n_actions = len(c.names)
+        self.actions = np.arange(self.n_actions)
+        self.n_soc, self.n_temp, self.n_backlog = int(n_soc), int(n_temp), int(n_backlog)
+        self.n_doomed = max(1, int(n_doomed))
+        self.fast_shift = True  # False: element-wise lookup everywhere (same values; for tests)
+        self.horizon_steps, self.budget_passes = int(horizon_steps), int(budget_passes)
+        self.cheapest = smallest_config(c)
+        self.max_token_w = float(np.max(c.tps * c.ept_j))
+        self.w_death = float(self.env.w.death)
+        self.cache: OrderedDict[tuple, OraclePlan] = OrderedDict()
+        self.cache_size = int(cache_size)
+        self.current: dict[int, OraclePlan] = {}
+        self.plans: list[dict] = []  # one record per plan made: trace, start, horizon, plan_s, value0
+
+    # ---- binding -----------------------------------------------------------------------------
+    def bind(self, envs) -> OracleController:
+        """Act on ``envs`` (one env, or a list indexed like the VecEnv's sub-envs)."""
+        self.envs = [e.unwrapped for e in (envs if isinstance(envs, (list, tuple)) else [envs])]
+        self.current.clear()
+        return self
+
+    @staticmethod
+    def true_state(env) -> dict:
+        """The bound env's state the oracle acts from (reads private attributes; see module doc)."""
+        return {"soc": float(env.soc), "temp_c": float(env.temp_c), "backlog": float(env.backlog),
+                "config": int(env._a), "allowance_j": float(env._budget_left_j), "row": int(env._i),
+                "episode_start": int(env._i0)}
+
+    def _trace_index(self, env) -> int:
+        for k, t in enumerate(self.env.traces):
+            if t is env.trace:
+                return k
+        names = [t.name for t in self.env.traces]
+        return names.index(env.trace.name)  # a different env object over the same traces
+
+    # ---- planning ----------------------------------------------------------------------------
+    def plan(self, k: int, start: int, horizon: int, soc: float, temp_c: float, backlog: float = 0.0,
+             config: int | None = None, allowance_j: float = 0.0, episode_start: int | None = None) -> OraclePlan:
+        """Backward DP for trace ``k`` rows ``start … start+H−1`` (H = min(horizon, rows left)).
+
+        The start state only sets the temperature grid's range and the budget linearisation's
+        nominal trajectory; the value function covers the whole grid.
+        """
+        t0 = time.perf_counter()
+        tr = self.env.traces[k]
+        H = int(min(horizon, tr.n - start))
+        rows = np.arange(start, start + H)
+        dev = tr.device
+        amb = np.asarray(tr.ambient_c)[rows]
+        base = np.asarray(tr.base_w)[rows]
+        t_hot = float(np.max(amb + dev.r_th_c_per_w * (dev.idle_power_w + base + self.max_token_w)))
+        t_lo, t_hi = min(temp_c, float(amb.min())), max(temp_c, t_hot)
+        if t_hi <= dev.t_max_c:  # never above the trip point: temperature changes nothing
+            temp_grid = np.array([temp_c])
+        else:
+            temp_grid = _warped_grid(t_lo, t_hi, dev.t_max_c, TEMP_SCALE_C, self.n_temp)
+        cap_b = self.env.backlog_cap
+        backlog_grid = _warped_grid(0.0, cap_b, 0.0, BACKLOG_SCALE_TOKENS, self.n_backlog)
+        h, hd = 1.0 / (self.n_soc - 1), 1.0 / self.n_doomed
+        spare_grid = np.concatenate([(np.arange(self.n_doomed) - self.n_doomed) * hd, np.arange(self.n_soc) * h])
+        plan = OraclePlan(k=k, start=start, horizon=H, spare_grid=spare_grid, temp_grid=temp_grid,
+                          backlog_grid=backlog_grid, values=np.zeros(0), soc_need=np.zeros(0),
+                          h_alive=h, h_doomed=hd,
+                          episode_start=start if episode_start is None else episode_start)
+        a0 = self.env._full if config is None else int(config)
+        budget = np.asarray(tr.budget_w)[rows]
+        has_budget = bool(np.any(budget == budget))
+        passes = max(1, self.budget_passes) if has_budget else 1
+        for p in range(passes):
+            if has_budget:
+                policy = None if p == 0 else plan
+                plan.nominal_soc, plan.nominal_allowance_j = self._nominal(
+                    k, start, H, soc, temp_c, backlog, a0, allowance_j, policy)
+            self._backward(plan)
+        plan.value0 = float(self._interp(plan, 0, np.array([soc]), np.array([temp_c]), np.array([backlog]))[0])
+        plan.plan_s = time.perf_counter() - t0
+        plan.info = {"trace": tr.name, "start": start, "horizon": H, "passes": passes,
+                     "grid": [self.n_soc, len(temp_grid), len(backlog_grid)],
+                     "soc_need0": float(self._need(plan, 0, temp_c, backlog))}
+        self.plans.append({**plan.info, "plan_s": plan.plan_s, "value0": plan.value0})
+        return plan
+
+    def _backward(self, plan: OraclePlan) -> None:
+        """Fill ``plan.values`` and ``plan.soc_need`` by backward induction (module docstring)."""
+        m, k, H = self.model, plan.k, plan.horizon
+        tr = self.env.traces[k]
+        tg, bg, xg = plan.temp_grid, plan.backlog_grid, plan.spare_grid
+        nT, nB, nX, A = len(tg), len(bg), len(xg), self.n_actions
+        it, ib, ia = (x.ravel() for x in np.meshgrid(np.arange(nT), np.arange(nB), self.actions, indexing="ij"))
+        P = it.size
+        node = it * nB + ib
+        temp_p, back_p = tg[it], bg[ib]
+        xg32 = xg.astype(np.float32)
+        V = np.zeros((H + 1, nT, nB, nX), dtype=np.float32)
+        need = np.full((H + 1, nT, nB), SOC_EPS)
+        grace = self.env.budget_grace_s
+        for t in range(H - 1, -1, -1):
+            i = plan.start + t
+            # from soc = 0 with a zero allowance: δ > 0, rewards, next temperature / backlog
+            set_batch(m, P, k, i, 0.0, temp_p, back_p, ia, 0.0)
+            r, _, _ = m._step(ia)
+            terms = m.last_terms
+            r_base = r - terms["budget"] - terms["death"]  # the SoC- and allowance-free part
+            soc_up, d_allow = m.soc.copy(), m.budget_left.copy()
+            temp_n, back_n = m.temp.copy(), m.backlog.copy()
+            # from soc = 1 with an exhausted allowance: δ < 0, and the overdraw penalty
+            set_batch(m, P, k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J)
+            m._step(ia)
+            pen = m.last_terms["budget"]
+            delta = np.where(soc_up > 0.0, soc_up, m.soc - 1.0)
+            # the next state's cell in (T, backlog) and its bilinear weights
+            t0_, t1_, wt = _locate(tg, temp_n)
+            b0_, b1_, wb = _locate(bg, back_n)
+            corners = ((t0_ * nB + b0_, (1 - wt) * (1 - wb)), (t0_ * nB + b1_, (1 - wt) * wb),
+                       (t1_ * nB + b0_, wt * (1 - wb)), (t1_ * nB + b1_, wt * wb))
+            # survival need, exact in SoC: s + δ must reach the next state's need
+            need1 = need[t + 1].reshape(-1)
+            need_next = sum(need1[c] * w for c, w in corners)
+            # (capped at 1: above it every state dies and the cap only keeps x' on the grid)
+            need[t] = np.clip((need_next - delta).reshape(nT, nB, A).min(-1), SOC_EPS, 1.0)
+            need_now = need[t].reshape(-1)[node]
+            # V_{t+1} on the spare-SoC grid at the next (T, backlog): blend of the 4 corners
+            V1 = V[t + 1].reshape(nT * nB, nX)
+            W = V1[corners[0][0]] * corners[0][1].astype(np.float32)[:, None]
+            for c, w in corners[1:]:
+                W += V1[c] * w.astype(np.float32)[:, None]
+            cont, dead = self._continuation(W, need_now + delta, need_next, plan, fast=self.fast_shift)
+            r32 = r_base.astype(np.float32)[:, None]
+            cont += r32
+            K = dead.shape[1]
+            cont[:, :K] = np.where(dead, r32 - np.float32(self.w_death), cont[:, :K])
+            Q = cont
+            bud = tr.budget_w[i]
+            if bud == bud and np.any(pen < 0):
+                # allowance before the step ≈ â_t + cap·(soc − ŝ_t); violated after it when
+                # allowance + (B·dt − E) + B·grace < 0  ⇔  soc < threshold
+                thr = (plan.nominal_soc[t]
+                       - (plan.nominal_allowance_j[t] + d_allow + bud * grace) / tr.capacity_j)
+                below = xg32[None, :] < (thr - need_now).astype(np.float32)[:, None]  # soc < thr
+                Q += np.where(below, pen.astype(np.float32)[:, None], np.float32(0.0))
+            V[t] = Q.reshape(nT, nB, A, nX).max(2)
+        plan.values, plan.soc_need = V, need
+
+    def _continuation(self, W: np.ndarray, soc_gain: np.ndarray, need_next: np.ndarray,
+                      plan: OraclePlan, fast: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """V_{t+1} after the step from every spare-SoC grid point, for every pair.
+
+        Grid point x_j of a pair's node is soc = need_now + x_j; the step takes it to
+        soc' = min(soc + δ, 1), i.e. spare x' = min(x_j + soc_gain, 1) − need_next with
+        ``soc_gain = need_now + δ`` (δ does not depend on SoC). Away from the cliff and the
+        clamp at 1 this is a shift by the same number of cells for every alive grid point of a
+        pair, so the fast path slices rows instead of gathering elements; the first K columns
+        (doomed grid points and those that may land across the cliff) and the clamped tail use
+        the general lookup (``fast=False``: the general lookup everywhere — same result).
+
+        Args:
+            W: (pairs, n_spare) float32, V_{t+1} blended to each pair's next (T, backlog).
+            soc_gain: (pairs,) need_now + δ, float64.
+            need_next: (pairs,) the survival need at the next state, float64.
+
+        Returns:
+            ``cont`` (pairs, n_spare) float32 and ``dead`` (pairs, K) bool: battery death in
+            the step (soc + δ ≤ 0; only ever within the first K columns).
+        """
+        xg = plan.spare_grid.astype(np.float32)
+        P, nX, J, h = W.shape[0], W.shape[1], self.n_doomed, plan.h_alive
+        shift = (soc_gain - need_next) / h  # spare change in alive cells (≤ 0 but where capped)
+        # alive columns that may land below the cliff, or die: x_j + soc_gain − need_next < 0
+        L = int(np.ceil(max(0.0, -float(shift.min())))) + 1
+        m = np.floor(shift)
+        groups = np.unique(m)
+        K = J + L if fast else nX
+        if K >= nX or len(groups) > FAST_MAX_GROUPS:
+            K = nX
+        v = xg[None, :K] + soc_gain.astype(np.float32)[:, None]  # soc + δ
+        dead = v <= 0.0
+        np.minimum(v, 1.0, out=v)
+        v -= (need_next - SEAM_TOL).astype(np.float32)[:, None]  # x' (+ round-off tolerance)
+        if K == nX:
+            return self._spare_lookup(W, v, plan), dead
+        cont = np.empty((P, nX), dtype=np.float32)
+        cont[:, :K] = self._spare_lookup(W, v, plan)
+        pad = int(max(0.0, groups.max())) + 2
+        Wp = np.concatenate([W, np.repeat(W[:, -1:], pad, 1)], 1)  # x' beyond 1: the last point
+        frac = (shift - m).astype(np.float32)[:, None]
+        for g in groups:
+            rows = np.flatnonzero(m == g)
+            lo = K + int(g)
+            Wr = Wp[rows]
+            base = Wr[:, lo:lo + nX - K]
+            cont[rows, K:] = base + frac[rows] * (Wr[:, lo + 1:lo + 1 + nX - K] - base)
+        # clamp at full: soc + δ > 1 ⇒ x' = 1 − need_next whatever the grid point
+        tail = xg[None, K:] > (1.0 - soc_gain).astype(np.float32)[:, None]
+        if tail.any():
+            top = (1.0 - need_next + SEAM_TOL).astype(np.float32)[:, None]
+            np.copyto(cont[:, K:], self._spare_lookup(W, top, plan), where=tail)
+        return cont, dead
+
+    def _spare_lookup(self, W: np.ndarray, x: np.ndarray, plan: OraclePlan) -> np.ndarray:
+        """Row-wise linear interpolation of ``W`` (rows, n_spare) at spare SoC ``x`` (rows, m),
+        never across the survival cliff at x = 0: x ≥ 0 uses the alive points (spacing h),
+        x < 0 the doomed points (spacing h_d) and at most the last doomed one. ``x`` is
+        overwritten (it is a temporary of the caller)."""
+        J, nX = self.n_doomed, W.shape[1]
+        alive = x >= 0.0
+        x *= np.where(alive, np.float32(1.0 / plan.h_alive), np.float32(1.0 / plan.h_doomed))
+        x += np.float32(J)
+        np.clip(x, 0.0, nX - 1, out=x)
+        i0 = x.astype(np.int32)  # floor: x ≥ 0
+        x -= i0  # the weight of the upper point
+        i1 = np.minimum(i0 + 1, nX - 1)
+        np.copyto(i1, np.minimum(i1, J - 1), where=~alive)
+        offs = (np.arange(W.shape[0], dtype=np.int32) * nX)[:, None]
+        i0 += offs
+        i1 += offs
+        lo = W.take(i0)
+        lo += x * (W.take(i1) - lo)
+        return lo
+
+    def _interp(self, plan: OraclePlan, t: int, soc, temp_c, backlog) -> np.ndarray:
+        """V_t at arrays of states: bilinear in (T, backlog), linear in spare SoC (never across
+        the survival cliff)."""
+        V = plan.values[t]
+        t0, t1, wt = _locate(plan.temp_grid, temp_c)
+        b0, b1, wb = _locate(plan.backlog_grid, backlog)
+        corners = ((t0, b0, (1 - wt) * (1 - wb)), (t0, b1, (1 - wt) * wb), (t1, b0, wt * (1 - wb)),
+                   (t1, b1, wt * wb))
+        # float64 and no tolerance here: the realised trajectory must never round its way below
+        # the need (the DP's float32 tolerance is covered by the SOC_EPS margin at the end)
+        x = np.minimum(soc, 1.0) - self._need(plan, t, temp_c, backlog)
+        rows = np.stack([V[ti, bi] for ti, bi, _ in corners]).astype(np.float64)  # (4, n, n_spare)
+        out = np.zeros(np.shape(soc))
+        for c, (_, _, w) in enumerate(corners):
+            out += w * self._spare_lookup(rows[c], x.reshape(-1, 1).copy(), plan)[:, 0]
+        return out
+
+    def _need(self, plan: OraclePlan, t: int, temp_c, backlog):
+        """Least SoC from which the end of the plan can be reached alive, at (T, backlog)."""
+        t0, t1, wt = _locate(plan.temp_grid, temp_c)
+        b0, b1, wb = _locate(plan.backlog_grid, backlog)
+        n = plan.soc_need[t]
+        return ((1 - wt) * ((1 - wb) * n[t0, b0] + wb * n[t0, b1])
+                + wt * ((1 - wb) * n[t1, b0] + wb * n[t1, b1]))
+
+    def q_values(self, plan: OraclePlan, t: int, soc: float, temp_c: float, backlog: float, config: int,
+                 allowance_j: float) -> np.ndarray:
+        """Q_t(state, a) for every action: the env's reward from this exact state (switch costs
+        included) plus the interpolated V_{t+1} of the next state (0 after death)."""
+        m, A = self.model, self.n_actions
+        set_batch(m, A, plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j)
+        r, dead, _ = m._step(self.actions)
+        cont = self._interp(plan, t + 1, m.soc, m.temp, m.backlog)
+        return r + np.where(dead, 0.0, cont)
+
+    def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None):
+        """SoC and allowance before each step along the cheapest configuration's trajectory
+        (``policy`` None) or the oracle's own (greedy on ``policy``'s values)."""
+        m = self.model
+        s_hat, a_hat = np.zeros(H), np.zeros(H)
+        state = (soc, temp_c, backlog, config, allowance_j)
+        for t in range(H):
+            s_hat[t], a_hat[t] = state[0], state[4]
+            if policy is None:
+                a = self.cheapest
+            else:
+                a = int(np.argmax(self.q_values(policy, t, *state)))
+            set_batch(m, 1, k, start + t, *state)
+            _, dead, _ = m._step(np.array([a]))
+            state = (float(m.soc[0]), float(m.temp[0]), float(m.backlog[0]), a, float(m.budget_left[0]))
+            if dead[0]:
+                s_hat[t + 1:], a_hat[t + 1:] = 0.0, state[4]
+                break
+        return s_hat, a_hat
+
+    # ---- acting ------------------------------------------------------------------------------
+    def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
+        """The plan covering the bound env's current row (planned now if needed) and the step
+        index into it."""
+        env = env.unwrapped
+        st = self.true_state(env)
+        k, i, i0 = self._trace_index(env), st["row"], st["episode_start"]
+        block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
+        H = int(min(self.horizon_steps, env.trace.n - block))
+        plan = self.current.get(env_index)
+        if plan is None or (plan.k, plan.start, plan.horizon, plan.episode_start) != (k, block, H, i0):
+            key = (k, block, H, i0, round(st["soc"], 9), round(st["temp_c"], 6), round(st["backlog"], 6))
+            plan = self.cache.get(key) if i == block else None
+            if plan is None:
+                plan = self.plan(k, block, H, st["soc"], st["temp_c"], st["backlog"], st["config"],
+                                 st["allowance_j"], episode_start=i0)
+                if i == block:
+                    self.cache[key] = plan
+                    while len(self.cache) > self.cache_size:
+                        self.cache.popitem(last=False)
+            self.current[env_index] = plan
+        return plan, i - block
+
+    def act_env(self, env, env_index: int = 0) -> int:
+        plan, t = self.plan_for(env, env_index)
+        st = self.true_state(env.unwrapped)
+        q = self.q_values(plan, t, st["soc"], st["temp_c"], st["backlog"], st["config"], st["allowance_j"])
+        return int(np.argmax(q))
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        """SB3 signature; the observation only sets the batch size — the oracle acts from the
+        bound envs' true state (index j of the batch → ``envs[j]``)."""
+        obs = np.asarray(observation)
+        single = obs.ndim == 1
+        n = 1 if single else obs.shape[0]
+        if n > len(self.envs):
+            raise ValueError(f"oracle bound to {len(self.envs)} env(s) but got a batch of {n}: call bind()")
+        acts = np.array([self.act_env(self.envs[j], j) for j in range(n)], dtype=np.int64)
+        return (acts[0] if single else acts), state
+
+
+__all__ = ["OracleController", "OraclePlan"]

@@ -1,0 +1,717 @@
+"""Deploy a trained power policy: export it to a numpy-only file, run it on the live model, bench it.
+
+    python deploy.py export runs/<run> --out policy.npz [--device-kind phone] [--onnx]
+    python deploy.py run --policy policy.npz --sensors replay:traces/data/default/phone-00.csv \\
+        --speed 60 --prompt "In the beginning" --max-tokens 400
+    python deploy.py run --policy policy.npz --sensors live --prompts prompts.txt
+    python deploy.py bench --policy policy.npz [--decisions 100000] [--json out.json]
+
+``export`` reads a run folder (``agents.run_io`` format) and writes the policy file described in
+``runtime/policy.py`` / ``docs/runtime.md``. ``run`` generates text with the micro-LLM while the
+runtime manager (``runtime/``) re-decides the configuration every N tokens or T ms and switches
+the live model. ``bench`` measures decision latency, import time and memory of the runtime.
+torch, SB3 and the model are imported inside ``export`` and ``run`` only; ``runtime/`` never
+imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent
+
+
+class ExportError(RuntimeError):
+    """The run folder cannot be exported (unsupported algorithm, inconsistent profile...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+def _activation_name(value: Any, algo: str) -> str:
+    """'Tanh', "<class 'torch.nn.modules.activation.Tanh'>" or None -> 'Tanh' (SB3 defaults)."""
+    if not value:
+        return "ReLU" if algo == "dqn" else "Tanh"
+    m = re.search(r"(\w+)'?>?\s*$", str(value))
+    return m.group(1) if m else str(value)
+
+
+def _numbered_linears(state: dict, prefix: str) -> list[tuple[Any, Any]]:
+    idx = sorted({int(k[len(prefix):].split(".")[0]) for k in state
+                  if k.startswith(prefix) and k.endswith(".weight")})
+    return [(state[f"{prefix}{i}.weight"], state[f"{prefix}{i}.bias"]) for i in idx]
+
+
+def actor_layers(state: dict, algo: str) -> list[tuple[Any, Any]]:
+    """The actor's Linear layers (weight, bias) in order, from an SB3 policy state_dict.
+
+    PPO / MaskablePPO: ``mlp_extractor.policy_net.{0,2,..}`` then ``action_net``; DQN:
+    ``q_net.q_net.{0,2,4}`` (the last one gives the Q-values).
+    """
+    if algo in ("ppo", "maskable_ppo"):
+        extra = [k for k in state if k.startswith("pi_features_extractor.") or k.startswith("features_extractor.")]
+        if extra:
+            raise ExportError(f"features extractor with parameters ({extra[:3]}...) is not supported")
+        layers = _numbered_linears(state, "mlp_extractor.policy_net.")
+        if "action_net.weight" not in state:
+            raise ExportError("state_dict has no action_net (not a discrete-action actor-critic policy)")
+        layers.append((state["action_net.weight"], state["action_net.bias"]))
+    elif algo == "dqn":
+        layers = _numbered_linears(state, "q_net.q_net.")
+        if not layers:
+            raise ExportError("state_dict has no q_net.q_net.* layers")
+    else:
+        raise ExportError(f"algo {algo!r} not supported (ppo, maskable_ppo, dqn)")
+    return layers
+
+
+def _resolve_profile(path: str | None) -> Path:
+    from envs.power_env import DEFAULT_PROFILE
+
+    if not path:
+        return Path(DEFAULT_PROFILE)
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    return REPO / p
+
+
+def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone", onnx: bool = False,
+               allow_profile_change: bool = False) -> dict[str, Any]:
+    """Exports a run folder to a policy file (and optionally ONNX); returns a summary dict."""
+    import numpy as np
+    import torch
+
+    from agents.run_io import load_config, load_vecnormalize, sha256_file
+    from envs.devices import DEVICES, device_params
+    from envs.power_env import load_cost_tables
+    from runtime.policy import obs_feature_table, save_policy_file
+    from runtime.rules import HOT_MARGIN_C
+
+    run = Path(run_dir)
+    cfg = load_config(run)
+    algo = cfg.get("algo")
+    state_path = run / "policy_state.pt"
+    if not state_path.exists():
+        raise ExportError(f"{state_path}: missing (the run folder is incomplete)")
+    state = torch.load(state_path, weights_only=True, map_location="cpu")
+    layers = [(w.detach().cpu().numpy(), b.detach().cpu().numpy()) for w, b in actor_layers(state, algo)]
+    activation = _activation_name((cfg.get("policy_kwargs") or {}).get("activation_fn"), algo)
+    env_kwargs = dict(cfg.get("env_kwargs") or {})
+    lookahead = int(env_kwargs.get("lookahead", 0))
+    obs_dim = layers[0][0].shape[1]
+    stats = load_vecnormalize(run / "vecnormalize.npz")
+    if stats is None:
+        mean, var = np.zeros(obs_dim), np.ones(obs_dim)
+        norm = {"norm_obs": False, "clip_obs": 10.0, "epsilon": 1e-8}
+    else:
+        mean, var = stats["mean"], stats["var"]
+        norm = {"norm_obs": bool(stats["norm_obs"]), "clip_obs": float(stats["clip_obs"]),
+                "epsilon": float(stats["epsilon"])}
+    if mean.shape != (obs_dim,):
+        raise ExportError(f"vecnormalize mean has shape {mean.shape}, the policy takes {obs_dim} inputs")
+    features = obs_feature_table(lookahead)
+    names = [f["name"] for f in features]
+    if cfg.get("obs_features") and list(cfg["obs_features"]) != names:
+        raise ExportError(f"config.json obs_features {cfg['obs_features']} differ from runtime.observation {names}")
+    # profile: per-configuration costs, exactly as the environment read them
+    prof_path = _resolve_profile(env_kwargs.get("profile") or (cfg.get("profile") or {}).get("path"))
+    if not prof_path.exists():
+        raise ExportError(f"profile {prof_path} (from config.json env_kwargs.profile) not found")
+    prof_sha = sha256_file(prof_path)
+    trained_sha = (cfg.get("profile") or {}).get("sha256") or cfg.get("profile_sha256")
+    if trained_sha and trained_sha != prof_sha and not allow_profile_change:
+        raise ExportError(f"profile {prof_path} changed since training (sha256 {prof_sha[:12]} != "
+                          f"{trained_sha[:12]}); pass --allow-profile-change to export anyway")
+    costs = load_cost_tables(prof_path)
+    table = cfg.get("decode_table")
+    if not table:
+        raise ExportError("config.json has no decode_table")
+    if [r["name"] for r in table] != costs.names:
+        raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {costs.names}")
+    if len(table) != layers[-1][0].shape[0]:
+        raise ExportError(f"{len(table)} configurations but the policy has {layers[-1][0].shape[0]} actions")
+    prof_json = json.loads(prof_path.read_text())
+    if device_kind not in DEVICES:
+        raise ExportError(f"device kind {device_kind!r} not in {sorted(DEVICES)}")
+    meta = {
+        "algo": algo, "activation": activation, "lookahead": lookahead, "obs_features": features,
+        "decode_table": table, "normalization": norm,
+        "mask_rules": {"device_kind": device_kind, "device": asdict(device_params(device_kind)),
+                       "devices": {k: asdict(v) for k, v in DEVICES.items()},
+                       "reserve_soc": float(env_kwargs.get("reserve_soc", 0.05)), "hot_margin_c": HOT_MARGIN_C,
+                       "cheap_quantile": 0.25},
+        "profile": {"path": str(prof_path), "sha256": prof_sha, "name": prof_json.get("name"),
+                    "energy_source": costs.energy_source},
+        "env": {"env_id": cfg.get("env_id"), "env_kwargs": env_kwargs,
+                "slo_ms": float(env_kwargs.get("slo_ms", 500.0)),
+                "backlog_cap_tokens": float(env_kwargs.get("backlog_cap_tokens", 5000.0)),
+                "step_s": float(env_kwargs.get("step_s", 10.0))},
+        "run": {"dir": str(run), "config_sha256": sha256_file(run / "config.json"),
+                "policy_state_sha256": sha256_file(state_path)},
+        "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"numpy": np.__version__, "torch": torch.__version__},
+    }
+    digest = save_policy_file(out, layers, meta, mean, var,
+                              {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
+                               "decode_tokens_per_s": costs.tps}, costs.features)
+    summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
+               "layers": [list(w.shape) for w, _ in layers], "n_actions": len(table),
+               "device_kind": device_kind, "profile": str(prof_path), "bytes": Path(out).stat().st_size}
+    if onnx:
+        summary["onnx"] = str(export_onnx(out, Path(out).with_suffix(".onnx")))
+    return summary
+
+
+def export_onnx(policy_path: str | Path, onnx_path: str | Path) -> Path:
+    """Writes the policy (normalisation folded in, clip included) as ONNX: input ``obs`` (n, d) ->
+    ``logits`` (n, n_actions). Needs torch's ONNX exporter (and the ``onnx`` package on newer torch)."""
+    import torch
+
+    from runtime.policy import NumpyPolicy, load_policy_file
+
+    pol = NumpyPolicy(load_policy_file(policy_path))
+    acts = {"Tanh": torch.nn.Tanh, "ReLU": torch.nn.ReLU, "LeakyReLU": torch.nn.LeakyReLU, "ELU": torch.nn.ELU,
+            "Sigmoid": torch.nn.Sigmoid, "Identity": torch.nn.Identity}
+
+    class Actor(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("lo", torch.tensor(pol.lo, dtype=torch.float32))
+            self.register_buffer("hi", torch.tensor(pol.hi, dtype=torch.float32))
+            mods: list[torch.nn.Module] = []
+            for k, w in enumerate(pol.mats):
+                lin = torch.nn.Linear(w.shape[1] - 1, w.shape[0])
+                lin.weight.data = torch.tensor(w[:, :-1], dtype=torch.float32)
+                lin.bias.data = torch.tensor(w[:, -1], dtype=torch.float32)
+                mods.append(lin)
+                if k < len(pol.mats) - 1:
+                    mods.append(acts[pol.activation]())
+            self.net = torch.nn.Sequential(*mods)
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            return self.net(torch.minimum(torch.maximum(obs, self.lo), self.hi))
+
+    onnx_path = Path(onnx_path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(Actor().eval(), (torch.zeros(1, pol.mats[0].shape[1] - 1),), str(onnx_path),
+                              input_names=["obs"], output_names=["logits"], dynamic_axes={"obs": {0: "n"}},
+                              dynamo=False)
+    except Exception as exc:  # noqa: BLE001 - missing onnx package, exporter changes
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {exc}); `pip install onnx` may help") from exc
+    return onnx_path
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+# ---------------------------------------------------------------------------------------------
+
+def map_decode_table(m: Any, table: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
+    """Maps each decode-table row to a configuration of the live model.
+
+    A row whose name parses as a model configuration (``L4-H050-int8``) and is valid is used
+    as is; otherwise the nearest valid configuration by (bits, depth, heads) is chosen, and a
+    note is returned (profiles measured on another model, e.g. the example profile).
+    """
+    from model.model import ActiveConfig
+
+    valid = m.configs()
+    out, notes = [], []
+    for row in table:
+        cfg = None
+        try:
+            cfg = m.validate(ActiveConfig.parse(str(row["name"])))
+        except ValueError:
+            want = (int(row["bits"]), int(row["depth"]), float(row["heads"]))
+            cfg = min(valid, key=lambda c: (abs(math.log2(c.bits) - math.log2(want[0])), abs(c.depth - want[1]),
+                                            abs(c.heads - want[2])))
+            notes.append(f"{row['name']} -> {cfg.name}")
+        out.append(cfg)
+    return out, notes
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompts:
+        lines = [ln.rstrip("\n") for ln in Path(args.prompts).read_text().splitlines()]
+        return [ln for ln in lines if ln.strip()]
+    return [args.prompt]
+
+
+def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """``deploy.py run``: generate with the live model under the runtime manager."""
+    import numpy as np
+    import torch
+
+    import model as M
+    from model.data import decode
+    from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
+    from runtime.policy import PolicyFileError, load_policy_file
+    from runtime.replay import DeviceThermal, ReplaySensors
+    from runtime.sensors import FIELDS, SensorHub, live_sensors
+
+    torch.set_num_threads(args.threads)
+    m = M.load(args.checkpoint) if args.checkpoint else M.load_default()
+    try:
+        pf = load_policy_file(args.policy)
+        err = None
+    except PolicyFileError as exc:
+        pf, err = None, str(exc)
+        print(f"[deploy] policy rejected: {exc}\n[deploy] running the safe fallback configuration", file=sys.stderr)
+    if pf is not None:
+        table = pf.decode_table
+        ept = [float(x) for x in pf.energy_j_per_token]
+        devices = pf.meta["mask_rules"]["devices"]
+        dev_kind = args.device_kind or pf.meta["mask_rules"]["device_kind"]
+        env_meta = pf.meta.get("env", {})
+    else:
+        cfgs = m.configs()
+        table = [{"index": i, "name": c.name, "depth": c.depth, "heads": c.heads, "bits": c.bits}
+                 for i, c in enumerate(cfgs)]
+        ept = [float(m.resident_bytes(c)) for c in cfgs]  # proxy: bytes streamed per token; only argmin matters
+        devices, dev_kind, env_meta = None, args.device_kind or "phone", {}
+    model_cfgs, notes = map_decode_table(m, table)
+    if notes:
+        print(f"[deploy] decode table mapped to the live model's configurations: {', '.join(notes)}", file=sys.stderr)
+
+    def device_for(kind: str) -> DeviceThermal:
+        if devices is not None:
+            return DeviceThermal.from_dict(devices.get(kind, devices.get("default")))
+        from envs.devices import device_params
+
+        return DeviceThermal.from_dict(asdict(device_params(kind)))
+
+    # the live model's power: measured token rate × profiled energy per token
+    rate = {"tps": 0.0, "idx": 0, "demand": 0.0}
+    tps_prof = [float(x) for x in pf.decode_tokens_per_s] if pf is not None else None
+
+    def model_power_w() -> float:
+        if pf is None:
+            return 0.0
+        if replay is not None and args.replay_power == "profile":
+            # the emulated device serves the trace's demand at its profiled speed (the env's rule)
+            return min(rate["demand"], tps_prof[rate["idx"]]) * ept[rate["idx"]]
+        return rate["tps"] * ept[rate["idx"]]
+
+    replay = None
+    if args.sensors.startswith("replay:"):
+        import traces
+
+        trace = traces.load_trace(args.sensors.split(":", 1)[1])
+        kind = args.device_kind or trace.meta.device_kind
+        device = device_for(kind)
+        replay = ReplaySensors(trace, device, speed=args.speed, start_s=args.start_s)
+        clock = replay.now
+        hub = SensorHub([replay], clock=clock)
+        capacity_j = replay.capacity_j
+    elif args.sensors == "live":
+        device = device_for(dev_kind)
+        clock = time.monotonic
+        base = device.idle_power_w
+        sensors = live_sensors(clock, power_fn=lambda: base + model_power_w(),
+                               thermal={"r_th_c_per_w": device.r_th_c_per_w, "tau_s": device.tau_s,
+                                        "ambient_c": args.ambient_c}, nvml=args.nvml)
+        # without a battery sensor the machine is taken to be mains powered (ASSUMED -> DEGRADED)
+        hub = SensorHub(sensors, assumptions={"soc_frac": 1.0, "plugged": 1.0, "ambient_c": args.ambient_c,
+                                              "bandwidth_mbps": 0.0}, clock=clock)
+        capacity_j = args.capacity_wh * 3600.0
+    else:
+        raise SystemExit(f"--sensors {args.sensors!r}: use live or replay:<trace.csv>")
+    mcfg = ManagerConfig(min_dwell_decisions=args.min_dwell, capacity_wh=capacity_j / 3600.0,
+                         slo_ms=float(env_meta.get("slo_ms", 500.0)),
+                         backlog_cap_tokens=float(env_meta.get("backlog_cap_tokens", 5000.0)))
+    names = [c.name for c in model_cfgs]
+    tel = Telemetry(args.telemetry, names) if args.telemetry else None
+    fallback = FallbackSpec(names, ept, device)
+    mgr = RuntimeManager(pf, hub, mcfg, tel, fallback, device=device, clock=clock, policy_error=err)
+    print(f"[deploy] sensors: {json.dumps(hub.describe())}", file=sys.stderr)
+    print(f"[deploy] device {dev_kind if replay is None else kind}: T_max {device.t_max_c} °C, ceiling "
+          f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}; safe config {names[mgr.safe]}",
+          file=sys.stderr)
+    if args.budget_w:
+        mgr.budget_w = args.budget_w
+
+    prompts = _read_prompts(args)
+    total_tokens_all = len(prompts) * args.max_tokens
+
+    def feed_workload(measured_tps: float) -> None:
+        if replay is not None:
+            w = replay.workload()
+            rate["demand"] = w["demand_tps"]
+            mgr.set_workload(demand_tps=w["demand_tps"], budget_w=args.budget_w or w["budget_w"],
+                             deadline_left_s=args.deadline_s or w["deadline_left_s"],
+                             horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
+            if mgr.lookahead:
+                mgr.supply_ahead_w = replay.supply_ahead_w(mgr.lookahead, float(env_meta.get("step_s", 10.0)))
+        else:
+            mgr.set_workload(demand_tps=measured_tps)
+            if args.deadline_s:
+                mgr.set_workload(deadline_left_s=args.deadline_s - (clock() - t_start))
+
+    t_start = now = clock()
+    feed_workload(0.0)
+    idx = mgr.decide(now)
+    m.set_config(model_cfgs[idx])
+    rate["idx"] = idx
+    if replay is not None:
+        replay.set_model_power_w(model_power_w())
+    tokens = 0
+    tokens_per_cfg = [0] * len(names)
+    model_energy_j = 0.0
+    live_energy_j = 0.0
+    switches = 0
+    t_wall0 = time.perf_counter()
+    last_dec_wall = t_wall0
+    last_tok_wall = t_wall0
+    ema_tps = 0.0
+    last_lat_ms = 0.0
+    last_now = clock()
+    texts = []
+    status_every = max(0.05, args.status_s)
+    last_status = 0.0
+    decide_ns: list[int] = []
+    for p_i, prompt in enumerate(prompts):
+        out_tokens: list[int] = []
+        for k, tok in enumerate(m.stream(prompt, args.max_tokens, temperature=args.temperature, seed=args.seed)):
+            t = time.perf_counter()
+            dt_tok = t - last_tok_wall
+            last_tok_wall = t
+            last_lat_ms = dt_tok * 1e3
+            inst = 1.0 / dt_tok if dt_tok > 0 else 0.0
+            ema_tps = inst if tokens == 0 else 0.8 * ema_tps + 0.2 * inst
+            tokens += 1
+            tokens_per_cfg[idx] += 1
+            model_energy_j += ept[idx] if pf is not None else 0.0
+            out_tokens.append(tok)
+            if args.echo:
+                sys.stdout.write(decode([tok]))
+                sys.stdout.flush()
+            due = (k + 1) % args.every_tokens == 0 if not args.every_ms else (t - last_dec_wall) * 1e3 >= args.every_ms
+            if not due:
+                continue
+            last_dec_wall = t
+            rate["tps"] = ema_tps
+            now = clock()
+            left = total_tokens_all - tokens
+            feed_workload(ema_tps)
+            mgr.backlog_frac = min(1.0, left / mcfg.backlog_cap_tokens)
+            mgr.latency_over_slo = last_lat_ms / mcfg.slo_ms
+            if replay is not None:
+                replay.set_model_power_w(model_power_w())
+            t_dec = time.perf_counter_ns()
+            new = mgr.decide(now)
+            decide_ns.append(time.perf_counter_ns() - t_dec)
+            live_energy_j += hub.values[FIELDS.index("power_w")] * max(0.0, now - last_now)
+            last_now = now
+            if new != idx:
+                m.set_config(model_cfgs[new])
+                idx, rate["idx"] = new, new
+                switches += 1
+                if replay is not None:
+                    replay.set_model_power_w(model_power_w())
+            if not args.no_status and (t - last_status >= status_every):
+                last_status = t
+                _status_line(mgr, hub, names[idx], ema_tps, tokens, switches, now, replay, args.echo)
+        texts.append(decode(out_tokens))
+        if not args.echo:
+            print(f"\n=== prompt {p_i + 1}/{len(prompts)}: {prompt!r}\n{prompt}{texts[-1]}", flush=True)
+    wall_s = time.perf_counter() - t_wall0
+    if not args.no_status:
+        _status_line(mgr, hub, names[idx], ema_tps, tokens, switches, clock(), replay, args.echo)
+        print(file=sys.stderr)
+    mgr.close()
+    dn = np.array(decide_ns or [0])
+    s = mgr.summary()
+    summary = {
+        "tokens": tokens, "wall_s": round(wall_s, 3), "tokens_per_s": round(tokens / wall_s, 2) if wall_s else None,
+        "switches": switches, "decisions": s["decisions"], "overrides": s["overrides"],
+        "decisions_per_state": s["decisions_per_state"], "final_state": s["state"],
+        "policy_error": s["policy_error"], "sensor_failures": s["sensor_failures"],
+        "tokens_per_config": {names[i]: n for i, n in enumerate(tokens_per_cfg) if n},
+        "model_energy_j": round(model_energy_j, 4),
+        "decide_us_median": round(float(np.median(dn)) / 1e3, 2),
+        "decide_us_p99": round(float(np.percentile(dn, 99)) / 1e3, 2),
+    }
+    if replay is not None:
+        summary.update({"virtual_s": round(replay.vt - args.start_s, 1), "device_energy_j": round(replay.energy_j, 2),
+                        "final_soc": round(replay.soc, 4), "final_temp_c": round(replay.temp_c, 2),
+                        "battery_died": replay.dead, "trace_finished": replay.finished})
+    else:
+        summary["device_energy_j_estimate"] = round(live_energy_j, 3)
+    print("[deploy] summary " + json.dumps(summary), file=sys.stderr)
+    return summary
+
+
+def _status_line(mgr: Any, hub: Any, cfg_name: str, tps: float, tokens: int, switches: int, now: float,
+                 replay: Any, echo: bool) -> None:
+    from runtime.sensors import POWER, SOC, TEMP
+    from runtime.shield import Reason
+
+    v = hub.values
+    vt = f" vt={int(now) // 3600:02d}:{int(now) % 3600 // 60:02d}:{int(now) % 60:02d}" if replay is not None else ""
+    line = (f"[{mgr.state.name:<9}] {cfg_name:<14} P={v[POWER]:6.2f} W SoC={v[SOC] * 100:5.1f}% "
+            f"T={v[TEMP]:5.1f}°C {tps:6.1f} tok/s tok={tokens} sw={switches} "
+            f"ovr={sum(mgr.overrides[1:Reason.DWELL])}{vt}")
+    sys.stderr.write(("\n" if echo else "\r") + line + " " * 4)
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+_RSS_SNIPPET = """
+import resource, sys, time
+def peak_kb():
+    # ru_maxrss survives exec on Linux (a child starts with its parent's high-water mark), so
+    # prefer the kernel's per-address-space VmHWM; getrusage is the portable fallback
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+import numpy
+t_np = time.perf_counter()
+{imports}
+t_rt = time.perf_counter()
+rss0 = peak_kb()
+{work}
+rss1 = peak_kb()
+print(t_np - t, t_rt - t_np, rss0, rss1, 'torch' in sys.modules)
+"""
+
+
+def _bench_setup(policy: str, poll_every: bool, telemetry_path: str | None):
+    """A manager on a replayed phone trace in manual (virtual) time; returns (manager, replay)."""
+    import traces
+    from runtime.manager import ManagerConfig, RuntimeManager, Telemetry
+    from runtime.policy import load_policy_file
+    from runtime.replay import DeviceThermal, ReplaySensors
+    from runtime.sensors import SensorHub
+
+    pf = load_policy_file(policy)
+    trace = traces.load_trace(traces.default_trace_set_dir() / "phone-00.csv")
+    dev = DeviceThermal.from_dict(pf.meta["mask_rules"]["devices"][trace.meta.device_kind])
+    replay = ReplaySensors(trace, dev, clock=None, period_s=0.0 if poll_every else 1.0)
+    hub = SensorHub([replay], clock=replay.now)
+    tel = Telemetry(telemetry_path, pf.names) if telemetry_path else None
+    mgr = RuntimeManager(pf, hub, ManagerConfig(), tel, device=dev, clock=replay.now)
+    mgr.set_workload(demand_tps=20.0, backlog_frac=0.1, latency_over_slo=0.2)
+    return mgr, replay
+
+
+def bench_decisions(policy: str, n: int, poll_every: bool, telemetry_path: str | None,
+                    step_s: float = 0.01, flush_mb: float = 0.0) -> dict[str, float]:
+    """Median / p99 / mean of ``RuntimeManager.decide`` over ``n`` decisions (virtual time).
+
+    With ``flush_mb``, a buffer of that size is rewritten before every decision (untimed), which
+    evicts the caches the way an LLM forward pass between two decisions does.
+    """
+    import gc
+
+    import numpy as np
+
+    mgr, replay = _bench_setup(policy, poll_every, telemetry_path)
+    junk = np.zeros(int(flush_mb * (1 << 20)) // 8) if flush_mb else None
+    ns = np.empty(n, dtype=np.int64)
+    pc = time.perf_counter_ns
+    vt = 0.0
+    decide, advance = mgr.decide, replay.advance_to
+    for _ in range(2000):  # warm-up
+        vt += step_s
+        advance(vt)
+        decide(vt)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(n):
+            vt += step_s
+            advance(vt)
+            if junk is not None:
+                junk += 1.0
+            t0 = pc()
+            decide(vt)
+            ns[i] = pc() - t0
+    finally:
+        if gc_was:
+            gc.enable()
+    mgr.close()
+    us = ns / 1e3
+    return {"median_us": round(float(np.median(us)), 2), "p99_us": round(float(np.percentile(us, 99)), 2),
+            "mean_us": round(float(us.mean()), 2), "n": n, "switches": mgr.switches,
+            "overrides": sum(mgr.overrides[1:])}
+
+
+def bench_policy_only(policy: str, n: int) -> dict[str, float]:
+    """Latency of ``NumpyPolicy.act`` alone on observations sampled in the observation bounds."""
+    import numpy as np
+
+    from runtime.observation import bounds
+    from runtime.policy import NumpyPolicy, load_policy_file
+
+    pf = load_policy_file(policy)
+    pol = NumpyPolicy(pf)
+    lo, hi = bounds(pf.lookahead)
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(lo, hi, size=(1024, lo.shape[0])).astype(np.float32)
+    ns = np.empty(n, dtype=np.int64)
+    pc, act = time.perf_counter_ns, pol.act
+    rows = [obs[i] for i in range(1024)]
+    for i in range(n):
+        o = rows[i & 1023]
+        t0 = pc()
+        act(o)
+        ns[i] = pc() - t0
+    us = ns / 1e3
+    return {"median_us": round(float(np.median(us)), 2), "p99_us": round(float(np.percentile(us, 99)), 2)}
+
+
+def bench_process(policy: str) -> dict[str, Any]:
+    """Import time (numpy, then runtime) and peak RSS of a fresh interpreter running the runtime."""
+    imports = "import runtime.manager, runtime.policy, runtime.sensors, runtime.replay, runtime.shield"
+    work = (f"import deploy\nmgr, rp = deploy._bench_setup({policy!r}, True, None)\nvt = 0.0\n"
+            "for _ in range(10000):\n    vt += 0.01\n    rp.advance_to(vt)\n    mgr.decide(vt)")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    runs = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", _RSS_SNIPPET.format(imports=imports, work=work)],
+                             capture_output=True, text=True, env=env, cwd=str(REPO), check=True).stdout.split()
+        runs.append(out)
+    base = subprocess.run([sys.executable, "-c", _RSS_SNIPPET.format(imports="", work="")], capture_output=True,
+                          text=True, env=env, cwd=str(REPO), check=True).stdout.split()
+    imp = subprocess.run([sys.executable, "-X", "importtime", "-c", "import numpy; " + imports],
+                         capture_output=True, text=True,
+                         env=env, cwd=str(REPO), check=True).stderr
+    top: dict[str, int] = {}  # top-level entries of the import tree: name -> cumulative µs
+    for line in imp.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
+            top[parts[2].strip()] = int(parts[1])
+    numpy_ms = sorted(float(r[0]) * 1e3 for r in runs)[1]
+    runtime_ms = sorted(float(r[1]) * 1e3 for r in runs)[1]
+    return {
+        "import_numpy_ms": round(numpy_ms, 1),
+        "import_runtime_ms_after_numpy": round(runtime_ms, 1),
+        "importtime_total_ms": round(sum(v for k, v in top.items() if k not in ("site", "encodings")) / 1e3, 1),
+        "importtime_numpy_ms": round(top.get("numpy", 0) / 1e3, 1),
+        "rss_mb_python_numpy": round(int(base[2]) / 1024, 1),
+        "rss_mb_after_import": round(int(runs[0][2]) / 1024, 1),
+        "rss_mb_peak_after_10k_decisions": round(int(runs[0][3]) / 1024, 1),
+        "torch_imported": runs[0][4] == "True",
+    }
+
+
+def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    res: dict[str, Any] = {"policy": args.policy, "python": sys.version.split()[0], "cpu": _cpu_name()}
+    res["policy_act"] = bench_policy_only(args.policy, args.decisions)
+    res["decide_cached_sensors"] = bench_decisions(args.policy, args.decisions, poll_every=False, telemetry_path=None)
+    with tempfile.TemporaryDirectory() as d:
+        res["decide_cached_sensors_telemetry"] = bench_decisions(args.policy, args.decisions, False,
+                                                                 str(Path(d) / "t.jsonl"))
+    res["decide_poll_every_decision"] = bench_decisions(args.policy, args.decisions, poll_every=True,
+                                                        telemetry_path=None)
+    res["decide_cold_cache_16mb_flush"] = bench_decisions(args.policy, min(args.decisions, 20_000), False, None,
+                                                          flush_mb=16.0)
+    res["process"] = bench_process(args.policy)
+    print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="deploy.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="run folder -> numpy-only policy file")
+    e.add_argument("run_dir")
+    e.add_argument("--out", default="policy.npz")
+    e.add_argument("--device-kind", default="phone", help="target device for the shield (envs.devices kinds)")
+    e.add_argument("--onnx", action="store_true", help="also write <out>.onnx")
+    e.add_argument("--allow-profile-change", action="store_true")
+    r = sub.add_parser("run", help="generate with the live model under the runtime manager")
+    r.add_argument("--policy", required=True)
+    r.add_argument("--checkpoint", default=None, help="model checkpoint (default: the committed one)")
+    r.add_argument("--sensors", default="live", help="live | replay:<trace.csv>")
+    r.add_argument("--speed", type=float, default=1.0, help="replay: virtual seconds per wall second")
+    r.add_argument("--start-s", type=float, default=0.0, help="replay: start time within the trace")
+    r.add_argument("--replay-power", choices=("profile", "measured"), default="profile",
+                   help="replay: model power = min(trace demand, profiled tok/s) x J/token of the active "
+                        "config (profile, the env's rule) or the live model's measured tok/s x J/token")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--prompt", default="In the beginning")
+    g.add_argument("--prompts", default=None, help="file with one prompt per line")
+    r.add_argument("--max-tokens", type=int, default=200, help="tokens per prompt")
+    r.add_argument("--every-tokens", type=int, default=8, help="decide every N tokens")
+    r.add_argument("--every-ms", type=float, default=0.0, help="decide every T ms instead (wall clock)")
+    r.add_argument("--min-dwell", type=int, default=3, help="decisions between policy-driven switches")
+    r.add_argument("--telemetry", default=None, help="JSONL decision log path")
+    r.add_argument("--temperature", type=float, default=0.8)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--device-kind", default=None, help="override the device kind (shield + simulation)")
+    r.add_argument("--budget-w", type=float, default=0.0)
+    r.add_argument("--deadline-s", type=float, default=0.0)
+    r.add_argument("--capacity-wh", type=float, default=15.0, help="live: battery capacity if not sensed")
+    r.add_argument("--ambient-c", type=float, default=25.0, help="live: ambient if not sensed")
+    r.add_argument("--nvml", action="store_true", help="live: probe NVML for GPU power/temperature")
+    r.add_argument("--echo", action="store_true", help="stream the text as it is generated")
+    r.add_argument("--no-status", action="store_true")
+    r.add_argument("--status-s", type=float, default=0.1, help="status line refresh period")
+    b = sub.add_parser("bench", help="decision latency, import time and memory of the runtime")
+    b.add_argument("--policy", required=True)
+    b.add_argument("--decisions", type=int, default=100_000)
+    b.add_argument("--json", default=None, help="also write the results here")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "export":
+        try:
+            res = export_run(args.run_dir, args.out, args.device_kind, args.onnx, args.allow_profile_change)
+        except ExportError as exc:
+            raise SystemExit(f"export failed: {exc}") from exc
+        print(json.dumps(res, indent=1))
+        return res
+    if args.cmd == "run":
+        return run_cmd(args)
+    return bench_cmd(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The runtime manager: sensors → observation → policy → shield → configuration, as a state machine.
+
+numpy + the standard library only.
+
+States and transitions (``TRANSITIONS`` is the table the code follows; any other move raises)::
+
+    NORMAL    --sensor_fault-->  DEGRADED    a sensed field is HELD/LOST, or a required one ASSUMED or modelled
+    NORMAL    --critical------>  EMERGENCY   a hard limit holds (shield tier 1)
+    DEGRADED  --sensors_ok---->  NORMAL      every field OK for `recover_decisions` decisions
+    DEGRADED  --critical------>  EMERGENCY
+    EMERGENCY --cleared------->  NORMAL      limits cleared by their hysteresis margins and at
+    EMERGENCY --cleared_degraded-> DEGRADED  least `emergency_min_s` in EMERGENCY
+    NORMAL / DEGRADED / EMERGENCY --policy_bad--> FALLBACK   the policy file failed to load
+    FALLBACK  --policy_loaded->  NORMAL      a valid policy was loaded (``load_policy``)
+
+What each state does: NORMAL — the policy decides, the shield checks; DEGRADED — the same on
+last-good / assumed values (LOST required values count as the worst case); EMERGENCY — the safe
+configuration (lowest energy per token), whatever the policy says; FALLBACK — the safe
+configuration, no policy at all.
+
+Against thrashing: a policy-driven switch needs ``min_dwell_decisions`` decisions and
+``min_dwell_s`` seconds since the previous switch (shield overrides switch at once), and
+EMERGENCY is left only with hysteresis (``temp_hyst_c``, ``soc_hyst``) after ``emergency_min_s``.
+
+Every decision is recorded (time, state, observation summary, policy action, final action,
+override reason, sensor flags) in a buffer that :class:`Telemetry` writes as JSONL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from runtime.observation import N_BASE, write_observation
+from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
+from runtime.replay import DeviceThermal
+from runtime.sensors import (
+    AMBIENT,
+    BANDWIDTH,
+    FIELDS,
+    PLUGGED,
+    POWER,
+    SOC,
+    SUPPLY,
+    TEMP,
+    SensorHub,
+)
+from runtime.shield import REASON_NAMES, Reason, Shield, ShieldParams
+
+
+def _log():  # logging is imported on the first transition, not at import time
+    import logging
+
+    return logging.getLogger("wattwise.runtime")
+
+
+class State(IntEnum):
+    NORMAL = 0
+    DEGRADED = 1
+    EMERGENCY = 2
+    FALLBACK = 3
+
+
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.NORMAL, "sensor_fault"): State.DEGRADED,
+    (State.NORMAL, "critical"): State.EMERGENCY,
+    (State.NORMAL, "policy_bad"): State.FALLBACK,
+    (State.DEGRADED, "sensors_ok"): State.NORMAL,
+    (State.DEGRADED, "critical"): State.EMERGENCY,
+    (State.DEGRADED, "policy_bad"): State.FALLBACK,
+    (State.EMERGENCY, "cleared"): State.NORMAL,
+    (State.EMERGENCY, "cleared_degraded"): State.DEGRADED,
+    (State.EMERGENCY, "policy_bad"): State.FALLBACK,
+    (State.FALLBACK, "policy_bad"): State.FALLBACK,
+    (State.FALLBACK, "policy_loaded"): State.NORMAL,
+}
+
+
+@dataclass
+class ManagerConfig:
+    """Tunables of the manager (units in the names).
+
+    Attributes:
+        temp_margin_c: Hard temperature ceiling above the device trip point ``t_max_c``.
+        temp_hyst_c: Hysteresis below the ceiling to leave EMERGENCY.
+        soc_hyst: Hysteresis above the reserve to leave EMERGENCY.
+        reserve_soc: Battery reserve (None: the policy file's, i.e. the training env's).
+        min_dwell_decisions: Decisions between two policy-driven switches.
+        min_dwell_s: Seconds between two policy-driven switches.
+        emergency_min_s: Minimum time in EMERGENCY.
+        recover_decisions: Consecutive all-OK decisions to leave DEGRADED.
+        capacity_wh: Battery capacity (stored energy = SoC × capacity) when nothing better is known.
+        charger_w: Supply power assumed while plugged when no sensor measures it.
+        slo_ms: Latency SLO (the observation's latency_over_slo = latency / SLO).
+        backlog_cap_tokens: Backlog capacity (the observation's backlog_frac).
+        horizon_s: Planning horizon without a deadline (affordable power = energy / time left).
+        budget_grace_s: Budget allowance head start (the environment's ``budget_grace_s``).
+    """
+
+    temp_margin_c: float = 2.0
+    temp_hyst_c: float = 3.0
+    soc_hyst: float = 0.02
+    reserve_soc: float | None = None
+    min_dwell_decisions: int = 3
+    min_dwell_s: float = 0.0
+    emergency_min_s: float = 2.0
+    recover_decisions: int = 10
+    capacity_wh: float = 15.0
+    charger_w: float = 20.0
+    slo_ms: float = 500.0
+    backlog_cap_tokens: float = 5000.0
+    horizon_s: float = 7200.0
+    budget_grace_s: float = 300.0
+
+
+@dataclass
+class FallbackSpec:
+    """What the manager needs when no policy file can be loaded.
+
+    Attributes:
+        names: Configuration names (the caller maps the returned index to one).
+        energy_j_per_token: Energy per token per configuration (or a proxy such as resident
+            bytes: only the argmin matters).
+        device: Thermal parameters for the shield.
+        reserve_soc: Battery reserve.
+    """
+
+    names: Sequence[str]
+    energy_j_per_token: Sequence[float]
+    device: DeviceThermal = DeviceThermal(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0)
+    reserve_soc: float = 0.05
+
+
+_STATE_NAMES = [s.name for s in State]
+
+
+def _num(x: float) -> str:
+    """A float as JSON (NaN and infinities as null)."""
+    return repr(float(x)) if x == x and x not in (math.inf, -math.inf) else "null"
+
+
+DECISION_KEYS = ("t_s", "state", "soc", "temp_c", "plugged", "power_w", "demand_tps", "policy_action",
+                 "final_action", "reason", "sensor_flags")
+
+
+class Telemetry:
+    """Buffers decision records and writes them as JSON lines (one object per line).
+
+    Recording a decision appends a tuple (no formatting on the decision path); every
+    ``flush_every`` records, and on :meth:`close`, the buffer is serialised. NaN becomes null.
+
+    Args:
+        path_or_file: Output path or an open text file; ``None`` keeps only counters.
+        names: Configuration names (the JSON carries the names next to the indices).
+        flush_every: Records per write.
+    """
+
+    def __init__(self, path_or_file: str | Path | IO[str] | None, names: Sequence[str] = (),
+                 flush_every: int = 1024) -> None:
+        self._own = isinstance(path_or_file, (str, Path))
+        self.fh: IO[str] | None = open(path_or_file, "w") if self._own else path_or_file  # noqa: SIM115
+        self.names = list(names)
+        self.flush_every = int(flush_every)
+        self.buf: list[Any] = []
+        self.written = 0
+        self._flag_cache: dict[int, str] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.fh is not None
+
+    def record(self, rec: tuple) -> None:
+        self.buf.append(rec)
+        if len(self.buf) >= self.flush_every:
+            self.flush()
+
+    def event(self, **kw: Any) -> None:
+        """A non-decision record (state transitions, policy loads)."""
+        if self.fh is not None:
+            self.buf.append(kw)
+
+    def _line(self, rec: tuple) -> str:
+        t, st, soc, temp, plugged, power, demand, pa, fa, reason, flags = rec
+        n = len(self.names)
+        fl = self._flag_cache.get(flags)
+        if fl is None:
+            fl = self._flag_cache[flags] = json.dumps([FIELDS[i] for i in range(len(FIELDS)) if flags >> i & 1])
+        pc = json.dumps(self.names[pa]) if 0 <= pa < n else "null"
+        fc = json.dumps(self.names[fa]) if 0 <= fa < n else "null"
+        return (f'{{"t_s": {_num(t)}, "state": "{_STATE_NAMES[st]}", "soc": {_num(soc)}, "temp_c": {_num(temp)}, '
+                f'"plugged": {_num(plugged)}, "power_w": {_num(power)}, "demand_tps": {_num(demand)}, '
+                f'"policy_action": {pa}, "final_action": {fa}, "reason": "{REASON_NAMES[reason]}", '
+                f'"sensor_flags": {fl}, "policy_config": {pc}, "final_config": {fc}}}')
+
+    def flush(self) -> None:
+        if self.fh is None:
+            self.buf.clear()
+            return
+        lines = [self._line(r) if isinstance(r, tuple) else json.dumps(r) for r in self.buf]
+        if lines:
+            self.fh.write("\n".join(lines) + "\n")
+            self.fh.flush()
+        self.written += len(lines)
+        self.buf.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._own and self.fh is not None:
+            self.fh.close()
+        self.fh = None
+
+
+class RuntimeManager:
+    """Decides the model configuration from sensors, a policy and the shield.
+
+    Args:
+        policy: A loaded :class:`PolicyFile`, or None (FALLBACK from the start; needs ``fallback``).
+        hub: The sensor hub.
+        config: Tunables.
+        telemetry: Where decisions go (default: counters only).
+        fallback: Used when ``policy`` is None (default: a single "safe" configuration).
+        device: Thermal parameters for the shield and the observation (default: the policy file's).
+        clock: Time source when ``decide`` is called without ``now_s``.
+        policy_error: Why the policy is missing (recorded in telemetry).
+    """
+
+    def __init__(self, policy: PolicyFile | None, hub: SensorHub, config: ManagerConfig | None = None,
+                 telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
+                 device: DeviceThermal | Mapping[str, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic, policy_error: str | None = None) -> None:
+        self.cfg = config or ManagerConfig()
+        self.hub, self.clock = hub, clock
+        self.policy_error = policy_error
+        self.pf = policy
+        if policy is not None:
+            rules = policy.meta["mask_rules"]
+            dev = device if device is not None else rules["device"]
+            reserve = self.cfg.reserve_soc if self.cfg.reserve_soc is not None else float(rules["reserve_soc"])
+            ept, names = policy.energy_j_per_token, policy.names
+            self.features = [tuple(float(x) for x in row) for row in policy.config_features]
+            self.policy: NumpyPolicy | None = NumpyPolicy(policy)
+            self.lookahead = policy.lookahead
+        else:
+            fb = fallback or FallbackSpec(["safe"], [1.0])
+            dev = device if device is not None else fb.device
+            reserve = self.cfg.reserve_soc if self.cfg.reserve_soc is not None else fb.reserve_soc
+            ept, names = np.asarray(fb.energy_j_per_token, dtype=np.float64), list(fb.names)
+            self.features = [(1.0, 1.0, 1.0)] * len(names)
+            self.policy = None
+            self.lookahead = 0
+        self.device = dev if isinstance(dev, DeviceThermal) else DeviceThermal.from_dict(dev)
+        self.names = list(names)
+        self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
+                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept)
+        self.safe = self.shield.safe
+        self.telemetry = telemetry or Telemetry(None, self.names)
+        if not self.telemetry.names:
+            self.telemetry.names = self.names
+        self.obs = np.zeros(N_BASE + self.lookahead, dtype=np.float32)
+        # workload and limits (set by the caller: set_workload or the attributes directly)
+        self.demand_tps = 0.0
+        self.backlog_frac = 0.0
+        self.latency_over_slo = 0.0
+        self.budget_w = math.nan
+        self.deadline_left_s = math.nan
+        self.horizon_left_s: float | None = None
+        self.base_w: float | None = None
+        self.stored_energy_j: float | None = None
+        self.capacity_j = self.cfg.capacity_wh * 3600.0
+        self.supply_ahead_w: Sequence[float] = ()
+        # decision state
+        self.current = self.safe
+        self.state = State.NORMAL
+        self.state_since_s = -math.inf
+        self._t0: float | None = None
+        self._last_t: float | None = None
+        self._since_switch = 1 << 30
+        self._switch_t = -math.inf
+        self._ok_run = 0
+        self._energy_used_j = 0.0
+        self.decisions = 0
+        self.switches = 0
+        self.overrides = [0] * len(Reason)
+        self.state_decisions = [0] * len(State)
+        self.transitions: list[tuple[float, str, str, str]] = []
+        self.last_policy_action = -1
+        self.last_reason = Reason.NONE
+        if self.policy is None:
+            self._go(State.FALLBACK, "policy_bad", -math.inf, policy_error or "no policy")
+
+    # ---- construction helpers ---------------------------------------------------------------
+    @classmethod
+    def from_policy_path(cls, path: str | Path, hub: SensorHub, config: ManagerConfig | None = None,
+                         telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
+                         device: DeviceThermal | Mapping[str, float] | None = None,
+                         clock: Callable[[], float] = time.monotonic) -> RuntimeManager:
+        """Loads the policy file; on :class:`PolicyFileError` starts in FALLBACK (logged, not raised)."""
+        try:
+            pf: PolicyFile | None = load_policy_file(path)
+            err = None
+        except PolicyFileError as exc:
+            _log().error("policy file rejected, using the safe fallback configuration: %s", exc)
+            pf, err = None, str(exc)
+        return cls(pf, hub, config, telemetry, fallback, device, clock, policy_error=err)
+
+    def load_policy(self, path: str | Path) -> bool:
+        """Loads a new policy file in FALLBACK (same decode table size); returns success."""
+        try:
+            pf = load_policy_file(path)
+        except PolicyFileError as exc:
+            self.policy_error = str(exc)
+            self.telemetry.event(event="policy_rejected", error=str(exc))
+            return False
+        if pf.n_actions != len(self.names) or pf.lookahead != self.lookahead:
+            self.policy_error = f"{path}: {pf.n_actions} actions / lookahead {pf.lookahead}, manager has " \
+                                f"{len(self.names)} / {self.lookahead}"
+            return False
+        self.pf, self.policy = pf, NumpyPolicy(pf)
+        self.names = pf.names
+        self.features = [tuple(float(x) for x in row) for row in pf.config_features]
+        self.policy_error = None
+        if self.state == State.FALLBACK:
+            self._go(State.NORMAL, "policy_loaded", self._last_t or 0.0, pf.sha256[:12])
+        return True
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def set_workload(self, **kw: float | None) -> None:
+        """Sets any of ``demand_tps``, ``backlog_frac``, ``latency_over_slo``, ``budget_w``,
+        ``deadline_left_s``, ``horizon_left_s``, ``base_w``, ``stored_energy_j``, ``capacity_j``."""
+        for k, v in kw.items():
+            if k not in ("demand_tps", "backlog_frac", "latency_over_slo", "budget_w", "deadline_left_s",
+                         "horizon_left_s", "base_w", "stored_energy_j", "capacity_j", "supply_ahead_w"):
+                raise KeyError(f"unknown workload input {k!r}")
+            setattr(self, k, v)
+
+    # ---- the state machine ------------------------------------------------------------------------
+    def _go(self, to: State, event: str, now_s: float, cause: str) -> None:
+        frm = self.state
+        nxt = TRANSITIONS.get((frm, event))
+        if nxt is None or nxt != to:
+            raise RuntimeError(f"illegal transition {frm.name} --{event}--> {to.name}")
+        self.state, self.state_since_s = to, now_s
+        self.transitions.append((now_s, frm.name, to.name, cause))
+        self.telemetry.event(event="transition", t_s=now_s if math.isfinite(now_s) else None, frm=frm.name,
+                             to=to.name, trigger=event, cause=cause)
+        _log().info("runtime state %s -> %s (%s: %s)", frm.name, to.name, event, cause)
+
+    def decide(self, now_s: float | None = None) -> int:
+        """One decision: poll sensors, build the observation, run the policy and the shield.
+
+        Args:
+            now_s: Current time on the hub's clock (default ``clock()``).
+
+        Returns:
+            The configuration index to run (into the decode table / ``names``).
+        """
+        if now_s is None:
+            now_s = self.clock()
+        if self._t0 is None:
+            self._t0 = now_s
+        dt = now_s - self._last_t if self._last_t is not None else 0.0
+        self._last_t = now_s
+        hub, sh = self.hub, self.shield
+        hub.poll(now_s)
+        v = hub.values
+        temp, soc, plugged = v[TEMP], v[SOC], v[PLUGGED]
+        unknown = hub.lost_required
+        hard = sh.hard_limit(temp, soc, plugged, unknown)
+        st = self.state
+        # ---- transitions
+        if st != State.FALLBACK:
+            if hard:
+                self._ok_run = 0
+                if st != State.EMERGENCY:
+                    self._go(State.EMERGENCY, "critical", now_s, REASON_NAMES[hard])
+            elif st == State.EMERGENCY:
+                if now_s - self.state_since_s >= self.cfg.emergency_min_s and sh.cleared(temp, soc, plugged, unknown):
+                    if hub.degraded:
+                        self._go(State.DEGRADED, "cleared_degraded", now_s, "limits cleared; sensors degraded")
+                    else:
+                        self._go(State.NORMAL, "cleared", now_s, "limits cleared")
+            elif hub.degraded:
+                self._ok_run = 0
+                if st == State.NORMAL:
+                    self._go(State.DEGRADED, "sensor_fault", now_s, self._flag_names(hub.flags))
+            elif st == State.DEGRADED:
+                self._ok_run += 1
+                if self._ok_run >= self.cfg.recover_decisions:
+                    self._go(State.NORMAL, "sensors_ok", now_s, "all fields OK")
+            st = self.state
+        # ---- observation
+        power, ambient = v[POWER], v[AMBIENT]
+        supply = v[SUPPLY] if hub.sensed[SUPPLY] or hub.status[SUPPLY] == 2 else plugged * self.cfg.charger_w
+        base_w = self.base_w if self.base_w is not None else self.device.idle_power_w
+        budget = self.budget_w
+        if budget == budget and budget > 0:  # the budget covers the LLM's own energy (as in the env)
+            llm_w = power - base_w
+            self._energy_used_j += (llm_w if llm_w > 0.0 else 0.0) * dt
+            budget_left = budget * (now_s - self._t0 + self.cfg.budget_grace_s) - self._energy_used_j
+        else:
+            budget_left = 0.0
+        stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
+        horizon = self.horizon_left_s if self.horizon_left_s is not None else \
+            self.cfg.horizon_s - (now_s - self._t0)
+        write_observation(self.obs, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
+                          self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
+                          self.latency_over_slo, v[BANDWIDTH], self.features[self.current], power, ambient,
+                          self.supply_ahead_w)
+        # ---- policy and shield
+        cur = self.current
+        if st == State.FALLBACK:
+            a_pol, final, reason = -1, self.safe, Reason.FALLBACK
+        else:
+            pol = self.policy
+            mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply)
+            if mask is not None and pol.uses_masks:
+                a_pol = pol.act(self.obs, mask)
+            else:
+                a_pol = pol.act(self.obs)
+            final, reason = a_pol, Reason.NONE
+            if st == State.EMERGENCY:
+                final, reason = self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
+            elif mask is not None and not mask[a_pol]:
+                final, reason = pol.masked_argmax(mask), sh.mask_reason(temp)
+            elif a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
+                                   or now_s - self._switch_t < self.cfg.min_dwell_s) \
+                    and (mask is None or mask[cur]):
+                final, reason = cur, Reason.DWELL
+        if final != cur:
+            self.switches += 1
+            self._since_switch = 0
+            self._switch_t = now_s
+            self.current = final
+        self._since_switch += 1
+        self.decisions += 1
+        self.overrides[reason] += 1
+        self.state_decisions[st] += 1
+        self.last_policy_action, self.last_reason = a_pol, reason
+        tel = self.telemetry
+        if tel.fh is not None:
+            tel.record((now_s, int(st), soc, temp, plugged, power, self.demand_tps, a_pol, final, int(reason),
+                        hub.flags))
+        return final
+
+    # ---- reporting ------------------------------------------------------------------------------
+    @staticmethod
+    def _flag_names(flags: int) -> str:
+        return ",".join(FIELDS[i] for i in range(len(FIELDS)) if flags >> i & 1) or "none"
+
+    def summary(self) -> dict[str, Any]:
+        """Counters: decisions, switches, overrides by reason, decisions per state, transitions."""
+        return {
+            "decisions": self.decisions, "switches": self.switches, "state": self.state.name,
+            "overrides": {REASON_NAMES[Reason(i)]: n for i, n in enumerate(self.overrides) if n and i},
+            "decisions_per_state": {State(i).name: n for i, n in enumerate(self.state_decisions) if n},
+            "transitions": len(self.transitions), "policy_error": self.policy_error,
+            "sensor_failures": dict(self.hub.failures),
+            "policy_sha256": self.pf.sha256 if self.pf is not None else None,
+        }
+
+    def close(self) -> None:
+        self.telemetry.close()

@@ -1,0 +1,120 @@
+"""deploy.py: export a run folder, run the live (tiny) model under the manager, bench the runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_runtime_policy import _train
+
+import deploy
+from model.model import ElasticGPT, ModelConfig
+from runtime.policy import load_policy_file
+
+TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "default" / "phone-00.csv"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("deploy")
+    run, _, _ = _train(tmp, "ppo")
+    out = tmp / "cli_policy.npz"
+    res = deploy.main(["export", str(run), "--out", str(out), "--device-kind", "phone"])
+    assert res["sha256"] == load_policy_file(out).sha256
+    torch.manual_seed(0)
+    m = ElasticGPT(ModelConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, depths=(2, 3, 4)))
+    ckpt = tmp / "tiny.pt"
+    torch.save(m.checkpoint(), ckpt)
+    return {"run": run, "policy": out, "ckpt": ckpt, "tmp": tmp}
+
+
+def test_export_cli_writes_a_loadable_policy(exported) -> None:
+    pf = load_policy_file(exported["policy"])
+    assert pf.meta["algo"] == "ppo" and pf.n_actions == 12 and pf.obs_dim == 19
+    assert pf.meta["run"]["dir"] == str(exported["run"])
+    with np.load(exported["policy"], allow_pickle=False) as z:  # nothing needs pickle
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_optional_onnx_export_matches_numpy(exported, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from runtime.observation import bounds
+    from runtime.policy import NumpyPolicy
+
+    onnx_path = deploy.export_onnx(exported["policy"], tmp_path / "p.onnx")
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    lo, hi = bounds(0)
+    obs = np.random.default_rng(0).uniform(lo, hi, (5000, lo.shape[0])).astype(np.float32)
+    logits = sess.run(None, {"obs": obs})[0]
+    pol = NumpyPolicy(load_policy_file(exported["policy"]))
+    np.testing.assert_allclose(logits, pol.logits_batch(obs), atol=1e-4)
+
+
+def test_export_rejects_inconsistent_runs(exported, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "run"
+    shutil.copytree(exported["run"], bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["decode_table"] = cfg["decode_table"][:-1]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="decode table"):
+        deploy.main(["export", str(bad), "--out", str(tmp_path / "x.npz")])
+    cfg = json.loads((exported["run"] / "config.json").read_text())
+    cfg["algo"] = "a2c"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit, match="not supported"):
+        deploy.main(["export", str(bad), "--out", str(tmp_path / "x.npz")])
+
+
+def _run(exported, tmp: Path, *extra: str) -> dict:
+    tel = tmp / "telemetry.jsonl"
+    args = ["run", "--policy", str(exported["policy"]), "--checkpoint", str(exported["ckpt"]),
+            "--max-tokens", "48", "--every-tokens", "4", "--telemetry", str(tel), "--no-status", *extra]
+    summary = deploy.main(args)
+    lines = [json.loads(x) for x in tel.read_text().splitlines()]
+    decisions = [d for d in lines if "final_action" in d]
+    assert len(decisions) == summary["decisions"]
+    return summary
+
+
+def test_run_with_replay_sensors_switches_the_live_model(exported, tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("In the beginning\nAnd God said\n")
+    s = _run(exported, tmp_path, "--sensors", f"replay:{TRACE}", "--speed", "600", "--prompts", str(prompts))
+    assert s["tokens"] == 96 and s["decisions"] == 1 + 96 // 4
+    assert s["final_state"] == "NORMAL" and s["sensor_failures"]["future"] == 0
+    assert 0 < s["final_soc"] <= 1 and s["virtual_s"] > 0
+    assert sum(s["tokens_per_config"].values()) == 96
+    out = capsys.readouterr()
+    assert "prompt 2/2" in out.out and "summary" in out.err
+
+
+def test_run_live_without_battery_is_degraded_not_dead(exported, tmp_path: Path) -> None:
+    s = _run(exported, tmp_path, "--sensors", "live", "--prompt", "Hello")
+    assert s["tokens"] == 48
+    # this test machine may or may not have a battery / temperature sensor; either way it runs
+    assert s["final_state"] in ("NORMAL", "DEGRADED", "EMERGENCY")
+
+
+def test_run_with_a_tampered_policy_falls_back(exported, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    data = bytearray(exported["policy"].read_bytes())
+    data[len(data) // 2] ^= 0x55
+    bad.write_bytes(bytes(data))
+    s = deploy.main(["run", "--policy", str(bad), "--checkpoint", str(exported["ckpt"]), "--max-tokens", "16",
+                     "--sensors", f"replay:{TRACE}", "--speed", "100", "--no-status"])
+    assert s["final_state"] == "FALLBACK" and s["policy_error"]
+    assert list(s["tokens_per_config"]) == ["L2-H025-int4"]  # the smallest configuration
+
+
+def test_bench_reports_latency_and_process_figures(exported) -> None:
+    d = deploy.bench_decisions(str(exported["policy"]), 3000, poll_every=True, telemetry_path=None)
+    assert d["n"] == 3000 and 0 < d["median_us"] <= d["p99_us"]
+    p = deploy.bench_process(str(exported["policy"]))
+    assert not p["torch_imported"] and p["rss_mb_peak_after_10k_decisions"] > 0
+    assert p["import_runtime_ms_after_numpy"] > 0
