@@ -12,7 +12,8 @@ tables ``env.costs`` and the step length) and then decides from the observation 
 * ``battery-ladder``: plugged → largest; else SoC ≥ 0.6 / 0.3 / 0.15 / below → four descending
   quality tiers of the efficient frontier.
 * ``greedy-budget``: highest quality whose predicted power ``base + rate·e_token`` fits
-  ``supply + affordable power`` (feature 9), and the power budget when there is one.
+  ``supply + affordable power`` (feature 9), and whose model power ``rate·e_token`` fits the
+  LLM's power budget when there is one.
 * ``schedutil``: the slowest efficient configuration whose throughput covers 1.25 × the needed
   token rate (the lowest "frequency" with 25 % headroom), capped as thermal headroom shrinks.
 
@@ -95,36 +96,44 @@ class ObsModel:
         """Tokens/s to serve this step: the demand just seen plus the backlog, drained now."""
         return float(obs[F["demand_tps"]]) + self.backlog_tokens(obs) / self.dt
 
-    def base_w(self, obs: np.ndarray) -> float:
-        """Non-model power (idle + device base load), W, estimated from the last step's draw.
+    def llm_w(self, obs: np.ndarray) -> float:
+        """The model's own power in the last step, W: served rate × the previous configuration's
+        energy per token.
 
-        The served rate of the last step is not observed: a non-empty backlog means the previous
-        configuration ran flat out (its throughput), else it served the demand. A zero latency
-        feature means nothing was served yet (the first observation of an episode).
+        The served rate is not observed: a non-empty backlog means the previous configuration
+        ran flat out (its throughput), else it served the demand. A zero latency feature means
+        nothing was served yet (the first observation of an episode). Switch energy is ignored.
         """
-        p_last = float(obs[F["power_w"]])
         if float(obs[F["latency_over_slo"]]) <= 0.0:
-            return p_last
+            return 0.0
         j = self.prev_config(obs)
         tps = float(self.costs.tps[j])
         rate = tps if obs[F["backlog_frac"]] > 0 else min(float(obs[F["demand_tps"]]), tps)
-        return max(p_last - rate * float(self.costs.ept_j[j]), 0.0)
+        return min(rate * float(self.costs.ept_j[j]), float(obs[F["power_w"]]))
+
+    def base_w(self, obs: np.ndarray) -> float:
+        """Non-model power (idle + device base load), W: the last step's draw minus ``llm_w``."""
+        return max(float(obs[F["power_w"]]) - self.llm_w(obs), 0.0)
+
+    def token_w(self, obs: np.ndarray) -> np.ndarray:
+        """Predicted model power (W) of every configuration this step: served rate × e_token."""
+        return np.minimum(self.need_tps(obs), self.costs.tps) * self.costs.ept_j
 
     def power_w(self, obs: np.ndarray, base_w: float | None = None) -> np.ndarray:
         """Predicted draw (W) of every configuration this step: base + served rate × e_token."""
         base = self.base_w(obs) if base_w is None else base_w
-        rate = np.minimum(self.need_tps(obs), self.costs.tps)
-        return base + rate * self.costs.ept_j
+        return base + self.token_w(obs)
 
 
 class BudgetEstimator:
-    """The power budget in watts, inferred from two consecutive observations.
+    """The LLM's power budget in watts, inferred from two consecutive observations.
 
     The observation carries the budget allowance in hours of budget (feature 6,
     ``(allowance + B·grace)/(B·3600)``) but not the budget B itself. Between two steps the
-    allowance grows by ``B·dt − P·dt`` with P the last draw (feature 17), so
-    ``B = P / (1 − 3600·Δ/dt)`` — exact up to float32 rounding. While feature 6 sits on a clip
-    bound (it saturates at 1 h of budget) the last estimate is kept.
+    allowance grows by ``B·dt − P_llm·dt`` with P_llm the model's own power in the last step
+    (``ObsModel.llm_w``), so ``B = P_llm / (1 − 3600·Δ/dt)``: exact (up to float32 rounding)
+    when the last step served the demand without a switch. While feature 6 sits on a clip
+    bound (it saturates at 1 h of budget), or the model drew nothing, the last estimate is kept.
     """
 
     def __init__(self, dt_s: float):
@@ -135,16 +144,16 @@ class BudgetEstimator:
     def reset(self) -> None:
         self.prev, self.budget_w = None, None
 
-    def update(self, obs: np.ndarray) -> float | None:
+    def update(self, obs: np.ndarray, llm_w: float) -> float | None:
+        """Feed the next observation and the model's power of the step that led to it."""
         if obs[F["has_budget"]] < 0.5:
             self.prev = None
             return None
         frac = float(obs[F["budget_left_frac"]])
         if self.prev is not None and -10.0 < frac < 1.0 and -10.0 < self.prev < 1.0:
             denom = 1.0 - 3600.0 * (frac - self.prev) / self.dt
-            p = float(obs[F["power_w"]])
-            if denom > 1e-3 and p > 0:
-                self.budget_w = p / denom
+            if denom > 1e-3 and llm_w > 0:
+                self.budget_w = llm_w / denom
         self.prev = frac
         return self.budget_w
 
@@ -234,9 +243,10 @@ class BatteryLadderController(BaseController):
 class GreedyBudgetController(BaseController):
     """Highest quality whose predicted power fits ``supply + affordable power`` (and the budget).
 
-    Predicted power of j: ``base + min(need, tps_j)·e_j`` (``ObsModel``); cap:
-    ``supply (1) + affordable power (9)``, lowered to the budget (``BudgetEstimator``) when the
-    trace has one. Nothing fits → the lowest energy per token.
+    Predicted device power of j: ``base + min(need, tps_j)·e_j`` (``ObsModel``), at most
+    ``supply (1) + affordable power (9)``; with a budget (``BudgetEstimator``; it covers the
+    LLM's own power) also ``min(need, tps_j)·e_j ≤ budget``. Nothing fits → the lowest energy
+    per token.
     """
 
     name = "greedy-budget"
@@ -253,11 +263,13 @@ class GreedyBudgetController(BaseController):
 
     def act(self, obs: np.ndarray, env_index: int) -> int:
         est = self.budgets.setdefault(env_index, BudgetEstimator(self.m.dt))
-        budget_w = est.update(obs)
+        budget_w = est.update(obs, self.m.llm_w(obs))
         cap = float(obs[F["supply_w"]]) + float(obs[F["affordable_power_w"]])
+        base, tok = self.m.base_w(obs), self.m.token_w(obs)
+        ok = base + tok <= cap
         if budget_w is not None:
-            cap = min(cap, budget_w)
-        ok = self.m.power_w(obs)[self.order] <= cap
+            ok &= tok <= budget_w
+        ok = ok[self.order]
         return int(self.order[np.argmax(ok)]) if ok.any() else self.cheapest
 
 

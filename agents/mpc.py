@@ -9,8 +9,8 @@ temp, backlog, a, budget_left``) to any batch size and call ``_step(actions)``.
 
 1. forecast: supply = mean of the last ``history`` observed supplies (feature 1, past and
    present only), demand = mean of the last observed demands (feature 10), ambient = the last
-   observed ambient (18), the other device load = ``ObsModel.base_w``, the budget in W =
-   ``BudgetEstimator`` (inferred from feature 6);
+   observed ambient (18), the other device load = ``ObsModel.base_w``, the LLM's power budget
+   = ``BudgetEstimator`` (inferred from feature 6);
 2. model: the device it runs on — thermal parameters, battery capacity and charge efficiency,
    idle power — read from the bound env's current trace (the plant model a deployed MPC gets by
    characterising its device; the *future* of the trace is never read);
@@ -26,30 +26,11 @@ temp, backlog, a, budget_left``) to any batch size and call ``_step(actions)``.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import contextmanager
 
 import numpy as np
 
 from agents.base import BaseController
 from agents.baselines import BudgetEstimator, F, ObsModel, smallest_config
-
-
-@contextmanager
-def _env_as_reference(env):
-    """Make ``BatchedPowerEnv.__init__`` adopt ``env`` as its reference env.
-
-    ``BatchedPowerEnv`` builds its arrays from a reference ``MicroLLMPowerEnv`` it constructs
-    itself; pointing that constructor at an existing env reuses its parsed profile and traces
-    exactly (the env keeps only resampled ``TraceArrays``, which cannot be fed back in).
-    """
-    import envs.batched as eb
-
-    original = eb.MicroLLMPowerEnv
-    eb.MicroLLMPowerEnv = lambda **_: env
-    try:
-        yield
-    finally:
-        eb.MicroLLMPowerEnv = original
 
 
 def batched_model(env):
@@ -64,10 +45,7 @@ def batched_model(env):
     from envs.batched import BatchedPowerEnv
 
     env = env.unwrapped
-    with _env_as_reference(env):
-        model = BatchedPowerEnv(n_envs=1, step_s=env.step_s, slo_ms=env.slo_ms,
-                                backlog_cap_tokens=env.backlog_cap, reserve_soc=env.reserve_soc,
-                                budget_grace_s=env.budget_grace_s, weights=env.w)
+    model = BatchedPowerEnv(n_envs=1, ref=env)
     assert model.ref is env
     return model
 
@@ -134,7 +112,7 @@ class ForecastMPC(BaseController):
         mem = self._memory(env_index)
         mem["supply"].append(float(obs[F["supply_w"]]))
         mem["demand"].append(float(obs[F["demand_tps"]]))
-        budget_w = mem["budget"].update(obs)
+        budget_w = mem["budget"].update(obs, self.m.llm_w(obs))
         env = self.envs[min(env_index, len(self.envs) - 1)]
         self._load_device(env)
         md, n = self.model, self.n

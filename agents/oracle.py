@@ -17,9 +17,19 @@ the SoC. ``_step`` is called twice per time step — from soc = 0 (δ > 0 reads 
 from soc = 1 (δ < 0 reads off as soc' − 1) — and the value is then formed for every SoC grid
 point by shifting. Rewards, temperature, backlog and all penalties are ``_step``'s.
 
-**Discretisation** (defaults; ``docs/agents.md`` has the measured error):
+**State and discretisation** (defaults; ``docs/agents.md`` has the measured error). Battery
+death costs 50, so V has a cliff at the least SoC that survives to the end of the block;
+linear interpolation across it would smear it and, over hundreds of steps, diffuse it
+backwards (pessimistic values, timid actions). V is therefore stored against *spare SoC*
+``x = soc − need_t(T, backlog)``:
 
-* SoC: uniform, ``n_soc = 101`` points on [0, 1];
+* ``need_t`` — the least SoC from which the block's end is reached alive — has its own
+  recursion, exact in SoC since δ does not depend on it:
+  ``need_t = clip(min_a [need_{t+1}(T'_a, b'_a) − δ_a], SOC_EPS, 1)``, ``need_H = SOC_EPS``;
+* x grid: ``n_soc = 101`` points on [0, 1] (alive, spacing h) and ``n_doomed = 10`` on [−1, 0)
+  (doomed, spacing 0.1); interpolation never crosses x = 0. The four (T, backlog) corners of a
+  next state are blended at the same x, measured from the need interpolated at (T', b'), so
+  the survival boundary always sits on the seam;
 * temperature: ``n_temp = 25`` points on [min(T0, min ambient), max(T0, max steady-state
   temperature at full token power)], spaced ``T_max + s·sinh(u)`` with u uniform and
   s = 4 °C, i.e. densest around the trip point where throttling and the thermal penalty start.
@@ -27,7 +37,11 @@ point by shifting. Rewards, temperature, backlog and all penalties are ``_step``
   cannot affect reward or dynamics and its axis collapses to one point;
 * backlog: ``n_backlog = 7`` points on [0, cap], spaced ``20·sinh(u)`` tokens (0, 24, 78, 220,
   610, 1700, 5000 at the default cap): fine where SLO violations start (tens of tokens);
-* values between grid points: multilinear interpolation; states beyond the grid are clamped.
+* values between grid points: linear in x, bilinear in (T, backlog); clamped at the ends.
+
+In x, a step moves every alive grid point of a (T, backlog, action) pair by the same number of
+cells, so the DP slices rows there and gathers element-wise only near the seam and in the tail
+clamped at SoC = 1 (``_continuation``).
 
 **What the DP ignores or approximates.**
 
@@ -38,18 +52,19 @@ point by shifting. Rewards, temperature, backlog and all penalties are ``_step``
 * The budget allowance (traces with ``budget_w``) is path-dependent and not a grid axis. It is
   linearised around a nominal trajectory: ``allowance_t(soc) ≈ â_t + capacity · (soc − ŝ_t)``
   with (â_t, ŝ_t) the allowance and SoC of the nominal trajectory at step t. This is *exact*
-  while the battery only discharges (then energy used and SoC move together, joule for joule:
-  the allowance and the stored energy differ by the trace's known supply), and approximate
-  when charging (only η of a surplus is stored) or when SoC clips at 1. Pass 1 linearises
-  around the cheapest configuration's trajectory, pass 2 (``budget_passes``) around the
+  while the battery only discharges: between two trajectories at the same step the supply and
+  the non-LLM load (idle + base) are the same, so the LLM energy the allowance counts and the
+  stored energy differ joule for joule. It is approximate when charging (only η of a surplus
+  is stored) or when SoC clips at 1. Pass 1 linearises around the cheapest configuration's
+  trajectory; with any supply on the block, pass 2 (``budget_passes``) re-linearises around the
   oracle's own trajectory from pass 1. The acting step always uses the true allowance.
 
 The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
 per VecEnv sub-env; by default the env it was built with). It reads ``env.trace``, ``soc``,
 ``temp_c``, ``backlog`` and the private ``_i`` (row), ``_i0`` (episode start row), ``_a``
 (current configuration) and ``_budget_left_j`` (allowance). Plans are cached per (trace,
-start, horizon); a block of ``horizon_steps`` is planned on its first step, and an episode
-longer than that is re-planned block by block.
+start, horizon, start state); a block of ``horizon_steps`` is planned on its first step, and an
+episode longer than that is re-planned block by block.
 """
 
 from __future__ import annotations
@@ -127,7 +142,8 @@ class OracleController:
         horizon_steps: Steps planned at once (the evaluation episode length).
         budget_passes: Planning passes on traces with a budget (1: nominal = the cheapest
             configuration's trajectory; 2: then the oracle's own trajectory).
-        cache_size: Plans kept (each ``(H+1)·n_soc·n_temp·n_backlog`` float32).
+        n_doomed: Spare-SoC points below the survival cliff (on [−1, 0)).
+        cache_size: Plans kept (each ``(H+1)·n_temp·n_backlog·(n_soc+n_doomed)`` float32).
     """
 
     name = "oracle"
@@ -206,7 +222,10 @@ class OracleController:
         a0 = self.env._full if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
-        passes = max(1, self.budget_passes) if has_budget else 1
+        # without any supply the battery only discharges and the linearisation is exact from
+        # any nominal trajectory: one pass is enough
+        exact = not np.any(np.asarray(tr.supply_w)[rows] > 0)
+        passes = max(1, self.budget_passes) if has_budget and not exact else 1
         for p in range(passes):
             if has_budget:
                 policy = None if p == 0 else plan
@@ -264,7 +283,8 @@ class OracleController:
             V1 = V[t + 1].reshape(nT * nB, nX)
             W = V1[corners[0][0]] * corners[0][1].astype(np.float32)[:, None]
             for c, w in corners[1:]:
-                W += V1[c] * w.astype(np.float32)[:, None]
+                if w.any():  # skips the empty corners of a one-point temperature axis
+                    W += V1[c] * w.astype(np.float32)[:, None]
             cont, dead = self._continuation(W, need_now + delta, need_next, plan, fast=self.fast_shift)
             r32 = r_base.astype(np.float32)[:, None]
             cont += r32

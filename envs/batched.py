@@ -25,11 +25,17 @@ class BatchedPowerEnv(VecEnv):
                  step_s: float = 10.0, slo_ms: float = 500.0, backlog_cap_tokens: float = 5000.0,
                  reserve_soc: float = 0.05, budget_grace_s: float = 300.0,
                  weights: RewardWeights = RewardWeights(), max_episode_steps: int = 720, seed: int = 0,
-                 mask_actions: bool = False):
-        # one scalar env supplies the parsed profile and traces (a single source of both)
-        self.ref = MicroLLMPowerEnv(profile=profile, traces=traces, split=split, step_s=step_s,
-                                    slo_ms=slo_ms, backlog_cap_tokens=backlog_cap_tokens,
-                                    reserve_soc=reserve_soc, budget_grace_s=budget_grace_s, weights=weights)
+                 mask_actions: bool = False, ref: MicroLLMPowerEnv | None = None):
+        # one scalar env supplies the parsed profile and traces (a single source of both);
+        # pass ``ref`` to reuse an existing env's (the other arguments are then taken from it)
+        self.ref = ref.unwrapped if ref is not None else MicroLLMPowerEnv(
+            profile=profile, traces=traces, split=split, step_s=step_s, slo_ms=slo_ms,
+            backlog_cap_tokens=backlog_cap_tokens, reserve_soc=reserve_soc, budget_grace_s=budget_grace_s,
+            weights=weights)
+        if ref is not None:
+            r = self.ref
+            step_s, slo_ms, backlog_cap_tokens = r.step_s, r.slo_ms, r.backlog_cap
+            reserve_soc, budget_grace_s, weights = r.reserve_soc, r.budget_grace_s, r.w
         self.render_mode = None
         super().__init__(n_envs, self.ref.observation_space, self.ref.action_space)
         c, trs = self.ref.costs, self.ref.traces

@@ -1,0 +1,378 @@
+"""Score a trained run and every baseline on the same traces: ``report.md/.csv/.json`` + plots.
+
+::
+
+    python -m agents.evaluate --run runs/ppo-1 --traces traces/data/default --split test --out runs/ppo-1/eval
+    python -m agents.evaluate --traces traces/data/default --split test --out /tmp/eval --profile p.json
+
+Episodes: every trace of the split, from row 0 with the trace's initial SoC
+(``options={"trace": k, "start": 0}``), deterministic, at most ``--max-steps`` steps — the same
+episodes (and reset seeds) for every controller. Metrics per policy (``docs/agents.md``):
+
+* ``return``: mean episode return; ``score``: oracle-normalised, (R − R_random)/(R_oracle − R_random);
+* ``quality_per_token``: Σ quality·tokens / Σ tokens (token-weighted skill above chance);
+* ``tokens``, ``energy_j``: totals over all episodes; ``ipj`` (intelligence per joule):
+  Σ quality·tokens / Σ energy;
+* ``thermal``, ``slo``, ``budget``: steps with that violation; ``deaths``: episodes that ended
+  in battery death; ``switches``: configuration changes;
+* ``decision_us``: median wall time of one ``predict`` call (the oracle's first call of an
+  episode also plans: see ``decision_us_max`` and ``plan_s`` in the JSON).
+
+``evaluate_controllers(env_factory, controllers, episodes, max_steps)`` is the library entry
+point (``train.py`` prints ``format_table`` of its result after training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.baselines import F
+from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, RANDOM, make_controller
+
+METRICS: tuple[tuple[str, str, str], ...] = (  # key, table header, format
+    ("score", "score", "{:.3f}"),
+    ("return", "return", "{:.2f}"),
+    ("quality_per_token", "quality/token", "{:.4f}"),
+    ("tokens", "tokens", "{:.0f}"),
+    ("energy_j", "energy (J)", "{:.0f}"),
+    ("ipj", "quality·tok/J", "{:.3f}"),
+    ("thermal", "thermal", "{:d}"),
+    ("slo", "SLO", "{:d}"),
+    ("budget", "budget", "{:d}"),
+    ("deaths", "deaths", "{:d}"),
+    ("switches", "switches", "{:d}"),
+    ("decision_us", "decision (µs)", "{:.0f}"),
+)
+N_PLOT_TRACES = 3
+
+
+def _as_controller(c, env):
+    """A controller, or a factory ``f(env) -> controller``; bound to ``env`` when it can be."""
+    ctrl = c if hasattr(c, "predict") else c(env)
+    if hasattr(ctrl, "bind"):
+        ctrl.bind(env)
+    return ctrl
+
+
+def run_episode(env, controller, options: dict, max_steps: int, seed: int | None = None,
+                record: bool = False) -> dict[str, Any]:
+    """One deterministic episode; per-episode sums, and per-step series when ``record``."""
+    obs, _ = env.reset(seed=seed, options=options)
+    uses_masks = bool(getattr(controller, "uses_masks", False))
+    ret = tokens = q_tokens = energy = 0.0
+    counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0}
+    dead, times = False, []
+    series: dict[str, list] = {k: [] for k in ("soc", "temp_c", "supply_w", "config", "power_w")}
+    for t in range(max_steps):
+        t0 = time.perf_counter()
+        if uses_masks:
+            action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True,
+                                           action_masks=env.action_masks())
+        else:
+            action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True)
+        times.append(time.perf_counter() - t0)
+        supply_w = float(obs[F["supply_w"]])
+        obs, r, term, trunc, info = env.step(int(np.asarray(action).reshape(-1)[0]))
+        ret += float(r)
+        tokens += info["tokens_served"]
+        q_tokens += info["quality"] * info["tokens_served"]
+        energy += info["energy_j"]
+        v = info["violations"]
+        counts["thermal"] += bool(v["thermal"])
+        counts["slo"] += bool(v["slo"])
+        counts["budget"] += bool(v["budget"])
+        counts["switches"] += bool(info["switched"])
+        if record:
+            for k, val in (("soc", info["soc"]), ("temp_c", info["temp_c"]), ("supply_w", supply_w),
+                           ("config", info["config"]), ("power_w", info["power_w"])):
+                series[k].append(val)
+        if term or trunc:
+            dead = bool(term)
+            break
+    out = {"return": ret, "tokens": tokens, "q_tokens": q_tokens, "energy_j": energy, "steps": t + 1,
+           "death": dead, **counts, "decision_s": times}
+    if record:
+        out["series"] = {k: np.asarray(v) for k, v in series.items()}
+    return out
+
+
+def _aggregate(eps: list[dict]) -> dict[str, Any]:
+    times = np.concatenate([e["decision_s"] for e in eps]) * 1e6
+    tokens = sum(e["tokens"] for e in eps)
+    energy = sum(e["energy_j"] for e in eps)
+    qt = sum(e["q_tokens"] for e in eps)
+    rets = np.array([e["return"] for e in eps])
+    return {
+        "return": float(rets.mean()), "return_std": float(rets.std()),
+        "quality_per_token": qt / tokens if tokens > 0 else 0.0,
+        "tokens": tokens, "energy_j": energy, "ipj": qt / energy if energy > 0 else 0.0,
+        "thermal": int(sum(e["thermal"] for e in eps)), "slo": int(sum(e["slo"] for e in eps)),
+        "budget": int(sum(e["budget"] for e in eps)), "deaths": int(sum(e["death"] for e in eps)),
+        "switches": int(sum(e["switches"] for e in eps)), "steps": int(sum(e["steps"] for e in eps)),
+        "decision_us": float(np.median(times)), "decision_us_mean": float(times.mean()),
+        "decision_us_max": float(times.max()),
+        "episode_returns": rets.tolist(),
+    }
+
+
+def normalised_score(ret: float, random_ret: float, oracle_ret: float) -> float:
+    """(p − random) / (oracle − random): 0 = random, 1 = the oracle; NaN when undefined."""
+    span = oracle_ret - random_ret
+    if not math.isfinite(span) or abs(span) < 1e-9:
+        return math.nan
+    return (ret - random_ret) / span
+
+
+def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[str, Any],
+                         episodes: Sequence[dict] | None = None, max_steps: int = 720, seed: int = 0,
+                         record: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every controller on the same episodes and aggregate the metrics.
+
+    Args:
+        env_factory: Builds the ``MicroLLMPowerEnv`` to evaluate on (``random_start=False``).
+        controllers: name → controller (anything with SB3's ``predict``) or factory
+            ``f(env) -> controller``; controllers with ``bind`` are bound to the env.
+        episodes: Reset options per episode; default every trace of the env from row 0.
+        max_steps: Steps per episode at most.
+        seed: Episode e is reset with seed ``seed + e`` (the same for every controller).
+        record: Keep per-step series (SoC, temperature, supply, configuration, power).
+        progress: tqdm bar over (controller, episode).
+
+    Returns:
+        ``{"policies": {name: metrics}, "episodes": [...], "per_episode": {name: [...]},
+        "series": {name: [...]}}`` (series only when ``record``); metrics include ``score``
+        when both ``random`` and ``oracle`` were evaluated.
+    """
+    env = env_factory()
+    if episodes is None:
+        episodes = [{"trace": k, "start": 0} for k in range(len(env.unwrapped.traces))]
+    episodes = list(episodes)
+    names = list(controllers)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(names) * len(episodes), desc="evaluate", unit="ep", file=sys.stderr)
+    result: dict[str, Any] = {"policies": {}, "per_episode": {}, "series": {}, "max_steps": max_steps,
+                              "episodes": []}
+    traces = env.unwrapped.traces
+    for opt in episodes:
+        k = opt.get("trace", 0)
+        result["episodes"].append({**opt, "trace_name": traces[k].name if isinstance(k, int) else k})
+    for name in names:
+        ctrl = _as_controller(controllers[name], env)
+        eps = []
+        for e, opt in enumerate(episodes):
+            if bar is not None:
+                bar.set_postfix_str(f"{name} {result['episodes'][e]['trace_name']}")
+            eps.append(run_episode(env, ctrl, opt, max_steps, seed=seed + e, record=record))
+            if bar is not None:
+                bar.update(1)
+        agg = _aggregate(eps)
+        if hasattr(ctrl, "plans") and ctrl.plans:
+            agg["plan_s"] = float(sum(p["plan_s"] for p in ctrl.plans))
+            agg["value0"] = [p["value0"] for p in ctrl.plans]
+        result["policies"][name] = agg
+        result["per_episode"][name] = [{k: v for k, v in ep.items() if k not in ("decision_s", "series")}
+                                       for ep in eps]
+        if record:
+            result["series"][name] = [ep["series"] for ep in eps]
+    if bar is not None:
+        bar.close()
+    pol = result["policies"]
+    for m in pol.values():
+        m["score"] = (normalised_score(m["return"], pol[RANDOM]["return"], pol[ORACLE]["return"])
+                      if RANDOM in pol and ORACLE in pol else math.nan)
+    return result
+
+
+def _sort_key(item):
+    name, m = item
+    s = m["score"]
+    return (0 if math.isfinite(s) else 1, -(s if math.isfinite(s) else m["return"]))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Markdown table of the policies, best oracle-normalised score first."""
+    head = "| policy | " + " | ".join(h for _, h, _ in METRICS) + " |"
+    lines = [head, "|---" * (len(METRICS) + 1) + "|"]
+    for name, m in sorted(result["policies"].items(), key=_sort_key):
+        cells = []
+        for key, _, fmt in METRICS:
+            v = m[key]
+            cells.append("—" if isinstance(v, float) and not math.isfinite(v) else fmt.format(v))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best_baseline(result: dict[str, Any]) -> str | None:
+    """The baseline (not random, not the oracle, not RL) with the best score (or return)."""
+    cands = [(n, m) for n, m in result["policies"].items() if n in BASELINES and n != RANDOM]
+    return sorted(cands, key=_sort_key)[0][0] if cands else None
+
+
+def plot_episodes(result: dict[str, Any], out_dir: Path, policies: Sequence[str], step_s: float,
+                  t_max_c: Sequence[float], n: int = N_PLOT_TRACES) -> list[Path]:
+    """PNG per episode (the ``n`` with the largest return spread among ``policies``): SoC,
+    temperature, supply and chosen configuration index against time in hours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policies = [p for p in policies if p in result.get("series", {})]
+    if not policies:
+        return []
+    rets = np.array([[ep["return"] for ep in result["per_episode"][p]] for p in policies])
+    order = np.argsort(-(rets.max(0) - rets.min(0)), kind="stable")[:n]
+    paths = []
+    for e in order:
+        name = result["episodes"][e]["trace_name"]
+        fig, axes = plt.subplots(4, 1, figsize=(9, 8.5), sharex=True)
+        for p in policies:
+            s = result["series"][p][e]
+            hours = np.arange(1, len(s["soc"]) + 1) * step_s / 3600.0
+            lab = f"{p} (R={result['per_episode'][p][e]['return']:.1f})"
+            axes[0].plot(hours, s["soc"], label=lab)
+            axes[1].plot(hours, s["temp_c"], label=p)
+            axes[2].plot(hours, s["supply_w"], label=p)
+            axes[3].step(hours, s["config"], where="pre", label=p)
+        axes[1].axhline(t_max_c[e], color="k", ls=":", lw=1, label="T_max")
+        for ax, lab in zip(axes, ("SoC", "temperature (°C)", "supply (W)", "configuration")):
+            ax.set_ylabel(lab)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8, loc="best")
+        axes[3].set_xlabel("time (h)")
+        fig.suptitle(f"{name}: " + " vs ".join(policies))
+        fig.tight_layout()
+        path = out_dir / f"episode_{e:02d}_{name}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, Any],
+                 plot_policies: Sequence[str] = (), step_s: float = 10.0,
+                 t_max_c: Sequence[float] = ()) -> dict[str, Path]:
+    """report.md, report.csv, report.json (+ PNG plots when series were recorded)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pol = result["policies"]
+    keys = ["policy"] + [k for k, _, _ in METRICS] + ["return_std", "steps", "decision_us_mean", "decision_us_max"]
+    with open(out / "report.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(keys)
+        for name, m in sorted(pol.items(), key=_sort_key):
+            w.writerow([name] + [m[k] for k in keys[1:]])
+    clean = {"meta": meta, "episodes": result["episodes"], "max_steps": result["max_steps"],
+             "policies": {n: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                              for k, v in m.items()} for n, m in pol.items()},
+             "per_episode": result["per_episode"]}
+    (out / "report.json").write_text(json.dumps(clean, indent=1, default=float))
+    plots = plot_episodes(result, out, plot_policies, step_s, t_max_c) if plot_policies else []
+    md = [f"# Evaluation: {meta.get('title', 'policies vs baselines')}", ""]
+    md += [f"* {k}: `{v}`" for k, v in meta.items() if k != "title" and v is not None]
+    md += [f"* episodes: {len(result['episodes'])} "
+           f"({', '.join(e['trace_name'] for e in result['episodes'])}), ≤ {result['max_steps']} steps each",
+           "", format_table(result), "",
+           "score = (return − random) / (oracle − random) on the mean episode return; quality·tok/J = "
+           "Σ quality × tokens / Σ energy; thermal / SLO / budget = steps in violation; deaths = "
+           "episodes ended by battery death; decision = median µs per `predict` "
+           "(definitions: docs/agents.md).", ""]
+    if plots:
+        md += ["## Trajectories", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    (out / "report.md").write_text("\n".join(md))
+    return {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
+            **{p.stem: p for p in plots}}
+
+
+def _env_kwargs(args, cfg: dict | None) -> dict[str, Any]:
+    from envs.power_env import RewardWeights
+
+    kw = dict((cfg or {}).get("env_kwargs") or {})
+    if isinstance(kw.get("weights"), dict):
+        kw["weights"] = RewardWeights(**kw["weights"])
+    if args.profile is not None:
+        kw["profile"] = args.profile
+    # traces: --traces, else the run's own set (None: the env's default set)
+    kw.update(traces=args.traces if args.traces is not None else kw.get("traces"), split=args.split,
+              random_start=False)
+    kw.pop("render_mode", None)
+    return kw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default=None, help="run folder from train.py (omit: baselines only)")
+    ap.add_argument("--traces", default=None,
+                    help="trace-set folder (default: the run's, else traces/data/default)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--out", default=None, help="output folder (default <run>/eval or ./eval)")
+    ap.add_argument("--profile", default=None, help="profile JSON (default: the run's, else the reference)")
+    ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--policies", default=",".join(ALL_CONTROLLERS),
+                    help=f"comma-separated subset of {ALL_CONTROLLERS}")
+    ap.add_argument("--oracle-grid", default="101,25,7", help="oracle grid: n_soc,n_temp,n_backlog")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from envs.power_env import MicroLLMPowerEnv
+
+    cfg = None
+    if args.run is not None:
+        from agents.run_io import load_config
+
+        cfg = load_config(args.run)
+    kw = _env_kwargs(args, cfg)
+    env_factory = lambda: MicroLLMPowerEnv(**kw)  # noqa: E731 - evaluate_controllers builds it once
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    bad = [n for n in names if n not in ALL_CONTROLLERS]
+    if bad:
+        ap.error(f"unknown policies {bad}; choose from {ALL_CONTROLLERS}")
+    n_soc, n_temp, n_backlog = (int(x) for x in args.oracle_grid.split(","))
+    controllers: dict[str, Any] = {}
+    rl_name = None
+    if args.run is not None:
+        from agents.run_io import load_controller
+
+        rl = load_controller(args.run)
+        rl_name = rl.name
+        controllers[rl_name] = rl
+    for n in names:
+        extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
+                 if n == ORACLE else {})
+        controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
+    result = evaluate_controllers(env_factory, controllers, max_steps=args.max_steps, seed=args.seed,
+                                  record=True, progress=not args.no_progress)
+    env = env_factory()
+    best = best_baseline(result)
+    plot_policies = [p for p in (rl_name, best, ORACLE if ORACLE in names else None) if p]
+    profile = kw.get("profile")
+    traces = kw.get("traces") or "traces/data/default"
+    meta = {"title": f"{args.run or 'baselines'} on {traces}:{args.split}",
+            "run": args.run, "traces": str(traces), "split": args.split,
+            "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
+            "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
+            "best_baseline": best}
+    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("eval"))
+    paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
+                         t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]])
+    print(format_table(result))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
