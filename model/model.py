@@ -55,7 +55,8 @@ class ModelConfig:
     head_fractions: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     bits: tuple[int, ...] = (32, 8, 4)
     int4_group: int = 32  # smallest group the CPU int4 kernel accepts (32/64/128/256)
-    layer_rule: str = "spread"  # see active_layers(); chosen by measurement in model.train
+    layer_rule: str = "prefix"  # see active_layers(); model.train measures all rules after pre-training
+    #                            and stores the best in the checkpoint (measured: prefix, table in docs/model.md)
 
     @property
     def head_dim(self) -> int:

@@ -88,16 +88,26 @@ def test_kv_cache_across_random_switches_all_precisions(tiny):
     _check_cache_matches_full(tiny, seq, atol=5e-2)
 
 
-def test_cache_repair_keeps_unchanged_prefix(tiny):
+@pytest.mark.parametrize("rule", ["prefix", "spread", "ends"])
+def test_cache_repair_keeps_unchanged_prefix(rule):
     """Going from depth 4 to depth 3 only re-runs layers after the first changed position."""
-    tiny.set_config(ActiveConfig(4, 1.0, 32))
-    cache = tiny.new_cache(1, 64)
-    tiny.forward(torch.randint(0, 256, (1, 10)), cache)
-    tiny.set_config(ActiveConfig(3, 1.0, 32))
-    tiny.forward(torch.randint(0, 256, (1, 1)), cache)
-    new = tiny.layers_for(3)
-    common = next(i for i, (a, b) in enumerate(zip(new, range(4))) if a != b)
+    import dataclasses
+
+    torch.manual_seed(0)
+    m = ElasticGPT(dataclasses.replace(TINY, layer_rule=rule)).eval()
+    m.prepare()
+    m.set_config(ActiveConfig(4, 1.0, 32))
+    cache = m.new_cache(1, 64)
+    m.forward(torch.randint(0, 256, (1, 10)), cache)
+    m.set_config(ActiveConfig(3, 1.0, 32))
+    m.forward(torch.randint(0, 256, (1, 1)), cache)
+    new, old = m.layers_for(3), m.layers_for(4)
+    common = 0
+    while common < len(new) and new[common] == old[common]:
+        common += 1
     assert cache.repaired_layers == len(new) - common
+    if rule == "prefix":
+        assert cache.repaired_layers == 0  # early exit never invalidates the cache
 
 
 @pytest.mark.parametrize("shape", [(64, 128), (96, 256)])
