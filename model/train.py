@@ -52,9 +52,9 @@ class Args:
     """torch intra-op threads (this machine has 2 cores)"""
     batch_size: int = 16
     """sequences per step (each block_size bytes)"""
-    pretrain_steps: int = 2000
+    pretrain_steps: int = 1300
     """phase 1: full-model steps"""
-    elastic_steps: int = 700
+    elastic_steps: int = 450
     """phase 3: sandwich-rule steps"""
     lr: float = 1.5e-3
     """peak learning rate of phase 1 (cosine decay to lr/10)"""
