@@ -94,9 +94,10 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     import numpy as np
     import torch
 
-    from agents.run_io import load_config, load_vecnormalize, sha256_file
+    from agents.run_io import load_config, load_vecnormalize
     from envs.devices import DEVICES, device_params
     from envs.power_env import load_cost_tables
+    from model.evaluate import file_sha256 as sha256_file
     from runtime.policy import obs_feature_table, save_policy_file
     from runtime.rules import HOT_MARGIN_C
 

@@ -26,10 +26,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMoni
 from tqdm import tqdm
 
 import envs
-from agents.run_io import ALGOS, save_run, sha256_file
+from agents.run_io import ALGOS, save_run
 from envs.batched import BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
 from model.cli import parse_dataclass_args
+from model.evaluate import file_sha256
 from runtime.observation import FEATURES, feature_names
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
@@ -232,7 +233,7 @@ def main(args: Args) -> Path:
         "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total, "train_wall_s": train_s,
         "obs_features": feature_names(0), "obs_units": [f[1] for f in FEATURES],
         "decode_table": ref_env.decode_table,
-        "profile": {"path": args.profile, "sha256": sha256_file(args.profile) if Path(args.profile).exists() else None},
+        "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},
         "lagrange_lambda": lag.lam if lag else None,
     }
     save_run(run, model, train_env, config)

@@ -18,7 +18,6 @@ weights with ``torch.load(weights_only=True)``; observations are normalised exac
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,6 @@ from typing import Any
 import numpy as np
 
 ALGOS = ("ppo", "maskable_ppo", "dqn")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_vecnormalize(vecnorm, path: str | Path) -> None:

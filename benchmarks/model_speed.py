@@ -24,42 +24,17 @@ from pathlib import Path
 import torch
 
 import model as M
-from model.profile import switch_costs
+from model.profile import decode_step_ms, prefill_ms_per_token, switch_costs
 
 
 def _decode_tps(m, tokens: int, repeats: int) -> float:
-    P = min(64, m.config.block_size - tokens - 1)
-    prompt = torch.randint(0, 256, (1, P))
-    rates = []
-    for _ in range(repeats):
-        cache = m.new_cache(1, P + tokens + 1)
-        m.forward(prompt, cache)
-        tok = torch.tensor([[32]])
-        t0 = time.perf_counter()
-        for _ in range(tokens):
-            m.forward(tok, cache)
-        rates.append(tokens / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    """Tokens/s of cached single-token decode steps (median per-step latency, model.profile's timer)."""
+    return 1000.0 / statistics.median(decode_step_ms(m, tokens, repeats)[0])
 
 
 def _prefill_ms(m, n: int, repeats: int) -> float:
-    x = torch.randint(0, 256, (1, n))
-    ts = []
-    for _ in range(repeats):
-        cache = m.new_cache(1, n)
-        t0 = time.perf_counter()
-        m.forward(x, cache)
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
-
-
-def _timeit_us(fn, n: int = 2000) -> float:
-    for _ in range(50):
-        fn()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t0) / n * 1e6
+    """Milliseconds to prefill an ``n``-token prompt (median)."""
+    return statistics.median(prefill_ms_per_token(m, n, repeats)) * n
 
 
 def hf_reference(m, tokens: int, repeats: int) -> dict | None:

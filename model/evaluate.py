@@ -6,10 +6,13 @@ all computed with the *inference* path (the packed int8/int4 kernels, not fake-q
 * **val_loss / bits_per_byte** — mean next-byte cross-entropy (nats) over fixed windows of
   the test text; bits per byte = nats / ln 2.
 * **mc_accuracy** — a HellaSwag-style multiple-choice continuation benchmark built from the
-  test verses: the context is the previous verse plus the first part of a verse (cut at a
-  word boundary); the four candidates are the true rest of that verse and three rests of
-  other test verses of similar length. The model picks the candidate with the highest
-  length-normalised log-likelihood (mean log-prob per byte). Chance = 25 %.
+  test verses: the context is the last 64 bytes before a cut inside a verse (earlier verses fill
+  it; the cut is at a word boundary); the four candidates are the next ≤ 40 bytes of that verse
+  (cut at a word boundary) and the same-position pieces of three other test verses of the
+  closest lengths. Each candidate is scored per byte by its log-likelihood given the context
+  minus its log-likelihood given a bare line start (the completion's unconditional probability,
+  as GPT-3 normalised several of its multiple-choice tasks; lm-eval-harness ``acc_mutual_info``);
+  the plain per-byte log-likelihood score is reported as ``mc_accuracy_norm``. Chance = 25 %.
 * **coverage_at_k** — inference-time scaling: for held-out contexts cut before a word, the
   probability that at least one of k sampled continuations (temperature 1) reproduces the
   true next word, estimated without bias from n = 8 samples per item
@@ -46,7 +49,8 @@ class MCItem:
 
 
 def build_mc_items(verses: tuple[str, ...], n: int = 1000, seed: int = 0,
-                   context_bytes: int = 96, max_candidate_bytes: int = 150) -> list[MCItem]:
+                   context_bytes: int = 64, candidate_bytes: int = 40,
+                   max_candidate_bytes: int = 150) -> list[MCItem]:
     """Deterministic multiple-choice items from held-out verses (see module docstring).
 
     Every context is exactly ``context_bytes`` long (earlier verses fill it), so contexts
@@ -63,13 +67,13 @@ def build_mc_items(verses: tuple[str, ...], n: int = 1000, seed: int = 0,
     if len(cands) < n:
         raise ValueError(f"only {len(cands)} usable verses for {n} items")
     order = rng.permutation(len(cands))[:n]
-    endings = [(i, verses[i][s:]) for i, s in cands]
+    endings = [(i, _cut_words(verses[i][s:], candidate_bytes)) for i, s in cands]
     lengths = np.array([len(e) for _, e in endings])
     items = []
     for k in order:
         i, s = cands[k]
         ctx = ("\n".join(verses[i - 3:i]) + "\n" + verses[i][:s])[-context_bytes:]
-        true = verses[i][s:]
+        true = _cut_words(verses[i][s:], candidate_bytes)
         # distractors: 3 other endings whose length is closest to the true one's
         near = np.argsort(np.abs(lengths - len(true)) + rng.random(len(lengths)) * 0.5)
         picks = [endings[j][1] for j in near if endings[j][0] != i and endings[j][1] != true][:3]
@@ -79,42 +83,49 @@ def build_mc_items(verses: tuple[str, ...], n: int = 1000, seed: int = 0,
     return items
 
 
-@torch.no_grad()
-def mc_accuracy(m, items: list[MCItem], batch_items: int = 32) -> float:
-    """Fraction of items where the true continuation has the best mean log-prob per byte.
+def _cut_words(text: str, n: int) -> str:
+    """The first ``n`` characters of ``text`` or fewer, ending at a word boundary."""
+    if len(text) <= n:
+        return text
+    j = text.rfind(" ", 0, n + 1)
+    return text[:j] if j > 8 else text[:n]
 
-    The context is encoded once per item (KV cache), then the four candidates continue from
-    copies of that cache — exactly the same numbers as scoring context+candidate from scratch.
+
+@torch.no_grad()
+def _candidate_logprob(m, prefixes: list[bytes], cands: list[bytes]) -> torch.Tensor:
+    """Sum of log p(candidate bytes | prefix) per row, one batched forward (right-padded)."""
+    seqs = [p + c for p, c in zip(prefixes, cands)]
+    T = max(len(s) for s in seqs)
+    x = torch.zeros(len(seqs), T, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        x[r, :len(s)] = torch.frombuffer(bytearray(s), dtype=torch.uint8).long()
+    lp = F.log_softmax(m.forward(x[:, :-1]), -1).gather(-1, x[:, 1:, None])[..., 0]  # (N, T-1)
+    return torch.stack([lp[r, len(p) - 1:len(p) - 1 + len(c)].sum() for r, (p, c) in enumerate(zip(prefixes, cands))])
+
+
+@torch.no_grad()
+def mc_accuracy(m, items: list[MCItem], batch_items: int = 32) -> dict[str, float]:
+    """Multiple-choice accuracy under two length-normalised scores (per byte):
+
+    * ``pmi``: (log p(cand | context) − log p(cand | "\\n")) / bytes — the conditional
+      log-likelihood normalised by the candidate's unconditional one (GPT-3's "normalised by the
+      unconditional probability of each completion"; lm-eval-harness ``acc_mutual_info``). This
+      is the reported ``mc_accuracy``: without it, generic KJV phrases ("and the LORD said unto
+      Moses") win on prior likelihood whatever the context.
+    * ``norm``: log p(cand | context) / bytes (lm-eval-harness ``acc_norm``-style), reported as
+      ``mc_accuracy_norm``.
     """
-    correct = 0
+    hits = {"pmi": 0, "norm": 0}
     for b0 in range(0, len(items), batch_items):
         chunk = items[b0:b0 + batch_items]
-        B, C = len(chunk), len(chunk[0].context)
-        if any(len(it.context) != C for it in chunk):
-            raise ValueError("contexts of one batch must have equal length")
-        ctx = torch.tensor([list(it.context) for it in chunk])  # (B, C)
-        Lmax = max(len(c) for it in chunk for c in it.candidates)
-        cache = m.new_cache(B, C + Lmax)
-        last = m.forward(ctx, cache)[:, -1]  # (B, V): predicts each candidate's first byte
-        big = m.new_cache(4 * B, C + Lmax)  # each item's cache copied for its 4 candidates
-        big.k[:, :, :, :C] = cache.k[:, :, :, :C].repeat_interleave(4, dim=1)
-        big.v[:, :, :, :C] = cache.v[:, :, :, :C].repeat_interleave(4, dim=1)
-        big.resid[:, :, :C] = cache.resid[:, :, :C].repeat_interleave(4, dim=1)
-        big.length, big.plan = C, cache.plan
-        cand = torch.zeros(4 * B, Lmax, dtype=torch.long)  # right-padded: causal, so harmless
-        lens = torch.zeros(4 * B, dtype=torch.long)
-        for r, it in enumerate(chunk):
-            for j, c in enumerate(it.candidates):
-                cand[4 * r + j, :len(c)] = torch.tensor(list(c))
-                lens[4 * r + j] = len(c)
-        logits = torch.cat([last.repeat_interleave(4, dim=0)[:, None],
-                            m.forward(cand[:, :-1], big)], dim=1)  # (4B, Lmax, V)
-        tok_lp = F.log_softmax(logits, -1).gather(-1, cand[..., None])[..., 0]  # (4B, Lmax)
-        valid = torch.arange(Lmax)[None] < lens[:, None]
-        scores = (tok_lp * valid).sum(1) / lens  # mean log-prob per byte
-        pred = scores.view(B, 4).argmax(-1)
-        correct += sum(int(p) == it.answer for p, it in zip(pred.tolist(), chunk))
-    return correct / len(items)
+        cands = [c for it in chunk for c in it.candidates]
+        cond = _candidate_logprob(m, [it.context for it in chunk for _ in range(4)], cands)
+        unc = _candidate_logprob(m, [b"\n"] * len(cands), cands)
+        nbytes = torch.tensor([len(c) for c in cands], dtype=torch.float)
+        for key, score in (("pmi", (cond - unc) / nbytes), ("norm", cond / nbytes)):
+            pred = score.view(len(chunk), 4).argmax(-1).tolist()
+            hits[key] += sum(int(p) == it.answer for p, it in zip(pred, chunk))
+    return {k: v / len(items) for k, v in hits.items()}
 
 
 @torch.no_grad()
@@ -188,7 +199,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 200,
+def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 100,
              configs=None, progress: bool = True) -> dict:
     corpus = load_corpus()
     items = build_mc_items(corpus.test_verses, mc_items)
@@ -202,22 +213,27 @@ def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 
         rec = {"name": cfg.name, "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
                "device": cfg.device, "layers": list(m.layers_for(cfg.depth)),
                "active_params": m.active_params(cfg), "resident_bytes": m.resident_bytes(cfg),
-               "val_loss": loss, "bits_per_byte": loss / math.log(2),
-               "mc_accuracy": mc_accuracy(m, items)}
+               "val_loss": loss, "bits_per_byte": loss / math.log(2)}
+        mc = mc_accuracy(m, items)
+        rec["mc_accuracy"], rec["mc_accuracy_norm"] = mc["pmi"], mc["norm"]
         if words:
             rec["coverage_at_k"] = coverage_at_k(m, words)
         rec["eval_s"] = time.perf_counter() - t0
         records.append(rec)
+        cov = (f"  cov@1 {rec['coverage_at_k']['1']:.3f} cov@8 {rec['coverage_at_k']['8']:.3f}"
+               if words else "")
         tqdm.write(f"{cfg.name:16s} loss {loss:.3f} nats/byte  bpb {rec['bits_per_byte']:.3f}  "
-                   f"MC {rec['mc_accuracy']:.3f}" + (f"  cov@1 {rec['coverage_at_k']['1']:.3f} "
-                                                      f"cov@8 {rec['coverage_at_k']['8']:.3f}" if words else ""))
+                   f"MC {rec['mc_accuracy']:.3f} (norm {rec['mc_accuracy_norm']:.3f})" + cov)
     return {
         "schema": "wattwise.quality", "schema_version": 1,
         "checkpoint": getattr(m, "checkpoint_path", None),
         "checkpoint_sha256": file_sha256(m.checkpoint_path) if getattr(m, "checkpoint_path", None) else None,
         "corpus": corpus.source, "test_bytes": int(len(corpus.test)),
         "method": {"loss_windows": windows, "window_bytes": m.config.block_size, "mc_items": len(items),
-                   "mc_chance": 0.25, "coverage_items": len(words), "coverage_samples": 8,
+                   "mc_chance": 0.25, "mc_context_bytes": len(items[0].context), "mc_candidate_bytes_max": 40,
+                   "mc_score": "mc_accuracy: per-byte log p(cand|ctx) - log p(cand|newline) (mutual-info "
+                               "normalised); mc_accuracy_norm: per-byte log p(cand|ctx)",
+                   "coverage_items": len(words), "coverage_samples": 8,
                    "note": "all figures on held-out test books with the inference kernels"},
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "configs": records,
@@ -230,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="quality JSON to write")
     p.add_argument("--mc-items", type=int, default=1000, help="multiple-choice items (>= 1000 for the record)")
     p.add_argument("--windows", type=int, default=128, help="loss windows of block_size bytes")
-    p.add_argument("--coverage-items", type=int, default=200, help="next-word items for coverage@k (0: skip)")
+    p.add_argument("--coverage-items", type=int, default=100, help="next-word items for coverage@k (0: skip)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--configs", default=None, help="comma-separated config names (default: all)")
     a = p.parse_args(argv)
