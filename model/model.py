@@ -305,9 +305,12 @@ class ElasticGPT(nn.Module):
         c, hd = self.config, self.config.head_dim
         packs: dict[tuple[int, int, int], LayerPlan] = {}
         for li, b in enumerate(self.blocks):
-            for f in c.head_fractions:
-                h = round(f * c.n_head)
-                for bits in c.bits:
+            for bits in c.bits:
+                # the MLP does not depend on the head count: one pack per (layer, bits), shared
+                fc = quant.pack(b.fc.weight, b.fc.bias, bits, c.int4_group)
+                fc2 = quant.pack(b.fc2.weight, b.fc2.bias, bits, c.int4_group)
+                for f in c.head_fractions:
+                    h = round(f * c.n_head)
                     packs[(li, h, bits)] = LayerPlan(
                         li, h, bits,
                         ln1=(b.ln1.weight.detach(), b.ln1.bias.detach()),
@@ -315,8 +318,7 @@ class ElasticGPT(nn.Module):
                                        bits, c.int4_group),
                         proj=quant.pack(b.proj.weight[:, :h * hd], b.proj.bias, bits, c.int4_group),
                         ln2=(b.ln2.weight.detach(), b.ln2.bias.detach()),
-                        fc=quant.pack(b.fc.weight, b.fc.bias, bits, c.int4_group),
-                        fc2=quant.pack(b.fc2.weight, b.fc2.bias, bits, c.int4_group),
+                        fc=fc, fc2=fc2,
                     )
         self._packs = packs
         self._plans = {
