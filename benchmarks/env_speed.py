@@ -42,6 +42,7 @@ def main() -> None:
     made = gym.make(envs.ENV_ID, **kw)
     n = made.action_space.n
     acts = np.random.default_rng(0).integers(0, n, a.steps).tolist()
+    rate(made.unwrapped, min(a.steps, 20_000), acts)  # warm-up: the first pass pays for caches and allocations
     res = {"steps": a.steps,
            "single_unwrapped_steps_per_s": rate(made.unwrapped, a.steps, acts),
            "single_gym_make_steps_per_s": rate(made, a.steps, acts),

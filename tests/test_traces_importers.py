@@ -30,7 +30,7 @@ FIX = Path(__file__).parent / "fixtures" / "traces"
 def test_detect_format_on_fixtures() -> None:
     assert detect_format(next((FIX / "android").glob("*.csv"))) == "android-batteryapp"
     assert detect_format(next((FIX / "android-adb").glob("*.csv"))) == "android-batteryapp"
-    assert detect_format(FIX / "linux" / "my-laptop" / "BAT0.log") == "linux-power-supply"
+    assert detect_format(FIX / "linux" / "my-laptop" / "battery-synthetic.log") == "linux-power-supply"
     assert detect_format(next((FIX / "solar-nsrdb").glob("*.csv"))) == "nsrdb-irradiance"
     assert detect_format(next((FIX / "pvdaq").glob("*.csv"))) == "pvdaq"
     assert detect_format(FIX / "bandwidth" / "norway" / "norway_tram_1_0") == "bandwidth"
@@ -77,14 +77,14 @@ def test_linux_power_supply_log() -> None:
     assert len(trs) == 2  # split at the 3-h suspend gap
     for t in trs:
         t.validate()
-        assert t.meta.unit == "my-laptop-bat0" and t.meta.capacity_wh == pytest.approx(45.0)
+        assert t.meta.unit == "my-laptop-battery-synthetic" and t.meta.capacity_wh == pytest.approx(45.0)
         assert t.meta.seed is not None  # demand seeded (no usage columns)
     first, second = trs
     assert first.meta.initial_soc == pytest.approx(39.9 / 45.0, abs=0.01)
     assert 4.0 < np.median(first.base_load_w) < 7.5  # ~90-110 mWh per minute
     assert second.plugged.max() == 1 and second.supply_w.max() > 30  # 600 mWh/min charging = 36 W
     # Same file, same result (seed from the file name).
-    again = import_linux_power_supply(FIX / "linux" / "my-laptop" / "BAT0.log")
+    again = import_linux_power_supply(FIX / "linux" / "my-laptop" / "battery-synthetic.log")
     assert np.array_equal(again[0].demand_tps, first.demand_tps)
 
 
