@@ -152,6 +152,8 @@ class WattwiseLogger(BaseCallback):
 
 
 def load_hyperparams(algo: str) -> dict:
+    if algo not in ALGOS:
+        raise SystemExit(f"--algo {algo!r}: choose one of {', '.join(ALGOS)}")
     path = HYPERPARAMS / f"{algo}.yml"
     hp = yaml.safe_load(path.read_text())
     if envs.ENV_ID not in hp:
@@ -255,4 +257,10 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_dataclass_args(Args, description=__doc__.split("\n\n")[0]))
+    from model.profile_schema import ProfileError
+    from traces.schema import TraceValidationError
+
+    try:
+        main(parse_dataclass_args(Args, description=__doc__.split("\n\n")[0]))
+    except (ProfileError, TraceValidationError, FileNotFoundError) as e:  # bad input: say what and how to fix
+        raise SystemExit(f"train.py: {e}") from None
