@@ -101,6 +101,16 @@ class LagrangianCost(VecEnvWrapper):
         return obs, rew - self.lam * cost.astype(np.float32), done, infos
 
 
+class PassThrough(VecEnvWrapper):
+    """Does nothing; keeps the eval env's wrapper stack as deep as the training env's."""
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        return self.venv.step_wait()
+
+
 class WattwiseLogger(BaseCallback):
     """TensorBoard: reward terms, violations, quality, energy, SPS, λ; a tqdm progress bar."""
 
@@ -209,8 +219,10 @@ def main(args: Args) -> Path:
 
         return gym.make(envs.ENV_ID, split="val", **env_kwargs)
 
-    eval_env = VecNormalize(VecMonitor(DummyVecEnv([make_val])), norm_obs=norm_obs, norm_reward=False,
-                            training=False)
+    eval_inner = VecMonitor(DummyVecEnv([make_val]))
+    if lag is not None:  # same wrapper depth as training, so VecNormalize statistics can be synced
+        eval_inner = PassThrough(eval_inner)
+    eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
