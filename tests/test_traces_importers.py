@@ -22,6 +22,7 @@ from traces.importers import (
     import_pvdaq,
     route_unit,
 )
+from traces.importers.android import SELF_HEATING, self_heating_c
 from traces.importers.solar import detect_sample_period_s
 
 FIX = Path(__file__).parent / "fixtures" / "traces"
@@ -55,10 +56,49 @@ def test_android_batteryapp_session() -> None:
     e_wh = float(np.sum(tr.base_load_w[unpl] * tr.hold_s[unpl])) / 3600
     drop = (tr.soc_frac[0] - tr.soc_frac[int(np.argmax(~unpl)) - 1]) * m.capacity_wh
     assert 0.5 * drop < e_wh < 2.0 * drop + 0.02 * m.capacity_wh
-    assert tr.ambient_c.min() >= 31.0  # the battery temperature
+    raw = import_android_batteryapp(FIX / "android", self_heating=None)[0]
+    assert raw.ambient_c.min() >= 31.0  # the battery temperature
+    # The corrected ambient is below it by R_th x (low-passed base + idle) -- never above.
+    rise = raw.ambient_c - tr.ambient_c
+    assert np.all(rise >= SELF_HEATING.r_th_c_per_w * (tr.base_load_w.min() + SELF_HEATING.idle_power_w) - 1e-6)
+    assert np.all(rise <= SELF_HEATING.r_th_c_per_w * (tr.base_load_w.max() + SELF_HEATING.idle_power_w) + 1e-6)
+    assert "minus modelled self-heating" in m.notes and "minus" not in raw.meta.notes
     assert tr.bandwidth_mbps[0] == 50.0 and tr.bandwidth_mbps[-1] == 0.0  # Wi-Fi then offline
     assert tr.demand_tps.max() > tr.demand_tps.min()  # from usage + screen
     assert m.seed is None  # usage signals present: no seeded demand
+
+
+def test_self_heating_model_is_the_env_phone() -> None:
+    from envs.devices import DEVICES
+
+    ph = DEVICES["phone"]
+    assert (SELF_HEATING.r_th_c_per_w, SELF_HEATING.tau_s, SELF_HEATING.idle_power_w) == (
+        ph.r_th_c_per_w, ph.tau_s, ph.idle_power_w)
+
+
+def test_self_heating_inverts_an_independent_thermal_integration() -> None:
+    # Irregular log grid; a phone in a room warming from 22 to 26 C, load stepping 0.5 -> 3 -> 1 W.
+    rng = np.random.default_rng(0)
+    t_log = np.cumsum(rng.uniform(5.0, 40.0, 400))
+    t_log -= t_log[0]
+    amb = lambda t: 22.0 + 4.0 * t / t_log[-1]  # noqa: E731
+    p_at = lambda t: np.where(t < 2000, 0.5, np.where(t < 5000, 3.0, 1.0))  # noqa: E731
+    p_log = p_at(t_log)
+    # Reference: Euler at 0.05 s with the log's sample-and-hold power (what the importer assumes).
+    p_hold = lambda t: p_log[np.searchsorted(t_log, t, side="right") - 1]  # noqa: E731
+    r, tau = SELF_HEATING.r_th_c_per_w, SELF_HEATING.tau_s
+    temp = amb(0.0) + r * (p_log[0] + SELF_HEATING.idle_power_w)
+    tt, dt, batt = 0.0, 0.05, [temp]
+    for k in range(1, t_log.size):
+        while tt < t_log[k] - 1e-9:
+            h = min(dt, t_log[k] - tt)
+            temp += h * (amb(tt) + r * (p_hold(tt) + SELF_HEATING.idle_power_w) - temp) / tau
+            tt += h
+        batt.append(temp)
+    est = np.asarray(batt) - self_heating_c(t_log, p_log, SELF_HEATING)
+    # Recovers the room temperature to within the slow ambient drift's lag (4 C over ~2.4 h x tau).
+    assert np.max(np.abs(est - amb(t_log))) < 0.15
+    assert np.max(np.asarray(batt) - amb(t_log)) > 10.0  # the uncorrected error it removes
 
 
 def test_android_adb_style_log() -> None:

@@ -41,8 +41,14 @@ Derivation (documented in docs/traces.md):
   never discharges) weighted like above.
 * ``supply_w`` while plugged = battery charge power (from the rising level) + the base load: the
   charger power the phone actually drew. Full / not charging: the base load. Unplugged: 0.
-* ``ambient_c`` = the battery temperature: it is the *device* temperature (warmer than the air
-  under load), the only temperature these logs carry.
+* ``ambient_c`` = the battery temperature **minus the phone's modelled self-heating**. The battery
+  temperature is the *device* temperature (the only one these logs carry): warmer than the air
+  because the phone's own load heats it. The env adds that load's heat again
+  (``T∞ = T_amb + R_th·(idle + base + LLM)``), so the importer inverts the same first-order model:
+  ``ambient = T_batt − R_th · lowpass_τ(base + idle)`` with the phone's ``R_th = 5 °C/W``,
+  ``τ = 240 s`` and ``idle = 0.2 W`` (:data:`SELF_HEATING`, pinned to ``envs/devices.py`` by a
+  test). With the model off, the env then reproduces the logged battery temperature. Pass
+  ``self_heating=None`` to keep the raw battery temperature.
 * ``demand_tps`` = :func:`traces.demand.from_usage` (screen on + CPU usage) when those columns
   exist, else seeded :func:`traces.demand.chat_sessions` (seed from the file name, in meta).
 * ``bandwidth_mbps`` = nominal link from connectivity flags: Wi-Fi 50, cellular 10, neither 0
@@ -54,6 +60,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +91,36 @@ CELLULAR_NOMINAL_MBPS = 10.0
 UNKNOWN_LINK_MBPS = 20.0
 #: Width of the centred moving average applied to the level-derived power, s.
 SMOOTH_S = 300.0
+
+
+@dataclass(frozen=True)
+class SelfHeating:
+    """The phone's first-order thermal model, used to remove its own heat from the battery
+    temperature. Must equal the env's phone (``envs.devices.DEVICES["phone"]``; a test pins it)."""
+
+    r_th_c_per_w: float = 5.0  # steady rise per watt dissipated, °C/W
+    tau_s: float = 240.0  # thermal time constant, s
+    idle_power_w: float = 0.2  # platform idle the env adds on top of the base load, W
+
+
+SELF_HEATING = SelfHeating()
+
+
+def self_heating_c(t_s: np.ndarray, power_w: np.ndarray, model: SelfHeating) -> np.ndarray:
+    """Temperature rise (°C) that ``power_w`` (held from each sample to the next) causes under
+    ``model``, starting in steady state: the env's exact step ``y ← y∞ + (y − y∞)·e^(−dt/τ)``."""
+    p = np.asarray(power_w, dtype=float) + model.idle_power_w
+    out = np.empty(p.size)
+    if p.size == 0:
+        return out
+    dt = np.diff(np.asarray(t_s, dtype=float), prepend=float(t_s[0]))
+    y = model.r_th_c_per_w * p[0]
+    for i in range(p.size):
+        # the power of the previous sample held over dt heats towards R_th * p[i - 1]
+        y_inf = model.r_th_c_per_w * p[i - 1] if i else y
+        y = y_inf + (y - y_inf) * math.exp(-dt[i] / model.tau_s)
+        out[i] = y
+    return out
 
 #: Nominal battery capacity (mAh) of phone models seen in public logs, from vendors' spec sheets
 #: (approximate; x 3.85 V nominal). Keys are matched as substrings of the lower-cased model name.
@@ -181,6 +218,7 @@ def import_android_batteryapp(
     license: str = "see source",
     unit: str | None = None,
     seed: int | None = None,
+    self_heating: SelfHeating | None = SELF_HEATING,
 ) -> list[Trace]:
     """Imports Android battery session CSV(s) (see module docstring for columns and rules).
 
@@ -192,6 +230,8 @@ def import_android_batteryapp(
         license: License string for meta (``build_real`` reads it from PROVENANCE.md).
         unit: Split unit override (default: the user id column, else the file-name prefix).
         seed: Demand seed when the log has no usage columns (default: from the file name).
+        self_heating: Thermal model whose self-heating is removed from the battery temperature to
+            estimate the ambient (module docstring); ``None`` keeps the raw battery temperature.
 
     Returns:
         One trace per session segment, sorted by file name.
@@ -202,12 +242,14 @@ def import_android_batteryapp(
     out: list[Trace] = []
     for f in list_files(Path(path), ("*.csv", "*.csv.gz", "*.CSV")):
         out.extend(_import_one(f, capacity_wh=capacity_wh, min_duration_s=min_duration_s,
-                               max_gap_s=max_gap_s, license=license, unit=unit, seed=seed))
+                               max_gap_s=max_gap_s, license=license, unit=unit, seed=seed,
+                               self_heating=self_heating))
     return out
 
 
 def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, max_gap_s: float,
-                license: str, unit: str | None, seed: int | None) -> list[Trace]:
+                license: str, unit: str | None, seed: int | None,
+                self_heating: SelfHeating | None = SELF_HEATING) -> list[Trace]:
     tab = read_table(f, header=True)
     h = tab.header or []
     i_time = find_column(h, ["Timestamp", "timestamp_ms", "time", "datetime", "date", "ts"])
@@ -286,11 +328,15 @@ def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, ma
         name = slug(stem_of(f)) + (f"-seg{k}" if len(segs) > 1 else "")
         tr = _derive(ts, level[sg], temp[sg], volt[sg], usage[sg], cur[sg], plugged_raw[sg], screen[sg],
                      wifi[sg], cell[sg], capacity_wh=cap, seed=the_seed + k, name=name,
-                     current_name=h[i_cur] if i_cur is not None else "")
+                     current_name=h[i_cur] if i_cur is not None else "", self_heating=self_heating)
         meta = TraceMeta(
             capacity_wh=round(cap, 4), initial_soc=float(np.clip(level[sg][0] / 100.0, 0.0, 1.0)),
             device_kind="phone", source=f"android-batteryapp:{f.name}", license=license, unit=unit_id,
-            notes="ambient_c is the battery temperature; power from level ticks x capacity; "
+            notes=("ambient_c is the battery temperature" if self_heating is None else
+                   f"ambient_c is the battery temperature minus modelled self-heating "
+                   f"(R_th {self_heating.r_th_c_per_w} C/W, tau {self_heating.tau_s:g} s, "
+                   f"idle {self_heating.idle_power_w} W)")
+                  + "; power from level ticks x capacity; "
                   + ("demand from usage signals" if tr[1] else "demand seeded (no usage columns)"),
             seed=None if tr[1] else the_seed + k,
             extra={"file": f.name, "model": model or "", "capacity_source": cap_how,
@@ -304,7 +350,8 @@ def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, ma
 def _derive(t: np.ndarray, level: np.ndarray, temp: np.ndarray, volt: np.ndarray, usage: np.ndarray,
             cur: np.ndarray, plugged_raw: np.ndarray, screen: np.ndarray, wifi: np.ndarray,
             cell: np.ndarray, *, capacity_wh: float, seed: int, name: str,
-            current_name: str, smooth_s: float = SMOOTH_S) -> tuple[Trace, bool]:
+            current_name: str, smooth_s: float = SMOOTH_S,
+            self_heating: SelfHeating | None = SELF_HEATING) -> tuple[Trace, bool]:
     n = t.size
     hold = np.append(np.diff(t), np.median(np.diff(t)))
     level = ffill(level, 50.0)
@@ -373,6 +420,8 @@ def _derive(t: np.ndarray, level: np.ndarray, temp: np.ndarray, volt: np.ndarray
     else:
         bw = np.full(n, UNKNOWN_LINK_MBPS)
     ambient = ffill(temp, 25.0)
+    if self_heating is not None:
+        ambient = ambient - self_heating_c(t, base, self_heating)
     tr = make_trace(
         name, TraceMeta(capacity_wh, 0.5, "phone", "", "", "tmp"), t - t[0],
         supply_w=supply, plugged=plugged, ambient_c=ambient, demand_tps=demand, bandwidth_mbps=bw,
