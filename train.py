@@ -52,12 +52,27 @@ class Args:
     """cost profile JSON (python -m model.profile); default: the committed reference profile"""
     traces: str | None = None
     """trace-set folder (default: the generated default set, traces/data/default)"""
-    total_timesteps: float = 0.0
-    """environment steps to train for (0: the YAML's n_timesteps)"""
+    total_timesteps: float = -1.0
+    """environment steps to train for (-1: the YAML's n_timesteps; 0: no RL, e.g. a warm start only)"""
     n_envs: int = 0
     """parallel environments in the batched env (0: the YAML's n_envs)"""
     step_s: float = 10.0
     """control step of the environment, seconds"""
+    bc_expert: str = ""
+    """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL;
+    empty: start from scratch"""
+    bc_episodes: int = 200
+    """expert-driven train-split episodes collected for behaviour cloning"""
+    dagger_rounds: int = 0
+    """DAgger rounds after behaviour cloning: the student drives, the expert labels"""
+    dagger_episodes: int = 100
+    """episodes collected per DAgger round"""
+    dagger_beta: float = 0.3
+    """probability the expert's own action is executed during DAgger collection"""
+    bc_epochs: int = 20
+    """passes over the demonstrations per fit"""
+    bc_lr: float = 1e-3
+    """Adam step size of the imitation fit"""
     lagrangian: bool = False
     """constrained variant: subtract lambda * cost, lambda learnt by dual ascent toward cost_limit"""
     cost_limit: float = 0.0
@@ -191,6 +206,40 @@ def make_agent(algo: str, env, hp: dict, seed: int, tb_dir: str):
     raise SystemExit(f"--algo {algo!r}: choose one of {ALGOS}")
 
 
+def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_dir: str) -> dict:
+    """Behaviour cloning from ``args.bc_expert`` (+ DAgger rounds) on the train split
+    (``agents.imitation``); sets the normalisation statistics from the demonstrations."""
+    import gymnasium as gym
+    from stable_baselines3.common.logger import configure
+
+    from agents.imitation import collect, fit_normalisation, pretrain, student_fn
+    from agents.registry import ALL_CONTROLLERS
+
+    if args.bc_expert not in ALL_CONTROLLERS:
+        raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}")
+    if args.algo == "dqn":
+        raise SystemExit("--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not dqn")
+    env = gym.make(envs.ENV_ID, split="train", **env_kwargs)
+    logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
+    demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.eval_max_steps,
+                    progress=args.progress, desc=f"demos ({args.bc_expert})")
+    fit_normalisation(train_env, demos, float(model.gamma))
+    fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress)
+    stats = pretrain(model, train_env, demos, **fit)
+    rounds = [dict(stats, transitions=len(demos), expert_return=demos.expert_return, seconds=demos.seconds)]
+    for r in range(args.dagger_rounds):
+        more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
+                       student=student_fn(model, train_env), beta=args.dagger_beta,
+                       max_steps=args.eval_max_steps, progress=args.progress, desc=f"DAgger {r + 1}")
+        demos = demos.extend(more)
+        stats = pretrain(model, train_env, demos, **fit)
+        rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
+    for i, rd in enumerate(rounds):
+        print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
+              f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({rd['seconds']:.0f} s collecting)")
+    return {"expert": args.bc_expert, "rounds": rounds}
+
+
 def main(args: Args) -> Path:
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
@@ -198,7 +247,7 @@ def main(args: Args) -> Path:
     hp = load_hyperparams(args.algo)
     n_envs = args.n_envs or int(hp.pop("n_envs"))
     hp.pop("n_envs", None)
-    total = int(args.total_timesteps or float(hp.pop("n_timesteps")))
+    total = int(args.total_timesteps if args.total_timesteps >= 0 else float(hp.pop("n_timesteps")))
     hp.pop("n_timesteps", None)
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
     run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -239,23 +288,30 @@ def main(args: Args) -> Path:
                            name_prefix="model", save_vecnormalize=False),
     ])
 
+    config = {
+        "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
+        "env_kwargs": {**env_kwargs, "split": "train"}, "policy_kwargs": policy_kwargs,
+        "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total,
+        "obs_features": feature_names(0), "obs_units": [f[1] for f in FEATURES],
+        "decode_table": ref_env.decode_table,
+        "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},
+    }
+
+    # ---- warm start by imitation (optional) --------------------------------------------------
+    if args.bc_expert:
+        config["warm_start"] = warm_start(args, model, train_env, env_kwargs, str(run / "tb"))
+        # the imitation-only policy, evaluable on its own: agents.evaluate --run <run>/warm_start
+        save_run(run / "warm_start", model, train_env, {**config, "total_timesteps": 0})
+
     # ---- learn --------------------------------------------------------------------------------
     t0 = time.time()
     model.learn(total_timesteps=total, callback=callbacks, tb_log_name="tb")
     train_s = time.time() - t0
 
     # ---- save -----------------------------------------------------------------------------------
-    config = {
-        "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
-        "env_kwargs": {**env_kwargs, "split": "train"}, "policy_kwargs": policy_kwargs,
-        "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total, "train_wall_s": train_s,
-        "obs_features": feature_names(0), "obs_units": [f[1] for f in FEATURES],
-        "decode_table": ref_env.decode_table,
-        "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},
-        "lagrange_lambda": lag.lam if lag else None,
-    }
+    config.update(train_wall_s=train_s, lagrange_lambda=lag.lam if lag else None)
     save_run(run, model, train_env, config)
-    print(f"trained {total} steps in {train_s / 60:.1f} min ({total / train_s:.0f} steps/s); run folder: {run}")
+    print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); run folder: {run}")
 
     # ---- evaluate -------------------------------------------------------------------------------
     if args.final_eval:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from model.profile_schema import example_profile, save_profile
@@ -29,3 +31,33 @@ def test_train_smoke_run(tmp_path, algo, lagrangian):
         report = json.loads((run / "report.json").read_text())
         names = json.dumps(report)
         assert "oracle" in names and "static-largest" in names and "rl:ppo" in names
+
+
+def test_warm_start_bc_then_dagger(tmp_path):
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    args = train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=512, n_envs=4, eval_freq=512,
+                      eval_episodes=1, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                      eval_max_steps=24, progress=False, bc_expert="schedutil", bc_episodes=4, dagger_rounds=1,
+                      dagger_episodes=2, bc_epochs=2)
+    run = train.main(args)
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert ws["expert"] == "schedutil" and len(ws["rounds"]) == 2
+    assert ws["rounds"][1]["transitions"] > ws["rounds"][0]["transitions"] > 0
+    assert list((run / "tb" / "pretrain").rglob("events.out.tfevents.*"))
+    from agents.run_io import load_controller
+
+    assert load_controller(run / "warm_start").predict(np.zeros(19, np.float32))[0].shape == ()
+
+
+def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    base = dict(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                progress=False, bc_episodes=1)
+    with pytest.raises(SystemExit, match="choose one of"):
+        train.main(train.Args(bc_expert="nope", **base))
+    with pytest.raises(SystemExit, match="actor-critic"):
+        train.main(train.Args(algo="dqn", bc_expert="schedutil", **base))

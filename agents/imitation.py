@@ -1,0 +1,212 @@
+"""Warm start by imitation: behaviour cloning (+ DAgger rounds) from any controller, then RL.
+
+PPO from a random initialisation spends most of its budget rediscovering what a good rule
+already knows, and on the real traces it settled below the best heuristics (README, issue 6).
+Kickstarting is the standard remedy: fit the actor to an expert's actions and the critic to the
+returns of the expert's rollouts, then let PPO improve on it with the env's own reward.
+
+The expert can be any registered controller (``agents.registry``). The **oracle** is the natural
+teacher: it is the upper bound, and it can label *any* state because it acts from the true env
+state with a value function over the whole (SoC, temperature, backlog) grid. It knows the
+future, so the student learns ``E[oracle action | observation]``, the best it can do without
+that knowledge; RL fine-tuning then optimises the actual return.
+
+Data: ``collect`` runs episodes of the scalar env (train split, random trace and start, same as
+training) in which a *driver* acts — the expert itself (behaviour cloning), or the student with
+probability ``1 − beta`` (DAgger: the expert labels the states the student visits, so the
+student learns to recover from its own mistakes) — and records the observation, the action mask,
+the expert's label and the reward.
+
+Fitting (``pretrain``): masked cross-entropy of the policy on the labels plus
+``vf_coef`` × MSE of the value head on the discounted reward-to-go, both in the training
+``VecNormalize``'s units (observations normalised with statistics fitted to the collected data,
+returns divided by the same return scale VecNormalize uses for rewards).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agents.registry import make_controller
+
+
+@dataclass
+class Demonstrations:
+    """Transitions from ``collect``: arrays of equal length N (episodes concatenated)."""
+
+    obs: np.ndarray  # (N, obs_dim) raw observations
+    masks: np.ndarray  # (N, n_actions) bool action masks
+    labels: np.ndarray  # (N,) the expert's action
+    rewards: np.ndarray  # (N,) reward of the driver's action
+    episode_ends: list[int] = field(default_factory=list)  # index one past each episode's last step
+    expert_return: float = 0.0  # mean return of episodes the expert drove alone (beta = 1), else nan
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def extend(self, other: Demonstrations) -> Demonstrations:
+        off = len(self)
+        return Demonstrations(
+            np.concatenate([self.obs, other.obs]), np.concatenate([self.masks, other.masks]),
+            np.concatenate([self.labels, other.labels]), np.concatenate([self.rewards, other.rewards]),
+            self.episode_ends + [off + e for e in other.episode_ends], self.expert_return,
+            self.seconds + other.seconds)
+
+    def returns_to_go(self, gamma: float) -> np.ndarray:
+        """Discounted reward-to-go within each episode (truncated at the episode's end)."""
+        out = np.empty_like(self.rewards, dtype=np.float64)
+        start = 0
+        for end in self.episode_ends:
+            g = 0.0
+            for i in range(end - 1, start - 1, -1):
+                g = self.rewards[i] + gamma * g
+                out[i] = g
+            start = end
+        return out
+
+    def running_returns(self, gamma: float) -> np.ndarray:
+        """VecNormalize's reward-scale statistic: ``R_t = γ·R_{t−1} + r_t`` from each episode start."""
+        out = np.empty_like(self.rewards, dtype=np.float64)
+        start = 0
+        for end in self.episode_ends:
+            g = 0.0
+            for i in range(start, end):
+                g = gamma * g + self.rewards[i]
+                out[i] = g
+            start = end
+        return out
+
+
+def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, beta: float = 1.0,
+            max_steps: int = 720, progress: bool = True, desc: str = "demos") -> Demonstrations:
+    """Runs ``episodes`` episodes of ``env`` (a ``MicroLLMPowerEnv``) and labels every state with
+    the expert's action.
+
+    Args:
+        env: The scalar env (its split and trace set are the data's).
+        expert_name: A controller name from ``agents.registry``.
+        episodes: Number of episodes (each up to ``max_steps`` steps; random trace and start).
+        seed: Seeds the env resets and the driver coin.
+        student: ``f(obs, mask) -> action`` acting with probability ``1 − beta`` (DAgger).
+        beta: Probability that the expert's own action is executed at a step.
+    """
+    expert = make_controller(expert_name, env, **({"seed": seed} if expert_name == "random" else {}))
+    if hasattr(expert, "bind"):
+        expert.bind(env)
+    rng = np.random.default_rng(seed)
+    obs_l, mask_l, lab_l, rew_l, ends = [], [], [], [], []
+    expert_rets: list[float] = []
+    t0 = time.time()
+    for ep in tqdm(range(episodes), desc=desc, unit="ep", disable=not progress, leave=False):
+        obs, _ = env.reset(seed=seed * 100_003 + ep)
+        ret = 0.0
+        for t in range(max_steps):
+            mask = env.unwrapped.action_masks()
+            label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
+            act = label if (student is None or rng.random() < beta) else int(student(obs, mask))
+            obs_l.append(obs)
+            mask_l.append(mask)
+            lab_l.append(label)
+            obs, r, term, trunc, _ = env.step(act)
+            rew_l.append(float(r))
+            ret += float(r)
+            if term or trunc:
+                break
+        ends.append(len(lab_l))
+        expert_rets.append(ret)
+    return Demonstrations(np.asarray(obs_l, np.float32), np.asarray(mask_l, bool), np.asarray(lab_l, np.int64),
+                          np.asarray(rew_l, np.float64), ends,
+                          float(np.mean(expert_rets)) if student is None or beta >= 1.0 else float("nan"),
+                          time.time() - t0)
+
+
+def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
+    """Sets the training ``VecNormalize``'s observation and return statistics from the demos, so the
+    pretrained networks see the inputs and targets PPO will give them."""
+    if vecnorm.norm_obs:
+        vecnorm.obs_rms.mean = demos.obs.mean(axis=0).astype(np.float64)
+        vecnorm.obs_rms.var = demos.obs.var(axis=0).astype(np.float64)
+        vecnorm.obs_rms.count = float(len(demos))
+    if vecnorm.norm_reward:
+        rr = demos.running_returns(gamma)
+        vecnorm.ret_rms.mean = float(rr.mean())
+        vecnorm.ret_rms.var = float(rr.var())
+        vecnorm.ret_rms.count = float(rr.size)
+
+
+def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_size: int = 1024,
+             lr: float = 1e-3, vf_coef: float = 0.5, seed: int = 0, logger=None,
+             progress: bool = True) -> dict[str, Any]:
+    """Fits ``model.policy`` (an SB3 / sb3-contrib actor-critic) to the demonstrations.
+
+    Returns the last epoch's ``{"bc_loss", "bc_accuracy", "value_loss"}``.
+    """
+    policy = model.policy
+    gamma = float(model.gamma)
+    obs = vecnorm.normalize_obs(demos.obs.copy()) if vecnorm.norm_obs else demos.obs
+    ret = demos.returns_to_go(gamma)
+    if vecnorm.norm_reward:
+        ret = np.clip(ret / np.sqrt(vecnorm.ret_rms.var + vecnorm.epsilon), -vecnorm.clip_reward / (1 - gamma),
+                      vecnorm.clip_reward / (1 - gamma))
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    y = torch.as_tensor(demos.labels)
+    m = torch.as_tensor(demos.masks)
+    v = torch.as_tensor(ret, dtype=torch.float32)
+    masked = "action_masks" in policy.evaluate_actions.__code__.co_varnames
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    policy.set_training_mode(True)
+    stats: dict[str, Any] = {}
+    n = len(demos)
+    for epoch in tqdm(range(epochs), desc="pretrain", unit="epoch", disable=not progress, leave=False):
+        perm = torch.randperm(n, generator=gen)
+        tot_bc = tot_v = correct = 0.0
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            if masked:
+                values, logp, _ = policy.evaluate_actions(x[idx], y[idx], action_masks=m[idx].numpy())
+            else:
+                values, logp, _ = policy.evaluate_actions(x[idx], y[idx])
+            bc = -logp.mean()
+            vl = torch.nn.functional.mse_loss(values.flatten(), v[idx])
+            loss = bc + vf_coef * vl
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+            opt.step()
+            tot_bc += bc.item() * idx.numel()
+            tot_v += vl.item() * idx.numel()
+            with torch.no_grad():
+                dist = policy.get_distribution(x[idx], action_masks=m[idx].numpy()) if masked else \
+                    policy.get_distribution(x[idx])
+                correct += float((dist.distribution.probs.argmax(-1) == y[idx]).sum())
+        stats = {"bc_loss": tot_bc / n, "bc_accuracy": correct / n, "value_loss": tot_v / n, "epoch": epoch}
+        if logger is not None:
+            for k, val in stats.items():
+                if k != "epoch":
+                    logger.record(f"pretrain/{k}", val)
+            logger.dump(epoch)
+    policy.set_training_mode(False)
+    return stats
+
+
+def student_fn(model, vecnorm):
+    """``f(obs, mask) -> action``: the model's deterministic action on a raw observation."""
+    def act(obs: np.ndarray, mask: np.ndarray) -> int:
+        o = vecnorm.normalize_obs(np.asarray(obs, np.float32)[None].copy()) if vecnorm.norm_obs else obs[None]
+        try:
+            a, _ = model.predict(o, deterministic=True, action_masks=mask[None])
+        except TypeError:
+            a, _ = model.predict(o, deterministic=True)
+        return int(np.asarray(a).reshape(-1)[0])
+    return act
+
+
+__all__ = ["Demonstrations", "collect", "fit_normalisation", "pretrain", "student_fn"]
