@@ -50,6 +50,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # key, table header, format
     ("slo", "SLO", "{:d}"),
     ("budget", "budget", "{:d}"),
     ("deaths", "deaths", "{:d}"),
+    ("deaths_not_oracle", "deaths the oracle avoids", "{:.0f}"),
     ("switches", "switches", "{:d}"),
     ("decision_us", "decision (µs)", "{:.0f}"),
 )
@@ -193,6 +194,10 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
     for m in pol.values():
         m["score"] = (normalised_score(m["return"], pol[RANDOM]["return"], pol[ORACLE]["return"])
                       if RANDOM in pol and ORACLE in pol else math.nan)
+    per = result["per_episode"]
+    for name, m in pol.items():  # episodes this policy dies in although the oracle survives them
+        m["deaths_not_oracle"] = (sum(bool(e["death"]) and not bool(o["death"]) for e, o in zip(per[name], per[ORACLE]))
+                                  if ORACLE in per else math.nan)
     return result
 
 

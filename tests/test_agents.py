@@ -223,6 +223,10 @@ def test_evaluate_controllers_scores_and_report(tmp_path):
     pol = res["policies"]
     assert pol["random"]["score"] == pytest.approx(0.0) and pol["oracle"]["score"] == pytest.approx(1.0)
     assert all(pol["oracle"]["return"] >= pol[n]["return"] - 1e-6 for n in names)
+    assert pol["oracle"]["deaths_not_oracle"] == 0
+    for n in names:
+        per, orc = res["per_episode"][n], res["per_episode"]["oracle"]
+        assert pol[n]["deaths_not_oracle"] == sum(e["death"] and not o["death"] for e, o in zip(per, orc))
     m = pol["static-smallest"]
     assert m["switches"] <= len(res["episodes"])  # at most the first step of each episode
     assert m["ipj"] == pytest.approx(m["quality_per_token"] * m["tokens"] / m["energy_j"])
@@ -238,6 +242,19 @@ def test_evaluate_controllers_scores_and_report(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert set(data["policies"]) == set(names)
     assert math.isnan(normalised_score(1.0, 2.0, 2.0))
+
+
+def test_deaths_the_oracle_avoids_are_counted_per_episode():
+    # 60 steps on a small battery: the largest configuration dies, the oracle does not
+    factory = lambda: env_for([trace(60, demand_tps=40.0, capacity_wh=0.25, soc=0.9, name="low")],  # noqa: E731
+                              random_start=False)
+    ctrls = {n: (lambda env, n=n: make_controller(n, env)) for n in ("static-largest", "oracle")}
+    res = evaluate_controllers(factory, ctrls, max_steps=60, progress=False)
+    assert res["policies"]["static-largest"]["deaths_not_oracle"] == 1
+    assert res["policies"]["oracle"]["deaths"] == 0
+    no_oracle = evaluate_controllers(factory, {"static-largest": ctrls["static-largest"]}, max_steps=60,
+                                     progress=False)
+    assert math.isnan(no_oracle["policies"]["static-largest"]["deaths_not_oracle"])
 
 
 def test_evaluate_cli_with_a_saved_run(tmp_path):
