@@ -63,6 +63,8 @@ class Args:
     empty: start from scratch"""
     bc_episodes: int = 200
     """expert-driven train-split episodes collected for behaviour cloning"""
+    bc_demos: str = ""
+    """reuse demonstrations saved by an earlier run (<run>/warm_start/demos.npz) instead of collecting"""
     dagger_rounds: int = 0
     """DAgger rounds after behaviour cloning: the student drives, the expert labels"""
     dagger_episodes: int = 100
@@ -212,7 +214,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     import gymnasium as gym
     from stable_baselines3.common.logger import configure
 
-    from agents.imitation import collect, fit_normalisation, pretrain, student_fn
+    from agents.imitation import Demonstrations, collect, fit_normalisation, pretrain, student_fn
     from agents.registry import ALL_CONTROLLERS
 
     if args.bc_expert not in ALL_CONTROLLERS:
@@ -221,8 +223,12 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         raise SystemExit("--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not dqn")
     env = gym.make(envs.ENV_ID, split="train", **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
-    demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.eval_max_steps,
-                    progress=args.progress, desc=f"demos ({args.bc_expert})")
+    if args.bc_demos:
+        demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
+                                    int(env.action_space.n))
+    else:
+        demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.eval_max_steps,
+                        progress=args.progress, desc=f"demos ({args.bc_expert})")
     fit_normalisation(train_env, demos, float(model.gamma))
     fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress)
     stats = pretrain(model, train_env, demos, **fit)
@@ -234,10 +240,13 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         demos = demos.extend(more)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
+    out = Path(tb_dir).parent / "warm_start"
+    out.mkdir(parents=True, exist_ok=True)
+    demos.save(out / "demos.npz", args.bc_expert)
     for i, rd in enumerate(rounds):
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({rd['seconds']:.0f} s collecting)")
-    return {"expert": args.bc_expert, "rounds": rounds}
+    return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None}
 
 
 def main(args: Args) -> Path:

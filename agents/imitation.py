@@ -59,6 +59,29 @@ class Demonstrations:
             self.episode_ends + [off + e for e in other.episode_ends], self.expert_return,
             self.seconds + other.seconds)
 
+    def save(self, path, expert: str) -> None:
+        """Plain arrays (``np.load(..., allow_pickle=False)`` reads them back)."""
+        np.savez_compressed(path, obs=self.obs, masks=self.masks, labels=self.labels, rewards=self.rewards,
+                            episode_ends=np.asarray(self.episode_ends, np.int64),
+                            expert_return=np.float64(self.expert_return), seconds=np.float64(self.seconds),
+                            expert=np.str_(expert))
+
+    @classmethod
+    def load(cls, path, expert: str | None = None, obs_dim: int | None = None,
+             n_actions: int | None = None) -> Demonstrations:
+        """Reads ``save``'s file; checks it matches the expert and the env's shapes when given."""
+        with np.load(path, allow_pickle=False) as z:
+            d = cls(z["obs"], z["masks"], z["labels"], z["rewards"], z["episode_ends"].tolist(),
+                    float(z["expert_return"]), float(z["seconds"]))
+            saved_expert = str(z["expert"])
+        if expert is not None and saved_expert != expert:
+            raise ValueError(f"{path}: demonstrations of {saved_expert!r}, not {expert!r}; fix: pass "
+                             f"--bc-expert {saved_expert} or collect new ones (omit --bc-demos)")
+        if obs_dim is not None and d.obs.shape[1] != obs_dim or n_actions is not None and d.masks.shape[1] != n_actions:
+            raise ValueError(f"{path}: observations {d.obs.shape[1]}-d / {d.masks.shape[1]} actions, but the env has "
+                             f"{obs_dim}-d / {n_actions}; fix: collect demonstrations for this profile and env")
+        return d
+
     def returns_to_go(self, gamma: float) -> np.ndarray:
         """Discounted reward-to-go within each episode (truncated at the episode's end)."""
         out = np.empty_like(self.rewards, dtype=np.float64)

@@ -49,6 +49,13 @@ def test_warm_start_bc_then_dagger(tmp_path):
     from agents.run_io import load_controller
 
     assert load_controller(run / "warm_start").predict(np.zeros(19, np.float32))[0].shape == ()
+    # the pooled demonstrations are saved and can seed another run without collecting again
+    demos = run / "warm_start" / "demos.npz"
+    again = train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "dagger_rounds": 0, "total_timesteps": 0}))
+    ws2 = json.loads((again / "config.json").read_text())["warm_start"]
+    assert ws2["rounds"][0]["transitions"] == ws["rounds"][1]["transitions"] and ws2["demos_from"] == str(demos)
+    with pytest.raises(ValueError, match="demonstrations of 'schedutil'"):
+        train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "bc_expert": "oracle"}))
 
 
 def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
