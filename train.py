@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
@@ -81,10 +82,14 @@ class Args:
     """target mean cost per step for the Lagrangian variant"""
     lagrange_lr: float = 0.05
     """dual-ascent step size of lambda per rollout"""
-    eval_freq: int = 50_000
+    eval_freq: int = 250_000
     """environment steps between evaluations on the val split"""
-    eval_episodes: int = 12
-    """episodes per val evaluation"""
+    eval_episodes: int = 24
+    """val episodes per evaluation: the same fixed episodes every time (traces spread evenly over the
+    val split, from row 0, eval_max_steps long), so evaluations are comparable"""
+    select_best: bool = True
+    """keep the policy (and its normalisation statistics) with the best val return, not the last one;
+    the last is kept in <run>/last"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"
@@ -126,6 +131,58 @@ class PassThrough(VecEnvWrapper):
 
     def step_wait(self):
         return self.venv.step_wait()
+
+
+class FixedEpisodes(gym.Wrapper):
+    """Resets cycle through a fixed list of reset options; ``rewind()`` restarts the cycle."""
+
+    def __init__(self, env, episodes: list[dict]):
+        super().__init__(env)
+        self.episodes, self.k = episodes, 0
+
+    def rewind(self) -> None:
+        self.k = 0
+
+    def reset(self, *, seed=None, options=None):
+        opt = self.episodes[self.k % len(self.episodes)]
+        self.k += 1
+        return self.env.reset(seed=seed, options=opt)
+
+
+class KeepBest(BaseCallback):
+    """``callback_on_new_best``: snapshots the policy weights and the observation statistics."""
+
+    def __init__(self, train_env: VecNormalize):
+        super().__init__()
+        self.train_env = train_env
+        self.state: dict | None = None
+        self.rms: tuple | None = None
+        self.at_step, self.val_return = 0, float("nan")
+
+    def _on_step(self) -> bool:
+        self.state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+        r = self.train_env.obs_rms
+        self.rms = (r.mean.copy(), r.var.copy(), r.count)
+        self.at_step, self.val_return = int(self.model.num_timesteps), float(self.parent.best_mean_reward)
+        return True
+
+    def restore(self) -> None:
+        self.model.policy.load_state_dict(self.state)
+        r = self.train_env.obs_rms
+        r.mean, r.var, r.count = self.rms
+
+
+def fixed_eval_callback(base_cls, eval_env, **kwargs):
+    """``base_cls`` (SB3's EvalCallback or the maskable one) that rewinds the fixed val episodes
+    before every evaluation."""
+
+    class FixedEval(base_cls):
+        def _on_step(self) -> bool:
+            if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+                self.eval_env.env_method("rewind")
+            return super()._on_step()
+
+    return FixedEval(eval_env, **kwargs)
 
 
 class WattwiseLogger(BaseCallback):
@@ -272,10 +329,13 @@ def main(args: Args) -> Path:
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
-    def make_val():
-        import gymnasium as gym
+    n_val = len(gym.make(envs.ENV_ID, split="val", **env_kwargs).unwrapped.traces)
+    val_episodes = [{"trace": int(k), "start": 0}
+                    for k in np.unique(np.linspace(0, n_val - 1, min(args.eval_episodes, n_val)).round().astype(int))]
 
-        return gym.make(envs.ENV_ID, split="val", **env_kwargs)
+    def make_val():
+        return FixedEpisodes(gym.make(envs.ENV_ID, split="val", max_episode_steps=args.eval_max_steps, **env_kwargs),
+                             val_episodes)
 
     eval_inner = VecMonitor(DummyVecEnv([make_val]))
     if lag is not None:  # same wrapper depth as training, so VecNormalize statistics can be synced
@@ -285,14 +345,15 @@ def main(args: Args) -> Path:
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"))
+    keep_best = KeepBest(train_env)
     eval_cb_cls = EvalCallback
     if args.algo == "maskable_ppo":
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as eval_cb_cls
     callbacks = CallbackList([
         WattwiseLogger(total, lag, args, args.progress),
-        eval_cb_cls(eval_env, n_eval_episodes=args.eval_episodes, eval_freq=max(1, args.eval_freq // n_envs),
-                    best_model_save_path=str(run / "best"), log_path=str(run / "eval"), deterministic=True,
-                    verbose=0),
+        fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
+                            eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
+                            deterministic=True, verbose=0, callback_on_new_best=keep_best),
         CheckpointCallback(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
                            name_prefix="model", save_vecnormalize=False),
     ])
@@ -319,6 +380,13 @@ def main(args: Args) -> Path:
 
     # ---- save -----------------------------------------------------------------------------------
     config.update(train_wall_s=train_s, lagrange_lambda=lag.lam if lag else None)
+    if args.select_best and keep_best.state is not None:
+        save_run(run / "last", model, train_env, {**config, "selected": "last"})
+        keep_best.restore()
+        config["selected"] = {"from": "best val return", "step": keep_best.at_step,
+                              "val_return": keep_best.val_return, "val_episodes": len(val_episodes)}
+        print(f"kept the policy of step {keep_best.at_step} (best mean val return {keep_best.val_return:.2f} over "
+              f"{len(val_episodes)} fixed val episodes); the last one is in {run / 'last'}")
     save_run(run, model, train_env, config)
     print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); run folder: {run}")
 

@@ -27,6 +27,13 @@ def test_train_smoke_run(tmp_path, algo, lagrangian):
     for f in ("policy_state.pt", "vecnormalize.npz", "model.zip"):
         assert (run / f).exists(), f
     assert list((run / "tb").rglob("events.out.tfevents.*"))
+    # the best-on-val policy is kept (fixed val episodes), the last one saved beside it
+    sel = cfg["selected"]
+    assert 0 < sel["step"] <= 1024 + 4 * 128 and sel["val_episodes"] == 2 and (run / "last" / "policy_state.pt").exists()
+    import numpy as np
+
+    ev = np.load(run / "eval" / "evaluations.npz")
+    assert ev["results"].shape[1] == 2 and np.isclose(ev["results"].mean(axis=1).max(), sel["val_return"])
     if algo == "ppo":
         report = json.loads((run / "report.json").read_text())
         names = json.dumps(report)
@@ -68,3 +75,17 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(bc_expert="nope", **base))
     with pytest.raises(SystemExit, match="actor-critic"):
         train.main(train.Args(algo="dqn", bc_expert="schedutil", **base))
+
+
+def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
+    import gymnasium as gym
+
+    import envs
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    env = train.FixedEpisodes(gym.make(envs.ENV_ID, profile=str(prof), split="val"),
+                              [{"trace": 0, "start": 3}, {"trace": 1, "start": 0}])
+    first = [env.reset()[1]["start"] for _ in range(3)]
+    env.rewind()
+    assert first == [3, 0, 3] and env.reset()[1]["start"] == 3
