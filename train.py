@@ -57,6 +57,8 @@ class Args:
     """environment steps to train for (-1: the YAML's n_timesteps; 0: no RL, e.g. a warm start only)"""
     n_envs: int = 0
     """parallel environments in the batched env (0: the YAML's n_envs)"""
+    learning_rate: float = 0.0
+    """optimiser step size (0: the YAML's); smaller values suit fine-tuning after a warm start"""
     step_s: float = 10.0
     """control step of the environment, seconds"""
     bc_expert: str = ""
@@ -316,6 +318,8 @@ def main(args: Args) -> Path:
     total = int(args.total_timesteps if args.total_timesteps >= 0 else float(hp.pop("n_timesteps")))
     hp.pop("n_timesteps", None)
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
+    if args.learning_rate > 0:
+        hp["learning_rate"] = args.learning_rate
     run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run = Path(args.runs_dir) / run_name
     run.mkdir(parents=True, exist_ok=True)

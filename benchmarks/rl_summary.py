@@ -28,7 +28,7 @@ RUNS: list[tuple[str, str, str]] = [
     ("MaskablePPO 10 M from scratch, seed 2 (last policy)", "real-maskable-10M-seed2", "rl:maskable_ppo"),
     ("MaskablePPO 10 M from scratch, seed 3 (best on val)", "real-maskable-10M-sel-seed3", "rl:maskable_ppo"),
     ("MaskablePPO 10 M Lagrangian, seed 1 (best on val)", "real-maskable-10M-lagrangian-seed1", "rl:maskable_ppo"),
-    ("PPO 10 M from scratch, seed 1 (best on val)", "real-ppo-10M-seed1", "rl:ppo"),
+    ("PPO 2 M (its YAML budget) from scratch, seed 1 (best on val)", "real-ppo-2M-seed1", "rl:ppo"),
 ]
 BASELINE_ROWS = ["oracle", "mpc", "schedutil", "static-smallest", "random", "battery-ladder", "greedy-budget",
                  "static-largest", "static-fit"]
