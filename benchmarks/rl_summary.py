@@ -21,9 +21,12 @@ REPORTS = ROOT / "reports"
 RUNS: list[tuple[str, str, str]] = [
     ("oracle DAgger only (no RL), seed 1", "real-oracle-dagger-only-seed1", "rl:maskable_ppo"),
     ("oracle DAgger only (no RL), seed 2", "real-oracle-dagger-only-seed2", "rl:maskable_ppo"),
+    ("oracle DAgger only (no RL), seed 3 (seed 2's demonstrations + 1 own DAgger round)",
+     "real-oracle-dagger-only-seed3", "rl:maskable_ppo"),
     ("oracle DAgger + MaskablePPO 10 M, seed 1 (last policy)", "real-maskable-10M-oraclebc-seed1", "rl:maskable_ppo"),
     ("oracle DAgger + MaskablePPO 10 M, seed 2 (best on val)", "real-maskable-10M-oraclebc-sel-seed2", "rl:maskable_ppo"),
-    ("oracle DAgger + MaskablePPO 10 M, seed 3 (best on val)", "real-maskable-10M-oraclebc-sel-seed3", "rl:maskable_ppo"),
+    ("oracle DAgger + MaskablePPO 3 M at lr 3e-5, seed 3 (best on val)", "real-maskable-3M-lowlr-oraclebc-sel-seed3",
+     "rl:maskable_ppo"),
     ("MaskablePPO 10 M from scratch, seed 1 (last policy)", "real-maskable-10M-seed1", "rl:maskable_ppo"),
     ("MaskablePPO 10 M from scratch, seed 2 (last policy)", "real-maskable-10M-seed2", "rl:maskable_ppo"),
     ("MaskablePPO 10 M from scratch, seed 3 (best on val)", "real-maskable-10M-sel-seed3", "rl:maskable_ppo"),
