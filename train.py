@@ -7,7 +7,7 @@
 MaskablePPO is the default because plain PPO, without the env's action masks, keeps choosing
 configurations that overheat the phone (real-data test split: 0.72 oracle-normalised vs 0.88-0.92
 for MaskablePPO; README has the tables). The strongest learned policy there is distilled from the
-offline oracle (``--bc-expert oracle --dagger-rounds 2 --total-timesteps 0``: 0.92-0.93).
+offline oracle (``--bc-expert oracle --dagger-rounds 2 --total-timesteps 0``: 0.92-0.94 over five seeds).
 
 Reads top to bottom: args -> seed -> profile + traces -> env -> agent -> (warm start) -> learn ->
 keep the best-on-val policy -> save -> evaluate.
