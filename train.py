@@ -277,12 +277,6 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     from stable_baselines3.common.logger import configure
 
     from agents.imitation import Demonstrations, collect, fit_normalisation, pretrain, student_fn
-    from agents.registry import ALL_CONTROLLERS
-
-    if args.bc_expert not in ALL_CONTROLLERS:
-        raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}")
-    if args.algo == "dqn":
-        raise SystemExit("--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not dqn")
     env = gym.make(envs.ENV_ID, split="train", **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     if args.bc_demos:
@@ -311,7 +305,22 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None}
 
 
+def check_warm_start_args(args: Args) -> None:
+    """Fails fast, before anything is built, on warm-start arguments that cannot work."""
+    from agents.registry import ALL_CONTROLLERS
+
+    if args.bc_expert not in ALL_CONTROLLERS:
+        raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}")
+    if args.algo == "dqn":
+        raise SystemExit("--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not dqn")
+    if args.bc_demos and not Path(args.bc_demos).is_file():
+        raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
+                         "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
+
+
 def main(args: Args) -> Path:
+    if args.bc_expert:
+        check_warm_start_args(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
     set_random_seed(args.seed)

@@ -75,6 +75,9 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(bc_expert="nope", **base))
     with pytest.raises(SystemExit, match="actor-critic"):
         train.main(train.Args(algo="dqn", bc_expert="schedutil", **base))
+    with pytest.raises(SystemExit, match="no such file; fix"):
+        train.main(train.Args(bc_expert="oracle", bc_demos=str(tmp_path / "none.npz"), **base))
+    assert not (tmp_path / "runs").exists()  # failed before building anything
 
 
 def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
