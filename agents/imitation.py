@@ -84,24 +84,20 @@ class Demonstrations:
 
     def returns_to_go(self, gamma: float) -> np.ndarray:
         """Discounted reward-to-go within each episode (truncated at the episode's end)."""
-        out = np.empty_like(self.rewards, dtype=np.float64)
-        start = 0
-        for end in self.episode_ends:
-            g = 0.0
-            for i in range(end - 1, start - 1, -1):
-                g = self.rewards[i] + gamma * g
-                out[i] = g
-            start = end
-        return out
+        return self._discounted(gamma, backward=True)
 
     def running_returns(self, gamma: float) -> np.ndarray:
         """VecNormalize's reward-scale statistic: ``R_t = γ·R_{t−1} + r_t`` from each episode start."""
+        return self._discounted(gamma, backward=False)
+
+    def _discounted(self, gamma: float, backward: bool) -> np.ndarray:
+        """``g ← r_i + γ·g`` over each episode's steps, last-to-first or first-to-last."""
         out = np.empty_like(self.rewards, dtype=np.float64)
         start = 0
         for end in self.episode_ends:
             g = 0.0
-            for i in range(start, end):
-                g = gamma * g + self.rewards[i]
+            for i in (range(end - 1, start - 1, -1) if backward else range(start, end)):
+                g = self.rewards[i] + gamma * g
                 out[i] = g
             start = end
         return out
