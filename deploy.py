@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
@@ -42,39 +41,22 @@ class ExportError(RuntimeError):
 
 def _activation_name(value: Any, algo: str) -> str:
     """'Tanh', "<class 'torch.nn.modules.activation.Tanh'>" or None -> 'Tanh' (SB3 defaults)."""
+    from agents.algos import algo as algo_row
+
     if not value:
-        return "ReLU" if algo == "dqn" else "Tanh"
+        return algo_row(algo).activation
     m = re.search(r"(\w+)'?>?\s*$", str(value))
     return m.group(1) if m else str(value)
 
 
-def _numbered_linears(state: dict, prefix: str) -> list[tuple[Any, Any]]:
-    idx = sorted({int(k[len(prefix):].split(".")[0]) for k in state
-                  if k.startswith(prefix) and k.endswith(".weight")})
-    return [(state[f"{prefix}{i}.weight"], state[f"{prefix}{i}.bias"]) for i in idx]
-
-
 def actor_layers(state: dict, algo: str) -> list[tuple[Any, Any]]:
-    """The actor's Linear layers (weight, bias) in order, from an SB3 policy state_dict.
+    """The actor's Linear layers (weight, bias) in order (``agents.algos.actor_layers``)."""
+    from agents.algos import actor_layers as layers_of
 
-    PPO / MaskablePPO: ``mlp_extractor.policy_net.{0,2,..}`` then ``action_net``; DQN:
-    ``q_net.q_net.{0,2,4}`` (the last one gives the Q-values).
-    """
-    if algo in ("ppo", "maskable_ppo"):
-        extra = [k for k in state if k.startswith("pi_features_extractor.") or k.startswith("features_extractor.")]
-        if extra:
-            raise ExportError(f"features extractor with parameters ({extra[:3]}...) is not supported")
-        layers = _numbered_linears(state, "mlp_extractor.policy_net.")
-        if "action_net.weight" not in state:
-            raise ExportError("state_dict has no action_net (not a discrete-action actor-critic policy)")
-        layers.append((state["action_net.weight"], state["action_net.bias"]))
-    elif algo == "dqn":
-        layers = _numbered_linears(state, "q_net.q_net.")
-        if not layers:
-            raise ExportError("state_dict has no q_net.q_net.* layers")
-    else:
-        raise ExportError(f"algo {algo!r} not supported (ppo, maskable_ppo, dqn)")
-    return layers
+    try:
+        return layers_of(state, algo)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _resolve_profile(path: str | None) -> Path:
@@ -95,10 +77,11 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     import torch
 
     from agents.run_io import load_config, load_vecnormalize
-    from envs.devices import DEVICES, device_params
-    from envs.power_env import load_cost_tables
+    from envs.tables import load_cost_tables
     from model.evaluate import file_sha256 as sha256_file
-    from runtime.policy import obs_feature_table, save_policy_file
+    from runtime.dynamics import DEVICES, EnvParams
+    from runtime.observation import ObsLayout
+    from runtime.policy import save_policy_file
     from runtime.rules import HOT_MARGIN_C
 
     run = Path(run_dir)
@@ -111,7 +94,11 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     layers = [(w.detach().cpu().numpy(), b.detach().cpu().numpy()) for w, b in actor_layers(state, algo)]
     activation = _activation_name((cfg.get("policy_kwargs") or {}).get("activation_fn"), algo)
     env_kwargs = dict(cfg.get("env_kwargs") or {})
-    lookahead = int(env_kwargs.get("lookahead", 0))
+    try:  # run folders written before env_params kept the parameters among the env kwargs
+        params = EnvParams.from_dict(cfg["env_params"] if "env_params" in cfg else {
+            k: v for k, v in env_kwargs.items() if k in EnvParams.__dataclass_fields__})
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"{run}/config.json env_params: {exc}") from None
     obs_dim = layers[0][0].shape[1]
     stats = load_vecnormalize(run / "vecnormalize.npz")
     if stats is None:
@@ -123,10 +110,6 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
                 "epsilon": float(stats["epsilon"])}
     if mean.shape != (obs_dim,):
         raise ExportError(f"vecnormalize mean has shape {mean.shape}, the policy takes {obs_dim} inputs")
-    features = obs_feature_table(lookahead)
-    names = [f["name"] for f in features]
-    if cfg.get("obs_features") and list(cfg["obs_features"]) != names:
-        raise ExportError(f"config.json obs_features {cfg['obs_features']} differ from runtime.observation {names}")
     # profile: per-configuration costs, exactly as the environment read them
     prof_path = _resolve_profile(env_kwargs.get("profile") or (cfg.get("profile") or {}).get("path"))
     if not prof_path.exists():
@@ -137,29 +120,31 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         raise ExportError(f"profile {prof_path} changed since training (sha256 {prof_sha[:12]} != "
                           f"{trained_sha[:12]}); pass --allow-profile-change to export anyway")
     costs = load_cost_tables(prof_path)
+    space = costs.space
+    layout = ObsLayout(space.features, params.lookahead)
+    if cfg.get("obs_features") and list(cfg["obs_features"]) != layout.names:
+        raise ExportError(f"config.json obs_features {cfg['obs_features']} differ from the profile's layout "
+                          f"{layout.names}")
     table = cfg.get("decode_table")
     if not table:
         raise ExportError("config.json has no decode_table")
-    if [r["name"] for r in table] != costs.names:
-        raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {costs.names}")
-    if len(table) != layers[-1][0].shape[0]:
-        raise ExportError(f"{len(table)} configurations but the policy has {layers[-1][0].shape[0]} actions")
+    if [r["name"] for r in table] != list(space.names):
+        raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {list(space.names)}")
+    if len(space) != layers[-1][0].shape[0]:
+        raise ExportError(f"{len(space)} configurations but the policy has {layers[-1][0].shape[0]} actions")
     prof_json = json.loads(prof_path.read_text())
     if device_kind not in DEVICES:
         raise ExportError(f"device kind {device_kind!r} not in {sorted(DEVICES)}")
     meta = {
-        "algo": algo, "activation": activation, "lookahead": lookahead, "obs_features": features,
-        "decode_table": table, "normalization": norm,
-        "mask_rules": {"device_kind": device_kind, "device": asdict(device_params(device_kind)),
-                       "devices": {k: asdict(v) for k, v in DEVICES.items()},
-                       "reserve_soc": float(env_kwargs.get("reserve_soc", 0.05)), "hot_margin_c": HOT_MARGIN_C,
+        "algo": algo, "activation": activation, "obs_features": layout.table(),
+        "config_space": space.to_json(), "decode_table": space.decode_table(), "env_params": params.to_dict(),
+        "normalization": norm,
+        "mask_rules": {"device_kind": device_kind, "device": asdict(DEVICES[device_kind]),
+                       "devices": {k: asdict(v) for k, v in DEVICES.items()}, "hot_margin_c": HOT_MARGIN_C,
                        "cheap_quantile": 0.25},
         "profile": {"path": str(prof_path), "sha256": prof_sha, "name": prof_json.get("name"),
                     "energy_source": costs.energy_source},
-        "env": {"env_id": cfg.get("env_id"), "env_kwargs": env_kwargs,
-                "slo_ms": float(env_kwargs.get("slo_ms", 500.0)),
-                "backlog_cap_tokens": float(env_kwargs.get("backlog_cap_tokens", 5000.0)),
-                "step_s": float(env_kwargs.get("step_s", 10.0))},
+        "env": {"env_id": cfg.get("env_id"), "env_kwargs": env_kwargs},
         "run": {"dir": str(run), "config_sha256": sha256_file(run / "config.json"),
                 "policy_state_sha256": sha256_file(state_path)},
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -167,9 +152,10 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     }
     digest = save_policy_file(out, layers, meta, mean, var,
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
-                               "decode_tokens_per_s": costs.tps}, costs.features)
+                               "decode_tokens_per_s": costs.tps}, space.feature_matrix())
     summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
-               "layers": [list(w.shape) for w, _ in layers], "n_actions": len(table),
+               "layers": [list(w.shape) for w, _ in layers], "n_actions": len(space),
+               "knobs": list(space.knob_names),
                "device_kind": device_kind, "profile": str(prof_path), "bytes": Path(out).stat().st_size}
     if onnx:
         summary["onnx"] = str(export_onnx(out, Path(out).with_suffix(".onnx")))
@@ -221,28 +207,27 @@ def export_onnx(policy_path: str | Path, onnx_path: str | Path) -> Path:
 # run
 # ---------------------------------------------------------------------------------------------
 
-def map_decode_table(m: Any, table: list[dict[str, Any]]) -> tuple[list[Any], list[str]]:
-    """Maps each decode-table row to a configuration of the live model.
+def model_configs(m: Any, space: Any) -> list[Any]:
+    """The live model's configuration for each index of a policy's configuration space, by knob
+    values (``space.values_of``; names are never parsed).
 
-    A row whose name parses as a model configuration (``L4-H050-int8``) and is valid is used
-    as is; otherwise the nearest valid configuration by (bits, depth, heads) is chosen, and a
-    note is returned (profiles measured on another model, e.g. the example profile).
+    Raises:
+        SystemExit: the space has a knob the live model does not offer, or a value it lacks.
     """
-    from model.model import ActiveConfig
-
-    valid = m.configs()
-    out, notes = [], []
-    for row in table:
-        cfg = None
+    out = []
+    for i in range(len(space)):
+        vals = space.values_of(i)
+        extra = sorted(set(vals) - set(m.space.knob_names))
+        if extra:
+            raise SystemExit(f"deploy.py run: the policy's configuration space has knobs {extra} that the live "
+                             f"model ({list(m.space.knob_names)}) cannot switch; export a policy trained on this "
+                             "model's profile")
         try:
-            cfg = m.validate(ActiveConfig.parse(str(row["name"])))
-        except ValueError:
-            want = (int(row["bits"]), int(row["depth"]), float(row["heads"]))
-            cfg = min(valid, key=lambda c: (abs(math.log2(c.bits) - math.log2(want[0])), abs(c.depth - want[1]),
-                                            abs(c.heads - want[2])))
-            notes.append(f"{row['name']} -> {cfg.name}")
-        out.append(cfg)
-    return out, notes
+            out.append(m.validate(vals))
+        except ValueError as exc:
+            raise SystemExit(f"deploy.py run: configuration {space.names[i]} of the policy: {exc}; export a policy "
+                             "trained on this model's profile") from None
+    return out
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -259,9 +244,10 @@ def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
     import model as M
     from model.data import decode
+    from runtime.dynamics import DeviceConstants, EnvParams, device_constants
     from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
     from runtime.policy import PolicyFileError, load_policy_file
-    from runtime.replay import DeviceThermal, ReplaySensors
+    from runtime.replay import ReplaySensors
     from runtime.sensors import FIELDS, SensorHub, live_sensors
 
     torch.set_num_threads(args.threads)
@@ -273,27 +259,20 @@ def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
         pf, err = None, str(exc)
         print(f"[deploy] policy rejected: {exc}\n[deploy] running the safe fallback configuration", file=sys.stderr)
     if pf is not None:
-        table = pf.decode_table
+        space, params = pf.space, pf.params
         ept = [float(x) for x in pf.energy_j_per_token]
         devices = pf.meta["mask_rules"]["devices"]
         dev_kind = args.device_kind or pf.meta["mask_rules"]["device_kind"]
-        env_meta = pf.meta.get("env", {})
     else:
-        cfgs = m.configs()
-        table = [{"index": i, "name": c.name, "depth": c.depth, "heads": c.heads, "bits": c.bits}
-                 for i, c in enumerate(cfgs)]
-        ept = [float(m.resident_bytes(c)) for c in cfgs]  # proxy: bytes streamed per token; only argmin matters
-        devices, dev_kind, env_meta = None, args.device_kind or "phone", {}
-    model_cfgs, notes = map_decode_table(m, table)
-    if notes:
-        print(f"[deploy] decode table mapped to the live model's configurations: {', '.join(notes)}", file=sys.stderr)
+        space, params = m.space, EnvParams()
+        ept = [float(m.resident_bytes(c)) for c in m.configs()]  # proxy: bytes streamed per token; only argmin matters
+        devices, dev_kind = None, args.device_kind or "phone"
+    model_cfgs = model_configs(m, space)
 
-    def device_for(kind: str) -> DeviceThermal:
+    def device_for(kind: str) -> DeviceConstants:
         if devices is not None:
-            return DeviceThermal.from_dict(devices.get(kind, devices.get("default")))
-        from envs.devices import device_params
-
-        return DeviceThermal.from_dict(asdict(device_params(kind)))
+            return DeviceConstants.from_dict(devices.get(kind, devices.get("default")))
+        return device_constants(kind)
 
     # the live model's power: measured token rate × profiled energy per token
     rate = {"tps": 0.0, "idx": 0, "demand": 0.0}
@@ -332,9 +311,8 @@ def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
     else:
         raise SystemExit(f"--sensors {args.sensors!r}: use live or replay:<trace.csv>")
     mcfg = ManagerConfig(min_dwell_decisions=args.min_dwell, capacity_wh=capacity_j / 3600.0,
-                         slo_ms=float(env_meta.get("slo_ms", 500.0)),
-                         backlog_cap_tokens=float(env_meta.get("backlog_cap_tokens", 5000.0)))
-    names = [c.name for c in model_cfgs]
+                         )
+    names = list(space.names)
     tel = Telemetry(args.telemetry, names) if args.telemetry else None
     fallback = FallbackSpec(names, ept, device)
     mgr = RuntimeManager(pf, hub, mcfg, tel, fallback, device=device, clock=clock, policy_error=err)
@@ -356,7 +334,7 @@ def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
                              deadline_left_s=args.deadline_s or w["deadline_left_s"],
                              horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
             if mgr.lookahead:
-                mgr.supply_ahead_w = replay.supply_ahead_w(mgr.lookahead, float(env_meta.get("step_s", 10.0)))
+                mgr.supply_ahead_w = replay.supply_ahead_w(mgr.lookahead, params.step_s)
         else:
             mgr.set_workload(demand_tps=measured_tps)
             if args.deadline_s:
@@ -408,8 +386,8 @@ def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
             now = clock()
             left = total_tokens_all - tokens
             feed_workload(ema_tps)
-            mgr.backlog_frac = min(1.0, left / mcfg.backlog_cap_tokens)
-            mgr.latency_over_slo = last_lat_ms / mcfg.slo_ms
+            mgr.backlog_frac = min(1.0, left / params.backlog_cap_tokens)
+            mgr.latency_over_slo = last_lat_ms / params.slo_ms
             if replay is not None:
                 replay.set_model_power_w(model_power_w())
             t_dec = time.perf_counter_ns()
@@ -501,14 +479,15 @@ print(t_np - t, t_rt - t_np, rss0, rss1, 'torch' in sys.modules)
 def _bench_setup(policy: str, poll_every: bool, telemetry_path: str | None):
     """A manager on a replayed phone trace in manual (virtual) time; returns (manager, replay)."""
     import traces
+    from runtime.dynamics import DeviceConstants
     from runtime.manager import ManagerConfig, RuntimeManager, Telemetry
     from runtime.policy import load_policy_file
-    from runtime.replay import DeviceThermal, ReplaySensors
+    from runtime.replay import ReplaySensors
     from runtime.sensors import SensorHub
 
     pf = load_policy_file(policy)
     trace = traces.load_trace(traces.default_trace_set_dir() / "phone-00.csv")
-    dev = DeviceThermal.from_dict(pf.meta["mask_rules"]["devices"][trace.meta.device_kind])
+    dev = DeviceConstants.from_dict(pf.meta["mask_rules"]["devices"][trace.meta.device_kind])
     replay = ReplaySensors(trace, dev, clock=None, period_s=0.0 if poll_every else 1.0)
     hub = SensorHub([replay], clock=replay.now)
     tel = Telemetry(telemetry_path, pf.names) if telemetry_path else None
@@ -563,12 +542,11 @@ def bench_policy_only(policy: str, n: int) -> dict[str, float]:
     """Latency of ``NumpyPolicy.act`` alone on observations sampled in the observation bounds."""
     import numpy as np
 
-    from runtime.observation import bounds
     from runtime.policy import NumpyPolicy, load_policy_file
 
     pf = load_policy_file(policy)
     pol = NumpyPolicy(pf)
-    lo, hi = bounds(pf.lookahead)
+    lo, hi = pf.layout.lo, pf.layout.hi
     rng = np.random.default_rng(0)
     obs = rng.uniform(lo, hi, size=(1024, lo.shape[0])).astype(np.float32)
     ns = np.empty(n, dtype=np.int64)
@@ -661,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="run folder -> numpy-only policy file")
     e.add_argument("run_dir")
     e.add_argument("--out", default="policy.npz")
-    e.add_argument("--device-kind", default="phone", help="target device for the shield (envs.devices kinds)")
+    e.add_argument("--device-kind", default="phone", help="simulated device kind for the shield (runtime.dynamics.DEVICES)")
     e.add_argument("--onnx", action="store_true", help="also write <out>.onnx")
     e.add_argument("--allow-profile-change", action="store_true")
     r = sub.add_parser("run", help="generate with the live model under the runtime manager")

@@ -20,26 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 from tqdm import tqdm
 
 import envs
-from agents.run_io import ALGOS, save_run
+from agents.algos import ALGOS, algo
+from agents.run_io import save_run
 from envs.batched import BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
 from model.cli import parse_dataclass_args
 from model.evaluate import file_sha256
-from runtime.observation import FEATURES, feature_names
+from runtime.dynamics import TERM_NAMES, EnvParams
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
 
@@ -62,8 +63,9 @@ class Args:
     """parallel environments in the batched env (0: the YAML's n_envs)"""
     learning_rate: float = 0.0
     """optimiser step size (0: the YAML's); smaller values suit fine-tuning after a warm start"""
-    step_s: float = 10.0
-    """control step of the environment, seconds"""
+    env: EnvParams = field(default_factory=EnvParams)
+    """environment parameters (runtime.dynamics.EnvParams): --env.step-s, --env.slo-ms, --env.lookahead,
+    --env.weights.death, ...; stored in the run folder and the exported policy"""
     bc_expert: str = ""
     """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL;
     empty: start from scratch"""
@@ -91,7 +93,7 @@ class Args:
     """environment steps between evaluations on the val split"""
     eval_episodes: int = 24
     """val episodes per evaluation: the same fixed episodes every time (traces spread evenly over the
-    val split, from row 0, eval_max_steps long), so evaluations are comparable"""
+    val split, from row 0, env.max_episode_steps long), so evaluations are comparable"""
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
@@ -103,8 +105,6 @@ class Args:
     """torch threads (one is fastest for these small networks)"""
     final_eval: bool = True
     """evaluate against the baselines on the test split at the end and print the table"""
-    eval_max_steps: int = 720
-    """steps per evaluation episode (720 = 2 h at 10 s)"""
     progress: bool = True
     """show a progress bar"""
 
@@ -203,20 +203,21 @@ class WattwiseLogger(BaseCallback):
 
     def _on_training_start(self) -> None:
         hp = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-              for k, v in dataclasses.asdict(self.args).items()}
+              for k, v in _flat(dataclasses.asdict(self.args)).items()}
         self.logger.record("hparams", HParam(hp, {"eval/mean_reward": 0.0, "charts/quality_per_token": 0.0}),
                            exclude=("stdout", "log", "json", "csv"))
 
     def _on_step(self) -> bool:
         base = self.training_env.unwrapped
-        for k, v in base.last_terms.items():
+        last = base.last
+        for k, v in zip(TERM_NAMES, last[6:12]):
             self.sums[f"reward_terms/{k}"] = self.sums.get(f"reward_terms/{k}", 0.0) + float(np.mean(v))
         self.sums["charts/cost"] = self.sums.get("charts/cost", 0.0) + float(base.last_cost.mean())
         self.sums["charts/energy_j_per_step"] = self.sums.get("charts/energy_j_per_step", 0.0) + float(
-            base.last_energy_j.mean())
-        served = float(base.last_served.sum())
+            last.energy_j.mean())
+        served = float(last.served.sum())
         self.sums["_served"] = self.sums.get("_served", 0.0) + served
-        self.sums["_q"] = self.sums.get("_q", 0.0) + float((base.q[base.a] * base.last_served).sum())
+        self.sums["_q"] = self.sums.get("_q", 0.0) + float((base.costs.quality[base.a] * last.served).sum())
         self.n += 1
         self.bar.update(base.num_envs)
         return True
@@ -240,34 +241,34 @@ class WattwiseLogger(BaseCallback):
         self.bar.close()
 
 
-def load_hyperparams(algo: str) -> dict:
-    if algo not in ALGOS:
-        raise SystemExit(f"--algo {algo!r}: choose one of {', '.join(ALGOS)}")
-    path = HYPERPARAMS / f"{algo}.yml"
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"env": {"step_s": 10}} -> {"env.step_s": 10} (TensorBoard's hparams table is flat)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_hyperparams(name: str) -> dict:
+    if name not in ALGOS:
+        raise SystemExit(f"--algo {name!r}: choose one of {', '.join(ALGOS)}")
+    path = HYPERPARAMS / f"{name}.yml"
     hp = yaml.safe_load(path.read_text())
     if envs.ENV_ID not in hp:
         raise SystemExit(f"{path}: no entry for {envs.ENV_ID}")
     return dict(hp[envs.ENV_ID])
 
 
-def make_agent(algo: str, env, hp: dict, seed: int, tb_dir: str):
+def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
+    """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``."""
+    a = algo(name)
     pk = dict(hp.pop("policy_kwargs", {}))
-    # SB3's own defaults when the YAML names none: Tanh for the actor-critics, ReLU for DQN
-    pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", "ReLU" if algo == "dqn" else "Tanh"))
-    common = dict(policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu")
-    if algo == "ppo":
-        from stable_baselines3 import PPO
-
-        return PPO("MlpPolicy", env, **hp, **common)
-    if algo == "maskable_ppo":
-        from sb3_contrib import MaskablePPO
-
-        return MaskablePPO("MlpPolicy", env, **hp, **common)
-    if algo == "dqn":
-        from stable_baselines3 import DQN
-
-        return DQN("MlpPolicy", env, **hp, **common)
-    raise SystemExit(f"--algo {algo!r}: choose one of {ALGOS}")
+    pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", a.activation))  # SB3's default per algo
+    return a.agent_class()("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir,
+                           device="cpu")
 
 
 def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_dir: str) -> dict:
@@ -277,13 +278,13 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     from stable_baselines3.common.logger import configure
 
     from agents.imitation import Demonstrations, collect, fit_normalisation, pretrain, student_fn
-    env = gym.make(envs.ENV_ID, split="train", **env_kwargs)
+    env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     if args.bc_demos:
         demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
                                     int(env.action_space.n))
     else:
-        demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.eval_max_steps,
+        demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.env.max_episode_steps,
                         progress=args.progress, desc=f"demos ({args.bc_expert})")
     fit_normalisation(train_env, demos, float(model.gamma))
     fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress)
@@ -292,7 +293,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     for r in range(args.dagger_rounds):
         more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
                        student=student_fn(model, train_env), beta=args.dagger_beta,
-                       max_steps=args.eval_max_steps, progress=args.progress, desc=f"DAgger {r + 1}")
+                       max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}")
         demos = demos.extend(more)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
@@ -311,8 +312,8 @@ def check_warm_start_args(args: Args) -> None:
 
     if args.bc_expert not in ALL_CONTROLLERS:
         raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}")
-    if args.algo == "dqn":
-        raise SystemExit("--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not dqn")
+    if not algo(args.algo).actor_critic:
+        raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
     if args.bc_demos and not Path(args.bc_demos).is_file():
         raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
@@ -337,21 +338,20 @@ def main(args: Args) -> Path:
     run.mkdir(parents=True, exist_ok=True)
 
     # ---- profile + traces -> env ---------------------------------------------------------
-    env_kwargs = {"profile": args.profile, "traces": args.traces, "step_s": args.step_s}
-    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, max_episode_steps=envs.MAX_EPISODE_STEPS,
-                           **env_kwargs)
+    env_kwargs = {"profile": args.profile, "traces": args.traces}
+    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     train_env = VecMonitor(venv)
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
-    n_val = len(gym.make(envs.ENV_ID, split="val", **env_kwargs).unwrapped.traces)
+    n_val = len(gym.make(envs.ENV_ID, split="val", params=args.env, **env_kwargs).unwrapped.traces)
     val_episodes = [{"trace": int(k), "start": 0}
                     for k in np.unique(np.linspace(0, n_val - 1, min(args.eval_episodes, n_val)).round().astype(int))]
 
     def make_val():
-        return FixedEpisodes(gym.make(envs.ENV_ID, split="val", max_episode_steps=args.eval_max_steps, **env_kwargs),
-                             val_episodes)
+        return FixedEpisodes(gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps,
+                                      params=args.env, **env_kwargs), val_episodes)
 
     eval_inner = VecMonitor(DummyVecEnv([make_val]))
     if lag is not None:  # same wrapper depth as training, so VecNormalize statistics can be synced
@@ -362,9 +362,7 @@ def main(args: Args) -> Path:
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"))
     keep_best = KeepBest(train_env)
-    eval_cb_cls = EvalCallback
-    if args.algo == "maskable_ppo":
-        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback as eval_cb_cls
+    eval_cb_cls = algo(args.algo).eval_callback_class()
     callbacks = CallbackList([
         WattwiseLogger(total, lag, args, args.progress),
         fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
@@ -376,10 +374,10 @@ def main(args: Args) -> Path:
 
     config = {
         "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
-        "env_kwargs": {**env_kwargs, "split": "train"}, "policy_kwargs": policy_kwargs,
-        "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total,
-        "obs_features": feature_names(0), "obs_units": [f[1] for f in FEATURES],
-        "decode_table": ref_env.decode_table,
+        "env_kwargs": {**env_kwargs, "split": "train"}, "env_params": args.env.to_dict(),
+        "policy_kwargs": policy_kwargs, "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total,
+        "config_space": ref_env.space.to_json(), "obs_features": ref_env.layout.names,
+        "obs_units": ref_env.layout.units, "decode_table": ref_env.decode_table,
         "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},
     }
 
@@ -410,7 +408,7 @@ def main(args: Args) -> Path:
     if args.final_eval:
         from agents.evaluate import main as evaluate_main
 
-        argv = ["--run", str(run), "--split", "test", "--out", str(run), "--max-steps", str(args.eval_max_steps)]
+        argv = ["--run", str(run), "--split", "test", "--out", str(run), "--max-steps", str(args.env.max_episode_steps)]
         if args.traces:
             argv += ["--traces", args.traces]
         evaluate_main(argv)

@@ -26,10 +26,12 @@ from __future__ import annotations
 import numpy as np
 
 from agents.base import BaseController
-from runtime.observation import feature_names
+from runtime.observation import HEAD
 
-#: observation feature name → index (``runtime.observation``)
-F: dict[str, int] = {name: i for i, name in enumerate(feature_names())}
+#: observation feature name → index for the features before the configuration block
+#: (``runtime.observation.HEAD``: the same indices for every configuration space); the features
+#: after it (``power_w``, ``ambient_c``, look-ahead) are in ``ObsModel``, from the env's layout.
+F: dict[str, int] = {row[0]: i for i, row in enumerate(HEAD)}
 BATTERY_LADDER_SOC = (0.6, 0.3, 0.15)  # SoC thresholds of the ladder's four tiers
 SCHEDUTIL_HEADROOM = 1.25  # schedutil's 25 % capacity margin (kernel: util × 1.25)
 THERMAL_CAP_C = 5.0  # schedutil's thermal cap starts this far below the trip point
@@ -71,7 +73,7 @@ def smallest_config(costs) -> int:
 class ObsModel:
     """Quantities a rule needs that the observation gives only indirectly.
 
-    * the previous configuration: matched from its features (14–16);
+    * the previous configuration: matched from its features (the configuration block);
     * the power of everything but the model's tokens (idle + the rest of the device): the last
       step's draw (17) minus the previous configuration's modelled token power;
     * the token rate to serve: last demand (10) + backlog (11 × cap) drained in one step.
@@ -84,9 +86,12 @@ class ObsModel:
         self.dt = float(env.step_s)
         self.backlog_cap = float(env.backlog_cap)
         self.features = np.asarray(c.features, dtype=np.float64)
+        lay = env.layout
+        self.cfg_slice = slice(lay.cfg_start, lay.tail_start)
+        self.i_power, self.i_ambient = lay.index["power_w"], lay.index["ambient_c"]
 
     def prev_config(self, obs: np.ndarray) -> int:
-        feat = np.asarray(obs[F["config_depth_frac"]:F["config_bits_frac"] + 1], dtype=np.float64)
+        feat = np.asarray(obs[self.cfg_slice], dtype=np.float64)
         return int(np.argmin(np.abs(self.features - feat).sum(1)))
 
     def backlog_tokens(self, obs: np.ndarray) -> float:
@@ -109,11 +114,11 @@ class ObsModel:
         j = self.prev_config(obs)
         tps = float(self.costs.tps[j])
         rate = tps if obs[F["backlog_frac"]] > 0 else min(float(obs[F["demand_tps"]]), tps)
-        return min(rate * float(self.costs.ept_j[j]), float(obs[F["power_w"]]))
+        return min(rate * float(self.costs.ept_j[j]), float(obs[self.i_power]))
 
     def base_w(self, obs: np.ndarray) -> float:
         """Non-model power (idle + device base load), W: the last step's draw minus ``llm_w``."""
-        return max(float(obs[F["power_w"]]) - self.llm_w(obs), 0.0)
+        return max(float(obs[self.i_power]) - self.llm_w(obs), 0.0)
 
     def token_w(self, obs: np.ndarray) -> np.ndarray:
         """Predicted model power (W) of every configuration this step: served rate × e_token."""

@@ -302,19 +302,19 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
             **{p.stem: p for p in plots}}
 
 
-def _env_kwargs(args, cfg: dict | None) -> dict[str, Any]:
-    from envs.power_env import RewardWeights
+def _env_factory(args, cfg: dict | None):
+    """The evaluation env: the run's profile, traces and ``env_params`` (restored), with --traces,
+    --profile and --split applied, from row 0 of each trace."""
+    from agents.run_io import env_from_config
 
-    kw = dict((cfg or {}).get("env_kwargs") or {})
-    if isinstance(kw.get("weights"), dict):
-        kw["weights"] = RewardWeights(**kw["weights"])
+    over: dict[str, Any] = {"split": args.split, "random_start": False}
     if args.profile is not None:
-        kw["profile"] = args.profile
-    # traces: --traces, else the run's own set (None: the env's default set)
-    kw.update(traces=args.traces if args.traces is not None else kw.get("traces"), split=args.split,
-              random_start=False)
-    kw.pop("render_mode", None)
-    return kw
+        over["profile"] = args.profile
+    if args.traces is not None:  # else the run's own set (None: the env's default set)
+        over["traces"] = args.traces
+    base = cfg if cfg is not None else {"env_kwargs": {}, "env_params": {}}
+    kw = {**(base.get("env_kwargs") or {}), **over}
+    return (lambda: env_from_config(base, **over)), kw  # noqa: E731 - evaluate_controllers builds it once
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,15 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from envs.power_env import MicroLLMPowerEnv
-
     cfg = None
     if args.run is not None:
         from agents.run_io import load_config
 
         cfg = load_config(args.run)
-    kw = _env_kwargs(args, cfg)
-    env_factory = lambda: MicroLLMPowerEnv(**kw)  # noqa: E731 - evaluate_controllers builds it once
+    env_factory, kw = _env_factory(args, cfg)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     bad = [n for n in names if n not in ALL_CONTROLLERS]
     if bad:

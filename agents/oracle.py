@@ -9,13 +9,13 @@ death, which ends the episode):
 and acts by one-step lookahead from the *true* state of the env it is bound to.
 
 **One implementation of the dynamics.** Transitions and rewards come from
-``envs.batched.BatchedPowerEnv._step`` (``agents.mpc.batched_model``), called on a batch of all
-(temperature, backlog, action) grid pairs per time step. The SoC axis needs no batch: in the
+``runtime.dynamics.Dynamics.step`` (state in, state out; the same ``step_core`` the environments
+call), on a batch of all (temperature, backlog, action) grid pairs per time step. The SoC axis needs no batch: in the
 env, SoC enters only the battery update ``soc' = min(soc + δ, 1)`` and the death test
 ``soc + δ ≤ 0``, where δ (the step's charge/discharge, in SoC) depends on the pair but not on
-the SoC. ``_step`` is called twice per time step — from soc = 0 (δ > 0 reads off as soc') and
+the SoC. ``step`` is called twice per time step — from soc = 0 (δ > 0 reads off as soc') and
 from soc = 1 (δ < 0 reads off as soc' − 1) — and the value is then formed for every SoC grid
-point by shifting. Rewards, temperature, backlog and all penalties are ``_step``'s.
+point by shifting. Rewards, temperature, backlog and all penalties are ``step``'s.
 
 **State and discretisation** (defaults; ``docs/agents.md`` has the measured error). Battery
 death costs 50, so V has a cliff at the least SoC that survives to the end of the block;
@@ -60,9 +60,9 @@ clamped at SoC = 1 (``_continuation``).
   oracle's own trajectory from pass 1. The acting step always uses the true allowance.
 
 The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
-per VecEnv sub-env; by default the env it was built with). It reads ``env.trace``, ``soc``,
-``temp_c``, ``backlog`` and the private ``_i`` (row), ``_i0`` (episode start row), ``_a``
-(current configuration) and ``_budget_left_j`` (allowance). Plans are cached per (trace,
+per VecEnv sub-env; by default the env it was built with). It reads ``env.trace`` and
+``env.sim_state()`` (SoC, temperature, backlog, row, episode start row, current configuration,
+budget allowance) — the env's public state, never its private fields. Plans are cached per (trace,
 start, horizon, start state); a block of ``horizon_steps`` is planned on its first step, and an
 episode longer than that is re-planned block by block.
 """
@@ -76,7 +76,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.baselines import smallest_config
-from agents.mpc import batched_model, set_batch
+from envs.tables import PaddedTraces
+from runtime.dynamics import Dynamics, StepResult
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
@@ -153,7 +154,8 @@ class OracleController:
                  cache_size: int = 2):
         self.env = env.unwrapped
         self.envs = [self.env]
-        self.model = batched_model(self.env)
+        self.dyn = Dynamics(self.env.costs, self.env.params)
+        self.padded = PaddedTraces(self.env.traces)
         c = self.env.costs
         self.n_actions = len(c.names)
         self.actions = np.arange(self.n_actions)
@@ -178,10 +180,16 @@ class OracleController:
 
     @staticmethod
     def true_state(env) -> dict:
-        """The bound env's state the oracle acts from (reads private attributes; see module doc)."""
-        return {"soc": float(env.soc), "temp_c": float(env.temp_c), "backlog": float(env.backlog),
-                "config": int(env._a), "allowance_j": float(env._budget_left_j), "row": int(env._i),
-                "episode_start": int(env._i0)}
+        """The bound env's state the oracle acts from (``MicroLLMPowerEnv.sim_state``)."""
+        return env.sim_state()
+
+    def _sim(self, k: int, i: int, soc, temp_c, backlog, config, allowance_j,
+             actions: np.ndarray) -> StepResult:
+        """One step of the dynamics from a batch of states on trace k, row i."""
+        n = len(actions)
+        s = self.dyn.state(n, soc, temp_c, backlog, allowance_j, config)
+        kk, ii = np.full(n, k), np.full(n, i)
+        return self.dyn.step(s, actions, self.padded.inputs(kk, ii), self.padded.plant(kk))[1]
 
     def _trace_index(self, env) -> int:
         for k, t in enumerate(self.env.traces):
@@ -219,7 +227,7 @@ class OracleController:
                           backlog_grid=backlog_grid, values=np.zeros(0), soc_need=np.zeros(0),
                           h_alive=h, h_doomed=hd,
                           episode_start=start if episode_start is None else episode_start)
-        a0 = self.env._full if config is None else int(config)
+        a0 = self.env.full_config if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
         # without any supply the battery only discharges and the linearisation is exact from
@@ -242,7 +250,7 @@ class OracleController:
 
     def _backward(self, plan: OraclePlan) -> None:
         """Fill ``plan.values`` and ``plan.soc_need`` by backward induction (module docstring)."""
-        m, k, H = self.model, plan.k, plan.horizon
+        k, H = plan.k, plan.horizon
         tr = self.env.traces[k]
         tg, bg, xg = plan.temp_grid, plan.backlog_grid, plan.spare_grid
         nT, nB, nX, A = len(tg), len(bg), len(xg), self.n_actions
@@ -253,21 +261,18 @@ class OracleController:
         xg32 = xg.astype(np.float32)
         V = np.zeros((H + 1, nT, nB, nX), dtype=np.float32)
         need = np.full((H + 1, nT, nB), SOC_EPS)
-        grace = self.env.budget_grace_s
+        grace = self.env.params.budget_grace_s
         for t in range(H - 1, -1, -1):
             i = plan.start + t
             # from soc = 0 with a zero allowance: δ > 0, rewards, next temperature / backlog
-            set_batch(m, P, k, i, 0.0, temp_p, back_p, ia, 0.0)
-            r, _, _ = m._step(ia)
-            terms = m.last_terms
-            r_base = r - terms["budget"] - terms["death"]  # the SoC- and allowance-free part
-            soc_up, d_allow = m.soc.copy(), m.budget_left.copy()
-            temp_n, back_n = m.temp.copy(), m.backlog.copy()
+            up = self._sim(k, i, 0.0, temp_p, back_p, ia, 0.0, ia)
+            r_base = up.reward - up.r_budget - up.r_death  # the SoC- and allowance-free part
+            soc_up, d_allow = up.soc, up.budget_left_j
+            temp_n, back_n = up.temp_c, up.backlog
             # from soc = 1 with an exhausted allowance: δ < 0, and the overdraw penalty
-            set_batch(m, P, k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J)
-            m._step(ia)
-            pen = m.last_terms["budget"]
-            delta = np.where(soc_up > 0.0, soc_up, m.soc - 1.0)
+            down = self._sim(k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J, ia)
+            pen = down.r_budget
+            delta = np.where(soc_up > 0.0, soc_up, down.soc - 1.0)
             # the next state's cell in (T, backlog) and its bilinear weights
             t0_, t1_, wt = _locate(tg, temp_n)
             b0_, b1_, wb = _locate(bg, back_n)
@@ -407,16 +412,13 @@ class OracleController:
                  allowance_j: float) -> np.ndarray:
         """Q_t(state, a) for every action: the env's reward from this exact state (switch costs
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
-        m, A = self.model, self.n_actions
-        set_batch(m, A, plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j)
-        r, dead, _ = m._step(self.actions)
-        cont = self._interp(plan, t + 1, m.soc, m.temp, m.backlog)
-        return r + np.where(dead, 0.0, cont)
+        r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions)
+        cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
+        return r.reward + np.where(r.dead, 0.0, cont)
 
     def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None):
         """SoC and allowance before each step along the cheapest configuration's trajectory
         (``policy`` None) or the oracle's own (greedy on ``policy``'s values)."""
-        m = self.model
         s_hat, a_hat = np.zeros(H), np.zeros(H)
         state = (soc, temp_c, backlog, config, allowance_j)
         for t in range(H):
@@ -425,10 +427,9 @@ class OracleController:
                 a = self.cheapest
             else:
                 a = int(np.argmax(self.q_values(policy, t, *state)))
-            set_batch(m, 1, k, start + t, *state)
-            _, dead, _ = m._step(np.array([a]))
-            state = (float(m.soc[0]), float(m.temp[0]), float(m.backlog[0]), a, float(m.budget_left[0]))
-            if dead[0]:
+            r = self._sim(k, start + t, *state, np.array([a]))
+            state = (float(r.soc[0]), float(r.temp_c[0]), float(r.backlog[0]), a, float(r.budget_left_j[0]))
+            if r.dead[0]:
                 s_hat[t + 1:], a_hat[t + 1:] = 0.0, state[4]
                 break
         return s_hat, a_hat

@@ -3,8 +3,9 @@ unpickling anything.
 
 A run folder holds::
 
-    config.json          args, algorithm, env kwargs, observation feature names, decode table,
-                         profile identity (path, sha256), policy architecture
+    config.json          args, algorithm, env kwargs (profile, traces), env_params (EnvParams),
+                         config_space, observation feature table, decode table, profile identity
+                         (path, sha256), policy architecture
     policy_state.pt      the SB3 policy's state_dict (tensors only: loads with weights_only=True)
     vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon (or absent)
     model.zip            SB3's own save, for resuming training (never needed for evaluation)
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-ALGOS = ("ppo", "maskable_ppo", "dqn")
+from agents.algos import algo
 
 
 def save_vecnormalize(vecnorm, path: str | Path) -> None:
@@ -87,36 +88,39 @@ class PolicyController:
         return act, state
 
 
+def env_from_config(cfg: dict[str, Any], **overrides: Any):
+    """The ``MicroLLMPowerEnv`` a run was trained on: its profile, traces and ``env_params``
+    (``runtime.dynamics.EnvParams``), with ``overrides`` (e.g. ``split``, ``traces``)."""
+    from envs.power_env import MicroLLMPowerEnv
+
+    kw = dict(cfg.get("env_kwargs") or {})
+    params = cfg.get("env_params")
+    if params is None:  # run folders written before env_params: the parameters were env kwargs
+        params = {k: kw.pop(k) for k in list(kw) if k in ("step_s", "slo_ms", "backlog_cap_tokens", "reserve_soc",
+                                                          "budget_grace_s", "lookahead", "weights")}
+    kw.update(overrides)
+    kw.pop("render_mode", None)
+    return MicroLLMPowerEnv(params=params, **kw)
+
+
 def load_controller(run_dir: str | Path) -> PolicyController:
     """Rebuild the run's policy from config.json + policy_state.pt (weights only)."""
     import torch
 
-    from envs.power_env import MicroLLMPowerEnv
-
     run = Path(run_dir)
     cfg = load_config(run)
-    algo = cfg["algo"]
-    env = MicroLLMPowerEnv(**cfg["env_kwargs"])
+    try:
+        a = algo(cfg["algo"])
+    except ValueError as exc:
+        raise ValueError(f"{run}/config.json: {exc}") from None
+    env = env_from_config(cfg)
     policy_kwargs = dict(cfg.get("policy_kwargs") or {})
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = getattr(torch.nn, policy_kwargs["activation_fn"])
     lr = lambda _: 0.0  # noqa: E731 - a schedule is required by the constructors, unused here
-    if algo == "ppo":
-        from stable_baselines3.common.policies import ActorCriticPolicy
-
-        policy = ActorCriticPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
-    elif algo == "maskable_ppo":
-        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-
-        policy = MaskableActorCriticPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
-    elif algo == "dqn":
-        from stable_baselines3.dqn.policies import DQNPolicy
-
-        policy = DQNPolicy(env.observation_space, env.action_space, lr, **policy_kwargs)
-    else:
-        raise ValueError(f"{run}/config.json: algo {algo!r} not in {ALGOS}")
+    policy = a.policy_class()(env.observation_space, env.action_space, lr, **policy_kwargs)
     state = torch.load(run / "policy_state.pt", weights_only=True, map_location="cpu")
     policy.load_state_dict(state)
     policy.set_training_mode(False)
-    return PolicyController(policy, load_vecnormalize(run / "vecnormalize.npz"), name=f"rl:{algo}",
-                            uses_masks=algo == "maskable_ppo")
+    return PolicyController(policy, load_vecnormalize(run / "vecnormalize.npz"), name=f"rl:{a.name}",
+                            uses_masks=a.uses_masks)

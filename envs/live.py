@@ -32,7 +32,7 @@ class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
 
             model = M.load_default()
         self.model = model
-        names = {c.name for c in model.configs()}
+        names = set(model.space.names)
         missing = [n for n in self.costs.names if n not in names]
         if missing:
             raise ValueError(f"the profile's configurations {missing[:3]}... are not configurations of the "
@@ -61,7 +61,7 @@ class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
     def step(self, action):
         obs, reward, term, trunc, info = super().step(action)
         a = int(action)
-        self.model.set_config(self.costs.names[a])
+        self.model.set_config(self.space.values_of(a))  # by knob values: names are never parsed
         n = int(min(self.max_tokens, max(1.0, info["tokens_served"])))
         lat = self._generate(n)
         info["latency_ms_predicted"] = float(self.costs.decode_ms[a])

@@ -4,8 +4,8 @@ Public surface::
 
     from model import load_default
     m = load_default()                 # the committed checkpoint, every configuration prepared
-    m.configs()                        # every supported ActiveConfig
-    m.set_config(ActiveConfig(4, 0.5, 8))   # or m.set_config("L4-H050-int8")
+    m.configs()                        # every configuration: Config(depth, heads, bits) of m.space
+    m.set_config((4, 0.5, 8))          # or m.set_config("L4-H050-int8") or an index into m.space
     m.generate("In the beginning", 100)
 
 Heavy imports (torch) are lazy: ``import model.profile_schema`` or ``import model.scaling``
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "microlm.pt"
-__all__ = ["load_default", "load", "ActiveConfig", "ModelConfig", "ElasticGPT", "DEFAULT_CHECKPOINT"]
+__all__ = ["load_default", "load", "ModelConfig", "ElasticGPT", "DEFAULT_CHECKPOINT"]
 
 
 def load(path: str | Path):
@@ -41,7 +41,7 @@ def load_default():
 
 
 def __getattr__(name: str):
-    if name in ("ActiveConfig", "ModelConfig", "ElasticGPT"):
+    if name in ("ModelConfig", "ElasticGPT"):
         from model import model as _m
 
         return getattr(_m, name)

@@ -210,8 +210,8 @@ def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 
         m.set_config(cfg)
         t0 = time.perf_counter()
         loss = heldout_loss(m, corpus.test, windows)
-        rec = {"name": cfg.name, "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
-               "device": cfg.device, "layers": list(m.layers_for(cfg.depth)),
+        rec = {"name": m.name(cfg), "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
+               "device": "cpu", "layers": list(m.layers_for(cfg.depth)),
                "active_params": m.active_params(cfg), "resident_bytes": m.resident_bytes(cfg),
                "val_loss": loss, "bits_per_byte": loss / math.log(2)}
         mc = mc_accuracy(m, items)
@@ -222,7 +222,7 @@ def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 
         records.append(rec)
         cov = (f"  cov@1 {rec['coverage_at_k']['1']:.3f} cov@8 {rec['coverage_at_k']['8']:.3f}"
                if words else "")
-        tqdm.write(f"{cfg.name:16s} loss {loss:.3f} nats/byte  bpb {rec['bits_per_byte']:.3f}  "
+        tqdm.write(f"{m.name(cfg):16s} loss {loss:.3f} nats/byte  bpb {rec['bits_per_byte']:.3f}  "
                    f"MC {rec['mc_accuracy']:.3f} (norm {rec['mc_accuracy_norm']:.3f})" + cov)
     return {
         "schema": "wattwise.quality", "schema_version": 1,

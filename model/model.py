@@ -4,7 +4,9 @@ and weight precision switch at run time without re-reading the checkpoint.
 Read top to bottom:
 
 1. ``ModelConfig`` — the architecture (frozen) and the grid of supported sub-configurations.
-2. ``ActiveConfig`` — one point of that grid (depth, head fraction, bits, device).
+2. ``ElasticGPT.space`` — the grid as a ``runtime.configspace.ConfigSpace`` (depth × heads × bits):
+   a configuration is one of its ``Config`` named tuples ``(depth, heads, bits)``, named
+   canonically (``L4-H050-int8``) by the space; there is no other configuration type.
 3. ``active_layers`` — the documented rule for which layers run at a given depth.
 4. ``ElasticGPT`` — parameters (fp32 master weights), ``set_config``, ``forward`` with an
    optional ``KVCache``, ``generate``.
@@ -35,8 +37,7 @@ import torch.nn.functional as F
 
 from model import quant
 from model.data import decode, encode
-
-PLACEMENTS = ("cpu",)  # device placement arrives with the placement issue; "cpu" only for now
+from runtime.configspace import ConfigSpace, ConfigSpaceError, model_space
 
 
 @dataclass(frozen=True)
@@ -80,35 +81,6 @@ class ModelConfig:
                                  f"{self.int4_group}; {bad} are not (raise head_dim or drop bits 4)")
         if self.layer_rule not in LAYER_RULES:
             raise ValueError(f"layer_rule {self.layer_rule!r}: allowed {LAYER_RULES}")
-
-
-@dataclass(frozen=True, order=True)
-class ActiveConfig:
-    """One run-time configuration of the resident model."""
-
-    depth: int  # number of transformer blocks that run (which ones: active_layers())
-    heads: float  # fraction of attention heads active in every running block
-    bits: int  # weight precision of the blocks: 32 (fp32), 8 (int8), 4 (int4, group-wise)
-    device: str = "cpu"  # placement; only "cpu" until the placement issue lands
-
-    @property
-    def name(self) -> str:
-        b = "fp32" if self.bits == 32 else f"int{self.bits}"
-        return f"L{self.depth}-H{round(self.heads * 100):03d}-{b}" + (
-            "" if self.device == "cpu" else f"-{self.device}")
-
-    @staticmethod
-    def parse(name: str) -> ActiveConfig:
-        """Inverse of ``name``: ``"L4-H050-int8"`` -> ActiveConfig(4, 0.5, 8)."""
-        try:
-            parts = name.split("-")
-            depth = int(parts[0][1:])
-            heads = int(parts[1][1:]) / 100
-            bits = 32 if parts[2] == "fp32" else int(parts[2][3:])
-            device = parts[3] if len(parts) > 3 else "cpu"
-            return ActiveConfig(depth, heads, bits, device)
-        except (IndexError, ValueError) as e:
-            raise ValueError(f"{name!r} is not a configuration name like 'L4-H050-int8'") from e
 
 
 LAYER_RULES = ("prefix", "spread", "ends")
@@ -233,7 +205,8 @@ class ElasticGPT(nn.Module):
         for b in self.blocks:  # GPT-2 scaled init of residual projections
             nn.init.normal_(b.proj.weight, std=0.02 / math.sqrt(2 * c.n_layer))
             nn.init.normal_(b.fc2.weight, std=0.02 / math.sqrt(2 * c.n_layer))
-        self._plans: dict[ActiveConfig, list[LayerPlan]] = {}
+        self.space: ConfigSpace = model_space(c.depths, c.head_fractions, c.bits)
+        self._plans: dict[tuple, list[LayerPlan]] = {}
         self._active = self.full_config()
         self._plan: list[LayerPlan] | None = None
 
@@ -245,46 +218,41 @@ class ElasticGPT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # ---- configurations ----------------------------------------------------------------
-    def configs(self) -> list[ActiveConfig]:
-        """Every supported configuration, largest first."""
-        c = self.config
-        return [ActiveConfig(d, f, b) for d in sorted(c.depths, reverse=True)
-                for f in c.head_fractions for b in c.bits]
+    def configs(self) -> list:
+        """Every supported configuration (``space`` order: largest depth first)."""
+        return list(self.space.configs)
 
-    def full_config(self) -> ActiveConfig:
+    def full_config(self):
         c = self.config
-        return ActiveConfig(max(c.depths), max(c.head_fractions), max(c.bits))
+        return self.space.make(depth=max(c.depths), heads=max(c.head_fractions), bits=max(c.bits))
 
-    def smallest_config(self) -> ActiveConfig:
+    def smallest_config(self):
         c = self.config
-        return ActiveConfig(min(c.depths), min(c.head_fractions), min(c.bits))
+        return self.space.make(depth=min(c.depths), heads=min(c.head_fractions), bits=min(c.bits))
 
     @property
-    def active(self) -> ActiveConfig:
+    def active(self):
         return self._active
 
-    def validate(self, cfg: ActiveConfig) -> ActiveConfig:
-        c = self.config
-        if isinstance(cfg, str):
-            cfg = ActiveConfig.parse(cfg)
-        if not isinstance(cfg, ActiveConfig):
-            raise TypeError(f"expected an ActiveConfig or its name, got {type(cfg).__name__}")
-        problems = []
-        if cfg.depth not in c.depths:
-            problems.append(f"depth {cfg.depth} not in allowed depths {list(c.depths)}")
-        if not any(abs(cfg.heads - f) < 1e-9 for f in c.head_fractions):
-            problems.append(f"heads {cfg.heads} not in allowed head fractions "
-                            f"{list(c.head_fractions)}")
-        if cfg.bits not in c.bits:
-            problems.append(f"bits {cfg.bits} not in allowed bits {list(c.bits)}")
-        if cfg.device not in PLACEMENTS:
-            problems.append(f"device {cfg.device!r} not in allowed placements {list(PLACEMENTS)}")
-        if problems:
-            raise ValueError("invalid configuration " + cfg.name + ": " + "; ".join(problems))
-        return ActiveConfig(cfg.depth, next(f for f in c.head_fractions
-                                            if abs(cfg.heads - f) < 1e-9), cfg.bits, cfg.device)
+    def validate(self, cfg):
+        """The space's configuration for ``cfg``: a ``Config``/(depth, heads, bits) tuple, an index,
+        a canonical name (looked up, never parsed) or a mapping of knob values.
 
-    def set_config(self, cfg: ActiveConfig | str) -> None:
+        Raises:
+            ValueError: not a configuration of this model (the message lists what is allowed).
+        """
+        try:
+            return self.space.configs[self.space.index(cfg)]
+        except ConfigSpaceError as exc:
+            c = self.config
+            raise ValueError(f"invalid configuration {cfg!r}: {exc} (depths {list(c.depths)}, heads "
+                             f"{list(c.head_fractions)}, bits {list(c.bits)})") from None
+
+    def name(self, cfg=None) -> str:
+        """Canonical name of ``cfg`` (default: the active configuration)."""
+        return self.space.name_of(self.validate(cfg if cfg is not None else self._active))
+
+    def set_config(self, cfg) -> None:
         """Validate and apply a configuration. Costs a dict lookup once ``prepare()`` ran."""
         cfg = self.validate(cfg)
         if not self._plans:
@@ -333,7 +301,7 @@ class ElasticGPT(nn.Module):
         c = self.config
         return (c.vocab_size + c.block_size) * c.n_embd + 2 * c.n_embd  # embeddings + ln_f
 
-    def active_params(self, cfg: ActiveConfig | None = None) -> int:
+    def active_params(self, cfg=None) -> int:
         """Parameters a forward pass under ``cfg`` reads (tied embedding counted once)."""
         cfg = self.validate(cfg or self._active)
         c, hd = self.config, self.config.head_dim
@@ -342,7 +310,7 @@ class ElasticGPT(nn.Module):
         per_layer = (4 * d + 3 * h * hd * (d + 1) + h * hd * d + d + d * m + m + m * d + d)
         return self._shared_params() + cfg.depth * per_layer
 
-    def resident_bytes(self, cfg: ActiveConfig | None = None) -> int:
+    def resident_bytes(self, cfg=None) -> int:
         """Bytes of weights the configuration reads per forward (its resident working set)."""
         cfg = self.validate(cfg or self._active)
         if not self._plans:
@@ -427,7 +395,7 @@ class ElasticGPT(nn.Module):
         cache.repaired_layers += len(plan) - j
 
     # ---- training path --------------------------------------------------------------------
-    def train_plan(self, cfg: ActiveConfig) -> list[LayerPlan]:
+    def train_plan(self, cfg) -> list[LayerPlan]:
         """Differentiable plan: live parameter slices, fake-quantised for bits < 32."""
         c, hd = self.config, self.config.head_dim
         h = round(cfg.heads * c.n_head)
@@ -447,7 +415,7 @@ class ElasticGPT(nn.Module):
                 fq(b.fc.weight, b.fc.bias), fq(b.fc2.weight, b.fc2.bias)))
         return plan
 
-    def forward_train(self, idx: torch.Tensor, cfg: ActiveConfig) -> torch.Tensor:
+    def forward_train(self, idx: torch.Tensor, cfg) -> torch.Tensor:
         """Logits (B, T, vocab) with gradients, for training and teacher-forced evaluation."""
         x = self._embed(idx, 0)
         for p in self.train_plan(cfg):

@@ -7,7 +7,7 @@ Per configuration (after warming every configuration once):
   every step of ``--repeats`` runs × ``--decode-tokens`` steps is one sample (median, p90).
 * **tokens/s** = 1000 / decode median; **peak memory** = the process RSS peak while measuring
   (every configuration's packed weights stay resident, so this is nearly constant).
-* **energy per token** from the best available meter (``runtime.meters.best_available_meter``:
+* **energy per token** from the best available meter (``model.energy_model.best_available_meter``:
   RAPL > NVML > power_supply > modelled). On a machine without meters the figure is
   *modelled*: measured CPU time × assumed per-core active power + weight bytes streamed per
   token × Horowitz's DRAM energy; the file says so in ``energy_source`` (top level and every
@@ -35,11 +35,10 @@ import torch
 from tqdm import tqdm
 
 import model as M
+from model.energy_model import ModelledCpuEnergy, best_available_meter, probe_meters
 from model.evaluate import DEFAULT_OUT as DEFAULT_QUALITY
 from model.evaluate import file_sha256
-from model.model import ActiveConfig
 from model.profile_schema import SCHEMA, SCHEMA_VERSION, machine_info, save_profile, utc_now_iso
-from runtime.meters import ModelledCpuEnergy, best_available_meter, probe_meters
 
 PROMPT_TOKENS = 64  # context before decode timing starts
 
@@ -101,10 +100,10 @@ def switch_costs(m, context: int = 128) -> dict[str, float]:
     """
     full = m.full_config()
     knobs = {
-        "depth": ActiveConfig(min(m.config.depths), full.heads, full.bits),
-        "heads": ActiveConfig(full.depth, min(m.config.head_fractions), full.bits),
-        "bits_int8": ActiveConfig(full.depth, full.heads, 8),
-        "bits_int4": ActiveConfig(full.depth, full.heads, 4),
+        "depth": full._replace(depth=min(m.config.depths)),
+        "heads": full._replace(heads=min(m.config.head_fractions)),
+        "bits_int8": full._replace(bits=8),
+        "bits_int4": full._replace(bits=4),
     }
     context = min(context, m.config.block_size - 4)
     out: dict[str, float] = {}
@@ -185,8 +184,8 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
         dec_med = float(np.median(lat))
         e_tok = energy_j / n_tok
         rec = {
-            "name": cfg.name, "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
-            "device": cfg.device, "layers": list(m.layers_for(cfg.depth)),
+            "name": m.name(cfg), "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
+            "device": "cpu", "layers": list(m.layers_for(cfg.depth)),
             "active_params": m.active_params(cfg), "resident_bytes": m.resident_bytes(cfg),
             "prefill_ms_per_token_median": float(np.median(pre)),
             "prefill_ms_per_token_p90": float(np.percentile(pre, 90)),
@@ -198,7 +197,7 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
             "power_w": e_tok * 1000.0 / float(np.mean(lat)),
             "energy_source": meter.energy_source,
         }
-        q = quality[cfg.name]
+        q = quality[m.name(cfg)]
         for k in ("val_loss", "bits_per_byte", "mc_accuracy", "coverage_at_k"):
             if k in q:
                 rec[k] = q[k]
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                          "project onto a GPU spec with python -m model.roofline")
     m = M.load(a.checkpoint) if a.checkpoint else M.load_default()
     sha = file_sha256(m.checkpoint_path)
-    quality = load_quality(Path(a.quality), sha, [c.name for c in m.configs()])
+    quality = load_quality(Path(a.quality), sha, list(m.space.names))
     t0 = time.time()
     prof = profile(m, threads=a.threads, repeats=a.repeats, decode_tokens=a.decode_tokens,
                    prefill_tokens=a.prefill_tokens, quality=quality,

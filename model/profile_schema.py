@@ -12,7 +12,7 @@ on-device runtime can read profiles cheaply.
 Example:
     >>> prof = load_profile("profiles/cpu.json")
     >>> lat_ms = prof.array("decode_ms_per_token_median")   # one entry per config, in order
-    >>> prof.config("d4-h1.0-b8")["energy_j_per_token"]
+    >>> prof.config("L4-H100-int8")["energy_j_per_token"]   # canonical names (runtime.configspace)
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.configspace import KNOBS
 
 __all__ = [
     "CONFIG_FLOAT_FIELDS",
@@ -55,7 +57,7 @@ SCHEMA = "wattwise.profile"
 SCHEMA_VERSION = 1
 
 #: Where an energy figure came from. "modelled" covers both the CPU energy model of
-#: ``runtime.meters.ModelledCpuEnergy`` and roofline projections onto other devices.
+#: ``model.energy_model.ModelledCpuEnergy`` and roofline projections onto other devices.
 ENERGY_SOURCES: tuple[str, ...] = ("rapl", "nvml", "power_supply", "modelled")
 DEVICE_KINDS: tuple[str, ...] = ("cpu", "cuda", "projected")
 #: Weight precisions of the elastic model (16 is accepted for fp16/bf16 builds).
@@ -411,8 +413,29 @@ def validate_profile(data: Any, source: str = "<profile>") -> None:
                     c.add(f"configs[{i}].name", f"{name!r} duplicates configs[{seen[name]}].name")
                 else:
                     seen[name] = i
+    if not c.problems:
+        _check_space(c, data)
     if c.problems:
         raise ProfileError(source, c.problems)
+
+
+def _check_space(c: _Checker, data: Mapping[str, Any]) -> None:
+    """Every record is a configuration of the space (``runtime.configspace``) under its canonical name."""
+    from runtime.configspace import ConfigSpaceError, space_from_records
+
+    cs = data.get("config_space")
+    if cs is not None and not isinstance(cs, Mapping):
+        c.add("config_space", "must be an object {'knobs': [{'name', 'values'}]} or absent")
+        return
+    try:
+        space_from_records(data["configs"], cs)
+    except ConfigSpaceError as exc:
+        msg = str(exc)
+        path, _, rest = msg.partition(" ")
+        if path.startswith("configs["):
+            c.add(path.rstrip(":"), rest)
+        else:
+            c.add("config_space" if cs is not None else "configs", msg)
 
 
 @dataclass
@@ -427,9 +450,21 @@ class Profile:
     data: dict[str, Any]
     path: Path | None = None
     _index: dict[str, int] = field(default_factory=dict, repr=False)
+    _space: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._index = {c["name"]: i for i, c in enumerate(self.data["configs"])}
+        self._space = None
+
+    @property
+    def space(self):
+        """The configuration space of the records (``runtime.configspace.space_from_records``):
+        the declared ``config_space`` if the file has one, else the knobs the records carry."""
+        if self._space is None:
+            from runtime.configspace import space_from_records
+
+            self._space = space_from_records(self.configs, self.data.get("config_space"))
+        return self._space
 
     @property
     def configs(self) -> list[dict[str, Any]]:
@@ -701,7 +736,8 @@ def example_profile(
         energy = 5.0 * decode_ms / 1000
         configs.append(
             {
-                "name": f"d{depth}-h{heads:g}-b{bits}",
+                "name": "-".join(KNOBS[k].fragment(v) for k, v in (("depth", depth), ("heads", heads),
+                                                                       ("bits", bits))),
                 "depth": depth,
                 "heads": heads,
                 "bits": bits,

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from model.cli import parse_dataclass_args
 from model.data import load_corpus
-from model.model import LAYER_RULES, ActiveConfig, ElasticGPT, ModelConfig
+from model.model import LAYER_RULES, ElasticGPT, ModelConfig
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "microlm.pt"
 
@@ -90,7 +90,7 @@ def get_batch(data: np.ndarray, batch: int, T: int, rng: np.random.Generator) ->
 
 
 @torch.no_grad()
-def val_loss(m: ElasticGPT, cfg: ActiveConfig, data: np.ndarray, batches: int, batch: int,
+def val_loss(m: ElasticGPT, cfg: tuple, data: np.ndarray, batches: int, batch: int,
              seed: int = 0) -> float:
     """Mean next-byte loss (nats) on fixed windows of ``data`` under ``cfg``."""
     rng, T = np.random.default_rng(seed), m.config.block_size
@@ -120,7 +120,7 @@ def measure_layer_rules(m: ElasticGPT, data: np.ndarray, a: Args) -> dict:
     results = {}
     for rule in LAYER_RULES:
         m.config = dataclasses.replace(m.config, layer_rule=rule)
-        results[rule] = {d: val_loss(m, ActiveConfig(d, 1.0, 32), data, a.eval_batches, a.batch_size)
+        results[rule] = {d: val_loss(m, (d, 1.0, 32), data, a.eval_batches, a.batch_size)
                          for d in m.config.depths}
     sub = [d for d in m.config.depths if d != m.config.n_layer]
     best = min(LAYER_RULES, key=lambda r: np.mean([results[r][d] for d in sub]))

@@ -39,9 +39,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from runtime.observation import N_BASE, write_observation
+from runtime.dynamics import DeviceConstants, EnvParams
+from runtime.observation import ObsLayout, model_layout, scalar_head
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
-from runtime.replay import DeviceThermal
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -99,10 +99,10 @@ class ManagerConfig:
         recover_decisions: Consecutive all-OK decisions to leave DEGRADED.
         capacity_wh: Battery capacity (stored energy = SoC × capacity) when nothing better is known.
         charger_w: Supply power assumed while plugged when no sensor measures it.
-        slo_ms: Latency SLO (the observation's latency_over_slo = latency / SLO).
-        backlog_cap_tokens: Backlog capacity (the observation's backlog_frac).
         horizon_s: Planning horizon without a deadline (affordable power = energy / time left).
-        budget_grace_s: Budget allowance head start (the environment's ``budget_grace_s``).
+
+    The SLO, the backlog cap, the budget grace and the look-ahead are the environment's
+    (``runtime.dynamics.EnvParams``, stored in the policy file): :attr:`RuntimeManager.params`.
     """
 
     temp_margin_c: float = 2.0
@@ -115,10 +115,7 @@ class ManagerConfig:
     recover_decisions: int = 10
     capacity_wh: float = 15.0
     charger_w: float = 20.0
-    slo_ms: float = 500.0
-    backlog_cap_tokens: float = 5000.0
     horizon_s: float = 7200.0
-    budget_grace_s: float = 300.0
 
 
 @dataclass
@@ -135,7 +132,7 @@ class FallbackSpec:
 
     names: Sequence[str]
     energy_j_per_token: Sequence[float]
-    device: DeviceThermal = DeviceThermal(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0)
+    device: DeviceConstants = DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0)
     reserve_soc: float = 0.05
 
 
@@ -227,14 +224,14 @@ class RuntimeManager:
         config: Tunables.
         telemetry: Where decisions go (default: counters only).
         fallback: Used when ``policy`` is None (default: a single "safe" configuration).
-        device: Thermal parameters for the shield and the observation (default: the policy file's).
+        device: Device constants for the shield and the observation (default: the policy file's).
         clock: Time source when ``decide`` is called without ``now_s``.
         policy_error: Why the policy is missing (recorded in telemetry).
     """
 
     def __init__(self, policy: PolicyFile | None, hub: SensorHub, config: ManagerConfig | None = None,
                  telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
-                 device: DeviceThermal | Mapping[str, float] | None = None,
+                 device: DeviceConstants | Mapping[str, float] | None = None,
                  clock: Callable[[], float] = time.monotonic, policy_error: str | None = None) -> None:
         self.cfg = config or ManagerConfig()
         self.hub, self.clock = hub, clock
@@ -243,20 +240,25 @@ class RuntimeManager:
         if policy is not None:
             rules = policy.meta["mask_rules"]
             dev = device if device is not None else rules["device"]
-            reserve = self.cfg.reserve_soc if self.cfg.reserve_soc is not None else float(rules["reserve_soc"])
+            self.params: EnvParams = policy.params
             ept, names = policy.energy_j_per_token, policy.names
             self.features = [tuple(float(x) for x in row) for row in policy.config_features]
             self.policy: NumpyPolicy | None = NumpyPolicy(policy)
-            self.lookahead = policy.lookahead
+            self.layout: ObsLayout = policy.layout
+            reserve = self.params.reserve_soc
         else:
             fb = fallback or FallbackSpec(["safe"], [1.0])
             dev = device if device is not None else fb.device
-            reserve = self.cfg.reserve_soc if self.cfg.reserve_soc is not None else fb.reserve_soc
+            self.params = EnvParams(reserve_soc=fb.reserve_soc)
             ept, names = np.asarray(fb.energy_j_per_token, dtype=np.float64), list(fb.names)
-            self.features = [(1.0, 1.0, 1.0)] * len(names)
+            self.layout = model_layout(0)
+            self.features = [(1.0,) * self.layout.n_config] * len(names)
             self.policy = None
-            self.lookahead = 0
-        self.device = dev if isinstance(dev, DeviceThermal) else DeviceThermal.from_dict(dev)
+            reserve = fb.reserve_soc
+        if self.cfg.reserve_soc is not None:
+            reserve = self.cfg.reserve_soc
+        self.lookahead = self.layout.lookahead
+        self.device = dev if isinstance(dev, DeviceConstants) else DeviceConstants.from_dict(dev)
         self.names = list(names)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept)
@@ -264,7 +266,7 @@ class RuntimeManager:
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
             self.telemetry.names = self.names
-        self.obs = np.zeros(N_BASE + self.lookahead, dtype=np.float32)
+        self.obs = np.zeros(self.layout.dim, dtype=np.float32)
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
         self.backlog_frac = 0.0
@@ -300,7 +302,7 @@ class RuntimeManager:
     @classmethod
     def from_policy_path(cls, path: str | Path, hub: SensorHub, config: ManagerConfig | None = None,
                          telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
-                         device: DeviceThermal | Mapping[str, float] | None = None,
+                         device: DeviceConstants | Mapping[str, float] | None = None,
                          clock: Callable[[], float] = time.monotonic) -> RuntimeManager:
         """Loads the policy file; on :class:`PolicyFileError` starts in FALLBACK (logged, not raised)."""
         try:
@@ -312,19 +314,18 @@ class RuntimeManager:
         return cls(pf, hub, config, telemetry, fallback, device, clock, policy_error=err)
 
     def load_policy(self, path: str | Path) -> bool:
-        """Loads a new policy file in FALLBACK (same decode table size); returns success."""
+        """Loads a new policy file in FALLBACK (same configuration space and layout); returns success."""
         try:
             pf = load_policy_file(path)
         except PolicyFileError as exc:
             self.policy_error = str(exc)
             self.telemetry.event(event="policy_rejected", error=str(exc))
             return False
-        if pf.n_actions != len(self.names) or pf.lookahead != self.lookahead:
-            self.policy_error = f"{path}: {pf.n_actions} actions / lookahead {pf.lookahead}, manager has " \
-                                f"{len(self.names)} / {self.lookahead}"
+        if list(pf.space.names) != self.names or pf.layout.names != self.layout.names:
+            self.policy_error = (f"{path}: {pf.n_actions} configurations / {pf.layout.dim} features, manager has "
+                                 f"{len(self.names)} / {self.layout.dim} (another configuration space or look-ahead)")
             return False
-        self.pf, self.policy = pf, NumpyPolicy(pf)
-        self.names = pf.names
+        self.pf, self.policy, self.params = pf, NumpyPolicy(pf), pf.params
         self.features = [tuple(float(x) for x in row) for row in pf.config_features]
         self.policy_error = None
         if self.state == State.FALLBACK:
@@ -332,12 +333,15 @@ class RuntimeManager:
         return True
 
     # ---- inputs -------------------------------------------------------------------------------
+    _WORKLOAD = frozenset(("demand_tps", "backlog_frac", "latency_over_slo", "budget_w", "deadline_left_s",
+                           "horizon_left_s", "base_w", "stored_energy_j", "capacity_j", "supply_ahead_w"))
+
     def set_workload(self, **kw: float | None) -> None:
         """Sets any of ``demand_tps``, ``backlog_frac``, ``latency_over_slo``, ``budget_w``,
-        ``deadline_left_s``, ``horizon_left_s``, ``base_w``, ``stored_energy_j``, ``capacity_j``."""
+        ``deadline_left_s``, ``horizon_left_s``, ``base_w``, ``stored_energy_j``, ``capacity_j``,
+        ``supply_ahead_w``."""
         for k, v in kw.items():
-            if k not in ("demand_tps", "backlog_frac", "latency_over_slo", "budget_w", "deadline_left_s",
-                         "horizon_left_s", "base_w", "stored_energy_j", "capacity_j", "supply_ahead_w"):
+            if k not in self._WORKLOAD:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
 
@@ -354,13 +358,14 @@ class RuntimeManager:
         _log().info("runtime state %s -> %s (%s: %s)", frm.name, to.name, event, cause)
 
     def decide(self, now_s: float | None = None) -> int:
-        """One decision: poll sensors, build the observation, run the policy and the shield.
+        """One decision: poll sensors, move the state machine, build the observation, run the
+        policy and the shield, commit.
 
         Args:
             now_s: Current time on the hub's clock (default ``clock()``).
 
         Returns:
-            The configuration index to run (into the decode table / ``names``).
+            The configuration index to run (into the configuration space / ``names``).
         """
         if now_s is None:
             now_s = self.clock()
@@ -368,73 +373,91 @@ class RuntimeManager:
             self._t0 = now_s
         dt = now_s - self._last_t if self._last_t is not None else 0.0
         self._last_t = now_s
-        hub, sh = self.hub, self.shield
+        hub = self.hub
         hub.poll(now_s)
         v = hub.values
         temp, soc, plugged = v[TEMP], v[SOC], v[PLUGGED]
         unknown = hub.lost_required
-        hard = sh.hard_limit(temp, soc, plugged, unknown)
-        st = self.state
-        # ---- transitions
-        if st != State.FALLBACK:
-            if hard:
-                self._ok_run = 0
-                if st != State.EMERGENCY:
-                    self._go(State.EMERGENCY, "critical", now_s, REASON_NAMES[hard])
-            elif st == State.EMERGENCY:
-                if now_s - self.state_since_s >= self.cfg.emergency_min_s and sh.cleared(temp, soc, plugged, unknown):
-                    if hub.degraded:
-                        self._go(State.DEGRADED, "cleared_degraded", now_s, "limits cleared; sensors degraded")
-                    else:
-                        self._go(State.NORMAL, "cleared", now_s, "limits cleared")
-            elif hub.degraded:
-                self._ok_run = 0
-                if st == State.NORMAL:
-                    self._go(State.DEGRADED, "sensor_fault", now_s, self._flag_names(hub.flags))
-            elif st == State.DEGRADED:
-                self._ok_run += 1
-                if self._ok_run >= self.cfg.recover_decisions:
-                    self._go(State.NORMAL, "sensors_ok", now_s, "all fields OK")
-            st = self.state
-        # ---- observation
-        power, ambient = v[POWER], v[AMBIENT]
+        hard = self.shield.hard_limit(temp, soc, plugged, unknown)
+        st = self._transition(now_s, hard, temp, soc, plugged, unknown)
+        supply, base_w = self._observe(now_s, dt, v, temp, soc, plugged)
+        a_pol, final, reason = self._choose(now_s, st, hard, temp, soc, v[AMBIENT], base_w, supply)
+        self._commit(now_s, st, a_pol, final, reason, soc, temp, plugged, v[POWER])
+        return final
+
+    def _transition(self, now_s: float, hard: Reason, temp: float, soc: float, plugged: float,
+                    unknown: bool) -> State:
+        """Phase 1: move the state machine on the hard limits and the sensors' health."""
+        st, hub = self.state, self.hub
+        if st == State.FALLBACK:
+            return st
+        if hard:
+            self._ok_run = 0
+            if st != State.EMERGENCY:
+                self._go(State.EMERGENCY, "critical", now_s, REASON_NAMES[hard])
+        elif st == State.EMERGENCY:
+            if now_s - self.state_since_s >= self.cfg.emergency_min_s and \
+                    self.shield.cleared(temp, soc, plugged, unknown):
+                if hub.degraded:
+                    self._go(State.DEGRADED, "cleared_degraded", now_s, "limits cleared; sensors degraded")
+                else:
+                    self._go(State.NORMAL, "cleared", now_s, "limits cleared")
+        elif hub.degraded:
+            self._ok_run = 0
+            if st == State.NORMAL:
+                self._go(State.DEGRADED, "sensor_fault", now_s, self._flag_names(hub.flags))
+        elif st == State.DEGRADED:
+            self._ok_run += 1
+            if self._ok_run >= self.cfg.recover_decisions:
+                self._go(State.NORMAL, "sensors_ok", now_s, "all fields OK")
+        return self.state
+
+    def _observe(self, now_s: float, dt: float, v: Sequence[float], temp: float, soc: float,
+                 plugged: float) -> tuple[float, float]:
+        """Phase 2: the observation vector (``runtime.observation``, as in training); returns the
+        supply and the non-model power the shield needs."""
+        hub = self.hub
         supply = v[SUPPLY] if hub.sensed[SUPPLY] or hub.status[SUPPLY] == 2 else plugged * self.cfg.charger_w
         base_w = self.base_w if self.base_w is not None else self.device.idle_power_w
+        power = v[POWER]
         budget = self.budget_w
         if budget == budget and budget > 0:  # the budget covers the LLM's own energy (as in the env)
             llm_w = power - base_w
             self._energy_used_j += (llm_w if llm_w > 0.0 else 0.0) * dt
-            budget_left = budget * (now_s - self._t0 + self.cfg.budget_grace_s) - self._energy_used_j
+            budget_left = budget * (now_s - self._t0 + self.params.budget_grace_s) - self._energy_used_j
         else:
             budget_left = 0.0
         stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
         horizon = self.horizon_left_s if self.horizon_left_s is not None else \
             self.cfg.horizon_s - (now_s - self._t0)
-        write_observation(self.obs, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
-                          self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
-                          self.latency_over_slo, v[BANDWIDTH], self.features[self.current], power, ambient,
-                          self.supply_ahead_w)
-        # ---- policy and shield
-        cur = self.current
+        head = scalar_head(soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
+                           self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
+                           self.latency_over_slo, v[BANDWIDTH])
+        self.layout.write(self.obs, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
+        return supply, base_w
+
+    def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,
+                base_w: float, supply: float) -> tuple[int, int, Reason]:
+        """Phase 3: the policy's action, then the shield's and the dwell rule's overrides."""
+        cur, sh = self.current, self.shield
         if st == State.FALLBACK:
-            a_pol, final, reason = -1, self.safe, Reason.FALLBACK
-        else:
-            pol = self.policy
-            mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply)
-            if mask is not None and pol.uses_masks:
-                a_pol = pol.act(self.obs, mask)
-            else:
-                a_pol = pol.act(self.obs)
-            final, reason = a_pol, Reason.NONE
-            if st == State.EMERGENCY:
-                final, reason = self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
-            elif mask is not None and not mask[a_pol]:
-                final, reason = pol.masked_argmax(mask), sh.mask_reason(temp)
-            elif a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
-                                   or now_s - self._switch_t < self.cfg.min_dwell_s) \
-                    and (mask is None or mask[cur]):
-                final, reason = cur, Reason.DWELL
-        if final != cur:
+            return -1, self.safe, Reason.FALLBACK
+        pol = self.policy
+        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply)
+        a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
+        if st == State.EMERGENCY:
+            return a_pol, self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
+        if mask is not None and not mask[a_pol]:
+            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp)
+        if a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
+                             or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
+            return a_pol, cur, Reason.DWELL
+        return a_pol, a_pol, Reason.NONE
+
+    def _commit(self, now_s: float, st: State, a_pol: int, final: int, reason: Reason, soc: float, temp: float,
+                plugged: float, power: float) -> None:
+        """Phase 4: switch, count, record."""
+        if final != self.current:
             self.switches += 1
             self._since_switch = 0
             self._switch_t = now_s
@@ -447,8 +470,7 @@ class RuntimeManager:
         tel = self.telemetry
         if tel.fh is not None:
             tel.record((now_s, int(st), soc, temp, plugged, power, self.demand_tps, a_pol, final, int(reason),
-                        hub.flags))
-        return final
+                        self.hub.flags))
 
     # ---- reporting ------------------------------------------------------------------------------
     @staticmethod

@@ -1,14 +1,16 @@
-"""Energy meters: RAPL, NVML, Linux power_supply, psutil battery, and a modelled fallback.
+"""Energy meters: RAPL, NVML, Linux power_supply and psutil battery (real readings only).
 
 This module is shared by the profiler (``model/profile.py``) and the on-device runtime, so it
 depends on numpy and the standard library only. Optional back ends (``psutil``, ``pynvml`` from
 the ``nvidia-ml-py`` package) are imported lazily inside methods, and a missing package simply
-makes that meter unavailable.
+makes that meter unavailable. The modelled CPU energy estimate that profiling falls back to when
+no meter works lives in ``model/energy_model.py`` (it plugs into :func:`best_available_meter`
+through ``extra_kinds``); this module never imports the ``model`` package.
 
 Every meter follows the same small contract (in the spirit of Zeus' ``ZeusMonitor``):
 
 * ``name`` and ``energy_source`` (the string written into profile files: ``"rapl"``, ``"nvml"``,
-  ``"power_supply"``, ``"modelled"``; ``"none"`` for :class:`NullMeter`);
+  ``"power_supply"``; ``"none"`` for :class:`NullMeter`);
 * ``available()`` probes the source and never raises; when it returns ``False``, ``reason`` says
   why in words a user can act on;
 * ``read_energy_j()`` returns cumulative energy in joules since the meter's first read. It is
@@ -20,7 +22,7 @@ Every meter follows the same small contract (in the spirit of Zeus' ``ZeusMonito
   thread while the block runs.
 
 Example:
-    >>> meter = best_available_meter()
+    >>> meter = best_available_meter()  # MeterError when this machine has no meter
     >>> with meter.measure() as m:
     ...     run_some_tokens()
     >>> m.energy_j, m.elapsed_s, m.energy_source
@@ -42,12 +44,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
-    "HOROWITZ_45NM_PJ",
     "BatteryStatus",
     "EnergyMeter",
     "Measurement",
     "MeterError",
-    "ModelledCpuEnergy",
     "NullMeter",
     "NvmlMeter",
     "PowerSupplyMeter",
@@ -63,48 +63,6 @@ T = TypeVar("T")
 #: Reads a sysfs attribute and returns its text. Injectable so tests can simulate
 #: ``PermissionError`` even when running as root (root ignores file modes).
 Opener = Callable[[Path], str]
-
-#: Energy per operation / access at 45 nm, 0.9 V, in picojoules, from M. Horowitz,
-#: "Computing's energy problem (and what we can do about it)", ISSCC 2014, pp. 10-14
-#: (the energy table on the "Energy per operation" figure). The DRAM figure per 32-bit word is the
-#: 640 pJ quoted from the same table by Han et al., "Learning both Weights and Connections for
-#: Efficient Neural Networks", NeurIPS 2015 (Fig./Table 1); Horowitz gives 1.3-2.6 nJ per 64-bit
-#: DRAM access, i.e. 160-325 pJ/byte, so 160 pJ/byte is the low end of his range.
-HOROWITZ_45NM_PJ: dict[str, float] = {
-    "int8_add": 0.03,
-    "int16_add": 0.05,
-    "int32_add": 0.1,
-    "fp16_add": 0.4,
-    "fp32_add": 0.9,
-    "int8_mult": 0.2,
-    "int32_mult": 3.1,
-    "fp16_mult": 1.1,
-    "fp32_mult": 3.7,
-    "sram_cache_8kb_64bit_read": 10.0,
-    "sram_cache_32kb_64bit_read": 20.0,
-    "sram_cache_1mb_64bit_read": 100.0,
-    "dram_32bit_read": 640.0,
-    "dram_64bit_read_low": 1300.0,
-    "dram_64bit_read_high": 2600.0,
-}
-
-#: A multiply-accumulate is a multiply plus an add; these are the per-MAC energies derived from
-#: the table above (used for the optional ops term of :class:`ModelledCpuEnergy`).
-_MAC_PJ: dict[str, float] = {
-    "fp32_mac": HOROWITZ_45NM_PJ["fp32_mult"] + HOROWITZ_45NM_PJ["fp32_add"],  # 4.6 pJ
-    "fp16_mac": HOROWITZ_45NM_PJ["fp16_mult"] + HOROWITZ_45NM_PJ["fp16_add"],  # 1.5 pJ
-    "int8_mac": HOROWITZ_45NM_PJ["int8_mult"] + HOROWITZ_45NM_PJ["int32_add"],  # 0.3 pJ (int32 acc)
-}
-
-_HOROWITZ_CITATION = (
-    "M. Horowitz, 'Computing's energy problem (and what we can do about it)', "
-    "IEEE ISSCC 2014, Digest of Technical Papers, pp. 10-14 (45 nm, 0.9 V energy table)"
-)
-_HAN_CITATION = (
-    "S. Han, J. Pool, J. Tran, W. Dally, 'Learning both Weights and Connections for Efficient "
-    "Neural Networks', NeurIPS 2015 (table quoting Horowitz: 32-bit DRAM read 640 pJ)"
-)
-
 
 class MeterError(RuntimeError):
     """A meter was asked for something its source cannot provide right now."""
@@ -142,18 +100,6 @@ class Measurement:
         if not self.elapsed_s or not math.isfinite(self.elapsed_s) or self.elapsed_s <= 0:
             return math.nan
         return self.energy_j / self.elapsed_s
-
-    def as_dict(self) -> dict[str, Any]:
-        """Returns the fields (plus ``power_w``) as a JSON-ready dict."""
-        return {
-            "energy_j": self.energy_j,
-            "elapsed_s": self.elapsed_s,
-            "cpu_time_s": self.cpu_time_s,
-            "power_w": self.power_w,
-            "energy_source": self.energy_source,
-            "meter": self.meter,
-            "n_samples": self.n_samples,
-        }
 
 
 class EnergyMeter(ABC):
@@ -321,6 +267,9 @@ def measure(
 
     Returns:
         ``(fn's return value, Measurement)``.
+
+    Raises:
+        MeterError: ``meter`` is None and this machine has no available meter.
     """
     meter = meter if meter is not None else best_available_meter()
     with meter.measure(sample_interval_s) as m:
@@ -543,6 +492,18 @@ class NvmlMeter(EnergyMeter):
         self._require()
         return float(self._nvml.nvmlDeviceGetPowerUsage(self._handle)) * 1e-3
 
+    def read_temperature_c(self) -> float:
+        """Returns the GPU die temperature in °C (``NVML_TEMPERATURE_GPU``).
+
+        Raises:
+            MeterError: NVML is unavailable or the GPU does not report its temperature.
+        """
+        self._require()
+        try:  # NVML_TEMPERATURE_GPU == 0
+            return float(self._nvml.nvmlDeviceGetTemperature(self._handle, 0))
+        except Exception as exc:  # noqa: BLE001 - driver-specific NVMLError subclasses
+            raise MeterError(f"GPU {self.index} temperature unavailable: {exc}") from exc
+
 
 # ---------------------------------------------------------------------------------------------
 # Linux power_supply (batteries)
@@ -682,14 +643,37 @@ class PowerSupplyMeter(EnergyMeter):
         self._last_energy_uwh = now_uwh
         return self._drained_uwh * 3.6e-3  # 1 µWh = 3.6 mJ
 
-    def status(self) -> str | None:
-        """Returns the supply's ``status`` ("Discharging", "Charging", ...) or None."""
-        d = self._dir
-        if d is None:
+    def _attr(self, name: str) -> str | None:
+        """Text of an attribute of the supply found by :meth:`available`; None if none or unreadable."""
+        if self._dir is None:
             return None
         try:
-            return self._open(d / "status").strip()
+            return self._open(self._dir / name).strip()
         except OSError:
+            return None
+
+    def status(self) -> str | None:
+        """Returns the supply's ``status`` ("Discharging", "Charging", ...) or None."""
+        return self._attr("status")
+
+    def capacity_frac(self) -> float | None:
+        """Returns the state of charge from ``capacity`` (percent) as a fraction, or None.
+
+        None when the supply has not been found (call :meth:`available` first), has no
+        ``capacity`` or it does not parse. Out-of-range values are returned as they are.
+        """
+        raw = self._attr("capacity")
+        return int(raw) / 100.0 if raw is not None and raw.lstrip("-").isdigit() else None
+
+    def energy_full_wh(self) -> float | None:
+        """Returns the battery's full energy in Wh (``energy_full``, µWh), or None.
+
+        None when the supply has not been found, has no ``energy_full`` or it does not parse.
+        """
+        raw = self._attr("energy_full")
+        try:
+            return int(raw) * 1e-6 if raw is not None else None
+        except ValueError:
             return None
 
     def describe(self) -> dict[str, Any]:
@@ -767,143 +751,6 @@ class PsutilBattery:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Modelled energy (no meter)
-# ---------------------------------------------------------------------------------------------
-
-
-class ModelledCpuEnergy(EnergyMeter):
-    """A model-based CPU energy estimate for machines without any meter.
-
-    ``energy_j = cpu_time_s × active_power_per_core_w + bytes_moved × dram_pj_per_byte × 1e-12
-    (+ Σ ops_k × op_pj_k × 1e-12 if ops are recorded)``
-
-    * ``cpu_time_s`` is this process's CPU time (all threads, user + system), so a block that
-      keeps 4 cores busy for 1 s counts 4 core-seconds.
-    * The per-core active power is an assumption, not a measurement. The default 5 W is roughly
-      TDP / cores of contemporary server parts (AMD EPYC 7763: 280 W / 64 cores ≈ 4.4 W; Intel
-      Xeon Platinum 8380: 270 W / 40 cores ≈ 6.8 W); pass a figure for your CPU when you know it.
-    * DRAM traffic is not observable from user space, so callers pass it (e.g. resident weight
-      bytes per decoded token, since decode streams the weights once per token). 160 pJ/byte is
-      Horowitz's 640 pJ per 32-bit DRAM read (45 nm); it overstates energy when the model fits in
-      cache and understates it on newer DRAM-heavy systems less than the spread of his 1.3-2.6 nJ
-      per 64-bit access.
-    * The ops term uses Horowitz's 45 nm arithmetic energies. Core active power already contains
-      the arithmetic, so combining a CPU-time term with an ops term double-counts; the ops term is
-      meant for ``active_power_per_core_w=0`` estimates of accelerators or for comparisons.
-    * Idle / static power of the rest of the machine is not included.
-
-    Args:
-        active_power_per_core_w: Power of one busy core in W.
-        dram_pj_per_byte: DRAM energy per byte moved, in pJ.
-        op_pj: Energy per operation kind in pJ (default: fp32/fp16/int8 MACs from Horowitz).
-        cpu_time_fn: Cumulative CPU-time source in seconds (default ``time.process_time``).
-    """
-
-    energy_source = "modelled"
-
-    def __init__(
-        self,
-        active_power_per_core_w: float = 5.0,
-        dram_pj_per_byte: float = HOROWITZ_45NM_PJ["dram_32bit_read"] / 4.0,
-        op_pj: Mapping[str, float] | None = None,
-        cpu_time_fn: Callable[[], float] = time.process_time,
-    ) -> None:
-        super().__init__()
-        if active_power_per_core_w < 0 or dram_pj_per_byte < 0:
-            raise ValueError("active_power_per_core_w and dram_pj_per_byte must be >= 0")
-        self.active_power_per_core_w = float(active_power_per_core_w)
-        self.dram_pj_per_byte = float(dram_pj_per_byte)
-        self.op_pj: dict[str, float] = dict(op_pj if op_pj is not None else _MAC_PJ)
-        self.cpu_time_fn = cpu_time_fn
-        self.name = "modelled_cpu"
-        self._bytes_moved = 0.0
-        self._ops: dict[str, float] = {}
-
-    def _probe(self) -> tuple[bool, str]:
-        self.cpu_time_fn()
-        return True, ""
-
-    def estimate_energy_j(
-        self,
-        cpu_time_s: float,
-        bytes_moved: float = 0.0,
-        ops: Mapping[str, float] | None = None,
-    ) -> float:
-        """Returns the modelled energy in joules for the given work.
-
-        Args:
-            cpu_time_s: CPU time in seconds (core-seconds).
-            bytes_moved: DRAM bytes moved.
-            ops: Operation counts by kind (keys of :attr:`op_pj`, e.g. ``"fp32_mac"``).
-
-        Raises:
-            ValueError: A negative input or an unknown op kind.
-        """
-        if cpu_time_s < 0 or bytes_moved < 0:
-            raise ValueError("cpu_time_s and bytes_moved must be >= 0")
-        energy_j = cpu_time_s * self.active_power_per_core_w + bytes_moved * self.dram_pj_per_byte * 1e-12
-        for kind, count in (ops or {}).items():
-            if kind not in self.op_pj:
-                raise ValueError(f"unknown op kind {kind!r}; known: {sorted(self.op_pj)}")
-            if count < 0:
-                raise ValueError(f"op count for {kind!r} must be >= 0")
-            energy_j += count * self.op_pj[kind] * 1e-12
-        return energy_j
-
-    def record_work(self, bytes_moved: float = 0.0, ops: Mapping[str, float] | None = None) -> None:
-        """Adds DRAM bytes and op counts to the cumulative reading (CPU time is read itself)."""
-        if bytes_moved < 0:
-            raise ValueError("bytes_moved must be >= 0")
-        self.estimate_energy_j(0.0, 0.0, ops)  # validates kinds and counts
-        with self._lock:
-            self._bytes_moved += bytes_moved
-            for kind, count in (ops or {}).items():
-                self._ops[kind] = self._ops.get(kind, 0.0) + count
-
-    def _read_counter_j(self) -> float:
-        return self.estimate_energy_j(self.cpu_time_fn(), self._bytes_moved, self._ops)
-
-    def assumptions(self) -> dict[str, Any]:
-        """Returns the model, constants and citations for a profile's ``energy_assumptions``."""
-        return {
-            "formula": (
-                "energy_j = cpu_time_s * active_power_per_core_w "
-                "+ dram_bytes * dram_pj_per_byte * 1e-12 (+ sum(ops_k * op_pj_k) * 1e-12)"
-            ),
-            "cpu_time_source": getattr(self.cpu_time_fn, "__qualname__", repr(self.cpu_time_fn)),
-            "active_power_per_core_w": self.active_power_per_core_w,
-            "active_power_per_core_basis": (
-                "assumption: approx TDP / cores of contemporary server CPUs (AMD EPYC 7763 "
-                "280 W / 64 cores = 4.4 W; Intel Xeon Platinum 8380 270 W / 40 cores = 6.8 W)"
-            ),
-            "dram_pj_per_byte": self.dram_pj_per_byte,
-            "dram_basis": (
-                "640 pJ per 32-bit DRAM read at 45 nm (Horowitz 2014, as tabulated by Han et al. 2015)"
-            ),
-            "op_pj": dict(self.op_pj),
-            "horowitz_45nm_pj": dict(HOROWITZ_45NM_PJ),
-            "citations": [_HOROWITZ_CITATION, _HAN_CITATION],
-            "caveats": [
-                "modelled, not measured: no energy meter was available",
-                "per-core active power is assumed, not measured; real cores vary 2-20 W",
-                (
-                    "DRAM bytes are the caller's estimate (weights streamed once per decoded "
-                    "token); a model that fits in cache moves fewer DRAM bytes"
-                ),
-                "45 nm energies overstate arithmetic/DRAM energy on current nodes",
-                "idle/static power of the rest of the machine is excluded",
-                "the op term double-counts arithmetic if combined with the CPU-time term",
-            ],
-        }
-
-    def describe(self) -> dict[str, Any]:
-        """Adds the modelling assumptions to the base description."""
-        out = super().describe()
-        out["assumptions"] = self.assumptions()
-        return out
-
-
 class NullMeter(EnergyMeter):
     """A meter that measures nothing: always available, always 0 J (``energy_source`` "none")."""
 
@@ -928,7 +775,10 @@ class NullMeter(EnergyMeter):
 # Selection
 # ---------------------------------------------------------------------------------------------
 
-DEFAULT_ORDER: tuple[str, ...] = ("rapl", "nvml", "power_supply", "modelled")
+DEFAULT_ORDER: tuple[str, ...] = ("rapl", "nvml", "power_supply")
+
+#: Builds a meter of some kind, e.g. ``model.energy_model.ModelledCpuEnergy`` (see ``extra_kinds``).
+MeterFactory = Callable[[], EnergyMeter]
 
 
 def _build(
@@ -936,16 +786,18 @@ def _build(
     powercap_root: str | os.PathLike[str],
     power_supply_root: str | os.PathLike[str],
     nvml_index: int,
+    extra_kinds: Mapping[str, MeterFactory] | None,
 ) -> EnergyMeter:
+    if extra_kinds and kind in extra_kinds:
+        return extra_kinds[kind]()
     if kind == "rapl":
         return RaplMeter(powercap_root)
     if kind == "nvml":
         return NvmlMeter(nvml_index)
     if kind == "power_supply":
         return PowerSupplyMeter(power_supply_root)
-    if kind == "modelled":
-        return ModelledCpuEnergy()
-    raise ValueError(f"unknown meter kind {kind!r}; choose from {DEFAULT_ORDER}")
+    known = (*DEFAULT_ORDER, *(extra_kinds or {}))
+    raise ValueError(f"unknown meter kind {kind!r}; choose from {known}")
 
 
 def probe_meters(
@@ -954,15 +806,21 @@ def probe_meters(
     powercap_root: str | os.PathLike[str] = "/sys/class/powercap",
     power_supply_root: str | os.PathLike[str] = "/sys/class/power_supply",
     nvml_index: int = 0,
+    extra_kinds: Mapping[str, MeterFactory] | None = None,
 ) -> list[dict[str, Any]]:
     """Probes each meter kind and reports availability and reasons (for profile files).
+
+    Args:
+        order: Meter kinds to probe.
+        extra_kinds: Kinds beyond the built-in ones, name -> zero-argument factory (profiling adds
+            ``{"modelled": ModelledCpuEnergy}`` from ``model.energy_model``).
 
     Returns:
         One ``describe()`` dict per kind, in ``order``, each with a ``kind`` key.
     """
     out = []
     for kind in order:
-        d = _build(kind, powercap_root, power_supply_root, nvml_index).describe()
+        d = _build(kind, powercap_root, power_supply_root, nvml_index, extra_kinds).describe()
         d["kind"] = kind
         out.append(d)
     return out
@@ -974,18 +832,24 @@ def best_available_meter(
     powercap_root: str | os.PathLike[str] = "/sys/class/powercap",
     power_supply_root: str | os.PathLike[str] = "/sys/class/power_supply",
     nvml_index: int = 0,
+    extra_kinds: Mapping[str, MeterFactory] | None = None,
 ) -> EnergyMeter:
-    """Returns the first available meter in ``order`` (RAPL > NVML > power_supply > modelled).
+    """Returns the first available meter in ``order`` (RAPL > NVML > power_supply).
 
-    For a CUDA run, pass ``order=("nvml", "rapl", "power_supply", "modelled")`` to meter the GPU
-    first. The modelled meter is always available, so with the default order this never fails.
+    For a CUDA run, pass ``order=("nvml", "rapl", "power_supply")`` to meter the GPU first. For a
+    figure even without a meter, use ``model.energy_model.best_available_meter``, which adds the
+    modelled CPU energy as the last kind.
+
+    Args:
+        order: Meter kinds in order of preference.
+        extra_kinds: Kinds beyond the built-in ones, name -> zero-argument factory.
 
     Raises:
-        MeterError: No meter in ``order`` is available (only possible without "modelled").
+        MeterError: No meter in ``order`` is available (the message lists each kind's reason).
     """
     reasons = []
     for kind in order:
-        meter = _build(kind, powercap_root, power_supply_root, nvml_index)
+        meter = _build(kind, powercap_root, power_supply_root, nvml_index, extra_kinds)
         if meter.available():
             return meter
         reasons.append(f"{kind}: {meter.reason}")

@@ -1,9 +1,13 @@
-"""The policy's observation vector — one definition shared by the environment and the device.
+"""The policy's observation vector — one builder shared by the environment and the device.
 
-The Gymnasium environment (``envs.power_env``) fills it from simulated state; the runtime
-manager fills it from real sensors. Both call ``write_observation`` with the same named
-quantities, so a policy trained in simulation reads the same features, in the same order and
-units, on the device. numpy + standard library only.
+The scalar environment, the batched environment and the runtime manager all fill it through an
+:class:`ObsLayout`, from the same named quantities, so a policy trained in simulation reads the
+same features, in the same order and units, on the device. numpy + standard library only.
+
+The layout is: 14 device/workload features, then the "current configuration" block (one or more
+features per knob, declared in ``runtime.configspace``, so its length follows the number of
+knobs), then the last step's power and the ambient temperature, then ``lookahead`` supply-power
+forecasts. For the elastic model's three knobs:
 
 ========  ==========================  ======  =======  =======
 index     feature                     unit    min      max
@@ -27,8 +31,10 @@ index     feature                     unit    min      max
 16        config_bits_frac (bits/32)  frac    0        1
 17        power_w (last step draw)    W       0        500
 18        ambient_c                   °C      -40      80
-19..      supply_w look-ahead (opt.)  W       0        500
+19..      supply_w_ahead_k (opt.)     W       0        500
 ========  ==========================  ======  =======  =======
+
+``python -m envs.describe`` prints the table of any profile's space.
 
 ``affordable_power_w`` is the average power the battery can sustain until the deadline
 (stored energy / time left), or until ``horizon_s`` when there is no deadline — the single
@@ -38,9 +44,15 @@ lie in the declared space.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
-FEATURES: tuple[tuple[str, str, float, float], ...] = (
+from runtime.dynamics import SCALAR, VECTOR, Ops
+
+#: Features before the configuration block: (name, unit, min, max).
+HEAD: tuple[tuple[str, str, float, float], ...] = (
     ("soc", "frac", 0.0, 1.0),
     ("supply_w", "W", 0.0, 500.0),
     ("plugged", "0/1", 0.0, 1.0),
@@ -55,60 +67,121 @@ FEATURES: tuple[tuple[str, str, float, float], ...] = (
     ("backlog_frac", "frac", 0.0, 1.0),
     ("latency_over_slo", "ratio", 0.0, 100.0),
     ("bandwidth_mbps", "Mbit/s", 0.0, 10000.0),
-    ("config_depth_frac", "frac", 0.0, 1.0),
-    ("config_heads_frac", "frac", 0.0, 1.0),
-    ("config_bits_frac", "frac", 0.0, 1.0),
+)
+#: Features after the configuration block.
+TAIL: tuple[tuple[str, str, float, float], ...] = (
     ("power_w", "W", 0.0, 500.0),
     ("ambient_c", "degC", -40.0, 80.0),
 )
-N_BASE = len(FEATURES)
 LOOKAHEAD = ("supply_w_ahead", "W", 0.0, 500.0)
 
 
-def feature_names(lookahead: int = 0) -> list[str]:
-    return [f[0] for f in FEATURES] + [f"supply_w_ahead_{i + 1}" for i in range(lookahead)]
+def head_values(o: Ops, soc, supply_w, plugged, temp_c, t_max_c, budget_w, budget_left_j, deadline_left_s,
+                stored_energy_j, horizon_left_s, demand_tps, backlog_frac, latency_over_slo, bandwidth_mbps):
+    """The 14 head features, unclipped, for floats (``SCALAR``) or arrays (``VECTOR``).
 
-
-def bounds(lookahead: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) float32 arrays of the observation space."""
-    lo = [f[2] for f in FEATURES] + [LOOKAHEAD[2]] * lookahead
-    hi = [f[3] for f in FEATURES] + [LOOKAHEAD[3]] * lookahead
-    return np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32)
-
-
-_LO, _HI = bounds(0)
-_LO_L = [float(x) for x in _LO]
-_HI_L = [float(x) for x in _HI]
-
-
-def write_observation(out: np.ndarray, soc: float, supply_w: float, plugged: float, temp_c: float,
-                      t_max_c: float, budget_w: float, budget_left_j: float, deadline_left_s: float,
-                      stored_energy_j: float, horizon_left_s: float, demand_tps: float,
-                      backlog_frac: float, latency_over_slo: float, bandwidth_mbps: float,
-                      config_features: tuple[float, float, float], power_w: float, ambient_c: float,
-                      supply_ahead_w=()) -> np.ndarray:
-    """Fill ``out`` (float32, length N_BASE + lookahead) in place and return it.
-
-    Args use the units of the table above; ``budget_w`` is NaN without a budget,
-    ``deadline_left_s`` is NaN without a deadline, ``budget_left_j`` the energy still allowed
-    by the budget (budget × (elapsed + allowance) − used).
+    ``budget_w`` is NaN without a budget, ``deadline_left_s`` NaN without a deadline,
+    ``budget_left_j`` the energy still allowed by the budget (budget × (elapsed + grace) − used).
     """
-    has_b = budget_w == budget_w and budget_w > 0  # NaN-safe without numpy calls
+    has_b = (budget_w == budget_w) & (budget_w > 0)
     has_d = deadline_left_s == deadline_left_s
-    left_s = max(deadline_left_s, 1.0) if has_d else max(horizon_left_s, 1.0)
-    vals = (
-        soc, supply_w, plugged, temp_c, t_max_c - temp_c,
-        1.0 if has_b else 0.0,
-        budget_left_j / (budget_w * 3600.0) if has_b else 1.0,  # in hours of budget, capped at 1
-        1.0 if has_d else 0.0,
-        max(deadline_left_s, 0.0) / 3600.0 if has_d else 0.0,
-        stored_energy_j / left_s,
-        demand_tps, backlog_frac, latency_over_slo, bandwidth_mbps,
-        config_features[0], config_features[1], config_features[2], power_w, ambient_c,
-    )
-    lo, hi = _LO_L, _HI_L
-    for i, v in enumerate(vals):
-        out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
-    for j, v in enumerate(supply_ahead_w):
-        out[N_BASE + j] = 0.0 if v < 0.0 else 500.0 if v > 500.0 else v
-    return out
+    left_s = o.maximum(o.where(has_d, deadline_left_s, horizon_left_s), 1.0)
+    return (soc, supply_w, plugged, temp_c, t_max_c - temp_c,
+            o.where(has_b, 1.0, 0.0),
+            o.where(has_b, budget_left_j / (o.where(has_b, budget_w, 1.0) * 3600.0), 1.0),  # hours of budget
+            o.where(has_d, 1.0, 0.0),
+            o.where(has_d, o.maximum(deadline_left_s, 0.0) / 3600.0, 0.0),
+            stored_energy_j / left_s,
+            demand_tps, backlog_frac, latency_over_slo, bandwidth_mbps)
+
+
+class ObsLayout:
+    """The observation of one configuration space and look-ahead (module docstring).
+
+    Args:
+        config_features: The space's features (``ConfigSpace.features``: objects with ``name``,
+            ``unit``, ``lo``, ``hi``), or ``(name, unit, lo, hi)`` tuples.
+        lookahead: Supply-power forecast steps appended at the end.
+    """
+
+    def __init__(self, config_features: Sequence[Any], lookahead: int = 0) -> None:
+        cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
+        self.lookahead = int(lookahead)
+        self.n_config = len(cfg)
+        ahead = [(f"{LOOKAHEAD[0]}_{i + 1}", *LOOKAHEAD[1:]) for i in range(self.lookahead)]
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *ahead)
+        self.names = [r[0] for r in self.rows]
+        self.units = [r[1] for r in self.rows]
+        self.dim = len(self.rows)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        if len(self.index) != self.dim:
+            raise ValueError(f"duplicate observation feature names in {self.names}")
+        self.lo = np.array([r[2] for r in self.rows], dtype=np.float32)
+        self.hi = np.array([r[3] for r in self.rows], dtype=np.float32)
+        self.cfg_start = len(HEAD)
+        self.tail_start = self.cfg_start + self.n_config
+        self.ahead_start = self.tail_start + len(TAIL)
+        self._lo = [float(x) for x in self.lo]
+        self._hi = [float(x) for x in self.hi]
+        self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows ``{"index", "name", "unit", "min", "max"}``."""
+        return [{"index": i, "name": n, "unit": u, "min": lo, "max": hi} for i, (n, u, lo, hi) in enumerate(self.rows)]
+
+    def write(self, out: np.ndarray, head: tuple, config_features: Sequence[float], power_w: float,
+              ambient_c: float, supply_ahead_w: Sequence[float] = ()) -> np.ndarray:
+        """Fill ``out`` (float32, ``dim``) in place from floats and return it (clipped to the bounds).
+
+        ``head``: :func:`head_values` with ``SCALAR``.
+        """
+        lo, hi = self._lo, self._hi
+        i = 0
+        for v in head:
+            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
+            i += 1
+        for v in config_features:
+            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
+            i += 1
+        for v in (power_w, ambient_c):
+            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
+            i += 1
+        for v in supply_ahead_w[:self.lookahead]:
+            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
+            i += 1
+        return out
+
+    def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
+              supply_ahead_w: np.ndarray | None = None) -> np.ndarray:
+        """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``)."""
+        n = len(power_w)
+        obs = np.empty((n, self.dim))
+        for j, v in enumerate(head):
+            obs[:, j] = v
+        obs[:, self.cfg_start:self.tail_start] = config_features
+        obs[:, self.tail_start] = power_w
+        obs[:, self.tail_start + 1] = ambient_c
+        if self.lookahead:
+            obs[:, self.ahead_start:] = supply_ahead_w
+        np.clip(obs, self._lo64, self._hi64, out=obs)
+        return obs.astype(np.float32)
+
+
+def scalar_head(*args: Any) -> tuple:
+    """:func:`head_values` for floats."""
+    return head_values(SCALAR, *args)
+
+
+def vector_head(*args: Any) -> tuple:
+    """:func:`head_values` for arrays."""
+    return head_values(VECTOR, *args)
+
+
+def model_layout(lookahead: int = 0) -> ObsLayout:
+    """The layout of the elastic model's default space (depth × heads × bits)."""
+    from runtime.configspace import model_space
+
+    return ObsLayout(model_space().features, lookahead)
+
+
+__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head", "vector_head"]

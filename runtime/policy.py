@@ -5,18 +5,22 @@ numpy + the standard library only: this is what runs on the device.
 A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
 
 * ``meta_json`` — a 0-d unicode array with a JSON object: format name and version, algorithm,
-  activation, observation feature order and units, the action decode table, the VecNormalize
-  settings, the mask-rule parameters (device thermal parameters, reserve SoC), the profile's
-  identity and the safe configuration;
+  activation, the configuration space (``config_space``: knobs and values,
+  ``runtime.configspace``) and its decode table, the environment parameters (``env_params``:
+  ``runtime.dynamics.EnvParams``: step, SLO, backlog cap, reserve SoC, budget grace, look-ahead,
+  reward weights), the observation feature table, the VecNormalize settings, the mask-rule
+  parameters (device kind and the device constants table), the profile's identity;
 * ``layer{k}_weight`` (out, in) / ``layer{k}_bias`` (out,) float32 — the actor MLP, last layer
   = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``);
 * ``obs_mean`` / ``obs_var`` float64 (obs_dim,) — VecNormalize running statistics;
 * ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) and
-  ``config_features`` float64 (n_actions, 3) — per-configuration figures from the profile
-  (the shield's feasibility rules and observation features 14–16 need them on the device);
+  ``config_features`` float64 (n_actions, n_config_features) — per-configuration figures from
+  the profile (the shield's feasibility rules and the observation's configuration block);
 * ``content_sha256`` — a 0-d unicode array: SHA-256 over every other array (name, dtype,
   shape, bytes, in sorted name order). :func:`load_policy_file` recomputes and compares it.
 
+Format version 2 adds ``config_space`` and ``env_params``; version-1 files (three knobs, the
+parameters under ``env`` and ``mask_rules``) still load and decide identically.
 ``docs/runtime.md`` has the full table. Any problem while loading raises
 :class:`PolicyFileError` naming what is wrong; the runtime manager then falls back to the safe
 configuration.
@@ -32,10 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.observation import FEATURES, LOOKAHEAD, feature_names
+from runtime.configspace import ConfigSpace, ConfigSpaceError, space_from_records
+from runtime.dynamics import EnvParams
+from runtime.observation import ObsLayout
 
 FORMAT = "wattwise-policy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HASH_KEY = "content_sha256"
 META_KEY = "meta_json"
 ACTIVATIONS = ("Tanh", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Identity")
@@ -77,18 +84,10 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def obs_feature_table(lookahead: int = 0) -> list[dict[str, Any]]:
-    """Observation features in order, with units and bounds (from ``runtime.observation``)."""
-    rows = [{"name": n, "unit": u, "min": lo, "max": hi} for n, u, lo, hi in FEATURES]
-    rows += [{"name": f"supply_w_ahead_{i + 1}", "unit": LOOKAHEAD[1], "min": LOOKAHEAD[2],
-              "max": LOOKAHEAD[3]} for i in range(lookahead)]
-    return rows
-
-
 def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray]], meta: dict[str, Any],
                      obs_mean: np.ndarray, obs_var: np.ndarray, per_config: dict[str, np.ndarray],
                      config_features: np.ndarray) -> str:
-    """Writes a policy file and returns its content hash.
+    """Writes a policy file atomically (temp file + rename) and returns its content hash.
 
     Args:
         path: Output ``.npz`` path.
@@ -97,8 +96,10 @@ def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray
         obs_mean: VecNormalize mean (obs_dim,).
         obs_var: VecNormalize variance (obs_dim,).
         per_config: ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` arrays.
-        config_features: (n_actions, 3) depth/max, heads, bits/32.
+        config_features: (n_actions, n_config_features): the space's feature matrix.
     """
+    import os
+
     meta = dict(meta)
     meta.setdefault("format", FORMAT)
     meta.setdefault("format_version", FORMAT_VERSION)
@@ -117,8 +118,14 @@ def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray
     arrays[HASH_KEY] = np.array(digest)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:  # np.savez on a path would append ".npz" to other suffixes
-        np.savez(fh, **arrays)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:  # np.savez on a path would append ".npz" to other suffixes
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return digest
 
 
@@ -135,8 +142,11 @@ class PolicyFile:
         energy_j_per_token: (n_actions,) float64.
         power_w: (n_actions,) float64.
         decode_tokens_per_s: (n_actions,) float64.
-        config_features: (n_actions, 3) float64.
+        config_features: (n_actions, n_config_features) float64.
         sha256: The verified content hash.
+        space: The configuration space (index i = action i).
+        params: The environment parameters the policy was trained under.
+        layout: The observation layout it reads.
     """
 
     path: str
@@ -149,6 +159,9 @@ class PolicyFile:
     decode_tokens_per_s: np.ndarray
     config_features: np.ndarray
     sha256: str
+    space: ConfigSpace
+    params: EnvParams
+    layout: ObsLayout
 
     @property
     def obs_dim(self) -> int:
@@ -164,7 +177,7 @@ class PolicyFile:
 
     @property
     def names(self) -> list[str]:
-        return [str(r["name"]) for r in self.meta["decode_table"]]
+        return list(self.space.names)
 
     @property
     def safe_index(self) -> int:
@@ -177,31 +190,25 @@ class PolicyFile:
 
     @property
     def lookahead(self) -> int:
-        return int(self.meta.get("lookahead", 0))
+        return self.params.lookahead
 
     def summary(self) -> dict[str, Any]:
         """A short JSON-ready description (algo, sizes, profile, hash)."""
         m = self.meta
         return {"path": self.path, "algo": m.get("algo"), "activation": m.get("activation"),
                 "layers": [list(w.shape) for w, _ in self.layers], "n_actions": self.n_actions,
-                "profile": m.get("profile"), "device_kind": m.get("mask_rules", {}).get("device_kind"),
+                "knobs": list(self.space.knob_names), "profile": m.get("profile"),
+                "device_kind": m.get("mask_rules", {}).get("device_kind"), "format_version": m.get("format_version"),
                 "sha256": self.sha256}
 
 
+# ---- loading: one validator per part, each raising PolicyFileError ------------------------------
+
 _REQUIRED_META = ("format", "format_version", "algo", "activation", "obs_features", "decode_table",
-                  "normalization", "mask_rules", "profile", "lookahead")
+                  "normalization", "mask_rules", "profile")
 
 
-def load_policy_file(path: str | Path) -> PolicyFile:
-    """Loads and validates a policy file (``allow_pickle=False``).
-
-    Raises:
-        PolicyFileError: Missing, truncated or corrupted file; missing arrays; a content hash that
-            does not match (tampering); inconsistent shapes; non-finite numbers; an unknown
-            format version or activation; an observation feature order that differs from
-            ``runtime.observation``.
-    """
-    p = Path(path)
+def _read_arrays(p: Path) -> dict[str, np.ndarray]:
     if not p.is_file():
         raise PolicyFileError(p, "no such file; export one with `python deploy.py export <run-dir>`")
     import zipfile  # lazily, as np.load does
@@ -219,6 +226,10 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     for k in (META_KEY, HASH_KEY, "obs_mean", "obs_var", "config_features", *PER_CONFIG_ARRAYS):
         if k not in arrays:
             raise PolicyFileError(p, f"missing array {k!r}; re-export the policy")
+    return arrays
+
+
+def _check_hash(p: Path, arrays: dict[str, np.ndarray]) -> str:
     stored = arrays[HASH_KEY]
     if stored.shape != () or stored.dtype.kind != "U":
         raise PolicyFileError(p, f"{HASH_KEY} must be a 0-d unicode array")
@@ -226,6 +237,10 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     if str(stored) != digest:
         raise PolicyFileError(p, f"content hash mismatch (stored {str(stored)[:12]}…, computed {digest[:12]}…): "
                                  "the file was modified after export (tampered or corrupted)")
+    return digest
+
+
+def _parse_meta(p: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     try:
         meta = json.loads(str(arrays[META_KEY]))
     except json.JSONDecodeError as exc:
@@ -235,15 +250,19 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise PolicyFileError(p, f"meta_json lacks {missing}")
-    if meta["format"] != FORMAT or meta["format_version"] != FORMAT_VERSION:
+    if meta["format"] != FORMAT or meta["format_version"] not in READABLE_VERSIONS:
         raise PolicyFileError(p, f"format {meta['format']!r} v{meta['format_version']}; this runtime reads "
-                                 f"{FORMAT!r} v{FORMAT_VERSION}")
+                                 f"{FORMAT!r} v{'/'.join(map(str, READABLE_VERSIONS))}")
     if meta["activation"] not in ACTIVATIONS:
         raise PolicyFileError(p, f"activation {meta['activation']!r} not in {ACTIVATIONS}")
+    return meta
+
+
+def _check_layers(p: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
     n_layers = int(meta.get("n_layers", 0))
     if n_layers < 1:
         raise PolicyFileError(p, "n_layers must be >= 1")
-    layers = []
+    layers: list[tuple[np.ndarray, np.ndarray]] = []
     for k in range(n_layers):
         wk, bk = f"layer{k}_weight", f"layer{k}_bias"
         if wk not in arrays or bk not in arrays:
@@ -257,41 +276,98 @@ def load_policy_file(path: str | Path) -> PolicyFile:
         if w.dtype.kind != "f" or b.dtype.kind != "f":
             raise PolicyFileError(p, f"{wk}/{bk} must be floating point")
         layers.append((w, b))
-    lookahead = int(meta["lookahead"])
-    obs_dim, n_act = layers[0][0].shape[1], layers[-1][0].shape[0]
+    return layers
+
+
+def _space_and_params(p: Path, meta: dict[str, Any]) -> tuple[ConfigSpace, EnvParams]:
+    """The configuration space and environment parameters (version 2 fields, or version 1's)."""
+    try:
+        space = space_from_records(meta["decode_table"], meta.get("config_space"))
+    except (ConfigSpaceError, KeyError, TypeError) as exc:
+        raise PolicyFileError(p, f"config_space / decode_table: {exc}") from exc
+    if [r.get("name") for r in meta["decode_table"]] != list(space.names):
+        raise PolicyFileError(p, "decode_table is not in the configuration space's index order")
+    try:
+        if meta["format_version"] >= 2:
+            params = EnvParams.from_dict(meta["env_params"])
+        else:  # version 1: the parameters the runtime needed were spread over env and mask_rules
+            env = meta.get("env", {}) or {}
+            kw = dict(env.get("env_kwargs", {}) or {})
+            keep = {k: kw[k] for k in ("step_s", "slo_ms", "backlog_cap_tokens", "reserve_soc", "budget_grace_s",
+                                       "lookahead", "weights") if k in kw}
+            keep.setdefault("reserve_soc", meta["mask_rules"].get("reserve_soc", 0.05))
+            keep["lookahead"] = int(meta.get("lookahead", keep.get("lookahead", 0)))
+            params = EnvParams.from_dict(keep)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyFileError(p, f"env_params: {exc}") from exc
+    return space, params
+
+
+def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: ConfigSpace,
+                       params: EnvParams) -> ObsLayout:
+    layout = ObsLayout(space.features, params.lookahead)
     names = [f["name"] if isinstance(f, dict) else f for f in meta["obs_features"]]
-    if names != feature_names(lookahead):
-        raise PolicyFileError(p, f"observation features {names} differ from this runtime's "
-                                 f"{feature_names(lookahead)} (feature order or version mismatch)")
-    if obs_dim != len(names):
-        raise PolicyFileError(p, f"first layer takes {obs_dim} inputs but there are {len(names)} features")
-    if len(meta["decode_table"]) != n_act:
-        raise PolicyFileError(p, f"decode table has {len(meta['decode_table'])} rows, policy {n_act} actions")
+    if names != layout.names:
+        raise PolicyFileError(p, f"observation features {names} differ from this runtime's {layout.names} "
+                                 "for the file's configuration space (feature order or version mismatch)")
+    if layers[0][0].shape[1] != layout.dim:
+        raise PolicyFileError(p, f"first layer takes {layers[0][0].shape[1]} inputs but there are {layout.dim} features")
+    if len(space) != layers[-1][0].shape[0]:
+        raise PolicyFileError(p, f"the configuration space has {len(space)} configurations, the policy "
+                                 f"{layers[-1][0].shape[0]} actions")
+    return layout
+
+
+def _check_arrays(p: Path, arrays: dict[str, np.ndarray], obs_dim: int, space: ConfigSpace) -> None:
+    n_act = len(space)
     for k in ("obs_mean", "obs_var"):
         if arrays[k].shape != (obs_dim,):
             raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({obs_dim},)")
     for k in PER_CONFIG_ARRAYS:
         if arrays[k].shape != (n_act,):
             raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({n_act},)")
-    if arrays["config_features"].shape != (n_act, 3):
-        raise PolicyFileError(p, f"config_features has shape {arrays['config_features'].shape}, "
-                                 f"expected ({n_act}, 3)")
+    want = (n_act, len(space.features))
+    if arrays["config_features"].shape != want:
+        raise PolicyFileError(p, f"config_features has shape {arrays['config_features'].shape}, expected {want}")
     for k, a in arrays.items():
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise PolicyFileError(p, f"{k} contains NaN or infinity")
     if (arrays["obs_var"] < 0).any() or (arrays["energy_j_per_token"] <= 0).any():
         raise PolicyFileError(p, "negative variance or non-positive energy per token")
+    if not np.allclose(arrays["config_features"], space.feature_matrix(), atol=1e-12):
+        raise PolicyFileError(p, "config_features differ from the configuration space's encoding")
+
+
+def _check_mask_rules(p: Path, meta: dict[str, Any]) -> None:
     rules = meta["mask_rules"]
     dev = rules.get("device", {}) if isinstance(rules, dict) else {}
     for key in ("t_max_c", "r_th_c_per_w", "tau_s", "idle_power_w"):
         v = dev.get(key)
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise PolicyFileError(p, f"mask_rules.device.{key} missing or not a finite number")
-    if not 0.0 <= float(rules.get("reserve_soc", -1)) < 1.0:
-        raise PolicyFileError(p, "mask_rules.reserve_soc missing or outside [0, 1)")
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """Loads and validates a policy file (``allow_pickle=False``).
+
+    Raises:
+        PolicyFileError: Missing, truncated or corrupted file; missing arrays; a content hash that
+            does not match (tampering); inconsistent shapes; non-finite numbers; an unknown
+            format version or activation; a configuration space or observation layout that this
+            runtime does not know.
+    """
+    p = Path(path)
+    arrays = _read_arrays(p)
+    digest = _check_hash(p, arrays)
+    meta = _parse_meta(p, arrays)
+    layers = _check_layers(p, arrays, meta)
+    space, params = _space_and_params(p, meta)
+    layout = _check_observation(p, meta, layers, space, params)
+    _check_arrays(p, arrays, layout.dim, space)
+    _check_mask_rules(p, meta)
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
-                      arrays["config_features"], digest)
+                      arrays["config_features"], digest, space, params, layout)
 
 
 class NumpyPolicy:

@@ -5,15 +5,9 @@ temperature, demand, bandwidth, budget, other load) on a virtual clock that runs
 times faster than the wall clock, and simulates the device's battery and temperature driven by
 the power the live model draws. A laptop can thereby emulate a phone on a battery trace.
 
-The battery and thermal equations are the environment's (``envs.power_env``; ``envs`` imports
-gymnasium, so they are restated here as :func:`battery_step` and :func:`thermal_step`;
-``tests/test_runtime_replay.py`` pins them to ``MicroLLMPowerEnv`` step by step):
-
-* battery: surplus ``supply − P ≥ 0`` charges with efficiency η, a deficit discharges at 100 %,
-  ``soc ← min(1, soc + (net·η if net > 0 else net)·dt / capacity)``; ``soc ≤ 0`` is death;
-* temperature, exact for constant power over the interval:
-  ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P``;
-* device power ``P = P_idle + P_base(trace) + P_model``.
+The battery and thermal equations are the environment's own (``runtime.dynamics``:
+``battery_update`` / ``thermal_update``, the functions ``step_core`` calls), integrated over the
+intervals between decisions with the device power ``P = P_idle + P_base(trace) + P_model``.
 
 Trace rows hold until the next one (zero-order hold); an interval spanning several rows is
 integrated row by row, so replaying the environment's resampled trace with its per-step power
@@ -25,46 +19,11 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
 from typing import Any
 
+from runtime.dynamics import DeviceConstants, battery_step, thermal_step
 from runtime.sensors import Reading, Sensor
-
-
-@dataclass(frozen=True)
-class DeviceThermal:
-    """Thermal and battery parameters of a device kind (mirrors ``envs.devices.DeviceParams``)."""
-
-    r_th_c_per_w: float
-    tau_s: float
-    t_max_c: float
-    throttle_per_c: float = 0.1
-    throttle_min: float = 0.3
-    charge_efficiency: float = 0.9
-    idle_power_w: float = 0.2
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DeviceThermal:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in d.items() if k in names})
-
-
-def thermal_step(temp_c: float, ambient_c: float, power_w: float, dt_s: float, r_th_c_per_w: float,
-                 tau_s: float) -> float:
-    """Temperature after ``dt_s`` at constant power (exact first-order solution), °C."""
-    t_inf = ambient_c + r_th_c_per_w * power_w
-    return t_inf + (temp_c - t_inf) * math.exp(-dt_s / tau_s)
-
-
-def battery_step(soc: float, supply_w: float, power_w: float, dt_s: float, capacity_j: float,
-                 charge_efficiency: float) -> tuple[float, bool]:
-    """State of charge after ``dt_s`` and whether the battery died (the environment's rule)."""
-    net_w = supply_w - power_w
-    soc = soc + (net_w * charge_efficiency if net_w > 0 else net_w) * dt_s / capacity_j
-    soc = 1.0 if soc > 1.0 else soc
-    dead = soc <= 0.0
-    return (0.0 if dead else soc), dead
 
 
 class ReplaySensors(Sensor):
@@ -75,8 +34,8 @@ class ReplaySensors(Sensor):
             (``time_s``, ``supply_w``, ``plugged``, ``ambient_c``, ``demand_tps``,
             ``bandwidth_mbps``, optional ``budget_w``/``base_load_w``) and ``meta``
             (``capacity_wh``, ``initial_soc``, ``deadline_s``).
-        device: Device thermal/battery parameters (e.g. from the policy file's ``devices`` table
-            for ``trace.meta.device_kind``).
+        device: Device constants (``runtime.dynamics.DeviceConstants``; e.g. from the policy
+            file's ``devices`` table for ``trace.meta.device_kind``).
         speed: Virtual seconds per wall-clock second (``inf`` is not allowed; use
             ``clock=None`` and :meth:`advance_to` to step manually).
         clock: Wall clock; ``None`` = manual mode (time moves only through :meth:`advance_to`).
@@ -89,7 +48,7 @@ class ReplaySensors(Sensor):
     name = "replay"
     provides = ("soc_frac", "plugged", "temp_c", "ambient_c", "power_w", "supply_w", "bandwidth_mbps")
 
-    def __init__(self, trace: Any, device: DeviceThermal, speed: float = 1.0,
+    def __init__(self, trace: Any, device: DeviceConstants, speed: float = 1.0,
                  clock: Callable[[], float] | None = time.monotonic, start_s: float = 0.0,
                  soc0: float | None = None, temp0_c: float | None = None, period_s: float = 0.0) -> None:
         if not speed > 0 or math.isinf(speed):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.dynamics import max_power_for_temp_w
+
 HOT_MARGIN_C = 1.0  # start masking this far below the trip point: the model lags by τ
 
 
@@ -32,7 +34,7 @@ def feasible_mask(energy_j_per_token: np.ndarray, demand_tps: float, temp_c: flo
     mask = np.ones(n, dtype=bool) if out is None else out
     mask[:] = True
     if temp_c > t_max_c - HOT_MARGIN_C:
-        allowed_w = (t_max_c - ambient_c) / r_th_c_per_w - base_w
+        allowed_w = max_power_for_temp_w(t_max_c, ambient_c, r_th_c_per_w) - base_w
         mask &= demand_tps * energy_j_per_token <= allowed_w
     if soc < reserve_soc and supply_w < base_w + demand_tps * float(energy_j_per_token.min()):
         mask &= cheap_set

@@ -10,8 +10,23 @@ Every sensor is a small class with
 * ``read()`` — returns a :class:`Reading` (units in the field names, ``t_s`` = when the value
   was sampled, on the hub's clock). Fields it does not provide stay NaN. It may raise.
 
+The classes are laid out like Zeus' device abstraction:
+
+* :class:`Sensor` — the abstract base (``read()`` is abstract; ``available()`` runs the
+  ``_probe()`` hook, which by default says "available");
+* one small abstract class per kind, each turning one abstract method into a :class:`Reading`:
+  :class:`BatterySensor` (``read_battery()`` → :class:`BatteryReading`),
+  :class:`TemperatureSensor` (``read_temp_c(t_s)``) and :class:`PowerSensor` (``read_power_w(t_s)``);
+* a concrete class per source: :class:`PowerSupplySensor`, :class:`PsutilBatterySensor`;
+  :class:`PsutilTemperatureSensor`, :class:`ModelledThermalSensor`; :class:`RaplSensor`,
+  :class:`NvmlSensor` (power and GPU temperature), :class:`ModelledPowerSensor`; plus the
+  generic :class:`ConstantSensor`;
+* :class:`NullSensor` — the null fallback (provides nothing, always available);
+* :func:`live_sensors` — every source worth probing here, in order of preference.
+
 Energy readers are not re-implemented here: :class:`PowerSupplySensor`, :class:`RaplSensor`,
-:class:`NvmlSensor` and :class:`PsutilBatterySensor` wrap ``runtime.meters``.
+:class:`NvmlSensor` and :class:`PsutilBatterySensor` wrap ``runtime.meters`` through the meters'
+public methods only.
 
 :class:`SensorHub` polls the sensors at their periods and validates every field: a read that
 raises, a NaN, a value outside its physical range (e.g. temperature outside −40..150 °C, SoC
@@ -27,11 +42,12 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # runtime.meters is imported when a wrapping sensor is built (lighter import)
     from runtime.meters import NvmlMeter, PowerSupplyMeter, PsutilBattery, RaplMeter
@@ -89,8 +105,13 @@ class Reading:
     secsleft_s: float = NAN
 
 
-class Sensor:
-    """Base class: a named source of some :data:`FIELDS`.
+class Sensor(ABC):
+    """Abstract base: a named source of some :data:`FIELDS`.
+
+    A subclass sets ``name`` and ``provides`` and implements :meth:`read`; one whose source can be
+    missing also overrides :meth:`_probe`. The kind classes (:class:`BatterySensor`,
+    :class:`TemperatureSensor`, :class:`PowerSensor`) implement :meth:`read` from one narrower
+    abstract method each.
 
     Args:
         clock: Timestamp source in seconds (default ``time.monotonic``).
@@ -116,14 +137,16 @@ class Sensor:
         return ok
 
     def _probe(self) -> tuple[bool, str]:
+        """Returns ``(available, reason_if_not)``; may raise. Default: always available."""
         return True, ""
 
-    def read(self) -> Reading:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def read(self) -> Reading:
+        """Returns a sample of the fields in :attr:`provides` (others NaN). May raise."""
 
 
 class NullSensor(Sensor):
-    """Provides nothing; always available (a placeholder that keeps code paths uniform)."""
+    """The null fallback: provides nothing, always available (keeps code paths uniform)."""
 
     name = "null"
 
@@ -156,7 +179,32 @@ class ConstantSensor(Sensor):
         return Reading(self.clock(), **self.values)
 
 
-class PsutilBatterySensor(Sensor):
+# ---- battery -----------------------------------------------------------------------------------
+class BatteryReading(NamedTuple):
+    """What a battery source knows; NaN = unknown (``plugged``: 1.0 on external power)."""
+
+    soc_frac: float = NAN
+    plugged: float = NAN
+    power_w: float = NAN
+    secsleft_s: float = NAN
+
+
+class BatterySensor(Sensor):
+    """Kind: a battery — state of charge and external power (plus draw / time left where known)."""
+
+    provides: tuple[str, ...] = ("soc_frac", "plugged")
+
+    @abstractmethod
+    def read_battery(self) -> BatteryReading:
+        """Returns the battery's current state. May raise."""
+
+    def read(self) -> Reading:
+        b = self.read_battery()
+        return Reading(self.clock(), soc_frac=b.soc_frac, plugged=b.plugged, power_w=b.power_w,
+                       secsleft_s=b.secsleft_s)
+
+
+class PsutilBatterySensor(BatterySensor):
     """``psutil.sensors_battery()`` via :class:`runtime.meters.PsutilBattery`: SoC, plugged, time left."""
 
     name = "psutil_battery"
@@ -170,23 +218,75 @@ class PsutilBatterySensor(Sensor):
         self.battery = battery or PsutilBattery()
 
     def _probe(self) -> tuple[bool, str]:
-        ok = self.battery.available()
-        return ok, self.battery.reason
+        return self.battery.available(), self.battery.reason
 
-    def read(self) -> Reading:
+    def read_battery(self) -> BatteryReading:
         s = self.battery.read()
-        return Reading(self.clock(),
-                       soc_frac=s.percent / 100.0 if s.percent is not None else NAN,
-                       plugged=(1.0 if s.plugged else 0.0) if s.plugged is not None else NAN,
-                       secsleft_s=s.secsleft_s if s.secsleft_s is not None else NAN)
+        return BatteryReading(soc_frac=s.percent / 100.0 if s.percent is not None else NAN,
+                              plugged=(1.0 if s.plugged else 0.0) if s.plugged is not None else NAN,
+                              secsleft_s=s.secsleft_s if s.secsleft_s is not None else NAN)
 
 
+class PowerSupplySensor(BatterySensor):
+    """Linux ``/sys/class/power_supply`` battery: power (via :class:`PowerSupplyMeter`), SoC from
+    ``capacity`` (%), plugged from ``status`` (anything but "Discharging" means external power).
+
+    Args:
+        meter: The wrapped meter (default: the first Battery supply under ``root``).
+        root: The power_supply class directory.
+    """
+
+    name = "power_supply"
+    provides = ("soc_frac", "plugged", "power_w")
+
+    def __init__(self, meter: PowerSupplyMeter | None = None, root: str | Path = "/sys/class/power_supply",
+                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
+        super().__init__(clock, period_s)
+        from runtime.meters import PowerSupplyMeter
+
+        self.meter = meter or PowerSupplyMeter(root)
+
+    def _probe(self) -> tuple[bool, str]:
+        return self.meter.available(), self.meter.reason
+
+    def capacity_wh(self) -> float | None:
+        """Design/full energy of the battery in Wh (``energy_full``, µWh), or None."""
+        return self.meter.energy_full_wh()
+
+    def read_battery(self) -> BatteryReading:
+        from runtime.meters import MeterError
+
+        try:
+            p = self.meter.read_power_w()
+        except MeterError:
+            p = NAN
+        soc = self.meter.capacity_frac()
+        status = self.meter.status()
+        return BatteryReading(soc_frac=NAN if soc is None else soc, power_w=p,
+                              plugged=NAN if status is None else (0.0 if status == "Discharging" else 1.0))
+
+
+# ---- temperature -------------------------------------------------------------------------------
 #: psutil temperature chips in order of preference (CPU package sensors first).
 TEMP_CHIPS: tuple[str, ...] = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "soc_thermal",
                                "acpitz", "thermal_zone0")
 
 
-class PsutilTemperatureSensor(Sensor):
+class TemperatureSensor(Sensor):
+    """Kind: the device temperature."""
+
+    provides: tuple[str, ...] = ("temp_c",)
+
+    @abstractmethod
+    def read_temp_c(self, t_s: float) -> float:
+        """Returns the temperature in °C at ``t_s`` (the hub's clock; NaN = unknown). May raise."""
+
+    def read(self) -> Reading:
+        t = self.clock()
+        return Reading(t, temp_c=self.read_temp_c(t))
+
+
+class PsutilTemperatureSensor(TemperatureSensor):
     """``psutil.sensors_temperatures()``: the hottest current reading of the preferred chip.
 
     Args:
@@ -194,7 +294,6 @@ class PsutilTemperatureSensor(Sensor):
     """
 
     name = "psutil_temperature"
-    provides = ("temp_c",)
 
     def __init__(self, chips: Sequence[str] = TEMP_CHIPS, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 0.5) -> None:
@@ -217,72 +316,73 @@ class PsutilTemperatureSensor(Sensor):
             return False, "psutil reports no temperature sensors (container/VM or unsupported platform)"
         return True, ""
 
-    def read(self) -> Reading:
+    def read_temp_c(self, t_s: float) -> float:
         temps = self._temps()
         chip = next((c for c in self.chips if temps.get(c)), None)
         entries = temps[chip] if chip else [e for v in temps.values() for e in v]
         vals = [float(e.current) for e in entries if e.current is not None]
-        return Reading(self.clock(), temp_c=max(vals) if vals else NAN)
+        return max(vals) if vals else NAN
 
 
-class PowerSupplySensor(Sensor):
-    """Linux ``/sys/class/power_supply`` battery: power (via :class:`PowerSupplyMeter`), SoC from
-    ``capacity`` (%), plugged from ``status`` (anything but "Discharging" means external power).
+class ModelledThermalSensor(TemperatureSensor):
+    """Temperature from the first-order thermal model of ``runtime.dynamics`` driven by a power callback.
+
+    ``T ← T_∞ + (T − T_∞)·exp(−Δt/τ)``, ``T_∞ = T_amb + R_th·P`` (exact for constant power over
+    each interval). For devices without a temperature sensor.
 
     Args:
-        meter: The wrapped meter (default: the first Battery supply under ``root``).
-        root: The power_supply class directory.
+        power_fn: Returns the device power in W.
+        r_th_c_per_w: Thermal resistance, °C/W.
+        tau_s: Thermal time constant, s.
+        ambient_c: Ambient temperature, °C.
+        temp0_c: Initial temperature (default: steady state at the first power reading).
     """
 
-    name = "power_supply"
-    provides = ("soc_frac", "plugged", "power_w")
+    name = "modelled_thermal"
+    provides = ("temp_c", "ambient_c")
+    modelled = True
 
-    def __init__(self, meter: PowerSupplyMeter | None = None, root: str | Path = "/sys/class/power_supply",
-                 clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
+    def __init__(self, power_fn: Callable[[], float], r_th_c_per_w: float, tau_s: float, ambient_c: float = 25.0,
+                 temp0_c: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.0) -> None:
         super().__init__(clock, period_s)
-        from runtime.meters import PowerSupplyMeter
+        self.power_fn, self.r_th, self.tau, self.ambient_c = power_fn, r_th_c_per_w, tau_s, ambient_c
+        self.temp_c = temp0_c
+        self._t: float | None = None
 
-        self.meter = meter or PowerSupplyMeter(root)
+    def read_temp_c(self, t_s: float) -> float:
+        from runtime.dynamics import thermal_step
 
-    def _probe(self) -> tuple[bool, str]:
-        ok = self.meter.available()
-        return ok, self.meter.reason
-
-    def _attr(self, name: str) -> str | None:
-        d = self.meter._dir  # noqa: SLF001 - the meter found the supply; read its siblings the same way
-        if d is None:
-            return None
-        try:
-            return self.meter._open(d / name).strip()  # noqa: SLF001 - same injectable opener
-        except OSError:
-            return None
-
-    def capacity_wh(self) -> float | None:
-        """Design/full energy of the battery in Wh (``energy_full``, µWh), or None."""
-        raw = self._attr("energy_full")
-        try:
-            return int(raw) * 1e-6 if raw is not None else None
-        except ValueError:
-            return None
+        p = float(self.power_fn())
+        if self.temp_c is None:
+            self.temp_c = self.ambient_c + self.r_th * p
+        elif self._t is not None and t_s > self._t:
+            self.temp_c = thermal_step(self.temp_c, self.ambient_c, p, t_s - self._t, self.r_th, self.tau)
+        self._t = t_s
+        return self.temp_c
 
     def read(self) -> Reading:
-        from runtime.meters import MeterError
-
-        try:
-            p = self.meter.read_power_w()
-        except MeterError:
-            p = NAN
-        cap = self._attr("capacity")
-        status = self.meter.status()
-        return Reading(self.clock(), power_w=p,
-                       soc_frac=int(cap) / 100.0 if cap is not None and cap.lstrip("-").isdigit() else NAN,
-                       plugged=NAN if status is None else (0.0 if status == "Discharging" else 1.0))
+        t = self.clock()
+        return Reading(t, temp_c=self.read_temp_c(t), ambient_c=self.ambient_c)
 
 
-class _CounterPowerSensor(Sensor):
+# ---- power -------------------------------------------------------------------------------------
+class PowerSensor(Sensor):
+    """Kind: the device power draw."""
+
+    provides: tuple[str, ...] = ("power_w",)
+
+    @abstractmethod
+    def read_power_w(self, t_s: float) -> float:
+        """Returns the power in W at ``t_s`` (the hub's clock; NaN = unknown). May raise."""
+
+    def read(self) -> Reading:
+        t = self.clock()
+        return Reading(t, power_w=self.read_power_w(t))
+
+
+class _CounterPowerSensor(PowerSensor):
     """Power from a cumulative energy meter: ΔE/Δt between reads (first read NaN)."""
-
-    provides = ("power_w",)
 
     def __init__(self, meter: Any, clock: Callable[[], float] = time.monotonic, period_s: float = 0.2) -> None:
         super().__init__(clock, period_s)
@@ -290,19 +390,14 @@ class _CounterPowerSensor(Sensor):
         self._last: tuple[float, float] | None = None
 
     def _probe(self) -> tuple[bool, str]:
-        ok = self.meter.available()
-        return ok, self.meter.reason
+        return self.meter.available(), self.meter.reason
 
-    def _power_w(self, t_s: float) -> float:
+    def read_power_w(self, t_s: float) -> float:
         e_j = self.meter.read_energy_j()
         last, self._last = self._last, (t_s, e_j)
         if last is None or t_s <= last[0]:
             return NAN
         return (e_j - last[1]) / (t_s - last[0])
-
-    def read(self) -> Reading:
-        t = self.clock()
-        return Reading(t, power_w=self._power_w(t))
 
 
 class RaplSensor(_CounterPowerSensor):
@@ -332,18 +427,23 @@ class NvmlSensor(_CounterPowerSensor):
 
         super().__init__(meter or NvmlMeter(), clock, period_s)
 
+    def read_power_w(self, t_s: float) -> float:
+        """The counter's ΔE/Δt where the GPU has one, else NVML's instantaneous power."""
+        return super().read_power_w(t_s) if self.meter.has_energy_counter else self.meter.read_power_w()
+
     def read(self) -> Reading:
+        from runtime.meters import MeterError
+
         t = self.clock()
-        m = self.meter
-        p = m.read_power_w() if not m.has_energy_counter else self._power_w(t)
-        try:  # NVML_TEMPERATURE_GPU == 0
-            temp = float(m._nvml.nvmlDeviceGetTemperature(m._handle, 0))  # noqa: SLF001
-        except Exception:  # noqa: BLE001 - driver-specific NVMLError subclasses
+        p = self.read_power_w(t)
+        try:
+            temp = self.meter.read_temperature_c()
+        except MeterError:
             temp = NAN
         return Reading(t, power_w=p, temp_c=temp)
 
 
-class ModelledPowerSensor(Sensor):
+class ModelledPowerSensor(PowerSensor):
     """Power from a callback (e.g. idle + tokens/s × energy per token of the active config).
 
     Args:
@@ -351,7 +451,6 @@ class ModelledPowerSensor(Sensor):
     """
 
     name = "modelled_power"
-    provides = ("power_w",)
     modelled = True
 
     def __init__(self, power_fn: Callable[[], float], clock: Callable[[], float] = time.monotonic,
@@ -359,47 +458,8 @@ class ModelledPowerSensor(Sensor):
         super().__init__(clock, period_s)
         self.power_fn = power_fn
 
-    def read(self) -> Reading:
-        return Reading(self.clock(), power_w=float(self.power_fn()))
-
-
-class ModelledThermalSensor(Sensor):
-    """Temperature from the first-order thermal model of ``envs.devices`` driven by a power callback.
-
-    ``T ← T_∞ + (T − T_∞)·exp(−Δt/τ)``, ``T_∞ = T_amb + R_th·P`` (exact for constant power over
-    each interval). For devices without a temperature sensor.
-
-    Args:
-        power_fn: Returns the device power in W.
-        r_th_c_per_w: Thermal resistance, °C/W.
-        tau_s: Thermal time constant, s.
-        ambient_c: Ambient temperature, °C.
-        temp0_c: Initial temperature (default: steady state at the first power reading).
-    """
-
-    name = "modelled_thermal"
-    provides = ("temp_c", "ambient_c")
-    modelled = True
-
-    def __init__(self, power_fn: Callable[[], float], r_th_c_per_w: float, tau_s: float, ambient_c: float = 25.0,
-                 temp0_c: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 period_s: float = 0.0) -> None:
-        super().__init__(clock, period_s)
-        self.power_fn, self.r_th, self.tau, self.ambient_c = power_fn, r_th_c_per_w, tau_s, ambient_c
-        self.temp_c = temp0_c
-        self._t: float | None = None
-
-    def read(self) -> Reading:
-        from runtime.replay import thermal_step
-
-        t = self.clock()
-        p = float(self.power_fn())
-        if self.temp_c is None:
-            self.temp_c = self.ambient_c + self.r_th * p
-        elif self._t is not None and t > self._t:
-            self.temp_c = thermal_step(self.temp_c, self.ambient_c, p, t - self._t, self.r_th, self.tau)
-        self._t = t
-        return Reading(t, temp_c=self.temp_c, ambient_c=self.ambient_c)
+    def read_power_w(self, t_s: float) -> float:
+        return float(self.power_fn())
 
 
 class FieldStatus(IntEnum):
@@ -586,13 +646,6 @@ class SensorHub:
         self.degraded = degraded or any(self.status[i] != FieldStatus.OK or self.modelled[i] for i in self._req)
         self.flags = flags
         self._next_check = nxt
-
-    def value(self, field: str) -> float:
-        """The current value of ``field`` (after the last poll)."""
-        return self.values[FIELDS.index(field)]
-
-    def field_status(self, field: str) -> FieldStatus:
-        return self.status[FIELDS.index(field)]
 
 
 def live_sensors(clock: Callable[[], float] = time.monotonic, power_fn: Callable[[], float] | None = None,

@@ -8,15 +8,15 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from runtime.dynamics import device_constants
 
 import envs
-from envs.devices import device_params
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from traces.schema import TraceMeta, make_trace
 
 PROFILE = example_profile(12)
-PHONE = device_params("phone")
+PHONE = device_constants("phone")
 
 
 def flat_trace(n=400, step_s=10.0, supply_w=0.0, ambient_c=20.0, demand_tps=0.0, base_w=0.0,
@@ -107,7 +107,7 @@ def test_tokens_served_and_throttling():
     env.reset(seed=0)
     a = int(np.argmin(env.costs.tps))
     _, _, _, _, info = env.step(a)
-    cap = env.costs.tps[a] * (10.0 - env.costs.switch_s[env._full, a])
+    cap = env.costs.tps[a] * (10.0 - env.costs.switch_s[env.full_config, a])
     assert info["tokens_served"] == pytest.approx(min(500.0, cap))
     # hot device: throughput scaled by the governor
     env.reset(seed=0, options={"temp_c": PHONE.t_max_c + 5.0, "config": a})

@@ -16,7 +16,7 @@ def tiny_live(tmp_path_factory):
     torch.manual_seed(0)
     m = ElasticGPT(ModelConfig(block_size=96, n_layer=3, n_head=4, n_embd=128, depths=(1, 2, 3))).eval()
     m.prepare()
-    q = {c.name: {"val_loss": 5.0, "bits_per_byte": 7.0, "mc_accuracy": 0.25 + 0.05 * c.depth}
+    q = {m.name(c): {"val_loss": 5.0, "bits_per_byte": 7.0, "mc_accuracy": 0.25 + 0.05 * c.depth}
          for c in m.configs()}
     prof = profile(m, threads=1, repeats=1, decode_tokens=2, prefill_tokens=8, quality=q, name="tiny",
                    idle_power_w=1.0, progress=False)
@@ -33,14 +33,14 @@ def test_live_step_generates_and_measures(tiny_live):
         assert env.observation_space.contains(obs)
         assert info["latency_ms_measured"] > 0 and info["latency_ms_predicted"] > 0
         assert 1 <= info["tokens_generated"] <= 4
-        assert m.active.name == env.costs.names[a]  # the live model really switched
+        assert m.name() == env.costs.names[a]  # the live model really switched
 
 
 def test_sim_to_real_report(tiny_live, tmp_path):
     m, path = tiny_live
     env = LiveMicroLLMPowerEnv(model=m, profile=str(path))
     rows = sim_to_real(env, tokens_per_config=2, repeats=1)
-    assert [r["name"] for r in rows] == env.costs.names
+    assert [r["name"] for r in rows] == list(env.costs.names)
     write_report(rows, tmp_path / "s2r.md", {"profile": "tiny", "threads": 1, "tokens": 2, "repeats": 1,
                                              "date": "today"})
     assert "| L3-H100-fp32 |" in (tmp_path / "s2r.md").read_text()
@@ -51,4 +51,4 @@ def test_profile_and_model_mismatch_is_refused(tiny_live):
 
     m, _ = tiny_live
     with pytest.raises(ValueError, match="do not match"):
-        LiveMicroLLMPowerEnv(model=m, profile=example_profile(6))
+        LiveMicroLLMPowerEnv(model=m, profile=example_profile(12))  # depth 4: not a configuration of the model

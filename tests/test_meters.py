@@ -1,4 +1,5 @@
-"""Tests of runtime.meters against fake sysfs trees, fake NVML and monkeypatched psutil."""
+"""Tests of runtime.meters against fake sysfs trees, fake NVML and monkeypatched psutil, and of the
+modelled CPU energy (model.energy_model) that profiling falls back to."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime import meters
+from model import energy_model
+from model.energy_model import ModelledCpuEnergy
 from runtime.meters import (
     EnergyMeter,
     MeterError,
-    ModelledCpuEnergy,
     NullMeter,
     NvmlMeter,
     PowerSupplyMeter,
@@ -182,6 +183,21 @@ def test_power_supply_power_now(tmp_path: Path) -> None:
     assert m.describe()["status"] == "Discharging"
 
 
+def test_power_supply_public_attributes(tmp_path: Path) -> None:
+    root = tmp_path / "ps"
+    d = _battery(root, power_now=1_000_000, capacity=42, energy_full=50_000_000)
+    m = PowerSupplyMeter(root)
+    assert (m.status(), m.capacity_frac(), m.energy_full_wh()) == (None, None, None)  # not probed yet
+    assert m.available(), m.reason
+    assert (m.status(), m.capacity_frac()) == ("Discharging", 0.42)
+    assert m.energy_full_wh() == pytest.approx(50.0)
+    _write(d / "capacity", "full")
+    _write(d / "energy_full", "n/a")
+    assert m.capacity_frac() is None and m.energy_full_wh() is None
+    (d / "capacity").unlink()
+    assert m.capacity_frac() is None
+
+
 def test_power_supply_current_times_voltage(tmp_path: Path) -> None:
     root = tmp_path / "ps"
     _battery(root, current_now=-1_500_000, voltage_now=12_000_000)  # |−1.5 A| × 12 V = 18 W
@@ -306,6 +322,19 @@ def test_nvml_total_energy_counter(monkeypatch: pytest.MonkeyPatch) -> None:
     assert m.read_power_w() == pytest.approx(50.0)
 
 
+def test_nvml_temperature(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _fake_nvml([0])
+    monkeypatch.setitem(sys.modules, "pynvml", mod)
+    m = NvmlMeter(0)
+    with pytest.raises(MeterError, match="temperature"):  # the fake has no temperature call
+        m.read_temperature_c()
+    mod.nvmlDeviceGetTemperature = lambda h, kind: 61 if kind == 0 else 0  # type: ignore[attr-defined]
+    assert m.read_temperature_c() == 61.0
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    with pytest.raises(MeterError, match="NVML unavailable"):
+        NvmlMeter(0).read_temperature_c()
+
+
 def test_nvml_power_integration_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(None, power_mw=20_000))
     m = NvmlMeter(0)
@@ -357,7 +386,7 @@ def test_modelled_hand_computed() -> None:
 
 
 def test_horowitz_constants() -> None:
-    t = meters.HOROWITZ_45NM_PJ
+    t = energy_model.HOROWITZ_45NM_PJ
     assert (t["fp32_mult"], t["fp32_add"], t["int8_add"], t["int8_mult"]) == (3.7, 0.9, 0.03, 0.2)
     assert t["dram_32bit_read"] / 4 == 160.0
     assert t["sram_cache_8kb_64bit_read"] == 10.0
@@ -388,25 +417,56 @@ def test_best_available_order(rapl_root: Path, tmp_path: Path, monkeypatch: pyte
     assert isinstance(m, RaplMeter)
     m = best_available_meter(powercap_root=tmp_path / "none", power_supply_root=ps)
     assert isinstance(m, PowerSupplyMeter)
-    m = best_available_meter(powercap_root=tmp_path / "none", power_supply_root=tmp_path / "none")
-    assert isinstance(m, ModelledCpuEnergy)
+    # the runtime's meters are real readings only: no meter here is an error, not a model
+    with pytest.raises(MeterError, match="no energy meter available"):
+        best_available_meter(powercap_root=tmp_path / "none", power_supply_root=tmp_path / "none")
     with pytest.raises(MeterError, match="no energy meter available"):
         best_available_meter(("rapl",), powercap_root=tmp_path / "none")
+    with pytest.raises(ValueError, match="unknown meter kind 'modelled'"):
+        best_available_meter(("modelled",))
     report = probe_meters(powercap_root=tmp_path / "none", power_supply_root=ps)
-    assert [r["kind"] for r in report] == ["rapl", "nvml", "power_supply", "modelled"]
-    assert [r["available"] for r in report] == [False, False, True, True]
+    assert [r["kind"] for r in report] == ["rapl", "nvml", "power_supply"]
+    assert [r["available"] for r in report] == [False, False, True]
     assert isinstance(m, EnergyMeter)
 
 
+def test_extra_kinds_plug_into_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    none = {"powercap_root": tmp_path / "none", "power_supply_root": tmp_path / "none"}
+    m = best_available_meter(("rapl", "null"), extra_kinds={"null": NullMeter}, **none)
+    assert isinstance(m, NullMeter)
+    report = probe_meters(("rapl", "null"), extra_kinds={"null": NullMeter}, **none)
+    assert [(r["kind"], r["available"]) for r in report] == [("rapl", False), ("null", True)]
+
+
+def test_profiling_selection_falls_back_to_the_model(rapl_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    ps = tmp_path / "ps"
+    _battery(ps, power_now=1_000_000)
+    m = energy_model.best_available_meter(powercap_root=rapl_root, power_supply_root=ps)
+    assert isinstance(m, RaplMeter)
+    m = energy_model.best_available_meter(powercap_root=tmp_path / "none", power_supply_root=tmp_path / "none")
+    assert isinstance(m, ModelledCpuEnergy) and m.energy_source == "modelled"
+    with pytest.raises(MeterError, match="no energy meter available"):
+        energy_model.best_available_meter(("rapl",), powercap_root=tmp_path / "none")
+    report = energy_model.probe_meters(powercap_root=tmp_path / "none", power_supply_root=ps)
+    assert [r["kind"] for r in report] == ["rapl", "nvml", "power_supply", "modelled"]
+    assert [r["available"] for r in report] == [False, False, True, True]
+    assert "assumptions" in report[-1]
+
+
 def test_import_without_optional_packages() -> None:
-    """runtime.meters (and the numpy-only model modules) import with torch/psutil/pynvml blocked."""
+    """runtime.meters (and the numpy-only model modules) import with torch/psutil/pynvml blocked;
+    runtime never imports the model package (model.energy_model imports runtime.meters, not back)."""
     code = (
         "import sys\n"
         "for name in ('torch', 'psutil', 'pynvml', 'matplotlib', 'scipy'):\n"
         "    sys.modules[name] = None\n"
-        "import runtime.meters as m\n"
-        "import model.profile_schema, model.roofline, model.scaling\n"
-        "assert m.best_available_meter(powercap_root='/nonexistent', "
+        "import runtime.meters as m, runtime.sensors\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] == 'model'], 'runtime imported model'\n"
+        "import model.profile_schema, model.roofline, model.scaling, model.energy_model as em\n"
+        "assert em.best_available_meter(powercap_root='/nonexistent', "
         "power_supply_root='/nonexistent').energy_source in ('modelled', 'nvml')\n"
         "assert m.PsutilBattery().read().percent is None\n"
         "print('ok')\n"

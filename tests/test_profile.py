@@ -21,7 +21,7 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def _quality(m):
-    return {c.name: {"val_loss": 5.0 - c.depth * 0.1, "bits_per_byte": 7.0, "mc_accuracy": 0.25,
+    return {m.name(c): {"val_loss": 5.0 - c.depth * 0.1, "bits_per_byte": 7.0, "mc_accuracy": 0.25,
                      "coverage_at_k": {"1": 0.1, "2": 0.15, "4": 0.2, "8": 0.3}} for c in m.configs()}
 
 
@@ -31,7 +31,7 @@ def test_profile_has_every_config_and_validates(tiny_ckpt, tmp_path):
                    name="tiny", idle_power_w=1.0, progress=False)
     out = save_profile(prof, tmp_path / "p.json")
     p = load_profile(out)
-    assert sorted(p.names) == sorted(c.name for c in m.configs())
+    assert p.names == list(m.space.names) and p.space.same_as(m.space)  # the profile is keyed by the space
     # no meter on a CI box -> the energy is labelled modelled, with its assumptions, everywhere
     if p.data["energy_source"] == "modelled":
         assert p.data["energy_assumptions"]["dram_pj_per_byte"] > 0

@@ -134,7 +134,7 @@ CASES: list[tuple[str, Mutator, str, str]] = [
         "positive integer",
     ),
     ("bad energy source", _set("configs[0].energy_source", "guess"), "configs[0].energy_source", "one of"),
-    ("duplicate name", _set("configs[1].name", "d1-h1-b32"), "configs[1].name", "duplicates configs[0].name"),
+    ("duplicate name", _set("configs[1].name", "L1-H100-fp32"), "configs[1].name", "duplicates configs[0].name"),
     ("empty configs", _set("configs", []), "configs", "at least one"),
     ("missing configs", _set("configs", _DELETE), "configs", "missing"),
     ("config not object", _set("configs[0]", 5), "configs[0]", "must be an object"),

@@ -33,11 +33,12 @@ def test_runtime_runs_with_heavy_packages_blocked(tmp_path: Path) -> None:
         import traces  # the replay sensors' trace loader is numpy + stdlib too
         from runtime.manager import RuntimeManager
         from runtime.policy import load_policy_file
-        from runtime.replay import DeviceThermal, ReplaySensors
+        from runtime.dynamics import DeviceConstants
+        from runtime.replay import ReplaySensors
         from runtime.sensors import SensorHub, live_sensors
         pf = load_policy_file({str(policy)!r})
         tr = traces.load_trace({str(trace)!r})
-        rp = ReplaySensors(tr, DeviceThermal.from_dict(pf.meta["mask_rules"]["devices"]["phone"]), clock=None)
+        rp = ReplaySensors(tr, DeviceConstants.from_dict(pf.meta["mask_rules"]["devices"]["phone"]), clock=None)
         mgr = RuntimeManager(pf, SensorHub([rp], clock=rp.now), clock=rp.now)
         for k in range(1, 500):
             rp.advance_to(k * 1.0)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.devices import DEVICES
 from envs.power_env import load_cost_tables
 from model.profile_schema import example_profile
 from runtime.manager import (
@@ -21,8 +20,9 @@ from runtime.manager import (
     State,
     Telemetry,
 )
-from runtime.observation import N_BASE
-from runtime.policy import load_policy_file, obs_feature_table, save_policy_file
+from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
+from runtime.observation import ObsLayout
+from runtime.policy import load_policy_file, save_policy_file
 from runtime.sensors import ConstantSensor, Reading, Sensor, SensorHub
 from runtime.shield import Reason, is_breach
 
@@ -34,16 +34,16 @@ SAFE = int(np.argmin(COSTS.ept_j))
 def make_policy(path: Path, favour: int | None = EXPENSIVE, seed: int = 0, algo: str = "ppo") -> Path:
     """A random-weight policy file; ``favour`` gets a large output bias (the policy insists on it)."""
     rng = np.random.default_rng(seed)
-    n, d, h = len(COSTS.names), N_BASE, 16
+    layout = ObsLayout(COSTS.space.features)
+    n, d, h = len(COSTS.names), layout.dim, 16
     layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
     if favour is not None:
         layers[-1][1][favour] = 50.0
-    table = [dict(index=i, name=nm, depth=int(COSTS.depth[i]), heads=float(COSTS.heads[i]), bits=int(COSTS.bits[i]))
-             for i, nm in enumerate(COSTS.names)]
-    meta = {"algo": algo, "activation": "Tanh", "lookahead": 0, "obs_features": obs_feature_table(0),
-            "decode_table": table, "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
+    meta = {"algo": algo, "activation": "Tanh", "obs_features": layout.table(),
+            "config_space": COSTS.space.to_json(), "decode_table": COSTS.decode_table(),
+            "env_params": EnvParams().to_dict(), "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
             "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}, "reserve_soc": 0.05},
+                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
             "profile": {"path": "example", "sha256": "0" * 64, "name": "example"}}
     save_policy_file(path, layers, meta, np.zeros(d), np.ones(d),
                      {"energy_j_per_token": COSTS.ept_j, "power_w": COSTS.power_w,
@@ -317,7 +317,7 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from envs.power_env import MicroLLMPowerEnv
-    from runtime.replay import DeviceThermal, ReplaySensors
+    from runtime.replay import ReplaySensors
 
     env = MicroLLMPowerEnv(profile=example_profile(12), split="train", random_start=False)
     pf = load_policy_file(make_policy(tmp_path / "p.npz"))
@@ -337,7 +337,7 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
                              bandwidth_mbps=ta.bandwidth_mbps, budget_w=ta.budget_w, base_load_w=ta.base_w,
                              meta=SimpleNamespace(capacity_wh=ta.capacity_j / 3600.0, initial_soc=ta.initial_soc,
                                                   deadline_s=None if math.isnan(ta.deadline_s) else ta.deadline_s))
-        dev = DeviceThermal.from_dict(asdict(ta.device))
+        dev = ta.device
         rp = ReplaySensors(tr, dev, clock=None, start_s=3 * env.step_s, soc0=info["soc"], temp0_c=info["temp_c"])
         mgr = RuntimeManager(pf, SensorHub([rp], clock=rp.now), device=dev, clock=rp.now)
         rng = np.random.default_rng(k)
@@ -349,7 +349,7 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
                              base_w=w["base_w"], capacity_j=w["capacity_j"])
             mgr.current = env._a
             mgr.decide(rp.vt)
-            cols = slice(None) if t == 0 else [j for j in range(N_BASE) if j != 6]  # 6: budget (see below)
+            cols = slice(None) if t == 0 else [j for j in range(len(obs)) if j != 6]  # 6: budget (see below)
             np.testing.assert_allclose(mgr.obs[cols], obs[cols], rtol=1e-5, atol=1e-4, err_msg=f"{ta.name} t={t}")
             checked += 1
             seen_deadline |= bool(obs[7] == 1.0)

@@ -14,7 +14,7 @@ import deploy
 from agents.run_io import load_controller, save_run
 from envs.batched import BatchedPowerEnv
 from model.profile_schema import example_profile, save_profile
-from runtime.observation import bounds, feature_names
+from runtime.observation import model_layout
 from runtime.policy import (
     HASH_KEY,
     NumpyPolicy,
@@ -26,13 +26,25 @@ from runtime.policy import (
 NET = {"pi": [64, 64], "vf": [64, 64]}
 
 
+def model_grid_profile() -> dict:
+    """``example_profile(12)`` moved onto the committed model's depths (2, 3, 4, 6), so that
+    ``deploy.py run`` can switch the live model to every configuration of a policy trained on it."""
+    from runtime.configspace import KNOBS
+
+    p = example_profile(12)
+    for c in p["configs"]:
+        c["depth"] = {1: 2, 2: 3, 3: 4, 4: 6}[c["depth"]]
+        c["name"] = "-".join(KNOBS[k].fragment(c[k]) for k in ("depth", "heads", "bits"))
+    return p
+
+
 def _train(tmp: Path, algo: str) -> tuple[Path, Path, BatchedPowerEnv]:
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.manual_seed(0)
     prof = tmp / "profile.json"
     if not prof.exists():
-        save_profile(example_profile(12), prof)
+        save_profile(model_grid_profile(), prof)
     venv = BatchedPowerEnv(n_envs=4, profile=str(prof), max_episode_steps=100, seed=0,
                            mask_actions=algo == "maskable_ppo")
     vn = VecNormalize(venv, norm_obs=True, norm_reward=False)
@@ -57,7 +69,7 @@ def _train(tmp: Path, algo: str) -> tuple[Path, Path, BatchedPowerEnv]:
         {"net_arch": NET, "activation_fn": "Tanh"}
     config = {"algo": algo, "env_id": "wattwise/MicroLLMPower-v0",
               "env_kwargs": {"profile": str(prof), "split": "train"},
-              "policy_kwargs": pk, "obs_features": feature_names(),
+              "policy_kwargs": pk, "obs_features": model_layout(0).names,
               "decode_table": venv.ref.decode_table}
     save_run(run, model, vn, config)
     out = tmp / f"{algo}.npz"
@@ -78,7 +90,7 @@ def maskable_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 def _observations(venv: BatchedPowerEnv, n_uniform: int, n_rollout: int, seed: int = 0) -> np.ndarray:
     """Observations sampled uniformly in the observation bounds plus rollout observations."""
     rng = np.random.default_rng(seed)
-    lo, hi = bounds(0)
+    lo, hi = model_layout(0).lo, model_layout(0).hi
     uni = rng.uniform(lo, hi, size=(n_uniform, lo.shape[0])).astype(np.float32)
     for k in (2, 5, 7):  # 0/1 features
         uni[:, k] = rng.integers(0, 2, n_uniform)
@@ -150,11 +162,11 @@ def test_policy_file_contents(ppo_run) -> None:
         meta = json.loads(str(z["meta_json"]))
         assert z[HASH_KEY].shape == () and z["meta_json"].shape == ()
     assert {"layer0_weight", "layer2_bias", "obs_mean", "obs_var", "energy_j_per_token"} <= files
-    assert [f["name"] for f in meta["obs_features"]] == feature_names()
+    assert [f["name"] for f in meta["obs_features"]] == model_layout(0).names
     assert meta["obs_features"][3]["unit"] == "degC"
     assert meta["decode_table"] == venv.ref.decode_table
     assert meta["activation"] == "Tanh" and meta["algo"] == "ppo"
-    assert meta["mask_rules"]["device"]["t_max_c"] == 45.0 and meta["mask_rules"]["reserve_soc"] == 0.05
+    assert meta["mask_rules"]["device"]["t_max_c"] == 45.0 and meta["env_params"]["reserve_soc"] == 0.05
     assert len(meta["profile"]["sha256"]) == 64 and meta["profile"]["name"] == "example"
     pf = load_policy_file(out)
     assert pf.safe_index == int(np.argmin(venv.ref.costs.ept_j))

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from runtime.dynamics import DEVICES, DeviceConstants, battery_step, thermal_step
 
 import traces
-from envs.devices import DEVICES
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
-from runtime.replay import DeviceThermal, ReplaySensors, battery_step, thermal_step
+from runtime.replay import ReplaySensors
 
 PROFILE = example_profile(12)
 
@@ -30,7 +30,7 @@ def test_replay_matches_env_dynamics(trace_index: int) -> None:
                          bandwidth_mbps=ta.bandwidth_mbps, budget_w=ta.budget_w, base_load_w=ta.base_w,
                          meta=SimpleNamespace(capacity_wh=ta.capacity_j / 3600.0, initial_soc=ta.initial_soc,
                                               deadline_s=None))
-    dev = DeviceThermal.from_dict(asdict(ta.device))
+    dev = DeviceConstants.from_dict(asdict(ta.device))
     rp = ReplaySensors(tr, dev, clock=None, start_s=5 * env.step_s, soc0=info["soc"], temp0_c=info["temp_c"])
     r = rp.read()
     assert r.soc_frac == info["soc"] and r.temp_c == pytest.approx(info["temp_c"], abs=1e-12)
@@ -64,7 +64,7 @@ def test_step_functions_match_closed_forms() -> None:
 def test_replay_of_a_trace_file_in_virtual_time() -> None:
     path = traces.default_trace_set_dir() / "phone-00.csv"
     trace = traces.load_trace(path)
-    dev = DeviceThermal.from_dict(asdict(DEVICES[trace.meta.device_kind]))
+    dev = DeviceConstants.from_dict(asdict(DEVICES[trace.meta.device_kind]))
     wall = [100.0]
     rp = ReplaySensors(trace, dev, speed=60.0, clock=lambda: wall[0])
     assert rp.now() == 0.0

@@ -15,12 +15,15 @@ from runtime.sensors import (
     POWER,
     SOC,
     TEMP,
+    BatteryReading,
+    BatterySensor,
     ConstantSensor,
     FieldStatus,
     ModelledPowerSensor,
     ModelledThermalSensor,
     NullSensor,
     NvmlSensor,
+    PowerSensor,
     PowerSupplySensor,
     PsutilBatterySensor,
     PsutilTemperatureSensor,
@@ -28,6 +31,7 @@ from runtime.sensors import (
     Reading,
     Sensor,
     SensorHub,
+    TemperatureSensor,
     live_sensors,
 )
 
@@ -168,6 +172,9 @@ def test_first_available_sensor_owns_a_field() -> None:
         def _probe(self):
             raise RuntimeError("probe exploded")
 
+        def read(self) -> Reading:  # pragma: no cover - never read: unavailable
+            raise AssertionError
+
     a = ConstantSensor({"temp_c": 40.0}, clk, name="a", modelled=False)
     b = ConstantSensor({"temp_c": 20.0, "power_w": 1.0}, clk, name="b")
     hub = SensorHub([Broken(clk), a, b], clock=clk)
@@ -262,3 +269,63 @@ def test_modelled_sensors_and_live_list() -> None:
     assert not math.isnan(hub.values[POWER]) and not math.isnan(hub.values[TEMP])
     for sensor in sensors:
         assert isinstance(sensor.available(), bool)
+
+
+def test_sensor_classes_are_abstract() -> None:
+    class NoRead(Sensor):
+        name = "no_read"
+
+    for cls in (Sensor, NoRead, BatterySensor, TemperatureSensor, PowerSensor):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()
+    clk = Clock(3.0)
+
+    class Batt(BatterySensor):
+        def read_battery(self) -> BatteryReading:
+            return BatteryReading(soc_frac=0.7, plugged=1.0)
+
+    class Temp(TemperatureSensor):
+        def read_temp_c(self, t_s: float) -> float:
+            return 20.0 + t_s
+
+    class Power(PowerSensor):
+        def read_power_w(self, t_s: float) -> float:
+            return 2.5
+
+    assert Batt(clk).read() == Reading(3.0, soc_frac=0.7, plugged=1.0)
+    assert Temp(clk).read() == Reading(3.0, temp_c=23.0)
+    assert Power(clk).read() == Reading(3.0, power_w=2.5)
+    assert Batt(clk).available() and Batt.provides == ("soc_frac", "plugged")
+    assert NullSensor(clk).available() and NullSensor(clk).read() == Reading(3.0)
+
+
+def test_replay_sensors_still_instantiate() -> None:
+    from runtime.replay import ReplaySensors
+
+    trace = types.SimpleNamespace(
+        name="t", time_s=[0.0, 1.0], supply_w=[0.0, 0.0], plugged=[0.0, 0.0], ambient_c=[25.0, 25.0],
+        demand_tps=[1.0, 1.0], bandwidth_mbps=[10.0, 10.0],
+        meta=types.SimpleNamespace(capacity_wh=1.0, initial_soc=0.5, deadline_s=None))
+    device = types.SimpleNamespace(r_th_c_per_w=5.0, tau_s=100.0, t_max_c=80.0, throttle_per_c=0.1,
+                                   throttle_min=0.3, charge_efficiency=0.9, idle_power_w=0.2)
+    rp = ReplaySensors(trace, device, clock=None)  # subclasses the abstract Sensor: read() is defined
+    assert isinstance(rp, Sensor) and rp.available()
+    assert rp.read().soc_frac == pytest.approx(0.5)
+
+
+def test_nvml_sensor_without_temperature(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("pynvml")
+    mod.nvmlInit = lambda: None
+    mod.nvmlDeviceGetHandleByIndex = lambda i: "h"
+    mod.nvmlDeviceGetName = lambda h: "Fake"
+    mod.nvmlDeviceGetTotalEnergyConsumption = lambda h: 1_000
+    mod.nvmlDeviceGetPowerUsage = lambda h: 42_000
+    monkeypatch.setitem(sys.modules, "pynvml", mod)  # no nvmlDeviceGetTemperature
+    clk = Clock()
+    s = NvmlSensor(clock=clk)
+    assert s.available(), s.reason
+    r = s.read()
+    assert math.isnan(r.power_w) and math.isnan(r.temp_c)  # first counter read: no interval yet
+    clk.t = 2.0
+    mod.nvmlDeviceGetTotalEnergyConsumption = lambda h: 21_000  # +20 J in 2 s
+    assert s.read().power_w == pytest.approx(10.0)

@@ -68,14 +68,6 @@ def test_android_batteryapp_session() -> None:
     assert m.seed is None  # usage signals present: no seeded demand
 
 
-def test_self_heating_model_is_the_env_phone() -> None:
-    from envs.devices import DEVICES
-
-    ph = DEVICES["phone"]
-    assert (SELF_HEATING.r_th_c_per_w, SELF_HEATING.tau_s, SELF_HEATING.idle_power_w) == (
-        ph.r_th_c_per_w, ph.tau_s, ph.idle_power_w)
-
-
 def test_self_heating_inverts_an_independent_thermal_integration() -> None:
     # Irregular log grid; a phone in a room warming from 22 to 26 C, load stepping 0.5 -> 3 -> 1 W.
     rng = np.random.default_rng(0)

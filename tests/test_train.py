@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 import pytest
 
 from model.profile_schema import example_profile, save_profile
+from runtime.dynamics import EnvParams
 
 
 @pytest.mark.parametrize("algo,lagrangian", [("ppo", False), ("maskable_ppo", False), ("maskable_ppo", True)])
@@ -18,7 +18,7 @@ def test_train_smoke_run(tmp_path, algo, lagrangian):
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     args = train.Args(algo=algo, profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
                       lagrangian=lagrangian, eval_episodes=2, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"),
-                      final_eval=algo == "ppo", eval_max_steps=12, progress=False)
+                      final_eval=algo == "ppo", env=EnvParams(max_episode_steps=12), progress=False)
     run = train.main(args)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["algo"] == algo and cfg["total_timesteps"] == 1024
@@ -46,7 +46,7 @@ def test_warm_start_bc_then_dagger(tmp_path):
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     args = train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=512, n_envs=4, eval_freq=512,
                       eval_episodes=1, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"), final_eval=False,
-                      eval_max_steps=24, progress=False, bc_expert="schedutil", bc_episodes=4, dagger_rounds=1,
+                      env=EnvParams(max_episode_steps=24), progress=False, bc_expert="schedutil", bc_episodes=4, dagger_rounds=1,
                       dagger_episodes=2, bc_epochs=2)
     run = train.main(args)
     ws = json.loads((run / "config.json").read_text())["warm_start"]

@@ -46,8 +46,8 @@ Derivation (documented in docs/traces.md):
   because the phone's own load heats it. The env adds that load's heat again
   (``T∞ = T_amb + R_th·(idle + base + LLM)``), so the importer inverts the same first-order model:
   ``ambient = T_batt − R_th · lowpass_τ(base + idle)`` with the phone's ``R_th = 5 °C/W``,
-  ``τ = 240 s`` and ``idle = 0.2 W`` (:data:`SELF_HEATING`, pinned to ``envs/devices.py`` by a
-  test). With the model off, the env then reproduces the logged battery temperature. Pass
+  ``τ = 240 s`` and ``idle = 0.2 W`` (:data:`SELF_HEATING` is the env's own phone,
+  ``runtime.dynamics.DEVICES["phone"]``, and the step is the env's ``thermal_step``). With the model off, the env then reproduces the logged battery temperature. Pass
   ``self_heating=None`` to keep the raw battery temperature.
 * ``demand_tps`` = :func:`traces.demand.from_usage` (screen on + CPU usage) when those columns
   exist, else seeded :func:`traces.demand.chat_sessions` (seed from the file name, in meta).
@@ -60,11 +60,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runtime.dynamics import DEVICES, DeviceConstants, thermal_step
 from traces.demand import chat_sessions, from_usage
 from traces.importers._common import (
     ImportFormatError,
@@ -93,22 +93,14 @@ UNKNOWN_LINK_MBPS = 20.0
 SMOOTH_S = 300.0
 
 
-@dataclass(frozen=True)
-class SelfHeating:
-    """The phone's first-order thermal model, used to remove its own heat from the battery
-    temperature. Must equal the env's phone (``envs.devices.DEVICES["phone"]``; a test pins it)."""
-
-    r_th_c_per_w: float = 5.0  # steady rise per watt dissipated, °C/W
-    tau_s: float = 240.0  # thermal time constant, s
-    idle_power_w: float = 0.2  # platform idle the env adds on top of the base load, W
+#: The phone whose self-heating is removed: the env's own constants (one owner: ``runtime.dynamics``).
+SELF_HEATING: DeviceConstants = DEVICES["phone"]
 
 
-SELF_HEATING = SelfHeating()
-
-
-def self_heating_c(t_s: np.ndarray, power_w: np.ndarray, model: SelfHeating) -> np.ndarray:
-    """Temperature rise (°C) that ``power_w`` (held from each sample to the next) causes under
-    ``model``, starting in steady state: the env's exact step ``y ← y∞ + (y − y∞)·e^(−dt/τ)``."""
+def self_heating_c(t_s: np.ndarray, power_w: np.ndarray, model: DeviceConstants) -> np.ndarray:
+    """Temperature rise (°C) that ``power_w`` (held from each sample to the next) plus the idle
+    power causes under ``model``, starting in steady state: the env's own ``thermal_step`` with
+    a 0 °C ambient."""
     p = np.asarray(power_w, dtype=float) + model.idle_power_w
     out = np.empty(p.size)
     if p.size == 0:
@@ -117,8 +109,7 @@ def self_heating_c(t_s: np.ndarray, power_w: np.ndarray, model: SelfHeating) -> 
     y = model.r_th_c_per_w * p[0]
     for i in range(p.size):
         # the power of the previous sample held over dt heats towards R_th * p[i - 1]
-        y_inf = model.r_th_c_per_w * p[i - 1] if i else y
-        y = y_inf + (y - y_inf) * math.exp(-dt[i] / model.tau_s)
+        y = thermal_step(y, 0.0, p[i - 1] if i else p[0], dt[i], model.r_th_c_per_w, model.tau_s)
         out[i] = y
     return out
 
@@ -218,7 +209,7 @@ def import_android_batteryapp(
     license: str = "see source",
     unit: str | None = None,
     seed: int | None = None,
-    self_heating: SelfHeating | None = SELF_HEATING,
+    self_heating: DeviceConstants | None = SELF_HEATING,
 ) -> list[Trace]:
     """Imports Android battery session CSV(s) (see module docstring for columns and rules).
 
@@ -249,7 +240,7 @@ def import_android_batteryapp(
 
 def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, max_gap_s: float,
                 license: str, unit: str | None, seed: int | None,
-                self_heating: SelfHeating | None = SELF_HEATING) -> list[Trace]:
+                self_heating: DeviceConstants | None = SELF_HEATING) -> list[Trace]:
     tab = read_table(f, header=True)
     h = tab.header or []
     i_time = find_column(h, ["Timestamp", "timestamp_ms", "time", "datetime", "date", "ts"])
@@ -351,7 +342,7 @@ def _derive(t: np.ndarray, level: np.ndarray, temp: np.ndarray, volt: np.ndarray
             cur: np.ndarray, plugged_raw: np.ndarray, screen: np.ndarray, wifi: np.ndarray,
             cell: np.ndarray, *, capacity_wh: float, seed: int, name: str,
             current_name: str, smooth_s: float = SMOOTH_S,
-            self_heating: SelfHeating | None = SELF_HEATING) -> tuple[Trace, bool]:
+            self_heating: DeviceConstants | None = SELF_HEATING) -> tuple[Trace, bool]:
     n = t.size
     hold = np.append(np.diff(t), np.median(np.diff(t)))
     level = ffill(level, 50.0)

@@ -1,0 +1,172 @@
+"""What the environments read once at construction: the profile's per-configuration cost tables
+(indexed by the configuration space) and the resampled traces. Never read in ``step``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.configspace import ConfigSpace
+from runtime.dynamics import DeviceConstants, device_constants
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PROFILE = REPO / "profiles" / "reference-cpu.json"
+
+
+@dataclass
+class CostTables:
+    """Per-configuration arrays the dynamics read, in the configuration space's index order."""
+
+    space: ConfigSpace  # the configurations: index i is action i
+    tps: np.ndarray  # decode tokens/s
+    ept_j: np.ndarray  # energy per token, J
+    decode_ms: np.ndarray  # decode latency per token, ms
+    power_w: np.ndarray  # power while decoding, W
+    quality: np.ndarray  # skill above chance, 0..1
+    features: np.ndarray  # (n, n_config_features): the observation's configuration block
+    switch_s: np.ndarray  # (n, n) compute time of a switch i -> j, s
+    switch_j: np.ndarray  # (n, n) energy of a switch i -> j, J
+    idle_w: float
+    energy_source: str
+    profile_name: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.space.names
+
+    def __len__(self) -> int:
+        return len(self.space)
+
+    def decode_table(self) -> list[dict[str, Any]]:
+        return self.space.decode_table()
+
+
+def load_cost_tables(profile: Any) -> CostTables:
+    """Arrays from a profile (path, ``Profile`` or dict); validated by ``model.profile_schema``."""
+    from model.profile_schema import Profile, load_profile, validate_profile
+
+    if isinstance(profile, (str, Path)):
+        p = load_profile(profile)
+    elif isinstance(profile, Profile):
+        p = profile
+    else:
+        validate_profile(profile, "<profile dict>")
+        p = Profile(profile)
+    space = p.space
+    recs = [p.config(n) for n in space.names]  # the space's order, looked up by canonical name
+    power = np.array([c["power_w"] for c in recs], float)
+    acc = np.array([c["mc_accuracy"] for c in recs], float)
+    sw = space.switch_time_s(p.data.get("switch_costs", {}))
+    return CostTables(
+        space=space,
+        tps=np.array([c["decode_tokens_per_s"] for c in recs], float),
+        ept_j=np.array([c["energy_j_per_token"] for c in recs], float),
+        decode_ms=np.array([c["decode_ms_per_token_median"] for c in recs], float),
+        power_w=power,
+        quality=np.clip((acc - 0.25) / 0.75, 0.0, 1.0),
+        features=np.array(space.feature_matrix()),
+        switch_s=sw, switch_j=sw * power[None, :],
+        idle_w=float(p.data.get("idle_power_w", 0.0)),
+        energy_source=str(p.data.get("energy_source", "unknown")),
+        profile_name=str(p.data.get("name", "")),
+    )
+
+
+@dataclass
+class TraceArrays:
+    """One resampled trace as plain lists (fast scalar indexing in ``step``)."""
+
+    name: str
+    n: int
+    supply_w: list
+    plugged: list
+    ambient_c: list
+    demand_tps: list
+    bandwidth_mbps: list
+    budget_w: list  # NaN where absent
+    base_w: list
+    capacity_j: float
+    initial_soc: float
+    deadline_s: float  # NaN where absent
+    device: DeviceConstants
+    device_kind: str
+
+
+def prepare_traces(traces: Any, split: str, step_s: float) -> list[TraceArrays]:
+    """Trace set folder (its ``split``) or a list of ``traces.Trace`` → resampled arrays."""
+    import traces as T
+
+    if traces is None:
+        traces = T.default_trace_set_dir()
+    if isinstance(traces, (str, Path)):
+        items = T.TraceSet.load(traces).split(split)
+        if not items:
+            raise ValueError(f"trace set {traces} has no traces in split {split!r}")
+    else:
+        items = list(traces)
+    out = []
+    for tr in items:
+        r = tr.resample(step_s)
+        n = len(r)
+        nan = np.full(n, np.nan)
+        base = r.base_load_w if r.base_load_w is not None else np.zeros(n)
+        out.append(TraceArrays(
+            name=r.name, n=n, supply_w=r.supply_w.tolist(), plugged=r.plugged.tolist(),
+            ambient_c=r.ambient_c.tolist(), demand_tps=r.demand_tps.tolist(),
+            bandwidth_mbps=r.bandwidth_mbps.tolist(),
+            budget_w=(r.budget_w if r.budget_w is not None else nan).tolist(),
+            base_w=np.nan_to_num(base, nan=0.0).tolist(),
+            capacity_j=float(r.meta.capacity_wh) * 3600.0, initial_soc=float(r.meta.initial_soc),
+            deadline_s=float(r.meta.deadline_s) if r.meta.deadline_s is not None else math.nan,
+            device=device_constants(r.meta.device_kind), device_kind=r.meta.device_kind))
+    return out
+
+
+class PaddedTraces:
+    """Traces as (n_traces, max_len) float arrays (NaN-padded) plus per-trace plant constants:
+    the batched env, the oracle and the MPC gather a batch's inputs from here."""
+
+    def __init__(self, trs: list[TraceArrays]) -> None:
+        L = max(t.n for t in trs)
+
+        def pad(attr: str) -> np.ndarray:
+            out = np.full((len(trs), L), np.nan)
+            for k, t in enumerate(trs):
+                out[k, :t.n] = getattr(t, attr)
+            return out
+
+        self.supply, self.plugged, self.ambient = pad("supply_w"), pad("plugged"), pad("ambient_c")
+        self.demand, self.bandwidth, self.budget, self.base = (pad("demand_tps"), pad("bandwidth_mbps"),
+                                                               pad("budget_w"), pad("base_w"))
+        self.n = np.array([t.n for t in trs])
+        self.capacity_j = np.array([t.capacity_j for t in trs])
+        self.soc0 = np.array([t.initial_soc for t in trs])
+        self.deadline_s = np.array([t.deadline_s for t in trs])
+        d = [t.device for t in trs]
+        self.r_th = np.array([x.r_th_c_per_w for x in d])
+        self.tau = np.array([x.tau_s for x in d])
+        self.t_max = np.array([x.t_max_c for x in d])
+        self.thr_k = np.array([x.throttle_per_c for x in d])
+        self.thr_min = np.array([x.throttle_min for x in d])
+        self.eta = np.array([x.charge_efficiency for x in d])
+        self.idle = np.array([x.idle_power_w for x in d])
+
+    def inputs(self, k: np.ndarray, i: np.ndarray):
+        """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k``."""
+        from runtime.dynamics import Inputs
+
+        return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i])
+
+    def plant(self, k: np.ndarray):
+        """``runtime.dynamics.Plant`` of traces ``k``."""
+        from runtime.dynamics import Plant
+
+        return Plant(self.capacity_j[k], self.r_th[k], self.tau[k], self.t_max[k], self.thr_k[k], self.thr_min[k],
+                     self.eta[k], self.idle[k])
+
+
+__all__ = ["DEFAULT_PROFILE", "CostTables", "PaddedTraces", "TraceArrays", "load_cost_tables", "prepare_traces"]

@@ -1,0 +1,400 @@
+"""The device physics, once: battery, thermal model and throttling, request queue, latency, budget
+and reward — and the parameters they read. numpy + the standard library only.
+
+Everything that simulates the device calls :func:`step_core`: the scalar Gymnasium env and the
+batched VecEnv (``envs/``), the oracle's dynamic programme and the MPC's roll-outs (``agents/``,
+through :class:`Dynamics`), the trace replay (:func:`battery_step`, :func:`thermal_step`), the
+feasibility rules (:func:`max_power_for_temp_w`) and the trace importer that removes a phone's
+self-heating (:func:`thermal_step`). ``step_core`` is written once for Python floats and numpy
+arrays alike: the caller passes the operations (:data:`SCALAR` or :data:`VECTOR`), so the scalar
+env keeps the speed of plain float arithmetic and the batch the speed of numpy, from the same
+lines.
+
+Per step of ``dt = step_s`` with configuration ``a`` (previous ``p``):
+
+* throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
+* a switch costs ``t_sw[p, a]`` seconds of compute and ``t_sw · P_a`` joules;
+* served ``S = min(backlog + demand·dt, tps_a·θ·max(dt − t_sw, 0))``; the rest queues up to the
+  backlog cap, beyond which tokens are dropped;
+* energy ``E = S·e_a + E_sw + (P_idle + P_base)·dt``, draw ``P = E/dt``;
+* battery: a surplus ``supply − P > 0`` charges with efficiency η, a deficit discharges at
+  100 %; SoC ≤ 0 is death (SoC clipped to [0, 1]);
+* temperature, exact for constant power: ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P``;
+* latency ``dec_a/θ + 1000·backlog/(tps_a·θ)`` ms against the SLO;
+* budget (power budget ``B`` of the LLM itself): allowance ``A ← A + (B·dt − E_llm)``; while
+  ``A + B·grace < 0`` an LLM power above B is a violation of relative size ``(P_llm − B)/B``;
+* reward ``q_a·S/(100·dt) − w_T·(T − T_max)⁺ − w_slo·[lat > SLO] − w_B·overdraw − w_drop·dropped/(100·dt) − w_death·[death]``.
+
+Device constants per device kind (``DEVICES``) are modelled, order-of-magnitude values:
+
+* phone: passively cooled handset, skin-temperature limit ≈ 43–45 °C (vendor skin-temperature
+  guidelines); a phone sustaining 3–4 W settles 15–20 °C above ambient → R_th ≈ 5 °C/W;
+  handset thermal time constants are minutes → τ = 240 s; SoC idle ≈ 0.2 W.
+* laptop: fan-cooled chassis; ≈ 2–3 °C/W from package power to chassis, throttle point of the
+  sensor the governor watches set to 70 °C; τ = 120 s (fan reacts quickly); idle ≈ 2 W.
+* solar-node: sealed outdoor enclosure (e.g. a Raspberry-Pi-class board in an IP65 box):
+  ≈ 10 °C/W, slow (τ = 600 s), component limit 60 °C; idle ≈ 0.5 W.
+* default: used for unknown kinds; phone-like.
+
+Idle power is the simulated platform's power while the model waits (a profile's
+``idle_power_w`` describes the machine the profile was measured on, not the simulated device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+TOK_SCALE = 100.0  # tokens per second that make one unit of reward
+
+
+# ---- parameters ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceConstants:
+    """Thermal and battery constants of a simulated device kind (a trace's ``device_kind``)."""
+
+    r_th_c_per_w: float  # steady-state temperature rise per watt dissipated, °C/W
+    tau_s: float  # thermal time constant, s
+    t_max_c: float  # throttling trip point, °C
+    throttle_per_c: float = 0.1  # throughput lost per °C above t_max_c (fraction)
+    throttle_min: float = 0.3  # throughput never scaled below this fraction
+    charge_efficiency: float = 0.9  # fraction of surplus supply power stored in the battery
+    idle_power_w: float = 0.2  # platform idle power while the model waits, W
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DeviceConstants:
+        """From a mapping (extra keys ignored; missing optional keys take the defaults)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in dict(d).items() if k in names})
+
+
+DEVICES: dict[str, DeviceConstants] = {
+    "phone": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2),
+    "laptop": DeviceConstants(r_th_c_per_w=2.5, tau_s=120.0, t_max_c=70.0, idle_power_w=2.0),
+    "solar-node": DeviceConstants(r_th_c_per_w=10.0, tau_s=600.0, t_max_c=60.0, idle_power_w=0.5),
+    "default": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2),
+}
+
+
+def device_constants(kind: str) -> DeviceConstants:
+    """Constants of a device kind (``default`` for unknown kinds)."""
+    return DEVICES.get(kind, DEVICES["default"])
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    death: float = 50.0
+    """battery death: about a hundred steps of full-quality serving, so dying never pays"""
+    thermal_per_c: float = 0.5
+    """per °C above the trip point: a few degrees cost as much as a whole step's quality"""
+    slo: float = 0.5
+    """a step whose latency exceeds the SLO"""
+    budget: float = 1.0
+    """per unit of relative overdraw of the LLM's power budget"""
+    drop: float = 0.5
+    """per 100 dropped tokens per second: about what serving them would have earned"""
+
+
+@dataclass(frozen=True)
+class EnvParams:
+    """The one set of environment parameters: the env, the batched env, the oracle, the MPC, the
+    run folder, the exported policy and the runtime manager all read this."""
+
+    step_s: float = 10.0
+    """control step, seconds: a decision every 10 s follows the traces' resolution and keeps switches rare"""
+    slo_ms: float = 500.0
+    """latency objective per token (decode + queueing), ms: a chat reply that starts within half a second"""
+    backlog_cap_tokens: float = 5000.0
+    """queued tokens beyond this are dropped (about a minute of demand at the default rates)"""
+    reserve_soc: float = 0.05
+    """battery reserve: below it only the cheapest configurations are allowed (masks, shield)"""
+    budget_grace_s: float = 300.0
+    """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
+    lookahead: int = 0
+    """supply-power forecast steps appended to the observation (0: none)"""
+    max_episode_steps: int = 720
+    """episode length of training and evaluation (720 = 2 h at 10 s)"""
+    weights: RewardWeights = RewardWeights()
+    """reward weights (runtime.dynamics.RewardWeights)"""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("step_s", "slo_ms", "backlog_cap_tokens"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                problems.append(f"{name} must be a positive finite number, got {v!r}")
+        if not 0.0 <= self.reserve_soc < 1.0:
+            problems.append(f"reserve_soc must be in [0, 1), got {self.reserve_soc!r}")
+        if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
+            problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
+        if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:
+            problems.append(f"lookahead must be an integer in 0..100, got {self.lookahead!r}")
+        if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:
+            problems.append(f"max_episode_steps must be a positive integer, got {self.max_episode_steps!r}")
+        for f in fields(RewardWeights):
+            v = getattr(self.weights, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                problems.append(f"weights.{f.name} must be a finite number >= 0, got {v!r}")
+        if problems:
+            raise ValueError("invalid environment parameters: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> EnvParams:
+        """From :meth:`to_dict` output (unknown keys are an error naming them; missing keys take defaults)."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(d) - known)
+        if extra:
+            raise ValueError(f"unknown environment parameters {extra}; known: {sorted(known)}")
+        w = d.pop("weights", None)
+        if isinstance(w, dict):
+            wk = {f.name for f in fields(RewardWeights)}
+            bad = sorted(set(w) - wk)
+            if bad:
+                raise ValueError(f"unknown reward weights {bad}; known: {sorted(wk)}")
+            d["weights"] = RewardWeights(**{k: float(v) for k, v in w.items()})
+        elif isinstance(w, RewardWeights):
+            d["weights"] = w
+        types = {f.name: f.type for f in fields(cls)}
+        for k in list(d):
+            if k != "weights" and d[k] is not None:
+                d[k] = int(d[k]) if types[k] in ("int", int) else float(d[k])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> EnvParams:
+        return replace(self, **changes)
+
+
+# ---- the core ----------------------------------------------------------------------------------
+
+class Ops(NamedTuple):
+    """The four operations ``step_core`` needs, for floats or for arrays."""
+
+    where: Any
+    minimum: Any
+    maximum: Any
+    exp: Any
+
+
+def _where(c, a, b):
+    return a if c else b
+
+
+SCALAR = Ops(_where, min, max, math.exp)
+VECTOR = Ops(np.where, np.minimum, np.maximum, np.exp)
+
+
+class Plant(NamedTuple):
+    """The simulated device: battery capacity and the kind's constants (floats or arrays)."""
+
+    capacity_j: Any
+    r_th_c_per_w: Any
+    tau_s: Any
+    t_max_c: Any
+    throttle_per_c: Any
+    throttle_min: Any
+    charge_efficiency: Any
+    idle_power_w: Any
+
+
+class StepResult(NamedTuple):
+    """Everything one step produces (floats or arrays). Order of ``terms``: quality, thermal,
+    slo, budget, drop, death."""
+
+    soc: Any
+    temp_c: Any
+    backlog: Any
+    budget_left_j: Any
+    dead: Any
+    reward: Any
+    r_quality: Any
+    r_thermal: Any
+    r_slo: Any
+    r_budget: Any
+    r_drop: Any
+    r_death: Any
+    over_c: Any
+    slo_bad: Any
+    over_budget: Any
+    served: Any
+    dropped: Any
+    energy_j: Any
+    power_w: Any
+    latency_ms: Any
+    throttle: Any
+
+
+TERM_NAMES = ("quality", "thermal", "slo", "budget", "drop", "death")
+
+
+def step_core(o: Ops, dt: float, p: EnvParams,
+              tps, ept_j, dec_ms, quality, sw_s, sw_j,
+              soc, temp_c, backlog, budget_left_j,
+              demand_tps, supply_w, ambient_c, base_w, budget_w,
+              capacity_j, r_th, tau_s, t_max, thr_k, thr_min, eta, idle_w) -> StepResult:
+    """One step of the device (module docstring), for floats (``o = SCALAR``) or arrays (``VECTOR``).
+
+    Per-configuration inputs are those of the chosen configuration (``tps`` …), and ``sw_s`` /
+    ``sw_j`` those of the switch from the previous one. ``budget_w`` is NaN without a budget.
+    """
+    where, mn, mx = o.where, o.minimum, o.maximum
+    theta = where(temp_c <= t_max, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max)))
+    rate = tps * theta
+    requested = backlog + demand_tps * dt
+    served = mn(requested, rate * mx(dt - sw_s, 0.0))
+    left = requested - served
+    cap = p.backlog_cap_tokens
+    dropped = where(left > cap, left - cap, 0.0)
+    backlog = left - dropped
+    other_j = (idle_w + base_w) * dt
+    energy_j = served * ept_j + sw_j + other_j
+    power_w = energy_j / dt
+    soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
+    temp_c = thermal_update(o, temp_c, ambient_c, power_w, dt, r_th, tau_s)
+    lat_ms = dec_ms / theta + 1000.0 * backlog / rate
+    over_c = where(temp_c > t_max, temp_c - t_max, 0.0)
+    slo_bad = lat_ms > p.slo_ms
+    # budget: the allowance covers the LLM's own energy (traces/ schema)
+    has_b = budget_w == budget_w
+    llm_j = energy_j - other_j
+    b0 = where(has_b, budget_w, 0.0)
+    budget_left_j = where(has_b, budget_left_j + (b0 * dt - llm_j), budget_left_j)
+    over_b = where(has_b & (budget_left_j + b0 * p.budget_grace_s < 0) & (llm_j > b0 * dt),
+                   (llm_j / dt - b0) / where(has_b, b0, 1.0), 0.0)
+    w = p.weights
+    r_q = quality * served / (TOK_SCALE * dt)
+    r_t = -w.thermal_per_c * over_c
+    r_s = -w.slo * slo_bad
+    r_b = -w.budget * over_b
+    r_d = -w.drop * dropped / (TOK_SCALE * dt)
+    r_x = -w.death * dead
+    reward = r_q + r_t + r_s + r_b + r_d + r_x
+    return StepResult(soc, temp_c, backlog, budget_left_j, dead, reward, r_q, r_t, r_s, r_b, r_d, r_x,
+                      over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta)
+
+
+def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
+    """(SoC, died) after ``dt_s`` at constant draw: a surplus charges with efficiency η, a deficit
+    discharges at 100 %; SoC ≤ 0 is death (SoC clipped to [0, 1])."""
+    net_w = supply_w - power_w
+    soc = o.minimum(soc + o.where(net_w > 0, net_w * eta, net_w) * dt_s / capacity_j, 1.0)
+    dead = soc <= 0.0
+    return o.where(dead, 0.0, soc), dead
+
+
+def thermal_update(o: Ops, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s):
+    """Temperature after ``dt_s`` at constant power: the exact first-order solution, °C."""
+    t_inf = ambient_c + r_th_c_per_w * power_w
+    return t_inf + (temp_c - t_inf) * o.exp(-dt_s / tau_s)
+
+
+def cost_of(r: StepResult):
+    """Violated constraints this step (safety-gymnasium convention): thermal, SLO, budget, death."""
+    return (r.over_c > 0) + r.slo_bad + (r.over_budget > 0) + r.dead
+
+
+# ---- pieces used on their own ------------------------------------------------------------------
+
+def thermal_step(temp_c: float, ambient_c: float, power_w: float, dt_s: float, r_th_c_per_w: float,
+                 tau_s: float) -> float:
+    """Temperature after ``dt_s`` at constant power, °C (floats; ``thermal_update``)."""
+    return thermal_update(SCALAR, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s)
+
+
+def battery_step(soc: float, supply_w: float, power_w: float, dt_s: float, capacity_j: float,
+                 charge_efficiency: float) -> tuple[float, bool]:
+    """State of charge after ``dt_s`` and whether the battery died (floats; ``battery_update``)."""
+    return battery_update(SCALAR, soc, supply_w, power_w, dt_s, capacity_j, charge_efficiency)
+
+
+def steady_temp_c(ambient_c, power_w, r_th_c_per_w):
+    """Temperature the device settles at under constant power, °C (``T_∞``)."""
+    return ambient_c + r_th_c_per_w * power_w
+
+
+def max_power_for_temp_w(temp_limit_c, ambient_c, r_th_c_per_w):
+    """The constant power whose steady state is ``temp_limit_c`` (inverse of :func:`steady_temp_c`), W."""
+    return (temp_limit_c - ambient_c) / r_th_c_per_w
+
+
+def throttle(temp_c: float, d: DeviceConstants) -> float:
+    """Throughput factor θ at temperature ``temp_c`` (``step_core``'s rule)."""
+    t = d.t_max_c
+    return 1.0 if temp_c <= t else max(d.throttle_min, 1.0 - d.throttle_per_c * (temp_c - t))
+
+
+def start_temp_c(ambient_c, idle_w, base_w, r_th_c_per_w):
+    """An episode's starting temperature: steady state at idle + base load."""
+    return steady_temp_c(ambient_c, idle_w + base_w, r_th_c_per_w)
+
+
+# ---- a batch, through a public API (oracle, MPC) -------------------------------------------------
+
+class BatchState(NamedTuple):
+    """The state that ``Dynamics.step`` advances (arrays of one batch)."""
+
+    soc: np.ndarray
+    temp_c: np.ndarray
+    backlog: np.ndarray
+    budget_left_j: np.ndarray
+    config: np.ndarray  # int: the configuration that ran last (switch costs)
+
+
+class Inputs(NamedTuple):
+    """Exogenous inputs of one step (arrays, or scalars that broadcast)."""
+
+    demand_tps: Any
+    supply_w: Any
+    ambient_c: Any
+    base_w: Any
+    budget_w: Any  # NaN without a budget
+
+
+class Dynamics:
+    """``step_core`` over a batch with the configuration tables gathered: state in, state out.
+
+    Args:
+        tables: Anything with per-configuration arrays ``tps``, ``ept_j``, ``decode_ms``,
+            ``quality`` (n,) and ``switch_s``, ``switch_j`` (n, n) (``envs.costs.CostTables``).
+        params: The environment parameters.
+    """
+
+    def __init__(self, tables: Any, params: EnvParams) -> None:
+        self.t, self.p = tables, params
+
+    def state(self, n: int, soc, temp_c, backlog=0.0, budget_left_j=0.0, config=0) -> BatchState:
+        """A batch of ``n`` states from scalars or arrays (broadcast and copied)."""
+        def b(x, dtype=float):
+            return np.broadcast_to(np.asarray(x, dtype=dtype), (n,)).copy()
+
+        return BatchState(b(soc), b(temp_c), b(backlog), b(budget_left_j), b(config, int))
+
+    def step(self, s: BatchState, action: np.ndarray, x: Inputs, plant: Plant) -> tuple[BatchState, StepResult]:
+        """Advance ``s`` by one step under ``action`` (ints, one per row)."""
+        t = self.t
+        a = np.asarray(action)
+        r = step_core(VECTOR, self.p.step_s, self.p, t.tps[a], t.ept_j[a], t.decode_ms[a], t.quality[a],
+                      t.switch_s[s.config, a], t.switch_j[s.config, a], s.soc, s.temp_c, s.backlog,
+                      s.budget_left_j, x.demand_tps, x.supply_w, x.ambient_c, x.base_w, x.budget_w, *plant)
+        ns = BatchState(r.soc, r.temp_c, r.backlog, r.budget_left_j,
+                        np.broadcast_to(a, np.shape(r.soc)).astype(int))
+        return ns, r
+
+
+def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
+    """A Plant for one device (scalars)."""
+    return Plant(capacity_j, d.r_th_c_per_w, d.tau_s, d.t_max_c, d.throttle_per_c, d.throttle_min,
+                 d.charge_efficiency, d.idle_power_w)
+
+
+__all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "battery_update", "thermal_update", "DeviceConstants",
+           "Dynamics", "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
+           "cost_of", "device_constants", "max_power_for_temp_w", "plant_of", "start_temp_c", "steady_temp_c",
+           "step_core", "thermal_step", "throttle"]
