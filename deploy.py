@@ -237,200 +237,299 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return [args.prompt]
 
 
-def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """``deploy.py run``: generate with the live model under the runtime manager."""
-    import numpy as np
-    import torch
+class RunSession:
+    """One ``deploy.py run``: the live model, its policy file, the sensors and the runtime manager.
 
-    import model as M
-    from model.data import decode
-    from runtime.dynamics import DeviceConstants, EnvParams, device_constants
-    from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
-    from runtime.policy import PolicyFileError, load_policy_file
-    from runtime.replay import ReplaySensors
-    from runtime.sensors import FIELDS, SensorHub, live_sensors
+    ``__init__`` loads the model and the policy file (a rejected file runs the safe fallback), maps the
+    policy's configuration space to the live model, builds the sensors (replay or live), the hub and the
+    manager, and prints the sensor and device lines. ``generate`` streams the prompts and re-decides the
+    configuration every ``--every-tokens`` tokens (or ``--every-ms`` ms); ``close`` closes the manager and
+    its telemetry, prints the final status line and the summary, and returns the summary.
+    """
 
-    torch.set_num_threads(args.threads)
-    m = M.load(args.checkpoint) if args.checkpoint else M.load_default()
-    try:
-        pf = load_policy_file(args.policy)
-        err = None
-    except PolicyFileError as exc:
-        pf, err = None, str(exc)
-        print(f"[deploy] policy rejected: {exc}\n[deploy] running the safe fallback configuration", file=sys.stderr)
-    if pf is not None:
-        space, params = pf.space, pf.params
-        ept = [float(x) for x in pf.energy_j_per_token]
-        devices = pf.meta["mask_rules"]["devices"]
-        dev_kind = args.device_kind or pf.meta["mask_rules"]["device_kind"]
-    else:
-        space, params = m.space, EnvParams()
-        ept = [float(m.resident_bytes(c)) for c in m.configs()]  # proxy: bytes streamed per token; only argmin matters
-        devices, dev_kind = None, args.device_kind or "phone"
-    model_cfgs = model_configs(m, space)
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
 
-    def device_for(kind: str) -> DeviceConstants:
-        if devices is not None:
-            return DeviceConstants.from_dict(devices.get(kind, devices.get("default")))
+        import model as M
+
+        torch.set_num_threads(args.threads)
+        self.args = args
+        self.m = M.load(args.checkpoint) if args.checkpoint else M.load_default()
+        self._load_policy()
+        self.model_cfgs = model_configs(self.m, self.space)
+        self._init_counters()
+        self._open_sensors()
+        self._open_manager()
+
+    # ---- open ---------------------------------------------------------------------------------
+    def _load_policy(self) -> None:
+        """The policy file and its tables; a rejected file leaves the model's own space (fallback)."""
+        from runtime.dynamics import EnvParams
+        from runtime.policy import PolicyFileError, load_policy_file
+
+        a = self.args
+        try:
+            self.pf, self.policy_error = load_policy_file(a.policy), None
+        except PolicyFileError as exc:
+            self.pf, self.policy_error = None, str(exc)
+            print(f"[deploy] policy rejected: {exc}\n[deploy] running the safe fallback configuration", file=sys.stderr)
+        if self.pf is not None:
+            rules = self.pf.meta["mask_rules"]
+            self.space, self.params = self.pf.space, self.pf.params
+            self.ept = [float(x) for x in self.pf.energy_j_per_token]
+            self.tps_prof = [float(x) for x in self.pf.decode_tokens_per_s]
+            self.devices, self.device_kind = rules["devices"], a.device_kind or rules["device_kind"]
+        else:
+            self.space, self.params = self.m.space, EnvParams()
+            # proxy: bytes streamed per token; only argmin matters
+            self.ept = [float(self.m.resident_bytes(c)) for c in self.m.configs()]
+            self.tps_prof, self.devices, self.device_kind = None, None, a.device_kind or "phone"
+
+    def _init_counters(self) -> None:
+        """Run state: the active configuration, the rates the model's power is computed from, the totals."""
+        self.names = list(self.space.names)
+        self.idx = 0  # active configuration (index into the policy's space)
+        self.decided_tps = 0.0  # the measured token rate at the last decision
+        self.demand_tps = 0.0  # replay: the trace's demand at the last decision
+        self.ema_tps = self.last_lat_ms = 0.0
+        self.tokens = self.switches = self.total_tokens = 0
+        self.tokens_per_cfg = [0] * len(self.names)
+        self.model_energy_j = self.live_energy_j = 0.0
+        self.decide_ns: list[int] = []
+        self.texts: list[str] = []
+        self.t_start = self.last_now = 0.0  # sensor clock
+        self.t_wall0: float | None = None  # perf_counter: generation start / end
+        self.t_wall1: float | None = None
+        self.last_dec_wall = self.last_tok_wall = self.last_status = 0.0
+        self.status_every = max(0.05, self.args.status_s)
+
+    def device_for(self, kind: str) -> Any:
+        """``DeviceConstants`` of ``kind``: the policy file's table, else ``runtime.dynamics``'."""
+        from runtime.dynamics import DeviceConstants, device_constants
+
+        if self.devices is not None:
+            return DeviceConstants.from_dict(self.devices.get(kind, self.devices.get("default")))
         return device_constants(kind)
 
-    # the live model's power: measured token rate × profiled energy per token
-    rate = {"tps": 0.0, "idx": 0, "demand": 0.0}
-    tps_prof = [float(x) for x in pf.decode_tokens_per_s] if pf is not None else None
+    def _open_sensors(self) -> None:
+        self.replay: Any = None
+        if self.args.sensors.startswith("replay:"):
+            self._open_replay(self.args.sensors.split(":", 1)[1])
+        elif self.args.sensors == "live":
+            self._open_live()
+        else:
+            raise SystemExit(f"--sensors {self.args.sensors!r}: use live or replay:<trace.csv>")
 
-    def model_power_w() -> float:
-        if pf is None:
-            return 0.0
-        if replay is not None and args.replay_power == "profile":
-            # the emulated device serves the trace's demand at its profiled speed (the env's rule)
-            return min(rate["demand"], tps_prof[rate["idx"]]) * ept[rate["idx"]]
-        return rate["tps"] * ept[rate["idx"]]
-
-    replay = None
-    if args.sensors.startswith("replay:"):
+    def _open_replay(self, trace_path: str) -> None:
+        """A trace replayed on an emulated device, in virtual time (``--speed`` virtual s per wall s)."""
         import traces
+        from runtime.replay import ReplaySensors
+        from runtime.sensors import SensorHub
 
-        trace = traces.load_trace(args.sensors.split(":", 1)[1])
-        kind = args.device_kind or trace.meta.device_kind
-        device = device_for(kind)
-        replay = ReplaySensors(trace, device, speed=args.speed, start_s=args.start_s)
-        clock = replay.now
-        hub = SensorHub([replay], clock=clock)
-        capacity_j = replay.capacity_j
-    elif args.sensors == "live":
-        device = device_for(dev_kind)
-        clock = time.monotonic
-        base = device.idle_power_w
-        sensors = live_sensors(clock, power_fn=lambda: base + model_power_w(),
-                               thermal={"r_th_c_per_w": device.r_th_c_per_w, "tau_s": device.tau_s,
-                                        "ambient_c": args.ambient_c}, nvml=args.nvml)
+        trace = traces.load_trace(trace_path)
+        self.device_kind = self.args.device_kind or trace.meta.device_kind
+        self.device = self.device_for(self.device_kind)
+        self.replay = ReplaySensors(trace, self.device, speed=self.args.speed, start_s=self.args.start_s)
+        self.clock = self.replay.now
+        self.hub = SensorHub([self.replay], clock=self.clock)
+        self.capacity_j = self.replay.capacity_j
+
+    def _open_live(self) -> None:
+        """This machine's sensors; power and temperature are modelled where it has none."""
+        from runtime.sensors import SensorHub, live_sensors
+
+        a = self.args
+        self.device = dev = self.device_for(self.device_kind)
+        self.clock = time.monotonic
+        base = dev.idle_power_w
+        sensors = live_sensors(self.clock, power_fn=lambda: base + self.model_power_w(),
+                               thermal={"r_th_c_per_w": dev.r_th_c_per_w, "tau_s": dev.tau_s,
+                                        "ambient_c": a.ambient_c}, nvml=a.nvml)
         # without a battery sensor the machine is taken to be mains powered (ASSUMED -> DEGRADED)
-        hub = SensorHub(sensors, assumptions={"soc_frac": 1.0, "plugged": 1.0, "ambient_c": args.ambient_c,
-                                              "bandwidth_mbps": 0.0}, clock=clock)
-        capacity_j = args.capacity_wh * 3600.0
-    else:
-        raise SystemExit(f"--sensors {args.sensors!r}: use live or replay:<trace.csv>")
-    mcfg = ManagerConfig(min_dwell_decisions=args.min_dwell, capacity_wh=capacity_j / 3600.0,
-                         )
-    names = list(space.names)
-    tel = Telemetry(args.telemetry, names) if args.telemetry else None
-    fallback = FallbackSpec(names, ept, device)
-    mgr = RuntimeManager(pf, hub, mcfg, tel, fallback, device=device, clock=clock, policy_error=err)
-    print(f"[deploy] sensors: {json.dumps(hub.describe())}", file=sys.stderr)
-    print(f"[deploy] device {dev_kind if replay is None else kind}: T_max {device.t_max_c} °C, ceiling "
-          f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}; safe config {names[mgr.safe]}",
-          file=sys.stderr)
-    if args.budget_w:
-        mgr.budget_w = args.budget_w
+        self.hub = SensorHub(sensors, assumptions={"soc_frac": 1.0, "plugged": 1.0, "ambient_c": a.ambient_c,
+                                                   "bandwidth_mbps": 0.0}, clock=self.clock)
+        self.capacity_j = a.capacity_wh * 3600.0
 
-    prompts = _read_prompts(args)
-    total_tokens_all = len(prompts) * args.max_tokens
+    def _open_manager(self) -> None:
+        from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
 
-    def feed_workload(measured_tps: float) -> None:
-        if replay is not None:
-            w = replay.workload()
-            rate["demand"] = w["demand_tps"]
-            mgr.set_workload(demand_tps=w["demand_tps"], budget_w=args.budget_w or w["budget_w"],
-                             deadline_left_s=args.deadline_s or w["deadline_left_s"],
+        a = self.args
+        mcfg = ManagerConfig(min_dwell_decisions=a.min_dwell, capacity_wh=self.capacity_j / 3600.0)
+        tel = Telemetry(a.telemetry, self.names) if a.telemetry else None
+        fallback = FallbackSpec(self.names, self.ept, self.device)
+        self.mgr = mgr = RuntimeManager(self.pf, self.hub, mcfg, tel, fallback, device=self.device, clock=self.clock,
+                                        policy_error=self.policy_error)
+        print(f"[deploy] sensors: {json.dumps(self.hub.describe())}", file=sys.stderr)
+        print(f"[deploy] device {self.device_kind}: T_max {self.device.t_max_c} °C, ceiling "
+              f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}; safe config {self.names[mgr.safe]}",
+              file=sys.stderr)
+        if a.budget_w:
+            mgr.budget_w = a.budget_w
+
+    # ---- what the manager sees ----------------------------------------------------------------
+    def model_power_w(self) -> float:
+        """The live model's power: token rate × profiled energy per token of the active configuration."""
+        if self.pf is None:
+            return 0.0
+        if self.replay is not None and self.args.replay_power == "profile":
+            # the emulated device serves the trace's demand at its profiled speed (the env's rule)
+            return min(self.demand_tps, self.tps_prof[self.idx]) * self.ept[self.idx]
+        return self.decided_tps * self.ept[self.idx]
+
+    def feed_workload(self, measured_tps: float) -> None:
+        """The workload: the trace's demand, budget and deadline (replay) or the measured rate (live)."""
+        a, mgr = self.args, self.mgr
+        if self.replay is not None:
+            w = self.replay.workload()
+            self.demand_tps = w["demand_tps"]
+            mgr.set_workload(demand_tps=w["demand_tps"], budget_w=a.budget_w or w["budget_w"],
+                             deadline_left_s=a.deadline_s or w["deadline_left_s"],
                              horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
             if mgr.lookahead:
-                mgr.supply_ahead_w = replay.supply_ahead_w(mgr.lookahead, params.step_s)
+                mgr.supply_ahead_w = self.replay.supply_ahead_w(mgr.lookahead, self.params.step_s)
         else:
             mgr.set_workload(demand_tps=measured_tps)
-            if args.deadline_s:
-                mgr.set_workload(deadline_left_s=args.deadline_s - (clock() - t_start))
+            if a.deadline_s:
+                mgr.set_workload(deadline_left_s=a.deadline_s - (self.clock() - self.t_start))
 
-    t_start = now = clock()
-    feed_workload(0.0)
-    idx = mgr.decide(now)
-    m.set_config(model_cfgs[idx])
-    rate["idx"] = idx
-    if replay is not None:
-        replay.set_model_power_w(model_power_w())
-    tokens = 0
-    tokens_per_cfg = [0] * len(names)
-    model_energy_j = 0.0
-    live_energy_j = 0.0
-    switches = 0
-    t_wall0 = time.perf_counter()
-    last_dec_wall = t_wall0
-    last_tok_wall = t_wall0
-    ema_tps = 0.0
-    last_lat_ms = 0.0
-    last_now = clock()
-    texts = []
-    status_every = max(0.05, args.status_s)
-    last_status = 0.0
-    decide_ns: list[int] = []
-    for p_i, prompt in enumerate(prompts):
-        out_tokens: list[int] = []
-        for k, tok in enumerate(m.stream(prompt, args.max_tokens, temperature=args.temperature, seed=args.seed)):
-            t = time.perf_counter()
-            dt_tok = t - last_tok_wall
-            last_tok_wall = t
-            last_lat_ms = dt_tok * 1e3
-            inst = 1.0 / dt_tok if dt_tok > 0 else 0.0
-            ema_tps = inst if tokens == 0 else 0.8 * ema_tps + 0.2 * inst
-            tokens += 1
-            tokens_per_cfg[idx] += 1
-            model_energy_j += ept[idx] if pf is not None else 0.0
-            out_tokens.append(tok)
-            if args.echo:
-                sys.stdout.write(decode([tok]))
-                sys.stdout.flush()
-            due = (k + 1) % args.every_tokens == 0 if not args.every_ms else (t - last_dec_wall) * 1e3 >= args.every_ms
-            if not due:
-                continue
-            last_dec_wall = t
-            rate["tps"] = ema_tps
-            now = clock()
-            left = total_tokens_all - tokens
-            feed_workload(ema_tps)
-            mgr.backlog_frac = min(1.0, left / params.backlog_cap_tokens)
-            mgr.latency_over_slo = last_lat_ms / params.slo_ms
-            if replay is not None:
-                replay.set_model_power_w(model_power_w())
-            t_dec = time.perf_counter_ns()
-            new = mgr.decide(now)
-            decide_ns.append(time.perf_counter_ns() - t_dec)
-            live_energy_j += hub.values[FIELDS.index("power_w")] * max(0.0, now - last_now)
-            last_now = now
-            if new != idx:
-                m.set_config(model_cfgs[new])
-                idx, rate["idx"] = new, new
-                switches += 1
-                if replay is not None:
-                    replay.set_model_power_w(model_power_w())
-            if not args.no_status and (t - last_status >= status_every):
-                last_status = t
-                _status_line(mgr, hub, names[idx], ema_tps, tokens, switches, now, replay, args.echo)
-        texts.append(decode(out_tokens))
-        if not args.echo:
-            print(f"\n=== prompt {p_i + 1}/{len(prompts)}: {prompt!r}\n{prompt}{texts[-1]}", flush=True)
-    wall_s = time.perf_counter() - t_wall0
-    if not args.no_status:
-        _status_line(mgr, hub, names[idx], ema_tps, tokens, switches, clock(), replay, args.echo)
-        print(file=sys.stderr)
-    mgr.close()
-    dn = np.array(decide_ns or [0])
-    s = mgr.summary()
-    summary = {
-        "tokens": tokens, "wall_s": round(wall_s, 3), "tokens_per_s": round(tokens / wall_s, 2) if wall_s else None,
-        "switches": switches, "decisions": s["decisions"], "overrides": s["overrides"],
-        "decisions_per_state": s["decisions_per_state"], "final_state": s["state"],
-        "policy_error": s["policy_error"], "sensor_failures": s["sensor_failures"],
-        "tokens_per_config": {names[i]: n for i, n in enumerate(tokens_per_cfg) if n},
-        "model_energy_j": round(model_energy_j, 4),
-        "decide_us_median": round(float(np.median(dn)) / 1e3, 2),
-        "decide_us_p99": round(float(np.percentile(dn, 99)) / 1e3, 2),
-    }
-    if replay is not None:
-        summary.update({"virtual_s": round(replay.vt - args.start_s, 1), "device_energy_j": round(replay.energy_j, 2),
-                        "final_soc": round(replay.soc, 4), "final_temp_c": round(replay.temp_c, 2),
-                        "battery_died": replay.dead, "trace_finished": replay.finished})
-    else:
-        summary["device_energy_j_estimate"] = round(live_energy_j, 3)
-    print("[deploy] summary " + json.dumps(summary), file=sys.stderr)
+    # ---- the token loop -----------------------------------------------------------------------
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Streams every prompt under the manager; returns the generated texts."""
+        from model.data import decode
+
+        a = self.args
+        self._start(len(prompts) * a.max_tokens)
+        for p_i, prompt in enumerate(prompts):
+            out_tokens: list[int] = []
+            for k, tok in enumerate(self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)):
+                t = time.perf_counter()
+                self.on_token(tok, t)
+                out_tokens.append(tok)
+                if self._decision_due(k, t):
+                    self.decide(t)
+            self.texts.append(decode(out_tokens))
+            if not a.echo:
+                print(f"\n=== prompt {p_i + 1}/{len(prompts)}: {prompt!r}\n{prompt}{self.texts[-1]}", flush=True)
+        return self.texts
+
+    def _start(self, total_tokens: int) -> None:
+        """The first decision, before the first token."""
+        self.total_tokens = total_tokens
+        self.t_start = now = self.clock()
+        self.feed_workload(0.0)
+        self._set_config(self.mgr.decide(now))
+        self.t_wall0 = self.last_dec_wall = self.last_tok_wall = time.perf_counter()
+        self.last_now = self.clock()
+
+    def on_token(self, tok: int, t: float) -> None:
+        """Accounts a token generated at wall time ``t`` (rate, latency, energy) and echoes it."""
+        dt_tok = t - self.last_tok_wall
+        self.last_tok_wall = t
+        self.last_lat_ms = dt_tok * 1e3
+        inst = 1.0 / dt_tok if dt_tok > 0 else 0.0
+        self.ema_tps = inst if self.tokens == 0 else 0.8 * self.ema_tps + 0.2 * inst
+        self.tokens += 1
+        self.tokens_per_cfg[self.idx] += 1
+        self.model_energy_j += self.ept[self.idx] if self.pf is not None else 0.0
+        if self.args.echo:
+            from model.data import decode
+
+            sys.stdout.write(decode([tok]))
+            sys.stdout.flush()
+
+    def _decision_due(self, k: int, t: float) -> bool:
+        if self.args.every_ms:
+            return (t - self.last_dec_wall) * 1e3 >= self.args.every_ms
+        return (k + 1) % self.args.every_tokens == 0
+
+    def decide(self, t: float) -> None:
+        """Feeds the manager the workload and the model's power, decides, switches the model if needed."""
+        from runtime.sensors import POWER
+
+        mgr = self.mgr
+        self.last_dec_wall = t
+        self.decided_tps = self.ema_tps
+        now = self.clock()
+        self.feed_workload(self.ema_tps)
+        mgr.backlog_frac = min(1.0, (self.total_tokens - self.tokens) / self.params.backlog_cap_tokens)
+        mgr.latency_over_slo = self.last_lat_ms / self.params.slo_ms
+        if self.replay is not None:
+            self.replay.set_model_power_w(self.model_power_w())
+        t_dec = time.perf_counter_ns()
+        new = mgr.decide(now)
+        self.decide_ns.append(time.perf_counter_ns() - t_dec)
+        self.live_energy_j += self.hub.values[POWER] * max(0.0, now - self.last_now)
+        self.last_now = now
+        if new != self.idx:
+            self._set_config(new)
+            self.switches += 1
+        if not self.args.no_status and (t - self.last_status >= self.status_every):
+            self.last_status = t
+            self._status(now)
+
+    def _set_config(self, idx: int) -> None:
+        """Switches the live model to configuration ``idx`` (and the emulated device's model power)."""
+        self.m.set_config(self.model_cfgs[idx])
+        self.idx = idx
+        if self.replay is not None:
+            self.replay.set_model_power_w(self.model_power_w())
+
+    def _status(self, now: float) -> None:
+        _status_line(self.mgr, self.hub, self.names[self.idx], self.ema_tps, self.tokens, self.switches, now,
+                     self.replay, self.args.echo)
+
+    # ---- report -------------------------------------------------------------------------------
+    def close(self) -> dict[str, Any]:
+        """Ends the run: final status line, manager (and telemetry) closed, summary printed and returned."""
+        self.t_wall1 = time.perf_counter()
+        if not self.args.no_status:
+            self._status(self.clock())
+            print(file=sys.stderr)
+        self.mgr.close()
+        summary = self.summary()
+        print("[deploy] summary " + json.dumps(summary), file=sys.stderr)
+        return summary
+
+    def wall_s(self) -> float:
+        """Wall seconds from the first decision to the end of generation (so far, before ``close``)."""
+        if self.t_wall0 is None:
+            return 0.0
+        return (self.t_wall1 if self.t_wall1 is not None else time.perf_counter()) - self.t_wall0
+
+    def summary(self) -> dict[str, Any]:
+        """Tokens, rate, switches, the manager's counters, energy, decision latency, device state."""
+        import numpy as np
+
+        wall_s, dn, s = self.wall_s(), np.array(self.decide_ns or [0]), self.mgr.summary()
+        summary = {
+            "tokens": self.tokens, "wall_s": round(wall_s, 3),
+            "tokens_per_s": round(self.tokens / wall_s, 2) if wall_s else None,
+            "switches": self.switches, "decisions": s["decisions"], "overrides": s["overrides"],
+            "decisions_per_state": s["decisions_per_state"], "final_state": s["state"],
+            "policy_error": s["policy_error"], "sensor_failures": s["sensor_failures"],
+            "tokens_per_config": {self.names[i]: n for i, n in enumerate(self.tokens_per_cfg) if n},
+            "model_energy_j": round(self.model_energy_j, 4),
+            "decide_us_median": round(float(np.median(dn)) / 1e3, 2),
+            "decide_us_p99": round(float(np.percentile(dn, 99)) / 1e3, 2),
+        }
+        rp = self.replay
+        if rp is not None:
+            summary.update({"virtual_s": round(rp.vt - self.args.start_s, 1), "device_energy_j": round(rp.energy_j, 2),
+                            "final_soc": round(rp.soc, 4), "final_temp_c": round(rp.temp_c, 2),
+                            "battery_died": rp.dead, "trace_finished": rp.finished})
+        else:
+            summary["device_energy_j_estimate"] = round(self.live_energy_j, 3)
+        return summary
+
+
+def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """``deploy.py run``: generate with the live model under the runtime manager."""
+    session = RunSession(args)
+    prompts = _read_prompts(args)
+    try:
+        session.generate(prompts)
+    finally:  # interrupted (Ctrl-C) or failed: the telemetry is still closed and what was done reported
+        summary = session.close()
     return summary
 
 
@@ -639,7 +738,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="run folder -> numpy-only policy file")
     e.add_argument("run_dir")
     e.add_argument("--out", default="policy.npz")
-    e.add_argument("--device-kind", default="phone", help="simulated device kind for the shield (runtime.dynamics.DEVICES)")
+    e.add_argument("--device-kind", default="phone",
+                   help="simulated device kind for the shield (runtime.dynamics.DEVICES)")
     e.add_argument("--onnx", action="store_true", help="also write <out>.onnx")
     e.add_argument("--allow-profile-change", action="store_true")
     r = sub.add_parser("run", help="generate with the live model under the runtime manager")

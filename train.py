@@ -402,7 +402,8 @@ def main(args: Args) -> Path:
         print(f"kept the policy of step {keep_best.at_step} (best mean val return {keep_best.val_return:.2f} over "
               f"{len(val_episodes)} fixed val episodes); the last one is in {run / 'last'}")
     save_run(run, model, train_env, config)
-    print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); run folder: {run}")
+    print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); "
+          f"run folder: {run}")
 
     # ---- evaluate -------------------------------------------------------------------------------
     if args.final_eval:

@@ -69,6 +69,7 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
                 record: bool = False) -> dict[str, Any]:
     """One deterministic episode; per-episode sums, and per-step series when ``record``."""
     obs, _ = env.reset(seed=seed, options=options)
+    quality = env.unwrapped.costs.quality.tolist()
     uses_masks = bool(getattr(controller, "uses_masks", False))
     ret = tokens = q_tokens = energy = 0.0
     counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0}
@@ -84,18 +85,18 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
         times.append(time.perf_counter() - t0)
         supply_w = float(obs[F["supply_w"]])
         obs, r, term, trunc, info = env.step(int(np.asarray(action).reshape(-1)[0]))
+        st = info["step"]  # runtime.dynamics.StepResult
         ret += float(r)
-        tokens += info["tokens_served"]
-        q_tokens += info["quality"] * info["tokens_served"]
-        energy += info["energy_j"]
-        v = info["violations"]
-        counts["thermal"] += bool(v["thermal"])
-        counts["slo"] += bool(v["slo"])
-        counts["budget"] += bool(v["budget"])
+        tokens += st.served
+        q_tokens += quality[info["config"]] * st.served
+        energy += st.energy_j
+        counts["thermal"] += bool(st.over_c > 0)
+        counts["slo"] += bool(st.slo_bad)
+        counts["budget"] += bool(st.over_budget > 0)
         counts["switches"] += bool(info["switched"])
         if record:
-            for k, val in (("soc", info["soc"]), ("temp_c", info["temp_c"]), ("supply_w", supply_w),
-                           ("config", info["config"]), ("power_w", info["power_w"])):
+            for k, val in (("soc", st.soc), ("temp_c", st.temp_c), ("supply_w", supply_w),
+                           ("config", info["config"]), ("power_w", st.power_w)):
                 series[k].append(val)
         if term or trunc:
             dead = bool(term)

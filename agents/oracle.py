@@ -255,7 +255,6 @@ class OracleController:
         tg, bg, xg = plan.temp_grid, plan.backlog_grid, plan.spare_grid
         nT, nB, nX, A = len(tg), len(bg), len(xg), self.n_actions
         it, ib, ia = (x.ravel() for x in np.meshgrid(np.arange(nT), np.arange(nB), self.actions, indexing="ij"))
-        P = it.size
         node = it * nB + ib
         temp_p, back_p = tg[it], bg[ib]
         xg32 = xg.astype(np.float32)

@@ -1,17 +1,22 @@
-"""Environment speed: steps/s of one MicroLLMPowerEnv in-process and of the batched numpy form.
+"""Environment speed, like for like: one MicroLLMPowerEnv against Gymnasium's CartPole-v1 in the same
+process — unwrapped against unwrapped, ``gymnasium.make`` against ``gymnasium.make`` — and the batched
+numpy form at several batch sizes.
 
-    python benchmarks/env_speed.py [--steps 200000] [--profile PATH]
+    python benchmarks/env_speed.py [--steps 200000] [--profile PATH] [--repeats 3]
 
-Reported: the raw env (``env.unwrapped.step``), the env through ``gymnasium.make`` (with its
-TimeLimit / OrderEnforcing / PassiveEnvChecker wrappers), Gymnasium's CartPole-v1 on the same
-machine for scale, and ``BatchedPowerEnv`` at several batch sizes (env-steps/s = batch × calls/s).
-Random actions are drawn up front so the policy costs nothing.
+Random actions are drawn up front so the policy costs nothing. Ours and CartPole are timed
+alternately, ``--repeats`` pairs of ``--steps`` steps; a rate is the best of its runs (the least
+disturbed by the rest of the machine) and a ratio the median over the pairs of ours / CartPole, so
+that a slow spell of a shared machine falls on both. ``gymnasium.make`` adds TimeLimit /
+OrderEnforcing / PassiveEnvChecker to
+both. Batched: env-steps/s = batch × calls/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -24,42 +29,64 @@ from envs.batched import BatchedPowerEnv
 
 def rate(env, steps: int, actions) -> float:
     env.reset(seed=0)
+    step = env.step
     t0 = time.perf_counter()
     for k in range(steps):
-        _, _, term, trunc, _ = env.step(actions[k])
+        _, _, term, trunc, _ = step(actions[k])
         if term or trunc:
             env.reset()
     return steps / (time.perf_counter() - t0)
 
 
+def paired(a, b, steps: int, acts_a, acts_b, repeats: int) -> tuple[float, float, float]:
+    """Rates of two envs measured alternately (a, b, a, b, …, ``repeats`` pairs of ``steps`` steps),
+    so that a slower or faster spell of the machine falls on both: (best rate of a, best rate of b,
+    median over pairs of rate a / rate b)."""
+    rate(a, min(steps, 20_000), acts_a)  # warm-up: the first pass pays for caches and allocations
+    rate(b, min(steps, 20_000), acts_b)
+    ra, rb = [], []
+    for _ in range(repeats):
+        ra.append(rate(a, steps, acts_a))
+        rb.append(rate(b, steps, acts_b))
+    return max(ra), max(rb), float(np.median(np.array(ra) / np.array(rb)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--steps", type=int, default=20_000, help="steps per timed run")
+    p.add_argument("--repeats", type=int, default=25, help="timed runs (pairs)")
     p.add_argument("--profile", default=None)
     p.add_argument("--out", default="benchmarks/results/env_speed.json")
     a = p.parse_args()
     kw = {"profile": a.profile} if a.profile else {}
-    made = gym.make(envs.ENV_ID, **kw)
-    n = made.action_space.n
-    acts = np.random.default_rng(0).integers(0, n, a.steps).tolist()
-    rate(made.unwrapped, min(a.steps, 20_000), acts)  # warm-up: the first pass pays for caches and allocations
-    res = {"steps": a.steps,
-           "single_unwrapped_steps_per_s": rate(made.unwrapped, a.steps, acts),
-           "single_gym_make_steps_per_s": rate(made, a.steps, acts),
-           "cartpole_v1_gym_make_steps_per_s": rate(gym.make("CartPole-v1"), a.steps, [k % 2 for k in range(a.steps)]),
+    ours, cart = gym.make(envs.ENV_ID, **kw), gym.make("CartPole-v1")
+    acts = np.random.default_rng(0).integers(0, ours.action_space.n, a.steps).tolist()
+    acts_cp = [k % 2 for k in range(a.steps)]
+    res = {"steps": a.steps, "repeats": a.repeats, "date": time.strftime("%Y-%m-%d"),
+           "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+           "gymnasium": gym.__version__,
            "batched": {}}
+    res["single_unwrapped_steps_per_s"], res["cartpole_v1_unwrapped_steps_per_s"], res["ratio_unwrapped"] = paired(
+        ours.unwrapped, cart.unwrapped, a.steps, acts, acts_cp, a.repeats)
+    res["single_gym_make_steps_per_s"], res["cartpole_v1_gym_make_steps_per_s"], res["ratio_gym_make"] = paired(
+        ours, cart, a.steps, acts, acts_cp, a.repeats)
     for b in (16, 256, 4096):
         env = BatchedPowerEnv(n_envs=b, **kw)
         env.reset()
-        calls = max(20, a.steps // b)
-        acts_b = np.random.default_rng(1).integers(0, n, (calls, b))
-        t0 = time.perf_counter()
-        for c in range(calls):
+        calls = max(50, 10 * a.steps // b)
+        acts_b = np.random.default_rng(1).integers(0, ours.action_space.n, (calls, b))
+        for c in range(min(calls, 20)):
             env.step(acts_b[c])
-        res["batched"][str(b)] = b * calls / (time.perf_counter() - t0)
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for c in range(calls):
+                env.step(acts_b[c])
+            runs.append(b * calls / (time.perf_counter() - t0))
+        res["batched"][str(b)] = max(runs)
     print(json.dumps(res, indent=1))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
         obs, reward, term, trunc, info = super().step(action)
         a = int(action)
         self.model.set_config(self.space.values_of(a))  # by knob values: names are never parsed
-        n = int(min(self.max_tokens, max(1.0, info["tokens_served"])))
+        n = int(min(self.max_tokens, max(1.0, info["step"].served)))
         lat = self._generate(n)
         info["latency_ms_predicted"] = float(self.costs.decode_ms[a])
         info["latency_ms_measured"] = float(np.median(lat))

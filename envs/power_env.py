@@ -52,7 +52,8 @@ profile. For the elastic model's three knobs:
 * battery (capacity from the trace): surplus ``supply − P ≥ 0`` charges with efficiency
   ``η``, a deficit discharges at 100 %; SoC ≤ 0 is **battery death**;
 * temperature, exact for constant power over the step:
-  ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P`` (constants per device kind: ``runtime.dynamics.DEVICES``);
+  ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P`` (constants per device kind:
+  ``runtime.dynamics.DEVICES``);
 * latency of the step: ``decode_ms_j / θ + 1000·backlog / (tps_j·θ)`` (decode time plus the
   queueing wait of the last queued token), against ``slo_ms``;
 * budget (traces with ``budget_w``, a power budget for the LLM itself): an allowance
@@ -67,8 +68,17 @@ step serving 100 tok/s with the full model earns ≈ its skill (≈ 0.5). Defaul
 ``w_death = 50`` (about a hundred steps of full-quality serving: dying must never pay),
 ``w_thermal = 0.5`` per °C over (a few degrees cost as much as the whole step's quality),
 ``w_slo = 0.5``, ``w_budget = 1.0`` per unit of relative overdraw, ``w_drop = 0.5`` (a dropped
-token costs about what serving it would have earned). ``info["reward_terms"]`` holds every term,
-``info["cost"]`` the number of violated constraints (safety-gymnasium convention).
+token costs about what serving it would have earned).
+
+## Info
+``info["step"]`` is the step's ``runtime.dynamics.StepResult`` (a named tuple, so the step costs
+no dictionary building): ``soc``, ``temp_c``, ``backlog``, ``budget_left_j``, ``dead``,
+``reward`` and its terms ``r_quality``, ``r_thermal``, ``r_slo``, ``r_budget``, ``r_drop``,
+``r_death``; the violations ``over_c`` (°C above the trip point), ``slo_bad``, ``over_budget``
+(relative overdraw); ``served``, ``dropped`` (tokens), ``energy_j``, ``power_w``,
+``latency_ms``, ``throttle``. ``info["step"]._asdict()`` gives a dict. Besides it: ``config``
+(the index run), ``switched``, ``action_mask`` and ``cost`` (the number of violated
+constraints, safety-gymnasium convention).
 
 ## Starting State
 Trace: uniform over the split (or ``options["trace"]``); start row uniform over the trace
@@ -88,7 +98,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
 
 ## Version History
 * v0: first release; the configuration space, dynamics and parameters moved to ``runtime/``
-  (same dynamics, same returns).
+  (same dynamics, same returns); the per-step figures moved from flat ``info`` keys into
+  ``info["step"]`` (2026-12-01).
 """
 
 from __future__ import annotations
@@ -101,12 +112,23 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.tables import DEFAULT_PROFILE, CostTables, TraceArrays, load_cost_tables, prepare_traces
-from runtime.dynamics import SCALAR, TOK_SCALE, EnvParams, RewardWeights, start_temp_c, step_core
-from runtime.observation import ObsLayout, head_values
-from runtime.rules import feasible_mask
+from runtime.dynamics import (
+    SCALAR,
+    TOK_SCALE,
+    EnvParams,
+    RewardWeights,
+    StepResult,
+    scalar_step_core,
+    start_temp_c,
+)
+from runtime.observation import ObsLayout, scalar_head_values
+from runtime.rules import HOT_MARGIN_C, Feasibility
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
            "load_cost_tables", "make_params", "prepare_traces"]
+
+
+_POWER, _LATENCY, _COST = (StepResult._fields.index(f) for f in ("power_w", "latency_ms", "cost"))
 
 
 def make_params(params: EnvParams | dict | None = None, **overrides: Any) -> EnvParams:
@@ -143,9 +165,8 @@ class MicroLLMPowerEnv(gym.Env):
         self._tps, self._ept, self._dec = c.tps.tolist(), c.ept_j.tolist(), c.decode_ms.tolist()
         self._q, self._feat = c.quality.tolist(), [tuple(f) for f in c.features.tolist()]
         self._sw_s, self._sw_j = c.switch_s.tolist(), c.switch_j.tolist()
-        self._cheap = c.ept_j <= np.quantile(c.ept_j, 0.25)
-        self._all_ok = np.ones(n, dtype=bool)
-        self._all_ok.flags.writeable = False
+        self.rules = Feasibility(c.ept_j)  # the action masks (runtime.rules, as the device's shield)
+        self._all_ok = self.rules.all_ok
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
         self.decode_table = c.decode_table()
         self._tr: TraceArrays | None = None
@@ -171,6 +192,11 @@ class MicroLLMPowerEnv(gym.Env):
         self._idle_w = dev.idle_power_w
         self._plant = (tr.capacity_j, dev.r_th_c_per_w, dev.tau_s, dev.t_max_c, dev.throttle_per_c,
                        dev.throttle_min, dev.charge_efficiency, dev.idle_power_w)
+        self._hot_c = dev.t_max_c - HOT_MARGIN_C  # the masks start this far below the trip point
+        # the trace's columns as attributes of the env: one attribute read less per use in step()
+        self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
+        self._base, self._budget, self._n = tr.base_w, tr.budget_w, tr.n
+        self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         i = self._i
         self.temp_c = float(o.get("temp_c", start_temp_c(tr.ambient_c[i], self._idle_w, tr.base_w[i],
                                                           dev.r_th_c_per_w)))
@@ -187,34 +213,25 @@ class MicroLLMPowerEnv(gym.Env):
 
     def step(self, action):
         a = int(action)
-        tr, i, prev = self._tr, self._i, self._a
-        r = step_core(SCALAR, self.step_s, self.params, self._tps[a], self._ept[a], self._dec[a], self._q[a],
-                      self._sw_s[prev][a], self._sw_j[prev][a], self.soc, self.temp_c, self.backlog,
-                      self._budget_left_j, tr.demand_tps[i], tr.supply_w[i], tr.ambient_c[i], tr.base_w[i],
-                      tr.budget_w[i], *self._plant)
-        self.soc, self.temp_c, self.backlog, self._budget_left_j = r.soc, r.temp_c, r.backlog, r.budget_left_j
-        dead = r.dead
-        self._a, self._last_power_w, self._last_lat_ms, self._last_demand = a, r.power_w, r.latency_ms, tr.demand_tps[i]
+        i, prev = self._i, self._a
+        demand = self._demand[i]
+        r = scalar_step_core(SCALAR, self.step_s, self.params, self._tps[a], self._ept[a], self._dec[a], self._q[a],
+                             self._sw_s[prev][a], self._sw_j[prev][a], self.soc, self.temp_c, self.backlog,
+                             self._budget_left_j, demand, self._supply[i], self._ambient[i], self._base[i],
+                             self._budget[i], *self._plant)
+        # one unpacking instead of a dozen attribute reads (the step's hot path)
+        self.soc, self.temp_c, self.backlog, self._budget_left_j, dead, reward = r[:6]
+        self._a, self._last_power_w, self._last_lat_ms, self._last_demand = a, r[_POWER], r[_LATENCY], demand
         self._i = i + 1
-        truncated = self._i >= tr.n
+        truncated = self._i >= self._n
         if truncated:
-            self._i = tr.n - 1  # observation of the last row; the episode is over
-        if r.temp_c > tr.device.t_max_c - 1.0 or self.soc < self.reserve_soc:
+            self._i = self._n - 1  # observation of the last row; the episode is over
+        if self.temp_c > self._hot_c or self.soc < self.reserve_soc:
             self._mask = self._compute_mask()
         else:
             self._mask = self._all_ok
-        info = {
-            "reward_terms": {"quality": r.r_quality, "thermal": r.r_thermal, "slo": r.r_slo, "budget": r.r_budget,
-                             "drop": r.r_drop, "death": r.r_death},
-            "cost": float((r.over_c > 0) + r.slo_bad + (r.over_budget > 0) + dead),
-            "energy_j": r.energy_j, "power_w": r.power_w, "latency_ms": r.latency_ms, "temp_c": r.temp_c,
-            "soc": r.soc, "tokens_served": r.served, "tokens_dropped": r.dropped, "demand_tokens": tr.demand_tps[i]
-            * self.step_s, "backlog_tokens": r.backlog, "throttle": r.throttle, "config": a,
-            "config_name": self.space.names[a], "switched": a != prev, "action_mask": self._mask.copy(),
-            "quality": self._q[a],
-            "violations": {"thermal": r.over_c > 0, "slo": r.slo_bad, "budget": r.over_budget > 0, "death": dead},
-        }
-        return self._obs(), r.reward, dead, truncated and not dead, info
+        info = {"step": r, "config": a, "switched": a != prev, "action_mask": self._mask.copy(), "cost": r[_COST]}
+        return self._obs(), reward, dead, truncated and not dead, info
 
     def action_masks(self) -> np.ndarray:
         """Configurations allowed now (sb3-contrib MaskablePPO convention)."""
@@ -222,21 +239,20 @@ class MicroLLMPowerEnv(gym.Env):
 
     def _compute_mask(self) -> np.ndarray:
         tr, i = self._tr, self._i
-        return feasible_mask(self.costs.ept_j, self._last_demand, self.temp_c, tr.ambient_c[i],
-                             tr.device.t_max_c, tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w,
-                             self.soc, self.reserve_soc, tr.supply_w[i], self._cheap)
+        return self.rules.mask(self._last_demand, self.temp_c, tr.ambient_c[i], tr.device.t_max_c,
+                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
+                               tr.supply_w[i])
 
     def _obs(self) -> np.ndarray:
-        tr, i, dt = self._tr, self._i, self.step_s
-        b = tr.budget_w[i]
-        dl = tr.deadline_s
-        head = head_values(SCALAR, self.soc, tr.supply_w[i], tr.plugged[i], self.temp_c, tr.device.t_max_c, b,
-                           self._budget_left_j + (b * self.params.budget_grace_s if b == b else 0.0),
-                           dl - i * dt, self.soc * tr.capacity_j, (tr.n - i) * dt, self._last_demand,
-                           self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms, tr.bandwidth_mbps[i])
-        ahead = [tr.supply_w[min(i + k, tr.n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
-        return self.layout.write(np.empty(self.layout.dim, dtype=np.float32), head, self._feat[self._a],
-                                 self._last_power_w, tr.ambient_c[i], ahead)
+        tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc
+        b = self._budget[i]
+        head = scalar_head_values(SCALAR, soc, self._supply[i], tr.plugged[i], self.temp_c, self._t_max_c, b,
+                                  self._budget_left_j + (b * self._grace_s if b == b else 0.0),
+                                  tr.deadline_s - i * dt, soc * tr.capacity_j, (self._n - i) * dt, self._last_demand,
+                                  self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms,
+                                  tr.bandwidth_mbps[i])
+        ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
+        return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead)
 
     def render(self):
         if self.render_mode == "ansi":

@@ -60,7 +60,8 @@ def fake_quant(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
 
 
 # ---- packed forms for the CPU integer kernels --------------------------------------------
-# Measured on this machine (benchmarks/kernels.py): with bf16 activations the weight-only
+# Measured on the development host (figures and method in docs/model.md, "Which kernels, measured
+# here"; the one-off micro-benchmark script was not kept): with bf16 activations the weight-only
 # kernels are as fast as fp32 F.linear at batch 1 (int8 ≈ 6 µs, int4 ≈ 5 µs vs 6.5 µs for a
 # 160×480 layer), but with fp32 activations they are 9–25× slower — so activations are cast
 # to bf16 around each quantised matmul.

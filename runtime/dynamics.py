@@ -8,7 +8,9 @@ feasibility rules (:func:`max_power_for_temp_w`) and the trace importer that rem
 self-heating (:func:`thermal_step`). ``step_core`` is written once for Python floats and numpy
 arrays alike: the caller passes the operations (:data:`SCALAR` or :data:`VECTOR`), so the scalar
 env keeps the speed of plain float arithmetic and the batch the speed of numpy, from the same
-lines.
+lines. For floats, :func:`scalar_twin` compiles the same source once more with ``where(c, a, b)``
+written as ``a if c else b`` and the other operations as ``min`` / ``max`` / ``math.exp``: the
+same lines without the cost of a function call per operation (a parity test pins the two).
 
 Per step of ``dt = step_s`` with configuration ``a`` (previous ``p``):
 
@@ -23,7 +25,8 @@ Per step of ``dt = step_s`` with configuration ``a`` (previous ``p``):
 * latency ``dec_a/θ + 1000·backlog/(tps_a·θ)`` ms against the SLO;
 * budget (power budget ``B`` of the LLM itself): allowance ``A ← A + (B·dt − E_llm)``; while
   ``A + B·grace < 0`` an LLM power above B is a violation of relative size ``(P_llm − B)/B``;
-* reward ``q_a·S/(100·dt) − w_T·(T − T_max)⁺ − w_slo·[lat > SLO] − w_B·overdraw − w_drop·dropped/(100·dt) − w_death·[death]``.
+* reward ``q_a·S/(100·dt) − w_T·(T − T_max)⁺ − w_slo·[lat > SLO] − w_B·overdraw
+  − w_drop·dropped/(100·dt) − w_death·[death]``.
 
 Device constants per device kind (``DEVICES``) are modelled, order-of-magnitude values:
 
@@ -42,7 +45,10 @@ Idle power is the simulated platform's power while the model waits (a profile's
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import textwrap
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -229,9 +235,11 @@ class StepResult(NamedTuple):
     power_w: Any
     latency_ms: Any
     throttle: Any
+    cost: Any  # violated constraints this step: thermal + SLO + budget + death
 
 
 TERM_NAMES = ("quality", "thermal", "slo", "budget", "drop", "death")
+_new = tuple.__new__
 
 
 def step_core(o: Ops, dt: float, p: EnvParams,
@@ -251,7 +259,7 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     served = mn(requested, rate * mx(dt - sw_s, 0.0))
     left = requested - served
     cap = p.backlog_cap_tokens
-    dropped = where(left > cap, left - cap, 0.0)
+    dropped = mx(left - cap, 0.0)
     backlog = left - dropped
     other_j = (idle_w + base_w) * dt
     energy_j = served * ept_j + sw_j + other_j
@@ -259,7 +267,7 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
     temp_c = thermal_update(o, temp_c, ambient_c, power_w, dt, r_th, tau_s)
     lat_ms = dec_ms / theta + 1000.0 * backlog / rate
-    over_c = where(temp_c > t_max, temp_c - t_max, 0.0)
+    over_c = mx(temp_c - t_max, 0.0)
     slo_bad = lat_ms > p.slo_ms
     # budget: the allowance covers the LLM's own energy (traces/ schema)
     has_b = budget_w == budget_w
@@ -276,8 +284,11 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     r_d = -w.drop * dropped / (TOK_SCALE * dt)
     r_x = -w.death * dead
     reward = r_q + r_t + r_s + r_b + r_d + r_x
-    return StepResult(soc, temp_c, backlog, budget_left_j, dead, reward, r_q, r_t, r_s, r_b, r_d, r_x,
-                      over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta)
+    # violated constraints; a float first, as numpy adds two bool arrays as a logical or
+    cost = (over_c > 0) * 1.0 + slo_bad + (over_b > 0) + dead
+    # tuple.__new__: a named tuple's own __new__ costs a microsecond at 21 fields, as much as the physics
+    return _new(StepResult, (soc, temp_c, backlog, budget_left_j, dead, reward, r_q, r_t, r_s, r_b, r_d, r_x,
+                             over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta, cost))
 
 
 def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
@@ -286,7 +297,7 @@ def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
     net_w = supply_w - power_w
     soc = o.minimum(soc + o.where(net_w > 0, net_w * eta, net_w) * dt_s / capacity_j, 1.0)
     dead = soc <= 0.0
-    return o.where(dead, 0.0, soc), dead
+    return o.maximum(soc, 0.0), dead  # 0 at death
 
 
 def thermal_update(o: Ops, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s):
@@ -295,9 +306,100 @@ def thermal_update(o: Ops, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s
     return t_inf + (temp_c - t_inf) * o.exp(-dt_s / tau_s)
 
 
-def cost_of(r: StepResult):
-    """Violated constraints this step (safety-gymnasium convention): thermal, SLO, budget, death."""
-    return (r.over_c > 0) + r.slo_bad + (r.over_budget > 0) + r.dead
+# ---- the float twin ----------------------------------------------------------------------------
+
+class _Scalarise(ast.NodeTransformer):
+    """``o.where(c, a, b)`` / ``where(c, a, b)`` → ``(a if c else b)``; ``o.minimum`` / ``mn`` → ``min``;
+    ``o.maximum`` / ``mx`` → ``max``; ``o.exp`` → ``math.exp``; drops ``where, mn, mx = o.…``."""
+
+    NAMES = {"where": "where", "mn": "min", "mx": "max"}
+    ATTRS = {"where": "where", "minimum": "min", "maximum": "max", "exp": "math.exp"}
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST | None:
+        if isinstance(node.value, ast.Tuple) and all(
+                isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "o"
+                for e in node.value.elts):
+            return None  # the local aliases of the operations
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        f = node.func
+        op = None
+        if isinstance(f, ast.Name) and f.id in self.NAMES:
+            op = self.NAMES[f.id]
+        elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "o" \
+                and f.attr in self.ATTRS:
+            op = self.ATTRS[f.attr]
+        if op is None:
+            return node
+        if op == "where":
+            c, a, b = node.args
+            return ast.copy_location(ast.IfExp(test=c, body=a, orelse=b), node)
+        node.func = ast.parse(op, mode="eval").body
+        return node
+
+
+class _Inline(ast.NodeTransformer):
+    """``x, y = f(args)`` / ``x = f(args)`` where ``f`` is in ``funcs`` (simple functions: assignments
+    then one ``return``) → ``f``'s body with its parameters and locals renamed, then the assignment of
+    its return expression: a call less on the hot path, from the same source."""
+
+    def __init__(self, funcs: dict[str, ast.FunctionDef]) -> None:
+        self.funcs = funcs
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        v = node.value
+        if not (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in self.funcs):
+            return node
+        fd = self.funcs[v.func.id]
+        prefix = f"_{fd.name}_"
+        params = [a.arg for a in fd.args.args]
+        renamed = {n: prefix + n for n in params}
+        for st in fd.body:
+            for t in ast.walk(st):
+                if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store):
+                    renamed.setdefault(t.id, prefix + t.id)
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, n: ast.Name) -> ast.Name:
+                return ast.copy_location(ast.Name(renamed.get(n.id, n.id), n.ctx), n)
+
+        out: list[ast.stmt] = [ast.Assign([ast.Name(renamed[p], ast.Store())], arg)
+                               for p, arg in zip(params, v.args)]
+        body = [Rename().visit(ast.parse(ast.unparse(st)).body[0]) for st in fd.body]
+        ret = body.pop()
+        assert isinstance(ret, ast.Return), f"{fd.name}: only assignments then one return can be inlined"
+        out += body + [ast.Assign(node.targets, ret.value)]
+        return [ast.copy_location(x, node) for x in out]
+
+
+def scalar_twin(fn: Any, inline: tuple = (), **globals_: Any) -> Any:
+    """``fn`` (written against ``o: Ops``) compiled again from its own source for floats.
+
+    ``inline``: functions (written the same way) whose calls are inlined into the twin.
+    ``globals_`` replace names in the twin's globals.
+    """
+    def tree_of(f: Any) -> ast.Module:
+        return ast.parse(textwrap.dedent(inspect.getsource(f)))
+
+    tree = tree_of(fn)
+    if inline:
+        funcs = {f.__name__: tree_of(f).body[0] for f in inline}
+        tree = _Inline(funcs).visit(tree)
+    tree = ast.fix_missing_locations(_Scalarise().visit(tree))
+    ns: dict[str, Any] = {}
+    exec(compile(tree, f"<scalar twin of {fn.__module__}.{fn.__qualname__}>", "exec"),  # noqa: S102
+         {**fn.__globals__, "math": math, **globals_}, ns)
+    twin = ns[fn.__name__]
+    twin.__doc__ = f"Float twin of :func:`{fn.__name__}` (``scalar_twin``): the same lines, compiled for floats."
+    return twin
+
+
+scalar_battery_update = scalar_twin(battery_update)
+scalar_thermal_update = scalar_twin(thermal_update)
+#: ``step_core`` for floats; call it as ``scalar_step_core(SCALAR, dt, params, ...)``.
+scalar_step_core = scalar_twin(step_core, inline=(battery_update, thermal_update))
 
 
 # ---- pieces used on their own ------------------------------------------------------------------
@@ -305,13 +407,13 @@ def cost_of(r: StepResult):
 def thermal_step(temp_c: float, ambient_c: float, power_w: float, dt_s: float, r_th_c_per_w: float,
                  tau_s: float) -> float:
     """Temperature after ``dt_s`` at constant power, °C (floats; ``thermal_update``)."""
-    return thermal_update(SCALAR, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s)
+    return scalar_thermal_update(SCALAR, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s)
 
 
 def battery_step(soc: float, supply_w: float, power_w: float, dt_s: float, capacity_j: float,
                  charge_efficiency: float) -> tuple[float, bool]:
     """State of charge after ``dt_s`` and whether the battery died (floats; ``battery_update``)."""
-    return battery_update(SCALAR, soc, supply_w, power_w, dt_s, capacity_j, charge_efficiency)
+    return scalar_battery_update(SCALAR, soc, supply_w, power_w, dt_s, capacity_j, charge_efficiency)
 
 
 def steady_temp_c(ambient_c, power_w, r_th_c_per_w):
@@ -394,7 +496,7 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
                  d.charge_efficiency, d.idle_power_w)
 
 
-__all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "battery_update", "thermal_update", "DeviceConstants",
-           "Dynamics", "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
-           "cost_of", "device_constants", "max_power_for_temp_w", "plant_of", "start_temp_c", "steady_temp_c",
-           "step_core", "thermal_step", "throttle"]
+__all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants", "Dynamics",
+           "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step", "battery_update",
+           "device_constants", "max_power_for_temp_w", "plant_of", "scalar_step_core", "scalar_twin", "start_temp_c",
+           "steady_temp_c", "step_core", "thermal_step", "thermal_update", "throttle"]

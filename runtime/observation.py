@@ -49,7 +49,15 @@ from typing import Any
 
 import numpy as np
 
-from runtime.dynamics import SCALAR, VECTOR, Ops
+from runtime.dynamics import SCALAR, VECTOR, Ops, scalar_twin
+
+try:  # the clip ufunc itself: one call instead of np.clip's Python wrapper (numpy >= 2 / 1.x)
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - older numpy
+    try:
+        from numpy.core.umath import clip as _clip
+    except ImportError:
+        _clip = None
 
 #: Features before the configuration block: (name, unit, min, max).
 HEAD: tuple[tuple[str, str, float, float], ...] = (
@@ -121,55 +129,59 @@ class ObsLayout:
         self.cfg_start = len(HEAD)
         self.tail_start = self.cfg_start + self.n_config
         self.ahead_start = self.tail_start + len(TAIL)
-        self._lo = [float(x) for x in self.lo]
-        self._hi = [float(x) for x in self.hi]
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
 
     def table(self) -> list[dict[str, Any]]:
         """Rows ``{"index", "name", "unit", "min", "max"}``."""
         return [{"index": i, "name": n, "unit": u, "min": lo, "max": hi} for i, (n, u, lo, hi) in enumerate(self.rows)]
 
-    def write(self, out: np.ndarray, head: tuple, config_features: Sequence[float], power_w: float,
+    def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
               ambient_c: float, supply_ahead_w: Sequence[float] = ()) -> np.ndarray:
-        """Fill ``out`` (float32, ``dim``) in place from floats and return it (clipped to the bounds).
+        """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
+        place, or a new array when ``out`` is None.
 
-        ``head``: :func:`head_values` with ``SCALAR``.
+        ``head``: :func:`head_values` with ``SCALAR``. Clipping after the float32 conversion equals
+        clipping before it (the bounds are float32 numbers and rounding is monotone).
         """
-        lo, hi = self._lo, self._hi
-        i = 0
-        for v in head:
-            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
-            i += 1
-        for v in config_features:
-            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
-            i += 1
-        for v in (power_w, ambient_c):
-            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
-            i += 1
-        for v in supply_ahead_w[:self.lookahead]:
-            out[i] = lo[i] if v < lo[i] else hi[i] if v > hi[i] else v
-            i += 1
-        return out
+        vals = [*head, *config_features, power_w, ambient_c]
+        if self.lookahead:
+            vals += supply_ahead_w[:self.lookahead]
+        if out is None:
+            out = np.array(vals, dtype=np.float32)
+        else:
+            out[:] = vals
+        if _clip is not None:
+            return _clip(out, self.lo, self.hi, out)
+        np.maximum(out, self.lo, out=out)
+        return np.minimum(out, self.hi, out=out)
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
               supply_ahead_w: np.ndarray | None = None) -> np.ndarray:
-        """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``)."""
+        """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
+
+        Built feature-major, (dim, n), so that every feature is one contiguous write, then
+        transposed by the float32 conversion.
+        """
         n = len(power_w)
-        obs = np.empty((n, self.dim))
+        obs = np.empty((self.dim, n))
         for j, v in enumerate(head):
-            obs[:, j] = v
-        obs[:, self.cfg_start:self.tail_start] = config_features
-        obs[:, self.tail_start] = power_w
-        obs[:, self.tail_start + 1] = ambient_c
+            obs[j] = v
+        obs[self.cfg_start:self.tail_start] = config_features.T
+        obs[self.tail_start] = power_w
+        obs[self.tail_start + 1] = ambient_c
         if self.lookahead:
-            obs[:, self.ahead_start:] = supply_ahead_w
-        np.clip(obs, self._lo64, self._hi64, out=obs)
-        return obs.astype(np.float32)
+            obs[self.ahead_start:] = supply_ahead_w.T
+        np.clip(obs, self._lo64[:, None], self._hi64[:, None], out=obs)
+        return np.ascontiguousarray(obs.T, dtype=np.float32)
+
+
+#: :func:`head_values` for floats (its float twin, ``runtime.dynamics.scalar_twin``): call with ``SCALAR``.
+scalar_head_values = scalar_twin(head_values)
 
 
 def scalar_head(*args: Any) -> tuple:
     """:func:`head_values` for floats."""
-    return head_values(SCALAR, *args)
+    return scalar_head_values(SCALAR, *args)
 
 
 def vector_head(*args: Any) -> tuple:
@@ -184,4 +196,5 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head", "vector_head"]
+__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head", "scalar_head_values",
+           "vector_head"]

@@ -311,7 +311,8 @@ def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: Confi
         raise PolicyFileError(p, f"observation features {names} differ from this runtime's {layout.names} "
                                  "for the file's configuration space (feature order or version mismatch)")
     if layers[0][0].shape[1] != layout.dim:
-        raise PolicyFileError(p, f"first layer takes {layers[0][0].shape[1]} inputs but there are {layout.dim} features")
+        raise PolicyFileError(p, f"first layer takes {layers[0][0].shape[1]} inputs but there are {layout.dim} "
+                                 "features")
     if len(space) != layers[-1][0].shape[0]:
         raise PolicyFileError(p, f"the configuration space has {len(space)} configurations, the policy "
                                  f"{layers[-1][0].shape[0]} actions")

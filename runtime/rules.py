@@ -10,7 +10,8 @@ A configuration is infeasible *now* when running it at the current demand would
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed.
 
 At least one configuration (the lowest energy per token) always stays allowed, so a masked
-policy can always act.
+policy can always act. :class:`Feasibility` holds the rules for one set of configurations; the
+environment's action masks, the batched env and the runtime shield all use it.
 """
 
 from __future__ import annotations
@@ -22,22 +23,55 @@ from runtime.dynamics import max_power_for_temp_w
 HOT_MARGIN_C = 1.0  # start masking this far below the trip point: the model lags by τ
 
 
-def feasible_mask(energy_j_per_token: np.ndarray, demand_tps: float, temp_c: float, ambient_c: float,
-                  t_max_c: float, r_th_c_per_w: float, base_w: float, soc: float, reserve_soc: float,
-                  supply_w: float, cheap_set: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask (n_configs,) of configurations allowed right now (see module docstring).
+class Feasibility:
+    """The feasibility rules over one set of configurations (module docstring), with what they need
+    precomputed: the cheapest quarter by energy per token and the safe (lowest-energy) configuration.
 
-    ``cheap_set`` is the precomputed boolean mask of the cheapest quarter of configurations.
-    ``base_w`` is all power that is not the model's tokens (device base load + idle power).
+    The environment's action mask, the batched env's masks and the runtime shield all use this class.
+
+    Args:
+        energy_j_per_token: Per-configuration energy per token (J), (n_configs,).
     """
-    n = energy_j_per_token.shape[0]
-    mask = np.ones(n, dtype=bool) if out is None else out
-    mask[:] = True
-    if temp_c > t_max_c - HOT_MARGIN_C:
-        allowed_w = max_power_for_temp_w(t_max_c, ambient_c, r_th_c_per_w) - base_w
-        mask &= demand_tps * energy_j_per_token <= allowed_w
-    if soc < reserve_soc and supply_w < base_w + demand_tps * float(energy_j_per_token.min()):
-        mask &= cheap_set
-    if not mask.any():
-        mask[int(np.argmin(energy_j_per_token))] = True
-    return mask
+
+    CHEAP_QUANTILE = 0.25
+
+    def __init__(self, energy_j_per_token: np.ndarray) -> None:
+        self.ept = np.asarray(energy_j_per_token, dtype=np.float64)
+        self.safe = int(np.argmin(self.ept))
+        self.ept_min = float(self.ept[self.safe])
+        self.cheap = self.ept <= np.quantile(self.ept, self.CHEAP_QUANTILE)  # always holds the safe one
+        self.all_ok = np.ones(self.ept.shape[0], dtype=bool)
+        self.all_ok.flags.writeable = False
+
+    def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float) -> bool:
+        """Whether any rule can mask something now (hot, or below the reserve)."""
+        return temp_c > t_max_c - HOT_MARGIN_C or soc < reserve_soc
+
+    def mask(self, demand_tps: float, temp_c: float, ambient_c: float, t_max_c: float, r_th_c_per_w: float,
+             base_w: float, soc: float, reserve_soc: float, supply_w: float,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask (n_configs,) of the configurations allowed right now.
+
+        ``base_w`` is all power that is not the model's tokens (device base load + idle power).
+        At least the safe configuration always stays allowed: when the thermal rule removes even
+        it, it alone is allowed (the cheapest set always contains it).
+        """
+        hot = temp_c > t_max_c - HOT_MARGIN_C
+        low = soc < reserve_soc and supply_w < base_w + demand_tps * self.ept_min
+        if hot:
+            allowed_w = max_power_for_temp_w(t_max_c, ambient_c, r_th_c_per_w) - base_w
+            if demand_tps * self.ept_min > allowed_w:  # nothing fits, not even the safe one
+                m = np.zeros(self.ept.shape[0], dtype=bool)
+                m[self.safe] = True
+            else:
+                m = demand_tps * self.ept <= allowed_w
+                if low:
+                    m &= self.cheap
+        elif low:
+            m = self.cheap.copy()
+        else:
+            m = self.all_ok.copy()
+        if out is None:
+            return m
+        out[:] = m
+        return out

@@ -9,7 +9,7 @@ Two tiers, checked on every decision:
    * unknown: a required reading (temperature, SoC, plugged) has had no valid value for longer
      than the sensor hub's hold time — unknown is treated as the worst case.
 
-2. **Feasibility rules** (``runtime.rules.feasible_mask``, the same rules as the environment's
+2. **Feasibility rules** (``runtime.rules.Feasibility``, the same rules as the environment's
    action mask): near the trip point (``temp_c > t_max_c − HOT_MARGIN_C``) or below the reserve
    SoC, configurations that would keep the device too hot or drain an empty battery are masked
    out; if the policy's choice is masked, the best allowed action by the policy's own logits
@@ -26,7 +26,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from runtime.rules import HOT_MARGIN_C, feasible_mask
+from runtime.rules import HOT_MARGIN_C, Feasibility
 
 
 class Reason(IntEnum):
@@ -81,9 +81,9 @@ class Shield:
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray) -> None:
         self.p = params
-        self.ept = np.asarray(energy_j_per_token, dtype=np.float64)
-        self.safe = int(np.argmin(self.ept))
-        self.cheap = self.ept <= np.quantile(self.ept, 0.25)  # the environment's cheap_set
+        self.rules = Feasibility(energy_j_per_token)
+        self.ept = self.rules.ept
+        self.safe = self.rules.safe
         self._mask = np.ones(self.ept.shape[0], dtype=bool)
         self.hot_c = params.t_max_c - HOT_MARGIN_C
         self.ceiling_c = params.ceiling_c
@@ -109,8 +109,8 @@ class Shield:
              supply_w: float) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot or below reserve), else None."""
         if temp_c > self.hot_c or soc < self.reserve:
-            return feasible_mask(self.ept, demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
-                                 base_w, soc, self.reserve, supply_w, self.cheap, out=self._mask)
+            return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
+                                   base_w, soc, self.reserve, supply_w, out=self._mask)
         return None
 
     def mask_reason(self, temp_c: float) -> Reason:

@@ -12,10 +12,12 @@ from model.profile_schema import example_profile
 PROFILE = example_profile(12)
 
 
-@pytest.mark.parametrize("trace_index", range(6))
-def test_batched_matches_scalar(trace_index):
-    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False)
-    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000)
+@pytest.mark.parametrize("trace_index,lookahead", [(k, 0) for k in range(6)] + [(1, 3), (4, 2)])
+def test_batched_matches_scalar(trace_index, lookahead):
+    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, lookahead=lookahead)
+    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
+                              lookahead=lookahead)
+    assert batched.observation_space.shape == (19 + lookahead,) == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)
     start = int(rng.integers(0, scalar.traces[k].n // 2))
@@ -28,9 +30,9 @@ def test_batched_matches_scalar(trace_index):
         obs_s, r_s, term_s, trunc_s, info = scalar.step(a)
         r_b, term_b, trunc_b = batched._step(np.full(3, a))
         np.testing.assert_allclose(batched._obs()[1], obs_s, rtol=1e-6, atol=1e-5)
-        assert r_b[2] == pytest.approx(r_s, rel=1e-9, abs=1e-9)
-        assert batched.soc[0] == pytest.approx(info["soc"], abs=1e-12)
-        assert batched.temp[0] == pytest.approx(info["temp_c"], abs=1e-9)
+        assert r_b[2] == pytest.approx(r_s, rel=1e-12, abs=1e-12)  # the same step_core on floats and arrays
+        assert batched.soc[0] == pytest.approx(info["step"].soc, abs=1e-12)
+        assert batched.temp[0] == pytest.approx(info["step"].temp_c, abs=1e-9)
         assert bool(term_b[0]) == term_s and bool(trunc_b[0]) == trunc_s
         if term_s or trunc_s:
             break

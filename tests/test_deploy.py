@@ -113,6 +113,42 @@ def test_run_with_a_tampered_policy_falls_back(exported, tmp_path: Path) -> None
     assert list(s["tokens_per_config"]) == ["L2-H025-int4"]  # the smallest configuration
 
 
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_run_interrupted_mid_generation_closes_telemetry_and_reports(exported, tmp_path: Path, capsys, monkeypatch,
+                                                                     exc: type[BaseException]) -> None:
+    from runtime.manager import Telemetry
+
+    stream = ElasticGPT.stream
+
+    def failing_stream(self, *a, **kw):
+        for k, tok in enumerate(stream(self, *a, **kw)):
+            if k == 10:
+                raise exc("stop")
+            yield tok
+
+    closed = []
+    tel_close = Telemetry.close
+
+    def spy_close(self) -> None:
+        fh = self.fh
+        tel_close(self)
+        closed.append(fh)
+
+    monkeypatch.setattr(ElasticGPT, "stream", failing_stream)
+    monkeypatch.setattr(Telemetry, "close", spy_close)
+    tel = tmp_path / "telemetry.jsonl"
+    with pytest.raises(exc, match="stop"):
+        deploy.main(["run", "--policy", str(exported["policy"]), "--checkpoint", str(exported["ckpt"]),
+                     "--max-tokens", "48", "--every-tokens", "4", "--telemetry", str(tel), "--no-status",
+                     "--sensors", f"replay:{TRACE}", "--speed", "600"])
+    assert len(closed) == 1 and closed[0].closed  # the telemetry file was flushed and closed
+    decisions = [d for d in map(json.loads, tel.read_text().splitlines()) if "final_action" in d]
+    err = capsys.readouterr().err
+    summary = json.loads(err.split("[deploy] summary ", 1)[1].splitlines()[0])
+    assert summary["tokens"] == 10 and summary["decisions"] == len(decisions) == 1 + 10 // 4
+    assert sum(summary["tokens_per_config"].values()) == 10 and summary["virtual_s"] > 0
+
+
 def test_bench_reports_latency_and_process_figures(exported) -> None:
     d = deploy.bench_decisions(str(exported["policy"]), 3000, poll_every=True, telemetry_path=None)
     assert d["n"] == 3000 and 0 < d["median_us"] <= d["p99_us"]

@@ -8,11 +8,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from runtime.dynamics import device_constants
 
 import envs
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
+from runtime.dynamics import device_constants
 from traces.schema import TraceMeta, make_trace
 
 PROFILE = example_profile(12)
@@ -68,7 +68,7 @@ def test_constant_2w_for_1h_on_10wh_leaves_soc_0_8():
     env.reset(seed=0, options={"config": 0})  # no switch: a switch costs energy
     for _ in range(360):  # 360 × 10 s = 1 h
         _, _, term, trunc, info = env.step(0)
-        assert info["power_w"] == pytest.approx(2.0)
+        assert info["step"].power_w == pytest.approx(2.0)
     assert env.soc == pytest.approx(0.8, abs=1e-9)
 
 
@@ -88,7 +88,7 @@ def test_known_heat_input_gives_analytic_temperature():
         _, _, _, _, info = env.step(0)
     t = 300.0
     expected = 20.0 + PHONE.r_th_c_per_w * P * (1 - math.exp(-t / PHONE.tau_s))
-    assert info["temp_c"] == pytest.approx(expected, rel=1e-9)
+    assert info["step"].temp_c == pytest.approx(expected, rel=1e-9)
 
 
 def test_battery_death_terminates_with_penalty():
@@ -98,8 +98,8 @@ def test_battery_death_terminates_with_penalty():
         _, r, term, trunc, info = env.step(0)
         if term:
             break
-    assert term and not trunc and info["violations"]["death"]
-    assert info["reward_terms"]["death"] == -env.w.death and info["soc"] == 0.0
+    assert term and not trunc and info["step"].dead
+    assert info["step"].r_death == -env.w.death and info["step"].soc == 0.0
 
 
 def test_tokens_served_and_throttling():
@@ -108,12 +108,12 @@ def test_tokens_served_and_throttling():
     a = int(np.argmin(env.costs.tps))
     _, _, _, _, info = env.step(a)
     cap = env.costs.tps[a] * (10.0 - env.costs.switch_s[env.full_config, a])
-    assert info["tokens_served"] == pytest.approx(min(500.0, cap))
+    assert info["step"].served == pytest.approx(min(500.0, cap))
     # hot device: throughput scaled by the governor
     env.reset(seed=0, options={"temp_c": PHONE.t_max_c + 5.0, "config": a})
     _, _, _, _, info = env.step(a)
-    assert info["throttle"] == pytest.approx(1 - PHONE.throttle_per_c * 5.0)
-    assert info["violations"]["thermal"]
+    assert info["step"].throttle == pytest.approx(1 - PHONE.throttle_per_c * 5.0)
+    assert info["step"].over_c > 0
 
 
 def test_hot_device_masks_high_power_configs():
@@ -134,9 +134,9 @@ def test_budget_overdraw_is_penalised_only_after_the_allowance():
     a = int(np.argmax(env.costs.ept_j))
     env.reset(seed=0, options={"config": a})
     infos = [env.step(a)[4] for _ in range(100)]
-    over = [i["violations"]["budget"] for i in infos]
+    over = [bool(i["step"].over_budget > 0) for i in infos]
     idle_j = (PHONE.idle_power_w + 0.0) * 10.0  # the budget covers the LLM only, not idle/base load
-    llm = [i["energy_j"] - idle_j for i in infos]
+    llm = [i["step"].energy_j - idle_j for i in infos]
     assert llm[0] > 0.3 * 10 and not over[0] and over[-1]
     k = over.index(True)  # the first violation comes once the 300 s allowance is spent
     assert sum(llm[:k + 1]) > 0.3 * (300 + 10 * (k + 1)) >= sum(llm[:k]) - 1e-9

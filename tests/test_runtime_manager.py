@@ -12,6 +12,7 @@ import pytest
 
 from envs.power_env import load_cost_tables
 from model.profile_schema import example_profile
+from runtime.dynamics import DEVICES, EnvParams
 from runtime.manager import (
     TRANSITIONS,
     FallbackSpec,
@@ -20,7 +21,6 @@ from runtime.manager import (
     State,
     Telemetry,
 )
-from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
 from runtime.observation import ObsLayout
 from runtime.policy import load_policy_file, save_policy_file
 from runtime.sensors import ConstantSensor, Reading, Sensor, SensorHub
@@ -338,7 +338,8 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
                              meta=SimpleNamespace(capacity_wh=ta.capacity_j / 3600.0, initial_soc=ta.initial_soc,
                                                   deadline_s=None if math.isnan(ta.deadline_s) else ta.deadline_s))
         dev = ta.device
-        rp = ReplaySensors(tr, dev, clock=None, start_s=3 * env.step_s, soc0=info["soc"], temp0_c=info["temp_c"])
+        rp = ReplaySensors(tr, dev, clock=None, start_s=3 * env.step_s, soc0=info["soc"],
+                        temp0_c=info["temp_c"])
         mgr = RuntimeManager(pf, SensorHub([rp], clock=rp.now), device=dev, clock=rp.now)
         rng = np.random.default_rng(k)
         for t in range(6):
@@ -356,7 +357,7 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
             seen_budget |= bool(obs[5] == 1.0)
             i = env._i
             obs, _, term, trunc, info = env.step(int(rng.integers(env.action_space.n)))
-            rp.set_model_power_w(info["power_w"] - dev.idle_power_w - ta.base_w[i])
+            rp.set_model_power_w(info["step"].power_w - dev.idle_power_w - ta.base_w[i])
             rp.advance_to((i + 1) * env.step_s)
             if term or trunc:
                 break

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from runtime.dynamics import DEVICES, DeviceConstants, battery_step, thermal_step
 
 import traces
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
+from runtime.dynamics import DEVICES, DeviceConstants, battery_step, thermal_step
 from runtime.replay import ReplaySensors
 
 PROFILE = example_profile(12)
@@ -31,7 +31,8 @@ def test_replay_matches_env_dynamics(trace_index: int) -> None:
                          meta=SimpleNamespace(capacity_wh=ta.capacity_j / 3600.0, initial_soc=ta.initial_soc,
                                               deadline_s=None))
     dev = DeviceConstants.from_dict(asdict(ta.device))
-    rp = ReplaySensors(tr, dev, clock=None, start_s=5 * env.step_s, soc0=info["soc"], temp0_c=info["temp_c"])
+    rp = ReplaySensors(tr, dev, clock=None, start_s=5 * env.step_s, soc0=info["soc"],
+                        temp0_c=info["temp_c"])
     r = rp.read()
     assert r.soc_frac == info["soc"] and r.temp_c == pytest.approx(info["temp_c"], abs=1e-12)
     rng = np.random.default_rng(trace_index)
@@ -40,12 +41,12 @@ def test_replay_matches_env_dynamics(trace_index: int) -> None:
         i = env._i
         _, _, term, trunc, info = env.step(a)
         # the model's share of the env's power this step
-        rp.set_model_power_w(info["power_w"] - dev.idle_power_w - ta.base_w[i])
+        rp.set_model_power_w(info["step"].power_w - dev.idle_power_w - ta.base_w[i])
         rp.advance_to((i + 1) * env.step_s)
         r = rp.read()
-        assert r.soc_frac == pytest.approx(info["soc"], abs=1e-9), step
-        assert r.temp_c == pytest.approx(info["temp_c"], abs=1e-9), step
-        assert r.power_w == pytest.approx(info["power_w"], rel=1e-9)
+        assert r.soc_frac == pytest.approx(info["step"].soc, abs=1e-9), step
+        assert r.temp_c == pytest.approx(info["step"].temp_c, abs=1e-9), step
+        assert r.power_w == pytest.approx(info["step"].power_w, rel=1e-9)
         if term or trunc:
             break
 

@@ -29,7 +29,8 @@ def test_train_smoke_run(tmp_path, algo, lagrangian):
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     # the best-on-val policy is kept (fixed val episodes), the last one saved beside it
     sel = cfg["selected"]
-    assert 0 < sel["step"] <= 1024 + 4 * 128 and sel["val_episodes"] == 2 and (run / "last" / "policy_state.pt").exists()
+    assert 0 < sel["step"] <= 1024 + 4 * 128 and sel["val_episodes"] == 2
+    assert (run / "last" / "policy_state.pt").exists()
     import numpy as np
 
     ev = np.load(run / "eval" / "evaluations.npz")
@@ -46,7 +47,8 @@ def test_warm_start_bc_then_dagger(tmp_path):
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     args = train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=512, n_envs=4, eval_freq=512,
                       eval_episodes=1, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"), final_eval=False,
-                      env=EnvParams(max_episode_steps=24), progress=False, bc_expert="schedutil", bc_episodes=4, dagger_rounds=1,
+                      env=EnvParams(max_episode_steps=24), progress=False, bc_expert="schedutil", bc_episodes=4,
+                      dagger_rounds=1,
                       dagger_episodes=2, bc_epochs=2)
     run = train.main(args)
     ws = json.loads((run / "config.json").read_text())["warm_start"]
@@ -58,7 +60,8 @@ def test_warm_start_bc_then_dagger(tmp_path):
     assert load_controller(run / "warm_start").predict(np.zeros(19, np.float32))[0].shape == ()
     # the pooled demonstrations are saved and can seed another run without collecting again
     demos = run / "warm_start" / "demos.npz"
-    again = train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "dagger_rounds": 0, "total_timesteps": 0}))
+    again = train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "dagger_rounds": 0,
+                                     "total_timesteps": 0}))
     ws2 = json.loads((again / "config.json").read_text())["warm_start"]
     assert ws2["rounds"][0]["transitions"] == ws["rounds"][1]["transitions"] and ws2["demos_from"] == str(demos)
     with pytest.raises(ValueError, match="demonstrations of 'schedutil'"):

@@ -47,7 +47,8 @@ Derivation (documented in docs/traces.md):
   (``T∞ = T_amb + R_th·(idle + base + LLM)``), so the importer inverts the same first-order model:
   ``ambient = T_batt − R_th · lowpass_τ(base + idle)`` with the phone's ``R_th = 5 °C/W``,
   ``τ = 240 s`` and ``idle = 0.2 W`` (:data:`SELF_HEATING` is the env's own phone,
-  ``runtime.dynamics.DEVICES["phone"]``, and the step is the env's ``thermal_step``). With the model off, the env then reproduces the logged battery temperature. Pass
+  ``runtime.dynamics.DEVICES["phone"]``, and the step is the env's ``thermal_step``). With the
+  model off, the env then reproduces the logged battery temperature. Pass
   ``self_heating=None`` to keep the raw battery temperature.
 * ``demand_tps`` = :func:`traces.demand.from_usage` (screen on + CPU usage) when those columns
   exist, else seeded :func:`traces.demand.chat_sessions` (seed from the file name, in meta).
