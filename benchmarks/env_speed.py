@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 import envs
 from envs.batched import BatchedPowerEnv
+from model.profile_schema import _cpu_model
 
 
 def rate(env, steps: int, actions) -> float:
@@ -63,7 +65,8 @@ def main() -> None:
     acts = np.random.default_rng(0).integers(0, ours.action_space.n, a.steps).tolist()
     acts_cp = [k % 2 for k in range(a.steps)]
     res = {"steps": a.steps, "repeats": a.repeats, "date": time.strftime("%Y-%m-%d"),
-           "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
+           "machine": f"{_cpu_model()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+                      f"numpy {np.__version__}",
            "gymnasium": gym.__version__,
            "batched": {}}
     res["single_unwrapped_steps_per_s"], res["cartpole_v1_unwrapped_steps_per_s"], res["ratio_unwrapped"] = paired(
@@ -78,7 +81,7 @@ def main() -> None:
         for c in range(min(calls, 20)):
             env.step(acts_b[c])
         runs = []
-        for _ in range(5):
+        for _ in range(7):
             t0 = time.perf_counter()
             for c in range(calls):
                 env.step(acts_b[c])

@@ -39,8 +39,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
-from runtime.observation import ObsLayout, model_layout, scalar_head
+from runtime.observation import ObsLayout, model_layout, scalar_head_values
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
     AMBIENT,
@@ -430,10 +431,11 @@ class RuntimeManager:
         stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
         horizon = self.horizon_left_s if self.horizon_left_s is not None else \
             self.cfg.horizon_s - (now_s - self._t0)
-        head = scalar_head(soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
-                           self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
-                           self.latency_over_slo, v[BANDWIDTH])
-        self.layout.write(self.obs, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
+        head = scalar_head_values(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
+                                  self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
+                                  self.latency_over_slo, v[BANDWIDTH])
+        # a new array each decision: building one is cheaper than filling a kept buffer from a list
+        self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,
