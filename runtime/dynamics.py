@@ -426,12 +426,6 @@ def max_power_for_temp_w(temp_limit_c, ambient_c, r_th_c_per_w):
     return (temp_limit_c - ambient_c) / r_th_c_per_w
 
 
-def throttle(temp_c: float, d: DeviceConstants) -> float:
-    """Throughput factor θ at temperature ``temp_c`` (``step_core``'s rule)."""
-    t = d.t_max_c
-    return 1.0 if temp_c <= t else max(d.throttle_min, 1.0 - d.throttle_per_c * (temp_c - t))
-
-
 def start_temp_c(ambient_c, idle_w, base_w, r_th_c_per_w):
     """An episode's starting temperature: steady state at idle + base load."""
     return steady_temp_c(ambient_c, idle_w + base_w, r_th_c_per_w)
@@ -499,4 +493,4 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
 __all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants", "Dynamics",
            "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step", "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_step_core", "scalar_twin", "start_temp_c",
-           "steady_temp_c", "step_core", "thermal_step", "thermal_update", "throttle"]
+           "steady_temp_c", "step_core", "thermal_step", "thermal_update"]

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.dynamics import SCALAR, VECTOR, Ops, scalar_twin
+from runtime.dynamics import Ops, scalar_twin
 
 try:  # the clip ufunc itself: one call instead of np.clip's Python wrapper (numpy >= 2 / 1.x)
     from numpy._core.umath import clip as _clip
@@ -179,16 +179,6 @@ class ObsLayout:
 scalar_head_values = scalar_twin(head_values)
 
 
-def scalar_head(*args: Any) -> tuple:
-    """:func:`head_values` for floats."""
-    return scalar_head_values(SCALAR, *args)
-
-
-def vector_head(*args: Any) -> tuple:
-    """:func:`head_values` for arrays."""
-    return head_values(VECTOR, *args)
-
-
 def model_layout(lookahead: int = 0) -> ObsLayout:
     """The layout of the elastic model's default space (depth × heads × bits)."""
     from runtime.configspace import model_space
@@ -196,5 +186,4 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head", "scalar_head_values",
-           "vector_head"]
+__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head_values"]

@@ -95,3 +95,29 @@ def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
     first = [env.reset()[1]["start"] for _ in range(3)]
     env.rewind()
     assert first == [3, 0, 3] and env.reset()[1]["start"] == 3
+
+
+def test_lookahead_trains_exports_and_decides(tmp_path):
+    """EnvParams.lookahead end to end: the batched env trains on it, the run folder and the policy
+    file store it, and the runtime builds the longer observation from the supply forecast."""
+    import deploy
+    import train
+    from runtime.manager import RuntimeManager
+    from runtime.policy import load_policy_file
+    from runtime.sensors import ConstantSensor, SensorHub
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256, eval_episodes=1,
+                                checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                                progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["env_params"]["lookahead"] == 3 and cfg["obs_features"][-1] == "supply_w_ahead_3"
+    deploy.export_run(run, tmp_path / "p.npz")
+    pf = load_policy_file(tmp_path / "p.npz")
+    assert pf.lookahead == 3 and pf.obs_dim == 22
+    hub = SensorHub([ConstantSensor({"soc_frac": 0.8, "plugged": 0.0, "temp_c": 30.0, "ambient_c": 25.0,
+                                     "power_w": 1.0, "supply_w": 0.0, "bandwidth_mbps": 10.0})])
+    mgr = RuntimeManager(pf, hub)
+    mgr.set_workload(demand_tps=20.0, supply_ahead_w=[1.0, 2.0, 600.0])
+    mgr.decide(0.0)
+    assert mgr.obs.shape == (22,) and list(mgr.obs[-3:]) == [1.0, 2.0, 500.0]  # clipped to the bound
