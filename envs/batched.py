@@ -190,9 +190,5 @@ class BatchedPowerEnv(VecEnv):
                                 f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j])
         return out
 
-    @property
-    def observation_dim(self) -> int:
-        return self.observation_space.shape[0]
-
 
 __all__ = ["BatchedPowerEnv"]

@@ -271,5 +271,3 @@ class MicroLLMPowerEnv(gym.Env):
                 "config": int(self._a), "allowance_j": float(self._budget_left_j), "row": int(self._i),
                 "episode_start": int(self._i0)}
 
-    def weights_dict(self) -> dict:
-        return asdict(self.w)

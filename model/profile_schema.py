@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import math
@@ -793,6 +792,3 @@ def example_profile(
     return data
 
 
-def deep_copy_profile(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns a deep copy of a profile dict (helper for tools that derive new profiles)."""
-    return copy.deepcopy(dict(data))

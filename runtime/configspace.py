@@ -349,10 +349,6 @@ class ConfigSpace:
         """Same knobs, values and resulting configurations (names in the same order)."""
         return self.to_json()["knobs"] == other.to_json()["knobs"] and self.names == other.names
 
-    def describe_rows(self) -> list[tuple[str, str, str]]:
-        """(knob, values, doc) rows for the describe command."""
-        return [(k.name, ", ".join(k.fragment(v) for v in k.values), k.doc) for k in self.knobs]
-
 
 def model_space(depths: Iterable[int] = KNOBS["depth"].values, heads: Iterable[float] = KNOBS["heads"].values,
                 bits: Iterable[int] = KNOBS["bits"].values) -> ConfigSpace:

@@ -179,6 +179,7 @@ class PolicyFile:
     def names(self) -> list[str]:
         return list(self.space.names)
 
+
     @property
     def safe_index(self) -> int:
         """The configuration with the lowest energy per token (the shield's safe choice)."""

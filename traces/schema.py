@@ -402,19 +402,6 @@ class Trace:
             cols[c] = np.maximum(cols[c], 0.0)
         return Trace(name=self.name, time_s=grid[:-1].copy(), meta=self.meta, **cols)
 
-    def slice_time(self, start_s: float, end_s: float, *, name: str | None = None) -> Trace:
-        """Returns the samples with ``start_s <= time_s - time_s[0] < end_s``, time re-based to 0.
-
-        Meant for building sets (e.g. cutting multi-day solar records into windows). Do not use it
-        to make train/test splits: splits are by ``meta.unit`` only.
-        """
-        rel = self.time_s - self.time_s[0]
-        keep = (rel >= start_s) & (rel < end_s)
-        cols = {c: getattr(self, c)[keep] for c in DATA_COLUMNS}
-        t = rel[keep]
-        t = t - (t[0] if t.size else 0.0)
-        return Trace(name=name or self.name, time_s=t, meta=self.meta, **cols)
-
 
 def make_trace(
     name: str,

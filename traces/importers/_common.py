@@ -214,11 +214,6 @@ def parse_times(cells: Sequence[str]) -> tuple[np.ndarray, str]:
     return out, "datetime"
 
 
-def clock_hour_of(first_unix_s: float) -> float:
-    """Hour of day (UTC or the file's local clock) of a Unix time."""
-    return float((first_unix_s % 86400.0) / 3600.0)
-
-
 # --- cleaning -----------------------------------------------------------------------------------
 def clean_order(t: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], int]:
     """Drops rows with NaN time, sorts by time, drops duplicate times (keeps the first).
