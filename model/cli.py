@@ -67,3 +67,45 @@ def parse_dataclass_args(cls, argv: list[str] | None = None, description: str | 
         return _build(cls, {dests[d]: v for d, v in ns.items()})
     except ValueError as exc:  # a dataclass's own validation (e.g. EnvParams): say it as a usage error
         p.error(str(exc))
+
+
+# ---- argparse types: a bad value is a usage error (exit 2) naming the allowed range -------------
+
+def _num(kind: type, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False):
+    """An argparse ``type=`` that parses ``kind`` and checks ``lo ≤ x ≤ hi`` (open ends if asked)."""
+    import math
+
+    lb = "(" if lo_open else "["
+    rb = ")" if hi_open else "]"
+    rng = f"{lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}"
+
+    def parse(text: str):
+        try:
+            x = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}; "
+                                             f"allowed: {rng}") from None
+        if kind is float and not math.isfinite(x):
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite; allowed: {rng}")
+        if lo is not None and (x < lo or (lo_open and x == lo)) or hi is not None and (x > hi or (hi_open and x == hi)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {rng}")
+        return x
+
+    parse.__name__ = f"{kind.__name__} in {rng}"
+    return parse
+
+
+def int_in(lo: int | None = None, hi: int | None = None):
+    """Integer in [lo, hi]."""
+    return _num(int, lo, hi)
+
+
+def float_in(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
+    """Finite float in [lo, hi] (``lo_open``/``hi_open`` exclude the ends)."""
+    return _num(float, lo, hi, lo_open, hi_open)
+
+
+positive_int = int_in(1)
+nonneg_int = int_in(0)
+positive_float = float_in(0.0, None, lo_open=True)
+nonneg_float = float_in(0.0)
