@@ -59,6 +59,21 @@ def actor_layers(state: dict, algo: str) -> list[tuple[Any, Any]]:
         raise ExportError(str(exc)) from None
 
 
+def _is_sha256(x: Any) -> bool:
+    return isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x) is not None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file (hashlib only: callable before torch or the model is imported)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _resolve_profile(path: str | None) -> Path:
     from envs.power_env import DEFAULT_PROFILE
 
@@ -71,8 +86,21 @@ def _resolve_profile(path: str | None) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone", onnx: bool = False,
-               allow_profile_change: bool = False) -> dict[str, Any]:
-    """Exports a run folder to a policy file (and optionally ONNX); returns a summary dict."""
+               allow_profile_change: bool = False, force: bool = False) -> dict[str, Any]:
+    """Exports a run folder to a policy file (and optionally ONNX); returns a summary dict.
+
+    Raises:
+        runtime.safeio.ExistsError: ``out`` (or, with ``onnx``, ``<out>.onnx``) exists and not ``force``.
+        ExportError: the run folder cannot be exported.
+    """
+    from runtime.safeio import refuse_existing
+
+    refuse_existing(out, force, "policy file")
+    if onnx:
+        refuse_existing(Path(out).with_suffix(".onnx"), force, "ONNX file")
+    if not Path(run_dir).is_dir():
+        raise ExportError(f"{run_dir}: no such run folder")
+
     import numpy as np
     import torch
 
@@ -133,6 +161,9 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     if len(space) != layers[-1][0].shape[0]:
         raise ExportError(f"{len(space)} configurations but the policy has {layers[-1][0].shape[0]} actions")
     prof_json = json.loads(prof_path.read_text())
+    ckpt_sha = (prof_json.get("model") or {}).get("checkpoint_sha256")
+    if not _is_sha256(ckpt_sha):  # "unsaved" or absent: the policy cannot pin its checkpoint
+        ckpt_sha = None
     if device_kind not in DEVICES:
         raise ExportError(f"device kind {device_kind!r} not in {sorted(DEVICES)}")
     meta = {
@@ -145,6 +176,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         "profile": {"path": str(prof_path), "sha256": prof_sha, "name": prof_json.get("name"),
                     "energy_source": costs.energy_source},
         "env": {"env_id": cfg.get("env_id"), "env_kwargs": env_kwargs},
+        # the checkpoint the profile (hence the policy's costs) was measured on; `deploy.py run` checks it
+        "model": {"checkpoint_sha256": ckpt_sha},
         "run": {"dir": str(run), "config_sha256": sha256_file(run / "config.json"),
                 "policy_state_sha256": sha256_file(state_path)},
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -156,7 +189,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
                "layers": [list(w.shape) for w, _ in layers], "n_actions": len(space),
                "knobs": list(space.knob_names),
-               "device_kind": device_kind, "profile": str(prof_path), "bytes": Path(out).stat().st_size}
+               "device_kind": device_kind, "profile": str(prof_path), "bytes": Path(out).stat().st_size,
+               "checkpoint_sha256": ckpt_sha}
     if onnx:
         summary["onnx"] = str(export_onnx(out, Path(out).with_suffix(".onnx")))
     return summary
@@ -192,14 +226,18 @@ def export_onnx(policy_path: str | Path, onnx_path: str | Path) -> Path:
             return self.net(torch.minimum(torch.maximum(obs, self.lo), self.hi))
 
     onnx_path = Path(onnx_path)
+    tmp = onnx_path.with_name(f".{onnx_path.name}.{os.getpid()}.tmp")  # written whole, then renamed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(Actor().eval(), (torch.zeros(1, pol.mats[0].shape[1] - 1),), str(onnx_path),
+            torch.onnx.export(Actor().eval(), (torch.zeros(1, pol.mats[0].shape[1] - 1),), str(tmp),
                               input_names=["obs"], output_names=["logits"], dynamic_axes={"obs": {0: "n"}},
                               dynamo=False)
+        os.replace(tmp, onnx_path)
     except Exception as exc:  # noqa: BLE001 - missing onnx package, exporter changes
         raise ExportError(f"ONNX export failed ({type(exc).__name__}: {exc}); `pip install onnx` may help") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return onnx_path
 
 
@@ -232,9 +270,94 @@ def model_configs(m: Any, space: Any) -> list[Any]:
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts:
-        lines = [ln.rstrip("\n") for ln in Path(args.prompts).read_text().splitlines()]
-        return [ln for ln in lines if ln.strip()]
+        p = Path(args.prompts)
+        if not p.is_file():
+            file_error("run", f"--prompts {p}: no such file")
+        try:
+            lines = [ln.rstrip("\n") for ln in p.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            file_error("run", f"--prompts {p}: cannot read it ({exc})")
+        prompts = [ln for ln in lines if ln.strip()]
+        if not prompts:
+            file_error("run", f"--prompts {p}: the file has no prompts (one per line)")
+        return prompts
     return [args.prompt]
+
+
+def _load_device_config(path: str, kind: str) -> Any:
+    """``--device-config``: a JSON object of ``DeviceConstants`` fields over ``DEVICES[kind]``."""
+    import math
+    from dataclasses import fields, replace
+
+    from runtime.dynamics import DEVICES, DeviceConstants
+
+    p = Path(path)
+    if not p.is_file():
+        file_error("run", f"--device-config {p}: no such file")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        file_error("run", f"--device-config {p}: not a readable JSON file ({exc})")
+    known = {f.name for f in fields(DeviceConstants)}
+    if not isinstance(d, dict) or set(d) - known:
+        file_error("run", f"--device-config {p}: must be a JSON object with keys among {sorted(known)}")
+    bad = [k for k, v in d.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+           or not math.isfinite(v) or v <= 0]
+    if bad:
+        file_error("run", f"--device-config {p}: {bad} must be positive finite numbers")
+    return replace(DEVICES.get(kind, DEVICES["default"]), **{k: float(v) for k, v in d.items()})
+
+
+def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything ``deploy.py run`` can check before the model loads: the sensors argument, the replay
+    trace and ``--start-s``, the prompts, the checkpoint file, the telemetry path, the device config.
+
+    Bad values exit 2 (``usage_error``); missing or protected files exit 1 (``file_error``).
+    Returns ``{"trace": loaded trace or None, "prompts": [...], "checkpoint": Path}``.
+    """
+    import model as M
+    from runtime.safeio import ExistsError, refuse_existing
+
+    out: dict[str, Any] = {"trace": None}
+    sensors = args.sensors
+    if sensors.startswith("replay:"):
+        import traces
+
+        tp = Path(sensors.split(":", 1)[1])
+        if not tp.is_file():
+            file_error("run", f"--sensors replay:{tp}: no such trace file")
+        try:
+            trace = traces.load_trace(tp)
+        except Exception as exc:  # noqa: BLE001 - any schema/CSV problem: one line, no traceback
+            file_error("run", f"--sensors replay:{tp}: not a readable trace ({type(exc).__name__}: {exc})")
+        t = [float(x) for x in trace.time_s]
+        step = (t[-1] - t[0]) / max(1, len(t) - 1) if len(t) > 1 else 1.0
+        end = t[-1] + step
+        if args.start_s >= end:
+            usage_error("run", f"argument --start-s: {args.start_s:g} is beyond the end of the trace "
+                               f"({tp.name}: {end:g} s long); allowed: [0, {end:g})")
+        out["trace"] = trace
+    elif sensors != "live":
+        usage_error("run", f"argument --sensors: {sensors!r} is not allowed; use live or replay:<trace.csv>")
+    out["prompts"] = _read_prompts(args)
+    ckpt = Path(args.checkpoint) if args.checkpoint else Path(M.DEFAULT_CHECKPOINT)
+    if not ckpt.is_file():
+        file_error("run", f"--checkpoint {ckpt}: no such file")
+    out["checkpoint"] = ckpt
+    if args.telemetry:
+        tel = Path(args.telemetry)
+        if not tel.parent.is_dir():
+            file_error("run", f"--telemetry {tel}: the folder {tel.parent} does not exist; create it first")
+        if tel.is_dir():
+            file_error("run", f"--telemetry {tel}: is a folder; give a file path")
+        try:
+            refuse_existing(tel, args.force, "telemetry file")
+        except ExistsError as exc:
+            file_error("run", f"--telemetry {exc}")
+    if getattr(args, "device_config", None):
+        kind = args.device_kind or (out["trace"].meta.device_kind if out["trace"] is not None else "default")
+        out["device_config"] = _load_device_config(args.device_config, kind)
+    return out
 
 
 class RunSession:
@@ -248,13 +371,24 @@ class RunSession:
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        # before the model loads: arguments, files, the policy and the checkpoint it was trained for
+        pre = check_run_args(args)
+        self.trace, self.prompts, self.checkpoint = pre["trace"], pre["prompts"], pre["checkpoint"]
+        self.user_device = pre.get("device_config")
+        self.stop_reason: str | None = None
+        self._read_policy()
+        self._check_checkpoint()
+
         import torch
 
         import model as M
 
         torch.set_num_threads(args.threads)
-        self.args = args
-        self.m = M.load(args.checkpoint) if args.checkpoint else M.load_default()
+        try:
+            self.m = M.load(self.checkpoint)
+        except (OSError, ValueError) as exc:  # model.CheckpointError is a ValueError
+            file_error("run", f"--checkpoint {self.checkpoint}: cannot load it ({exc})")
         self._load_policy()
         self.model_cfgs = model_configs(self.m, self.space)
         self._init_counters()
@@ -262,17 +396,21 @@ class RunSession:
         self._open_manager()
 
     # ---- open ---------------------------------------------------------------------------------
-    def _load_policy(self) -> None:
-        """The policy file and its tables; a rejected file leaves the model's own space (fallback)."""
-        from runtime.dynamics import EnvParams
+    def _read_policy(self) -> None:
+        """The policy file (before the model loads); a rejected file means the safe fallback."""
         from runtime.policy import PolicyFileError, load_policy_file
 
-        a = self.args
         try:
-            self.pf, self.policy_error = load_policy_file(a.policy), None
+            self.pf, self.policy_error = load_policy_file(self.args.policy), None
         except PolicyFileError as exc:
             self.pf, self.policy_error = None, str(exc)
             print(f"[deploy] policy rejected: {exc}\n[deploy] running the safe fallback configuration", file=sys.stderr)
+
+    def _load_policy(self) -> None:
+        """The policy's tables; a rejected file leaves the model's own space (fallback)."""
+        from runtime.dynamics import EnvParams
+
+        a = self.args
         if self.pf is not None:
             rules = self.pf.meta["mask_rules"]
             self.space, self.params = self.pf.space, self.pf.params
@@ -284,6 +422,27 @@ class RunSession:
             # proxy: bytes streamed per token; only argmin matters
             self.ept = [float(self.m.resident_bytes(c)) for c in self.m.configs()]
             self.tps_prof, self.devices, self.device_kind = None, None, a.device_kind or "phone"
+
+    def _check_checkpoint(self) -> None:
+        """The checkpoint must be the one the policy's profile was measured on (its sha256, recorded at
+        export as ``meta["model"]["checkpoint_sha256"]``): refused unless ``--allow-checkpoint-change``;
+        a policy without the field gets a warning."""
+        if self.pf is None:  # the fallback uses the live model's own sizes: nothing to compare
+            return
+        want = (self.pf.meta.get("model") or {}).get("checkpoint_sha256")
+        if not _is_sha256(want):
+            print(f"[deploy] warning: the policy records no checkpoint sha256 (exported before it was recorded, "
+                  f"or from a profile without one): cannot check that {self.checkpoint} is the model its costs "
+                  "were measured on", file=sys.stderr)
+            return
+        got = file_sha256(self.checkpoint)
+        if got == want:
+            return
+        msg = (f"--checkpoint {self.checkpoint}: sha256 {got[:12]}… differs from the checkpoint the policy was "
+               f"trained for ({want[:12]}…, recorded by its profile)")
+        if not self.args.allow_checkpoint_change:
+            file_error("run", msg + "; pass --allow-checkpoint-change to run anyway")
+        print(f"[deploy] warning: {msg}; running anyway (--allow-checkpoint-change)", file=sys.stderr)
 
     def _init_counters(self) -> None:
         """Run state: the active configuration, the rates the model's power is computed from, the totals."""
@@ -304,12 +463,12 @@ class RunSession:
         self.status_every = max(0.05, self.args.status_s)
 
     def device_for(self, kind: str) -> Any:
-        """``DeviceConstants`` of ``kind``: the policy file's table, else ``runtime.dynamics``'."""
-        from runtime.dynamics import DeviceConstants, device_constants
+        """``DeviceConstants`` of ``kind`` for the shield and the simulation: the device's own
+        configuration (``--device-config``, else ``runtime.dynamics.DEVICES[kind]``), made stricter —
+        never looser — by the policy file's entry for that kind (``runtime.shield.device_limits``)."""
+        from runtime.shield import device_limits
 
-        if self.devices is not None:
-            return DeviceConstants.from_dict(self.devices.get(kind, self.devices.get("default")))
-        return device_constants(kind)
+        return device_limits(kind, self.pf.meta if self.pf is not None else None, self.user_device)
 
     def _open_sensors(self) -> None:
         self.replay: Any = None
@@ -326,10 +485,11 @@ class RunSession:
         from runtime.replay import ReplaySensors
         from runtime.sensors import SensorHub
 
-        trace = traces.load_trace(trace_path)
+        trace = self.trace if self.trace is not None else traces.load_trace(trace_path)
         self.device_kind = self.args.device_kind or trace.meta.device_kind
         self.device = self.device_for(self.device_kind)
-        self.replay = ReplaySensors(trace, self.device, speed=self.args.speed, start_s=self.args.start_s)
+        self.replay = ReplaySensors(trace, self.device, speed=self.args.speed, start_s=self.args.start_s,
+                                    loop=self.args.replay_end == "loop")
         self.clock = self.replay.now
         self.hub = SensorHub([self.replay], clock=self.clock)
         self.capacity_j = self.replay.capacity_j
@@ -355,10 +515,16 @@ class RunSession:
 
         a = self.args
         mcfg = ManagerConfig(min_dwell_decisions=a.min_dwell, capacity_wh=self.capacity_j / 3600.0)
-        tel = Telemetry(a.telemetry, self.names) if a.telemetry else None
+        try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
+            tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
+        except FileExistsError:
+            file_error("run", f"--telemetry {a.telemetry}: telemetry file already exists; choose another path or "
+                              "pass --force to replace it")
+        except OSError as exc:
+            file_error("run", f"--telemetry {a.telemetry}: cannot create it ({exc})")
         fallback = FallbackSpec(self.names, self.ept, self.device)
         self.mgr = mgr = RuntimeManager(self.pf, self.hub, mcfg, tel, fallback, device=self.device, clock=self.clock,
-                                        policy_error=self.policy_error)
+                                        policy_error=self.policy_error, device_kind=self.device_kind)
         print(f"[deploy] sensors: {json.dumps(self.hub.describe())}", file=sys.stderr)
         print(f"[deploy] device {self.device_kind}: T_max {self.device.t_max_c} °C, ceiling "
               f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}; safe config {self.names[mgr.safe]}",
@@ -400,6 +566,8 @@ class RunSession:
         a = self.args
         self._start(len(prompts) * a.max_tokens)
         for p_i, prompt in enumerate(prompts):
+            if self._trace_ended():
+                break
             out_tokens: list[int] = []
             for k, tok in enumerate(self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)):
                 t = time.perf_counter()
@@ -407,10 +575,26 @@ class RunSession:
                 out_tokens.append(tok)
                 if self._decision_due(k, t):
                     self.decide(t)
+                    if self._trace_ended():
+                        break
             self.texts.append(decode(out_tokens))
             if not a.echo:
                 print(f"\n=== prompt {p_i + 1}/{len(prompts)}: {prompt!r}\n{prompt}{self.texts[-1]}", flush=True)
         return self.texts
+
+    def _trace_ended(self) -> bool:
+        """Replay with ``--replay-end stop``: True (and said once) once the virtual clock passed the
+        trace's end; generation stops there instead of holding the last row forever."""
+        rp = self.replay
+        if rp is None or not rp.finished:
+            return False
+        if self.stop_reason is None:
+            self.stop_reason = "trace_finished"
+            self.mgr.telemetry.event(event="trace_finished", t_s=rp.vt)
+            print(f"\n[deploy] trace finished: the replay's virtual clock ({rp.vt:.0f} s) passed the end of the "
+                  f"trace ({rp.end_s:g} s); stopping generation (pass --replay-end loop to loop the trace)",
+                  file=sys.stderr)
+        return True
 
     def _start(self, total_tokens: int) -> None:
         """The first decision, before the first token."""
@@ -516,18 +700,19 @@ class RunSession:
         if rp is not None:
             summary.update({"virtual_s": round(rp.vt - self.args.start_s, 1), "device_energy_j": round(rp.energy_j, 2),
                             "final_soc": round(rp.soc, 4), "final_temp_c": round(rp.temp_c, 2),
-                            "battery_died": rp.dead, "trace_finished": rp.finished})
+                            "battery_died": rp.dead, "trace_finished": rp.finished, "replay_end": self.args.replay_end,
+                            "trace_laps": rp.laps})
         else:
             summary["device_energy_j_estimate"] = round(self.live_energy_j, 3)
+        summary["stop_reason"] = self.stop_reason
         return summary
 
 
 def run_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """``deploy.py run``: generate with the live model under the runtime manager."""
     session = RunSession(args)
-    prompts = _read_prompts(args)
     try:
-        session.generate(prompts)
+        session.generate(session.prompts)
     finally:  # interrupted (Ctrl-C) or failed: the telemetry is still closed and what was done reported
         summary = session.close()
     return summary
@@ -540,6 +725,10 @@ def _status_line(mgr: Any, hub: Any, cfg_name: str, tps: float, tokens: int, swi
 
     v = hub.values
     vt = f" vt={int(now) // 3600:02d}:{int(now) % 3600 // 60:02d}:{int(now) % 60:02d}" if replay is not None else ""
+    if replay is not None and replay.finished:
+        vt += " trace_finished"
+    elif replay is not None and replay.laps:
+        vt += f" lap={replay.laps + 1}"
     line = (f"[{mgr.state.name:<9}] {cfg_name:<14} P={v[POWER]:6.2f} W SoC={v[SOC] * 100:5.1f}% "
             f"T={v[TEMP]:5.1f}°C {tps:6.1f} tok/s tok={tokens} sw={switches} "
             f"ovr={sum(mgr.overrides[1:Reason.DWELL])}{vt}")
@@ -578,19 +767,20 @@ print(t_np - t, t_rt - t_np, rss0, rss1, 'torch' in sys.modules)
 def _bench_setup(policy: str, poll_every: bool, telemetry_path: str | None):
     """A manager on a replayed phone trace in manual (virtual) time; returns (manager, replay)."""
     import traces
-    from runtime.dynamics import DeviceConstants
     from runtime.manager import ManagerConfig, RuntimeManager, Telemetry
     from runtime.policy import load_policy_file
     from runtime.replay import ReplaySensors
     from runtime.sensors import SensorHub
+    from runtime.shield import device_limits
 
     pf = load_policy_file(policy)
     trace = traces.load_trace(traces.default_trace_set_dir() / "phone-00.csv")
-    dev = DeviceConstants.from_dict(pf.meta["mask_rules"]["devices"][trace.meta.device_kind])
+    kind = trace.meta.device_kind
+    dev = device_limits(kind, pf.meta)
     replay = ReplaySensors(trace, dev, clock=None, period_s=0.0 if poll_every else 1.0)
     hub = SensorHub([replay], clock=replay.now)
-    tel = Telemetry(telemetry_path, pf.names) if telemetry_path else None
-    mgr = RuntimeManager(pf, hub, ManagerConfig(), tel, device=dev, clock=replay.now)
+    tel = Telemetry(telemetry_path, pf.names, overwrite=True) if telemetry_path else None
+    mgr = RuntimeManager(pf, hub, ManagerConfig(), tel, device=dev, clock=replay.now, device_kind=kind)
     mgr.set_workload(demand_tps=20.0, backlog_frac=0.1, latency_over_slo=0.2)
     return mgr, replay
 
@@ -698,6 +888,18 @@ def bench_process(policy: str) -> dict[str, Any]:
 def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
+    from runtime.policy import PolicyFileError, load_policy_file
+    from runtime.safeio import ExistsError, atomic_write_text, refuse_existing
+
+    if args.json:
+        try:
+            refuse_existing(args.json, args.force, "results file")
+        except ExistsError as exc:
+            file_error("bench", f"--json {exc}")
+    try:
+        load_policy_file(args.policy)
+    except PolicyFileError as exc:
+        file_error("bench", f"--policy {exc}")
     res: dict[str, Any] = {"policy": args.policy, "python": sys.version.split()[0], "cpu": _cpu_name()}
     res["policy_act"] = bench_policy_only(args.policy, args.decisions)
     res["decide_cached_sensors"] = bench_decisions(args.policy, args.decisions, poll_every=False, telemetry_path=None)
@@ -711,8 +913,7 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
     res["process"] = bench_process(args.policy)
     print(json.dumps(res, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(res, indent=1) + "\n")
     return res
 
 
@@ -732,57 +933,100 @@ def _cpu_name() -> str:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: ``deploy.py run: error: argument --x: ... allowed: [lo, hi]``
+    (exit 2); ``--help`` still prints the full usage."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def usage_error(cmd: str, message: str) -> Any:
+    """A bad argument value found after parsing (exit 2, one line, like argparse's)."""
+    sys.stderr.write(f"deploy.py {cmd}: error: {message} (see deploy.py {cmd} --help)\n")
+    raise SystemExit(2)
+
+
+def file_error(cmd: str, message: str) -> Any:
+    """A missing, unreadable or protected input/output file (exit 1, one line)."""
+    raise SystemExit(f"deploy.py {cmd}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="deploy.py", description=__doc__.split("\n\n")[0])
+    from model.cli import float_in, nonneg_float, nonneg_int, positive_float, positive_int
+    from runtime.dynamics import DEVICES
+
+    kinds = sorted(DEVICES)
+    ap = _Parser(prog="deploy.py", description=__doc__.split("\n\n")[0],
+                 epilog="Exit status: 0 success; 2 a bad argument value (one line naming the argument and "
+                        "what is allowed); 1 a missing/unreadable input file, an output that exists "
+                        "(without --force) or a failed export.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="run folder -> numpy-only policy file")
     e.add_argument("run_dir")
-    e.add_argument("--out", default="policy.npz")
-    e.add_argument("--device-kind", default="phone",
+    e.add_argument("--out", default="policy.npz", help="policy file to write (refused if it exists, unless --force)")
+    e.add_argument("--device-kind", default="phone", choices=kinds,
                    help="simulated device kind for the shield (runtime.dynamics.DEVICES)")
     e.add_argument("--onnx", action="store_true", help="also write <out>.onnx")
     e.add_argument("--allow-profile-change", action="store_true")
+    e.add_argument("--force", action="store_true", help="replace an existing --out (and <out>.onnx)")
     r = sub.add_parser("run", help="generate with the live model under the runtime manager")
     r.add_argument("--policy", required=True)
     r.add_argument("--checkpoint", default=None, help="model checkpoint (default: the committed one)")
+    r.add_argument("--allow-checkpoint-change", action="store_true",
+                   help="run even if the checkpoint's sha256 differs from the one the policy was trained for")
     r.add_argument("--sensors", default="live", help="live | replay:<trace.csv>")
-    r.add_argument("--speed", type=float, default=1.0, help="replay: virtual seconds per wall second")
-    r.add_argument("--start-s", type=float, default=0.0, help="replay: start time within the trace")
+    r.add_argument("--speed", type=positive_float, default=1.0, help="replay: virtual seconds per wall second")
+    r.add_argument("--start-s", type=nonneg_float, default=0.0, help="replay: start time within the trace")
+    r.add_argument("--replay-end", choices=("stop", "loop"), default="stop",
+                   help="replay: at the end of the trace stop generating (stop) or wrap to its start (loop)")
     r.add_argument("--replay-power", choices=("profile", "measured"), default="profile",
                    help="replay: model power = min(trace demand, profiled tok/s) x J/token of the active "
                         "config (profile, the env's rule) or the live model's measured tok/s x J/token")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--prompt", default="In the beginning")
     g.add_argument("--prompts", default=None, help="file with one prompt per line")
-    r.add_argument("--max-tokens", type=int, default=200, help="tokens per prompt")
-    r.add_argument("--every-tokens", type=int, default=8, help="decide every N tokens")
-    r.add_argument("--every-ms", type=float, default=0.0, help="decide every T ms instead (wall clock)")
-    r.add_argument("--min-dwell", type=int, default=3, help="decisions between policy-driven switches")
-    r.add_argument("--telemetry", default=None, help="JSONL decision log path")
-    r.add_argument("--temperature", type=float, default=0.8)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--threads", type=int, default=1)
-    r.add_argument("--device-kind", default=None, help="override the device kind (shield + simulation)")
-    r.add_argument("--budget-w", type=float, default=0.0)
-    r.add_argument("--deadline-s", type=float, default=0.0)
-    r.add_argument("--capacity-wh", type=float, default=15.0, help="live: battery capacity if not sensed")
-    r.add_argument("--ambient-c", type=float, default=25.0, help="live: ambient if not sensed")
+    r.add_argument("--max-tokens", type=positive_int, default=200, help="tokens per prompt")
+    r.add_argument("--every-tokens", type=positive_int, default=8, help="decide every N tokens")
+    r.add_argument("--every-ms", type=nonneg_float, default=0.0, help="decide every T ms instead (wall clock)")
+    r.add_argument("--min-dwell", type=nonneg_int, default=3, help="decisions between policy-driven switches")
+    r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
+    r.add_argument("--force", action="store_true", help="replace an existing --telemetry file")
+    r.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature (0: greedy)")
+    r.add_argument("--seed", type=nonneg_int, default=0)
+    r.add_argument("--threads", type=positive_int, default=1)
+    r.add_argument("--device-kind", default=None, choices=kinds, help="override the device kind (shield + simulation)")
+    r.add_argument("--device-config", default=None,
+                   help="JSON object of the device's own constants (runtime.dynamics.DeviceConstants fields; "
+                        "the others from DEVICES[kind]); the shield uses the stricter of it and the policy's")
+    r.add_argument("--budget-w", type=nonneg_float, default=0.0, help="LLM power budget, W (0: the trace's / none)")
+    r.add_argument("--deadline-s", type=nonneg_float, default=0.0, help="deadline, s (0: the trace's / none)")
+    r.add_argument("--capacity-wh", type=positive_float, default=15.0, help="live: battery capacity if not sensed")
+    r.add_argument("--ambient-c", type=float_in(-40.0, 80.0), default=25.0, help="live: ambient if not sensed")
     r.add_argument("--nvml", action="store_true", help="live: probe NVML for GPU power/temperature")
     r.add_argument("--echo", action="store_true", help="stream the text as it is generated")
     r.add_argument("--no-status", action="store_true")
-    r.add_argument("--status-s", type=float, default=0.1, help="status line refresh period")
+    r.add_argument("--status-s", type=nonneg_float, default=0.1, help="status line refresh period")
     b = sub.add_parser("bench", help="decision latency, import time and memory of the runtime")
     b.add_argument("--policy", required=True)
-    b.add_argument("--decisions", type=int, default=100_000)
-    b.add_argument("--json", default=None, help="also write the results here")
+    b.add_argument("--decisions", type=positive_int, default=100_000)
+    b.add_argument("--json", default=None, help="also write the results here (refused if it exists, unless --force)")
+    b.add_argument("--force", action="store_true", help="replace an existing --json file")
     return ap
 
 
 def main(argv: list[str] | None = None) -> Any:
+    from runtime.safeio import ExistsError
+
     args = build_parser().parse_args(argv)
     if args.cmd == "export":
+        if not Path(args.run_dir).is_dir():
+            file_error("export", f"run_dir {args.run_dir}: no such run folder")
         try:
-            res = export_run(args.run_dir, args.out, args.device_kind, args.onnx, args.allow_profile_change)
+            res = export_run(args.run_dir, args.out, args.device_kind, args.onnx, args.allow_profile_change,
+                             force=args.force)
+        except ExistsError as exc:
+            file_error("export", f"--out {exc}")
         except ExportError as exc:
             raise SystemExit(f"export failed: {exc}") from exc
         print(json.dumps(res, indent=1))

@@ -11,7 +11,10 @@ offline oracle (``--bc-expert oracle --dagger-rounds 2 --total-timesteps 0``: 0.
 
 Reads top to bottom: args -> seed -> profile + traces -> env -> agent -> (warm start) -> learn ->
 keep the best-on-val policy -> save -> evaluate.
-Outputs a run folder ``runs/{env}__{exp}__{seed}__{time}/`` (see ``agents.run_io``) with the
+Arguments are range-checked (usage error, exit 2) and the trace splits, profile and envs are checked
+and built before the run folder exists; a start that fails leaves no empty folder.
+Outputs a run folder ``runs/{env}__{exp}__{seed}__{time}/``, created exclusively (``-2``, ``-3``, ...
+when another run took the name in the same second; see ``agents.run_io``) with the
 model, its normalisation statistics, config, TensorBoard logs (``charts/``, ``losses/``,
 ``eval/``, ``train/``) and the evaluation report on the test split.
 """
@@ -19,6 +22,7 @@ model, its normalisation statistics, config, TensorBoard logs (``charts/``, ``lo
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +42,19 @@ from agents.algos import ALGOS, algo
 from agents.run_io import save_run
 from envs.batched import BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
-from model.cli import parse_dataclass_args
+from model.cli import (
+    check_value,
+    float_in,
+    int_in,
+    nonneg_float,
+    nonneg_int,
+    parse_dataclass_args,
+    positive_float,
+    positive_int,
+)
 from model.evaluate import file_sha256
 from runtime.dynamics import TERM_NAMES, EnvParams
+from runtime.safeio import exclusive_dir
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
 
@@ -107,6 +121,48 @@ class Args:
     """evaluate against the baselines on the test split at the end and print the table"""
     progress: bool = True
     """show a progress bar"""
+
+    def __post_init__(self) -> None:
+        """Every numeric argument in its range (a ValueError naming the flag: a usage error on the
+        command line, exit 2, before anything is built)."""
+        if self.algo not in ALGOS:
+            raise ValueError(f"argument --algo: {self.algo!r} is not an algorithm; choose one of {', '.join(ALGOS)}")
+        if not self.exp_name or self.exp_name in (".", "..") or any(c in self.exp_name for c in "/\\"):
+            raise ValueError(f"argument --exp-name: {self.exp_name!r} must be a non-empty name without path "
+                             "separators (it is part of the run folder's name)")
+        if not self.runs_dir:
+            raise ValueError("argument --runs-dir: must be a non-empty folder path")
+        t = self.total_timesteps
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (
+                t == -1 or (math.isfinite(t) and t >= 0 and float(t).is_integer())):
+            shown = f"{t:g}" if isinstance(t, (int, float)) else repr(t)
+            raise ValueError(f"argument --total-timesteps: {shown} is out of range; allowed: -1 (the YAML's "
+                             "n_timesteps) or a whole number of steps >= 0 (e.g. 2e6)")
+        for name, parse in _RANGES.items():
+            check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
+
+
+_RANGES = {  # Args field -> argparse range type (model.cli); messages name the flag and the range
+    "seed": int_in(0, 2**32 - 1),
+    "n_envs": nonneg_int,  # 0: the YAML's
+    "learning_rate": nonneg_float,  # 0: the YAML's
+    "bc_episodes": positive_int,
+    "dagger_rounds": nonneg_int,
+    "dagger_episodes": positive_int,
+    "dagger_beta": float_in(0.0, 1.0),
+    "bc_epochs": positive_int,
+    "bc_lr": positive_float,
+    "cost_limit": nonneg_float,
+    "lagrange_lr": nonneg_float,
+    "eval_freq": positive_int,
+    "eval_episodes": positive_int,
+    "checkpoint_freq": positive_int,
+    "threads": positive_int,
+}
+
+
+class TraceSplitError(ValueError):
+    """A split the run needs has no traces (raised before anything is built)."""
 
 
 class LagrangianCost(VecEnvWrapper):
@@ -319,9 +375,34 @@ def check_warm_start_args(args: Args) -> None:
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
 
 
+def check_splits(args: Args) -> None:
+    """The splits the run needs (train, val; test when ``final_eval``) hold traces: read from the
+    trace set's manifest only, before anything is built or trained."""
+    import traces as T
+
+    src = args.traces if args.traces is not None else T.default_trace_set_dir()
+    ts = T.TraceSet.load(src)
+    for split in ("train", "val") + (("test",) if args.final_eval else ()):
+        if not any(e.split == split for e in ts.entries):
+            why = {"train": "training", "val": "selecting the best policy (--eval-freq)",
+                   "test": "the final evaluation (or pass --no-final-eval)"}[split]
+            raise TraceSplitError(f"trace set {src}: the {split!r} split has no traces; it is needed for {why}. "
+                                  "Fix: assign units to that split (python -m traces.generate / traces.build_real) "
+                                  "or choose another --traces")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """A failed start leaves no empty run folder behind (a folder with files in it is kept)."""
+    try:
+        folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
+
+
 def main(args: Args) -> Path:
     if args.bc_expert:
         check_warm_start_args(args)
+    check_splits(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
     set_random_seed(args.seed)
@@ -333,11 +414,8 @@ def main(args: Args) -> Path:
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
     if args.learning_rate > 0:
         hp["learning_rate"] = args.learning_rate
-    run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run = Path(args.runs_dir) / run_name
-    run.mkdir(parents=True, exist_ok=True)
 
-    # ---- profile + traces -> env ---------------------------------------------------------
+    # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
@@ -358,6 +436,20 @@ def main(args: Args) -> Path:
         eval_inner = PassThrough(eval_inner)
     eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 
+    # ---- run folder: created exclusively (two runs started in the same second get two folders) ----
+    run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run = exclusive_dir(args.runs_dir, run_name)
+    try:
+        return _train(args, run, hp, n_envs, total, norm_obs, env_kwargs, ref_env, train_env, lag, val_episodes,
+                      eval_env)
+    except BaseException:
+        _remove_if_empty(run)
+        raise
+
+
+def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: bool, env_kwargs: dict,
+           ref_env: MicroLLMPowerEnv, train_env: VecNormalize, lag: LagrangianCost | None, val_episodes: list[dict],
+           eval_env: VecNormalize) -> Path:
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"))
@@ -389,7 +481,13 @@ def main(args: Args) -> Path:
 
     # ---- learn --------------------------------------------------------------------------------
     t0 = time.time()
-    model.learn(total_timesteps=total, callback=callbacks, tb_log_name="tb")
+    try:
+        model.learn(total_timesteps=total, callback=callbacks, tb_log_name="tb")
+    except KeyboardInterrupt:  # keep what was learnt: the policy so far, in <run>/interrupted
+        save_run(run / "interrupted", model, train_env,
+                 {**config, "selected": "interrupted", "interrupted_at_step": int(model.num_timesteps)})
+        print(f"\ninterrupted at step {model.num_timesteps}; the policy so far is in {run / 'interrupted'}")
+        raise
     train_s = time.time() - t0
 
     # ---- save -----------------------------------------------------------------------------------
@@ -409,7 +507,8 @@ def main(args: Args) -> Path:
     if args.final_eval:
         from agents.evaluate import main as evaluate_main
 
-        argv = ["--run", str(run), "--split", "test", "--out", str(run), "--max-steps", str(args.env.max_episode_steps)]
+        argv = ["--run", str(run), "--split", "test", "--out", str(run), "--max-steps", str(args.env.max_episode_steps),
+                "--force"]  # the report goes into this run's own (new) folder
         if args.traces:
             argv += ["--traces", args.traces]
         evaluate_main(argv)
@@ -422,5 +521,5 @@ if __name__ == "__main__":
 
     try:
         main(parse_dataclass_args(Args, description=__doc__.split("\n\n")[0]))
-    except (ProfileError, TraceValidationError, FileNotFoundError) as e:  # bad input: say what and how to fix
+    except (ProfileError, TraceValidationError, TraceSplitError, FileNotFoundError) as e:  # bad input: what, how to fix
         raise SystemExit(f"train.py: {e}") from None

@@ -38,6 +38,8 @@ import numpy as np
 
 from agents.baselines import F
 from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, RANDOM, make_controller
+from model.cli import nonneg_int, positive_int
+from runtime.safeio import atomic_write_text, atomic_writer
 
 METRICS: tuple[tuple[str, str, str], ...] = (  # key, table header, format
     ("score", "score", "{:.3f}"),
@@ -276,7 +278,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     pol = result["policies"]
     keys = ["policy"] + [k for k, _, _ in METRICS] + ["return_std", "steps", "decision_us_mean", "decision_us_max"]
-    with open(out / "report.csv", "w", newline="") as fh:
+    with atomic_writer(out / "report.csv", "w") as fh:  # atomic: a crash never leaves half a report
         w = csv.writer(fh)
         w.writerow(keys)
         for name, m in sorted(pol.items(), key=_sort_key):
@@ -285,7 +287,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
              "policies": {n: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                               for k, v in m.items()} for n, m in pol.items()},
              "per_episode": result["per_episode"]}
-    (out / "report.json").write_text(json.dumps(clean, indent=1, default=float))
+    atomic_write_text(out / "report.json", json.dumps(clean, indent=1, default=float))
     plots = plot_episodes(result, out, plot_policies, step_s, t_max_c) if plot_policies else []
     md = [f"# Evaluation: {meta.get('title', 'policies vs baselines')}", ""]
     md += [f"* {k}: `{v}`" for k, v in meta.items() if k != "title" and v is not None]
@@ -298,7 +300,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
            "(definitions: docs/agents.md).", ""]
     if plots:
         md += ["## Trajectories", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    (out / "report.md").write_text("\n".join(md))
+    atomic_write_text(out / "report.md", "\n".join(md))
     return {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
             **{p.stem: p for p in plots}}
 
@@ -318,21 +320,50 @@ def _env_factory(args, cfg: dict | None):
     return (lambda: env_from_config(base, **over)), kw  # noqa: E731 - evaluate_controllers builds it once
 
 
+REPORT_FILES = ("report.md", "report.csv", "report.json")
+
+
+def _oracle_grid(text: str) -> tuple[int, int, int]:
+    """argparse type of --oracle-grid: three integers >= 2, comma-separated."""
+    parts = text.split(",")
+    try:
+        vals = tuple(int(x) for x in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: three integers >= 2, n_soc,n_temp,n_backlog "
+                                         "(e.g. 101,25,7)")
+    return vals  # type: ignore[return-value]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--run", default=None, help="run folder from train.py (omit: baselines only)")
     ap.add_argument("--traces", default=None,
                     help="trace-set folder (default: the run's, else traces/data/default)")
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--out", default=None, help="output folder (default <run>/eval or ./eval)")
     ap.add_argument("--profile", default=None, help="profile JSON (default: the run's, else the reference)")
-    ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--max-steps", type=positive_int, default=720, help="steps per episode at most (>= 1)")
     ap.add_argument("--policies", default=",".join(ALL_CONTROLLERS),
                     help=f"comma-separated subset of {ALL_CONTROLLERS}")
-    ap.add_argument("--oracle-grid", default="101,25,7", help="oracle grid: n_soc,n_temp,n_backlog")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--oracle-grid", type=_oracle_grid, default="101,25,7",
+                    help="oracle grid: n_soc,n_temp,n_backlog (each >= 2)")
+    ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    bad = [n for n in names if n not in ALL_CONTROLLERS]
+    if bad or not names:
+        ap.error(f"argument --policies: unknown policies {bad}; choose from {ALL_CONTROLLERS}" if bad else
+                 f"argument --policies: empty; choose from {ALL_CONTROLLERS}")
+    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("eval"))
+    if not args.force:  # checked before any episode runs
+        existing = [str(out / f) for f in REPORT_FILES if (out / f).exists()]
+        if existing:
+            raise SystemExit(f"python -m agents.evaluate: {existing[0]}: the report already exists; choose "
+                             "another --out or pass --force to replace it")
 
     cfg = None
     if args.run is not None:
@@ -340,11 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = load_config(args.run)
     env_factory, kw = _env_factory(args, cfg)
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    bad = [n for n in names if n not in ALL_CONTROLLERS]
-    if bad:
-        ap.error(f"unknown policies {bad}; choose from {ALL_CONTROLLERS}")
-    n_soc, n_temp, n_backlog = (int(x) for x in args.oracle_grid.split(","))
+    n_soc, n_temp, n_backlog = args.oracle_grid
     controllers: dict[str, Any] = {}
     rl_name = None
     if args.run is not None:
@@ -369,7 +396,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
             "best_baseline": best}
-    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("eval"))
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
                          t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]])
     print(format_table(result))

@@ -57,13 +57,20 @@ def save_run(run_dir: str | Path, model, vecnorm, config: dict[str, Any]) -> Non
     """Write config.json, policy_state.pt, vecnormalize.npz and model.zip."""
     import torch
 
+    from runtime.safeio import atomic_write_text, atomic_writer
+
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.policy.state_dict().items()}, run / "policy_state.pt")
+    # every file atomically (temp file + rename): an interrupt never leaves half a policy behind;
+    # config.json last, so a folder with a config.json is complete
+    with atomic_writer(run / "policy_state.pt", "wb") as fh:
+        torch.save({k: v.detach().cpu() for k, v in model.policy.state_dict().items()}, fh)
     if vecnorm is not None:
-        save_vecnormalize(vecnorm, run / "vecnormalize.npz")
-    model.save(run / "model.zip")
-    (run / "config.json").write_text(json.dumps(config, indent=1, default=str))
+        with atomic_writer(run / "vecnormalize.npz", "wb") as fh:
+            save_vecnormalize(vecnorm, fh)
+    with atomic_writer(run / "model.zip", "wb") as fh:
+        model.save(fh)
+    atomic_write_text(run / "config.json", json.dumps(config, indent=1, default=str))
 
 
 def load_config(run_dir: str | Path) -> dict[str, Any]:

@@ -7,8 +7,11 @@ it in ``info["latency_ms_measured"]`` next to the profile's prediction
 (``info["latency_ms_predicted"]``). The battery and thermal dynamics still use the profile's
 energy figures (this machine has no energy meter).
 
-``python -m envs.live --out docs/sim2real.md`` writes the sim-to-real report: per
-configuration, predicted versus measured decode latency per token and the error in %.
+``python -m envs.live --out docs/sim2real.md --force`` writes the sim-to-real report: per
+configuration, predicted versus measured decode latency per token and the error in %
+(``--force`` replaces an existing report). The profile must describe the loaded model: its
+configurations must be the model's, and its ``model.checkpoint_sha256`` the checkpoint's
+(``--allow-checkpoint-change`` accepts another valid checkpoint on purpose).
 """
 
 from __future__ import annotations
@@ -25,18 +28,32 @@ from envs.power_env import MicroLLMPowerEnv
 
 
 class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
-    def __init__(self, *args, model=None, max_tokens_per_step: int = 32, context_tokens: int = 64, **kw):
+    """``MicroLLMPowerEnv`` whose steps really run ``model``.
+
+    The profile must describe the live model: every profile configuration must be a configuration
+    of the model (same knob values, same canonical name), and when the model was loaded from a file
+    (``model.load`` records ``checkpoint_sha256``) the profile's ``model.checkpoint_sha256`` must be
+    that file's, unless ``allow_checkpoint_change``.
+    """
+
+    def __init__(self, *args, model=None, max_tokens_per_step: int = 32, context_tokens: int = 64,
+                 allow_checkpoint_change: bool = False, **kw):
         super().__init__(*args, **kw)
+        if int(max_tokens_per_step) < 1:
+            raise ValueError(f"max_tokens_per_step {max_tokens_per_step!r}: allowed >= 1")
+        from envs.tables import DEFAULT_PROFILE
+
+        data = profile_data(kw.get("profile", args[0] if args else None) or DEFAULT_PROFILE)
         if model is None:
             import model as M
 
-            model = M.load_default()
+            model = M.load(M.DEFAULT_CHECKPOINT, expect_sha256=_profile_checkpoint_sha(data),
+                           allow_mismatch=allow_checkpoint_change)
         self.model = model
-        names = set(model.space.names)
-        missing = [n for n in self.costs.names if n not in names]
-        if missing:
-            raise ValueError(f"the profile's configurations {missing[:3]}... are not configurations of the "
-                             "live model: profile and checkpoint do not match (re-run python -m model.profile)")
+        check_profile_matches_model(data, model, allow_checkpoint_change)
+        if not 1 <= int(context_tokens) < model.config.block_size:
+            raise ValueError(f"context_tokens {context_tokens!r}: allowed [1, {model.config.block_size - 1}] "
+                             "(the model's context)")
         self.max_tokens = int(max_tokens_per_step)
         self.context_tokens = int(context_tokens)
         self._cache = None
@@ -70,6 +87,48 @@ class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
         return obs, reward, term, trunc, info
 
 
+def profile_data(profile) -> dict:
+    """The profile's JSON dict, from a path, a ``model.profile_schema.Profile`` or a dict."""
+    from model.profile_schema import Profile, load_profile
+
+    if isinstance(profile, (str, Path)):
+        return load_profile(profile).data
+    if isinstance(profile, Profile):
+        return profile.data
+    return dict(profile)
+
+
+def _profile_checkpoint_sha(data: dict) -> str | None:
+    return (data.get("model") or {}).get("checkpoint_sha256")
+
+
+def check_profile_matches_model(data: dict, model, allow_checkpoint_change: bool = False) -> None:
+    """Raise ``ValueError`` unless the profile ``data`` describes ``model``: each profile configuration
+    is a configuration of the model under the same canonical name (the message names the first one
+    that is not), and the checkpoint the profile was measured on is the model's (when both are known)."""
+    space = model.space
+    for i, rec in enumerate(data.get("configs", [])):
+        name = rec.get("name")
+        values = {k: rec.get(k) for k in space.knob_names}
+        try:
+            ok = space.name_of(model.validate(values)) == name
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            c = model.config
+            raise ValueError(
+                f"profile configuration {name!r} (configs[{i}]: {values}) is not a configuration of the live model "
+                f"({c.n_layer} layers; depths {list(c.depths)}, heads {list(c.head_fractions)}, bits {list(c.bits)}): "
+                "profile and checkpoint do not match; fix: re-run python -m model.profile on this checkpoint")
+    want = _profile_checkpoint_sha(data)
+    have = getattr(model, "checkpoint_sha256", None)
+    if want and have and want != have and not allow_checkpoint_change:
+        raise ValueError(f"the profile was measured on checkpoint {want[:12]}... but the live model is "
+                         f"{have[:12]}... ({getattr(model, 'checkpoint_path', '?')}); profile and checkpoint do not "
+                         "match; fix: pass the checkpoint the profile was measured on, re-profile (python -m "
+                         "model.profile), or accept the change with --allow-checkpoint-change")
+
+
 def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats: int = 3) -> list[dict]:
     """Predicted vs measured decode latency per configuration (median over every token)."""
     rows = []
@@ -98,33 +157,57 @@ def write_report(rows: list[dict], path: Path, meta: dict) -> None:
     ]
     lines += [f"| {r['name']} | {r['predicted_ms_per_token']:.3f} | {r['measured_ms_per_token']:.3f} | "
               f"{r['error_pct']:+.1f} |" for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    from runtime.safeio import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Sim-to-real report: profile latency vs the live model.")
+    from model.cli import positive_int
+    from runtime.safeio import atomic_write_text, refuse_existing
+
+    p = argparse.ArgumentParser(prog="python -m envs.live",
+                                description="Sim-to-real report: profile latency vs the live model.")
     p.add_argument("--profile", default=None, help="profile JSON (default: the committed reference profile)")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the committed one)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (match the profile's)")
-    p.add_argument("--tokens", type=int, default=64, help="tokens per repeat per configuration")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="docs/sim2real.md")
+    p.add_argument("--allow-checkpoint-change", action="store_true",
+                   help="accept a checkpoint whose sha256 differs from the profile's model.checkpoint_sha256")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (match the profile's; >= 1)")
+    p.add_argument("--tokens", type=positive_int, default=64, help="tokens per repeat per configuration (>= 1)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="repeats per configuration (>= 1)")
+    p.add_argument("--out", default="docs/sim2real.md", help="report (Markdown; a .json beside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
     a = p.parse_args(argv)
+    out = Path(a.out)
+    try:  # before the model is loaded
+        for f in (out, out.with_suffix(".json")):
+            refuse_existing(f, a.force, "sim-to-real report")
+    except FileExistsError as exc:
+        raise SystemExit(f"python -m envs.live: {exc}") from None
     import torch
 
     import model as M
+    from envs.tables import DEFAULT_PROFILE
+    from model.profile_schema import ProfileError
 
-    torch.set_num_threads(a.threads)
-    m = M.load(a.checkpoint) if a.checkpoint else M.load_default()
-    kw = {"profile": a.profile} if a.profile else {}
-    env = LiveMicroLLMPowerEnv(model=m, **kw)
+    try:
+        prof = profile_data(a.profile or DEFAULT_PROFILE)
+        torch.set_num_threads(a.threads)
+        m = M.load(a.checkpoint or M.DEFAULT_CHECKPOINT, expect_sha256=_profile_checkpoint_sha(prof),
+                   allow_mismatch=a.allow_checkpoint_change)
+        env = LiveMicroLLMPowerEnv(model=m, profile=prof, allow_checkpoint_change=a.allow_checkpoint_change)
+    except (ProfileError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
+        raise SystemExit(f"python -m envs.live: {exc}") from None
+    max_tokens = m.config.block_size - env.context_tokens - 4
+    if a.tokens > max_tokens:
+        p.error(f"argument --tokens: {a.tokens} is out of range; allowed: [1, {max_tokens}] (the model's context)")
     rows = sim_to_real(env, a.tokens, a.repeats)
     meta = {"profile": a.profile or "profiles/reference-cpu.json", "threads": a.threads, "tokens": a.tokens,
-            "repeats": a.repeats, "date": time.strftime("%Y-%m-%d")}
-    write_report(rows, Path(a.out), meta)
-    Path(a.out).with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(Path(a.out).read_text())
+            "repeats": a.repeats, "date": time.strftime("%Y-%m-%d"),
+            "checkpoint_sha256": getattr(m, "checkpoint_sha256", None)}
+    write_report(rows, out, meta)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(out.read_text())
 
 
 if __name__ == "__main__":

@@ -97,7 +97,11 @@ class TraceArrays:
 
 
 def prepare_traces(traces: Any, split: str, step_s: float) -> list[TraceArrays]:
-    """Trace set folder (its ``split``) or a list of ``traces.Trace`` → resampled arrays."""
+    """Trace set folder (its ``split``) or a list of ``traces.Trace`` → resampled arrays.
+
+    Traces given as objects are validated like files (``traces.Trace.validate``: NaN/inf in a required
+    column, time order, units, ranges); ``traces.TraceValidationError`` names the trace, row and column.
+    """
     import traces as T
 
     if traces is None:
@@ -108,6 +112,12 @@ def prepare_traces(traces: Any, split: str, step_s: float) -> list[TraceArrays]:
             raise ValueError(f"trace set {traces} has no traces in split {split!r}")
     else:
         items = list(traces)
+        if not items:
+            raise ValueError("traces: the list is empty; pass at least one traces.Trace or a trace-set folder")
+        for k, tr in enumerate(items):  # traces from code get the checks the loader applies to files
+            if not isinstance(tr, T.Trace):
+                raise TypeError(f"traces[{k}]: expected a traces.Trace, got {type(tr).__name__}")
+            tr.validate(file=f"trace {tr.name!r} (traces[{k}])")
     out = []
     for tr in items:
         r = tr.resample(step_s)

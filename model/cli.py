@@ -109,3 +109,19 @@ positive_int = int_in(1)
 nonneg_int = int_in(0)
 positive_float = float_in(0.0, None, lo_open=True)
 nonneg_float = float_in(0.0)
+
+
+def check_value(flag: str, value, parse):
+    """``value`` (already a Python value, e.g. a dataclass field) checked with an argparse range
+    type such as ``int_in(0)``; returns the parsed value.
+
+    Raises:
+        ValueError: ``argument FLAG: ... allowed: [lo, hi]`` (``parse_dataclass_args`` turns it into
+            a usage error, exit 2).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"argument {flag}: {value!r} is not a number")
+    try:
+        return parse(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"argument {flag}: {exc}") from None

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.cli import nonneg_int, positive_int
 from model.data import load_corpus
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quality.json"
@@ -227,7 +228,8 @@ def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 
     return {
         "schema": "wattwise.quality", "schema_version": 1,
         "checkpoint": getattr(m, "checkpoint_path", None),
-        "checkpoint_sha256": file_sha256(m.checkpoint_path) if getattr(m, "checkpoint_path", None) else None,
+        "checkpoint_sha256": (getattr(m, "checkpoint_sha256", None) or file_sha256(m.checkpoint_path))
+        if getattr(m, "checkpoint_path", None) else None,  # the bytes the model was loaded from (model.load)
         "corpus": corpus.source, "test_bytes": int(len(corpus.test)),
         "method": {"loss_windows": windows, "window_bytes": m.config.block_size, "mc_items": len(items),
                    "mc_chance": 0.25, "mc_context_bytes": len(items[0].context), "mc_candidate_bytes_max": 40,
@@ -244,21 +246,31 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Quality of every configuration on held-out text.")
     p.add_argument("--checkpoint", default=None, help="checkpoint (default: the committed one)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="quality JSON to write")
-    p.add_argument("--mc-items", type=int, default=1000, help="multiple-choice items (>= 1000 for the record)")
-    p.add_argument("--windows", type=int, default=128, help="loss windows of block_size bytes")
-    p.add_argument("--coverage-items", type=int, default=100, help="next-word items for coverage@k (0: skip)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--mc-items", type=positive_int, default=1000,
+                   help="multiple-choice items (>= 1; >= 1000 for the record)")
+    p.add_argument("--windows", type=positive_int, default=128, help="loss windows of block_size bytes (>= 1)")
+    p.add_argument("--coverage-items", type=nonneg_int, default=100,
+                   help="next-word items for coverage@k (0: skip)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (>= 1)")
     p.add_argument("--configs", default=None, help="comma-separated config names (default: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     a = p.parse_args(argv)
+    from runtime.safeio import atomic_write_text, refuse_existing
+
+    try:  # before the model is loaded
+        out = refuse_existing(a.out, a.force, "quality file")
+    except FileExistsError as exc:
+        raise SystemExit(f"python -m model.evaluate: {exc}") from None
     torch.set_num_threads(a.threads)
     import model as M
 
     m = M.load(a.checkpoint) if a.checkpoint else M.load_default()
-    cfgs = [m.validate(c) for c in a.configs.split(",")] if a.configs else None
+    try:
+        cfgs = [m.validate(c) for c in a.configs.split(",")] if a.configs else None
+    except ValueError as exc:
+        p.error(f"argument --configs: {exc}")
     res = evaluate(m, a.mc_items, a.windows, a.coverage_items, cfgs)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    atomic_write_text(out, json.dumps(res, indent=1))
     print(f"wrote {out} ({len(res['configs'])} configurations)")
 
 

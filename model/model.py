@@ -466,11 +466,15 @@ class ElasticGPT(nn.Module):
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def checkpoint(self, meta: dict | None = None) -> dict:
-        """A weights-only checkpoint: tensors + plain config values (loads with weights_only)."""
+        """A weights-only checkpoint: tensors + plain config values (loads with weights_only).
+
+        ``meta["state_sha256"]`` is :func:`state_digest` of the tensors: ``model.load`` recomputes it
+        and refuses a checkpoint whose weights changed on disk (flipped bytes load without error)."""
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         return {"model_config": {k: list(v) if isinstance(v, tuple) else v
                                  for k, v in asdict(self.config).items()},
-                "state_dict": {k: v.detach().clone() for k, v in self.state_dict().items()},
-                "meta": meta or {}}
+                "state_dict": state,
+                "meta": {**(meta or {}), "state_sha256": state_digest(state)}}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> ElasticGPT:
@@ -482,3 +486,19 @@ class ElasticGPT(nn.Module):
         m.prepare()
         return m
 
+
+
+def state_digest(state: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (name order): the integrity check
+    stored in a checkpoint's ``meta["state_sha256"]``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -35,10 +35,12 @@ import torch
 from tqdm import tqdm
 
 import model as M
+from model.cli import nonneg_float, positive_int
 from model.energy_model import ModelledCpuEnergy, best_available_meter, probe_meters
 from model.evaluate import DEFAULT_OUT as DEFAULT_QUALITY
 from model.evaluate import file_sha256
 from model.profile_schema import SCHEMA, SCHEMA_VERSION, machine_info, save_profile, utc_now_iso
+from runtime.safeio import refuse_existing
 
 PROMPT_TOKENS = 64  # context before decode timing starts
 
@@ -149,6 +151,11 @@ def switch_costs(m, context: int = 128) -> dict[str, float]:
     return out
 
 
+def _checkpoint_sha(m) -> str:
+    """The sha256 of the bytes the model was loaded from (``model.load`` records it), else of the file."""
+    return getattr(m, "checkpoint_sha256", None) or file_sha256(m.checkpoint_path)
+
+
 def load_quality(path: Path, checkpoint_sha: str, names: list[str]) -> dict[str, dict]:
     if not path.exists():
         raise SystemExit(f"{path}: no quality file; run python -m model.evaluate --out {path}")
@@ -218,7 +225,7 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
         "created_utc": utc_now_iso(),
         "machine": machine_info(threads, str(torch.__version__)),
         "device": {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
-        "model": {"checkpoint_sha256": file_sha256(ckpt) if ckpt else "unsaved",
+        "model": {"checkpoint_sha256": _checkpoint_sha(m) if ckpt else "unsaved",
                   "n_params": sum(p.numel() for p in m.parameters()),
                   "arch": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
                            "block_size": c.block_size, "vocab_size": c.vocab_size,
@@ -242,22 +249,31 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Measure latency, memory and energy of every configuration.")
     p.add_argument("--out", required=True, help="profile JSON to write, e.g. profiles/cpu.json")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads (>= 1)")
     p.add_argument("--checkpoint", default=None, help="default: the committed checkpoint")
     p.add_argument("--quality", default=str(DEFAULT_QUALITY), help="model.evaluate output to merge")
-    p.add_argument("--repeats", type=int, default=10, help="repeats per configuration")
-    p.add_argument("--decode-tokens", type=int, default=64, help="decode steps per repeat")
-    p.add_argument("--prefill-tokens", type=int, default=128, help="prompt length for prefill timing")
-    p.add_argument("--idle-power-w", type=float, default=1.5,
-                   help="idle power when no meter can measure it (modelled assumption)")
+    p.add_argument("--repeats", type=positive_int, default=10, help="repeats per configuration (>= 1)")
+    p.add_argument("--decode-tokens", type=positive_int, default=64, help="decode steps per repeat (>= 1)")
+    p.add_argument("--prefill-tokens", type=positive_int, default=128,
+                   help="prompt length for prefill timing (>= 1, at most the model's context)")
+    p.add_argument("--idle-power-w", type=nonneg_float, default=1.5,
+                   help="idle power when no meter can measure it (modelled assumption, >= 0)")
     p.add_argument("--name", default=None, help="profile name (default: the file stem)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     a = p.parse_args(argv)
     if a.device == "cuda":
         raise SystemExit("--device cuda: the elastic model's int8/int4 kernels are CPU kernels and "
                          "device placement arrives with the placement issue; profile on cpu, or "
                          "project onto a GPU spec with python -m model.roofline")
+    try:  # before anything is measured
+        refuse_existing(a.out, a.force, "profile")
+    except FileExistsError as exc:
+        raise SystemExit(f"python -m model.profile: {exc}") from None
     m = M.load(a.checkpoint) if a.checkpoint else M.load_default()
-    sha = file_sha256(m.checkpoint_path)
+    if a.prefill_tokens > m.config.block_size or a.decode_tokens + PROMPT_TOKENS > m.config.block_size:
+        p.error(f"argument --prefill-tokens/--decode-tokens: at most {m.config.block_size} prompt tokens and "
+                f"{m.config.block_size - PROMPT_TOKENS} decode tokens fit the model's context")
+    sha = _checkpoint_sha(m)
     quality = load_quality(Path(a.quality), sha, list(m.space.names))
     t0 = time.time()
     prof = profile(m, threads=a.threads, repeats=a.repeats, decode_tokens=a.decode_tokens,

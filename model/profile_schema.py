@@ -413,9 +413,32 @@ def validate_profile(data: Any, source: str = "<profile>") -> None:
                 else:
                     seen[name] = i
     if not c.problems:
+        _check_depths(c, data)
         _check_space(c, data)
     if c.problems:
         raise ProfileError(source, c.problems)
+
+
+def _check_depths(c: _Checker, data: Mapping[str, Any]) -> None:
+    """No configuration runs more layers than the model has, when the profile records the model's
+    layer count (``model.arch.n_layer``, as ``model.profile`` writes it, or ``model.arch.n_layers``)."""
+    model = data.get("model")
+    arch = model.get("arch") if isinstance(model, Mapping) else None
+    if not isinstance(arch, Mapping):
+        return
+    for key in ("n_layer", "n_layers"):
+        n = arch.get(key)
+        if isinstance(n, bool) or not isinstance(n, int):
+            continue
+        if n < 1:
+            c.add(f"model.arch.{key}", f"must be an integer >= 1, got {n!r}")
+            return
+        for i, cfg in enumerate(data["configs"]):
+            d = cfg.get("depth")
+            if isinstance(d, int) and not isinstance(d, bool) and d > n:
+                c.add(f"configs[{i}].depth", f"configuration {cfg.get('name')!r} runs {d} layers but the model has "
+                      f"model.arch.{key} = {n}; the record is not a configuration of this model, {_PROFILE_HINT}")
+        return
 
 
 def _check_space(c: _Checker, data: Mapping[str, Any]) -> None:
@@ -643,12 +666,11 @@ def save_profile(profile: Profile | Mapping[str, Any], path: str | os.PathLike[s
     data = profile.data if isinstance(profile, Profile) else profile
     p = Path(path)
     validate_profile(data, str(p))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
+    from runtime.safeio import atomic_write_text
+
     # allow_nan=False: NaN/inf are not JSON, and validation already rejected them.
     text = json.dumps(data, indent=2, default=_json_default, allow_nan=False)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, text + "\n")  # a unique temp file in the same folder, then os.replace
     return p
 
 

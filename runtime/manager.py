@@ -54,7 +54,16 @@ from runtime.sensors import (
     TEMP,
     SensorHub,
 )
-from runtime.shield import REASON_NAMES, Reason, Shield, ShieldParams
+from runtime.shield import (
+    REASON_NAMES,
+    Reason,
+    Shield,
+    ShieldParams,
+    device_limits,
+    policy_device_entry,
+    reserve_limit,
+    stricter_device,
+)
 
 
 def _log():  # logging is imported on the first transition, not at import time
@@ -93,7 +102,8 @@ class ManagerConfig:
         temp_margin_c: Hard temperature ceiling above the device trip point ``t_max_c``.
         temp_hyst_c: Hysteresis below the ceiling to leave EMERGENCY.
         soc_hyst: Hysteresis above the reserve to leave EMERGENCY.
-        reserve_soc: Battery reserve (None: the policy file's, i.e. the training env's).
+        reserve_soc: The device's battery reserve (None: ``runtime.shield.DEFAULT_RESERVE_SOC``); the
+            shield enforces the higher of this and the policy file's (the training env's).
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -159,12 +169,15 @@ class Telemetry:
         path_or_file: Output path or an open text file; ``None`` keeps only counters.
         names: Configuration names (the JSON carries the names next to the indices).
         flush_every: Records per write.
+        overwrite: Replace an existing file at ``path_or_file``; by default an existing file is never
+            touched (``FileExistsError``: the file is created exclusively).
     """
 
     def __init__(self, path_or_file: str | Path | IO[str] | None, names: Sequence[str] = (),
-                 flush_every: int = 1024) -> None:
+                 flush_every: int = 1024, overwrite: bool = False) -> None:
         self._own = isinstance(path_or_file, (str, Path))
-        self.fh: IO[str] | None = open(path_or_file, "w") if self._own else path_or_file  # noqa: SIM115
+        mode = "w" if overwrite else "x"
+        self.fh: IO[str] | None = open(path_or_file, mode, encoding="utf-8") if self._own else path_or_file  # noqa: SIM115
         self.names = list(names)
         self.flush_every = int(flush_every)
         self.buf: list[Any] = []
@@ -225,39 +238,50 @@ class RuntimeManager:
         config: Tunables.
         telemetry: Where decisions go (default: counters only).
         fallback: Used when ``policy`` is None (default: a single "safe" configuration).
-        device: Device constants for the shield and the observation (default: the policy file's).
+        device: The device's own constants (a user-supplied configuration) for the shield and the
+            observation. Default: ``runtime.dynamics.DEVICES[device_kind]``.
         clock: Time source when ``decide`` is called without ``now_s``.
         policy_error: Why the policy is missing (recorded in telemetry).
+        device_kind: The device kind (default: the one the policy file was exported for).
+
+    The shield's hard limits never come from the policy file alone: with ``device_kind`` known (given,
+    or the policy's when ``device`` is None), the device's own constants are made stricter — never
+    looser — by the policy file's entry for that kind (``runtime.shield.device_limits``); the
+    reserve is the higher of the device's (``config.reserve_soc``) and the policy's.
     """
 
     def __init__(self, policy: PolicyFile | None, hub: SensorHub, config: ManagerConfig | None = None,
                  telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
                  device: DeviceConstants | Mapping[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic, policy_error: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, policy_error: str | None = None,
+                 device_kind: str | None = None) -> None:
         self.cfg = config or ManagerConfig()
         self.hub, self.clock = hub, clock
         self.policy_error = policy_error
         self.pf = policy
         if policy is not None:
-            rules = policy.meta["mask_rules"]
-            dev = device if device is not None else rules["device"]
+            kind = device_kind or policy.meta["mask_rules"]["device_kind"]
+            if device is None:
+                dev = device_limits(kind, policy.meta)
+            elif device_kind is not None:
+                dev = stricter_device(device, policy_device_entry(policy.meta, kind))
+            else:  # the caller's constants for a device whose kind it did not say: they alone
+                dev = device
             self.params: EnvParams = policy.params
             ept, names = policy.energy_j_per_token, policy.names
             self.features = [tuple(float(x) for x in row) for row in policy.config_features]
             self.policy: NumpyPolicy | None = NumpyPolicy(policy)
             self.layout: ObsLayout = policy.layout
-            reserve = self.params.reserve_soc
+            reserve = reserve_limit(self.cfg.reserve_soc, self.params.reserve_soc)
         else:
             fb = fallback or FallbackSpec(["safe"], [1.0])
-            dev = device if device is not None else fb.device
+            dev = device if device is not None else (device_limits(device_kind) if device_kind else fb.device)
             self.params = EnvParams(reserve_soc=fb.reserve_soc)
             ept, names = np.asarray(fb.energy_j_per_token, dtype=np.float64), list(fb.names)
             self.layout = model_layout(0)
             self.features = [(1.0,) * self.layout.n_config] * len(names)
             self.policy = None
-            reserve = fb.reserve_soc
-        if self.cfg.reserve_soc is not None:
-            reserve = self.cfg.reserve_soc
+            reserve = fb.reserve_soc if self.cfg.reserve_soc is None else self.cfg.reserve_soc
         self.lookahead = self.layout.lookahead
         self.device = dev if isinstance(dev, DeviceConstants) else DeviceConstants.from_dict(dev)
         self.names = list(names)
@@ -304,7 +328,7 @@ class RuntimeManager:
     def from_policy_path(cls, path: str | Path, hub: SensorHub, config: ManagerConfig | None = None,
                          telemetry: Telemetry | None = None, fallback: FallbackSpec | None = None,
                          device: DeviceConstants | Mapping[str, float] | None = None,
-                         clock: Callable[[], float] = time.monotonic) -> RuntimeManager:
+                         clock: Callable[[], float] = time.monotonic, device_kind: str | None = None) -> RuntimeManager:
         """Loads the policy file; on :class:`PolicyFileError` starts in FALLBACK (logged, not raised)."""
         try:
             pf: PolicyFile | None = load_policy_file(path)
@@ -312,7 +336,7 @@ class RuntimeManager:
         except PolicyFileError as exc:
             _log().error("policy file rejected, using the safe fallback configuration: %s", exc)
             pf, err = None, str(exc)
-        return cls(pf, hub, config, telemetry, fallback, device, clock, policy_error=err)
+        return cls(pf, hub, config, telemetry, fallback, device, clock, policy_error=err, device_kind=device_kind)
 
     def load_policy(self, path: str | Path) -> bool:
         """Loads a new policy file in FALLBACK (same configuration space and layout); returns success."""

@@ -241,28 +241,63 @@ def _check_hash(p: Path, arrays: dict[str, np.ndarray]) -> str:
     return digest
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _parse_meta(p: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The meta JSON and its top-level schema (types of every key the runtime reads)."""
     try:
         meta = json.loads(str(arrays[META_KEY]))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise PolicyFileError(p, f"meta_json is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise PolicyFileError(p, "meta_json must be a JSON object")
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise PolicyFileError(p, f"meta_json lacks {missing}")
-    if meta["format"] != FORMAT or meta["format_version"] not in READABLE_VERSIONS:
-        raise PolicyFileError(p, f"format {meta['format']!r} v{meta['format_version']}; this runtime reads "
+    version = meta["format_version"]
+    if meta["format"] != FORMAT or isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise PolicyFileError(p, f"format {meta['format']!r} v{version!r}; this runtime reads "
                                  f"{FORMAT!r} v{'/'.join(map(str, READABLE_VERSIONS))}")
-    if meta["activation"] not in ACTIVATIONS:
+    if version >= 2 and "env_params" not in meta:
+        raise PolicyFileError(p, "meta_json lacks ['env_params'] (format version 2)")
+    if not isinstance(meta["algo"], str):
+        raise PolicyFileError(p, f"algo must be a string, got {meta['algo']!r}")
+    if not isinstance(meta["activation"], str) or meta["activation"] not in ACTIVATIONS:
         raise PolicyFileError(p, f"activation {meta['activation']!r} not in {ACTIVATIONS}")
+    n_layers = meta.get("n_layers")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise PolicyFileError(p, f"n_layers must be an integer >= 1, got {n_layers!r}")
+    feats = meta["obs_features"]
+    if not isinstance(feats, list) or not all(
+            isinstance(f, str) or (isinstance(f, dict) and isinstance(f.get("name"), str)) for f in feats):
+        raise PolicyFileError(p, "obs_features must be a list of feature names or of objects with a string 'name'")
+    table = meta["decode_table"]
+    if not isinstance(table, list) or not table:
+        raise PolicyFileError(p, "decode_table must be a non-empty list")
+    for i, row in enumerate(table):
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise PolicyFileError(p, f"decode_table[{i}] must be an object with a string 'name'")
+    if "config_space" in meta and not isinstance(meta["config_space"], dict):
+        raise PolicyFileError(p, "config_space must be an object")
+    for key in ("profile", "env", "run", "model", "versions"):
+        if key in meta and meta[key] is not None and not isinstance(meta[key], dict):
+            raise PolicyFileError(p, f"{key} must be an object")
+    ck = (meta.get("model") or {}).get("checkpoint_sha256")
+    if ck is not None and not isinstance(ck, str):
+        raise PolicyFileError(p, f"model.checkpoint_sha256 must be a string or null, got {ck!r}")
+    env = meta.get("env") or {}
+    if env.get("env_kwargs") is not None and not isinstance(env["env_kwargs"], dict):
+        raise PolicyFileError(p, "env.env_kwargs must be an object")
+    if version == 1 and "lookahead" in meta and (isinstance(meta["lookahead"], bool)
+                                                 or not isinstance(meta["lookahead"], int)):
+        raise PolicyFileError(p, f"lookahead must be an integer, got {meta['lookahead']!r}")
     return meta
 
 
 def _check_layers(p: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    n_layers = int(meta.get("n_layers", 0))
-    if n_layers < 1:
-        raise PolicyFileError(p, "n_layers must be >= 1")
+    n_layers = meta["n_layers"]  # an integer >= 1 (_parse_meta)
     layers: list[tuple[np.ndarray, np.ndarray]] = []
     for k in range(n_layers):
         wk, bk = f"layer{k}_weight", f"layer{k}_bias"
@@ -284,7 +319,7 @@ def _space_and_params(p: Path, meta: dict[str, Any]) -> tuple[ConfigSpace, EnvPa
     """The configuration space and environment parameters (version 2 fields, or version 1's)."""
     try:
         space = space_from_records(meta["decode_table"], meta.get("config_space"))
-    except (ConfigSpaceError, KeyError, TypeError) as exc:
+    except (ConfigSpaceError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise PolicyFileError(p, f"config_space / decode_table: {exc}") from exc
     if [r.get("name") for r in meta["decode_table"]] != list(space.names):
         raise PolicyFileError(p, "decode_table is not in the configuration space's index order")
@@ -299,7 +334,7 @@ def _space_and_params(p: Path, meta: dict[str, Any]) -> tuple[ConfigSpace, EnvPa
             keep.setdefault("reserve_soc", meta["mask_rules"].get("reserve_soc", 0.05))
             keep["lookahead"] = int(meta.get("lookahead", keep.get("lookahead", 0)))
             params = EnvParams.from_dict(keep)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise PolicyFileError(p, f"env_params: {exc}") from exc
     return space, params
 
@@ -340,13 +375,49 @@ def _check_arrays(p: Path, arrays: dict[str, np.ndarray], obs_dim: int, space: C
         raise PolicyFileError(p, "config_features differ from the configuration space's encoding")
 
 
+_DEVICE_KEYS = ("t_max_c", "r_th_c_per_w", "tau_s", "idle_power_w")
+
+
+def _check_device(p: Path, where: str, dev: Any) -> None:
+    if not isinstance(dev, dict):
+        raise PolicyFileError(p, f"{where} must be an object of device constants")
+    for key in _DEVICE_KEYS:
+        if not _is_num(dev.get(key)):
+            raise PolicyFileError(p, f"{where}.{key} missing or not a finite number")
+    for key, v in dev.items():  # optional constants (throttle, charge efficiency) must be numbers too
+        if not _is_num(v):
+            raise PolicyFileError(p, f"{where}.{key} is not a finite number: {v!r}")
+
+
 def _check_mask_rules(p: Path, meta: dict[str, Any]) -> None:
+    """``mask_rules``: device kind, its constants, the whole device table, the rule parameters."""
     rules = meta["mask_rules"]
-    dev = rules.get("device", {}) if isinstance(rules, dict) else {}
-    for key in ("t_max_c", "r_th_c_per_w", "tau_s", "idle_power_w"):
-        v = dev.get(key)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise PolicyFileError(p, f"mask_rules.device.{key} missing or not a finite number")
+    if not isinstance(rules, dict):
+        raise PolicyFileError(p, "mask_rules must be an object")
+    if not isinstance(rules.get("device_kind"), str):
+        raise PolicyFileError(p, "mask_rules.device_kind missing or not a string")
+    _check_device(p, "mask_rules.device", rules.get("device"))
+    devices = rules.get("devices")
+    if not isinstance(devices, dict) or not devices:
+        raise PolicyFileError(p, "mask_rules.devices missing or not an object of device kinds")
+    for kind, dev in devices.items():
+        _check_device(p, f"mask_rules.devices.{kind}", dev)
+    for key in ("hot_margin_c", "cheap_quantile", "reserve_soc"):
+        if key in rules and not _is_num(rules[key]):
+            raise PolicyFileError(p, f"mask_rules.{key} is not a finite number: {rules[key]!r}")
+
+
+def _check_normalization(p: Path, meta: dict[str, Any]) -> None:
+    """``normalization``: ``norm_obs`` (bool), ``clip_obs`` and ``epsilon`` (positive finite numbers)."""
+    norm = meta["normalization"]
+    if not isinstance(norm, dict):
+        raise PolicyFileError(p, "normalization must be an object")
+    if not isinstance(norm.get("norm_obs"), bool):
+        raise PolicyFileError(p, "normalization.norm_obs missing or not a boolean")
+    for key in ("clip_obs", "epsilon"):
+        v = norm.get(key)
+        if not _is_num(v) or v <= 0:
+            raise PolicyFileError(p, f"normalization.{key} missing or not a positive finite number")
 
 
 def load_policy_file(path: str | Path) -> PolicyFile:
@@ -356,17 +427,21 @@ def load_policy_file(path: str | Path) -> PolicyFile:
         PolicyFileError: Missing, truncated or corrupted file; missing arrays; a content hash that
             does not match (tampering); inconsistent shapes; non-finite numbers; an unknown
             format version or activation; a configuration space or observation layout that this
-            runtime does not know.
+            runtime does not know; any ``meta_json`` key of the wrong type or missing (mask rules
+            and their device table, normalisation, decode table rows, environment parameters) —
+            so a file whose hash was recomputed after editing its metadata is rejected, never
+            crashes the loader or the manager.
     """
     p = Path(path)
     arrays = _read_arrays(p)
     digest = _check_hash(p, arrays)
     meta = _parse_meta(p, arrays)
+    _check_mask_rules(p, meta)
+    _check_normalization(p, meta)
     layers = _check_layers(p, arrays, meta)
     space, params = _space_and_params(p, meta)
     layout = _check_observation(p, meta, layers, space, params)
     _check_arrays(p, arrays, layout.dim, space)
-    _check_mask_rules(p, meta)
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
                       arrays["config_features"], digest, space, params, layout)

@@ -12,6 +12,11 @@ intervals between decisions with the device power ``P = P_idle + P_base(trace) +
 Trace rows hold until the next one (zero-order hold); an interval spanning several rows is
 integrated row by row, so replaying the environment's resampled trace with its per-step power
 reproduces the environment exactly.
+
+The last row holds for one median step (:attr:`ReplaySensors.end_s`). Past that the trace is
+*finished* (:attr:`ReplaySensors.finished`; the caller stops, ``deploy.py run --replay-end stop``)
+unless the replay was built with ``loop=True``: then virtual time wraps to the trace's first row
+(:attr:`ReplaySensors.laps` counts the wraps) while the battery and temperature carry on.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ReplaySensors(Sensor):
         soc0: Initial SoC (default the trace's ``initial_soc``).
         temp0_c: Initial temperature (default: steady state at idle + base load).
         period_s: Read period for the hub (virtual seconds).
+        loop: Wrap to the first row at the end of the trace (default: hold the last row; the
+            trace is :attr:`finished`).
     """
 
     name = "replay"
@@ -50,9 +57,12 @@ class ReplaySensors(Sensor):
 
     def __init__(self, trace: Any, device: DeviceConstants, speed: float = 1.0,
                  clock: Callable[[], float] | None = time.monotonic, start_s: float = 0.0,
-                 soc0: float | None = None, temp0_c: float | None = None, period_s: float = 0.0) -> None:
+                 soc0: float | None = None, temp0_c: float | None = None, period_s: float = 0.0,
+                 loop: bool = False) -> None:
         if not speed > 0 or math.isinf(speed):
             raise ValueError(f"speed must be a positive finite number, got {speed}")
+        if not (math.isfinite(start_s) and start_s >= 0):
+            raise ValueError(f"start_s must be a finite number >= 0, got {start_s}")
         self.trace, self.device, self.speed = trace, device, float(speed)
         self._wall = clock
         self._wall0 = clock() if clock is not None else 0.0
@@ -73,9 +83,18 @@ class ReplaySensors(Sensor):
         self.deadline_s = float(meta.deadline_s) if getattr(meta, "deadline_s", None) is not None else math.nan
         step = (self._time[-1] - self._time[0]) / max(1, len(self._time) - 1) if len(self._time) > 1 else 1.0
         self.end_s = self._time[-1] + step  # the last row holds for the median step
+        self.loop = bool(loop)
+        self.period = self.end_s - self._time[0]  # one lap of the trace (loop mode)
+        if not self.loop and start_s >= self.end_s:
+            raise ValueError(f"start_s {start_s} is beyond the end of the trace ({self.end_s:g} s)")
         self.vt = float(start_s)
         self._vt0 = self.vt
-        self._row = self._row_at(self.vt)
+        self.laps = 0  # loop mode: completed wraps
+        self._off = 0.0  # loop mode: virtual time - trace time
+        if self.loop and self.vt >= self.end_s:
+            self.laps = int((self.vt - self._time[0]) // self.period)
+            self._off = self.laps * self.period
+        self._row = self._row_at(self.vt - self._off)
         i = self._row
         self.soc = float(meta.initial_soc if soc0 is None else soc0)
         self.model_power_w = 0.0
@@ -100,8 +119,13 @@ class ReplaySensors(Sensor):
 
     @property
     def finished(self) -> bool:
-        """True once the virtual clock passed the end of the trace."""
-        return self.vt >= self.end_s
+        """True once the virtual clock passed the end of the trace (never in loop mode)."""
+        return not self.loop and self.vt >= self.end_s
+
+    @property
+    def trace_end_s(self) -> float:
+        """Virtual time at which the current lap of the trace ends."""
+        return self.end_s + self._off
 
     def _row_at(self, vt: float) -> int:
         return max(0, min(len(self._time) - 1, bisect.bisect_right(self._time, vt) - 1))
@@ -110,8 +134,12 @@ class ReplaySensors(Sensor):
         dev = self.device
         t = self.vt
         i = self._row
+        n = len(self._time)
         while t < vt:
-            nxt = self._time[i + 1] if i + 1 < len(self._time) else math.inf
+            if i + 1 < n:
+                nxt = self._time[i + 1] + self._off
+            else:
+                nxt = self.end_s + self._off if self.loop else math.inf
             seg_end = vt if vt < nxt else nxt
             dt = seg_end - t
             if dt > 0:
@@ -125,6 +153,8 @@ class ReplaySensors(Sensor):
             t = seg_end
             if t >= nxt:
                 i += 1
+                if i >= n:  # loop mode: wrap to the first row
+                    i, self.laps, self._off = 0, self.laps + 1, self._off + self.period
         self.vt, self._row = vt, i
 
     # ---- inputs and outputs --------------------------------------------------------------------
@@ -152,7 +182,8 @@ class ReplaySensors(Sensor):
         i, vt = self._row, self.vt
         return {"demand_tps": self._demand[i], "budget_w": self._budget[i],
                 "deadline_left_s": self.deadline_s - vt if self.deadline_s == self.deadline_s else math.nan,
-                "horizon_left_s": max(0.0, self.end_s - vt), "base_w": self.device.idle_power_w + self._base[i],
+                "horizon_left_s": max(0.0, self.end_s + self._off - vt),
+                "base_w": self.device.idle_power_w + self._base[i],
                 "capacity_j": self.capacity_j}
 
     def supply_ahead_w(self, n: int, step_s: float) -> list[float]:
@@ -160,7 +191,10 @@ class ReplaySensors(Sensor):
         the environment averages each step of its resampled trace, this samples the hold value)."""
         last = len(self._time) - 1
         out = []
+        t0, per = self._time[0], self.period
         for k in range(1, n + 1):
-            t = self.vt + k * step_s
+            t = self.vt - self._off + k * step_s
+            if self.loop and t >= self.end_s:
+                t = t0 + (t - t0) % per
             out.append(self._supply[min(last, max(0, bisect.bisect_right(self._time, t) - 1))])
         return out

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ExistsError", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "exclusive_dir", "refuse_existing"]
+__all__ = ["ExistsError", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "exclusive_dir",
+           "refuse_existing"]
 
 
 class ExistsError(FileExistsError):

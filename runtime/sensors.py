@@ -5,7 +5,8 @@ numpy-free, standard library only (``psutil`` and ``pynvml`` are imported lazily
 Every sensor is a small class with
 
 * ``name``, ``provides`` (the :data:`FIELDS` it fills), ``period_s`` (how often the hub reads
-  it) and ``modelled`` (True when the value is a model, not a measurement);
+  it), ``modelled`` (True when the value is a model, not a measurement) and ``slow`` (True when
+  a read goes to hardware or a driver and may hang: the hub then reads it in a worker thread);
 * ``available()`` — probes the source and **never raises**; ``reason`` says why not;
 * ``read()`` — returns a :class:`Reading` (units in the field names, ``t_s`` = when the value
   was sampled, on the hub's clock). Fields it does not provide stay NaN. It may raise.
@@ -35,12 +36,21 @@ sample older than ``stale_after_s`` is rejected. A rejected field keeps its last
 ``hold_s`` (status HELD), then falls back to a conservative default (status LOST: hot, empty,
 unplugged). Fields no sensor provides take an assumed value (status ASSUMED) when one is given,
 otherwise they are LOST from the start.
+
+Reads have a deadline (``read_deadline_s``): a ``slow`` sensor is read in a daemon worker thread
+that the hub waits on for at most the deadline; a read still running then counts as failed
+("timeout"), and while it hangs the sensor is not read again (no further waiting, every poll is a
+"timeout" until the thread returns; its late result is discarded). A sensor read inline that takes
+longer than the deadline is treated the same way (its values are rejected). After a timeout the
+sensor is next read only ``timeout_backoff_s`` later. A hanging sensor therefore costs one decision
+at most ``read_deadline_s``, and its fields go HELD, then LOST, as for any failing read.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -121,6 +131,7 @@ class Sensor(ABC):
     name = "sensor"
     provides: tuple[str, ...] = ()
     modelled = False
+    slow = False  # True: reads may block (hardware, drivers); the hub reads it in a worker thread
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, period_s: float = 0.0) -> None:
         self.clock = clock
@@ -210,6 +221,8 @@ class PsutilBatterySensor(BatterySensor):
     name = "psutil_battery"
     provides = ("soc_frac", "plugged", "secsleft_s")
 
+    slow = True
+
     def __init__(self, battery: PsutilBattery | None = None, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 1.0) -> None:
         super().__init__(clock, period_s)
@@ -238,6 +251,8 @@ class PowerSupplySensor(BatterySensor):
 
     name = "power_supply"
     provides = ("soc_frac", "plugged", "power_w")
+
+    slow = True
 
     def __init__(self, meter: PowerSupplyMeter | None = None, root: str | Path = "/sys/class/power_supply",
                  clock: Callable[[], float] = time.monotonic, period_s: float = 1.0) -> None:
@@ -294,6 +309,8 @@ class PsutilTemperatureSensor(TemperatureSensor):
     """
 
     name = "psutil_temperature"
+
+    slow = True
 
     def __init__(self, chips: Sequence[str] = TEMP_CHIPS, clock: Callable[[], float] = time.monotonic,
                  period_s: float = 0.5) -> None:
@@ -383,6 +400,8 @@ class PowerSensor(Sensor):
 
 class _CounterPowerSensor(PowerSensor):
     """Power from a cumulative energy meter: ΔE/Δt between reads (first read NaN)."""
+
+    slow = True
 
     def __init__(self, meter: Any, clock: Callable[[], float] = time.monotonic, period_s: float = 0.2) -> None:
         super().__init__(clock, period_s)
@@ -485,6 +504,8 @@ class SensorHub:
         clock: Time source when ``poll`` is called without ``now``.
         future_tolerance_s: A sample stamped later than ``now`` by more than this is rejected
             (sensors stamp with the same clock a little after the caller read ``now``).
+        read_deadline_s: Wall-clock seconds a read may take (0: no deadline); see the module docstring.
+        timeout_backoff_s: After a timed-out read, the sensor's next read is at least this much later.
 
     Attributes:
         values: Current value per field (index by the module constants, e.g. ``hub.values[TEMP]``).
@@ -493,14 +514,18 @@ class SensorHub:
         degraded: True when a required field is not OK (or only modelled) or a sensed field is
             HELD/LOST.
         flags: Bit ``i`` set when field ``i`` is not OK.
-        failures: Count of rejected reads by kind ("raised", "invalid", "frozen", "stale", "future").
+        failures: Count of rejected reads by kind ("raised", "invalid", "frozen", "stale", "future",
+            "timeout").
     """
 
     def __init__(self, sensors: Sequence[Sensor], assumptions: Mapping[str, float] | None = None,
                  conservative: Mapping[str, float] | None = None, hold_s: float = 5.0,
                  stale_after_s: float = 10.0, freeze_after_s: Mapping[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic, future_tolerance_s: float = 0.5) -> None:
+                 clock: Callable[[], float] = time.monotonic, future_tolerance_s: float = 0.5,
+                 read_deadline_s: float = 0.25, timeout_backoff_s: float = 1.0) -> None:
         self.all_sensors = list(sensors)
+        self.read_deadline_s = max(0.0, float(read_deadline_s))
+        self.timeout_backoff_s = max(0.0, float(timeout_backoff_s))
         self.future_tolerance_s = float(future_tolerance_s)
         self.clock = clock
         self.hold_s, self.stale_after_s = float(hold_s), float(stale_after_s)
@@ -528,6 +553,7 @@ class SensorHub:
             self._sensor_fields.append(tuple((idx[f], f, *RANGES[f]) for f in mine))
         self._due = [-math.inf] * len(self.sensors)
         self._last_t = [-math.inf] * len(self.sensors)
+        self._pending: list[threading.Thread | None] = [None] * len(self.sensors)  # hung slow reads
         self.sensed = [False] * n
         self.modelled = [False] * n
         for s, fields in zip(self.sensors, self._sensor_fields):
@@ -548,7 +574,7 @@ class SensorHub:
         self._freeze = {idx[f]: float(v) for f, v in (freeze_after_s or {}).items()}
         self._changed_t = [-math.inf] * n
         self._raw = [NAN] * n  # last raw value per field (value-freeze detection)
-        self.failures = {"raised": 0, "invalid": 0, "frozen": 0, "stale": 0, "future": 0}
+        self.failures = {"raised": 0, "invalid": 0, "frozen": 0, "stale": 0, "future": 0, "timeout": 0}
         self.reads = 0
         self._next_check = -math.inf
         self.flags = 0
@@ -584,10 +610,51 @@ class SensorHub:
         for i, *_ in self._sensor_fields[j]:
             self.attempt_ok[i] = False
 
+    def _timeout(self, j: int, now: float) -> None:
+        self._reject(j, "timeout")
+        self._due[j] = max(self._due[j], now + self.timeout_backoff_s)
+
+    def _read_threaded(self, j: int, s: Sensor) -> Reading | None:
+        """``s.read()`` in a daemon thread, waited on for the deadline; None when it did not finish."""
+        th = self._pending[j]
+        if th is not None:
+            if th.is_alive():  # still hanging from an earlier poll: do not wait again
+                return None
+            self._pending[j] = None  # it returned late: its result is stale, read afresh
+        box: list[Any] = []
+
+        def work() -> None:
+            try:
+                box.append(s.read())
+            except BaseException as exc:  # noqa: BLE001 - handed back to the hub
+                box.append(exc)
+
+        th = threading.Thread(target=work, name=f"sensor-{s.name}", daemon=True)
+        th.start()
+        th.join(self.read_deadline_s)
+        if th.is_alive():
+            self._pending[j] = th
+            return None
+        r = box[0]
+        if isinstance(r, BaseException):
+            raise r
+        return r
+
     def _read(self, j: int, s: Sensor, now: float) -> None:
         self.reads += 1
+        deadline = self.read_deadline_s
         try:
-            r = s.read()
+            if deadline and s.slow:
+                r = self._read_threaded(j, s)
+                if r is None:
+                    self._timeout(j, now)
+                    return
+            else:
+                t0 = time.perf_counter()
+                r = s.read()
+                if deadline and time.perf_counter() - t0 > deadline:
+                    self._timeout(j, now)
+                    return
             t = float(r.t_s)
         except Exception:  # noqa: BLE001 - a failing sensor must never take the manager down
             self._reject(j, "raised")

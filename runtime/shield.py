@@ -15,18 +15,92 @@ Two tiers, checked on every decision:
    out; if the policy's choice is masked, the best allowed action by the policy's own logits
    replaces it.
 
+**Where the limits come from.** The hard limits are the *device's*, never the policy file's alone:
+:func:`device_limits` starts from the device's own constants (``runtime.dynamics.DEVICES[kind]``,
+or a user-supplied device configuration) and only lets the policy file's entry for the same kind
+make them stricter (lower ``t_max_c``, higher ``r_th_c_per_w``); :func:`reserve_limit` does the
+same for the battery reserve (the higher of the device's/user's reserve and the policy's). A
+policy file whose metadata was edited (``t_max_c: 1000``, ``reserve_soc: 0``) and re-hashed can
+therefore never loosen the shield.
+
 A **breach** is a decision that returns anything but the safe configuration while a hard limit
 holds (judged on the last valid readings, with LOST readings counted as the worst case).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
+from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
 from runtime.rules import HOT_MARGIN_C, Feasibility
+
+#: The battery reserve a device keeps when nobody configured one (the environment's default).
+DEFAULT_RESERVE_SOC = EnvParams().reserve_soc
+
+
+def _as_device(d: DeviceConstants | Mapping[str, Any]) -> DeviceConstants:
+    return d if isinstance(d, DeviceConstants) else DeviceConstants.from_dict(d)
+
+
+def stricter_device(own: DeviceConstants | Mapping[str, Any],
+                    other: DeviceConstants | Mapping[str, Any] | None) -> DeviceConstants:
+    """``own`` (the device's constants), with the safety limits made stricter by ``other`` where it
+    is stricter: the lower ``t_max_c`` and the higher ``r_th_c_per_w`` (the feasibility rule
+    predicts a hotter device). The physics constants (time constant, idle power, ...) stay ``own``'s.
+    ``other`` values that are not finite numbers are ignored."""
+    dev = _as_device(own)
+    if other is None:
+        return dev
+    o = dict(other) if not isinstance(other, DeviceConstants) else {f.name: getattr(other, f.name)
+                                                                      for f in fields(DeviceConstants)}
+
+    def num(key: str) -> float | None:
+        v = o.get(key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+        return float(v) if ok else None
+
+    t, r = num("t_max_c"), num("r_th_c_per_w")
+    return replace(dev, t_max_c=min(dev.t_max_c, t) if t is not None else dev.t_max_c,
+                   r_th_c_per_w=max(dev.r_th_c_per_w, r) if r is not None and r > 0 else dev.r_th_c_per_w)
+
+
+def policy_device_entry(meta: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    """The policy file's device constants for ``kind`` (its ``devices`` table, or ``device`` when
+    the file was exported for that kind); None when the file has none for it."""
+    if not meta:
+        return None
+    rules = meta.get("mask_rules") or {}
+    table = rules.get("devices") or {}
+    if kind in table:
+        return table[kind]
+    if rules.get("device_kind") == kind:
+        return rules.get("device")
+    return None
+
+
+def device_limits(kind: str, policy_meta: Mapping[str, Any] | None = None,
+                  user_device: DeviceConstants | Mapping[str, Any] | None = None) -> DeviceConstants:
+    """The device constants the shield enforces for a device of ``kind``.
+
+    The device's own configuration (``user_device`` if given, else ``runtime.dynamics.DEVICES[kind]``,
+    ``default`` for an unknown kind), made stricter — never looser — by the policy file's entry for
+    the same kind (:func:`stricter_device`)."""
+    own = _as_device(user_device) if user_device is not None else DEVICES.get(kind, DEVICES["default"])
+    return stricter_device(own, policy_device_entry(policy_meta, kind))
+
+
+def reserve_limit(own: float | None, policy: float | None) -> float:
+    """The battery reserve the shield enforces: the higher of the device's (or user's) reserve
+    (default :data:`DEFAULT_RESERVE_SOC`) and the policy's."""
+    r = DEFAULT_RESERVE_SOC if own is None else float(own)
+    if policy is not None and policy == policy and 0.0 <= policy < 1.0:
+        r = max(r, float(policy))
+    return r
 
 
 class Reason(IntEnum):

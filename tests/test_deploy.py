@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_runtime_policy import _train
+from test_runtime_policy import _train, model_grid_profile
 
 import deploy
 from model.model import ElasticGPT, ModelConfig
+from model.profile_schema import save_profile
 from runtime.policy import load_policy_file
 
 TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "default" / "phone-00.csv"
@@ -20,14 +22,17 @@ TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "default" /
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("deploy")
-    run, _, _ = _train(tmp, "ppo")
-    out = tmp / "cli_policy.npz"
-    res = deploy.main(["export", str(run), "--out", str(out), "--device-kind", "phone"])
-    assert res["sha256"] == load_policy_file(out).sha256
     torch.manual_seed(0)
     m = ElasticGPT(ModelConfig(block_size=64, n_layer=6, n_head=4, n_embd=128, depths=(2, 3, 4, 6)))
     ckpt = tmp / "tiny.pt"
     torch.save(m.checkpoint(), ckpt)
+    prof = model_grid_profile()  # measured on the tiny checkpoint: `run` checks the policy's checkpoint sha256
+    prof["model"]["checkpoint_sha256"] = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    save_profile(prof, tmp / "profile.json")
+    run, _, _ = _train(tmp, "ppo")
+    out = tmp / "cli_policy.npz"
+    res = deploy.main(["export", str(run), "--out", str(out), "--device-kind", "phone"])
+    assert res["sha256"] == load_policy_file(out).sha256
     return {"run": run, "policy": out, "ckpt": ckpt, "tmp": tmp}
 
 

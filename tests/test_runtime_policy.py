@@ -35,6 +35,7 @@ def model_grid_profile() -> dict:
     for c in p["configs"]:
         c["depth"] = {1: 2, 2: 3, 3: 4, 4: 6}[c["depth"]]
         c["name"] = "-".join(KNOBS[k].fragment(c[k]) for k in ("depth", "heads", "bits"))
+    p["model"]["arch"]["n_layers"] = 6  # the committed model's layer count (depths up to 6)
     return p
 
 

@@ -92,4 +92,4 @@ def test_info_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["set"]["all"]["traces"] == sum(doc["set"][s]["traces"] for s in ("train", "val", "test"))
     assert info_main([str(default_trace_set_dir() / "phone-00.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["device_kind"] == "phone"
-    assert info_main(["/nonexistent.csv"]) == 2
+    assert info_main(["/nonexistent.csv"]) == 1  # a bad input file exits 1 (usage errors 2)

@@ -32,12 +32,12 @@ API::
     TraceValidationError(ValueError)              # .file .row .line .column .value .fix
 
     load_trace(path, *, meta=None, name=None, max_gap_s=None) -> Trace   # .csv / .csv.gz, strict
-    save_trace(trace, path, *, validate=True) -> Path
+    save_trace(trace, path, *, validate=True, force=True) -> Path   # atomic
     TraceSet.load(dir) -> TraceSet                # lazy: reads manifest.json only
     ts.split("train" | "val" | "test", *, step_s=None) -> list[Trace]
     ts.get(name), ts.names, ts.entries, ts.units(split), ts.summary()
     TraceSet.from_traces(traces, *, name, splits=None, stratify=None, fractions=(.7,.15,.15), seed=0)
-    ts.save(dir) -> Path                          # CSVs + manifest.json, byte-deterministic
+    ts.save(dir, *, force=False) -> Path          # CSVs + manifest.json, atomic, never deletes
     assign_splits(units, *, strata=None, fractions=(.7,.15,.15), seed=0) -> {unit: split}
     default_trace_set_dir() -> Path               # traces/data/default (committed)
     shared_traces_dir() -> Path                   # $WATTWISE_SHARED_TRACES or <repo>/../shared/traces

@@ -21,6 +21,11 @@ What it does (no layout contract: every file's format is detected from its conte
    where their log says they were offline. The routes used are recorded in ``meta.extra``.
 5. Writes the set (CSV + manifest), ``radio_energy_per_bit.json`` from 5G power logs, and prints
    the :mod:`traces.info` summary.
+
+An ``--out`` folder that already holds a set (``manifest.json``) is refused before any work unless
+``--force``; with it only the files this build writes are replaced (nothing is deleted, so traces of
+an older build that this one does not write stay as unlisted files). Exit codes: 0 done, 1 an
+input/output folder problem, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from model.cli import nonneg_int, positive_float, positive_int
+from runtime.safeio import ExistsError, refuse_existing
 from traces.importers import TRACE_IMPORTERS, detect_format, import_5g_power, save_energy_table
 from traces.importers._common import is_data_file, read_provenance_license, stable_seed
 from traces.schema import Trace
@@ -117,6 +124,7 @@ def build_real(
     limit_per_format: int | None = None,
     progress: bool = True,
     verbose: bool = True,
+    force: bool = False,
 ) -> TraceSet:
     """Builds and saves the real-data set (module docstring).
 
@@ -128,6 +136,7 @@ def build_real(
         limit_per_format: Import at most this many files per format (quick builds/tests).
         progress: Show tqdm progress bars.
         verbose: Print what was done.
+        force: Replace the files this build writes when ``out`` already holds a set.
 
     Returns:
         The saved TraceSet.
@@ -136,6 +145,10 @@ def build_real(
     shared = Path(shared)
     if not shared.is_dir():
         raise FileNotFoundError(f"{shared}: not a folder; fix: pass --shared or set WATTWISE_SHARED_TRACES")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExistsError(f"{out}: exists and is not a folder; choose a folder for the set")
+    refuse_existing(out / "manifest.json", force, "trace set")  # before the (long) import
     found, skipped = discover(shared)
     if limit_per_format:
         found = {k: v[:limit_per_format] for k, v in found.items()}
@@ -195,9 +208,11 @@ def build_real(
         description="Real-data traces composed from public measurements (not redistributable; "
         "rebuild with python -m traces.build_real).",
     )
-    ts.save(out)
     if radio:
-        save_energy_table(radio, Path(out) / RADIO_TABLE)
+        refuse_existing(out / RADIO_TABLE, force, "5G energy table")
+    ts.save(out, force=force)
+    if radio:
+        save_energy_table(radio, out / RADIO_TABLE)
     if verbose:
         from traces.info import format_summary
 
@@ -217,18 +232,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder of public traces "
                          "(default: $WATTWISE_SHARED_TRACES or <repo>/../shared/traces)")
     ap.add_argument("--out", type=Path, default=Path("data/real"), help="output set folder (gitignored)")
-    ap.add_argument("--step-s", type=float, default=None, help="one step for all kinds (default per kind)")
-    ap.add_argument("--seed", type=int, default=0, help="split / attachment seed")
-    ap.add_argument("--limit", type=int, default=None, help="at most N files per format (quick build)")
+    ap.add_argument("--step-s", type=positive_float, default=None,
+                    help="one step for all kinds (default per kind)")
+    ap.add_argument("--seed", type=nonneg_int, default=0, help="split / attachment seed")
+    ap.add_argument("--limit", type=positive_int, default=None, help="at most N files per format (quick build)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--force", action="store_true",
+                    help="replace the files this build writes if --out already holds a set")
     args = ap.parse_args(argv)
     shared = args.shared or shared_traces_dir()
     try:
         build_real(shared, args.out, step_s=args.step_s, seed=args.seed, limit_per_format=args.limit,
-                   progress=not args.no_progress)
-    except FileNotFoundError as exc:
+                   progress=not args.no_progress, force=args.force)
+    except (OSError, ValueError) as exc:  # missing folder, existing output, a set that breaks the schema
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

@@ -2,9 +2,13 @@
 
 Usage::
 
-    python -m traces.generate --out traces/data/default          # the committed default set
+    python -m traces.generate --out traces/data/default --force  # regenerate the committed default set
     python -m traces.generate --out traces/data/default --check  # exit 1 if files would change
     python -m traces.generate --scenario solar_node --seed 7 --out solar.csv
+
+Files are never deleted: other files in the folder are left alone, and replacing a file this command
+writes (a trace CSV or manifest.json) needs ``--force``. Exit codes: 0 done, 1 a file problem
+(output exists, --check differs), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from model.cli import nonneg_int
+from runtime.safeio import ExistsError
 from traces.generators import (
     DEFAULT_SET_PLAN,
     DEFAULT_SET_SEED,
@@ -58,23 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m traces.generate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=None,
                     help="set folder (default: the committed default set) or, with --scenario, a CSV")
-    ap.add_argument("--seed", type=int, default=None,
+    ap.add_argument("--seed", type=nonneg_int, default=None,
                     help=f"base seed of the set (default {DEFAULT_SET_SEED}) or the scenario seed")
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), help="generate one trace of this scenario")
     ap.add_argument("--check", action="store_true", help="only compare with --out; exit 1 on difference")
+    ap.add_argument("--force", action="store_true",
+                    help="replace the files this command writes if they exist (others are never touched)")
     args = ap.parse_args(argv)
+    if args.check and args.scenario:
+        ap.error("argument --check: compares a whole set; not allowed with --scenario")
+    try:
+        return _run(args)
+    except (ExistsError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.scenario:
         trace = SCENARIOS[args.scenario](args.seed if args.seed is not None else 0)
         out = args.out or Path(f"{trace.name}.csv")
-        save_trace(trace, out)
+        if out.is_dir():
+            raise ExistsError(f"{out}: is a folder; with --scenario, --out is a CSV file")
+        save_trace(trace, out, force=args.force)
         print(f"wrote {out} ({len(trace)} rows, {trace.duration_s / 3600:.2f} h)")
         return 0
     out = args.out or default_trace_set_dir()
     ts = build_default_set(DEFAULT_SET_SEED if args.seed is None else args.seed)
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            ts.save(tmp)
-            if not out.exists():
+            ts.save(tmp, force=True)
+            if not out.is_dir():
                 print(f"{out} does not exist", file=sys.stderr)
                 return 1
             diff = _same_tree(Path(tmp), out)
@@ -84,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{out}: identical to a fresh generation ({len(ts)} traces)")
         return 0
-    ts.save(out)
-    size = sum(p.stat().st_size for p in out.iterdir())
+    ts.save(out, force=args.force)
+    size = sum((out / e.file).stat().st_size for e in ts.entries)
     s = ts.summary()
     print(f"wrote {len(ts)} traces to {out} ({size / 1e6:.2f} MB): "
           + ", ".join(f"{k} {s[k]['traces']}" for k in ("train", "val", "test")))

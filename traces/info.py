@@ -6,6 +6,8 @@ Usage::
     python -m traces.info data/real --per-trace          # plus one line per trace
     python -m traces.info my.csv                         # one trace
     python -m traces.info traces/data/default --json     # machine-readable
+
+Exit codes: 0 done, 1 an input file problem (the message names the file), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from traces.schema import Trace, TraceValidationError
-from traces.store import MANIFEST, SPLITS, TraceSet, load_trace
+from traces.store import SPLITS, TraceSet, load_trace
 
 
 def trace_figures(t: Trace) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="manifest figures only (do not read CSVs)")
     args = ap.parse_args(argv)
     try:
-        if (args.target / MANIFEST).exists():
+        if args.target.is_dir():
             ts = TraceSet.load(args.target)
             if args.json:
                 doc: dict[str, Any] = {"set": set_figures(ts, load=not args.fast)}
@@ -122,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         t = load_trace(args.target)
         print(json.dumps(trace_figures(t), indent=1))
         return 0
-    except (TraceValidationError, FileNotFoundError) as exc:
+    except (TraceValidationError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

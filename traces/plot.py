@@ -5,7 +5,9 @@ Usage::
     python -m traces.plot traces/data/default/phone-00.csv --out phone.png
     python -m traces.plot traces/data/default --split test --max-traces 6 --out test.png
 
-matplotlib is imported lazily (only here), with the non-interactive Agg backend.
+matplotlib is imported lazily (only here), with the non-interactive Agg backend. An existing PNG is
+replaced only with ``--force`` (written atomically). Exit codes: 0 done, 1 an input/output file
+problem (the message names the file), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.cli import positive_int
+from runtime.safeio import atomic_writer, refuse_existing
 from traces.schema import (
     AMBIENT_C,
     BANDWIDTH_MBPS,
@@ -29,7 +33,7 @@ from traces.schema import (
     Trace,
     TraceValidationError,
 )
-from traces.store import MANIFEST, SPLITS, TraceSet, load_trace
+from traces.store import SPLITS, TraceSet, load_trace
 
 PANELS: tuple[tuple[str, str], ...] = (
     (SUPPLY_W, "supply (W)"),
@@ -88,9 +92,11 @@ def plot_traces(traces: Sequence[Trace], out: str | Path, *, title: str | None =
                  fontsize=10)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_writer(out, "wb") as fh:
+            fig.savefig(fh, dpi=110, format=out.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -101,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--split", choices=SPLITS, default=None, help="only this split (sets)")
     ap.add_argument("--name", action="append", default=None, help="only these trace names (sets; repeatable)")
-    ap.add_argument("--max-traces", type=int, default=6, help="at most this many traces overlaid")
+    ap.add_argument("--max-traces", type=positive_int, default=6, help="at most this many traces overlaid")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = ap.parse_args(argv)
     try:
-        if (args.target / MANIFEST).exists():
+        refuse_existing(args.out, args.force, "plot")
+        if args.target.is_dir():
             ts = TraceSet.load(args.target)
             names = [e.name for e in ts.entries if (args.split is None or e.split == args.split)
                      and (args.name is None or e.name in args.name)]
@@ -119,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"wrote {plot_traces(traces, args.out, title=title)}")
         return 0
-    except (TraceValidationError, FileNotFoundError) as exc:
+    except (TraceValidationError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

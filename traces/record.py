@@ -26,6 +26,13 @@ once and never stops the recording):
   ``source = "recorder:<hostname>"``, extra: ``secsleft`` of the last sample, sensors missing.
 
 Sensor functions are injectable (:class:`Sensors`) so tests run with fakes.
+
+Safety: every option is checked (ranges, and a dry run of the schema with the device kind's
+bounds) before the first sample, so a bad option never costs a recording; an existing ``--out`` is
+replaced only with ``--force``. The file is written atomically every ``--checkpoint-s`` of recording
+and again at the end, on Ctrl-C / SIGTERM and on an error (whatever was recorded, >= 2 samples). A
+battery-power reading above the device kind's base-load bound is recorded as NaN with a warning.
+Exit codes: 0 done (also after Ctrl-C), 1 an error (the samples so far are saved), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import argparse
 import glob
 import math
 import platform
+import signal
 import sys
 import time
 import warnings
@@ -44,9 +52,11 @@ from typing import Any
 
 import numpy as np
 
+from model.cli import float_in
+from runtime.safeio import ExistsError, atomic_write_text, refuse_existing
 from traces.demand import from_usage
-from traces.schema import Trace, TraceMeta, make_trace
-from traces.store import save_trace
+from traces.schema import MAX_BANDWIDTH_MBPS, Trace, TraceMeta, TraceValidationError, make_trace, power_bounds
+from traces.store import save_trace, trace_to_csv_text
 
 
 def _psutil() -> Any:
@@ -126,6 +136,7 @@ class Recorder:
         self.missing: set[str] = set()
         self.rows: list[dict[str, float]] = []
         self.secsleft: float | None = None
+        self.interrupted = False
 
     def _warn(self, what: str, default: str) -> None:
         if what not in self.missing:
@@ -176,6 +187,13 @@ class Recorder:
         pw = self._call(self.sensors.battery_power_w)
         if pw is None:
             self._warn("battery power", "base_load_w=NaN")
+        elif not (isinstance(pw, (int, float)) and 0.0 <= pw <= power_bounds(cfg.device_kind).base_load_w):
+            bound = power_bounds(cfg.device_kind).base_load_w
+            if "battery-power bound" not in self.missing:
+                self.missing.add("battery-power bound")
+                warnings.warn(f"recorder: battery power {pw} W is outside [0, {bound:g}] W, the base-load bound "
+                              f"for a {cfg.device_kind}; recorded as NaN (is --device-kind right?)", stacklevel=2)
+            pw = None
         row = {
             "time_s": t_s,
             "supply_w": cfg.charger_w if plugged else 0.0,
@@ -191,6 +209,12 @@ class Recorder:
 
     def run(self, *, on_sample: Callable[[dict[str, float]], None] | None = None) -> Trace:
         """Samples every ``interval_s`` for ``duration_s`` (Ctrl-C stops early and keeps the data)."""
+        self.record(on_sample=on_sample)
+        return self.to_trace()
+
+    def record(self, *, on_sample: Callable[[dict[str, float]], None] | None = None) -> None:
+        """The sampling loop into ``self.rows``: Ctrl-C stops it (``self.interrupted``); any other
+        error propagates with the rows so far kept (the CLI saves them)."""
         cfg = self.config
         start = self.sensors.clock()
         n = max(2, int(math.floor(cfg.duration_s / cfg.interval_s)))
@@ -207,8 +231,7 @@ class Recorder:
                 if on_sample:
                     on_sample(row)
         except KeyboardInterrupt:
-            pass
-        return self.to_trace()
+            self.interrupted = True
 
     def to_trace(self, name: str = "recording") -> Trace:
         """The samples so far as a Trace."""
@@ -233,35 +256,133 @@ class Recorder:
         return make_trace(name, meta, t, **cols)
 
 
+#: Which CLI option sets each schema field (to turn a dry-run schema error into a usage error).
+_OPTION_OF = {"capacity_wh": "--capacity-wh", "device_kind": "--device-kind", "unit": "--unit",
+              "supply_w": "--charger-w", "ambient_c": "--ambient-c", "bandwidth_mbps": "--bandwidth-mbps",
+              "initial_soc": "--capacity-wh"}
+
+
+def check_config(cfg: RecorderConfig) -> None:
+    """Dry run before recording: a 2-row trace with the configured constants (plugged, so the
+    charger counts) must pass the schema, including the device kind's power bounds.
+
+    Raises:
+        TraceValidationError: naming the field (see :data:`_OPTION_OF` for the option).
+    """
+    meta = TraceMeta(capacity_wh=cfg.capacity_wh, initial_soc=1.0, device_kind=cfg.device_kind, source="dry-run",
+                     license="own recording", unit=cfg.unit)
+    make_trace("dry-run", meta, [0.0, cfg.interval_s], supply_w=cfg.charger_w, plugged=1.0,
+               ambient_c=cfg.ambient_c, demand_tps=0.0, bandwidth_mbps=cfg.bandwidth_mbps).validate(file="options")
+
+
+def _save(rec: Recorder, out: Path, *, force: bool) -> tuple[Path | None, str | None]:
+    """Saves the samples so far atomically: (path, None), or (None, reason) when < 2 samples. A trace
+    that fails the schema is kept as ``<stem>.unvalidated.csv`` (reason says why)."""
+    if len(rec.rows) < 2:
+        return None, f"only {len(rec.rows)} sample(s) recorded; nothing saved (a trace needs 2)"
+    trace = rec.to_trace(name=out.stem)
+    try:
+        return save_trace(trace, out, force=force), None
+    except TraceValidationError as exc:
+        keep = out.with_name(out.stem + ".unvalidated.csv")
+        refuse_existing(keep, force, "unvalidated recording")
+        atomic_write_text(keep, trace_to_csv_text(trace))
+        return keep, f"the recording breaks the schema ({exc}); kept unvalidated as {keep}"
+
+
 def main(argv: list[str] | None = None, sensors: Sensors | None = None) -> int:
     """CLI entry point (``sensors`` lets tests inject fakes)."""
     ap = argparse.ArgumentParser(prog="python -m traces.record", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="CSV to write (schema + meta line)")
-    ap.add_argument("--interval", type=float, default=1.0, help="sampling interval, s")
-    ap.add_argument("--duration", type=float, default=600.0, help="recording length, s")
-    ap.add_argument("--capacity-wh", type=float, default=15.0, help="battery capacity, Wh")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--interval", type=float_in(0.0, 3600.0, lo_open=True), default=1.0,
+                    help="sampling interval, s")
+    ap.add_argument("--duration", type=float_in(0.0, 366 * 86400.0, lo_open=True), default=600.0,
+                    help="recording length, s")
+    ap.add_argument("--capacity-wh", type=float_in(0.0, 10_000.0, lo_open=True), default=15.0,
+                    help="battery capacity, Wh")
     ap.add_argument("--device-kind", default="phone", help="phone, laptop, solar-node, ...")
-    ap.add_argument("--charger-w", type=float, default=20.0, help="charger rating while plugged, W")
-    ap.add_argument("--ambient-c", type=float, default=25.0, help="ambient when no temperature sensor")
-    ap.add_argument("--bandwidth-mbps", type=float, default=20.0, help="link capacity to record")
+    ap.add_argument("--charger-w", type=float_in(0.0, 1000.0), default=20.0,
+                    help="charger rating while plugged, W (bounded per device kind)")
+    ap.add_argument("--ambient-c", type=float_in(-60.0, 90.0), default=25.0,
+                    help="ambient when no temperature sensor")
+    ap.add_argument("--bandwidth-mbps", type=float_in(0.0, MAX_BANDWIDTH_MBPS), default=20.0,
+                    help="link capacity to record")
     ap.add_argument("--temp-sensor", default=None, help="psutil temperature group to use (default all)")
     ap.add_argument("--unit", default=None, help="split unit id (default recorder-<hostname>)")
+    ap.add_argument("--checkpoint-s", type=float_in(0.0, None), default=300.0,
+                    help="save what was recorded every this many seconds of recording (0 = only at the end)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if not args.out.name.endswith((".csv", ".csv.gz")):
+        ap.error(f"argument --out: {args.out} must end in .csv or .csv.gz")
+    if args.duration < args.interval:
+        ap.error(f"argument --duration: {args.duration:g} s is shorter than --interval {args.interval:g} s; "
+                 "allowed: >= --interval")
     cfg = RecorderConfig(interval_s=args.interval, duration_s=args.duration, capacity_wh=args.capacity_wh,
-                         device_kind=args.device_kind, charger_w=args.charger_w, ambient_c=args.ambient_c,
+                         device_kind=args.device_kind.strip(), charger_w=args.charger_w, ambient_c=args.ambient_c,
                          bandwidth_mbps=args.bandwidth_mbps, temp_sensor=args.temp_sensor)
-    if args.unit:
-        cfg.unit = args.unit
+    if args.unit is not None:
+        cfg.unit = args.unit.strip()
+    try:
+        check_config(cfg)
+    except TraceValidationError as exc:
+        opt = _OPTION_OF.get(exc.column or "", "an option")
+        ap.error(f"argument {opt}: {str(exc).removeprefix('options: ').removeprefix('options row 1: ')}")
+    try:
+        refuse_existing(args.out, args.force, "recording")
+    except ExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     rec = Recorder(cfg, sensors)
     if not args.quiet:
         print(f"recording {args.duration:g} s every {args.interval:g} s to {args.out} (Ctrl-C stops early)")
-    trace = rec.run()
-    save_trace(trace.replace(name=args.out.stem), args.out)
+    last = {"t": 0.0, "force": args.force}
+
+    def checkpoint(row: dict[str, float]) -> None:
+        if args.checkpoint_s and row["time_s"] - last["t"] >= args.checkpoint_s and len(rec.rows) >= 2:
+            try:
+                save_trace(rec.to_trace(name=args.out.stem), args.out, force=last["force"])
+                last["force"] = True  # our own file from now on
+            except TraceValidationError:
+                pass  # the final save keeps the data (unvalidated) and says why
+            last["t"] = row["time_s"]
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    error: BaseException | None = None
+    old = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    try:
+        rec.record(on_sample=checkpoint)
+    except Exception as exc:  # save what we have, then report
+        error = exc
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    try:
+        path, problem = _save(rec, args.out, force=last["force"])
+    except (OSError, ValueError) as exc:
+        path, problem = None, f"could not save: {exc}"
+    if error is not None:
+        saved = f"; {len(rec.rows)} sample(s) saved to {path}" if path else ""
+        print(f"error: recording stopped by {type(error).__name__}: {error}{saved}"
+              + (f"; {problem}" if problem else ""), file=sys.stderr)
+        return 1
+    if problem:
+        print(f"error: {args.out}: {problem}", file=sys.stderr)
+        return 1
     if not args.quiet:
         missing = ", ".join(sorted(rec.missing)) or "none"
-        print(f"wrote {args.out}: {len(trace)} samples; missing sensors: {missing}")
+        stopped = " (stopped early)" if rec.interrupted else ""
+        print(f"wrote {path}: {len(rec.rows)} samples{stopped}; missing sensors: {missing}")
     return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,41 @@ MAX_PLAUSIBLE_AMBIENT_C = 90.0
 MIN_PLAUSIBLE_AMBIENT_C = -60.0
 MAX_PLAUSIBLE_DEMAND_TPS = 100_000.0
 MAX_PLAUSIBLE_BANDWIDTH_MBPS = 100_000.0
+#: Per-row upper bound on link capacity for every device kind, Mbit/s (Wi-Fi 7 and 5G mmWave peak
+#: at a few Gbit/s; 1e30 is a logging glitch, not a link).
+MAX_BANDWIDTH_MBPS = 10_000.0
+
+
+@dataclass(frozen=True)
+class PowerBounds:
+    """Per-row upper bounds on the power columns of one device kind, W (see docs/traces.md)."""
+
+    supply_w: float
+    base_load_w: float
+    budget_w: float
+    why: str
+
+
+#: Upper bounds per ``meta.device_kind``. Generous for real hardware of the kind, far below what a
+#: unit slip or a glitch produces. Kinds not listed get :data:`DEFAULT_POWER_BOUNDS`.
+DEVICE_POWER_BOUNDS: dict[str, PowerBounds] = {
+    "phone": PowerBounds(100.0, 20.0, 20.0, "the fastest phone chargers deliver < 100 W; a phone's own "
+                         "draw (screen, SoC, radios) stays < 20 W"),
+    "laptop": PowerBounds(300.0, 150.0, 150.0, "USB-C PD tops out at 240 W, gaming bricks at ~300 W; a "
+                          "laptop's system draw stays < 150 W"),
+    "solar-node": PowerBounds(200.0, 50.0, 50.0, "a node's panel is <= 1 m2 (1000 W/m2 x 20 % = 200 W); "
+                              "an edge board with an accelerator draws < 50 W"),
+}
+#: Bounds for device kinds without their own entry (the unit-slip limit).
+DEFAULT_POWER_BOUNDS = PowerBounds(MAX_PLAUSIBLE_POWER_W, MAX_PLAUSIBLE_POWER_W, MAX_PLAUSIBLE_POWER_W,
+                                   "no device this project targets draws or harvests 1 kW")
+
+
+def power_bounds(device_kind: str | None) -> PowerBounds:
+    """The per-row power bounds of a device kind (the default for unknown kinds or None)."""
+    return DEVICE_POWER_BOUNDS.get(device_kind or "", DEFAULT_POWER_BOUNDS)
+
+
 #: Default gap limit is this many median steps (but at least DEFAULT_MIN_GAP_LIMIT_S).
 DEFAULT_GAP_FACTOR = 10.0
 DEFAULT_MIN_GAP_LIMIT_S = 60.0
@@ -345,7 +380,8 @@ class Trace:
     def validate(self, *, file: str | None = None, max_gap_s: float | None = None) -> None:
         """Checks this trace against every schema rule (see :func:`validate_columns`)."""
         validate_meta(self.meta, file=file)
-        validate_columns(self.columns(), file=file or self.name, max_gap_s=max_gap_s)
+        validate_columns(self.columns(), file=file or self.name, max_gap_s=max_gap_s,
+                         device_kind=self.meta.device_kind)
 
     # --- transformations -----------------------------------------------------------------------
     def resample(self, step_s: float) -> Trace:
@@ -450,6 +486,7 @@ def validate_columns(
     file: str | None = None,
     max_gap_s: float | None = None,
     line_of_row: Any = None,
+    device_kind: str | None = None,
 ) -> None:
     """Checks column arrays against the schema; raises on the first problem.
 
@@ -461,13 +498,15 @@ def validate_columns(
     4. unit sanity (checked before ranges so the hint is the useful one): time in Unix ms,
        powers in mW, temperatures in K or 0.1 deg C, bandwidth in kbit/s or bit/s, SoC in %;
     5. ranges: powers >= 0, plugged in {0, 1}, demand >= 0, bandwidth >= 0, SoC in [0, 1],
-       ambient within [-60, 90] deg C.
+       ambient within [-60, 90] deg C; per row, bandwidth <= 10 Gbit/s and the power columns below
+       the bounds of ``device_kind`` (:data:`DEVICE_POWER_BOUNDS`).
 
     Args:
         cols: Column name -> 1-D array.
         file: File name used in messages.
         max_gap_s: Largest allowed time step, s. Default: 10 x the median step, at least 60 s.
         line_of_row: Optional callable mapping a 0-based data row to the file line number.
+        device_kind: ``meta.device_kind``; selects the per-row power bounds (default bounds if None).
 
     Raises:
         TraceValidationError: naming file, 1-based row, column, value and fix.
@@ -572,10 +611,21 @@ def validate_columns(
             i = _first(bad)
             raise err(f"{c} is {x[i]:g}; {what}", row0=i, column=c, value=float(x[i]), fix=fix)
 
+    pb = power_bounds(device_kind)
+    kind = f"a {device_kind}" if device_kind else "a device of unknown kind"
+    kind_fix = ("check the unit (mW -> divide by 1000), the sign, and the device kind (meta device_kind / "
+                "--device-kind); drop or repair a glitched row")
     check_range(SUPPLY_W, 0.0, None, "power must be >= 0", "clip small negative readings to 0 "
                 "(inverters draw at night) or check the sign convention")
+    check_range(SUPPLY_W, None, pb.supply_w, f"exceeds {pb.supply_w:g} W, the supply bound for {kind} ({pb.why})",
+                kind_fix)
     check_range(BUDGET_W, 0.0, None, "a power budget must be >= 0", "use NaN for no budget")
+    check_range(BUDGET_W, None, pb.budget_w, f"exceeds {pb.budget_w:g} W, the budget bound for {kind}",
+                "use NaN for no budget; " + kind_fix)
     check_range(BASE_LOAD_W, 0.0, None, "power must be >= 0", "clip negative estimates to 0")
+    check_range(BASE_LOAD_W, None, pb.base_load_w,
+                f"exceeds {pb.base_load_w:g} W, the base-load bound for {kind} ({pb.why})",
+                "use NaN where the draw is unknown; " + kind_fix)
     x = np.asarray(cols[PLUGGED], dtype=np.float64)
     bad = (x != 0.0) & (x != 1.0)
     if bad.any():
@@ -586,6 +636,9 @@ def validate_columns(
                 "demand is tokens per second; check the unit")
     check_range(BANDWIDTH_MBPS, 0.0, None, "bandwidth must be >= 0 (0 = link down)",
                 "use 0 for an outage")
+    check_range(BANDWIDTH_MBPS, None, MAX_BANDWIDTH_MBPS,
+                f"exceeds {MAX_BANDWIDTH_MBPS:g} Mbit/s, the link bound for every device kind",
+                "check the unit (kbit/s -> divide by 1000) or drop the glitched row")
     check_range(AMBIENT_C, MIN_PLAUSIBLE_AMBIENT_C, MAX_PLAUSIBLE_AMBIENT_C,
                 "ambient must be within [-60, 90] deg C", "check the unit (deg C)")
     check_range(SOC_FRAC, 0.0, 1.0, "state of charge must be in [0, 1]", "use NaN when not measured")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.safeio import ExistsError, atomic_write_bytes, atomic_write_text
 from traces.schema import (
     ALL_COLUMNS,
     CSV_DECIMALS,
@@ -99,36 +100,84 @@ def trace_to_csv_text(trace: Trace, *, columns: Sequence[str] | None = None) -> 
     return out.getvalue()
 
 
-def save_trace(trace: Trace, path: str | os.PathLike[str], *, validate: bool = True) -> Path:
-    """Writes one trace as CSV (``.csv.gz`` compresses, deterministically).
+def save_trace(trace: Trace, path: str | os.PathLike[str], *, validate: bool = True, force: bool = True) -> Path:
+    """Writes one trace as CSV (``.csv.gz`` compresses, deterministically), atomically.
 
     Args:
         trace: The trace.
         path: Target file.
         validate: Check the schema first (so no invalid file is ever written).
+        force: Replace an existing file. With False an existing ``path`` raises
+            :class:`runtime.safeio.ExistsError` (commands pass their ``--force`` here).
 
     Returns:
         The path written.
     """
     path = Path(path)
+    if not force and path.exists():
+        raise ExistsError(f"{path}: output already exists; choose another path or pass --force to replace it")
     if validate:
         trace.validate(file=path.name)
     text = trace_to_csv_text(trace)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz"):
         # mtime=0 and no file name in the header: identical input gives identical bytes.
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        raw = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             gz.write(text.encode("utf-8"))
+        atomic_write_bytes(path, raw.getvalue())
     else:
-        path.write_text(text, encoding="utf-8")
+        atomic_write_text(path, text)
     return path
 
 
 def _read_text(path: Path) -> str:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            return fh.read()
-    return path.read_text(encoding="utf-8")
+    """The file's text (gz aware; a UTF-8 BOM is dropped); clear errors naming the file."""
+    if path.is_dir():
+        hint = " (a trace-set folder needs a manifest.json)" if not (path / MANIFEST).exists() else ""
+        raise TraceValidationError(f"is a folder, not a trace file{hint}", file=str(path),
+                                   fix="pass a trace .csv/.csv.gz, or a trace-set folder with manifest.json")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b" or path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except Exception as exc:  # BadGzipFile (OSError), EOFError, zlib.error
+            raise TraceValidationError(f"is not a readable gzip file ({exc})", file=str(path),
+                                       fix="re-compress it with gzip, or drop the .gz suffix") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TraceValidationError(
+            f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); binary or another encoding",
+            file=str(path), fix="pass a trace CSV; re-save a text file as UTF-8",
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """JSON of a manifest or sidecar (BOM accepted); clear errors naming the file."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise TraceValidationError(f"is not UTF-8 text (offset {exc.start})", file=str(path),
+                                   fix=f"repair or regenerate the {what}") from None
+    except json.JSONDecodeError as exc:
+        raise TraceValidationError(f"malformed JSON ({exc.msg})", file=str(path), line=exc.lineno,
+                                   fix=f"repair or regenerate the {what}") from None
+
+
+def check_member_path(file: Any, *, where: str, entry: int | None = None) -> str:
+    """``file`` if it is a relative path that stays inside the set folder; else a clear error."""
+    label = f"trace entry {entry}: " if entry is not None else ""
+    if not isinstance(file, str) or not file.strip():
+        raise TraceValidationError(f"{label}file is {file!r}; it must be a file name", file=where,
+                                   fix="give the CSV's name relative to the set folder")
+    parts = file.replace("\\", "/").split("/")
+    if file.startswith(("/", "\\")) or (len(file) > 1 and file[1] == ":") or ".." in parts:
+        raise TraceValidationError(
+            f"{label}file {file!r} points outside the set folder", file=where,
+            fix="manifest paths must be relative names inside the set folder (no '..', no absolute paths)",
+        )
+    return file
 
 
 def _slow_parse(lines: list[str], line_nos: list[int], header: list[str], fname: str) -> np.ndarray:
@@ -197,6 +246,9 @@ def load_trace(
                     f"the '# meta:' JSON is malformed ({exc.msg})", file=fname, line=h + 1,
                     fix="write the metadata as one line of valid JSON",
                 ) from None
+            if not isinstance(meta_dict, dict):
+                raise TraceValidationError("the '# meta:' JSON is not an object", file=fname, line=h + 1,
+                                           fix="write the metadata as one JSON object {...}")
             meta_obj = TraceMeta.from_dict(meta_dict, file=fname)
         elif line.startswith(_MAGIC):
             for tok in line[len(_MAGIC):].split():
@@ -213,7 +265,11 @@ def load_trace(
     if meta_obj is None:
         sidecar = _sidecar(path)
         if sidecar.exists():
-            meta_obj = TraceMeta.from_dict(json.loads(sidecar.read_text(encoding="utf-8")), file=sidecar.name)
+            side = _read_json(sidecar, "sidecar")
+            if not isinstance(side, dict):
+                raise TraceValidationError("is not a JSON object", file=sidecar.name,
+                                           fix="write the metadata as one JSON object")
+            meta_obj = TraceMeta.from_dict(side, file=sidecar.name)
         elif isinstance(meta, TraceMeta):
             validate_meta(meta, file=fname)
             meta_obj = meta
@@ -256,7 +312,8 @@ def load_trace(
     else:
         arr = np.empty((0, len(header)))
     cols = {c: arr[:, i] for i, c in enumerate(header)}  # all, so a 'supply_mw' gets a rename hint
-    validate_columns(cols, file=fname, max_gap_s=max_gap_s, line_of_row=lambda r: line_nos[r])
+    validate_columns(cols, file=fname, max_gap_s=max_gap_s, line_of_row=lambda r: line_nos[r],
+                     device_kind=meta_obj.device_kind)
     stem = fname[:-7] if fname.endswith(".csv.gz") else path.stem
     return Trace(
         name=name or file_name or stem,
@@ -436,58 +493,112 @@ class TraceSet:
         """Reads ``manifest.json`` (traces are read lazily).
 
         Raises:
-            TraceValidationError: manifest missing/malformed or a unit in two splits.
+            TraceValidationError: manifest missing/malformed, an entry pointing outside the folder, or a
+                unit in two splits (each message names the manifest).
         """
         root = Path(directory)
         mpath = root / MANIFEST
-        if not mpath.exists():
+        if not mpath.is_file():
             raise TraceValidationError("not found", file=str(mpath),
                                        fix="point at a trace-set folder (one with manifest.json)")
+        where = str(mpath)
+        doc = _read_json(mpath, "manifest")
+        if not isinstance(doc, dict):
+            raise TraceValidationError("is not a JSON object", file=where, fix="repair or regenerate the manifest")
         try:
-            doc = json.loads(mpath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise TraceValidationError(f"malformed JSON ({exc.msg})", file=str(mpath), line=exc.lineno,
-                                       fix="repair or regenerate the manifest") from None
-        ver = int(doc.get("schema_version", 0))
+            ver = int(doc.get("schema_version", 0))
+        except (TypeError, ValueError):
+            ver = 0
         if ver > SCHEMA_VERSION or ver < 1:
-            raise TraceValidationError(f"schema_version {ver} not supported", file=str(mpath),
+            raise TraceValidationError(f"schema_version {doc.get('schema_version')!r} not supported", file=where,
                                        fix=f"this code reads version {SCHEMA_VERSION}")
+        rows = doc.get("traces")
+        if not isinstance(rows, list):
+            raise TraceValidationError(f"'traces' is {type(rows).__name__}, not a list", file=where,
+                                       fix="'traces' must be a list of entries (an empty set is [])")
         entries = []
-        for i, row in enumerate(doc.get("traces", [])):
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise TraceValidationError(f"trace entry {i + 1} is {type(row).__name__}, not an object", file=where,
+                                           fix="each entry is an object with name, file, split, meta")
             try:
+                meta = row["meta"]
+                if not isinstance(meta, dict):
+                    raise TraceValidationError(f"trace entry {i + 1}: meta is {type(meta).__name__}, not an object",
+                                               file=where, fix="give the trace's metadata as an object")
+                for key in ("name", "split"):
+                    if not isinstance(row[key], str):
+                        raise TraceValidationError(f"trace entry {i + 1}: {key} is {row[key]!r}, not a string",
+                                                   file=where, fix=f"give the trace's {key} as a string")
                 entries.append(TraceEntry(
-                    name=row["name"], file=row["file"], split=row["split"],
-                    meta=TraceMeta.from_dict(row["meta"], file=f"{mpath} trace {i + 1}"),
+                    name=row["name"], file=check_member_path(row["file"], where=where, entry=i + 1),
+                    split=row["split"],
+                    meta=TraceMeta.from_dict(meta, file=f"{mpath} trace {i + 1}"),
                     n_rows=int(row.get("n_rows", 0)), duration_s=float(row.get("duration_s", 0.0)),
                     supply_energy_j=float(row.get("supply_energy_j", 0.0)),
                     demand_tokens=float(row.get("demand_tokens", 0.0)),
                 ))
             except KeyError as exc:
-                raise TraceValidationError(f"trace entry {i + 1} lacks {exc}", file=str(mpath),
+                raise TraceValidationError(f"trace entry {i + 1} lacks {exc}", file=where,
                                            fix="each entry needs name, file, split, meta") from None
-        return cls(entries, root=root, name=doc.get("name", root.name),
-                   description=doc.get("description", ""), info=doc.get("info", {}))
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, TraceValidationError):
+                    raise
+                raise TraceValidationError(f"trace entry {i + 1} is malformed ({exc})", file=where,
+                                           fix="repair or regenerate the manifest") from None
+        info = doc.get("info", {})
+        return cls(entries, root=root, name=str(doc.get("name", root.name)),
+                   description=str(doc.get("description", "")), info=info if isinstance(info, dict) else {})
 
-    def save(self, directory: str | os.PathLike[str], *, clean: bool = True) -> Path:
-        """Writes every trace CSV and ``manifest.json`` (byte-deterministic).
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        write: Iterable[str] | None = None,
+        update_manifest: bool = False,
+    ) -> Path:
+        """Writes the trace CSVs and ``manifest.json`` (byte-deterministic, each file atomically).
+
+        Never deletes anything: files in the folder that this set does not write are left alone.
+        Every trace is validated and every target checked before the first file is written.
 
         Args:
             directory: Target folder (created).
-            clean: Remove other ``*.csv``/``*.csv.gz`` files already in the folder.
+            force: Replace files that already exist (a command's ``--force``). Without it an existing
+                target raises :class:`runtime.safeio.ExistsError` and nothing is written.
+            write: Write only these traces' CSVs (default all); the manifest lists every entry.
+            update_manifest: The caller merged the existing manifest into this set, so replacing
+                ``manifest.json`` is intended even without ``force`` (``traces.import`` into a set).
 
         Returns:
             The folder.
         """
         root = Path(directory)
+        if root.exists() and not root.is_dir():
+            raise ExistsError(f"{root}: exists and is not a folder; choose a folder for the trace set")
+        names = set(self.names if write is None else write)
+        todo = [e for e in self.entries if e.name in names]
+        where = str(root / MANIFEST)
+        for e in todo:
+            check_member_path(e.file, where=where)
+        if not force:
+            clash = [e.file for e in todo if (root / e.file).exists()]
+            if (root / MANIFEST).exists() and not update_manifest:
+                clash.append(MANIFEST)
+            if clash:
+                raise ExistsError(
+                    f"{root}: {len(clash)} file(s) this command would write already exist "
+                    f"({', '.join(clash[:5])}{', ...' if len(clash) > 5 else ''}); "
+                    "choose another folder or pass --force to replace them (other files are never touched)"
+                )
+        traces = [(self.get(e.name), e) for e in todo]
+        for t, e in traces:  # validate all first: no half-written set because trace 30 was bad
+            t.validate(file=e.file)
         root.mkdir(parents=True, exist_ok=True)
-        wanted = {e.file for e in self.entries}
-        if clean:
-            for p in list(root.glob("*.csv")) + list(root.glob("*.csv.gz")):
-                if p.name not in wanted:
-                    p.unlink()
-        for e in self.entries:
-            save_trace(self.get(e.name), root / e.file)
-        (root / MANIFEST).write_text(self.manifest_json(), encoding="utf-8")
+        for t, e in traces:
+            save_trace(t, root / e.file, validate=False)
+        atomic_write_text(root / MANIFEST, self.manifest_json())
         self.root = root
         return root
 

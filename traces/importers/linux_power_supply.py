@@ -27,6 +27,10 @@ size. Derivation:
   seeded :func:`traces.demand.chat_sessions` (seed from the file name, in meta),
   ``bandwidth_mbps`` = 50 (nominal Wi-Fi; ``build_real`` attaches measured traces).
 * Gaps longer than ``max_gap_s`` (suspend, power-off) split the log into segments: one trace each.
+* Impossible raw values are **rejected** (:class:`ImportFormatError` naming the file, line, column,
+  value and fix), never silently imported: a negative energy, or an energy above
+  ``1.5 x`` the full capacity (``energy_full``/``design``; without one, above 500 Wh). One
+  ``energy_now=1e30`` row would otherwise become a 1e25 W base load, and ``-5`` a 2400 W spike.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ from traces.schema import Trace, TraceMeta, make_trace
 
 INDOOR_AMBIENT_C = 22.0
 NOMINAL_WIFI_MBPS = 50.0
+#: A logged energy above this multiple of the full capacity is a glitch (worn-battery slack included).
+MAX_ENERGY_OVER_FULL = 1.5
+#: Without a logged full capacity: no laptop battery holds more than this, Wh.
+MAX_BATTERY_WH = 500.0
 _PLUGGED_WORDS = {"charging": 1.0, "full": 1.0, "not charging": 1.0, "discharging": 0.0}
 
 
@@ -104,7 +112,7 @@ def import_linux_power_supply(
 
 def _columns(f: Path) -> dict[str, np.ndarray | list[str]]:
     tab = read_table(f)
-    cols: dict[str, np.ndarray | list[str]] = {}
+    cols: dict[str, np.ndarray | list[str]] = {"_line": np.array(tab.line_nos, dtype=np.int64)}
     if tab.header:
         h = [c.lower().replace("power_supply_", "") for c in tab.header]
         names = {
@@ -147,6 +155,26 @@ def _columns(f: Path) -> dict[str, np.ndarray | list[str]]:
     return cols
 
 
+def _reject_impossible(f: Path, line_nos: np.ndarray, column: str, raw: np.ndarray, energy_wh: np.ndarray,
+                       full_wh: float | None) -> None:
+    """Raises on the first negative or above-capacity energy (file, line, column, value, fix)."""
+    if full_wh is not None and not (math.isfinite(full_wh) and 0 < full_wh <= MAX_BATTERY_WH):
+        raise ImportFormatError(f"{f.name}: full capacity {full_wh:g} Wh is impossible for a laptop battery; "
+                                f"fix: check the energy_full / energy_full_design columns (uWh)")
+    limit = MAX_ENERGY_OVER_FULL * full_wh if full_wh else MAX_BATTERY_WH
+    with np.errstate(invalid="ignore"):
+        bad = (raw < 0) | (energy_wh < 0) | (energy_wh > limit)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = ("is negative" if raw[i] < 0 or energy_wh[i] < 0 else
+                f"is {energy_wh[i]:.4g} Wh, above {limit:g} Wh ("
+                + (f"{MAX_ENERGY_OVER_FULL:g} x the {full_wh:g} Wh full capacity)" if full_wh else
+                   "no laptop battery holds more)"))
+        raise ImportFormatError(
+            f"{f.name} line {int(line_nos[i])}: {column} {raw[i]:g} {what}; "
+            f"fix: delete or repair that row (a logger glitch), or check the unit (sysfs logs uWh)")
+
+
 def _import_one(f: Path, *, max_gap_s: float, min_duration_s: float, smooth_samples: int,
                 device_kind: str, license: str, unit: str | None, seed: int | None) -> list[Trace]:
     cols = _columns(f)
@@ -165,14 +193,19 @@ def _import_one(f: Path, *, max_gap_s: float, min_duration_s: float, smooth_samp
     e_full = _to_wh(num("energy_full"))
     e_design = _to_wh(num("energy_full_design"))
     energy = _to_wh(num("energy_now"))
+    source_col, raw_energy = "energy_now", num("energy_now")
     volt_v = num("voltage_now") / 1e6
     if not np.isfinite(energy).any() and np.isfinite(num("charge_now")).any():
         energy = num("charge_now") / 1e6 * volt_v  # uAh x V = uWh/1e6 -> Wh
         e_full = num("charge_full") / 1e6 * volt_v
         e_design = num("charge_full_design") / 1e6 * volt_v
+        source_col, raw_energy = "charge_now", num("charge_now")
     cap_candidates = [x for x in (e_full, e_design) if np.isfinite(x).any()]
     if not np.isfinite(energy).any() and np.isfinite(num("capacity")).any() and cap_candidates:
         energy = num("capacity") / 100.0 * np.nanmedian(cap_candidates[0])
+        source_col, raw_energy = "capacity", num("capacity")
+    _reject_impossible(f, cols["_line"], source_col, raw_energy, energy,  # type: ignore[arg-type]
+                       float(np.nanmedian(cap_candidates[0])) if cap_candidates else None)
     if not np.isfinite(energy).any():
         raise ImportFormatError(f"{f.name}: no energy_now / charge_now / capacity values; fix: log "
                                 "energy_now (uWh) from /sys/class/power_supply/BAT0")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.safeio import atomic_write_text
 from traces.importers._common import find_column, list_files, read_table, stem_of, to_float
 
 TABLE_SCHEMA = "wattwise-radio-energy/1"
@@ -159,10 +160,9 @@ def import_5g_power(path: str | Path | Sequence[Path], *, min_samples: int = 30)
 
 
 def save_energy_table(table: dict[str, Any], path: str | Path) -> Path:
-    """Writes the table as stable JSON."""
+    """Writes the table as stable JSON, atomically (callers check ``--force`` first)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
     return path
 
 
