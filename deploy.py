@@ -64,14 +64,10 @@ def _is_sha256(x: Any) -> bool:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file (hashlib only: callable before torch or the model is imported)."""
-    import hashlib
+    """SHA-256 of a file (``runtime.safeio.file_sha256``)."""
+    from runtime.safeio import file_sha256 as sha
 
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha(path)
 
 
 def _resolve_profile(path: str | None) -> Path:

@@ -60,11 +60,14 @@ class Demonstrations:
             self.seconds + other.seconds)
 
     def save(self, path, expert: str) -> None:
-        """Plain arrays (``np.load(..., allow_pickle=False)`` reads them back)."""
-        np.savez_compressed(path, obs=self.obs, masks=self.masks, labels=self.labels, rewards=self.rewards,
-                            episode_ends=np.asarray(self.episode_ends, np.int64),
-                            expert_return=np.float64(self.expert_return), seconds=np.float64(self.seconds),
-                            expert=np.str_(expert))
+        """Plain arrays (``np.load(..., allow_pickle=False)`` reads them back), written atomically."""
+        from runtime.safeio import atomic_writer
+
+        with atomic_writer(path, "wb") as fh:
+            np.savez_compressed(fh, obs=self.obs, masks=self.masks, labels=self.labels, rewards=self.rewards,
+                                episode_ends=np.asarray(self.episode_ends, np.int64),
+                                expert_return=np.float64(self.expert_return), seconds=np.float64(self.seconds),
+                                expert=np.str_(expert))
 
     @classmethod
     def load(cls, path, expert: str | None = None, obs_dim: int | None = None,

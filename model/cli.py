@@ -52,7 +52,18 @@ def _build(cls, values: dict, prefix: str = ""):
             kw[f.name] = _build(type(default), values, f"{name}.")
         else:
             kw[f.name] = values[name]
-    return cls(**kw)
+    try:
+        return cls(**kw)
+    except ValueError as exc:
+        if not prefix:
+            raise
+        # a nested dataclass validates itself with its own field names: say them as the flags
+        import re
+
+        msg = str(exc)
+        for f in sorted(dataclasses.fields(cls), key=lambda f: -len(f.name)):
+            msg = re.sub(rf"(?<![\w.-]){re.escape(f.name)}\b", "--" + (prefix + f.name).replace("_", "-"), msg)
+        raise ValueError(msg) from None
 
 
 def parse_dataclass_args(cls, argv: list[str] | None = None, description: str | None = None):

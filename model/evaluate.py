@@ -24,7 +24,6 @@ The item sets are deterministic (seeded) so every configuration sees the same it
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -38,6 +37,7 @@ from tqdm import tqdm
 
 from model.cli import nonneg_int, positive_int
 from model.data import load_corpus
+from runtime.safeio import file_sha256  # noqa: F401 - re-exported: train.py imports it from here
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quality.json"
 
@@ -192,12 +192,6 @@ def _is_letter(t: torch.Tensor) -> torch.Tensor:
     return ((t >= 65) & (t <= 90)) | ((t >= 97) & (t <= 122))
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def evaluate(m, mc_items: int = 1000, windows: int = 128, coverage_items: int = 100,

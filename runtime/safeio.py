@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import IO
 
 __all__ = ["ExistsError", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "exclusive_dir",
-           "refuse_existing"]
+           "file_sha256", "refuse_existing"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (hashlib only: callable before torch is imported)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class ExistsError(FileExistsError):
