@@ -24,6 +24,12 @@ EMERGENCY is left only with hysteresis (``temp_hyst_c``, ``soc_hyst``) after ``e
 
 Every decision is recorded (time, state, observation summary, policy action, final action,
 override reason, sensor flags) in a buffer that :class:`Telemetry` writes as JSONL.
+
+Online correction (``runtime.correction``): measurements given to :meth:`RuntimeManager.observe_measurement`
+(decode latency, model power of the running configuration) keep measured/predicted ratios; at most
+every ``correction_every_decisions`` decisions the shield's feasibility rules get the corrected
+energy per token and the predicted latency (used when ``latency_over_slo`` is None) the corrected
+decode time. The hard limits and the safe configuration never change.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.observation import ObsLayout, model_layout, scalar_head_values
@@ -111,6 +118,11 @@ class ManagerConfig:
         capacity_wh: Battery capacity (stored energy = SoC × capacity) when nothing better is known.
         charger_w: Supply power assumed while plugged when no sensor measures it.
         horizon_s: Planning horizon without a deadline (affordable power = energy / time left).
+        correction_every_decisions: Decisions between two applications of the online correction to
+            the shield and the predicted latency (only when new measurements came in).
+        correction_event_decisions: Decisions between two ``correction`` telemetry events (at most).
+        correction_loosens_shield: Let a measured energy per token *below* the profile's loosen the
+            feasibility masks (default False: the shield uses max(corrected, profile)).
 
     The SLO, the backlog cap, the budget grace and the look-ahead are the environment's
     (``runtime.dynamics.EnvParams``, stored in the policy file): :attr:`RuntimeManager.params`.
@@ -127,6 +139,9 @@ class ManagerConfig:
     capacity_wh: float = 15.0
     charger_w: float = 20.0
     horizon_s: float = 7200.0
+    correction_every_decisions: int = 200  # an update costs ~0.2 ms: keep it under 1 % of decisions (p99)
+    correction_event_decisions: int = 1000
+    correction_loosens_shield: bool = False
 
 
 @dataclass
@@ -273,6 +288,7 @@ class RuntimeManager:
             self.policy: NumpyPolicy | None = NumpyPolicy(policy)
             self.layout: ObsLayout = policy.layout
             reserve = reserve_limit(self.cfg.reserve_soc, self.params.reserve_soc)
+            self.correction: OnlineCorrection | None = OnlineCorrection.from_policy(policy)
         else:
             fb = fallback or FallbackSpec(["safe"], [1.0])
             dev = device if device is not None else (device_limits(device_kind) if device_kind else fb.device)
@@ -282,6 +298,7 @@ class RuntimeManager:
             self.features = [(1.0,) * self.layout.n_config] * len(names)
             self.policy = None
             reserve = fb.reserve_soc if self.cfg.reserve_soc is None else self.cfg.reserve_soc
+            self.correction = None
         self.lookahead = self.layout.lookahead
         self.device = dev if isinstance(dev, DeviceConstants) else DeviceConstants.from_dict(dev)
         self.names = list(names)
@@ -295,7 +312,7 @@ class RuntimeManager:
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
         self.backlog_frac = 0.0
-        self.latency_over_slo = 0.0
+        self.latency_over_slo: float | None = None  # None: predicted (corrected decode time + backlog)
         self.budget_w = math.nan
         self.deadline_left_s = math.nan
         self.horizon_left_s: float | None = None
@@ -320,6 +337,12 @@ class RuntimeManager:
         self.transitions: list[tuple[float, str, str, str]] = []
         self.last_policy_action = -1
         self.last_reason = Reason.NONE
+        # online correction: corrected decode ms per configuration (the profile's until measured)
+        self._profile_ept = self.shield.ept.copy()
+        self._dec_ms = self.correction.decode_ms.copy() if self.correction is not None else None
+        self._corr_pending = False
+        self._corr_next = 0
+        self._corr_event_next = 0
         if self.policy is None:
             self._go(State.FALLBACK, "policy_bad", -math.inf, policy_error or "no policy")
 
@@ -351,6 +374,11 @@ class RuntimeManager:
                                  f"{len(self.names)} / {self.layout.dim} (another configuration space or look-ahead)")
             return False
         self.pf, self.policy, self.params = pf, NumpyPolicy(pf), pf.params
+        fresh = OnlineCorrection.from_policy(pf)
+        c = self.correction
+        if c is None or not (np.array_equal(c.decode_ms, fresh.decode_ms) and np.array_equal(c.power_w, fresh.power_w)
+                             and np.array_equal(c.ept_j, fresh.ept_j)):
+            self.correction, self._dec_ms = fresh, fresh.decode_ms.copy()  # another profile: start over
         self.features = [tuple(float(x) for x in row) for row in pf.config_features]
         self.policy_error = None
         if self.state == State.FALLBACK:
@@ -369,6 +397,71 @@ class RuntimeManager:
             if k not in self._WORKLOAD:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
+
+    def observe_measurement(self, latency_ms: float | None = None, power_w: float | None = None,
+                            config: int | None = None) -> bool:
+        """A measurement of the configuration that ran (default: the current one) for the online
+        correction: ``latency_ms`` the decode latency per token (ms), ``power_w`` the model's own
+        power (W: the device's power less idle and other load). Cheap (no array work); the shield
+        and the predicted latency take it up at the next correction point. Returns whether it was used."""
+        c = self.correction
+        if c is None:
+            return False
+        i = self.current if config is None else config
+        n0 = (c.lat[i].n, c.pow[i].n, c.lat_all.n, c.pow_all.n)
+        used = c.observe(i, latency_ms, power_w)
+        if used:
+            self._corr_pending = True
+            n1 = (c.lat[i].n, c.pow[i].n, c.lat_all.n, c.pow_all.n)
+            if any(a < MIN_SAMPLES <= b for a, b in zip(n0, n1)):
+                self._corr_next = 0  # a ratio just became trusted: take it up at the next decision
+        return used
+
+    def _apply_correction(self, now_s: float) -> None:
+        """The corrected energy per token to the shield's feasibility rules, the corrected decode
+        time to the predicted latency; a telemetry event at most every ``correction_event_decisions``."""
+        c = self.correction
+        self._corr_pending = False
+        self._corr_next = self.decisions + max(1, self.cfg.correction_every_decisions)
+        ept = c.corrected_ept_j()
+        if not self.cfg.correction_loosens_shield:
+            ept = np.maximum(ept, self._profile_ept)
+        self.shield.set_energy_per_token(ept)
+        self._dec_ms = c.corrected_decode_ms()
+        if self.decisions >= self._corr_event_next:
+            self._corr_event_next = self.decisions + max(1, self.cfg.correction_event_decisions)
+            self._correction_event(now_s)
+
+    def _correction_event(self, now_s: float | None) -> None:
+        if self.correction is not None and self.correction.samples:
+            self.telemetry.event(event="correction", t_s=now_s if now_s is not None and math.isfinite(now_s) else None,
+                                 decisions=self.decisions, **self.correction.state())
+
+    def predicted_latency_ms(self) -> float:
+        """The latency the observation uses when ``latency_over_slo`` is None: as the environment
+        computes it (decode time + queueing of the backlog), with the corrected decode time."""
+        if self._dec_ms is None:
+            return 0.0
+        dec = float(self._dec_ms[self.current])
+        return dec * (1.0 + self.backlog_frac * self.params.backlog_cap_tokens)
+
+    def save_calibrated_profile(self, base_profile_path: str | Path, out_path: str | Path,
+                                force: bool = False) -> Path:
+        """Writes the profile at ``base_profile_path`` calibrated by the online correction
+        (``OnlineCorrection.to_profile``) to ``out_path``, atomically; an existing ``out_path`` is
+        refused (``runtime.safeio.ExistsError``) unless ``force``."""
+        from runtime.safeio import atomic_write_text, file_sha256, refuse_existing
+
+        if self.correction is None:
+            raise RuntimeError("no policy loaded: nothing to calibrate")
+        out = refuse_existing(out_path, force, "calibrated profile")
+        with open(base_profile_path, encoding="utf-8") as fh:
+            base = json.load(fh)
+        span = (self._last_t - self._t0) if self._t0 is not None and self._last_t is not None else 0.0
+        prof = self.correction.to_profile(base, self.decisions, file_sha256(base_profile_path), str(base_profile_path),
+                                          span)
+        atomic_write_text(out, json.dumps(prof, indent=1, sort_keys=False) + "\n")
+        return out
 
     # ---- the state machine ------------------------------------------------------------------------
     def _go(self, to: State, event: str, now_s: float, cause: str) -> None:
@@ -452,12 +545,15 @@ class RuntimeManager:
             budget_left = budget * (now_s - self._t0 + self.params.budget_grace_s) - self._energy_used_j
         else:
             budget_left = 0.0
+        lat = self.latency_over_slo
+        if lat is None:
+            lat = self.predicted_latency_ms() / self.params.slo_ms
         stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
         horizon = self.horizon_left_s if self.horizon_left_s is not None else \
             self.cfg.horizon_s - (now_s - self._t0)
         head = scalar_head_values(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
                                   self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
-                                  self.latency_over_slo, v[BANDWIDTH])
+                                  lat, v[BANDWIDTH])
         # a new array each decision: building one is cheaper than filling a kept buffer from a list
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
         return supply, base_w
@@ -497,6 +593,8 @@ class RuntimeManager:
         if tel.fh is not None:
             tel.record((now_s, int(st), soc, temp, plugged, power, self.demand_tps, a_pol, final, int(reason),
                         self.hub.flags))
+        if self._corr_pending and self.decisions >= self._corr_next:
+            self._apply_correction(now_s)
 
     # ---- reporting ------------------------------------------------------------------------------
     @staticmethod
@@ -512,7 +610,11 @@ class RuntimeManager:
             "transitions": len(self.transitions), "policy_error": self.policy_error,
             "sensor_failures": dict(self.hub.failures),
             "policy_sha256": self.pf.sha256 if self.pf is not None else None,
+            "correction": self.correction.state() if self.correction is not None and self.correction.samples else None,
         }
 
     def close(self) -> None:
+        """Writes the final ``correction`` event (if anything was measured) and closes the telemetry."""
+        if self.telemetry.fh is not None:
+            self._correction_event(self._last_t)
         self.telemetry.close()

@@ -163,6 +163,13 @@ class Shield:
         self.ceiling_c = params.ceiling_c
         self.reserve = params.reserve_soc
 
+    def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
+        """Replaces the feasibility rules' energy per token (the runtime's online correction).
+        The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
+        token, which EMERGENCY and FALLBACK run) do not change."""
+        self.rules = Feasibility(energy_j_per_token)
+        self.ept = self.rules.ept
+
     def hard_limit(self, temp_c: float, soc: float, plugged: float, unknown: bool) -> Reason:
         """Which hard limit holds now (``Reason.NONE`` if none)."""
         if unknown:
