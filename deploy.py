@@ -386,6 +386,7 @@ class RunSession:
         except (OSError, ValueError) as exc:  # model.CheckpointError is a ValueError
             file_error("run", f"--checkpoint {self.checkpoint}: cannot load it ({exc})")
         self._load_policy()
+        self._check_host()
         self.model_cfgs = model_configs(self.m, self.space)
         self._init_counters()
         self._open_sensors()
@@ -439,6 +440,25 @@ class RunSession:
         if not self.args.allow_checkpoint_change:
             file_error("run", msg + "; pass --allow-checkpoint-change to run anyway")
         print(f"[deploy] warning: {msg}; running anyway (--allow-checkpoint-change)", file=sys.stderr)
+
+    def _check_host(self) -> None:
+        """One stderr warning line when the policy's profile was measured on another host (its
+        ``machine.fingerprint``, ``model.profile.host_check_warning``); warning only, nothing changes."""
+        if self.pf is None:
+            return
+        path = (self.pf.meta.get("profile") or {}).get("path")
+        if not path or not Path(path).exists():
+            print(f"[deploy] host check skipped: the policy's profile {path!r} is not on this machine", file=sys.stderr)
+            return
+        try:
+            from model.profile import host_check_warning
+
+            w = host_check_warning(json.loads(Path(path).read_text()), self.args.threads, str(path))
+        except (OSError, ValueError) as exc:
+            print(f"[deploy] host check skipped: cannot read {path} ({exc})", file=sys.stderr)
+            return
+        if w:
+            print(f"[deploy] {w}", file=sys.stderr)
 
     def _init_counters(self) -> None:
         """Run state: the active configuration, the rates the model's power is computed from, the totals."""

@@ -12,13 +12,21 @@ configuration, predicted versus measured decode latency per token and the error 
 (``--force`` replaces an existing report). The profile must describe the loaded model: its
 configurations must be the model's, and its ``model.checkpoint_sha256`` the checkpoint's
 (``--allow-checkpoint-change`` accepts another valid checkpoint on purpose).
+
+``--calibrated P`` also scores a calibrated profile (``python -m model.profile --calibrate``) against the same
+measurements: the report gives both profiles' errors side by side. Before measuring, the host is compared with
+the profile's ``machine.fingerprint`` (``model.profile.host_check_warning``): a profile from another host (or
+one without a fingerprint) gets one warning line on stderr naming the calibrate command.
+Each run adds a dated section at the top of the report; earlier sections are kept below it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -129,8 +137,16 @@ def check_profile_matches_model(data: dict, model, allow_checkpoint_change: bool
                          "model.profile), or accept the change with --allow-checkpoint-change")
 
 
-def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats: int = 3) -> list[dict]:
-    """Predicted vs measured decode latency per configuration (median over every token)."""
+def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats: int = 3,
+                calibrated: dict | None = None) -> list[dict]:
+    """Predicted vs measured decode latency per configuration (median over every token).
+
+    With ``calibrated`` (a calibrated profile's dict with the same configurations), each row also has
+    ``calibrated_predicted_ms_per_token``, ``calibrated_error_pct`` and the record's ``calibrated_source``.
+    """
+    cal = {r["name"]: r for r in calibrated["configs"]} if calibrated is not None else None
+    if cal is not None and set(cal) != set(env.costs.names):
+        raise ValueError("the calibrated profile's configurations differ from the profile's")
     rows = []
     env.reset(seed=0)
     for a, name in enumerate(env.costs.names):
@@ -140,26 +156,72 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
         for _ in range(repeats):
             lat.extend(env._generate(tokens_per_config))
         pred, meas = float(env.costs.decode_ms[a]), float(statistics.median(lat))
-        rows.append({"name": name, "predicted_ms_per_token": pred, "measured_ms_per_token": meas,
-                     "error_pct": 100.0 * (pred - meas) / meas})
+        row = {"name": name, "predicted_ms_per_token": pred, "measured_ms_per_token": meas,
+               "error_pct": 100.0 * (pred - meas) / meas}
+        if cal is not None:
+            cp = float(cal[name]["decode_ms_per_token_median"])
+            row.update({"calibrated_predicted_ms_per_token": cp, "calibrated_error_pct": 100.0 * (cp - meas) / meas,
+                        "calibrated_source": cal[name].get("source", "measured")})
+        rows.append(row)
     return rows
 
 
-def write_report(rows: list[dict], path: Path, meta: dict) -> None:
+_TITLE = "# Sim-to-real: predicted vs measured decode latency"
+
+
+def _summary(errs: np.ndarray) -> str:
+    return f"mean |error| {errs.mean():.1f} %, median {np.median(errs):.1f} %, max {errs.max():.1f} %"
+
+
+def write_report(rows: list[dict], path: Path, meta: dict, keep_earlier: bool = True) -> None:
+    """Writes the report: a dated section for this run at the top; with ``keep_earlier`` the sections of an
+    existing report at ``path`` follow it (a report from before sections were dated becomes one section)."""
     errs = np.array([abs(r["error_pct"]) for r in rows])
+    has_cal = "calibrated_error_pct" in rows[0] if rows else False
+    fp = meta.get("host_fingerprint")
+    host = (f"host {fp['cpu_model']}, {fp['cores_logical']} logical cores, torch {fp['torch_version']}, "
+            f"bench_score_us {fp['bench_score_us']}" if fp else "host not recorded")
     lines = [
-        "# Sim-to-real: predicted vs measured decode latency", "",
-        f"Profile: `{meta['profile']}`; measured by `python -m envs.live` on {meta['date']} "
-        f"({meta['threads']} torch thread(s), {meta['tokens']} tokens × {meta['repeats']} repeats per configuration, "
-        "KV cache filled with a 64-token context).", "",
-        f"Mean |error| {errs.mean():.1f} %, median {np.median(errs):.1f} %, max {errs.max():.1f} %.", "",
-        "| configuration | predicted ms/token | measured ms/token | error % |", "|---|---|---|---|",
+        _TITLE, "",
+        f"## {meta['date']}: `{meta['profile']}`" + (f" vs calibrated `{meta['calibrated']}`" if has_cal else ""), "",
+        f"Measured by `python -m envs.live` on {meta['date']} ({host}; {meta['threads']} torch thread(s), "
+        f"{meta['tokens']} tokens × {meta['repeats']} repeats per configuration, KV cache filled with a 64-token "
+        "context).", "",
+        f"Profile `{meta['profile']}`: {_summary(errs)}.",
     ]
-    lines += [f"| {r['name']} | {r['predicted_ms_per_token']:.3f} | {r['measured_ms_per_token']:.3f} | "
-              f"{r['error_pct']:+.1f} |" for r in rows]
+    if has_cal:
+        cerrs = np.array([abs(r["calibrated_error_pct"]) for r in rows])
+        perrs = np.array([abs(r["calibrated_error_pct"]) for r in rows if r["calibrated_source"] == "predicted"])
+        lines.append(f"Calibrated `{meta['calibrated']}`: {_summary(cerrs)}"
+                     + (f"; its predicted configurations only: {_summary(perrs)}" if perrs.size else "") + ".")
+        lines += ["", "| configuration | measured ms/token | base predicted | base error % | calibrated predicted | "
+                  "calibrated error % | calibrated source |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['measured_ms_per_token']:.3f} | {r['predicted_ms_per_token']:.3f} | "
+                  f"{r['error_pct']:+.1f} | {r['calibrated_predicted_ms_per_token']:.3f} | "
+                  f"{r['calibrated_error_pct']:+.1f} | {r['calibrated_source']} |" for r in rows]
+    else:
+        lines += ["", "| configuration | predicted ms/token | measured ms/token | error % |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['predicted_ms_per_token']:.3f} | {r['measured_ms_per_token']:.3f} | "
+                  f"{r['error_pct']:+.1f} |" for r in rows]
+    earlier = _earlier_sections(path) if keep_earlier else ""
     from runtime.safeio import atomic_write_text
 
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n" + (("\n" + earlier) if earlier else ""))
+
+
+def _earlier_sections(path: Path) -> str:
+    """The sections of an existing report (without its title); an undated legacy report becomes one section."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    body = text.split("\n", 1)[1].lstrip("\n") if text.startswith(_TITLE) else text
+    if body and not body.startswith("## "):
+        import re
+
+        d = re.search(r"on (\d{4}-\d{2}-\d{2})", body)
+        body = f"## {d.group(1) if d else 'earlier'}: earlier figures\n\n" + body
+    return body.rstrip("\n") + "\n" if body.strip() else ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the committed one)")
     p.add_argument("--allow-checkpoint-change", action="store_true",
                    help="accept a checkpoint whose sha256 differs from the profile's model.checkpoint_sha256")
+    p.add_argument("--calibrated", default=None, metavar="P",
+                   help="also score this calibrated profile (python -m model.profile --calibrate) on the same run")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (match the profile's; >= 1)")
     p.add_argument("--tokens", type=positive_int, default=64, help="tokens per repeat per configuration (>= 1)")
     p.add_argument("--repeats", type=positive_int, default=3, help="repeats per configuration (>= 1)")
@@ -196,17 +260,36 @@ def main(argv: list[str] | None = None) -> None:
         m = M.load(a.checkpoint or M.DEFAULT_CHECKPOINT, expect_sha256=_profile_checkpoint_sha(prof),
                    allow_mismatch=a.allow_checkpoint_change)
         env = LiveMicroLLMPowerEnv(model=m, profile=prof, allow_checkpoint_change=a.allow_checkpoint_change)
+        cal = profile_data(a.calibrated) if a.calibrated else None
+        if cal is not None:
+            check_profile_matches_model(cal, m, a.allow_checkpoint_change)
     except (ProfileError, FileNotFoundError, ValueError) as exc:  # CheckpointError is a ValueError
         raise SystemExit(f"python -m envs.live: {exc}") from None
+    from model.profile import host_check_warning, host_fingerprint
+
+    fp = host_fingerprint(a.threads)
+    for label, data in ((a.profile or "profiles/reference-cpu.json", prof), (a.calibrated, cal)):
+        if data is not None:
+            w = host_check_warning(data, a.threads, label, current=fp)
+            if w:
+                print(f"[envs.live] {w}", file=sys.stderr)
     max_tokens = m.config.block_size - env.context_tokens - 4
     if a.tokens > max_tokens:
         p.error(f"argument --tokens: {a.tokens} is out of range; allowed: [1, {max_tokens}] (the model's context)")
-    rows = sim_to_real(env, a.tokens, a.repeats)
+    rows = sim_to_real(env, a.tokens, a.repeats, calibrated=cal)
     meta = {"profile": a.profile or "profiles/reference-cpu.json", "threads": a.threads, "tokens": a.tokens,
             "repeats": a.repeats, "date": time.strftime("%Y-%m-%d"),
-            "checkpoint_sha256": getattr(m, "checkpoint_sha256", None)}
+            "checkpoint_sha256": getattr(m, "checkpoint_sha256", None), "calibrated": a.calibrated,
+            "host_fingerprint": fp, "load_avg_1min": os.getloadavg()[0]}
     write_report(rows, out, meta)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    earlier = []  # keep earlier runs' figures (dated by their meta) in the JSON too
+    try:
+        prev = json.loads(out.with_suffix(".json").read_text())
+        earlier = prev.get("earlier", []) + [{"meta": prev["meta"], "rows": prev["rows"]}]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows, "earlier": earlier},
+                                                           indent=1))
     print(out.read_text())
 
 

@@ -18,6 +18,13 @@ Per configuration (after warming every configuration once):
   reloading the checkpoint — the figures the environment charges for a switch.
 
 A run over the 48 configurations of the committed model takes about 2 minutes here.
+
+**Calibration** (``python -m model.profile --calibrate BASE.json --out my-device.json [--budget-s 60]``):
+instead of measuring all configurations, measure a few per precision (the smallest, the largest and the
+middle one in log active parameters: the points that pin a power law's level and slope), fit per precision
+how this host differs from the base profile, and predict the rest (:func:`calibrate`; docs/profiles.md,
+"Calibrating a profile to this host"). Every new profile carries a host fingerprint
+(:func:`host_fingerprint`) that ``envs.live`` and ``deploy.py run`` compare with the host they run on.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,11 +44,20 @@ import torch
 from tqdm import tqdm
 
 import model as M
-from model.cli import nonneg_float, positive_int
+from model.cli import nonneg_float, positive_float, positive_int
 from model.energy_model import ModelledCpuEnergy, best_available_meter, probe_meters
 from model.evaluate import DEFAULT_OUT as DEFAULT_QUALITY
 from model.evaluate import file_sha256
-from model.profile_schema import SCHEMA, SCHEMA_VERSION, machine_info, save_profile, utc_now_iso
+from model.profile_schema import (
+    FINGERPRINT_BENCH_TOLERANCE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    compare_fingerprints,
+    load_profile,
+    machine_info,
+    save_profile,
+    utc_now_iso,
+)
 from runtime.safeio import refuse_existing
 
 PROMPT_TOKENS = 64  # context before decode timing starts
@@ -223,7 +241,7 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
         "created_utc": utc_now_iso(),
-        "machine": machine_info(threads, str(torch.__version__)),
+        "machine": {**machine_info(threads, str(torch.__version__)), "fingerprint": host_fingerprint(threads)},
         "device": {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
         "model": {"checkpoint_sha256": _checkpoint_sha(m) if ckpt else "unsaved",
                   "n_params": sum(p.numel() for p in m.parameters()),
@@ -245,6 +263,378 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
     }
 
 
+# ---- host fingerprint ------------------------------------------------------------------------
+
+#: The micro-benchmark of the fingerprint: one token through a 256 -> 768 float32 matmul (the
+#: shape of the committed model's qkv projection), median of BENCH_BATCHES batches of BENCH_INNER.
+BENCH_BATCHES, BENCH_INNER = 41, 25
+
+
+def bench_score_us(threads: int | None = None) -> float:
+    """Median time (µs) of a 1×256 @ 256×768 float32 matmul: a short (< 0.1 s), deterministic-input
+    micro-benchmark of this host's CPU speed at ``threads`` torch threads (restored afterwards)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        x = torch.linspace(-1.0, 1.0, 256).reshape(1, 256)
+        w = torch.linspace(-1.0, 1.0, 256 * 768).reshape(256, 768)
+        with torch.inference_mode():
+            for _ in range(50):
+                x @ w
+            batches = []
+            for _ in range(BENCH_BATCHES):
+                t0 = time.perf_counter()
+                for _ in range(BENCH_INNER):
+                    x @ w
+                batches.append((time.perf_counter() - t0) / BENCH_INNER * 1e6)
+        return float(statistics.median(batches))
+    finally:
+        torch.set_num_threads(old)
+
+
+def host_fingerprint(threads: int) -> dict:
+    """This host as a profile's ``machine.fingerprint``: cpu_model, cores_logical, torch_version, threads and
+    ``bench_score_us`` (:func:`bench_score_us`)."""
+    info = machine_info(threads, str(torch.__version__))
+    return {"cpu_model": info["cpu_model"], "cores_logical": info["cores_logical"],
+            "torch_version": info["torch_version"], "threads": int(threads),
+            "bench_score_us": round(bench_score_us(threads), 3)}
+
+
+_WARNED: set[str] = set()
+
+
+def host_check_warning(data: dict, threads: int, label: str, current: dict | None = None,
+                       tolerance: float = FINGERPRINT_BENCH_TOLERANCE) -> str | None:
+    """One warning line when profile ``data`` was measured on another host than this one (CPU model,
+    logical cores, torch version or threads differ, or ``bench_score_us`` by more than ``tolerance``), or
+    when it has no fingerprint (once per ``label``); ``None`` when the fingerprints agree."""
+    cur = current if current is not None else host_fingerprint(threads)
+    diffs = compare_fingerprints(data.get("machine"), cur, tolerance)
+    # a calibrated profile is re-calibrated from its (fully measured) base
+    base = ((data.get("calibration") or {}).get("base_profile") or {}).get("path") or label
+    fix = (f"python -m model.profile --calibrate {base} --out profiles/my-device.json --threads {threads} "
+           "(about a minute)")
+    if diffs is None:
+        if label in _WARNED:
+            return None
+        _WARNED.add(label)
+        return (f"warning: profile {label} has no host fingerprint (measured before fingerprints were recorded): "
+                f"cannot check that its latencies describe this host; to get a profile for this host run {fix}")
+    if not diffs:
+        return None
+    return (f"warning: profile {label} was measured on another host ({'; '.join(diffs)}): its latencies may be "
+            f"off on this one; run {fix}")
+
+
+# ---- calibration -----------------------------------------------------------------------------
+
+#: Prediction methods of :func:`calibrate` (docs/profiles.md compares them on this host).
+CALIBRATION_METHODS = ("scale", "ratio", "refit", "blend")
+#: The default: chosen by benchmarks/calibration.py (benchmarks/results/calibration.json, docs/profiles.md):
+#: the smallest worst-case error on this host over repeated runs, with a median error as good as the others'.
+DEFAULT_CALIBRATION_METHOD = "blend"
+_TIMING = ("decode_ms_per_token_median", "prefill_ms_per_token_median")
+
+
+def calibration_subset(records: list[dict], per_bits: int = 3) -> list[str]:
+    """Names of the configurations to measure: per ``bits`` value, ``per_bits`` configurations spread
+    evenly in log active parameters (smallest, largest, and the nearest to the middle for 3): the two
+    ends fix a power law's slope with the longest lever arm, the middle one checks its curvature."""
+    by_bits: dict[int, list[dict]] = {}
+    for r in records:
+        by_bits.setdefault(int(r["bits"]), []).append(r)
+    out: list[str] = []
+    for bits in sorted(by_bits):
+        grp = sorted(by_bits[bits], key=lambda r: (r["active_params"], r["name"]))
+        lx = np.log([float(r["active_params"]) for r in grp])
+        k = min(per_bits, len(grp))
+        chosen: list[int] = [0, len(grp) - 1][:k]  # the two ends, then the nearest to evenly spaced targets
+        for t in np.linspace(lx[0], lx[-1], k)[1:-1]:
+            free = [i for i in range(len(grp)) if i not in chosen]
+            chosen.append(min(free, key=lambda i: (abs(lx[i] - t), i)))
+        out += [grp[i]["name"] for i in sorted(chosen)]
+    return out
+
+
+def measure_config(m, name: str, *, repeats: int, decode_tokens: int, prefill_tokens: int, meter=None) -> dict:
+    """One configuration's samples: ``prefill`` (ms/token, one per repeat), ``decode`` (ms per step) and
+    ``energy_j`` of the timed decode steps (the function :func:`calibrate` and the benchmark time with)."""
+    m.set_config(name)
+    pre = prefill_ms_per_token(m, prefill_tokens, repeats)
+    lat, energy_j = decode_step_ms(m, decode_tokens, repeats, meter)
+    return {"prefill": pre, "decode": lat, "energy_j": energy_j}
+
+
+def _fit_curve(method: str, x: np.ndarray, base_y: np.ndarray, meas_y: np.ndarray) -> dict:
+    """The fitted curve of one precision and one quantity: ``scale`` (one measured/base factor, the geometric
+    mean), ``ratio`` (measured/base = c·x^d, least squares in log-log), ``refit`` (measured = a·x^b) or
+    ``blend`` (the geometric mean of the ``ratio`` and ``refit`` predictions: the base profile's
+    per-configuration shape, shrunk halfway towards this host's own power law)."""
+    from model.scaling import fit_power_law
+
+    ratio = meas_y / base_y
+    if method == "scale" or (method == "ratio" and np.ptp(np.log(x)) == 0):
+        return {"method": "scale", "factor": float(np.exp(np.mean(np.log(ratio))))}
+    if method == "ratio":
+        f = fit_power_law(x, ratio)
+        return {"method": "ratio", "c": f.a, "d": f.b, "r2": f.r2}
+    if np.ptp(np.log(x)) == 0:
+        return {"method": "scale", "factor": float(np.exp(np.mean(np.log(ratio))))}
+    if method == "blend":
+        return {"method": "blend", "ratio": _fit_curve("ratio", x, base_y, meas_y),
+                "refit": _fit_curve("refit", x, base_y, meas_y)}
+    f = fit_power_law(x, meas_y)
+    return {"method": "refit", "a": f.a, "b": f.b, "r2": f.r2}
+
+
+def _predict(fit: dict, x: np.ndarray, base_y: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if fit["method"] == "blend":  # the geometric mean of the two
+        return np.sqrt(_predict(fit["ratio"], x, base_y) * _predict(fit["refit"], x, base_y))
+    if fit["method"] == "scale":
+        return base_y * fit["factor"]
+    if fit["method"] == "ratio":
+        return base_y * fit["c"] * np.power(x, fit["d"])
+    return fit["a"] * np.power(x, fit["b"])
+
+
+def predict_from_measured(base_records: list[dict], measured: dict[str, dict[str, float]],
+                          method: str = DEFAULT_CALIBRATION_METHOD) -> tuple[dict[str, dict[str, float]], dict]:
+    """Predicts the timing fields (``_TIMING``) of every base record from the measured ones, per precision.
+
+    Args:
+        base_records: The base profile's records.
+        measured: ``{name: {field: value}}`` for the measured configurations (each precision needs one).
+        method: One of :data:`CALIBRATION_METHODS`.
+
+    Returns:
+        ``({name: {field: predicted}}`` for every record, ``fits``): ``fits[bits][field]`` holds the curve's
+        parameters, the measured points' residuals (``ln measured - ln fitted``) and the leave-one-out
+        residuals (each measured point predicted from the others; needs 3+ points).
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method {method!r}: allowed {list(CALIBRATION_METHODS)}")
+    by_bits: dict[int, list[dict]] = {}
+    for r in base_records:
+        by_bits.setdefault(int(r["bits"]), []).append(r)
+    pred: dict[str, dict[str, float]] = {r["name"]: {} for r in base_records}
+    fits: dict = {}
+    for bits, grp in sorted(by_bits.items()):
+        mrec = [r for r in grp if r["name"] in measured]
+        if not mrec:
+            raise ValueError(f"no measured configuration of {bits}-bit precision: cannot calibrate it")
+        x = np.array([float(r["active_params"]) for r in mrec])
+        fits[str(bits)] = {}
+        for fld in _TIMING:
+            by = np.array([float(r[fld]) for r in mrec])
+            my = np.array([float(measured[r["name"]][fld]) for r in mrec])
+            fit = _fit_curve(method, x, by, my)
+            resid = np.log(my) - np.log(_predict(fit, x, by))
+            loo = []
+            if len(mrec) >= 3:
+                for i in range(len(mrec)):
+                    keep = np.arange(len(mrec)) != i
+                    f_i = _fit_curve(method, x[keep], by[keep], my[keep])
+                    loo.append(float(np.log(my[i]) - np.log(_predict(f_i, x[i:i + 1], by[i:i + 1])[0])))
+            fits[str(bits)][fld] = {**fit, "n": len(mrec), "residuals_ln": [float(v) for v in resid],
+                                    "loo_residuals_ln": loo}
+            ga = np.array([float(r["active_params"]) for r in grp])
+            gy = np.array([float(r[fld]) for r in grp])
+            for r, v in zip(grp, _predict(fit, ga, gy)):
+                pred[r["name"]][fld] = float(v)
+    return pred, fits
+
+
+def _sha256_of_json(data: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: int = 64, prefill_tokens: int = 128,
+              method: str = DEFAULT_CALIBRATION_METHOD, per_bits: int = 3, max_repeats: int = 200,
+              name: str = "calibrated", base_label: str | None = None, base_sha256: str | None = None,
+              measure=measure_config, clock=time.perf_counter, progress: bool = True) -> dict:
+    """A profile of every configuration for this host from a few measured ones (see the module docstring).
+
+    Measures :func:`calibration_subset` of ``base``'s configurations (a short warm-up, one timed repeat to
+    learn their cost, then as many repeats as ``budget_s`` allows, at most ``max_repeats``), fits per
+    precision how this host differs (``method``: :data:`CALIBRATION_METHODS`), and predicts the others.
+    Quality fields are the base's (the host does not change them); energy follows the time with the same
+    energy model (:func:`_energy_for`). ``measure`` and ``clock`` are injectable for tests.
+    """
+    t_start = clock()
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    torch.set_num_threads(threads)
+    meter = best_available_meter()
+    base_recs = [dict(r) for r in base["configs"]]
+    subset = calibration_subset(base_recs, per_bits)
+    bar = tqdm(total=len(subset) * 2, desc="calibrate", unit="config", disable=not progress)
+    samples: dict[str, dict] = {}
+    round_s = 0.0
+    for n in subset:  # warm-up (discarded), then one timed repeat that also prices a repeat
+        measure(m, n, repeats=1, decode_tokens=min(4, decode_tokens), prefill_tokens=min(8, prefill_tokens))
+        t0 = clock()
+        samples[n] = measure(m, n, repeats=1, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens,
+                             meter=meter)
+        round_s += clock() - t0
+        bar.update(1)
+    reserve_s = 1.0 + 0.02 * budget_s  # fingerprint, fits and writing
+    left = budget_s - (clock() - t_start) - reserve_s
+    extra = int(max(0, min(max_repeats - 1, left // max(round_s, 1e-9))))
+    # round-robin, one repeat per configuration per round: a slow spell of the host (another process on the
+    # cores) then slows every configuration alike instead of one of them, so the fitted ratios stay honest
+    rounds, last_round_s = 0, round_s
+    for i in range(extra):
+        if clock() - t_start + last_round_s > budget_s - reserve_s:
+            break  # the repeats ran slower than the probe: stop at the budget
+        t_round = clock()
+        rounds += 1
+        for n in subset:
+            s = measure(m, n, repeats=1, decode_tokens=decode_tokens, prefill_tokens=prefill_tokens, meter=meter)
+            samples[n] = {"prefill": samples[n]["prefill"] + s["prefill"],
+                          "decode": samples[n]["decode"] + s["decode"],
+                          "energy_j": samples[n]["energy_j"] + s["energy_j"]}
+        last_round_s = clock() - t_round
+        bar.update(len(subset) * (i + 1) // extra - len(subset) * i // extra)
+    bar.update(len(subset) - bar.n + len(subset))
+    bar.close()
+    repeats = 1 + rounds
+    peak_rss = int(psutil.Process().memory_info().rss)
+    measured = {n: {"decode_ms_per_token_median": float(np.median(s["decode"])),
+                    "prefill_ms_per_token_median": float(np.median(s["prefill"]))} for n, s in samples.items()}
+    pred, fits = predict_from_measured(base_recs, measured, method)
+    dram_pj = None
+    if meter.energy_source == "modelled" and hasattr(meter, "assumptions"):
+        dram_pj = float(meter.assumptions().get("dram_pj_per_byte", 0.0))
+    cpu_w: dict[int, list[float]] = {}
+    for r in base_recs:  # measured first: their effective power prices the predicted ones
+        if r["name"] in samples:
+            s = samples[r["name"]]
+            lat, pre = np.asarray(s["decode"]), np.asarray(s["prefill"])
+            e_tok = s["energy_j"] / len(lat) if len(lat) else 0.0
+            r.update({"prefill_ms_per_token_median": float(np.median(pre)),
+                      "prefill_ms_per_token_p90": float(np.percentile(pre, 90)),
+                      "decode_ms_per_token_median": float(np.median(lat)),
+                      "decode_ms_per_token_p90": float(np.percentile(lat, 90)),
+                      "decode_tokens_per_s": 1000.0 / float(np.median(lat)),
+                      "energy_source": meter.energy_source, "source": "measured"})
+            if e_tok <= 0:  # an injected measure without energy: the energy model on the median time
+                e_tok = float(np.median(lat)) / 1e3 * 5.0 * threads
+            r["energy_j_per_token"] = e_tok
+            r["power_w"] = e_tok * 1000.0 / float(np.mean(lat))
+            dram_j = (float(r["resident_bytes"]) * dram_pj * 1e-12) if dram_pj is not None else 0.0
+            cpu_w.setdefault(int(r["bits"]), []).append(max(0.0, e_tok - dram_j) / (float(np.mean(lat)) / 1e3))
+    cpu_w_med = {b: float(np.median(v)) for b, v in cpu_w.items()}
+    for r in base_recs:
+        if r["name"] in samples:
+            continue
+        p = pred[r["name"]]
+        for stage in ("prefill", "decode"):
+            med_f, p90_f = f"{stage}_ms_per_token_median", f"{stage}_ms_per_token_p90"
+            k = p[med_f] / float(r[med_f])
+            r[med_f], r[p90_f] = p[med_f], max(p[med_f], float(r[p90_f]) * k)  # the base's p90/median spread
+        t_s = r["decode_ms_per_token_median"] / 1e3
+        dram_j = (float(r["resident_bytes"]) * dram_pj * 1e-12) if dram_pj is not None else 0.0
+        e_tok = t_s * cpu_w_med[int(r["bits"])] + dram_j
+        r.update({"decode_tokens_per_s": 1000.0 / r["decode_ms_per_token_median"], "energy_j_per_token": e_tok,
+                  "power_w": e_tok / t_s, "energy_source": "modelled", "source": "predicted"})
+    for r in base_recs:  # the resident set is shared by all configurations: this process's peak
+        r["peak_rss_bytes"] = peak_rss
+    dec_ratio = float(np.exp(np.mean([np.log(measured[n]["decode_ms_per_token_median"]
+                                             / float(next(b for b in base["configs"] if b["name"] == n)
+                                                     ["decode_ms_per_token_median"])) for n in subset])))
+    switch = {k: float(v) * dec_ratio for k, v in (base.get("switch_costs") or {}).items()}
+    all_measured = all(r["source"] == "measured" for r in base_recs)
+    energy_source = meter.energy_source if all_measured else "modelled"
+    assumptions = dict(meter.assumptions()) if hasattr(meter, "assumptions") else {}
+    assumptions["predicted_records"] = (
+        "energy_j_per_token = predicted decode ms / 1000 x this host's effective CPU power of the precision "
+        "(median over its measured records of (energy - DRAM term) / mean decode time) + resident_bytes x "
+        "dram_pj_per_byte x 1e-12 (the DRAM term only when the meter is the model)")
+    if meter.energy_source == "modelled":
+        assumptions["meter"] = ("no energy meter on this host (model.energy_model.best_available_meter found none): "
+                                "measured records' energy is modelled too")
+    else:
+        assumptions["meter"] = f"measured records: {meter.energy_source}; predicted records: modelled as above"
+    assumptions["idle_power_w_basis"] = "copied from the base profile"
+    fp = host_fingerprint(threads)
+    used = clock() - t_start
+    order = [r["name"] for r in base_recs]
+    cal = {
+        "base_profile": {"name": base.get("name"), "sha256": base_sha256 or _sha256_of_json(base),
+                         "path": base_label, "created_utc": base.get("created_utc"),
+                         "machine": base.get("machine")},
+        "method": method, "per_bits": per_bits,
+        "measured": [n for n in order if n in samples], "predicted": [n for n in order if n not in samples],
+        "fits": fits, "budget_s": float(budget_s), "seconds_used": float(used), "repeats": repeats,
+        "measured_over_base_decode_geomean": dec_ratio,
+        "switch_costs": "the base profile's, scaled by measured_over_base_decode_geomean (not measured)",
+        "energy": "modelled (no meter)" if meter.energy_source == "modelled" else meter.energy_source,
+        # other processes on the cores slow every measurement: the 1-minute load average before and after
+        "load_avg_1min": {"before": load0, "after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
+    }
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name, "created_utc": utc_now_iso(),
+        "machine": {**machine_info(threads, str(torch.__version__)), "fingerprint": fp},
+        "device": {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
+        "model": base["model"],
+        "energy_source": energy_source,
+        "energy_meter": meter.describe() if hasattr(meter, "describe") else {"name": meter.name},
+        "meters_probed": probe_meters(),
+        "energy_assumptions": assumptions,
+        "idle_power_w": base.get("idle_power_w", 1.5),
+        "method": {"repeats": repeats, "warmup": 1, "prefill_tokens": prefill_tokens, "decode_tokens": decode_tokens,
+                   "decode_prompt_tokens": PROMPT_TOKENS, "threads": threads, "wall_s": float(used),
+                   "samples": "calibrated: the measured records as model.profile times them; the others predicted "
+                   "(calibration block)"},
+        "switch_costs": switch,
+        **({"config_space": base["config_space"]} if "config_space" in base else {}),
+        "calibration": cal,
+        "configs": base_recs,
+    }
+
+
+def _main_calibrate(a, p: argparse.ArgumentParser) -> None:
+    """``--calibrate BASE``: load the base profile and the model it describes, calibrate, write ``--out``."""
+    from model.profile_schema import ProfileError
+    from runtime.safeio import file_sha256 as _fsha
+
+    try:
+        base = load_profile(a.calibrate)
+    except ProfileError as exc:
+        raise SystemExit(f"python -m model.profile --calibrate: {exc}") from None
+    if any(r.get("source") == "predicted" for r in base.configs):
+        raise SystemExit(f"python -m model.profile --calibrate: {a.calibrate} is itself calibrated; calibrate from "
+                         "a fully measured profile (e.g. profiles/reference-cpu.json)")
+    want = (base.data.get("model") or {}).get("checkpoint_sha256")
+    try:
+        m = M.load(a.checkpoint or M.DEFAULT_CHECKPOINT, expect_sha256=want if want != "unsaved" else None)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"python -m model.profile --calibrate: {exc}") from None
+    if sorted(base.names) != sorted(m.space.names):
+        raise SystemExit(f"python -m model.profile --calibrate: {a.calibrate} does not describe the model's "
+                         "configurations; re-profile with python -m model.profile")
+    if a.prefill_tokens > m.config.block_size or a.decode_tokens + PROMPT_TOKENS > m.config.block_size:
+        p.error(f"argument --prefill-tokens/--decode-tokens: at most {m.config.block_size} prompt tokens and "
+                f"{m.config.block_size - PROMPT_TOKENS} decode tokens fit the model's context")
+    prof = calibrate(m, base.data, threads=a.threads, budget_s=a.budget_s, decode_tokens=a.decode_tokens,
+                     prefill_tokens=a.prefill_tokens, method=a.method, name=a.name or Path(a.out).stem,
+                     base_label=str(a.calibrate), base_sha256=_fsha(a.calibrate))
+    out = save_profile(prof, a.out)
+    c = prof["calibration"]
+    load = c["load_avg_1min"]["before"]
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: the 1-minute load average was {load:.1f} on {os.cpu_count()} cores while calibrating: "
+              "other processes slowed the measurements; re-run on an idle machine", file=sys.stderr)
+    print(f"wrote {out}: {len(c['measured'])} configurations measured ({c['repeats']} repeats), "
+          f"{len(c['predicted'])} predicted ({c['method']}), {c['seconds_used']:.0f} s of a {c['budget_s']:.0f} s "
+          f"budget; this host decodes {c['measured_over_base_decode_geomean']:.2f}x the base's time; energy "
+          f"{prof['energy_source']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Measure latency, memory and energy of every configuration.")
     p.add_argument("--out", required=True, help="profile JSON to write, e.g. profiles/cpu.json")
@@ -260,6 +650,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="idle power when no meter can measure it (modelled assumption, >= 0)")
     p.add_argument("--name", default=None, help="profile name (default: the file stem)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.add_argument("--calibrate", default=None, metavar="BASE_PROFILE",
+                   help="calibrate BASE_PROFILE to this host: measure a few configurations per precision within "
+                        "--budget-s, predict the others (docs/profiles.md)")
+    p.add_argument("--budget-s", type=positive_float, default=60.0,
+                   help="--calibrate: seconds to spend measuring (> 0; repeats adapt to it)")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION_METHOD,
+                   help="--calibrate: how the measured configurations predict the others")
     a = p.parse_args(argv)
     if a.device == "cuda":
         raise SystemExit("--device cuda: the elastic model's int8/int4 kernels are CPU kernels and "
@@ -269,6 +666,9 @@ def main(argv: list[str] | None = None) -> None:
         refuse_existing(a.out, a.force, "profile")
     except FileExistsError as exc:
         raise SystemExit(f"python -m model.profile: {exc}") from None
+    if a.calibrate:
+        _main_calibrate(a, p)
+        return
     m = M.load(a.checkpoint) if a.checkpoint else M.load_default()
     if a.prefill_tokens > m.config.block_size or a.decode_tokens + PROMPT_TOKENS > m.config.block_size:
         p.error(f"argument --prefill-tokens/--decode-tokens: at most {m.config.block_size} prompt tokens and "

@@ -37,12 +37,15 @@ __all__ = [
     "CONFIG_INT_FIELDS",
     "COVERAGE_KS",
     "DEVICE_KINDS",
+    "FINGERPRINT_BENCH_TOLERANCE",
+    "RECORD_SOURCES",
     "ENERGY_SOURCES",
     "SCHEMA",
     "SCHEMA_VERSION",
     "VALID_BITS",
     "Profile",
     "ProfileError",
+    "compare_fingerprints",
     "config_arrays",
     "example_profile",
     "load_profile",
@@ -113,6 +116,15 @@ CONFIG_REQUIRED: tuple[str, ...] = (
     "bits_per_byte",
     "mc_accuracy",
 )
+#: Where a record's latency came from (optional per-record ``source``; calibrated profiles set it).
+RECORD_SOURCES: tuple[str, ...] = ("measured", "predicted")
+#: A host whose ``bench_score_us`` differs from the profile's by more than this fraction is "another
+#: host" for the fingerprint check. On one idle 2-core VM, repeated runs of the micro-benchmark ranged
+#: over 18.7-31.8 µs on 2026-12-01 (the VM's speed wobbles): ±25 % gave false alarms, ±40 % does not,
+#: and still catches a host 2× slower or faster.
+FINGERPRINT_BENCH_TOLERANCE = 0.40
+_FINGERPRINT_STR = ("cpu_model", "torch_version")
+_FINGERPRINT_INT = ("cores_logical", "threads")
 _MACHINE_STR = ("cpu_model", "torch_version", "numpy_version", "python_version", "platform")
 _MACHINE_INT = ("cores_logical", "threads")
 _METHOD_INT = {"repeats": 1, "warmup": 0, "prefill_tokens": 1, "decode_tokens": 1}
@@ -246,6 +258,47 @@ def _check_machine(c: _Checker, data: Mapping[str, Any]) -> None:
         c.missing("machine.cores_physical")
     elif m["cores_physical"] is not None:
         c.integer(m, "cores_physical", "machine.cores_physical", 1)
+    if m.get("fingerprint") is not None:  # optional: profiles written before issue 15 have none
+        fp = c.mapping(m, "fingerprint", "machine.fingerprint")
+        if fp is not None:
+            for key in _FINGERPRINT_STR:
+                c.string(fp, key, f"machine.fingerprint.{key}")
+            for key in _FINGERPRINT_INT:
+                c.integer(fp, key, f"machine.fingerprint.{key}", 1)
+            c.number(fp, "bench_score_us", "machine.fingerprint.bench_score_us", lo=0.0, lo_open=True)
+
+
+def _check_calibration(c: _Checker, data: Mapping[str, Any]) -> None:
+    """The optional ``calibration`` block of a calibrated profile and the per-record ``source``."""
+    cal = data.get("calibration")
+    configs = data.get("configs") or []
+    sources = [cfg.get("source") for cfg in configs if isinstance(cfg, Mapping)]
+    if cal is None:
+        if any(s == "predicted" for s in sources):
+            c.add("calibration", "is required when a record's source is 'predicted' (python -m model.profile "
+                  "--calibrate writes it)")
+        return
+    if not isinstance(cal, Mapping):
+        c.add("calibration", f"must be an object, got {type(cal).__name__}")
+        return
+    base = c.mapping(cal, "base_profile", "calibration.base_profile")
+    if base is not None:
+        c.string(base, "name", "calibration.base_profile.name")
+        c.string(base, "sha256", "calibration.base_profile.sha256")
+    c.number(cal, "budget_s", "calibration.budget_s", lo=0.0, lo_open=True)
+    c.number(cal, "seconds_used", "calibration.seconds_used", lo=0.0)
+    names = {cfg.get("name"): cfg.get("source") for cfg in configs if isinstance(cfg, Mapping)}
+    for key, want in (("measured", "measured"), ("predicted", "predicted")):
+        lst = cal.get(key)
+        if not isinstance(lst, list) or not all(isinstance(n, str) for n in lst):
+            c.add(f"calibration.{key}", "must be a list of configuration names")
+            continue
+        for n in lst:
+            if names.get(n) != want:
+                c.add(f"calibration.{key}", f"names {n!r} but that record's source is {names.get(n)!r}")
+    meas, pred = cal.get("measured"), cal.get("predicted")
+    if isinstance(meas, list) and isinstance(pred, list) and sorted(meas + pred) != sorted(names):
+        c.add("calibration", "measured + predicted must partition the configurations (each name exactly once)")
 
 
 def _check_device(c: _Checker, data: Mapping[str, Any]) -> str | None:
@@ -323,6 +376,8 @@ def _check_config(c: _Checker, cfg: Any, i: int) -> None:
     c.choice(cfg, "bits", f"{label}.bits", VALID_BITS)
     c.string(cfg, "device", f"{label}.device")
     c.choice(cfg, "energy_source", f"{label}.energy_source", ENERGY_SOURCES)
+    if cfg.get("source") is not None:  # optional: "measured" | "predicted" (calibrated profiles)
+        c.choice(cfg, "source", f"{label}.source", RECORD_SOURCES)
     for stage in ("prefill", "decode"):
         med, p90 = cfg.get(f"{stage}_ms_per_token_median"), cfg.get(f"{stage}_ms_per_token_p90")
         if _is_num(med) and _is_num(p90) and p90 < med:
@@ -412,6 +467,8 @@ def validate_profile(data: Any, source: str = "<profile>") -> None:
                     c.add(f"configs[{i}].name", f"{name!r} duplicates configs[{seen[name]}].name")
                 else:
                     seen[name] = i
+    if not c.problems:
+        _check_calibration(c, data)
     if not c.problems:
         _check_depths(c, data)
         _check_space(c, data)
@@ -711,6 +768,33 @@ def machine_info(threads: int, torch_version: str) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def compare_fingerprints(profile_machine: Mapping[str, Any] | None, current: Mapping[str, Any],
+                         tolerance: float = FINGERPRINT_BENCH_TOLERANCE) -> list[str] | None:
+    """How this host differs from the host a profile was measured on.
+
+    Args:
+        profile_machine: The profile's ``machine`` block (its ``fingerprint`` is compared).
+        current: This host's fingerprint (``model.profile.host_fingerprint``).
+        tolerance: Allowed relative difference of ``bench_score_us`` (default ±40 %).
+
+    Returns:
+        ``None`` when the profile has no fingerprint (nothing to compare), else the list of
+        differences (empty: same host as far as the fingerprint can tell).
+    """
+    fp = (profile_machine or {}).get("fingerprint") if isinstance(profile_machine, Mapping) else None
+    if not isinstance(fp, Mapping):
+        return None
+    diffs = []
+    for key in ("cpu_model", "cores_logical", "torch_version", "threads"):
+        if fp.get(key) != current.get(key):
+            diffs.append(f"{key} {fp.get(key)!r} -> {current.get(key)!r}")
+    a, b = fp.get("bench_score_us"), current.get("bench_score_us")
+    if _is_num(a) and _is_num(b) and a > 0 and abs(b / a - 1.0) > tolerance:
+        diffs.append(f"bench_score_us {a:.1f} -> {b:.1f} ({100 * (b / a - 1):+.0f} %, "
+                     f"tolerance ±{100 * tolerance:.0f} %)")
+    return diffs
 
 
 def utc_now_iso() -> str:

@@ -52,3 +52,26 @@ def test_profile_and_model_mismatch_is_refused(tiny_live):
     m, _ = tiny_live
     with pytest.raises(ValueError, match="do not match"):
         LiveMicroLLMPowerEnv(model=m, profile=example_profile(12))  # depth 4: not a configuration of the model
+
+
+def test_sim_to_real_scores_a_calibrated_profile_and_keeps_earlier_sections(tiny_live, tmp_path):
+    import json
+
+    from model.profile import calibrate
+
+    m, path = tiny_live
+    base = json.loads(path.read_text())
+    cal = calibrate(m, base, threads=1, budget_s=2.0, decode_tokens=3, prefill_tokens=8, progress=False)
+    env = LiveMicroLLMPowerEnv(model=m, profile=str(path))
+    rows = sim_to_real(env, tokens_per_config=2, repeats=1, calibrated=cal)
+    assert all("calibrated_error_pct" in r and r["calibrated_source"] in ("measured", "predicted") for r in rows)
+    out = tmp_path / "s2r.md"
+    out.write_text("# Sim-to-real: predicted vs measured decode latency\n\nProfile: `old`; measured by "
+                   "`python -m envs.live` on 2026-11-21 (old run).\n\n| L1 | 1 | 1 | 0 |\n")
+    meta = {"profile": "tiny", "threads": 1, "tokens": 2, "repeats": 1, "date": "2026-12-01", "calibrated": "cal",
+            "host_fingerprint": cal["machine"]["fingerprint"]}
+    write_report(rows, out, meta)
+    text = out.read_text()
+    assert text.count("# Sim-to-real") == 1 and "## 2026-12-01" in text and "## 2026-11-21: earlier figures" in text
+    assert text.index("## 2026-12-01") < text.index("## 2026-11-21") and "| L1 | 1 | 1 | 0 |" in text
+    assert "calibrated error %" in text and "bench_score_us" in text
