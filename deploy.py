@@ -350,6 +350,14 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
             refuse_existing(tel, args.force, "telemetry file")
         except ExistsError as exc:
             file_error("run", f"--telemetry {exc}")
+    if getattr(args, "save_calibrated", None):
+        cal = Path(args.save_calibrated)
+        if not cal.parent.is_dir():
+            file_error("run", f"--save-calibrated {cal}: the folder {cal.parent} does not exist; create it first")
+        try:
+            refuse_existing(cal, args.force, "calibrated profile")
+        except ExistsError as exc:
+            file_error("run", f"--save-calibrated {exc}")
     if getattr(args, "device_config", None):
         kind = args.device_kind or (out["trace"].meta.device_kind if out["trace"] is not None else "default")
         out["device_config"] = _load_device_config(args.device_config, kind)
@@ -467,6 +475,7 @@ class RunSession:
         self.decided_tps = 0.0  # the measured token rate at the last decision
         self.demand_tps = 0.0  # replay: the trace's demand at the last decision
         self.ema_tps = self.last_lat_ms = 0.0
+        self._skip_lat = True
         self.tokens = self.switches = self.total_tokens = 0
         self.tokens_per_cfg = [0] * len(self.names)
         self.model_energy_j = self.live_energy_j = 0.0
@@ -585,6 +594,7 @@ class RunSession:
             if self._trace_ended():
                 break
             out_tokens: list[int] = []
+            self._skip_lat = True  # the first token of a prompt carries the prefill
             for k, tok in enumerate(self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)):
                 t = time.perf_counter()
                 self.on_token(tok, t)
@@ -626,6 +636,10 @@ class RunSession:
         dt_tok = t - self.last_tok_wall
         self.last_tok_wall = t
         self.last_lat_ms = dt_tok * 1e3
+        if self._skip_lat:  # a prompt's first token or the first after a switch: prefill / KV repair
+            self._skip_lat = False
+        elif self.pf is not None:  # the online correction learns this host's latency per configuration
+            self.mgr.observe_measurement(latency_ms=self.last_lat_ms, config=self.idx)
         inst = 1.0 / dt_tok if dt_tok > 0 else 0.0
         self.ema_tps = inst if self.tokens == 0 else 0.8 * self.ema_tps + 0.2 * inst
         self.tokens += 1
@@ -671,6 +685,7 @@ class RunSession:
         """Switches the live model to configuration ``idx`` (and the emulated device's model power)."""
         self.m.set_config(self.model_cfgs[idx])
         self.idx = idx
+        self._skip_lat = True
         if self.replay is not None:
             self.replay.set_model_power_w(self.model_power_w())
 
@@ -685,10 +700,26 @@ class RunSession:
         if not self.args.no_status:
             self._status(self.clock())
             print(file=sys.stderr)
+        self._save_calibrated()
         self.mgr.close()
         summary = self.summary()
         print("[deploy] summary " + json.dumps(summary), file=sys.stderr)
         return summary
+
+    def _save_calibrated(self) -> None:
+        """``--save-calibrated OUT``: the policy's profile corrected by what this run measured."""
+        out = getattr(self.args, "save_calibrated", None)
+        if not out:
+            return
+        base = (self.pf.meta.get("profile") or {}).get("path") if self.pf is not None else None
+        if not base or not Path(base).is_file():
+            print(f"[deploy] --save-calibrated: the policy's profile {base!r} is not here; nothing saved",
+                  file=sys.stderr)
+            return
+        path = self.mgr.save_calibrated_profile(base, out, force=self.args.force)
+        c = self.mgr.correction.state()
+        print(f"[deploy] calibrated profile written to {path} ({c['samples']} measurements; latency ratio "
+              f"{c['latency_ratio_global']})", file=sys.stderr)
 
     def wall_s(self) -> float:
         """Wall seconds from the first decision to the end of generation (so far, before ``close``)."""
@@ -1007,7 +1038,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--every-ms", type=nonneg_float, default=0.0, help="decide every T ms instead (wall clock)")
     r.add_argument("--min-dwell", type=nonneg_int, default=3, help="decisions between policy-driven switches")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
-    r.add_argument("--force", action="store_true", help="replace an existing --telemetry file")
+    r.add_argument("--save-calibrated", default=None, metavar="OUT",
+                   help="at the end, write the policy's profile corrected by the latency measured in this run "
+                        "(runtime online correction; refused if it exists, unless --force)")
+    r.add_argument("--force", action="store_true", help="replace an existing --telemetry / --save-calibrated file")
     r.add_argument("--temperature", type=nonneg_float, default=0.8, help="sampling temperature (0: greedy)")
     r.add_argument("--seed", type=nonneg_int, default=0)
     r.add_argument("--threads", type=positive_int, default=1)

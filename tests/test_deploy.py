@@ -160,3 +160,22 @@ def test_bench_reports_latency_and_process_figures(exported) -> None:
     p = deploy.bench_process(str(exported["policy"]))
     assert not p["torch_imported"] and p["rss_mb_peak_after_10k_decisions"] > 0
     assert p["import_runtime_ms_after_numpy"] > 0
+
+
+def test_run_learns_this_hosts_latency_and_saves_a_calibrated_profile(exported, tmp_path: Path) -> None:
+    """The token loop feeds measured decode latency to the runtime's online correction;
+    --save-calibrated writes the policy's profile corrected by it (a valid profile)."""
+    from model.profile_schema import load_profile
+
+    out = tmp_path / "calibrated.json"
+    s = _run(exported, tmp_path, "--sensors", f"replay:{TRACE}", "--speed", "600", "--max-tokens", "64",
+             "--save-calibrated", str(out))
+    assert s["tokens"] == 64
+    prof = load_profile(out)
+    cal = prof.data["calibration"]
+    assert cal["source"] == "runtime online correction"
+    measured = [c for c in prof.configs if c.get("source") == "measured"]
+    assert measured, "no configuration learned its latency from the run"
+    (tmp_path / "again").mkdir()
+    with pytest.raises(SystemExit, match="1"):  # an existing output is refused before the model loads
+        _run(exported, tmp_path / "again", "--sensors", f"replay:{TRACE}", "--save-calibrated", str(out))
