@@ -365,9 +365,11 @@ class _Inline(ast.NodeTransformer):
             def visit_Name(self, n: ast.Name) -> ast.Name:
                 return ast.copy_location(ast.Name(renamed.get(n.id, n.id), n.ctx), n)
 
+        used = {n.id for st in fd.body for n in ast.walk(st) if isinstance(n, ast.Name)}
         out: list[ast.stmt] = [ast.Assign([ast.Name(renamed[p], ast.Store())], arg)
-                               for p, arg in zip(params, v.args)]
-        body = [Rename().visit(ast.parse(ast.unparse(st)).body[0]) for st in fd.body]
+                               for p, arg in zip(params, v.args) if p in used]
+        body = [Rename().visit(ast.parse(ast.unparse(st)).body[0]) for st in fd.body
+                if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]  # docstrings
         ret = body.pop()
         assert isinstance(ret, ast.Return), f"{fd.name}: only assignments then one return can be inlined"
         out += body + [ast.Assign(node.targets, ret.value)]
@@ -384,8 +386,8 @@ def scalar_twin(fn: Any, inline: tuple = (), **globals_: Any) -> Any:
         return ast.parse(textwrap.dedent(inspect.getsource(f)))
 
     tree = tree_of(fn)
-    if inline:
-        funcs = {f.__name__: tree_of(f).body[0] for f in inline}
+    if inline:  # scalarise the callees first: inlining renames their ``o``
+        funcs = {f.__name__: _Scalarise().visit(tree_of(f)).body[0] for f in inline}
         tree = _Inline(funcs).visit(tree)
     tree = ast.fix_missing_locations(_Scalarise().visit(tree))
     ns: dict[str, Any] = {}

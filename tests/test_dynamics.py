@@ -117,3 +117,11 @@ def test_controllers_use_only_public_env_state():
                 owner = node.value
                 assert isinstance(owner, ast.Name) and owner.id == "self", \
                     f"{path}:{node.lineno} reads private {ast.unparse(node)}"
+
+
+def test_the_float_twin_calls_no_operations_object():
+    """The float twin is the same source with every ``o.where / o.minimum / o.maximum`` turned into
+    ``if``/``min``/``max`` and the battery and thermal helpers inlined (their operations too)."""
+    names = set(scalar_step_core.__code__.co_names)
+    assert not names & {"where", "minimum", "maximum", "battery_update", "thermal_update"}, names
+    assert {"min", "max", "exp"} <= names
