@@ -304,6 +304,22 @@ def _load_device_config(path: str, kind: str) -> Any:
     return replace(DEVICES.get(kind, DEVICES["default"]), **{k: float(v) for k, v in d.items()})
 
 
+def _check_new_output(flag: str, path: str, force: bool, what: str) -> None:
+    """An output file of ``deploy.py run``: its folder exists, it is not a folder, and it is not
+    replaced unless ``--force`` (exit 1 naming the flag otherwise)."""
+    from runtime.safeio import ExistsError, refuse_existing
+
+    p = Path(path)
+    if not p.parent.is_dir():
+        file_error("run", f"{flag} {p}: the folder {p.parent} does not exist; create it first")
+    if p.is_dir():
+        file_error("run", f"{flag} {p}: is a folder; give a file path")
+    try:
+        refuse_existing(p, force, what)
+    except ExistsError as exc:
+        file_error("run", f"{flag} {exc}")
+
+
 def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``deploy.py run`` can check before the model loads: the sensors argument, the replay
     trace and ``--start-s``, the prompts, the checkpoint file, the telemetry path, the device config.
@@ -312,7 +328,6 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
     Returns ``{"trace": loaded trace or None, "prompts": [...], "checkpoint": Path}``.
     """
     import model as M
-    from runtime.safeio import ExistsError, refuse_existing
 
     out: dict[str, Any] = {"trace": None}
     sensors = args.sensors
@@ -341,23 +356,9 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
         file_error("run", f"--checkpoint {ckpt}: no such file")
     out["checkpoint"] = ckpt
     if args.telemetry:
-        tel = Path(args.telemetry)
-        if not tel.parent.is_dir():
-            file_error("run", f"--telemetry {tel}: the folder {tel.parent} does not exist; create it first")
-        if tel.is_dir():
-            file_error("run", f"--telemetry {tel}: is a folder; give a file path")
-        try:
-            refuse_existing(tel, args.force, "telemetry file")
-        except ExistsError as exc:
-            file_error("run", f"--telemetry {exc}")
+        _check_new_output("--telemetry", args.telemetry, args.force, "telemetry file")
     if getattr(args, "save_calibrated", None):
-        cal = Path(args.save_calibrated)
-        if not cal.parent.is_dir():
-            file_error("run", f"--save-calibrated {cal}: the folder {cal.parent} does not exist; create it first")
-        try:
-            refuse_existing(cal, args.force, "calibrated profile")
-        except ExistsError as exc:
-            file_error("run", f"--save-calibrated {exc}")
+        _check_new_output("--save-calibrated", args.save_calibrated, args.force, "calibrated profile")
     if getattr(args, "device_config", None):
         kind = args.device_kind or (out["trace"].meta.device_kind if out["trace"] is not None else "default")
         out["device_config"] = _load_device_config(args.device_config, kind)

@@ -46,9 +46,7 @@ Idle power is the simulated platform's power while the model waits (a profile's
 from __future__ import annotations
 
 import ast
-import inspect
 import math
-import textwrap
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -382,6 +380,9 @@ def scalar_twin(fn: Any, inline: tuple = (), **globals_: Any) -> Any:
     ``inline``: functions (written the same way) whose calls are inlined into the twin.
     ``globals_`` replace names in the twin's globals.
     """
+    import inspect  # lazily: the twins are compiled on first use, not when the runtime starts
+    import textwrap
+
     def tree_of(f: Any) -> ast.Module:
         return ast.parse(textwrap.dedent(inspect.getsource(f)))
 
@@ -398,10 +399,13 @@ def scalar_twin(fn: Any, inline: tuple = (), **globals_: Any) -> Any:
     return twin
 
 
-scalar_battery_update = scalar_twin(battery_update)
-scalar_thermal_update = scalar_twin(thermal_update)
-#: ``step_core`` for floats; call it as ``scalar_step_core(SCALAR, dt, params, ...)``.
-scalar_step_core = scalar_twin(step_core, inline=(battery_update, thermal_update))
+def __getattr__(name: str) -> Any:
+    """``scalar_step_core``: ``step_core`` for floats (call it as ``scalar_step_core(SCALAR, dt, params,
+    ...)``), compiled on first use — the device runtime, which never steps the env, never pays for it."""
+    if name == "scalar_step_core":
+        twin = globals()[name] = scalar_twin(step_core, inline=(battery_update, thermal_update))
+        return twin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- pieces used on their own ------------------------------------------------------------------
@@ -409,13 +413,13 @@ scalar_step_core = scalar_twin(step_core, inline=(battery_update, thermal_update
 def thermal_step(temp_c: float, ambient_c: float, power_w: float, dt_s: float, r_th_c_per_w: float,
                  tau_s: float) -> float:
     """Temperature after ``dt_s`` at constant power, °C (floats; ``thermal_update``)."""
-    return scalar_thermal_update(SCALAR, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s)
+    return thermal_update(SCALAR, temp_c, ambient_c, power_w, dt_s, r_th_c_per_w, tau_s)
 
 
 def battery_step(soc: float, supply_w: float, power_w: float, dt_s: float, capacity_j: float,
                  charge_efficiency: float) -> tuple[float, bool]:
     """State of charge after ``dt_s`` and whether the battery died (floats; ``battery_update``)."""
-    return scalar_battery_update(SCALAR, soc, supply_w, power_w, dt_s, capacity_j, charge_efficiency)
+    return battery_update(SCALAR, soc, supply_w, power_w, dt_s, capacity_j, charge_efficiency)
 
 
 def steady_temp_c(ambient_c, power_w, r_th_c_per_w):
@@ -494,5 +498,5 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
 
 __all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants", "Dynamics",
            "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step", "battery_update",
-           "device_constants", "max_power_for_temp_w", "plant_of", "scalar_step_core", "scalar_twin", "start_temp_c",
+           "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
            "steady_temp_c", "step_core", "thermal_step", "thermal_update"]

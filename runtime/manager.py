@@ -45,10 +45,11 @@ from typing import IO, Any
 
 import numpy as np
 
+from runtime import observation
 from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
-from runtime.observation import ObsLayout, model_layout, scalar_head_values
+from runtime.observation import ObsLayout, model_layout
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
     AMBIENT,
@@ -309,6 +310,7 @@ class RuntimeManager:
         if not self.telemetry.names:
             self.telemetry.names = self.names
         self.obs = np.zeros(self.layout.dim, dtype=np.float32)
+        self._head = observation.scalar_head_values  # the float twin, compiled here once, not at import
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
         self.backlog_frac = 0.0
@@ -551,9 +553,8 @@ class RuntimeManager:
         stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
         horizon = self.horizon_left_s if self.horizon_left_s is not None else \
             self.cfg.horizon_s - (now_s - self._t0)
-        head = scalar_head_values(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
-                                  self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac,
-                                  lat, v[BANDWIDTH])
+        head = self._head(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
+                          self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac, lat, v[BANDWIDTH])
         # a new array each decision: building one is cheaper than filling a kept buffer from a list
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
         return supply, base_w

@@ -175,8 +175,13 @@ class ObsLayout:
         return np.ascontiguousarray(obs.T, dtype=np.float32)
 
 
-#: :func:`head_values` for floats (its float twin, ``runtime.dynamics.scalar_twin``): call with ``SCALAR``.
-scalar_head_values = scalar_twin(head_values)
+def __getattr__(name: str) -> Any:
+    """``scalar_head_values``: :func:`head_values` for floats (its float twin,
+    ``runtime.dynamics.scalar_twin``; call it with ``SCALAR``), compiled on first use."""
+    if name == "scalar_head_values":
+        twin = globals()[name] = scalar_twin(head_values)
+        return twin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -186,4 +191,4 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout", "scalar_head_values"]
+__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout"]

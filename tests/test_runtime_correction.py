@@ -11,14 +11,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_runtime_manager import make_policy  # the same random-weight policy file helper
 
 from envs.power_env import load_cost_tables
 from model.profile_schema import example_profile, validate_profile
 from runtime.correction import MIN_SAMPLES, OnlineCorrection, RobustLogRatio
-from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
+from runtime.dynamics import DEVICES, DeviceConstants
 from runtime.manager import ManagerConfig, RuntimeManager, Telemetry
-from runtime.observation import ObsLayout
-from runtime.policy import load_policy_file, save_policy_file
+from runtime.policy import load_policy_file
 from runtime.replay import ReplaySensors
 from runtime.safeio import ExistsError
 from runtime.sensors import PLUGGED, SOC, TEMP, SensorHub
@@ -32,26 +32,6 @@ SLOW, HOT = 3.0, 1.5  # the host: 3x the profile's decode time, 1.5x its model p
 #: Measured decisions until the running configuration's corrected figures are within 10 % (the warm-up
 #: median; the manager applies a ratio at the decision after it becomes trusted).
 CONVERGE_DECISIONS = MIN_SAMPLES + 1
-
-
-def make_policy(path: Path, favour: int | None = EXPENSIVE, seed: int = 0) -> Path:
-    """A random-weight policy file; ``favour`` gets a large output bias (the policy insists on it)."""
-    rng = np.random.default_rng(seed)
-    layout = ObsLayout(COSTS.space.features)
-    n, d, h = len(COSTS.names), layout.dim, 16
-    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
-    if favour is not None:
-        layers[-1][1][favour] = 50.0
-    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(),
-            "config_space": COSTS.space.to_json(), "decode_table": COSTS.decode_table(),
-            "env_params": EnvParams().to_dict(), "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
-            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
-            "profile": {"path": "example", "sha256": "0" * 64, "name": "example"}}
-    save_policy_file(path, layers, meta, np.zeros(d), np.ones(d),
-                     {"energy_j_per_token": COSTS.ept_j, "power_w": COSTS.power_w,
-                      "decode_tokens_per_s": COSTS.tps}, COSTS.features)
-    return path
 
 
 def constant_trace(ambient_c: float, demand_tps: float, n: int = 4000) -> SimpleNamespace:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_traces_tools import FakeClock  # the same fake clock the recorder tests use
 
 from traces.generate import main as generate_main
 from traces.importers import ImportFormatError, import_linux_power_supply
@@ -114,20 +115,9 @@ def test_import_keeps_unit_split_when_merging(tmp_path: Path) -> None:
 
 
 # --- 3. record checks options first and never loses a recording --------------------------------
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
-
-
 def _sensors(calls: list[int], *, fail_at: int | None = None, exc: type[BaseException] = RuntimeError,
              power_w: float = 1.5) -> Sensors:
-    clock = _Clock()
+    clock = FakeClock()
 
     def sleep(s: float) -> None:
         if fail_at is not None and len(calls) >= fail_at:
