@@ -17,6 +17,9 @@ tables ``env.costs`` and the step length) and then decides from the observation 
 * ``schedutil``: the slowest efficient configuration whose throughput covers 1.25 × the needed
   token rate (the lowest "frequency" with 25 % headroom), capped as thermal headroom shrinks.
 
+The rules run the model on the device: with a split profile (docs/split.md) they choose among its
+local configurations only (``local_configs``); the split-aware rules are in ``agents.split_baselines``.
+
 Shared helpers (also used by ``agents.mpc``): the observation indices ``F``, the efficient
 frontier, the previous-configuration / base-load / budget estimators.
 """
@@ -37,8 +40,14 @@ SCHEDUTIL_HEADROOM = 1.25  # schedutil's 25 % capacity margin (kernel: util × 1
 THERMAL_CAP_C = 5.0  # schedutil's thermal cap starts this far below the trip point
 
 
+def local_configs(costs) -> np.ndarray:
+    """Indices of the configurations that run entirely on the device (all, without split ones)."""
+    off = getattr(costs, "offload", None)
+    return np.arange(len(costs.quality)) if off is None else np.flatnonzero(np.asarray(off) == 0)
+
+
 def efficient_configs(costs) -> np.ndarray:
-    """Indices of the configurations on the (quality ↑, energy/token ↓) Pareto frontier.
+    """Indices of the local configurations on the (quality ↑, energy/token ↓) Pareto frontier.
 
     A configuration is dropped when another one has at least its quality at no more energy per
     token (and is strictly better in one). Returned sorted by energy per token, ascending — which
@@ -47,9 +56,11 @@ def efficient_configs(costs) -> np.ndarray:
     Args:
         costs: ``envs.power_env.CostTables``.
     """
-    q, e = np.asarray(costs.quality), np.asarray(costs.ept_j)
+    loc = local_configs(costs)
+    q, e = np.full(len(costs.quality), -np.inf), np.full(len(costs.quality), np.inf)
+    q[loc], e[loc] = np.asarray(costs.quality)[loc], np.asarray(costs.ept_j)[loc]
     keep = []
-    for j in range(len(q)):
+    for j in loc:
         dominated = np.any((q >= q[j]) & (e <= e[j]) & ((q > q[j]) | (e < e[j])))
         if not dominated:
             keep.append(j)
@@ -61,13 +72,15 @@ def efficient_configs(costs) -> np.ndarray:
 
 
 def largest_config(costs) -> int:
-    """Highest quality; among equals, the lowest energy per token."""
-    return int(np.lexsort((costs.ept_j, -costs.quality))[0])
+    """Highest quality (local configurations); among equals, the lowest energy per token."""
+    loc = local_configs(costs)
+    return int(loc[np.lexsort((costs.ept_j[loc], -costs.quality[loc]))[0]])
 
 
 def smallest_config(costs) -> int:
-    """Lowest energy per token; among equals, the highest quality."""
-    return int(np.lexsort((-costs.quality, costs.ept_j))[0])
+    """Lowest energy per token (local configurations); among equals, the highest quality."""
+    loc = local_configs(costs)
+    return int(loc[np.lexsort((-costs.quality[loc], costs.ept_j[loc]))[0]])
 
 
 class ObsModel:
@@ -209,7 +222,8 @@ def static_fit_config(env) -> int:
     other = np.mean([t.device.idle_power_w + np.mean(t.base_w) for t in trs])
     demand = np.mean([np.mean(t.demand_tps) for t in trs])
     need = other + np.minimum(demand, c.tps) * c.ept_j
-    fits = np.flatnonzero(need <= avail)
+    loc = local_configs(c)
+    fits = loc[need[loc] <= avail]
     if fits.size == 0:
         return smallest_config(c)
     return int(fits[np.lexsort((c.ept_j[fits], -c.quality[fits]))[0]])
@@ -259,7 +273,8 @@ class GreedyBudgetController(BaseController):
     def __init__(self, env):
         self.m = ObsModel(env)
         c = self.m.costs
-        self.order = np.lexsort((c.ept_j, -c.quality))  # quality descending, then cheaper first
+        loc = local_configs(c)
+        self.order = loc[np.lexsort((c.ept_j[loc], -c.quality[loc]))]  # quality descending, then cheaper first
         self.cheapest = smallest_config(c)
         self.budgets: dict[int, BudgetEstimator] = {}
 
@@ -274,7 +289,7 @@ class GreedyBudgetController(BaseController):
         ok = base + tok <= cap
         if budget_w is not None:
             ok &= tok <= budget_w
-        ok = ok[self.order]
+        ok = ok[self.order]  # local configurations, best first
         return int(self.order[np.argmax(ok)]) if ok.any() else self.cheapest
 
 
@@ -312,7 +327,7 @@ class SchedutilController(BaseController):
 
 
 __all__ = [
-    "F", "efficient_configs", "largest_config", "smallest_config", "ObsModel", "BudgetEstimator",
+    "F", "efficient_configs", "local_configs", "largest_config", "smallest_config", "ObsModel", "BudgetEstimator",
     "RandomController", "StaticController", "static_largest", "static_smallest", "static_fit",
     "static_fit_config", "BatteryLadderController", "GreedyBudgetController", "SchedutilController",
 ]

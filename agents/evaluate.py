@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 
 from agents.baselines import F
-from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, RANDOM, make_controller
+from agents.registry import (
+    ALL_CONTROLLERS,
+    BASELINES,
+    ORACLE,
+    RANDOM,
+    SPLIT_BASELINES,
+    default_controllers,
+    make_controller,
+)
 from model.cli import nonneg_int, positive_int
 from runtime.safeio import atomic_write_text, atomic_writer
 
@@ -225,7 +233,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def best_baseline(result: dict[str, Any]) -> str | None:
     """The baseline (not random, not the oracle, not RL) with the best score (or return)."""
-    cands = [(n, m) for n, m in result["policies"].items() if n in BASELINES and n != RANDOM]
+    cands = [(n, m) for n, m in result["policies"].items() if n in BASELINES + SPLIT_BASELINES and n != RANDOM]
     return sorted(cands, key=_sort_key)[0][0] if cands else None
 
 
@@ -345,15 +353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default <run>/eval or ./eval)")
     ap.add_argument("--profile", default=None, help="profile JSON (default: the run's, else the reference)")
     ap.add_argument("--max-steps", type=positive_int, default=720, help="steps per episode at most (>= 1)")
-    ap.add_argument("--policies", default=",".join(ALL_CONTROLLERS),
-                    help=f"comma-separated subset of {ALL_CONTROLLERS}")
+    ap.add_argument("--policies", default=None,
+                    help=f"comma-separated subset of {ALL_CONTROLLERS} (default: all; the split rules only "
+                         "for a profile with split configurations)")
     ap.add_argument("--oracle-grid", type=_oracle_grid, default="101,25,7",
                     help="oracle grid: n_soc,n_temp,n_backlog (each >= 2)")
     ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    names = [n.strip() for n in (args.policies or ",".join(ALL_CONTROLLERS)).split(",") if n.strip()]
     bad = [n for n in names if n not in ALL_CONTROLLERS]
     if bad or not names:
         ap.error(f"argument --policies: unknown policies {bad}; choose from {ALL_CONTROLLERS}" if bad else
@@ -371,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = load_config(args.run)
     env_factory, kw = _env_factory(args, cfg)
+    if args.policies is None:
+        names = default_controllers(env_factory().costs)
     n_soc, n_temp, n_backlog = args.oracle_grid
     controllers: dict[str, Any] = {}
     rl_name = None

@@ -79,7 +79,8 @@ class ForecastMPC(BaseController):
         supply = float(np.mean(mem["supply"]))
         base = max(self.m.base_w(obs) - tr.device.idle_power_w, 0.0)  # the dynamics add idle power themselves
         x = Inputs(float(np.mean(mem["demand"])), supply, float(obs[self.m.i_ambient]), base,
-                   budget_w if budget_w is not None else np.nan)
+                   budget_w if budget_w is not None else np.nan,
+                   float(obs[F["bandwidth_mbps"]]))  # the link holds as last seen (persistence forecast)
         if budget_w is not None:  # budget feature = (allowance + B·grace) / (B·3600)
             left_j = float(obs[F["budget_left_frac"]]) * budget_w * 3600.0 - budget_w * self.grace_s
         else:

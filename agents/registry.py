@@ -1,13 +1,16 @@
 """Controller names → factories: ``make_controller(name, env) -> Controller``.
 
-``BASELINES`` are the rule-based and forecast controllers (observation only); ``ORACLE`` is the
-offline upper bound (knows the whole trace). ``ALL_CONTROLLERS = BASELINES + [ORACLE]``.
+``BASELINES`` are the rule-based and forecast controllers (observation only) that run the model on
+the device; ``SPLIT_BASELINES`` the rules that also offload to a split server; ``ORACLE`` is the
+offline upper bound (knows the whole trace). ``ALL_CONTROLLERS = BASELINES + SPLIT_BASELINES + [ORACLE]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from agents.base import Controller
 from agents.baselines import (
@@ -21,6 +24,12 @@ from agents.baselines import (
 )
 from agents.mpc import ForecastMPC
 from agents.oracle import OracleController
+from agents.split_baselines import (
+    AllServerController,
+    JointSplitController,
+    neurosurgeon_energy,
+    neurosurgeon_latency,
+)
 
 FACTORIES: dict[str, Callable[..., Controller]] = {
     "random": RandomController,
@@ -31,12 +40,25 @@ FACTORIES: dict[str, Callable[..., Controller]] = {
     "greedy-budget": GreedyBudgetController,
     "schedutil": SchedutilController,
     "mpc": ForecastMPC,
+    "all-server": AllServerController,
+    "neurosurgeon-latency": neurosurgeon_latency,
+    "neurosurgeon-energy": neurosurgeon_energy,
+    "joint-split": JointSplitController,
     "oracle": OracleController,
 }
+#: the split-aware rules (agents.split_baselines): each is the schedutil rule on a profile without split
+SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeon-energy", "joint-split"]
 ORACLE = "oracle"
 RANDOM = "random"
-BASELINES: list[str] = [n for n in FACTORIES if n != ORACLE]
-ALL_CONTROLLERS: list[str] = BASELINES + [ORACLE]
+BASELINES: list[str] = [n for n in FACTORIES if n != ORACLE and n not in SPLIT_BASELINES]
+ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + [ORACLE]
+
+
+def default_controllers(costs) -> list[str]:
+    """The controllers an evaluation runs by default: the split rules only for a profile with split
+    configurations (elsewhere each is the schedutil rule again)."""
+    has_split = bool(np.asarray(getattr(costs, "offload", [0])).any())
+    return [n for n in ALL_CONTROLLERS if has_split or n not in SPLIT_BASELINES]
 
 
 def make_controller(name: str, env, **kwargs: Any) -> Controller:
@@ -55,4 +77,5 @@ def make_controller(name: str, env, **kwargs: Any) -> Controller:
     return ctrl
 
 
-__all__ = ["ALL_CONTROLLERS", "BASELINES", "FACTORIES", "ORACLE", "RANDOM", "make_controller"]
+__all__ = ["ALL_CONTROLLERS", "BASELINES", "SPLIT_BASELINES", "default_controllers",
+           "FACTORIES", "ORACLE", "RANDOM", "make_controller"]

@@ -98,10 +98,11 @@ class BatchedPowerEnv(VecEnv):
     # ---- dynamics ------------------------------------------------------------------------------
     def _step(self, a: np.ndarray):
         c = self.costs
-        supply, _, ambient, demand, _, budget, base = self.tr.rows.take(self.fi, axis=0).T
+        supply, _, ambient, demand, bandwidth, budget, base = self.tr.rows.take(self.fi, axis=0).T
         r = step_core(VECTOR, self.dt, self.params, c.tps[a], c.ept_j[a], c.decode_ms[a], c.quality[a],
-                      c.switch_s[self.a, a], c.switch_j[self.a, a], self.soc, self.temp, self.backlog,
-                      self.budget_left, demand, supply, ambient, base, budget, *self.plant)
+                      c.offload[a], c.up_bits[a], c.server_ms[a], c.switch_s[self.a, a], c.switch_j[self.a, a],
+                      self.soc, self.temp, self.backlog, self.budget_left, demand, supply, ambient, base, budget,
+                      bandwidth, *self.plant)
         self.last = r
         self.soc, self.temp, self.backlog, self.budget_left = r.soc, r.temp_c, r.backlog, r.budget_left_j
         self.a, self.last_p, self.last_lat, self.last_dem = a.copy(), r.power_w, r.latency_ms, demand
@@ -184,10 +185,13 @@ class BatchedPowerEnv(VecEnv):
         out = np.ones((self.num_envs, self.action_space.n), dtype=bool)
         hot = self.temp > pl.t_max_c - HOT_MARGIN_C
         low = self.soc < reserve
-        for j in np.flatnonzero(hot | low):
+        bw = f["bandwidth"].take(self.fi)
+        down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)
+        for j in np.flatnonzero(hot | low | down):
             x = self.fi[j]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x], pl.t_max_c[j], pl.r_th_c_per_w[j],
-                                f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j])
+                                f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j],
+                                bandwidth_mbps=bw[j])
         return out
 
 

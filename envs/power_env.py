@@ -165,7 +165,10 @@ class MicroLLMPowerEnv(gym.Env):
         self._tps, self._ept, self._dec = c.tps.tolist(), c.ept_j.tolist(), c.decode_ms.tolist()
         self._q, self._feat = c.quality.tolist(), [tuple(f) for f in c.features.tolist()]
         self._sw_s, self._sw_j = c.switch_s.tolist(), c.switch_j.tolist()
-        self.rules = Feasibility(c.ept_j)  # the action masks (runtime.rules, as the device's shield)
+        self._off, self._up, self._srv = c.offload.tolist(), c.up_bits.tolist(), c.server_ms.tolist()
+        # the action masks (runtime.rules, as the device's shield)
+        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w)
+        self._has_split = self.rules.has_split
         self._all_ok = self.rules.all_ok
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
         self.decode_table = c.decode_table()
@@ -195,7 +198,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._hot_c = dev.t_max_c - HOT_MARGIN_C  # the masks start this far below the trip point
         # the trace's columns as attributes of the env: one attribute read less per use in step()
         self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
-        self._base, self._budget, self._n = tr.base_w, tr.budget_w, tr.n
+        self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         i = self._i
         self.temp_c = float(o.get("temp_c", start_temp_c(tr.ambient_c[i], self._idle_w, tr.base_w[i],
@@ -206,7 +209,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
         self._last_demand = tr.demand_tps[i]
-        self._mask = self._all_ok
+        self._mask = self._compute_mask() if self._has_split and self._bw[i] <= 0.0 else self._all_ok
         obs = self._obs()
         return obs, {"action_mask": self._mask.copy(), "trace": tr.name, "start": self._i,
                      "soc": self.soc, "temp_c": self.temp_c}
@@ -216,9 +219,9 @@ class MicroLLMPowerEnv(gym.Env):
         i, prev = self._i, self._a
         demand = self._demand[i]
         r = scalar_step_core(SCALAR, self.step_s, self.params, self._tps[a], self._ept[a], self._dec[a], self._q[a],
-                             self._sw_s[prev][a], self._sw_j[prev][a], self.soc, self.temp_c, self.backlog,
-                             self._budget_left_j, demand, self._supply[i], self._ambient[i], self._base[i],
-                             self._budget[i], *self._plant)
+                             self._off[a], self._up[a], self._srv[a], self._sw_s[prev][a], self._sw_j[prev][a],
+                             self.soc, self.temp_c, self.backlog, self._budget_left_j, demand, self._supply[i],
+                             self._ambient[i], self._base[i], self._budget[i], self._bw[i], *self._plant)
         # one unpacking instead of a dozen attribute reads (the step's hot path)
         self.soc, self.temp_c, self.backlog, self._budget_left_j, dead, reward = r[:6]
         self._a, self._last_power_w, self._last_lat_ms, self._last_demand = a, r[_POWER], r[_LATENCY], demand
@@ -226,7 +229,7 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        if self.temp_c > self._hot_c or self.soc < self.reserve_soc:
+        if self.temp_c > self._hot_c or self.soc < self.reserve_soc or (self._has_split and self._bw[self._i] <= 0.0):
             self._mask = self._compute_mask()
         else:
             self._mask = self._all_ok
@@ -241,7 +244,7 @@ class MicroLLMPowerEnv(gym.Env):
         tr, i = self._tr, self._i
         return self.rules.mask(self._last_demand, self.temp_c, tr.ambient_c[i], tr.device.t_max_c,
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
-                               tr.supply_w[i])
+                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i])
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc

@@ -33,6 +33,17 @@ class CostTables:
     idle_w: float
     energy_source: str
     profile_name: str = ""
+    # split configurations (docs/split.md); zeros for a local one, the only kind a profile without
+    # ``split`` records has. Their tps/ept_j/decode_ms above are the device's share.
+    offload: np.ndarray = None  # 1.0 where the configuration runs on a split server
+    up_bits: np.ndarray = None  # bits sent per token (activations + framing)
+    server_ms: np.ndarray = None  # the server's compute per token, ms
+
+    def __post_init__(self) -> None:
+        n = len(self.space)
+        for name in ("offload", "up_bits", "server_ms"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(n))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -61,6 +72,9 @@ def load_cost_tables(profile: Any) -> CostTables:
     power = np.array([c["power_w"] for c in recs], float)
     acc = np.array([c["mc_accuracy"] for c in recs], float)
     sw = space.switch_time_s(p.data.get("switch_costs", {}))
+    off = np.array([float(c.get("split", -1) != -1) for c in recs])
+    up_bits = np.array([8.0 * float(c.get("up_bytes_per_token", 0.0)) for c in recs]) * off
+    server_ms = np.array([float(c.get("server_ms_per_token", 0.0)) for c in recs]) * off
     return CostTables(
         space=space,
         tps=np.array([c["decode_tokens_per_s"] for c in recs], float),
@@ -73,6 +87,7 @@ def load_cost_tables(profile: Any) -> CostTables:
         idle_w=float(p.data.get("idle_power_w", 0.0)),
         energy_source=str(p.data.get("energy_source", "unknown")),
         profile_name=str(p.data.get("name", "")),
+        offload=off, up_bits=up_bits, server_ms=server_ms,
     )
 
 
@@ -177,7 +192,8 @@ class PaddedTraces:
         """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k``."""
         from runtime.dynamics import Inputs
 
-        return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i])
+        return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i],
+                      np.nan_to_num(self.bandwidth[k, i]))
 
     def plant(self, k: Any):
         """``runtime.dynamics.Plant`` of trace(s) ``k`` (an index or an array of them)."""

@@ -386,6 +386,25 @@ def _check_config(c: _Checker, cfg: Any, i: int) -> None:
                 f"({p90!r}) must be >= {stage}_ms_per_token_median ({med!r}); {_PROFILE_HINT}",
             )
     _check_coverage(c, cfg, f"{label}.coverage_at_k")
+    _check_split(c, cfg, label)
+
+
+#: Optional per-record fields of a split configuration (docs/split.md): the record's latency and energy
+#: fields are then the device's share, these the rest.
+SPLIT_FIELDS: tuple[str, ...] = ("split", "wire", "up_bytes_per_token", "server_ms_per_token")
+_SPLIT_HINT = "re-run python -m model.split_profile"
+
+
+def _check_split(c: _Checker, cfg: Mapping[str, Any], label: str) -> None:
+    if "split" not in cfg and "wire" not in cfg:
+        return
+    from runtime.configspace import KNOBS, SPLIT_LOCAL
+
+    c.integer(cfg, "split", f"{label}.split", SPLIT_LOCAL)
+    c.choice(cfg, "wire", f"{label}.wire", KNOBS["wire"].values)
+    if cfg.get("split") != SPLIT_LOCAL:
+        for key in ("up_bytes_per_token", "server_ms_per_token"):
+            c.number(cfg, key, f"{label}.{key}", 0.0, False, math.inf, hint=_SPLIT_HINT)
 
 
 def _is_num(v: Any) -> bool:

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Knob", "Rule", "ConfigSpace", "ConfigSpaceError", "Feature", "KNOBS", "register_knob",
-           "knob", "model_space", "space_from_records"]
+__all__ = ["Knob", "Rule", "ConfigSpace", "ConfigSpaceError", "Feature", "KNOBS", "SPLIT_LOCAL", "register_knob",
+           "knob", "join_fragments", "model_space", "space_from_records", "split_rules", "split_space"]
 
 
 class ConfigSpaceError(ValueError):
@@ -157,6 +157,26 @@ register_knob(Knob(
     switch_cost_keys=("bits_int8_repair_ms", "bits_int4_repair_ms", "bits_ms"),
     doc="weight precision of the blocks: fp32, int8 or group-wise int4"))
 
+# Split computing (model/split.py, docs/split.md): the edge runs the embedding and the first ``split``
+# running blocks, a server the rest over a link; ``wire`` is how the boundary activations travel.
+SPLIT_LOCAL = -1  # the split value "everything on the device" (its name fragment is empty)
+WIRE_NOMINAL_BITS = {"none": 0.0, "fp32": 32.0, "fp16": 16.0, "int8": 8.0, "tabq": 4.0}
+
+register_knob(Knob(
+    name="split", values=(SPLIT_LOCAL, 2, 1, 0), value_type=int,
+    fragment=lambda v: "" if int(v) == SPLIT_LOCAL else f"E{int(v)}",
+    features=(Feature("config_offload", "flag", 0.0, 1.0), Feature("config_edge_layers_frac", "frac", 0.0, 1.0)),
+    encode=lambda v, k: (0.0, 1.0) if int(v) == SPLIT_LOCAL else (1.0, min(int(v) / 6.0, 1.0)),
+    switch_cost_keys=("split_reprefill_ms",),
+    capability="split-server",
+    doc="running blocks on the device (-1: all, no name fragment; 0: all on the server, token ids sent)"))
+register_knob(Knob(
+    name="wire", values=("none", "fp16", "int8", "tabq"), value_type=str,
+    fragment=lambda v: "" if v == "none" else str(v),
+    features=(Feature("config_wire_bits_frac", "frac", 0.0, 1.0),),
+    encode=lambda v, k: (WIRE_NOMINAL_BITS.get(str(v), 32.0) / 32.0,),
+    doc="compression of the boundary activations: none (local or ids), fp16, int8 per token, TS + TAB-Q"))
+
 #: The knobs of the elastic model, in the order of its canonical names.
 MODEL_KNOBS: tuple[str, ...] = ("depth", "heads", "bits")
 #: Profile ``switch_costs`` keys (µs) of the set_config call itself; the largest applies to any switch.
@@ -164,6 +184,12 @@ SET_CONFIG_SUFFIX = "_set_config_us"
 
 
 # ---- the space -------------------------------------------------------------------------------
+
+def join_fragments(frags: Iterable[str]) -> str:
+    """A canonical name: the non-empty fragments joined by ``-`` (a knob at its "nothing special"
+    value, e.g. ``split`` local, adds nothing, so local configurations keep their names)."""
+    return "-".join(f for f in frags if f)
+
 
 @dataclass(frozen=True, eq=False)
 class ConfigSpace:
@@ -194,7 +220,7 @@ class ConfigSpace:
         c["configs"] = tuple(keep)
         c["n_product"] = len(full)
         c["removed"] = removed
-        c["names"] = tuple("-".join(k.fragment(v) for k, v in zip(self.knobs, x)) for x in keep)
+        c["names"] = tuple(join_fragments(k.fragment(v) for k, v in zip(self.knobs, x)) for x in keep)
         if len(set(c["names"])) != len(keep):
             raise ConfigSpaceError("two configurations share a canonical name; make the fragments unique")
         c["by_name"] = {n: i for i, n in enumerate(c["names"])}
@@ -254,7 +280,7 @@ class ConfigSpace:
 
     def name_of(self, cfg: Any) -> str:
         """Canonical name of any point of the product (also one a rule removed)."""
-        return "-".join(k.fragment(v) for k, v in zip(self.knobs, cfg))
+        return join_fragments(k.fragment(v) for k, v in zip(self.knobs, cfg))
 
     def index(self, cfg: Any) -> int:
         """Index of a configuration given as a Config, a canonical name, a mapping of knob values or
@@ -357,12 +383,45 @@ def model_space(depths: Iterable[int] = KNOBS["depth"].values, heads: Iterable[f
                         KNOBS["heads"].with_values(heads), KNOBS["bits"].with_values(bits)))
 
 
+def split_rules(depth_max_bits: int | None = None) -> tuple[Rule, ...]:
+    """Validity rules of a space with ``split`` and ``wire`` (docs/split.md):
+
+    * ``split_within_depth``: a split point lies inside the running blocks (``split < depth``), or
+      the configuration is local;
+    * ``wire_iff_activations``: activations travel (``wire != "none"``) exactly when ``split >= 1``
+      (local sends nothing, ``split == 0`` sends token ids);
+    * ``server_only_edge_bits``: with ``split == 0`` the device holds no block, so only the largest
+      ``bits`` is offered (one name per distinct behaviour).
+    """
+    def within(c: Any) -> bool:
+        return c.split == SPLIT_LOCAL or c.split < c.depth
+
+    def wire(c: Any) -> bool:
+        return (c.split >= 1) == (c.wire != "none")
+
+    def bits(c: Any) -> bool:
+        return c.split != 0 or depth_max_bits is None or c.bits == depth_max_bits
+
+    return (Rule("split_within_depth", "split < depth, or local", within),
+            Rule("wire_iff_activations", "wire is 'none' exactly when no activations travel", wire),
+            Rule("server_only_edge_bits", "split 0 keeps only the largest bits", bits))
+
+
+def split_space(base: ConfigSpace | None = None, splits: Iterable[int] = KNOBS["split"].values,
+                wires: Iterable[str] = KNOBS["wire"].values) -> ConfigSpace:
+    """``base`` (default :func:`model_space`) × split × wire under :func:`split_rules`."""
+    base = base or model_space()
+    bits = next((max(k.values) for k in base.knobs if k.name == "bits"), None)
+    return ConfigSpace(base.knobs + (KNOBS["split"].with_values(splits), KNOBS["wire"].with_values(wires)),
+                       base.rules + split_rules(bits))
+
+
 def in_records_rule(names: Iterable[str], knobs: Sequence[Knob]) -> Rule:
     """The rule "measured": a configuration is offered only if the profile has a record of it."""
     have = frozenset(names)
 
     def keep(cfg: Any) -> bool:
-        return "-".join(k.fragment(v) for k, v in zip(knobs, cfg)) in have
+        return join_fragments(k.fragment(v) for k, v in zip(knobs, cfg)) in have
 
     return Rule("measured", "the profile has a record of it", keep)
 

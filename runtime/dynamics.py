@@ -16,13 +16,17 @@ Per step of ``dt = step_s`` with configuration ``a`` (previous ``p``):
 
 * throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
 * a switch costs ``t_sw[p, a]`` seconds of compute and ``t_sw · P_a`` joules;
-* served ``S = min(backlog + demand·dt, tps_a·θ·max(dt − t_sw, 0))``; the rest queues up to the
+* per-token time ``τ_a = dec_a/θ`` on the device; a split configuration (``off_a = 1``, docs/split.md)
+  adds its uplink ``bits_a / bandwidth``, the server's ``srv_a`` and the link's round trip, and its rate
+  is ``1000/τ_a`` tokens/s (the local rate is ``tps_a·θ``); a link at 0 Mbit/s serves nothing;
+* served ``S = min(backlog + demand·dt, rate_a·max(dt − t_sw, 0))``; the rest queues up to the
   backlog cap, beyond which tokens are dropped;
-* energy ``E = S·e_a + E_sw + (P_idle + P_base)·dt``, draw ``P = E/dt``;
+* radio (split only): ``E_radio = S·(bits_a·e_up + reply_bits·e_down) + P_conn·dt`` when ``S > 0``;
+* energy ``E = S·e_a + E_sw + E_radio + (P_idle + P_base)·dt``, draw ``P = E/dt``;
 * battery: a surplus ``supply − P > 0`` charges with efficiency η, a deficit discharges at
   100 %; SoC ≤ 0 is death (SoC clipped to [0, 1]);
 * temperature, exact for constant power: ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P``;
-* latency ``dec_a/θ + 1000·backlog/(tps_a·θ)`` ms against the SLO;
+* latency ``τ_a + 1000·backlog/rate_a`` ms against the SLO;
 * budget (power budget ``B`` of the LLM itself): allowance ``A ← A + (B·dt − E_llm)``; while
   ``A + B·grace < 0`` an LLM power above B is a violation of relative size ``(P_llm − B)/B``;
 * reward ``q_a·S/(100·dt) − w_T·(T − T_max)⁺ − w_slo·[lat > SLO] − w_B·overdraw
@@ -104,6 +108,27 @@ class RewardWeights:
 
 
 @dataclass(frozen=True)
+class LinkConstants:
+    """The device↔server link of split configurations (docs/split.md). Bandwidth comes from the trace
+    (``bandwidth_mbps``, 0 = down); everything else here is ``modelled`` from the cited sources."""
+
+    rtt_ms: float = 40.0
+    """round trip per token, ms: LTE/5G-NSA median RTTs of 30–60 ms (Narayanan et al., SIGCOMM 2021)"""
+    uplink_nj_per_bit: float = 18.39
+    """radio energy per bit sent, nJ: least-squares fit over 48,843 1-s samples of the SIGCOMM 2021
+    phone 5G power logs (traces.import 5g-power, all network types)"""
+    downlink_nj_per_bit: float = 2.59
+    """radio energy per bit received, nJ: the same fit"""
+    connected_w: float = 1.06
+    """radio power above idle in a step that used the link (connected state plus tail), W: LTE tail
+    power 1,060 mW held ≈ 11.6 s after the last packet (Huang et al., MobiSys 2012), longer than a step"""
+    reply_bits: float = 96.0
+    """bits received per token (the token and its reply framing), model/split_server.py"""
+    server_w: float = 30.0
+    """server power attributed to the model's share while it computes, W (reported, not in the reward)"""
+
+
+@dataclass(frozen=True)
 class EnvParams:
     """The one set of environment parameters: the env, the batched env, the oracle, the MPC, the
     run folder, the exported policy and the runtime manager all read this."""
@@ -124,6 +149,8 @@ class EnvParams:
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()
     """reward weights (runtime.dynamics.RewardWeights)"""
+    link: LinkConstants = LinkConstants()
+    """the device↔server link of split configurations (runtime.dynamics.LinkConstants)"""
 
     def __post_init__(self) -> None:
         problems = []
@@ -143,6 +170,10 @@ class EnvParams:
             v = getattr(self.weights, f.name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 problems.append(f"weights.{f.name} must be a finite number >= 0, got {v!r}")
+        for f in fields(LinkConstants):
+            v = getattr(self.link, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                problems.append(f"link.{f.name} must be a finite number >= 0, got {v!r}")
         if problems:
             raise ValueError("invalid environment parameters: " + "; ".join(problems))
 
@@ -157,18 +188,19 @@ class EnvParams:
         extra = sorted(set(d) - known)
         if extra:
             raise ValueError(f"unknown environment parameters {extra}; known: {sorted(known)}")
-        w = d.pop("weights", None)
-        if isinstance(w, dict):
-            wk = {f.name for f in fields(RewardWeights)}
-            bad = sorted(set(w) - wk)
-            if bad:
-                raise ValueError(f"unknown reward weights {bad}; known: {sorted(wk)}")
-            d["weights"] = RewardWeights(**{k: float(v) for k, v in w.items()})
-        elif isinstance(w, RewardWeights):
-            d["weights"] = w
+        for key, sub in (("weights", RewardWeights), ("link", LinkConstants)):
+            w = d.pop(key, None)
+            if isinstance(w, dict):
+                wk = {f.name for f in fields(sub)}
+                bad = sorted(set(w) - wk)
+                if bad:
+                    raise ValueError(f"unknown {key} fields {bad}; known: {sorted(wk)}")
+                d[key] = sub(**{k: float(v) for k, v in w.items()})
+            elif isinstance(w, sub):
+                d[key] = w
         types = {f.name: f.type for f in fields(cls)}
         for k in list(d):
-            if k != "weights" and d[k] is not None:
+            if k not in ("weights", "link") and d[k] is not None:
                 d[k] = int(d[k]) if types[k] in ("int", int) else float(d[k])
         return cls(**d)
 
@@ -234,6 +266,7 @@ class StepResult(NamedTuple):
     latency_ms: Any
     throttle: Any
     cost: Any  # violated constraints this step: thermal + SLO + budget + death
+    radio_j: Any  # the device's radio energy this step (split configurations), J
 
 
 TERM_NAMES = ("quality", "thermal", "slo", "budget", "drop", "death")
@@ -241,18 +274,22 @@ _new = tuple.__new__
 
 
 def step_core(o: Ops, dt: float, p: EnvParams,
-              tps, ept_j, dec_ms, quality, sw_s, sw_j,
+              tps, ept_j, dec_ms, quality, off, up_bits, server_ms, sw_s, sw_j,
               soc, temp_c, backlog, budget_left_j,
-              demand_tps, supply_w, ambient_c, base_w, budget_w,
+              demand_tps, supply_w, ambient_c, base_w, budget_w, bw_mbps,
               capacity_j, r_th, tau_s, t_max, thr_k, thr_min, eta, idle_w) -> StepResult:
     """One step of the device (module docstring), for floats (``o = SCALAR``) or arrays (``VECTOR``).
 
     Per-configuration inputs are those of the chosen configuration (``tps`` …), and ``sw_s`` /
     ``sw_j`` those of the switch from the previous one. ``budget_w`` is NaN without a budget.
+    ``off`` is 1 for a split configuration (its ``dec_ms``/``ept_j`` are the device's share,
+    ``up_bits`` the bits it sends per token, ``server_ms`` the server's compute) and 0 for a local one.
     """
     where, mn, mx = o.where, o.minimum, o.maximum
     theta = where(temp_c <= t_max, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max)))
-    rate = tps * theta
+    lk = p.link
+    tok_ms = token_ms(o, dec_ms, theta, off, up_bits, server_ms, bw_mbps, lk.rtt_ms)
+    rate = where(off > 0.0, 1000.0 / tok_ms, tps * theta)
     requested = backlog + demand_tps * dt
     served = mn(requested, rate * mx(dt - sw_s, 0.0))
     left = requested - served
@@ -260,11 +297,14 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     dropped = mx(left - cap, 0.0)
     backlog = left - dropped
     other_j = (idle_w + base_w) * dt
-    energy_j = served * ept_j + sw_j + other_j
+    # radio: bits × energy per bit both ways, plus the connected-state power for a step that used the link
+    radio_j = off * (served * (up_bits * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit) * 1e-9
+                     + where(served > 0.0, lk.connected_w * dt, 0.0))
+    energy_j = served * ept_j + sw_j + other_j + radio_j
     power_w = energy_j / dt
     soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
     temp_c = thermal_update(o, temp_c, ambient_c, power_w, dt, r_th, tau_s)
-    lat_ms = dec_ms / theta + 1000.0 * backlog / rate
+    lat_ms = tok_ms + 1000.0 * backlog / rate
     over_c = mx(temp_c - t_max, 0.0)
     slo_bad = lat_ms > p.slo_ms
     # budget: the allowance covers the LLM's own energy (traces/ schema)
@@ -286,7 +326,15 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     cost = (over_c > 0) * 1.0 + slo_bad + (over_b > 0) + dead
     # tuple.__new__: a named tuple's own __new__ costs a microsecond at 21 fields, as much as the physics
     return _new(StepResult, (soc, temp_c, backlog, budget_left_j, dead, reward, r_q, r_t, r_s, r_b, r_d, r_x,
-                             over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta, cost))
+                             over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta, cost,
+                             radio_j))
+
+
+def token_ms(o: Ops, dec_ms, theta, off, up_bits, server_ms, bw_mbps, rtt_ms):
+    """Time per token, ms: the device's share (throttled by θ) and, for a split configuration
+    (``off = 1``), the uplink at the link's bandwidth, the server and one round trip. A link at
+    0 Mbit/s takes ~forever (1e-9 Mbit/s)."""
+    return dec_ms / theta + off * (up_bits / (o.maximum(bw_mbps, 1e-9) * 1e3) + server_ms + rtt_ms)
 
 
 def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
@@ -403,7 +451,7 @@ def __getattr__(name: str) -> Any:
     """``scalar_step_core``: ``step_core`` for floats (call it as ``scalar_step_core(SCALAR, dt, params,
     ...)``), compiled on first use — the device runtime, which never steps the env, never pays for it."""
     if name == "scalar_step_core":
-        twin = globals()[name] = scalar_twin(step_core, inline=(battery_update, thermal_update))
+        twin = globals()[name] = scalar_twin(step_core, inline=(battery_update, thermal_update, token_ms))
         return twin
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -457,6 +505,7 @@ class Inputs(NamedTuple):
     ambient_c: Any
     base_w: Any
     budget_w: Any  # NaN without a budget
+    bandwidth_mbps: Any = 0.0  # link capacity (split configurations), 0 = down
 
 
 class Dynamics:
@@ -464,7 +513,8 @@ class Dynamics:
 
     Args:
         tables: Anything with per-configuration arrays ``tps``, ``ept_j``, ``decode_ms``,
-            ``quality`` (n,) and ``switch_s``, ``switch_j`` (n, n) (``envs.costs.CostTables``).
+            ``quality``, ``offload``, ``up_bits``, ``server_ms`` (n,) and ``switch_s``, ``switch_j``
+            (n, n) (``envs.tables.CostTables``).
         params: The environment parameters.
     """
 
@@ -483,8 +533,9 @@ class Dynamics:
         t = self.t
         a = np.asarray(action)
         r = step_core(VECTOR, self.p.step_s, self.p, t.tps[a], t.ept_j[a], t.decode_ms[a], t.quality[a],
-                      t.switch_s[s.config, a], t.switch_j[s.config, a], s.soc, s.temp_c, s.backlog,
-                      s.budget_left_j, x.demand_tps, x.supply_w, x.ambient_c, x.base_w, x.budget_w, *plant)
+                      t.offload[a], t.up_bits[a], t.server_ms[a], t.switch_s[s.config, a], t.switch_j[s.config, a],
+                      s.soc, s.temp_c, s.backlog, s.budget_left_j, x.demand_tps, x.supply_w, x.ambient_c, x.base_w,
+                      x.budget_w, x.bandwidth_mbps, *plant)
         ns = BatchState(r.soc, r.temp_c, r.backlog, r.budget_left_j,
                         np.broadcast_to(a, np.shape(r.soc)).astype(int))
         return ns, r
@@ -497,6 +548,7 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
 
 
 __all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants", "Dynamics",
-           "EnvParams", "Inputs", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step", "battery_update",
+           "EnvParams", "Inputs", "LinkConstants", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
+           "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
-           "steady_temp_c", "step_core", "thermal_step", "thermal_update"]
+           "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]

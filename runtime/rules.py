@@ -7,7 +7,12 @@ A configuration is infeasible *now* when running it at the current demand would
   whose steady-state temperature ``T_amb + R_th · (P_base + P_idle + demand · e_token)`` stays
   at or below ``t_max_c`` are allowed;
 * drain a battery that is already at its reserve: below ``reserve_soc`` while the supply does
-  not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed.
+  not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
+* need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed.
+
+A split configuration's energy per token counts its radio: ``e_token + P_conn / NOMINAL_TPS`` (the
+connected-state power spread over a nominal demand) for the cheap set, and ``P_conn`` is added to
+its power in the thermal rule.
 
 At least one configuration (the lowest energy per token) always stays allowed, so a masked
 policy can always act. :class:`Feasibility` holds the rules for one set of configurations; the
@@ -34,27 +39,39 @@ class Feasibility:
     """
 
     CHEAP_QUANTILE = 0.25
+    NOMINAL_TPS = 10.0  # tokens/s over which a split configuration's connected-state power is spread
 
-    def __init__(self, energy_j_per_token: np.ndarray) -> None:
-        self.ept = np.asarray(energy_j_per_token, dtype=np.float64)
-        self.safe = int(np.argmin(self.ept))
+    def __init__(self, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
+                 connected_w: float = 0.0) -> None:
+        n = np.shape(energy_j_per_token)[0]
+        self.offload = np.zeros(n, bool) if offload is None else np.asarray(offload) > 0
+        self.extra_w = np.where(self.offload, float(connected_w), 0.0)  # radio power of a split configuration
+        self.ept_device = np.asarray(energy_j_per_token, dtype=np.float64)  # the model's tokens on the device
+        self.ept = self.ept_device + self.extra_w / self.NOMINAL_TPS
+        local = ~self.offload
+        # the safe configuration runs on the device: it must not need the link
+        self.safe = int(np.flatnonzero(local)[np.argmin(self.ept[local])]) if local.any() else int(np.argmin(self.ept))
         self.ept_min = float(self.ept[self.safe])
-        self.cheap = self.ept <= np.quantile(self.ept, self.CHEAP_QUANTILE)  # always holds the safe one
-        self.all_ok = np.ones(self.ept.shape[0], dtype=bool)
+        self.cheap = self.ept <= np.quantile(self.ept, self.CHEAP_QUANTILE)
+        self.cheap[self.safe] = True
+        self.has_split = bool(self.offload.any())
+        self.local = local
+        self.all_ok = np.ones(n, dtype=bool)
         self.all_ok.flags.writeable = False
 
-    def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float) -> bool:
-        """Whether any rule can mask something now (hot, or below the reserve)."""
-        return temp_c > t_max_c - HOT_MARGIN_C or soc < reserve_soc
+    def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
+               bandwidth_mbps: float = 1.0) -> bool:
+        """Whether any rule can mask something now (hot, below the reserve, or the link down)."""
+        return temp_c > t_max_c - HOT_MARGIN_C or soc < reserve_soc or (self.has_split and bandwidth_mbps <= 0.0)
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, t_max_c: float, r_th_c_per_w: float,
              base_w: float, soc: float, reserve_soc: float, supply_w: float,
-             out: np.ndarray | None = None) -> np.ndarray:
+             out: np.ndarray | None = None, bandwidth_mbps: float = 1.0) -> np.ndarray:
         """Boolean mask (n_configs,) of the configurations allowed right now.
 
         ``base_w`` is all power that is not the model's tokens (device base load + idle power).
         At least the safe configuration always stays allowed: when the thermal rule removes even
-        it, it alone is allowed (the cheapest set always contains it).
+        it, it alone is allowed (the cheapest set always contains it; it never needs the link).
         """
         hot = temp_c > t_max_c - HOT_MARGIN_C
         low = soc < reserve_soc and supply_w < base_w + demand_tps * self.ept_min
@@ -64,13 +81,16 @@ class Feasibility:
                 m = np.zeros(self.ept.shape[0], dtype=bool)
                 m[self.safe] = True
             else:
-                m = demand_tps * self.ept <= allowed_w
+                m = demand_tps * self.ept_device + self.extra_w <= allowed_w
                 if low:
                     m &= self.cheap
         elif low:
             m = self.cheap.copy()
         else:
             m = self.all_ok.copy()
+        if self.has_split and bandwidth_mbps <= 0.0:
+            m &= self.local
+            m[self.safe] = True
         if out is None:
             return m
         out[:] = m

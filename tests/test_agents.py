@@ -18,7 +18,7 @@ from agents.baselines import (
     static_fit_config,
 )
 from agents.evaluate import evaluate_controllers, format_table, main, normalised_score, write_report
-from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, make_controller
+from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, SPLIT_BASELINES, make_controller
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from traces.schema import TraceMeta, make_trace
@@ -77,7 +77,7 @@ def test_predict_takes_one_observation_or_a_batch(name):
 
 
 def test_registry_names():
-    assert ALL_CONTROLLERS == BASELINES + [ORACLE]
+    assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + [ORACLE]
     env = env_for()
     assert all(make_controller(n, env).name == n for n in ALL_CONTROLLERS)
     with pytest.raises(KeyError, match="unknown controller"):
@@ -276,7 +276,7 @@ def test_evaluate_cli_with_a_saved_run(tmp_path):
     assert main(["--run", str(run), "--traces", str(set_dir), "--split", "test", "--out", str(out),
                  "--max-steps", "25", "--no-progress", "--oracle-grid", "51,13,5"]) == 0
     data = json.loads((out / "report.json").read_text())
-    assert set(data["policies"]) == {"rl:ppo", *ALL_CONTROLLERS}
+    assert set(data["policies"]) == {"rl:ppo", *BASELINES, ORACLE}  # no split rules without split configurations
     assert data["meta"]["best_baseline"] in BASELINES
     md = (out / "report.md").read_text()
     assert "| rl:ppo |" in md and ".png)" in md

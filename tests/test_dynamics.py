@@ -51,11 +51,13 @@ def _random_inputs(rng, n):
     d = DEVICES["phone"]
     return dict(
         tps=rng.uniform(50, 500, n), ept_j=rng.uniform(1e-3, 3e-2, n), dec_ms=rng.uniform(1, 20, n),
-        quality=rng.uniform(0, 1, n), sw_s=rng.choice([0.0, 0.01], n), sw_j=rng.uniform(0, 0.05, n),
+        quality=rng.uniform(0, 1, n), off=rng.choice([0.0, 1.0], n), up_bits=rng.uniform(8, 8000, n),
+        server_ms=rng.uniform(0.5, 5, n), sw_s=rng.choice([0.0, 0.01], n), sw_j=rng.uniform(0, 0.05, n),
         soc=rng.uniform(0, 1, n), temp_c=rng.uniform(20, 55, n), backlog=rng.uniform(0, 6000, n),
         budget_left_j=rng.uniform(-3000, 500, n), demand_tps=rng.uniform(0, 300, n), supply_w=rng.uniform(0, 8, n),
         ambient_c=rng.uniform(10, 40, n), base_w=rng.uniform(0, 2, n),
         budget_w=np.where(rng.uniform(size=n) < 0.5, np.nan, rng.uniform(0.1, 3, n)),
+        bw_mbps=np.where(rng.uniform(size=n) < 0.2, 0.0, rng.uniform(0.1, 100, n)),
         capacity_j=rng.uniform(1e3, 6e4, n), r_th=np.full(n, d.r_th_c_per_w), tau_s=np.full(n, d.tau_s),
         t_max=np.full(n, d.t_max_c), thr_k=np.full(n, d.throttle_per_c), thr_min=np.full(n, d.throttle_min),
         eta=np.full(n, d.charge_efficiency), idle_w=np.full(n, d.idle_power_w))
@@ -82,6 +84,7 @@ def test_public_batch_api_advances_state():
                                           np.array([0.6, 0.3]))
         switch_s = np.array([[0.0, 0.01], [0.01, 0.0]])
         switch_j = switch_s * 4.0
+        offload = up_bits = server_ms = np.zeros(2)
 
     dyn = Dynamics(Tables, EnvParams(step_s=10.0))
     s = dyn.state(2, soc=0.5, temp_c=25.0, config=0)
@@ -125,3 +128,34 @@ def test_the_float_twin_calls_no_operations_object():
     names = set(scalar_step_core.__code__.co_names)
     assert not names & {"where", "minimum", "maximum", "battery_update", "thermal_update"}, names
     assert {"min", "max", "exp"} <= names
+
+
+def test_split_configuration_pays_link_server_and_radio():
+    """A split configuration: per-token time = device share + uplink bits / bandwidth + server + RTT; the
+    radio costs bits x energy per bit both ways plus the connected-state power; a link down serves nothing."""
+    class Tables:  # 0: local; 1: split, device share 1 ms and 1 mJ/token, 4096 bits up, server 2 ms
+        tps, ept_j, decode_ms, quality = (np.array([100.0, 1000.0]), np.array([0.02, 0.001]), np.array([10.0, 1.0]),
+                                          np.array([0.5, 0.6]))
+        offload, up_bits, server_ms = np.array([0.0, 1.0]), np.array([0.0, 4096.0]), np.array([0.0, 2.0])
+        switch_s = switch_j = np.zeros((2, 2))
+
+    p = EnvParams(step_s=10.0)
+    lk = p.link
+    dyn = Dynamics(Tables, p)
+    plant = plant_of(10 * 3600.0, DEVICES["phone"])
+    s = dyn.state(2, soc=0.5, temp_c=25.0, config=0)
+    x = Inputs(demand_tps=5.0, supply_w=0.0, ambient_c=25.0, base_w=0.0, budget_w=np.nan, bandwidth_mbps=8.0)
+    _, r = dyn.step(s, np.array([0, 1]), x, plant)
+    tok_ms = 1.0 + 4096 / 8e3 + 2.0 + lk.rtt_ms  # 8 Mbit/s = 8000 bits per ms
+    assert r.latency_ms[1] == pytest.approx(tok_ms)  # no backlog: 1000/tok_ms tok/s > 5 tok/s
+    assert r.served[1] == pytest.approx(50.0)
+    radio = 50 * (4096 * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit) * 1e-9 + lk.connected_w * 10
+    assert r.radio_j[1] == pytest.approx(radio) and r.radio_j[0] == 0.0
+    assert r.energy_j[1] == pytest.approx(50 * 0.001 + radio + 0.2 * 10)
+    # the link goes down: the split configuration serves (almost) nothing, its latency breaks the SLO
+    _, r = dyn.step(s, np.array([0, 1]), x._replace(bandwidth_mbps=0.0), plant)
+    assert r.served[1] < 1e-4 and r.slo_bad[1] and r.served[0] == pytest.approx(50.0)
+    # a fast link and a demand beyond one round trip per token: the split rate is 1000 / tok_ms
+    x = x._replace(demand_tps=100.0, bandwidth_mbps=100.0)
+    _, r = dyn.step(s, np.array([0, 1]), x, plant)
+    assert r.served[1] == pytest.approx(10 * 1000.0 / (1.0 + 4096 / 1e5 + 2.0 + lk.rtt_ms))
