@@ -1058,6 +1058,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--echo", action="store_true", help="stream the text as it is generated")
     r.add_argument("--no-status", action="store_true")
     r.add_argument("--status-s", type=nonneg_float, default=0.1, help="status line refresh period")
+    sub.add_parser("serve-split", add_help=False,
+                   help="run the split server (model.split_server; its own options: deploy.py serve-split --help)")
     b = sub.add_parser("bench", help="decision latency, import time and memory of the runtime")
     b.add_argument("--policy", required=True)
     b.add_argument("--decisions", type=positive_int, default=100_000)
@@ -1069,6 +1071,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> Any:
     from runtime.safeio import ExistsError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve-split"]:  # the server parses its own options (loopback, token, TLS, limits)
+        from model.split_server import main as serve_split
+
+        return serve_split(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "export":
         if not Path(args.run_dir).is_dir():

@@ -46,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 
 from runtime import observation
+from runtime.configspace import SPLIT_LOCAL
 from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
@@ -303,8 +304,12 @@ class RuntimeManager:
         self.lookahead = self.layout.lookahead
         self.device = dev if isinstance(dev, DeviceConstants) else DeviceConstants.from_dict(dev)
         self.names = list(names)
+        sp = policy.space if policy is not None else None
+        offload = (np.array([float(c.split != SPLIT_LOCAL) for c in sp.configs])
+                   if sp is not None and "split" in sp.knob_names else None)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
-                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept)
+                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept,
+                             offload, self.params.link.connected_w)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -501,7 +506,7 @@ class RuntimeManager:
         hard = self.shield.hard_limit(temp, soc, plugged, unknown)
         st = self._transition(now_s, hard, temp, soc, plugged, unknown)
         supply, base_w = self._observe(now_s, dt, v, temp, soc, plugged)
-        a_pol, final, reason = self._choose(now_s, st, hard, temp, soc, v[AMBIENT], base_w, supply)
+        a_pol, final, reason = self._choose(now_s, st, hard, temp, soc, v[AMBIENT], base_w, supply, v[BANDWIDTH])
         self._commit(now_s, st, a_pol, final, reason, soc, temp, plugged, v[POWER])
         return final
 
@@ -560,18 +565,18 @@ class RuntimeManager:
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,
-                base_w: float, supply: float) -> tuple[int, int, Reason]:
+                base_w: float, supply: float, bandwidth_mbps: float = 1.0) -> tuple[int, int, Reason]:
         """Phase 3: the policy's action, then the shield's and the dwell rule's overrides."""
         cur, sh = self.current, self.shield
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
-        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply)
+        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:
             return a_pol, self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
         if mask is not None and not mask[a_pol]:
-            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp)
+            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp, soc)
         if a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
                              or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
             return a_pol, cur, Reason.DWELL

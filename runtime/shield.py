@@ -115,6 +115,7 @@ class Reason(IntEnum):
     BATTERY_MASK = 6
     FALLBACK = 7  # no valid policy: the safe configuration
     DWELL = 8  # the policy asked to switch before the minimum dwell time: keep the current one
+    LINK_MASK = 9  # a split configuration while the link to the split server is down
 
 
 REASON_NAMES = {r: r.name.lower() for r in Reason}
@@ -151,11 +152,15 @@ class Shield:
     Args:
         params: The limits.
         energy_j_per_token: Per-configuration energy per token (J), from the profile.
+        offload: Per-configuration 1 for a split configuration (docs/split.md), else 0 (default: none).
+        connected_w: The radio's connected-state power a split configuration adds, W.
     """
 
-    def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray) -> None:
+    def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
+                 connected_w: float = 0.0) -> None:
         self.p = params
-        self.rules = Feasibility(energy_j_per_token)
+        self._offload, self._connected_w = offload, connected_w
+        self.rules = Feasibility(energy_j_per_token, offload, connected_w)
         self.ept = self.rules.ept
         self.safe = self.rules.safe
         self._mask = np.ones(self.ept.shape[0], dtype=bool)
@@ -167,7 +172,7 @@ class Shield:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
         The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
         token, which EMERGENCY and FALLBACK run) do not change."""
-        self.rules = Feasibility(energy_j_per_token)
+        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w)
         self.ept = self.rules.ept
 
     def hard_limit(self, temp_c: float, soc: float, plugged: float, unknown: bool) -> Reason:
@@ -187,15 +192,19 @@ class Shield:
                 and (plugged >= 0.5 or soc >= p.reserve_soc + p.soc_hyst))
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
-             supply_w: float) -> np.ndarray | None:
-        """The feasibility mask when a rule is active (hot or below reserve), else None."""
-        if temp_c > self.hot_c or soc < self.reserve:
+             supply_w: float, bandwidth_mbps: float = 1.0) -> np.ndarray | None:
+        """The feasibility mask when a rule is active (hot, below reserve, or the link down with split
+        configurations), else None."""
+        if temp_c > self.hot_c or soc < self.reserve or (self.rules.has_split and bandwidth_mbps <= 0.0):
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
-                                   base_w, soc, self.reserve, supply_w, out=self._mask)
+                                   base_w, soc, self.reserve, supply_w, out=self._mask,
+                                   bandwidth_mbps=bandwidth_mbps)
         return None
 
-    def mask_reason(self, temp_c: float) -> Reason:
-        return Reason.THERMAL_MASK if temp_c > self.hot_c else Reason.BATTERY_MASK
+    def mask_reason(self, temp_c: float, soc: float = 1.0) -> Reason:
+        if temp_c > self.hot_c:
+            return Reason.THERMAL_MASK
+        return Reason.BATTERY_MASK if soc < self.reserve else Reason.LINK_MASK
 
 
 def is_breach(final_action: int, safe_action: int, params: ShieldParams, temp_c: float, soc: float,
