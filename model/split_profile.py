@@ -20,8 +20,9 @@ Adds to a measured profile of local configurations one record per split configur
   time; a server as fast as the machine that measured the base profile (the split server of this
   repository runs there). ``modelled`` where the base is.
 * **bytes per token** on the wire: the codec's measured payload bytes per token (one-token message,
-  header included) plus the protocol's framing per message (``--framing-bytes``;
-  ``model.split_server`` documents it).
+  header included) plus the protocol's framing per step message (:func:`framing_bytes`: the real
+  header of ``model.split_client``'s step message and the WebSocket frame; ``--framing-bytes``
+  overrides). The reply (downlink) is ``runtime.dynamics.LinkConstants.reply_bits``.
 
 The written file is a normal profile (``model.profile_schema``); the environment reads its split
 records' ``split``, ``wire``, ``up_bytes_per_token`` and ``server_ms_per_token``.
@@ -45,18 +46,25 @@ from runtime.safeio import refuse_existing
 
 DEFAULT_SPLITS = (SPLIT_LOCAL, 2, 1, 0)
 DEFAULT_WIRES = ("none", "fp16", "int8", "tabq")
-#: bytes of the split protocol's framing per one-token step message (length prefix + JSON header),
-#: measured from model.split_client's real messages by ``framing_bytes()``; this is the fallback.
-FRAMING_BYTES_FALLBACK = 160
+#: WebSocket frame header of a client (masked) message of 126..65535 bytes: 2 + 2 (length) + 4 (mask)
+WS_CLIENT_FRAME_BYTES = 8
+#: ... and of a server message under 126 bytes: 2
+WS_SERVER_FRAME_BYTES = 2
 
 
-def framing_bytes() -> int:
-    """Framing of one decode-step message of the split protocol, bytes (its real header)."""
-    try:
-        from model.split_client import step_framing_bytes  # the protocol's own messages
-    except ImportError:
-        return FRAMING_BYTES_FALLBACK
-    return int(step_framing_bytes())
+def framing_bytes(wire: str = "int8", k: int = 2) -> tuple[int, int]:
+    """(uplink, downlink) protocol bytes of one decode step beside the payload: the length prefix and
+    JSON header of ``model.split_client``'s real step message and of the server's reply (mid-context
+    position, a 32-hex session id) plus the WebSocket framing. TCP/IP headers are not counted: the
+    radio energy per bit was fitted to application throughput."""
+    from model.split_client import PROTOCOL_VERSION, pack_message
+
+    sid = "0" * 32
+    req = {"v": PROTOCOL_VERSION, "op": "step", "session": sid, "cfg": "L6-H100-int8", "k": k, "pos": 128, "t": 1}
+    req.update(dtype="uint8") if k == 0 else req.update(dtype="float32", mode=wire, d=256)
+    rep = {"v": PROTOCOL_VERSION, "ok": True, "op": "step", "session": sid, "token": 101, "pos": 129,
+           "logits": None, "decode_ms": 0.0123, "compute_ms": 1.2345, "server_ms": 1.3456}
+    return (len(pack_message(req)) + WS_CLIENT_FRAME_BYTES, len(pack_message(rep)) + WS_SERVER_FRAME_BYTES)
 
 
 def depth_fits(records: list[dict], key: str = "decode_ms_per_token_median") -> dict[tuple[float, int], tuple]:
@@ -97,7 +105,6 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
     from model.split import SplitView, load_split_table
 
     table = load_split_table(table_path) if table_path else load_split_table()
-    framing = framing_bytes() if framing is None else int(framing)
     recs = base["configs"]
     by_name = {r["name"]: r for r in recs}
     local_space = m.space
@@ -118,7 +125,8 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
             srv_local = local_space.make(depth=cfg.depth, heads=cfg.heads, bits=server_bits)
             qrec = by_name[local_space.name_of(srv_local)]
             acc, loss = float(qrec["mc_accuracy"]), float(qrec["val_loss"])
-            dev_ms, up_bytes, dec_us, q_method = ids_ms, 1.0 + framing, 0.0, "server-precision local record"
+            up_frame = framing_bytes(k=0)[0] if framing is None else framing
+            dev_ms, up_bytes, dec_us, q_method = ids_ms, 1.0 + up_frame, 0.0, "server-precision local record"
         else:
             rec = table.get((cfg.depth, cfg.heads, cfg.bits), k, cfg.wire) if _has(table, cfg, k) else \
                 table.get((max(local_space.knobs[0].values), 1.0, 32), 1, cfg.wire)
@@ -127,7 +135,8 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
             acc = min(max(float(lrec["mc_accuracy"]) + d_acc, 0.0), 1.0)
             loss = max(float(lrec["val_loss"]) + d_loss, 0.0)
             dev_ms = a + b * k + rec.encode_us / 1000.0
-            up_bytes, dec_us, q_method = rec.bytes_per_token + framing, rec.decode_us, "paired delta"
+            up_frame = framing_bytes(cfg.wire, k)[0] if framing is None else framing
+            up_bytes, dec_us, q_method = rec.bytes_per_token + up_frame, rec.decode_us, "paired delta"
         server_ms = sa + sb * (cfg.depth - k) + dec_us / 1000.0
         power = float(lrec["power_w"])
         r = copy.deepcopy(lrec)
@@ -149,7 +158,8 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
     prof["created_utc"] = utc_now_iso()
     prof["split"] = {
         "base_profile": base.get("name"), "server_bits": server_bits, "splits": list(splits), "wires": list(wires),
-        "framing_bytes": framing, "ids_ms": ids_ms, "quality": {"mc_items": mc_items, "loss_windows": windows,
+        "framing_bytes": {"uplink_int8": framing_bytes()[0], "downlink": framing_bytes()[1]} if framing is None
+        else framing, "ids_ms": ids_ms, "quality": {"mc_items": mc_items, "loss_windows": windows,
                                                                 "method": "base record + paired delta"},
         "codec_table": {"created": table.created, "host": table.host},
         "device_ms": "a + b*k per (heads, bits), linear fit in depth of the base records + measured encode",

@@ -122,10 +122,12 @@ class LinkConstants:
     connected_w: float = 1.06
     """radio power above idle in a step that used the link (connected state plus tail), W: LTE tail
     power 1,060 mW held ≈ 11.6 s after the last packet (Huang et al., MobiSys 2012), longer than a step"""
-    reply_bits: float = 96.0
-    """bits received per token (the token and its reply framing), model/split_server.py"""
+    reply_bits: float = 1392.0
+    """bits received per token: the split server's step reply (JSON header with the token and timings,
+    174 bytes with its WebSocket frame; ``model.split_profile.framing_bytes``, pinned by a test)"""
     server_w: float = 30.0
-    """server power attributed to the model's share while it computes, W (reported, not in the reward)"""
+    """server power attributed to the model's share while it computes, W: modelled, a few cores of a
+    ~200 W two-socket server (reported as the server's energy per token, not in the reward)"""
 
 
 @dataclass(frozen=True)

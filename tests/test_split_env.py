@@ -112,3 +112,10 @@ def test_depth_fit_recovers_a_linear_cost():
     recs = [{"heads": 1.0, "bits": 8, "depth": d, "decode_ms_per_token_median": 0.1 + 0.25 * d} for d in (2, 3, 4, 6)]
     a, b = depth_fits(recs)[(1.0, 8)]
     assert a == pytest.approx(0.1) and b == pytest.approx(0.25)
+
+
+def test_reply_bits_are_the_protocols_real_reply():
+    from model.split_profile import framing_bytes
+    from runtime.dynamics import LinkConstants
+
+    assert LinkConstants().reply_bits == 8 * framing_bytes()[1]
