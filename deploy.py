@@ -241,6 +241,10 @@ def export_onnx(policy_path: str | Path, onnx_path: str | Path) -> Path:
 # run
 # ---------------------------------------------------------------------------------------------
 
+#: knobs that say where the model runs, not which model: deploy.py run follows them with model.split_live
+SPLIT_KNOBS = ("split", "wire")
+
+
 def model_configs(m: Any, space: Any) -> list[Any]:
     """The live model's configuration for each index of a policy's configuration space, by knob
     values (``space.values_of``; names are never parsed).
@@ -250,7 +254,7 @@ def model_configs(m: Any, space: Any) -> list[Any]:
     """
     out = []
     for i in range(len(space)):
-        vals = space.values_of(i)
+        vals = {k: v for k, v in space.values_of(i).items() if k not in SPLIT_KNOBS}  # split: model.split_live
         extra = sorted(set(vals) - set(m.space.knob_names))
         if extra:
             raise SystemExit(f"deploy.py run: the policy's configuration space has knobs {extra} that the live "
@@ -359,6 +363,18 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
         _check_new_output("--telemetry", args.telemetry, args.force, "telemetry file")
     if getattr(args, "save_calibrated", None):
         _check_new_output("--save-calibrated", args.save_calibrated, args.force, "calibrated profile")
+    if getattr(args, "split_server", None):
+        url = args.split_server
+        if not re.match(r"^wss?://[^/\s]+:\d+/?$", url):
+            usage_error("run", f"argument --split-server: {url!r}: use ws://HOST:PORT (loopback) or wss://HOST:PORT")
+        if not args.split_token_file:
+            usage_error("run", "argument --split-server needs --split-token-file (the server's shared secret)")
+        from model.split_client import TokenFileError, read_token
+
+        try:
+            read_token(args.split_token_file)
+        except TokenFileError as exc:
+            file_error("run", f"--split-token-file {exc}")
     if getattr(args, "device_config", None):
         kind = args.device_kind or (out["trace"].meta.device_kind if out["trace"] is not None else "default")
         out["device_config"] = _load_device_config(args.device_config, kind)
@@ -398,6 +414,7 @@ class RunSession:
         self._check_host()
         self.model_cfgs = model_configs(self.m, self.space)
         self._init_counters()
+        self._open_split()
         self._open_sensors()
         self._open_manager()
 
@@ -496,6 +513,59 @@ class RunSession:
 
         return device_limits(kind, self.pf.meta if self.pf is not None else None, self.user_device)
 
+    def _open_split(self) -> None:
+        """The split server's client (``--split-server``), when the policy has split configurations.
+
+        Without a server, or while it is unreachable, the link reads 0 Mbit/s (``SplitLinkSensor``): the
+        shield masks every split configuration and the model runs on the device."""
+        from model.split_live import LinkState
+
+        a = self.args
+        self.has_split = "split" in self.space.knob_names
+        self.link = LinkState(clock=time.monotonic)
+        self.split_client: Any = None
+        self.split_stream: Any = None
+        if not a.split_server:
+            return
+        if not self.has_split:
+            print("[deploy] --split-server: the policy has no split configurations; the server is not used",
+                  file=sys.stderr)
+            return
+        try:
+            self.split_client = self._connect_split()
+            info = self.split_client.info
+            print(f"[deploy] split server {a.split_server}: server_bits {info.get('server_bits')}, "
+                  f"codecs {info.get('codecs')}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, bad token: run locally, retry later
+            self.link.fail(f"{type(exc).__name__}: {exc}")
+            print(f"[deploy] split server {a.split_server} unreachable ({exc}); running on the device, "
+                  "retrying with back-off", file=sys.stderr)
+
+    def _connect_split(self) -> Any:
+        """A new, opened client for ``--split-server``, shaped to the link (``LinkShaper``)."""
+        import ssl
+
+        from model.split_client import LinkShaper, SplitClient, read_token
+
+        a = self.args
+        ctx = ssl.create_default_context(cafile=a.split_ca) if a.split_server.startswith("wss://") else None
+        shaper = LinkShaper(self._link_mbps() or 1e-3, self.params.link.rtt_ms) if a.split_shape else None
+        c = SplitClient(a.split_server, read_token(a.split_token_file), shaper=shaper, ssl_context=ctx)
+        c.open()
+        return c
+
+    def _link_mbps(self) -> float:
+        """The link's recorded (replay) or assumed (``--link-mbps``) bandwidth, before any failure."""
+        if self.replay is not None:
+            return float(self.replay.read().bandwidth_mbps)
+        return float(self.args.link_mbps)
+
+    def _link_sensor(self) -> Any:
+        from model.split_live import SplitLinkSensor
+
+        return SplitLinkSensor(self.link, self._link_mbps, clock=self.clock,
+                               connected=lambda: bool(self.args.split_server))
+
     def _open_sensors(self) -> None:
         self.replay: Any = None
         if self.args.sensors.startswith("replay:"):
@@ -517,7 +587,8 @@ class RunSession:
         self.replay = ReplaySensors(trace, self.device, speed=self.args.speed, start_s=self.args.start_s,
                                     loop=self.args.replay_end == "loop")
         self.clock = self.replay.now
-        self.hub = SensorHub([self.replay], clock=self.clock)
+        self.link.clock = time.monotonic  # back-off in wall time, also under a faster virtual clock
+        self.hub = SensorHub(([self._link_sensor()] if self.has_split else []) + [self.replay], clock=self.clock)
         self.capacity_j = self.replay.capacity_j
 
     def _open_live(self) -> None:
@@ -532,6 +603,8 @@ class RunSession:
                                thermal={"r_th_c_per_w": dev.r_th_c_per_w, "tau_s": dev.tau_s,
                                         "ambient_c": a.ambient_c}, nvml=a.nvml)
         # without a battery sensor the machine is taken to be mains powered (ASSUMED -> DEGRADED)
+        if self.has_split:
+            sensors = [self._link_sensor(), *sensors]
         self.hub = SensorHub(sensors, assumptions={"soc_frac": 1.0, "plugged": 1.0, "ambient_c": a.ambient_c,
                                                    "bandwidth_mbps": 0.0}, clock=self.clock)
         self.capacity_j = a.capacity_wh * 3600.0
@@ -596,7 +669,7 @@ class RunSession:
                 break
             out_tokens: list[int] = []
             self._skip_lat = True  # the first token of a prompt carries the prefill
-            for k, tok in enumerate(self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)):
+            for k, tok in enumerate(self._stream(prompt)):
                 t = time.perf_counter()
                 self.on_token(tok, t)
                 out_tokens.append(tok)
@@ -608,6 +681,21 @@ class RunSession:
             if not a.echo:
                 print(f"\n=== prompt {p_i + 1}/{len(prompts)}: {prompt!r}\n{prompt}{self.texts[-1]}", flush=True)
         return self.texts
+
+    def _stream(self, prompt: str) -> Any:
+        """The token stream: the model's own, or ``model.split_live.SplitStream`` for a policy with split
+        configurations (it follows ``self.idx`` per token and falls back to the device on a failure)."""
+        a = self.args
+        if not self.has_split:
+            return self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)
+        if self.split_stream is None:
+            from model.split_live import SplitStream
+
+            self.split_stream = SplitStream(self.m, self.space, self.split_client, self.link,
+                                            reconnect=self._connect_split if a.split_server else None,
+                                            bandwidth=self._link_mbps, rtt_ms=self.params.link.rtt_ms)
+        return self.split_stream.stream(prompt, a.max_tokens, current=lambda: self.idx, temperature=a.temperature,
+                                        seed=a.seed)
 
     def _trace_ended(self) -> bool:
         """Replay with ``--replay-end stop``: True (and said once) once the virtual clock passed the
@@ -702,6 +790,8 @@ class RunSession:
             self._status(self.clock())
             print(file=sys.stderr)
         self._save_calibrated()
+        if self.split_stream is not None and self.split_stream.client is not None:
+            self.split_stream.client.close()
         self.mgr.close()
         summary = self.summary()
         print("[deploy] summary " + json.dumps(summary), file=sys.stderr)
@@ -752,6 +842,10 @@ class RunSession:
                             "trace_laps": rp.laps})
         else:
             summary["device_energy_j_estimate"] = round(self.live_energy_j, 3)
+        if self.split_stream is not None:  # where the tokens were computed, and the link's failures
+            st = self.split_stream.stats
+            summary["split"] = {**st, "wire_ms": round(st["wire_ms"], 2), "link_failures": self.link.total_failures,
+                                "last_link_error": self.link.last_error or None}
         summary["stop_reason"] = self.stop_reason
         return summary
 
@@ -948,7 +1042,9 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
         load_policy_file(args.policy)
     except PolicyFileError as exc:
         file_error("bench", f"--policy {exc}")
-    res: dict[str, Any] = {"policy": args.policy, "python": sys.version.split()[0], "cpu": _cpu_name()}
+    from model.profile_schema import _cpu_model
+
+    res: dict[str, Any] = {"policy": args.policy, "python": sys.version.split()[0], "cpu": _cpu_model()}
     res["policy_act"] = bench_policy_only(args.policy, args.decisions)
     res["decide_cached_sensors"] = bench_decisions(args.policy, args.decisions, poll_every=False, telemetry_path=None)
     with tempfile.TemporaryDirectory() as d:
@@ -963,18 +1059,6 @@ def bench_cmd(args: argparse.Namespace) -> dict[str, Any]:
     if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=1) + "\n")
     return res
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1058,6 +1142,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--echo", action="store_true", help="stream the text as it is generated")
     r.add_argument("--no-status", action="store_true")
     r.add_argument("--status-s", type=nonneg_float, default=0.1, help="status line refresh period")
+    r.add_argument("--split-server", default=None, metavar="URL",
+                   help="split server for a policy with split configurations: ws://127.0.0.1:PORT (loopback) or "
+                        "wss://HOST:PORT (TLS; see deploy.py serve-split)")
+    r.add_argument("--split-token-file", default=None, help="the split server's shared secret (required with it)")
+    r.add_argument("--split-ca", default=None, help="CA certificate that signed a wss:// server's certificate")
+    r.add_argument("--no-split-shape", dest="split_shape", action="store_false",
+                   help="do not shape the traffic to the trace's bandwidth and the link's round trip")
+    r.add_argument("--link-mbps", type=nonneg_float, default=0.0,
+                   help="live: the link's bandwidth when no trace gives it, Mbit/s (0: split configurations masked)")
     sub.add_parser("serve-split", add_help=False,
                    help="run the split server (model.split_server; its own options: deploy.py serve-split --help)")
     b = sub.add_parser("bench", help="decision latency, import time and memory of the runtime")

@@ -186,6 +186,18 @@ def _block_forward(x: torch.Tensor, p: LayerPlan, hd: int, cache: KVCache | None
     return x + quant.linear(F.gelu(quant.linear(m, p.fc), approximate="tanh"), p.fc2)
 
 
+def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None,
+                 gen: torch.Generator | None) -> int:
+    """The next token from logits (1, vocab): argmax at temperature 0, else top-k sampling."""
+    if temperature <= 0:
+        return int(logits.argmax(-1))
+    lg = logits / temperature
+    if top_k:
+        kth = torch.topk(lg, min(top_k, lg.shape[-1])).values[:, -1:]
+        lg = lg.masked_fill(lg < kth, float("-inf"))
+    return int(torch.multinomial(F.softmax(lg, -1), 1, generator=gen))
+
+
 class ElasticGPT(nn.Module):
     """Byte-level GPT with run-time depth, head and precision switching.
 
@@ -443,14 +455,7 @@ class ElasticGPT(nn.Module):
         logits = self.forward(ids[None], cache)[:, -1]
         history = ids.tolist()
         for _ in range(max_new_tokens):
-            if temperature <= 0:
-                nxt = int(logits.argmax(-1))
-            else:
-                lg = logits / temperature
-                if top_k:
-                    kth = torch.topk(lg, min(top_k, lg.shape[-1])).values[:, -1:]
-                    lg = lg.masked_fill(lg < kth, float("-inf"))
-                nxt = int(torch.multinomial(F.softmax(lg, -1), 1, generator=gen))
+            nxt = sample_token(logits, temperature, top_k, gen)
             yield nxt
             history.append(nxt)
             if cache.length >= T:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from model.cli import positive_int
 from model.profile_schema import load_profile, save_profile, utc_now_iso
-from runtime.configspace import SPLIT_LOCAL, split_space
+from runtime.configspace import KNOBS, SPLIT_LOCAL, split_space
 from runtime.safeio import refuse_existing
 
 DEFAULT_SPLITS = (SPLIT_LOCAL, 2, 1, 0)
@@ -188,16 +188,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--framing-bytes", type=int, default=None,
                    help="protocol bytes per step message (default: measured from model.split_client)")
     p.add_argument("--codec-table", default=None, help="benchmarks/results/split_quality.json (default)")
+    p.add_argument("--splits", default=",".join(str(x) for x in DEFAULT_SPLITS),
+                   help="split points, comma-separated (-1: local; k: blocks on the device)")
+    p.add_argument("--wires", default=",".join(DEFAULT_WIRES), help="activation compressions, comma-separated")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     a = p.parse_args(argv)
+    try:
+        splits = tuple(int(x) for x in a.splits.split(","))
+    except ValueError:
+        p.error(f"argument --splits: {a.splits!r}: comma-separated integers, e.g. -1,1,0")
+    wires = tuple(w.strip() for w in a.wires.split(","))
+    bad = [w for w in wires if w not in KNOBS["wire"].values]
+    if bad or SPLIT_LOCAL not in splits or "none" not in wires:
+        p.error(f"argument --splits/--wires: need -1 among the splits and 'none' among the wires; wires from "
+                f"{list(KNOBS['wire'].values)} (unknown: {bad})")
     refuse_existing(Path(a.out), a.force, "python -m model.split_profile")
     import model as M
 
     base = load_profile(a.base)
     ckpt = a.checkpoint or base.data["model"].get("checkpoint") or "model/checkpoints/microlm.pt"
     m = M.load(ckpt, expect_sha256=base.data["model"]["checkpoint_sha256"])
-    prof = build(base.data, m, server_bits=a.server_bits, mc_items=a.mc_items, windows=a.windows,
-                 framing=a.framing_bytes, table_path=a.codec_table)
+    prof = build(base.data, m, splits=splits, wires=wires, server_bits=a.server_bits, mc_items=a.mc_items,
+                 windows=a.windows, framing=a.framing_bytes, table_path=a.codec_table)
     save_profile(prof, a.out)
     n = sum(1 for r in prof["configs"] if r["split"] != SPLIT_LOCAL)
     print(f"wrote {a.out}: {len(prof['configs'])} configurations ({n} split)")

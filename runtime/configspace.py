@@ -160,7 +160,7 @@ register_knob(Knob(
 # Split computing (model/split.py, docs/split.md): the edge runs the embedding and the first ``split``
 # running blocks, a server the rest over a link; ``wire`` is how the boundary activations travel.
 SPLIT_LOCAL = -1  # the split value "everything on the device" (its name fragment is empty)
-WIRE_NOMINAL_BITS = {"none": 0.0, "fp32": 32.0, "fp16": 16.0, "int8": 8.0, "tabq": 4.0}
+WIRE_NOMINAL_BITS = {"none": 0.0, "fp32": 32.0, "fp16": 16.0, "int8": 8.0, "tabq": 4.4}  # tabq: 141 B at d = 256
 
 register_knob(Knob(
     name="split", values=(SPLIT_LOCAL, 2, 1, 0), value_type=int,
