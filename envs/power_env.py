@@ -4,7 +4,9 @@ thermal and latency limits, driven by a measured cost profile and replayed trace
 ## Description
 A device runs the elastic micro-LLM (``model/``) and serves a token workload. Each control
 step (``step_s``, default 10 s) the agent picks one configuration of the model (depth × heads
-× weight bits, from the profile). The chosen configuration serves the workload at its
+× weight bits, from the profile; with a split profile also where it runs: on the device, or split
+with a server after ``split`` blocks, its activations compressed by ``wire``; docs/split.md).
+The chosen configuration serves the workload at its
 *measured* throughput and energy per token; the battery, the device temperature and the
 request queue evolve; the trace supplies the charger/harvester power, ambient temperature,
 workload and link bandwidth.
@@ -35,8 +37,8 @@ profile. For the elastic model's three knobs:
 | 10 | demand of the last step | tok/s | 0 | 10000 |
 | 11 | backlog / backlog capacity | frac | 0 | 1 |
 | 12 | last latency / SLO | ratio | 0 | 100 |
-| 13 | link bandwidth | Mbit/s | 0 | 10000 |
-| 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 | frac | 0 | 1 |
+| 13 | link bandwidth (drives split configurations; 0 = down) | Mbit/s | 0 | 10000 |
+| 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 (+ split knobs) | frac | 0 | 1 |
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
@@ -45,17 +47,21 @@ profile. For the elastic model's three knobs:
 * throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
 * switching from configuration i to j costs ``t_sw[i, j]`` seconds of compute (the measured
   KV-cache repair + ``set_config``) and ``t_sw · P_j`` joules;
-* served tokens ``S = min(backlog + demand·dt, tps_j · θ · (dt − t_sw))``; the rest queues up
+* time per token ``τ_j = dec_j/θ``; a split configuration (``offload_j = 1``) adds its uplink bits at
+  the trace's bandwidth, the server's compute and the link's round trip (``EnvParams.link``) and runs
+  at ``1000/τ_j`` tok/s instead of ``tps_j·θ``; at 0 Mbit/s it serves nothing (and is masked);
+* served tokens ``S = min(backlog + demand·dt, rate_j · (dt − t_sw))``; the rest queues up
   to ``backlog_cap_tokens``, beyond which tokens are dropped;
-* energy ``E = S · e_j + t_sw·P_j + (P_idle + P_base)·dt`` (P_base: the trace's other device
-  load); draw ``P = E / dt``;
+* energy ``E = S · e_j + t_sw·P_j + E_radio + (P_idle + P_base)·dt`` (P_base: the trace's other device
+  load; ``E_radio`` for a split configuration: bits both ways × the 5G logs' energy per bit plus the
+  radio's connected-state power for a step that used the link); draw ``P = E / dt``;
 * battery (capacity from the trace): surplus ``supply − P ≥ 0`` charges with efficiency
   ``η``, a deficit discharges at 100 %; SoC ≤ 0 is **battery death**;
 * temperature, exact for constant power over the step:
   ``T ← T_∞ + (T − T_∞)·exp(−dt/τ)``, ``T_∞ = T_amb + R_th·P`` (constants per device kind:
   ``runtime.dynamics.DEVICES``);
-* latency of the step: ``decode_ms_j / θ + 1000·backlog / (tps_j·θ)`` (decode time plus the
-  queueing wait of the last queued token), against ``slo_ms``;
+* latency of the step: ``τ_j + 1000·backlog / rate_j`` (time per token plus the queueing wait of
+  the last queued token), against ``slo_ms``;
 * budget (traces with ``budget_w``, a power budget for the LLM itself): an allowance
   ``budget_w·(elapsed + budget_grace_s) − E_llm_used``; while it is negative, an LLM power
   above ``budget_w`` is a violation.
@@ -76,7 +82,7 @@ no dictionary building): ``soc``, ``temp_c``, ``backlog``, ``budget_left_j``, ``
 ``reward`` and its terms ``r_quality``, ``r_thermal``, ``r_slo``, ``r_budget``, ``r_drop``,
 ``r_death``; the violations ``over_c`` (°C above the trip point), ``slo_bad``, ``over_budget``
 (relative overdraw); ``served``, ``dropped`` (tokens), ``energy_j``, ``power_w``,
-``latency_ms``, ``throttle``. ``info["step"]._asdict()`` gives a dict. Besides it: ``config``
+``latency_ms``, ``throttle``, ``radio_j``. ``info["step"]._asdict()`` gives a dict. Besides it: ``config``
 (the index run), ``switched``, ``action_mask`` and ``cost`` (the number of violated
 constraints, safety-gymnasium convention).
 
@@ -93,13 +99,14 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``; any of
+``reserve_soc``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
 ## Version History
 * v0: first release; the configuration space, dynamics and parameters moved to ``runtime/``
   (same dynamics, same returns); the per-step figures moved from flat ``info`` keys into
-  ``info["step"]`` (2026-12-01).
+  ``info["step"]`` (2026-12-01). Split configurations (knobs ``split``, ``wire``), ``EnvParams.link``,
+  ``info["step"].radio_j``; profiles without split records step exactly as before (2026-12-01).
 """
 
 from __future__ import annotations
