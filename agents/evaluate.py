@@ -15,6 +15,9 @@ episodes (and reset seeds) for every controller. Metrics per policy (``docs/agen
   Σ quality·tokens / Σ energy;
 * ``thermal``, ``slo``, ``budget``: steps with that violation; ``deaths``: episodes that ended
   in battery death; ``switches``: configuration changes;
+* split profiles: ``offload_frac`` (tokens computed with a server), ``radio_j`` (the device's radio, part
+  of ``energy_j``), ``server_j`` (the server's compute time × ``LinkConstants.server_w``, modelled;
+  not part of ``energy_j``);
 * ``decision_us``: median wall time of one ``predict`` call (the oracle's first call of an
   episode also plans: see ``decision_us_max`` and ``plan_s`` in the JSON).
 
@@ -64,6 +67,12 @@ METRICS: tuple[tuple[str, str, str], ...] = (  # key, table header, format
     ("switches", "switches", "{:d}"),
     ("decision_us", "decision (µs)", "{:.0f}"),
 )
+#: shown when a policy offloaded (split profiles); always in the JSON
+SPLIT_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("offload_frac", "offloaded", "{:.1%}"),
+    ("radio_j", "radio (J)", "{:.0f}"),
+    ("server_j", "server (J, modelled)", "{:.0f}"),
+)
 N_PLOT_TRACES = 3
 
 
@@ -79,9 +88,11 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
                 record: bool = False) -> dict[str, Any]:
     """One deterministic episode; per-episode sums, and per-step series when ``record``."""
     obs, _ = env.reset(seed=seed, options=options)
-    quality = env.unwrapped.costs.quality.tolist()
+    costs = env.unwrapped.costs
+    quality, offload = costs.quality.tolist(), costs.offload.tolist()
+    server_j_tok = (costs.server_ms * 1e-3 * env.unwrapped.params.link.server_w).tolist()
     uses_masks = bool(getattr(controller, "uses_masks", False))
-    ret = tokens = q_tokens = energy = 0.0
+    ret = tokens = q_tokens = energy = off_tokens = radio_j = server_j = 0.0
     counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0}
     dead, times = False, []
     series: dict[str, list] = {k: [] for k in ("soc", "temp_c", "supply_w", "config", "power_w")}
@@ -100,6 +111,10 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
         tokens += st.served
         q_tokens += quality[info["config"]] * st.served
         energy += st.energy_j
+        a = info["config"]
+        off_tokens += offload[a] * st.served
+        radio_j += st.radio_j
+        server_j += server_j_tok[a] * st.served
         counts["thermal"] += bool(st.over_c > 0)
         counts["slo"] += bool(st.slo_bad)
         counts["budget"] += bool(st.over_budget > 0)
@@ -112,6 +127,7 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
             dead = bool(term)
             break
     out = {"return": ret, "tokens": tokens, "q_tokens": q_tokens, "energy_j": energy, "steps": t + 1,
+           "offload_tokens": off_tokens, "radio_j": radio_j, "server_j": server_j,
            "death": dead, **counts, "decision_s": times}
     if record:
         out["series"] = {k: np.asarray(v) for k, v in series.items()}
@@ -134,6 +150,10 @@ def _aggregate(eps: list[dict]) -> dict[str, Any]:
         "decision_us": float(np.median(times)), "decision_us_mean": float(times.mean()),
         "decision_us_max": float(times.max()),
         "episode_returns": rets.tolist(),
+        # split computing: share of tokens computed with a server, the device's radio energy, and the
+        # server's (modelled: its compute time x LinkConstants.server_w; not in the device's energy)
+        "offload_frac": sum(e["offload_tokens"] for e in eps) / tokens if tokens > 0 else 0.0,
+        "radio_j": float(sum(e["radio_j"] for e in eps)), "server_j": float(sum(e["server_j"] for e in eps)),
     }
 
 
@@ -219,12 +239,15 @@ def _sort_key(item):
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Markdown table of the policies, best oracle-normalised score first."""
-    head = "| policy | " + " | ".join(h for _, h, _ in METRICS) + " |"
-    lines = [head, "|---" * (len(METRICS) + 1) + "|"]
+    """Markdown table of the policies, best oracle-normalised score first (with the split columns when a
+    policy offloaded)."""
+    metrics = METRICS + (SPLIT_METRICS if any(m.get("offload_frac", 0) > 0 for m in result["policies"].values())
+                         else ())
+    head = "| policy | " + " | ".join(h for _, h, _ in metrics) + " |"
+    lines = [head, "|---" * (len(metrics) + 1) + "|"]
     for name, m in sorted(result["policies"].items(), key=_sort_key):
         cells = []
-        for key, _, fmt in METRICS:
+        for key, _, fmt in metrics:
             v = m[key]
             cells.append("—" if isinstance(v, float) and not math.isfinite(v) else fmt.format(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -285,7 +308,8 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pol = result["policies"]
-    keys = ["policy"] + [k for k, _, _ in METRICS] + ["return_std", "steps", "decision_us_mean", "decision_us_max"]
+    keys = (["policy"] + [k for k, _, _ in METRICS + SPLIT_METRICS]
+            + ["return_std", "steps", "decision_us_mean", "decision_us_max"])
     with atomic_writer(out / "report.csv", "w") as fh:  # atomic: a crash never leaves half a report
         w = csv.writer(fh)
         w.writerow(keys)
