@@ -414,8 +414,9 @@ class RunSession:
         self._check_host()
         self.model_cfgs = model_configs(self.m, self.space)
         self._init_counters()
-        self._open_split()
+        self._open_split()  # the link's state first: the sensors read it
         self._open_sensors()
+        self._connect_split()
         self._open_manager()
 
     # ---- open ---------------------------------------------------------------------------------
@@ -525,14 +526,17 @@ class RunSession:
         self.link = LinkState(clock=time.monotonic)
         self.split_client: Any = None
         self.split_stream: Any = None
-        if not a.split_server:
-            return
-        if not self.has_split:
+        if a.split_server and not self.has_split:
             print("[deploy] --split-server: the policy has no split configurations; the server is not used",
                   file=sys.stderr)
+
+    def _connect_split(self) -> None:
+        """Connects to ``--split-server`` at the start (after the sensors: the shaper reads the link)."""
+        a = self.args
+        if not (a.split_server and self.has_split):
             return
         try:
-            self.split_client = self._connect_split()
+            self.split_client = self._new_split_client()
             info = self.split_client.info
             print(f"[deploy] split server {a.split_server}: server_bits {info.get('server_bits')}, "
                   f"codecs {info.get('codecs')}", file=sys.stderr)
@@ -541,7 +545,7 @@ class RunSession:
             print(f"[deploy] split server {a.split_server} unreachable ({exc}); running on the device, "
                   "retrying with back-off", file=sys.stderr)
 
-    def _connect_split(self) -> Any:
+    def _new_split_client(self) -> Any:
         """A new, opened client for ``--split-server``, shaped to the link (``LinkShaper``)."""
         import ssl
 
@@ -692,7 +696,7 @@ class RunSession:
             from model.split_live import SplitStream
 
             self.split_stream = SplitStream(self.m, self.space, self.split_client, self.link,
-                                            reconnect=self._connect_split if a.split_server else None,
+                                            reconnect=self._new_split_client if a.split_server else None,
                                             bandwidth=self._link_mbps, rtt_ms=self.params.link.rtt_ms)
         return self.split_stream.stream(prompt, a.max_tokens, current=lambda: self.idx, temperature=a.temperature,
                                         seed=a.seed)
