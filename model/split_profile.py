@@ -99,8 +99,21 @@ def _paired_quality(m, view_cls, cfg, k: int, wire: str, server_bits: int, budge
 
 def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_bits: int = 32,
           mc_items: int = 300, windows: int = 32, ids_ms: float = 0.02, framing: int | None = None,
-          table_path: str | None = None, progress: bool = True) -> dict:
-    """The split profile (module docstring) from the base profile dict and the loaded model."""
+          table_path: str | None = None, progress: bool = True, resume: str | Path | None = None) -> dict:
+    """The split profile (module docstring) from the base profile dict and the loaded model.
+
+    ``resume``: a JSON file of measured quality deltas by configuration name, read if present and
+    written after every configuration (an interrupted run continues where it stopped)."""
+    import json
+
+    from runtime.safeio import atomic_write_text
+
+    done: dict = {}
+    if resume is not None and Path(resume).exists():
+        done = json.loads(Path(resume).read_text())
+        if done.get("method") != [mc_items, windows, server_bits]:
+            done = {}
+    done["method"] = [mc_items, windows, server_bits]
     from model.evaluate import build_mc_items, load_corpus
     from model.split import SplitView, load_split_table
 
@@ -130,8 +143,13 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
         else:
             rec = table.get((cfg.depth, cfg.heads, cfg.bits), k, cfg.wire) if _has(table, cfg, k) else \
                 table.get((max(local_space.knobs[0].values), 1.0, 32), 1, cfg.wire)
-            d_acc, d_loss = _paired_quality(m, SplitView, local, k, cfg.wire, server_bits, None, items,
-                                            corpus.test, windows, ref)
+            name = space.name_of(cfg)
+            if name not in done:
+                done[name] = _paired_quality(m, SplitView, local, k, cfg.wire, server_bits, None, items,
+                                             corpus.test, windows, ref)
+                if resume is not None:
+                    atomic_write_text(resume, json.dumps(done))
+            d_acc, d_loss = done[name]
             acc = min(max(float(lrec["mc_accuracy"]) + d_acc, 0.0), 1.0)
             loss = max(float(lrec["val_loss"]) + d_loss, 0.0)
             dev_ms = a + b * k + rec.encode_us / 1000.0
@@ -142,7 +160,7 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
         r = copy.deepcopy(lrec)
         r.pop("coverage_at_k", None)  # not measured through the split
         r.update({
-            "name": space.name_of(cfg), "split": k, "wire": cfg.wire, "source": "predicted",
+            "name": space.name_of(cfg), "split": k, "wire": cfg.wire,
             "decode_ms_per_token_median": dev_ms, "decode_ms_per_token_p90": dev_ms * (
                 float(lrec["decode_ms_per_token_p90"]) / float(lrec["decode_ms_per_token_median"])),
             "decode_tokens_per_s": 1000.0 / dev_ms,
@@ -209,8 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = a.checkpoint or base.data["model"].get("checkpoint") or "model/checkpoints/microlm.pt"
     m = M.load(ckpt, expect_sha256=base.data["model"]["checkpoint_sha256"])
     prof = build(base.data, m, splits=splits, wires=wires, server_bits=a.server_bits, mc_items=a.mc_items,
-                 windows=a.windows, framing=a.framing_bytes, table_path=a.codec_table)
+                 windows=a.windows, framing=a.framing_bytes, table_path=a.codec_table,
+                 resume=str(a.out) + ".partial.json")
     save_profile(prof, a.out)
+    Path(str(a.out) + ".partial.json").unlink(missing_ok=True)
     n = sum(1 for r in prof["configs"] if r["split"] != SPLIT_LOCAL)
     print(f"wrote {a.out}: {len(prof['configs'])} configurations ({n} split)")
 

@@ -119,3 +119,22 @@ def test_reply_bits_are_the_protocols_real_reply():
     from runtime.dynamics import LinkConstants
 
     assert LinkConstants().reply_bits == 8 * framing_bytes()[1]
+
+
+def test_split_profile_build_writes_a_valid_profile_for_server_only_splits(tmp_path):
+    """split 0 needs no measurement: quality is the server-precision local record, bytes 1 + framing."""
+    from model import load_default
+    from model.profile_schema import save_profile
+    from model.split_profile import build, framing_bytes
+
+    base = json.loads(DEFAULT_PROFILE.read_text())
+    prof = build(base, load_default(), splits=(SPLIT_LOCAL, 0), wires=("none",), progress=False)
+    out = save_profile(prof, tmp_path / "p.json")  # validates
+    c = load_cost_tables(out)
+    by = {r["name"]: r for r in prof["configs"]}
+    r = by["L4-H050-fp32-E0"]
+    assert r["mc_accuracy"] == by["L4-H050-fp32"]["mc_accuracy"]  # the server runs fp32: its quality
+    assert r["up_bytes_per_token"] == 1 + framing_bytes(k=0)[0]
+    assert r["server_ms_per_token"] > 0 and r["decode_ms_per_token_median"] < by["L4-H050-fp32"][
+        "decode_ms_per_token_median"]
+    assert len(c) == 48 + 16 and c.offload.sum() == 16
