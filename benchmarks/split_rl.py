@@ -59,7 +59,8 @@ def summarise(pol: dict) -> tuple[list[dict], str]:
     ipj_local = pol[best_local]["ipj"]
     rows = []
     for name, m in sorted(pol.items(), key=lambda kv: -kv[1]["score"]):
-        kind = ("oracle" if name == ORACLE else "learned" if name.startswith("rl:") or "seed" in name
+        kind = ("oracle" if name == ORACLE else "random" if name == RANDOM
+                else "learned" if name.startswith("rl:") or "seed" in name
                 else "split rule" if name in SPLIT_BASELINES else "local rule")
         rows.append({"policy": name, "kind": kind, "score": m["score"], "return": m["return"],
                      "quality_per_token": m["quality_per_token"], "ipj": m["ipj"],
@@ -98,7 +99,8 @@ def _plot(rows: list[dict]) -> bytes:
     rows = [r for r in rows if r["score"] > -1.5]
     fig, ax = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5))
     names = [r["policy"] for r in rows][::-1]
-    colors = {"oracle": "k", "learned": "tab:red", "split rule": "tab:blue", "local rule": "tab:gray"}
+    colors = {"oracle": "k", "learned": "tab:red", "split rule": "tab:blue", "local rule": "tab:gray",
+              "random": "tab:olive"}
     col = [colors[r["kind"]] for r in rows][::-1]
     ax[0].barh(names, [r["score"] for r in rows][::-1], color=col)
     ax[0].set_xlabel("oracle-normalised score")
