@@ -181,7 +181,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     }
     digest = save_policy_file(out, layers, meta, mean, var,
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
-                               "decode_tokens_per_s": costs.tps}, space.feature_matrix())
+                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes},
+                              space.feature_matrix())
     summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
                "layers": [list(w.shape) for w, _ in layers], "n_actions": len(space),
                "knobs": list(space.knob_names),

@@ -70,6 +70,8 @@ class BatchedPowerEnv(VecEnv):
         self._actions = None
         self.last = None
         self._ahead = np.arange(1, p.lookahead + 1)
+        # (n_traces, n_configs): the configurations that fit each trace's device memory
+        self._fits = np.stack([self.ref.rules.fits(m) for m in self.tr.memory_bytes])
 
     # ---- resets ------------------------------------------------------------------------------
     def reset_env(self, j: int, trace: int, start: int, soc: float | None = None,
@@ -182,7 +184,7 @@ class BatchedPowerEnv(VecEnv):
         from runtime.rules import HOT_MARGIN_C
 
         f, pl, reserve = self.tr.flat, self.plant, self.params.reserve_soc
-        out = np.ones((self.num_envs, self.action_space.n), dtype=bool)
+        out = self._fits[self.k].copy()  # each env's device memory (runtime.rules.Feasibility.fits)
         hot = self.temp > pl.t_max_c - HOT_MARGIN_C
         low = self.soc < reserve
         bw = f["bandwidth"].take(self.fi)
@@ -191,7 +193,7 @@ class BatchedPowerEnv(VecEnv):
             x = self.fi[j]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x], pl.t_max_c[j], pl.r_th_c_per_w[j],
                                 f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j],
-                                bandwidth_mbps=bw[j])
+                                bandwidth_mbps=bw[j], fits=self._fits[self.k[j]])
         return out
 
 

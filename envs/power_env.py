@@ -174,7 +174,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._sw_s, self._sw_j = c.switch_s.tolist(), c.switch_j.tolist()
         self._off, self._up, self._srv = c.offload.tolist(), c.up_bits.tolist(), c.server_ms.tolist()
         # the action masks (runtime.rules, as the device's shield)
-        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w)
+        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes)
         self._has_split = self.rules.has_split
         self._all_ok = self.rules.all_ok
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
@@ -203,6 +203,8 @@ class MicroLLMPowerEnv(gym.Env):
         self._plant = (tr.capacity_j, dev.r_th_c_per_w, dev.tau_s, dev.t_max_c, dev.throttle_per_c,
                        dev.throttle_min, dev.charge_efficiency, dev.idle_power_w)
         self._hot_c = dev.t_max_c - HOT_MARGIN_C  # the masks start this far below the trip point
+        self._fits = self.rules.fits(dev.memory_mb * 1e6)  # this device's memory (read-only; all_ok if all fit)
+        self._all_ok = self._fits
         # the trace's columns as attributes of the env: one attribute read less per use in step()
         self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
         self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
@@ -251,7 +253,7 @@ class MicroLLMPowerEnv(gym.Env):
         tr, i = self._tr, self._i
         return self.rules.mask(self._last_demand, self.temp_c, tr.ambient_c[i], tr.device.t_max_c,
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
-                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i])
+                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits)
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc

@@ -38,10 +38,11 @@ class CostTables:
     offload: np.ndarray = None  # 1.0 where the configuration runs on a split server
     up_bits: np.ndarray = None  # bits sent per token (activations + framing)
     server_ms: np.ndarray = None  # the server's compute per token, ms
+    device_bytes: np.ndarray = None  # memory the configuration needs on the device (weights + KV), bytes
 
     def __post_init__(self) -> None:
         n = len(self.space)
-        for name in ("offload", "up_bits", "server_ms"):
+        for name in ("offload", "up_bits", "server_ms", "device_bytes"):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(n))
 
@@ -88,6 +89,8 @@ def load_cost_tables(profile: Any) -> CostTables:
         energy_source=str(p.data.get("energy_source", "unknown")),
         profile_name=str(p.data.get("name", "")),
         offload=off, up_bits=up_bits, server_ms=server_ms,
+        # a profile without device_bytes: the weights it reads (its KV cache is not known there)
+        device_bytes=np.array([float(c.get("device_bytes", c.get("resident_bytes", 0))) for c in recs]),
     )
 
 
@@ -187,6 +190,7 @@ class PaddedTraces:
         self.thr_min = np.array([x.throttle_min for x in d])
         self.eta = np.array([x.charge_efficiency for x in d])
         self.idle = np.array([x.idle_power_w for x in d])
+        self.memory_bytes = np.array([x.memory_mb * 1e6 for x in d])
 
     def inputs(self, k: np.ndarray, i: np.ndarray):
         """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k``."""

@@ -391,7 +391,7 @@ def _check_config(c: _Checker, cfg: Any, i: int) -> None:
 
 #: Optional per-record fields of a split configuration (docs/split.md): the record's latency and energy
 #: fields are then the device's share, these the rest.
-SPLIT_FIELDS: tuple[str, ...] = ("split", "wire", "up_bytes_per_token", "server_ms_per_token")
+SPLIT_FIELDS: tuple[str, ...] = ("split", "wire", "up_bytes_per_token", "server_ms_per_token", "device_bytes")
 _SPLIT_HINT = "re-run python -m model.split_profile"
 
 
@@ -405,6 +405,8 @@ def _check_split(c: _Checker, cfg: Mapping[str, Any], label: str) -> None:
     if cfg.get("split") != SPLIT_LOCAL:
         for key in ("up_bytes_per_token", "server_ms_per_token"):
             c.number(cfg, key, f"{label}.{key}", 0.0, False, math.inf, hint=_SPLIT_HINT)
+    if "device_bytes" in cfg:
+        c.number(cfg, "device_bytes", f"{label}.device_bytes", 0.0, False, math.inf, hint=_SPLIT_HINT)
 
 
 def _is_num(v: Any) -> bool:

@@ -19,6 +19,8 @@ Adds to a measured profile of local configurations one record per split configur
 * **server, derived the same way** at ``--server-bits``: ``a + b·(depth − k)`` plus the measured decode
   time; a server as fast as the machine that measured the base profile (the split server of this
   repository runs there). ``modelled`` where the base is.
+* **device memory** (``device_bytes``, :func:`device_bytes`): the device's blocks' weights and their
+  KV cache at full context, against the device kind's ``memory_mb`` (``runtime.rules``).
 * **bytes per token** on the wire: the codec's measured payload bytes per token (one-token message,
   header included) plus the protocol's framing per step message (:func:`framing_bytes`: the real
   header of ``model.split_client``'s step message and the WebSocket frame; ``--framing-bytes``
@@ -65,6 +67,20 @@ def framing_bytes(wire: str = "int8", k: int = 2) -> tuple[int, int]:
     rep = {"v": PROTOCOL_VERSION, "ok": True, "op": "step", "session": sid, "token": 101, "pos": 129,
            "logits": None, "decode_ms": 0.0123, "compute_ms": 1.2345, "server_ms": 1.3456}
     return (len(pack_message(req)) + WS_CLIENT_FRAME_BYTES, len(pack_message(rep)) + WS_SERVER_FRAME_BYTES)
+
+
+def device_bytes(m, r: dict, blocks: int) -> float:
+    """Memory a configuration needs on the device, the source's memory model: the weights of its
+    ``blocks`` device blocks at their precision (per block: the local record's ``resident_bytes``
+    less the embeddings, over its depth) plus the embeddings, and their KV cache at full context
+    (fp32, active heads). 0 when the device holds no block (``split = 0``)."""
+    if blocks == 0:
+        return 0.0
+    mc = m.config
+    shared_b = m._shared_params() * 4  # embeddings + final LayerNorm, fp32
+    per_block = (float(r["resident_bytes"]) - shared_b) / int(r["depth"])
+    kv = 2 * blocks * round(float(r["heads"]) * mc.n_head) * mc.head_dim * mc.block_size * 4
+    return shared_b + blocks * per_block + kv
 
 
 def depth_fits(records: list[dict], key: str = "decode_ms_per_token_median") -> dict[tuple[float, int], tuple]:
@@ -125,7 +141,8 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
     fits = depth_fits(recs)
     corpus = load_corpus()
     items = build_mc_items(corpus.test_verses, mc_items)
-    out_recs = [dict(r, split=SPLIT_LOCAL, wire="none") for r in recs]
+    out_recs = [dict(r, split=SPLIT_LOCAL, wire="none", device_bytes=device_bytes(m, r, int(r["depth"])))
+                for r in recs]
     ref: dict = {}
     todo = [c for c in space.configs if c.split != SPLIT_LOCAL]
     for cfg in tqdm(todo, desc="split configurations", unit="cfg", disable=not progress, file=sys.stderr):
@@ -167,6 +184,7 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
             "energy_j_per_token": power * dev_ms / 1000.0,
             "mc_accuracy": acc, "val_loss": loss, "bits_per_byte": loss / math.log(2),
             "up_bytes_per_token": float(up_bytes), "server_ms_per_token": float(server_ms),
+            "device_bytes": device_bytes(m, lrec, k),
             "quality_method": q_method,
         })
         out_recs.append(r)

@@ -43,6 +43,12 @@ Device constants per device kind (``DEVICES``) are modelled, order-of-magnitude 
   ≈ 10 °C/W, slow (τ = 600 s), component limit 60 °C; idle ≈ 0.5 W.
 * default: used for unknown kinds; phone-like.
 
+Memory for the model (``memory_mb``, modelled): an Android app's large-heap class is typically
+512 MB (``ActivityManager.getLargeMemoryClass``); a laptop gives a model several GB (4 GB here); a
+Raspberry-Pi-class node with 1 GB keeps a quarter for the model. A configuration whose device share
+(weights at its precision + the KV cache of its device blocks at full context, a profile's
+``device_bytes``) exceeds it is infeasible (``runtime.rules``).
+
 Idle power is the simulated platform's power while the model waits (a profile's
 ``idle_power_w`` describes the machine the profile was measured on, not the simulated device).
 """
@@ -72,6 +78,7 @@ class DeviceConstants:
     throttle_min: float = 0.3  # throughput never scaled below this fraction
     charge_efficiency: float = 0.9  # fraction of surplus supply power stored in the battery
     idle_power_w: float = 0.2  # platform idle power while the model waits, W
+    memory_mb: float = 512.0  # memory the model may hold on the device (weights + KV cache), MB
 
     @classmethod
     def from_dict(cls, d: Any) -> DeviceConstants:
@@ -81,10 +88,10 @@ class DeviceConstants:
 
 
 DEVICES: dict[str, DeviceConstants] = {
-    "phone": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2),
-    "laptop": DeviceConstants(r_th_c_per_w=2.5, tau_s=120.0, t_max_c=70.0, idle_power_w=2.0),
-    "solar-node": DeviceConstants(r_th_c_per_w=10.0, tau_s=600.0, t_max_c=60.0, idle_power_w=0.5),
-    "default": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2),
+    "phone": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2, memory_mb=512.0),
+    "laptop": DeviceConstants(r_th_c_per_w=2.5, tau_s=120.0, t_max_c=70.0, idle_power_w=2.0, memory_mb=4096.0),
+    "solar-node": DeviceConstants(r_th_c_per_w=10.0, tau_s=600.0, t_max_c=60.0, idle_power_w=0.5, memory_mb=256.0),
+    "default": DeviceConstants(r_th_c_per_w=5.0, tau_s=240.0, t_max_c=45.0, idle_power_w=0.2, memory_mb=512.0),
 }
 
 

@@ -309,7 +309,8 @@ class RuntimeManager:
                    if sp is not None and "split" in sp.knob_names else None)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept,
-                             offload, self.params.link.connected_w)
+                             offload, self.params.link.connected_w,
+                             policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -576,7 +577,7 @@ class RuntimeManager:
         if st == State.EMERGENCY:
             return a_pol, self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
         if mask is not None and not mask[a_pol]:
-            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp, soc)
+            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp, soc, a_pol)
         if a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
                              or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
             return a_pol, cur, Reason.DWELL

@@ -13,7 +13,8 @@ A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
 * ``layer{k}_weight`` (out, in) / ``layer{k}_bias`` (out,) float32 — the actor MLP, last layer
   = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``);
 * ``obs_mean`` / ``obs_var`` float64 (obs_dim,) — VecNormalize running statistics;
-* ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) and
+* ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) (optional:
+  ``device_bytes``, the memory each configuration needs on the device) and
   ``config_features`` float64 (n_actions, n_config_features) — per-configuration figures from
   the profile (the shield's feasibility rules and the observation's configuration block);
 * ``content_sha256`` — a 0-d unicode array: SHA-256 over every other array (name, dtype,
@@ -47,6 +48,8 @@ HASH_KEY = "content_sha256"
 META_KEY = "meta_json"
 ACTIVATIONS = ("Tanh", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Identity")
 PER_CONFIG_ARRAYS = ("energy_j_per_token", "power_w", "decode_tokens_per_s")
+#: per-configuration arrays a file may carry (older files: absent, read as zeros)
+OPTIONAL_PER_CONFIG = ("device_bytes",)
 #: Logit given to masked-out actions (sb3-contrib's MaskableCategorical uses -1e8).
 MASKED_LOGIT = -1e8
 
@@ -112,6 +115,9 @@ def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray
     arrays["obs_var"] = np.asarray(obs_var, dtype=np.float64)
     for name in PER_CONFIG_ARRAYS:
         arrays[name] = np.asarray(per_config[name], dtype=np.float64)
+    for name in OPTIONAL_PER_CONFIG:
+        if name in per_config:
+            arrays[name] = np.asarray(per_config[name], dtype=np.float64)
     arrays["config_features"] = np.asarray(config_features, dtype=np.float64)
     arrays[META_KEY] = np.array(json.dumps(meta, sort_keys=True))
     digest = content_hash(arrays)
@@ -162,6 +168,7 @@ class PolicyFile:
     space: ConfigSpace
     params: EnvParams
     layout: ObsLayout
+    device_bytes: np.ndarray | None = None  # memory each configuration needs on the device (None: unknown)
 
     @property
     def obs_dim(self) -> int:
@@ -360,7 +367,7 @@ def _check_arrays(p: Path, arrays: dict[str, np.ndarray], obs_dim: int, space: C
     for k in ("obs_mean", "obs_var"):
         if arrays[k].shape != (obs_dim,):
             raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({obs_dim},)")
-    for k in PER_CONFIG_ARRAYS:
+    for k in PER_CONFIG_ARRAYS + tuple(k for k in OPTIONAL_PER_CONFIG if k in arrays):
         if arrays[k].shape != (n_act,):
             raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({n_act},)")
     want = (n_act, len(space.features))
@@ -444,7 +451,7 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     _check_arrays(p, arrays, layout.dim, space)
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
-                      arrays["config_features"], digest, space, params, layout)
+                      arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"))
 
 
 class NumpyPolicy:

@@ -8,7 +8,9 @@ A configuration is infeasible *now* when running it at the current demand would
   at or below ``t_max_c`` are allowed;
 * drain a battery that is already at its reserve: below ``reserve_soc`` while the supply does
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
-* need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed.
+* need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed;
+* not fit the device's memory: a configuration whose ``device_bytes`` (weights + KV cache of the
+  blocks on the device) exceed the device's ``memory_mb`` is never allowed (:meth:`Feasibility.fits`).
 
 A split configuration's energy per token counts its radio: ``e_token + P_conn / NOMINAL_TPS`` (the
 connected-state power spread over a nominal demand) for the cheap set, and ``P_conn`` is added to
@@ -42,8 +44,9 @@ class Feasibility:
     NOMINAL_TPS = 10.0  # tokens/s over which a split configuration's connected-state power is spread
 
     def __init__(self, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
-                 connected_w: float = 0.0) -> None:
+                 connected_w: float = 0.0, device_bytes: np.ndarray | None = None) -> None:
         n = np.shape(energy_j_per_token)[0]
+        self.device_bytes = np.zeros(n) if device_bytes is None else np.asarray(device_bytes, dtype=np.float64)
         self.offload = np.zeros(n, bool) if offload is None else np.asarray(offload) > 0
         self.extra_w = np.where(self.offload, float(connected_w), 0.0)  # radio power of a split configuration
         self.ept_device = np.asarray(energy_j_per_token, dtype=np.float64)  # the model's tokens on the device
@@ -59,6 +62,15 @@ class Feasibility:
         self.all_ok = np.ones(n, dtype=bool)
         self.all_ok.flags.writeable = False
 
+    def fits(self, memory_bytes: float) -> np.ndarray:
+        """Read-only mask of the configurations that fit ``memory_bytes`` (the safe one always stays)."""
+        m = self.device_bytes <= memory_bytes
+        if m.all():
+            return self.all_ok
+        m[self.safe] = True
+        m.flags.writeable = False
+        return m
+
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
                bandwidth_mbps: float = 1.0) -> bool:
         """Whether any rule can mask something now (hot, below the reserve, or the link down)."""
@@ -66,7 +78,8 @@ class Feasibility:
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, t_max_c: float, r_th_c_per_w: float,
              base_w: float, soc: float, reserve_soc: float, supply_w: float,
-             out: np.ndarray | None = None, bandwidth_mbps: float = 1.0) -> np.ndarray:
+             out: np.ndarray | None = None, bandwidth_mbps: float = 1.0,
+             fits: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask (n_configs,) of the configurations allowed right now.
 
         ``base_w`` is all power that is not the model's tokens (device base load + idle power).
@@ -90,7 +103,9 @@ class Feasibility:
             m = self.all_ok.copy()
         if self.has_split and bandwidth_mbps <= 0.0:
             m &= self.local
-            m[self.safe] = True
+        if fits is not None:  # the device's memory (``fits(memory_bytes)``)
+            m &= fits
+        m[self.safe] = True
         if out is None:
             return m
         out[:] = m

@@ -50,8 +50,9 @@ def _as_device(d: DeviceConstants | Mapping[str, Any]) -> DeviceConstants:
 def stricter_device(own: DeviceConstants | Mapping[str, Any],
                     other: DeviceConstants | Mapping[str, Any] | None) -> DeviceConstants:
     """``own`` (the device's constants), with the safety limits made stricter by ``other`` where it
-    is stricter: the lower ``t_max_c`` and the higher ``r_th_c_per_w`` (the feasibility rule
-    predicts a hotter device). The physics constants (time constant, idle power, ...) stay ``own``'s.
+    is stricter: the lower ``t_max_c``, the higher ``r_th_c_per_w`` (the feasibility rule
+    predicts a hotter device) and the lower ``memory_mb``. The physics constants (time constant, idle
+    power, ...) stay ``own``'s.
     ``other`` values that are not finite numbers are ignored."""
     dev = _as_device(own)
     if other is None:
@@ -64,9 +65,10 @@ def stricter_device(own: DeviceConstants | Mapping[str, Any],
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
         return float(v) if ok else None
 
-    t, r = num("t_max_c"), num("r_th_c_per_w")
+    t, r, mem = num("t_max_c"), num("r_th_c_per_w"), num("memory_mb")
     return replace(dev, t_max_c=min(dev.t_max_c, t) if t is not None else dev.t_max_c,
-                   r_th_c_per_w=max(dev.r_th_c_per_w, r) if r is not None and r > 0 else dev.r_th_c_per_w)
+                   r_th_c_per_w=max(dev.r_th_c_per_w, r) if r is not None and r > 0 else dev.r_th_c_per_w,
+                   memory_mb=min(dev.memory_mb, mem) if mem is not None and mem > 0 else dev.memory_mb)
 
 
 def policy_device_entry(meta: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -116,6 +118,7 @@ class Reason(IntEnum):
     FALLBACK = 7  # no valid policy: the safe configuration
     DWELL = 8  # the policy asked to switch before the minimum dwell time: keep the current one
     LINK_MASK = 9  # a split configuration while the link to the split server is down
+    MEMORY_MASK = 10  # a configuration that does not fit the device's memory
 
 
 REASON_NAMES = {r: r.name.lower() for r in Reason}
@@ -157,10 +160,13 @@ class Shield:
     """
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
-                 connected_w: float = 0.0) -> None:
+                 connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
+                 memory_bytes: float = float("inf")) -> None:
         self.p = params
-        self._offload, self._connected_w = offload, connected_w
-        self.rules = Feasibility(energy_j_per_token, offload, connected_w)
+        self._offload, self._connected_w, self._device_bytes = offload, connected_w, device_bytes
+        self.memory_bytes = memory_bytes
+        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes)
+        self.fits = self.rules.fits(memory_bytes)
         self.ept = self.rules.ept
         self.safe = self.rules.safe
         self._mask = np.ones(self.ept.shape[0], dtype=bool)
@@ -172,8 +178,9 @@ class Shield:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
         The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
         token, which EMERGENCY and FALLBACK run) do not change."""
-        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w)
+        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes)
         self.ept = self.rules.ept
+        self.fits = self.rules.fits(self.memory_bytes)
 
     def hard_limit(self, temp_c: float, soc: float, plugged: float, unknown: bool) -> Reason:
         """Which hard limit holds now (``Reason.NONE`` if none)."""
@@ -195,13 +202,16 @@ class Shield:
              supply_w: float, bandwidth_mbps: float = 1.0) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, or the link down with split
         configurations), else None."""
-        if temp_c > self.hot_c or soc < self.reserve or (self.rules.has_split and bandwidth_mbps <= 0.0):
+        if temp_c > self.hot_c or soc < self.reserve or (self.rules.has_split and bandwidth_mbps <= 0.0) \
+                or self.fits is not self.rules.all_ok:
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
                                    base_w, soc, self.reserve, supply_w, out=self._mask,
-                                   bandwidth_mbps=bandwidth_mbps)
+                                   bandwidth_mbps=bandwidth_mbps, fits=self.fits)
         return None
 
-    def mask_reason(self, temp_c: float, soc: float = 1.0) -> Reason:
+    def mask_reason(self, temp_c: float, soc: float = 1.0, action: int | None = None) -> Reason:
+        if action is not None and not self.fits[action]:
+            return Reason.MEMORY_MASK
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK
         return Reason.BATTERY_MASK if soc < self.reserve else Reason.LINK_MASK

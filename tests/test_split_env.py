@@ -138,3 +138,28 @@ def test_split_profile_build_writes_a_valid_profile_for_server_only_splits(tmp_p
     assert r["server_ms_per_token"] > 0 and r["decode_ms_per_token_median"] < by["L4-H050-fp32"][
         "decode_ms_per_token_median"]
     assert len(c) == 48 + 16 and c.offload.sum() == 16
+
+
+def test_configurations_that_do_not_fit_the_device_memory_are_masked(prof, monkeypatch):
+    from dataclasses import replace
+
+    from runtime.dynamics import DEVICES
+    from runtime.shield import Shield, ShieldParams
+
+    c = load_cost_tables(prof)
+    limit_mb = float(np.median(c.device_bytes)) / 1e6
+    monkeypatch.setitem(DEVICES, "phone", replace(DEVICES["phone"], memory_mb=limit_mb))
+    env = MicroLLMPowerEnv(profile=prof, traces=[link_trace([20.0] * 5)], random_start=False)
+    _, info = env.reset(seed=0, options={"trace": 0, "start": 0})
+    too_big = c.device_bytes > limit_mb * 1e6
+    too_big[env.rules.safe] = False
+    assert too_big.any() and not info["action_mask"][too_big].any() and info["action_mask"][~too_big].all()
+    _, _, _, _, info = env.step(int(np.flatnonzero(~too_big)[0]))
+    assert not info["action_mask"][too_big].any()  # every step, not only the first
+    b = BatchedPowerEnv(2, profile=prof, traces=[link_trace([20.0] * 5)], random_start=False)
+    b.reset()
+    assert not b.action_masks()[:, too_big].any()
+    # the device's shield: the same rule from the policy's device_bytes and the device's memory
+    sh = Shield(ShieldParams(45.0, 5.0, 0.05), c.ept_j, c.offload, 1.06, c.device_bytes, limit_mb * 1e6)
+    m = sh.mask(5.0, 25.0, 25.0, 0.4, 0.8, 0.0, 20.0)
+    assert m is not None and not m[too_big].any()
