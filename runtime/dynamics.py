@@ -307,8 +307,8 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     backlog = left - dropped
     other_j = (idle_w + base_w) * dt
     # radio: bits × energy per bit both ways, plus the connected-state power for a step that used the link
-    radio_j = off * (served * (up_bits * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit) * 1e-9
-                     + where(served > 0.0, lk.connected_w * dt, 0.0))
+    radio_j = where(off > 0.0, served * (up_bits * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit)
+                    * 1e-9 + where(served > 0.0, lk.connected_w * dt, 0.0), 0.0)
     energy_j = served * ept_j + sw_j + other_j + radio_j
     power_w = energy_j / dt
     soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
@@ -343,7 +343,9 @@ def token_ms(o: Ops, dec_ms, theta, off, up_bits, server_ms, bw_mbps, rtt_ms):
     """Time per token, ms: the device's share (throttled by θ) and, for a split configuration
     (``off = 1``), the uplink at the link's bandwidth, the server and one round trip. A link at
     0 Mbit/s takes ~forever (1e-9 Mbit/s)."""
-    return dec_ms / theta + off * (up_bits / (o.maximum(bw_mbps, 1e-9) * 1e3) + server_ms + rtt_ms)
+    # a where, not a product: the float twin turns it into a conditional expression, so a local
+    # configuration (off = 0) skips the link's arithmetic
+    return dec_ms / theta + o.where(off > 0.0, up_bits / (o.maximum(bw_mbps, 1e-9) * 1e3) + server_ms + rtt_ms, 0.0)
 
 
 def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
