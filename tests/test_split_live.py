@@ -77,3 +77,81 @@ def test_link_sensor_reads_zero_while_the_link_is_down():
     t[0] = 5.1 + 9.9  # back-off doubles per consecutive failure (5 s, 10 s, 20 s ...)
     assert s.read().bandwidth_mbps == 0.0
     assert SplitLinkSensor(LinkState(), lambda: 42.0, connected=lambda: False).read().bandwidth_mbps == 0.0
+
+
+def test_deploy_run_offloads_then_falls_back_when_the_server_dies(tmp_path, server, monkeypatch):
+    """deploy.py run with a policy that insists on a split configuration: tokens go to the server until
+    it is killed; then the link reads 0 Mbit/s, the shield overrides the policy (link_mask) and every
+    requested token is still generated, on the device."""
+    import json as _json
+    from dataclasses import asdict
+
+    import numpy as np
+    from test_split_env import split_profile_dict
+
+    import deploy
+    import model.split_live as live
+    from envs.tables import load_cost_tables
+    from runtime.dynamics import DEVICES, EnvParams
+    from runtime.observation import ObsLayout
+    from runtime.policy import save_policy_file
+
+    prof = tmp_path / "split.json"
+    prof.write_text(_json.dumps(split_profile_dict()))
+    c = load_cost_tables(prof)
+    favour = c.space.index("L6-H100-fp32-E1-fp16")
+    layout = ObsLayout(c.space.features)
+    rng = np.random.default_rng(0)
+    n, d, h = len(c), layout.dim, 16
+    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
+    layers[-1][1][favour] = 50.0
+    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
+            "decode_table": c.decode_table(), "env_params": EnvParams().to_dict(),
+            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
+            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
+                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
+            "profile": {"path": str(prof), "sha256": "0" * 64, "name": "split"}}
+    pol = tmp_path / "split-policy.npz"
+    save_policy_file(pol, layers, meta, np.zeros(d), np.ones(d),
+                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
+                      "device_bytes": c.device_bytes}, c.features)
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN)
+    os.chmod(tok, 0o600)
+    calls = {"n": 0}
+    real_step = live.SplitStream._split_step
+
+    def step_then_kill(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            server.stop()  # the server dies mid-generation
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(live.SplitStream, "_split_step", step_then_kill)
+    trace = tmp_path / "link.csv"
+    from traces.store import save_trace
+
+    save_trace(link_trace_csv(), trace)
+    summary = deploy.main(["run", "--policy", str(pol), "--sensors", f"replay:{trace}", "--max-tokens", "120",
+                           "--temperature", "0", "--split-server", server.url, "--split-token-file", str(tok),
+                           "--no-split-shape", "--no-status", "--min-dwell", "0", "--every-tokens", "4"])
+    st = summary["split"]
+    assert summary["tokens"] == 120  # none lost
+    assert st["split_tokens"] >= 20 and st["fallback_tokens"] + st["local_tokens"] > 0
+    assert st["link_failures"] >= 1
+    assert summary["overrides"].get("link_mask", 0) > 0  # the shield moved the policy off the dead link
+    assert any("-E" not in name for name in summary["tokens_per_config"])  # local configurations ran
+
+
+def link_trace_csv():
+    """A phone trace with a good link (50 Mbit/s) for a few minutes."""
+    import numpy as np
+
+    from traces import make_trace
+    from traces.schema import TraceMeta
+
+    n = 60
+    meta = TraceMeta(capacity_wh=15.0, initial_soc=0.8, device_kind="phone", source="test", license="CC0-1.0",
+                     unit="u0")
+    return make_trace("link", meta, np.arange(n) * 10.0, supply_w=np.zeros(n), plugged=np.zeros(n),
+                      ambient_c=np.full(n, 25.0), demand_tps=np.full(n, 8.0), bandwidth_mbps=np.full(n, 50.0))
