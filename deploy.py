@@ -516,7 +516,8 @@ class RunSession:
         return device_limits(kind, self.pf.meta if self.pf is not None else None, self.user_device)
 
     def _open_split(self) -> None:
-        """The split server's client (``--split-server``), when the policy has split configurations.
+        """The split link's state (``LinkState``: back-off in wall time, also under a faster virtual
+        clock) and the split flags; ``_connect_split`` connects once the sensors are open.
 
         Without a server, or while it is unreachable, the link reads 0 Mbit/s (``SplitLinkSensor``): the
         shield masks every split configuration and the model runs on the device."""
@@ -562,7 +563,7 @@ class RunSession:
     def _link_mbps(self) -> float:
         """The link's recorded (replay) or assumed (``--link-mbps``) bandwidth, before any failure."""
         if self.replay is not None:
-            return float(self.replay.read().bandwidth_mbps)
+            return float(self.replay.bandwidth_mbps())
         return float(self.args.link_mbps)
 
     def _link_sensor(self) -> Any:
@@ -592,7 +593,6 @@ class RunSession:
         self.replay = ReplaySensors(trace, self.device, speed=self.args.speed, start_s=self.args.start_s,
                                     loop=self.args.replay_end == "loop")
         self.clock = self.replay.now
-        self.link.clock = time.monotonic  # back-off in wall time, also under a faster virtual clock
         self.hub = SensorHub(([self._link_sensor()] if self.has_split else []) + [self.replay], clock=self.clock)
         self.capacity_j = self.replay.capacity_j
 

@@ -30,7 +30,7 @@ import numpy as np
 from agents.base import BaseController
 from agents.baselines import SCHEDUTIL_HEADROOM, F, ObsModel, SchedutilController, largest_config
 from runtime.configspace import SPLIT_LOCAL
-from runtime.dynamics import VECTOR, token_ms
+from runtime.dynamics import VECTOR, radio_j_per_token, token_ms
 
 
 class _SplitRule(BaseController):
@@ -58,8 +58,7 @@ class _SplitRule(BaseController):
     def device_j_per_token(self, need_tps: float) -> np.ndarray:
         """Device energy per token, J: compute + radio bits + connected-state power over the tokens."""
         c, lk = self.c, self.link
-        radio = (c.up_bits * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit) * 1e-9
-        return c.ept_j + self.off * (radio + lk.connected_w / max(need_tps, 1.0))
+        return c.ept_j + self.off * (radio_j_per_token(c.up_bits, lk) + lk.connected_w / max(need_tps, 1.0))
 
     def reset(self, env_index: int) -> None:
         self.fallback.reset(env_index)

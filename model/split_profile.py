@@ -158,8 +158,7 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
             up_frame = framing_bytes(k=0)[0] if framing is None else framing
             dev_ms, up_bytes, dec_us, q_method = ids_ms, 1.0 + up_frame, 0.0, "server-precision local record"
         else:
-            rec = table.get((cfg.depth, cfg.heads, cfg.bits), k, cfg.wire) if _has(table, cfg, k) else \
-                table.get((max(local_space.knobs[0].values), 1.0, 32), 1, cfg.wire)
+            rec = _codec_record(table, cfg, k, max(local_space.knobs[0].values))
             name = space.name_of(cfg)
             if name not in done:
                 done[name] = _paired_quality(m, SplitView, local, k, cfg.wire, server_bits, None, items,
@@ -205,12 +204,13 @@ def build(base: dict, m, *, splits=DEFAULT_SPLITS, wires=DEFAULT_WIRES, server_b
     return prof
 
 
-def _has(table, cfg, k: int) -> bool:
+def _codec_record(table, cfg, k: int, depth_max: int):
+    """The codec's measured bytes and µs for ``cfg`` at ``k``; where the table lacks it, the full fp32
+    model's at ``k = 1`` (bytes and codec time depend on the width and the wire, not on the blocks)."""
     try:
-        table.get((cfg.depth, cfg.heads, cfg.bits), k, cfg.wire)
-        return True
+        return table.get((cfg.depth, cfg.heads, cfg.bits), k, cfg.wire)
     except KeyError:
-        return False
+        return table.get((depth_max, 1.0, 32), 1, cfg.wire)
 
 
 def main(argv: list[str] | None = None) -> None:

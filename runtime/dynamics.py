@@ -307,8 +307,8 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     backlog = left - dropped
     other_j = (idle_w + base_w) * dt
     # radio: bits × energy per bit both ways, plus the connected-state power for a step that used the link
-    radio_j = where(off > 0.0, served * (up_bits * lk.uplink_nj_per_bit + lk.reply_bits * lk.downlink_nj_per_bit)
-                    * 1e-9 + where(served > 0.0, lk.connected_w * dt, 0.0), 0.0)
+    radio_j = where(off > 0.0, served * radio_j_per_token(up_bits, lk) + where(served > 0.0, lk.connected_w * dt, 0.0),
+                    0.0)
     energy_j = served * ept_j + sw_j + other_j + radio_j
     power_w = energy_j / dt
     soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
@@ -346,6 +346,12 @@ def token_ms(o: Ops, dec_ms, theta, off, up_bits, server_ms, bw_mbps, rtt_ms):
     # a where, not a product: the float twin turns it into a conditional expression, so a local
     # configuration (off = 0) skips the link's arithmetic
     return dec_ms / theta + o.where(off > 0.0, up_bits / (o.maximum(bw_mbps, 1e-9) * 1e3) + server_ms + rtt_ms, 0.0)
+
+
+def radio_j_per_token(up_bits, link: LinkConstants):
+    """The radio's energy per token of a split configuration, J: its bits up and the reply's bits down
+    at the link's energy per bit (the connected-state power is per step, not per token)."""
+    return (up_bits * link.uplink_nj_per_bit + link.reply_bits * link.downlink_nj_per_bit) * 1e-9
 
 
 def battery_update(o: Ops, soc, supply_w, power_w, dt_s, capacity_j, eta):
@@ -562,4 +568,4 @@ __all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState
            "EnvParams", "Inputs", "LinkConstants", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
            "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
-           "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]
+           "radio_j_per_token", "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]

@@ -171,6 +171,10 @@ class ReplaySensors(Sensor):
                        ambient_c=self._ambient[i], power_w=self.power_w, supply_w=self._supply[i],
                        bandwidth_mbps=self._bw[i])
 
+    def bandwidth_mbps(self) -> float:
+        """The link's bandwidth at the current virtual time, Mbit/s (what :meth:`read` reports)."""
+        return self._bw[self._row]
+
     def workload(self) -> dict[str, float]:
         """The trace's workload and limits at the current virtual time.
 

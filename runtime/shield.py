@@ -202,7 +202,7 @@ class Shield:
              supply_w: float, bandwidth_mbps: float = 1.0) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, or the link down with split
         configurations), else None."""
-        if temp_c > self.hot_c or soc < self.reserve or (self.rules.has_split and bandwidth_mbps <= 0.0) \
+        if self.rules.active(temp_c, self.p.t_max_c, soc, self.reserve, bandwidth_mbps) \
                 or self.fits is not self.rules.all_ok:
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
                                    base_w, soc, self.reserve, supply_w, out=self._mask,
