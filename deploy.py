@@ -1173,7 +1173,7 @@ def main(argv: list[str] | None = None) -> Any:
     if argv[:1] == ["serve-split"]:  # the server parses its own options (loopback, token, TLS, limits)
         from model.split_server import main as serve_split
 
-        return serve_split(argv[1:])
+        raise SystemExit(serve_split(argv[1:]))  # its exit status: 0, 1 (a file), 2 (an argument)
     args = build_parser().parse_args(argv)
     if args.cmd == "export":
         if not Path(args.run_dir).is_dir():

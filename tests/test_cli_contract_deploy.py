@@ -91,3 +91,13 @@ def test_existing_outputs_are_refused_without_force(tmp_path: Path) -> None:
     r = deploy(*RUN, "--telemetry", str(tel))
     assert r.returncode == 1 and "already exists" in r.stderr and "--force" in r.stderr
     assert tel.read_text() == "keep\n" and "Traceback" not in r.stderr
+
+
+def test_serve_split_exits_with_the_servers_status(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("t0ken-" + "3f9a" * 8)
+    tok.chmod(0o644)  # world-readable: refused, exit 1
+    r = deploy("serve-split", "--token-file", str(tok), "--port", "0")
+    assert r.returncode == 1 and "world-readable" in r.stderr
+    r = deploy("serve-split", "--token-file", str(tok), "--host", "0.0.0.0")
+    assert r.returncode == 2 and "requires TLS" in r.stderr
