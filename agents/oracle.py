@@ -164,6 +164,7 @@ class OracleController:
         self.fast_shift = True  # False: element-wise lookup everywhere (same values; for tests)
         self.horizon_steps, self.budget_passes = int(horizon_steps), int(budget_passes)
         self.cheapest = smallest_config(c)
+        self.roles = np.asarray(c.roles, dtype=np.int64)  # processors each action needs (outages mask them)
         self.max_token_w = float(np.max(c.tps * c.ept_j))
         self.w_death = float(self.env.w.death)
         self.cache: OrderedDict[tuple, OraclePlan] = OrderedDict()
@@ -281,7 +282,11 @@ class OracleController:
             need1 = need[t + 1].reshape(-1)
             need_next = sum(need1[c] * w for c, w in corners)
             # (capped at 1: above it every state dies and the cap only keeps x' on the grid)
-            need[t] = np.clip((need_next - delta).reshape(nT, nB, A).min(-1), SOC_EPS, 1.0)
+            off = self._unavailable(k, i)  # actions on a processor that is down at this step
+            need_a = need_next - delta
+            if off is not None:  # they cannot be what keeps the battery alive
+                need_a = np.where(off[ia], np.inf, need_a)
+            need[t] = np.clip(need_a.reshape(nT, nB, A).min(-1), SOC_EPS, 1.0)
             need_now = need[t].reshape(-1)[node]
             # V_{t+1} on the spare-SoC grid at the next (T, backlog): blend of the 4 corners
             V1 = V[t + 1].reshape(nT * nB, nX)
@@ -303,6 +308,8 @@ class OracleController:
                        - (plan.nominal_allowance_j[t] + d_allow + bud * grace) / tr.capacity_j)
                 below = xg32[None, :] < (thr - need_now).astype(np.float32)[:, None]  # soc < thr
                 Q += np.where(below, pen.astype(np.float32)[:, None], np.float32(0.0))
+            if off is not None:
+                Q[off[ia]] = -np.inf
             V[t] = Q.reshape(nT, nB, A, nX).max(2)
         plan.values, plan.soc_need = V, need
 
@@ -413,7 +420,14 @@ class OracleController:
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
         r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions)
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
-        return r.reward + np.where(r.dead, 0.0, cont)
+        q = r.reward + np.where(r.dead, 0.0, cont)
+        off = self._unavailable(plan.k, plan.start + t)
+        return q if off is None else np.where(off, -np.inf, q)
+
+    def _unavailable(self, k: int, i: int) -> np.ndarray | None:
+        """Actions that need a processor that is down at row ``i`` of trace ``k`` (None: all available)."""
+        down = int(self.padded.procs_down[k, i])
+        return (self.roles & down) != 0 if down else None
 
     def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None):
         """SoC and allowance before each step along the cheapest configuration's trajectory

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from envs.power_env import MicroLLMPowerEnv
 from envs.tables import PaddedTraces
-from runtime.dynamics import VECTOR, EnvParams, Plant, start_temp_c, step_core
+from runtime.dynamics import VECTOR, EnvParams, Plant, placement_columns, start_temp_c, step_core
 from runtime.observation import head_values
 
 _NO_INFO = MappingProxyType({})
@@ -102,7 +102,8 @@ class BatchedPowerEnv(VecEnv):
         c = self.costs
         supply, _, ambient, demand, bandwidth, budget, base = self.tr.rows.take(self.fi, axis=0).T
         r = step_core(VECTOR, self.dt, self.params, c.tps[a], c.ept_j[a], c.decode_ms[a], c.quality[a],
-                      c.offload[a], c.up_bits[a], c.server_ms[a], c.switch_s[self.a, a], c.switch_j[self.a, a],
+                      c.offload[a], c.up_bits[a], c.server_ms[a], *placement_columns(c, a),
+                      c.switch_s[self.a, a], c.switch_j[self.a, a],
                       self.soc, self.temp, self.backlog, self.budget_left, demand, supply, ambient, base, budget,
                       bandwidth, *self.plant)
         self.last = r
@@ -135,7 +136,8 @@ class BatchedPowerEnv(VecEnv):
         if p.lookahead:
             off = np.minimum(i[:, None] + self._ahead[None, :], self.n_rows[rows][:, None] - 1) - i[:, None]
             ahead = f["supply"].take(fi[:, None] + off)
-        return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead)
+        down = self.tr.procs_down.ravel().take(fi) if self.layout.processors else None
+        return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down)
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def step_async(self, actions) -> None:
@@ -189,11 +191,12 @@ class BatchedPowerEnv(VecEnv):
         low = self.soc < reserve
         bw = f["bandwidth"].take(self.fi)
         down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)
-        for j in np.flatnonzero(hot | low | down):
+        procs = self.tr.procs_down.ravel().take(self.fi) if self.ref.rules.has_place else np.zeros(len(low), int)
+        for j in np.flatnonzero(hot | low | down | (procs != 0)):
             x = self.fi[j]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x], pl.t_max_c[j], pl.r_th_c_per_w[j],
                                 f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j],
-                                bandwidth_mbps=bw[j], fits=self._fits[self.k[j]])
+                                bandwidth_mbps=bw[j], fits=self._fits[self.k[j]], down=int(procs[j]))
         return out
 
 

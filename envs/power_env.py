@@ -128,7 +128,7 @@ from runtime.dynamics import (
     scalar_step_core,
     start_temp_c,
 )
-from runtime.observation import ObsLayout, scalar_head_values
+from runtime.observation import layout_for, scalar_head_values
 from runtime.rules import HOT_MARGIN_C, Feasibility
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
@@ -158,13 +158,13 @@ class MicroLLMPowerEnv(gym.Env):
         self.params = p = make_params(params, **param_overrides)
         self.costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
         self.space = self.costs.space
-        self.traces = prepare_traces(traces, split, p.step_s)
+        self.traces = prepare_traces(traces, split, p.step_s, p.avail)
         self.split, self.random_start, self.render_mode = split, random_start, render_mode
         self.step_s, self.lookahead, self.slo_ms = p.step_s, p.lookahead, p.slo_ms
         self.backlog_cap, self.reserve_soc, self.w = p.backlog_cap_tokens, p.reserve_soc, p.weights
         n = len(self.costs)
         self.action_space = spaces.Discrete(n)
-        self.layout = ObsLayout(self.space.features, p.lookahead)
+        self.layout = layout_for(self.space, p.lookahead)
         self.observation_space = spaces.Box(self.layout.lo, self.layout.hi, dtype=np.float32)
         self.feature_names = self.layout.names
         c = self.costs
@@ -173,9 +173,12 @@ class MicroLLMPowerEnv(gym.Env):
         self._q, self._feat = c.quality.tolist(), [tuple(f) for f in c.features.tolist()]
         self._sw_s, self._sw_j = c.switch_s.tolist(), c.switch_j.tolist()
         self._off, self._up, self._srv = c.offload.tolist(), c.up_bits.tolist(), c.server_ms.tolist()
+        self._seg2, self._xfer, self._trip1 = c.seg2_ms.tolist(), c.xfer_ms.tolist(), c.trip1_c.tolist()
+        self._trip2, self._heat = c.trip2_c.tolist(), c.heat_frac.tolist()
         # the action masks (runtime.rules, as the device's shield)
-        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes)
+        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles)
         self._has_split = self.rules.has_split
+        self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
         self.decode_table = c.decode_table()
@@ -209,6 +212,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
         self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
+        self._down = tr.procs_down
         i = self._i
         self.temp_c = float(o.get("temp_c", start_temp_c(tr.ambient_c[i], self._idle_w, tr.base_w[i],
                                                           dev.r_th_c_per_w)))
@@ -218,7 +222,8 @@ class MicroLLMPowerEnv(gym.Env):
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
         self._last_demand = tr.demand_tps[i]
-        self._mask = self._compute_mask() if self._has_split and self._bw[i] <= 0.0 else self._all_ok
+        self._mask = (self._compute_mask() if (self._has_split and self._bw[i] <= 0.0)
+                      or (self._has_place and self._down[i]) else self._all_ok)
         obs = self._obs()
         return obs, {"action_mask": self._mask.copy(), "trace": tr.name, "start": self._i,
                      "soc": self.soc, "temp_c": self.temp_c}
@@ -228,7 +233,8 @@ class MicroLLMPowerEnv(gym.Env):
         i, prev = self._i, self._a
         demand = self._demand[i]
         r = scalar_step_core(SCALAR, self.step_s, self.params, self._tps[a], self._ept[a], self._dec[a], self._q[a],
-                             self._off[a], self._up[a], self._srv[a], self._sw_s[prev][a], self._sw_j[prev][a],
+                             self._off[a], self._up[a], self._srv[a], self._seg2[a], self._xfer[a], self._trip1[a],
+                             self._trip2[a], self._heat[a], self._sw_s[prev][a], self._sw_j[prev][a],
                              self.soc, self.temp_c, self.backlog, self._budget_left_j, demand, self._supply[i],
                              self._ambient[i], self._base[i], self._budget[i], self._bw[i], *self._plant)
         # one unpacking instead of a dozen attribute reads (the step's hot path)
@@ -238,7 +244,8 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        if self.temp_c > self._hot_c or self.soc < self.reserve_soc or (self._has_split and self._bw[self._i] <= 0.0):
+        if self.temp_c > self._hot_c or self.soc < self.reserve_soc or (self._has_split and self._bw[self._i] <= 0.0) \
+                or (self._has_place and self._down[self._i]):
             self._mask = self._compute_mask()
         else:
             self._mask = self._all_ok
@@ -253,7 +260,8 @@ class MicroLLMPowerEnv(gym.Env):
         tr, i = self._tr, self._i
         return self.rules.mask(self._last_demand, self.temp_c, tr.ambient_c[i], tr.device.t_max_c,
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
-                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits)
+                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
+                               down=self._down[i])
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc
@@ -264,7 +272,8 @@ class MicroLLMPowerEnv(gym.Env):
                                   self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms,
                                   tr.bandwidth_mbps[i])
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
-        return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead)
+        return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
+                                 self._down[i])
 
     def render(self):
         if self.render_mode == "ansi":

@@ -39,12 +39,24 @@ class CostTables:
     up_bits: np.ndarray = None  # bits sent per token (activations + framing)
     server_ms: np.ndarray = None  # the server's compute per token, ms
     device_bytes: np.ndarray = None  # memory the configuration needs on the device (weights + KV), bytes
+    # placement (docs/placement.md); neutral values for a single-processor profile
+    seg2_ms: np.ndarray = None  # of decode_ms: the second segment's processor, ms per token
+    xfer_ms: np.ndarray = None  # of decode_ms: activations across the interconnect, ms per token
+    trip1_c: np.ndarray = None  # the first segment's processor throttles at t_max + this, °C
+    trip2_c: np.ndarray = None  # the second segment's processor (= trip1_c for one processor), °C
+    heat_frac: np.ndarray = None  # fraction of the model's energy that heats the device's thermal node
+    roles: np.ndarray = None  # int bit mask of the processor roles it needs (runtime.placement.role_mask)
 
     def __post_init__(self) -> None:
         n = len(self.space)
-        for name in ("offload", "up_bits", "server_ms", "device_bytes"):
+        for name in ("offload", "up_bits", "server_ms", "device_bytes", "seg2_ms", "xfer_ms", "trip1_c", "trip2_c"):
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(n))
+        if self.heat_frac is None:
+            self.heat_frac = np.ones(n)
+        if self.roles is None:
+            self.roles = np.ones(n, dtype=np.int64)  # the CPU
+        self.has_place = bool((self.roles != 1).any())
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -76,6 +88,7 @@ def load_cost_tables(profile: Any) -> CostTables:
     off = np.array([float(c.get("split", -1) != -1) for c in recs])
     up_bits = np.array([8.0 * float(c.get("up_bytes_per_token", 0.0)) for c in recs]) * off
     server_ms = np.array([float(c.get("server_ms_per_token", 0.0)) for c in recs]) * off
+    place = placement_arrays(recs, p.data.get("hardware"))
     return CostTables(
         space=space,
         tps=np.array([c["decode_tokens_per_s"] for c in recs], float),
@@ -91,7 +104,43 @@ def load_cost_tables(profile: Any) -> CostTables:
         offload=off, up_bits=up_bits, server_ms=server_ms,
         # a profile without device_bytes: the weights it reads (its KV cache is not known there)
         device_bytes=np.array([float(c.get("device_bytes", c.get("resident_bytes", 0))) for c in recs]),
+        **place,
     )
+
+
+def placement_arrays(recs: list, hardware: Any) -> dict[str, np.ndarray]:
+    """The placement columns of :class:`CostTables` from a profile's records and its ``hardware``
+    description (``runtime.hardware.Hardware.to_dict``; absent: every processor throttles at the
+    device's trip point and heats it fully)."""
+    from runtime.placement import PLACE_DEFAULT, role_mask
+
+    procs = (hardware or {}).get("processors", {}) if isinstance(hardware, dict) else {}
+
+    def trip(role: str) -> float:
+        return float(procs.get(role, {}).get("trip_offset_c", 0.0))
+
+    def share(role: str) -> float:
+        return float(procs.get(role, {}).get("thermal_share", 1.0))
+
+    n = len(recs)
+    out = {k: np.zeros(n) for k in ("seg2_ms", "xfer_ms", "trip1_c", "trip2_c")}
+    out["heat_frac"], out["roles"] = np.ones(n), np.ones(n, dtype=np.int64)
+    for i, c in enumerate(recs):
+        place = str(c.get("place", PLACE_DEFAULT))
+        out["roles"][i] = role_mask(place)
+        segs = c.get("segments") or []
+        if not segs:
+            continue
+        out["trip1_c"][i] = trip(segs[0]["role"])
+        out["trip2_c"][i] = trip(segs[-1]["role"])
+        if len(segs) > 1:
+            out["seg2_ms"][i] = float(segs[1]["decode_ms"])
+            out["xfer_ms"][i] = float(c.get("xfer_ms_per_token", 0.0))
+        e = float(c["energy_j_per_token"])
+        if e > 0:
+            heat = sum(share(s["role"]) * float(s["energy_j"]) for s in segs) + float(c.get("xfer_j_per_token", 0.0))
+            out["heat_frac"][i] = min(max(heat / e, 0.0), 1.0)
+    return out
 
 
 @dataclass
@@ -112,11 +161,13 @@ class TraceArrays:
     deadline_s: float  # NaN where absent
     device: DeviceConstants
     device_kind: str
+    procs_down: list = None  # per row: bit mask of unavailable processor roles (runtime.placement.outages)
 
 
-def prepare_traces(traces: Any, split: str, step_s: float) -> list[TraceArrays]:
+def prepare_traces(traces: Any, split: str, step_s: float, avail: Any = None) -> list[TraceArrays]:
     """Trace set folder (its ``split``) or a list of ``traces.Trace`` → resampled arrays.
 
+    ``avail`` (``runtime.dynamics.Availability``) adds each trace's seeded processor outages.
     Traces given as objects are validated like files (``traces.Trace.validate``: NaN/inf in a required
     column, time order, units, ranges); ``traces.TraceValidationError`` names the trace, row and column.
     """
@@ -150,8 +201,17 @@ def prepare_traces(traces: Any, split: str, step_s: float) -> list[TraceArrays]:
             base_w=np.nan_to_num(base, nan=0.0).tolist(),
             capacity_j=float(r.meta.capacity_wh) * 3600.0, initial_soc=float(r.meta.initial_soc),
             deadline_s=float(r.meta.deadline_s) if r.meta.deadline_s is not None else math.nan,
-            device=device_constants(r.meta.device_kind), device_kind=r.meta.device_kind))
+            device=device_constants(r.meta.device_kind), device_kind=r.meta.device_kind,
+            procs_down=_outages(r.name, n, step_s, avail)))
     return out
+
+
+def _outages(name: str, n: int, step_s: float, avail: Any) -> list:
+    if avail is None or (avail.busy_per_h <= 0 and avail.lost_per_h <= 0):
+        return [0] * n
+    from runtime.placement import outages
+
+    return outages(name, n, step_s, avail.busy_per_h, avail.busy_mean_s, avail.lost_per_h, avail.seed)
 
 
 class PaddedTraces:
@@ -191,6 +251,11 @@ class PaddedTraces:
         self.eta = np.array([x.charge_efficiency for x in d])
         self.idle = np.array([x.idle_power_w for x in d])
         self.memory_bytes = np.array([x.memory_mb * 1e6 for x in d])
+        #: (n_traces, L) int: unavailable processor roles per row (0 in the padding)
+        self.procs_down = np.zeros((len(trs), L), np.int64)
+        for k, t in enumerate(trs):
+            self.procs_down[k, :t.n] = t.procs_down if t.procs_down is not None else 0
+        self.has_outages = bool(self.procs_down.any())
 
     def inputs(self, k: np.ndarray, i: np.ndarray):
         """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k``."""
@@ -207,4 +272,5 @@ class PaddedTraces:
                      self.eta[k], self.idle[k])
 
 
-__all__ = ["DEFAULT_PROFILE", "CostTables", "PaddedTraces", "TraceArrays", "load_cost_tables", "prepare_traces"]
+__all__ = ["DEFAULT_PROFILE", "CostTables", "PaddedTraces", "TraceArrays", "load_cost_tables", "placement_arrays",
+           "prepare_traces"]

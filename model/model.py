@@ -350,10 +350,11 @@ class ElasticGPT(nn.Module):
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         c = self.config
         T = max_len or c.block_size
+        dev = self.wte.weight.device  # the cache lives where the model runs (cpu or cuda)
         return KVCache(
-            k=torch.zeros(c.n_layer, batch, c.n_head, T, c.head_dim),
-            v=torch.zeros(c.n_layer, batch, c.n_head, T, c.head_dim),
-            resid=torch.zeros(c.n_layer + 1, batch, T, c.n_embd),
+            k=torch.zeros(c.n_layer, batch, c.n_head, T, c.head_dim, device=dev),
+            v=torch.zeros(c.n_layer, batch, c.n_head, T, c.head_dim, device=dev),
+            resid=torch.zeros(c.n_layer + 1, batch, T, c.n_embd, device=dev),
         )
 
     def _embed(self, idx: torch.Tensor, pos: int) -> torch.Tensor:

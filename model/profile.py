@@ -63,11 +63,22 @@ from runtime.safeio import refuse_existing
 PROMPT_TOKENS = 64  # context before decode timing starts
 
 
+def _dev(m) -> torch.device:
+    """Where the model runs (its embedding's device)."""
+    return m.wte.weight.device
+
+
+def _sync(m) -> None:
+    """Wait for the device (CUDA runs asynchronously: a timer must not stop before the kernels do)."""
+    if _dev(m).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def decode_step_ms(m, tokens: int, repeats: int, meter=None) -> tuple[list[float], float]:
     """Per-step decode latencies (ms) and the energy (J) of all timed steps."""
     lat, energy_j = [], 0.0
-    prompt = torch.randint(0, 256, (1, PROMPT_TOKENS))
-    tok = torch.tensor([[32]])
+    prompt = torch.randint(0, 256, (1, PROMPT_TOKENS), device=_dev(m))
+    tok = torch.tensor([[32]], device=_dev(m))
     for _ in range(repeats):
         cache = m.new_cache(1, PROMPT_TOKENS + tokens)
         m.forward(prompt, cache)
@@ -85,19 +96,23 @@ def decode_step_ms(m, tokens: int, repeats: int, meter=None) -> tuple[list[float
 def _timed_steps(m, tok, cache, n: int) -> list[float]:
     out = []
     for _ in range(n):
+        _sync(m)
         t0 = time.perf_counter()
         m.forward(tok, cache)
+        _sync(m)
         out.append((time.perf_counter() - t0) * 1e3)
     return out
 
 
 def prefill_ms_per_token(m, n: int, repeats: int) -> list[float]:
-    x = torch.randint(0, 256, (1, n))
+    x = torch.randint(0, 256, (1, n), device=_dev(m))
     out = []
     for _ in range(repeats):
         cache = m.new_cache(1, n)
+        _sync(m)
         t0 = time.perf_counter()
         m.forward(x, cache)
+        _sync(m)
         out.append((time.perf_counter() - t0) * 1e3 / n)
     return out
 
@@ -127,7 +142,7 @@ def switch_costs(m, context: int = 128) -> dict[str, float]:
     }
     context = min(context, m.config.block_size - 4)
     out: dict[str, float] = {}
-    tok = torch.tensor([[32]])
+    tok = torch.tensor([[32]], device=_dev(m))
     for knob, b in knobs.items():
         flip, i = [full, b], [0]
 
@@ -140,13 +155,16 @@ def switch_costs(m, context: int = 128) -> dict[str, float]:
         for _ in range(15):
             m.set_config(full)
             cache = m.new_cache(1, m.config.block_size)
-            m.forward(torch.randint(0, 256, (1, context)), cache)
+            m.forward(torch.randint(0, 256, (1, context), device=_dev(m)), cache)
             m.set_config(b)
+            _sync(m)
             t0 = time.perf_counter()
             m.forward(tok, cache)  # repairs the cache, then decodes
+            _sync(m)
             switched = time.perf_counter() - t0
             t0 = time.perf_counter()
             m.forward(tok, cache)  # a plain step under b
+            _sync(m)
             extra.append((switched - (time.perf_counter() - t0)) * 1e3)
         out[f"{knob}_repair_ms"] = max(0.0, statistics.median(extra))
     m.set_config(full)
@@ -190,9 +208,14 @@ def load_quality(path: Path, checkpoint_sha: str, names: list[str]) -> dict[str,
 
 
 def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens: int,
-            quality: dict[str, dict], name: str, idle_power_w: float, progress: bool = True) -> dict:
+            quality: dict[str, dict], name: str, idle_power_w: float, progress: bool = True,
+            meter=None) -> dict:
+    """Measure every configuration of ``m`` where it is (``m.to("cuda")`` first for a GPU profile: the
+    int8/int4 weights then take ``model.quant``'s dequantise-per-matmul path, and the meter is NVML
+    when it can read the GPU)."""
     torch.set_num_threads(threads)
-    meter = best_available_meter()
+    dev = _dev(m)
+    meter = meter or best_available_meter()
     proc = psutil.Process()
     cfgs = m.configs()
     for cfg in tqdm(cfgs, desc="warm-up", unit="config", disable=not progress):
@@ -210,7 +233,7 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
         e_tok = energy_j / n_tok
         rec = {
             "name": m.name(cfg), "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
-            "device": "cpu", "layers": list(m.layers_for(cfg.depth)),
+            "device": dev.type, "layers": list(m.layers_for(cfg.depth)),
             "active_params": m.active_params(cfg), "resident_bytes": m.resident_bytes(cfg),
             "prefill_ms_per_token_median": float(np.median(pre)),
             "prefill_ms_per_token_p90": float(np.percentile(pre, 90)),
@@ -242,7 +265,10 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
         "created_utc": utc_now_iso(),
         "machine": {**machine_info(threads, str(torch.__version__)), "fingerprint": host_fingerprint(threads)},
-        "device": {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
+        "device": ({"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None} if dev.type == "cpu"
+                   else {"kind": "cuda", "name": torch.cuda.get_device_name(dev), "spec": None,
+                         "int_kernels": "int8/int4 weights stored quantised and dequantised per matmul "
+                                        "(model.quant.pack generic path); no GPU integer kernel"}),
         "model": {"checkpoint_sha256": _checkpoint_sha(m) if ckpt else "unsaved",
                   "n_params": sum(p.numel() for p in m.parameters()),
                   "arch": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
@@ -635,6 +661,27 @@ def _main_calibrate(a, p: argparse.ArgumentParser) -> None:
           f"{prof['energy_source']}")
 
 
+def gpu_model(m, device: str = "cuda"):
+    """The model on ``device`` with its packs rebuilt there (int8/int4: quantised storage, dequantised per
+    matmul — ``model.quant.pack``'s generic path)."""
+    m = m.to(device)
+    m.prepare()
+    return m
+
+
+def gpu_meter(index: int = 0):
+    """NVML's total-energy counter of GPU ``index`` when it reads (the GPU's own energy: the project's first
+    measured energy figures), else the best meter of this host (the CPU's modelled energy), with a note."""
+    from runtime.meters import NvmlMeter
+
+    nv = NvmlMeter(index)
+    if nv.available():
+        return nv
+    print(f"warning: NVML cannot read GPU {index} ({nv.reason}); energy falls back to {best_available_meter().name}",
+          file=sys.stderr)
+    return best_available_meter()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Measure latency, memory and energy of every configuration.")
     p.add_argument("--out", required=True, help="profile JSON to write, e.g. profiles/cpu.json")
@@ -658,10 +705,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION_METHOD,
                    help="--calibrate: how the measured configurations predict the others")
     a = p.parse_args(argv)
-    if a.device == "cuda":
-        raise SystemExit("--device cuda: the elastic model's int8/int4 kernels are CPU kernels and "
-                         "device placement arrives with the placement issue; profile on cpu, or "
-                         "project onto a GPU spec with python -m model.roofline")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False; "
+                         "a CPU-only torch build, or no driver); profile on cpu, or project onto a GPU with "
+                         "python -m model.placement_profile --hardware host")
+    if a.device == "cuda" and a.calibrate:
+        raise SystemExit("--device cuda with --calibrate: calibration measures the CPU; drop one of them")
     try:  # before anything is measured
         refuse_existing(a.out, a.force, "profile")
     except FileExistsError as exc:
@@ -675,10 +724,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{m.config.block_size - PROMPT_TOKENS} decode tokens fit the model's context")
     sha = _checkpoint_sha(m)
     quality = load_quality(Path(a.quality), sha, list(m.space.names))
+    meter = None
+    if a.device == "cuda":
+        m = gpu_model(m)
+        meter = gpu_meter()
     t0 = time.time()
     prof = profile(m, threads=a.threads, repeats=a.repeats, decode_tokens=a.decode_tokens,
                    prefill_tokens=a.prefill_tokens, quality=quality,
-                   name=a.name or Path(a.out).stem, idle_power_w=a.idle_power_w)
+                   name=a.name or Path(a.out).stem, idle_power_w=a.idle_power_w, meter=meter)
     prof["method"]["wall_s"] = time.time() - t0
     out = save_profile(prof, a.out)
     print(f"wrote {out}: {len(prof['configs'])} configurations, energy source "

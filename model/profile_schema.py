@@ -387,6 +387,7 @@ def _check_config(c: _Checker, cfg: Any, i: int) -> None:
             )
     _check_coverage(c, cfg, f"{label}.coverage_at_k")
     _check_split(c, cfg, label)
+    _check_place(c, cfg, label)
 
 
 #: Optional per-record fields of a split configuration (docs/split.md): the record's latency and energy
@@ -407,6 +408,46 @@ def _check_split(c: _Checker, cfg: Mapping[str, Any], label: str) -> None:
             c.number(cfg, key, f"{label}.{key}", 0.0, False, math.inf, hint=_SPLIT_HINT)
     if "device_bytes" in cfg:
         c.number(cfg, "device_bytes", f"{label}.device_bytes", 0.0, False, math.inf, hint=_SPLIT_HINT)
+
+
+#: Optional per-record fields of a placement configuration (docs/placement.md): the record's latency and
+#: energy are the whole device's; ``segments`` says how they divide among processors.
+PLACE_FIELDS: tuple[str, ...] = ("place", "segments", "xfer_ms_per_token", "xfer_j_per_token")
+_PLACE_HINT = "re-run python -m model.placement_profile"
+
+
+def _check_place(c: _Checker, cfg: Mapping[str, Any], label: str) -> None:
+    if "place" not in cfg:
+        if "segments" in cfg:
+            c.add(f"{label}.segments", f"needs a 'place' field; {_PLACE_HINT}")
+        return
+    from runtime.placement import PlacementError, segments
+
+    try:
+        segs = segments(cfg["place"], int(cfg.get("depth", 0)))
+    except (PlacementError, TypeError, ValueError) as exc:
+        c.add(f"{label}.place", f"{exc}")
+        return
+    if cfg["place"] == "cpu" and "segments" not in cfg:
+        return  # the default placement of a record made before placement existed
+    got = cfg.get("segments")
+    if not isinstance(got, list) or len(got) != len(segs):
+        c.add(f"{label}.segments", f"must be a list of {len(segs)} segment objects for place {cfg['place']!r}; "
+              f"{_PLACE_HINT}")
+        return
+    for j, (seg, want) in enumerate(zip(got, segs)):
+        path = f"{label}.segments[{j}]"
+        if not isinstance(seg, Mapping):
+            c.add(path, "must be an object {role, blocks, decode_ms, energy_j}")
+            continue
+        if seg.get("role") != want.role or seg.get("blocks") != want.n_blocks:
+            c.add(path, f"is {seg.get('role')!r} × {seg.get('blocks')!r} blocks but place {cfg['place']!r} at depth "
+                  f"{cfg.get('depth')} means {want.role!r} × {want.n_blocks}; {_PLACE_HINT}")
+        for key in ("decode_ms", "energy_j"):
+            c.number(seg, key, f"{path}.{key}", 0.0, False, math.inf, hint=_PLACE_HINT)
+    for key in ("xfer_ms_per_token", "xfer_j_per_token"):
+        if key in cfg:
+            c.number(cfg, key, f"{label}.{key}", 0.0, False, math.inf, hint=_PLACE_HINT)
 
 
 def _is_num(v: Any) -> bool:

@@ -66,15 +66,31 @@ def fake_quant(w: torch.Tensor, bits: int, group: int) -> torch.Tensor:
 # 160×480 layer), but with fp32 activations they are 9–25× slower — so activations are cast
 # to bf16 around each quantised matmul.
 
-def pack(w: torch.Tensor, b: torch.Tensor | None, bits: int, group: int) -> tuple:
+#: The last element of a pack that is dequantised per matmul (off the CPU: no int8/int4 kernel is used).
+DEQUANT = "dequant"
+
+
+def pack(w: torch.Tensor, b: torch.Tensor | None, bits: int, group: int, generic: bool | None = None) -> tuple:
     """A linear layer's weights in the form its precision's kernel consumes.
 
     Returns ``(bits, weight, scales, bias)``; ``linear()`` below is the only consumer.
+
+    ``generic`` (default: the weights are not on the CPU, e.g. CUDA): weight-only quantised storage
+    (int8 codes; int4 codes one per byte, so int4 saves no memory over int8 there) dequantised to the
+    activations' dtype at every matmul, ending in ``DEQUANT``. It is the honest path on a GPU here:
+    the CPU's packed int8/int4 kernels do not exist on CUDA, and no GPU integer kernel is claimed.
     """
     w = w.detach().float().contiguous()
     b = None if b is None else b.detach().float().contiguous()
     if bits == 32:
         return (32, w, None, b)
+    if generic or (generic is None and w.device.type != "cpu"):
+        if bits == 8:
+            q, s = quantize_int8(w)
+            return (8, q.contiguous(), s, b, DEQUANT)
+        if bits == 4:
+            q, s, z = quantize_int4(w, group)
+            return (4, q.to(torch.uint8).contiguous(), torch.stack([s, z], dim=-1).contiguous(), b, group, DEQUANT)
     if bits == 8:
         q, s = quantize_int8(w)
         return (8, q.contiguous(), s.to(torch.bfloat16), b)
@@ -96,6 +112,13 @@ def linear(x: torch.Tensor, p: tuple) -> torch.Tensor:
     bits = p[0]
     if bits == 32:
         return torch.nn.functional.linear(x, p[1], p[3])
+    if p[-1] == DEQUANT:  # dequantise per matmul (pack's ``generic`` path)
+        if bits == 8:
+            w = p[1].float() * p[2][:, None]
+        else:
+            sz = p[2]
+            w = dequantize_int4(p[1].to(torch.int32), sz[..., 0], sz[..., 1], p[4])
+        return torch.nn.functional.linear(x, w, p[3])
     shape = x.shape
     x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
     if bits == 8:

@@ -34,8 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime import placement as _placement
+
 __all__ = ["Knob", "Rule", "ConfigSpace", "ConfigSpaceError", "Feature", "KNOBS", "SPLIT_LOCAL", "register_knob",
-           "knob", "join_fragments", "model_space", "space_from_records", "split_rules", "split_space"]
+           "knob", "join_fragments", "model_space", "space_from_records", "split_rules", "split_space",
+           "place_rules", "place_space"]
 
 
 class ConfigSpaceError(ValueError):
@@ -176,6 +179,29 @@ register_knob(Knob(
     features=(Feature("config_wire_bits_frac", "frac", 0.0, 1.0),),
     encode=lambda v, k: (WIRE_NOMINAL_BITS.get(str(v), 32.0) / 32.0,),
     doc="compression of the boundary activations: none (local or ids), fp16, int8 per token, TS + TAB-Q"))
+
+# Device placement (runtime/placement.py, docs/placement.md): which processor runs which contiguous
+# segment of the running blocks; "cpu" (all on the big CPU cluster, all threads) has no name fragment.
+def _place_encode(v: Any, k: Knob) -> tuple[float, ...]:
+    p = _placement.parse(str(v))
+    share = dict.fromkeys(_placement.ROLES, 0.0)
+    if len(p) == 1:
+        share[p[0][0]] = 1.0
+        return (*share.values(), 1.0 if p[0][1] == 1 else 0.0, 0.0)
+    (ra, _), cut, (rb, _) = p
+    share[ra] = share[rb] = 0.5
+    return (*share.values(), 0.0, min(cut / 6.0, 1.0))
+
+
+register_knob(Knob(
+    name="place", values=_placement.single_values(), value_type=str,
+    fragment=lambda v: "" if v == _placement.PLACE_DEFAULT else str(v),
+    features=tuple(Feature(f"config_on_{r}", "frac", 0.0, 1.0) for r in _placement.ROLES)
+    + (Feature("config_cpu_one_thread", "flag", 0.0, 1.0), Feature("config_place_cut_frac", "frac", 0.0, 1.0)),
+    encode=_place_encode,
+    switch_cost_keys=("place_move_ms",),
+    capability="processor",
+    doc="processors of the running blocks: cpu (all threads), cpu.t1, lcpu, gpu, npu, or A:k:B (two segments)"))
 
 #: The knobs of the elastic model, in the order of its canonical names.
 MODEL_KNOBS: tuple[str, ...] = ("depth", "heads", "bits")
@@ -414,6 +440,38 @@ def split_space(base: ConfigSpace | None = None, splits: Iterable[int] = KNOBS["
     bits = next((max(k.values) for k in base.knobs if k.name == "bits"), None)
     return ConfigSpace(base.knobs + (KNOBS["split"].with_values(splits), KNOBS["wire"].with_values(wires)),
                        base.rules + split_rules(bits))
+
+
+def place_rules(has_split: bool = False) -> tuple[Rule, ...]:
+    """Validity rules of a space with ``place`` (docs/placement.md):
+
+    * ``place_within_depth``: a two-segment placement ``A:k:B`` needs ``1 ≤ k < depth``;
+    * ``place_local_only`` (with ``split``): a split configuration runs its device share on the CPU
+      (placement and split are not combined; the server side is the split's "other processor").
+
+    Which processors a device has, which precisions each runs and what fits its memory are properties
+    of the hardware, not of the space: the placement profile (``model.placement_profile``) writes a
+    record only for the configurations the hardware can run, and the rule ``measured`` keeps those.
+    """
+    def within(c: Any) -> bool:
+        p = _placement.parse(c.place)
+        return len(p) == 1 or p[1] < c.depth
+
+    rules = [Rule("place_within_depth", "a two-segment placement splits inside the running blocks", within)]
+    if has_split:
+        rules.append(Rule("place_local_only", "split configurations keep the default placement",
+                          lambda c: c.split == SPLIT_LOCAL or c.place == _placement.PLACE_DEFAULT))
+    return tuple(rules)
+
+
+def place_space(base: ConfigSpace | None = None, values: Iterable[str] | None = None) -> ConfigSpace:
+    """``base`` (default :func:`model_space`) × place under :func:`place_rules` (every placement value over
+    every role by default: :func:`runtime.placement.all_values`)."""
+    base = base or model_space()
+    depth = max((max(k.values) for k in base.knobs if k.name == "depth"), default=6)
+    vals = tuple(values) if values is not None else _placement.all_values(max_depth=depth)
+    has_split = any(k.name == "split" for k in base.knobs)
+    return ConfigSpace(base.knobs + (KNOBS["place"].with_values(vals),), base.rules + place_rules(has_split))
 
 
 def in_records_rule(names: Iterable[str], knobs: Sequence[Knob]) -> Rule:

@@ -138,6 +138,23 @@ class LinkConstants:
 
 
 @dataclass(frozen=True)
+class Availability:
+    """Processor outages of the seeded scenario generator (docs/placement.md; ``runtime.placement.outages``):
+    the GPU, the NPU and the little CPU cluster are taken by another app for a while, or lost until the
+    episode ends. The big CPU cluster is never unavailable (the survivor of last resort). All rates 0: no
+    outages (the default). ``modelled``: no measured outage statistics exist for these processors."""
+
+    busy_per_h: float = 0.0
+    """outages per hour per accelerator in which another app holds it (camera pipeline on the NPU, a game on the GPU)"""
+    busy_mean_s: float = 300.0
+    """mean length of such an outage, s (exponentially distributed)"""
+    lost_per_h: float = 0.0
+    """per accelerator and hour: it is lost (driver reset, thermal shutdown) until the trace ends"""
+    seed: int = 0
+    """seed of the scenario; each trace's outages derive from it and the trace's name"""
+
+
+@dataclass(frozen=True)
 class EnvParams:
     """The one set of environment parameters: the env, the batched env, the oracle, the MPC, the
     run folder, the exported policy and the runtime manager all read this."""
@@ -160,6 +177,8 @@ class EnvParams:
     """reward weights (runtime.dynamics.RewardWeights)"""
     link: LinkConstants = LinkConstants()
     """the device↔server link of split configurations (runtime.dynamics.LinkConstants)"""
+    avail: Availability = Availability()
+    """processor outages for placement configurations (runtime.dynamics.Availability; none by default)"""
 
     def __post_init__(self) -> None:
         problems = []
@@ -183,6 +202,12 @@ class EnvParams:
             v = getattr(self.link, f.name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 problems.append(f"link.{f.name} must be a finite number >= 0, got {v!r}")
+        for f in fields(Availability):
+            v = getattr(self.avail, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                problems.append(f"avail.{f.name} must be a finite number >= 0, got {v!r}")
+        if self.avail.busy_mean_s <= 0:
+            problems.append(f"avail.busy_mean_s must be > 0, got {self.avail.busy_mean_s!r}")
         if problems:
             raise ValueError("invalid environment parameters: " + "; ".join(problems))
 
@@ -197,19 +222,20 @@ class EnvParams:
         extra = sorted(set(d) - known)
         if extra:
             raise ValueError(f"unknown environment parameters {extra}; known: {sorted(known)}")
-        for key, sub in (("weights", RewardWeights), ("link", LinkConstants)):
+        for key, sub in (("weights", RewardWeights), ("link", LinkConstants), ("avail", Availability)):
             w = d.pop(key, None)
             if isinstance(w, dict):
                 wk = {f.name for f in fields(sub)}
                 bad = sorted(set(w) - wk)
                 if bad:
                     raise ValueError(f"unknown {key} fields {bad}; known: {sorted(wk)}")
-                d[key] = sub(**{k: float(v) for k, v in w.items()})
+                ty = {f.name: f.type for f in fields(sub)}
+                d[key] = sub(**{k: int(v) if ty[k] in ("int", int) else float(v) for k, v in w.items()})
             elif isinstance(w, sub):
                 d[key] = w
         types = {f.name: f.type for f in fields(cls)}
         for k in list(d):
-            if k not in ("weights", "link") and d[k] is not None:
+            if k not in ("weights", "link", "avail") and d[k] is not None:
                 d[k] = int(d[k]) if types[k] in ("int", int) else float(d[k])
         return cls(**d)
 
@@ -283,7 +309,8 @@ _new = tuple.__new__
 
 
 def step_core(o: Ops, dt: float, p: EnvParams,
-              tps, ept_j, dec_ms, quality, off, up_bits, server_ms, sw_s, sw_j,
+              tps, ept_j, dec_ms, quality, off, up_bits, server_ms, seg2_ms, xfer_ms, trip1_c, trip2_c, heat_frac,
+              sw_s, sw_j,
               soc, temp_c, backlog, budget_left_j,
               demand_tps, supply_w, ambient_c, base_w, budget_w, bw_mbps,
               capacity_j, r_th, tau_s, t_max, thr_k, thr_min, eta, idle_w) -> StepResult:
@@ -293,12 +320,18 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     ``sw_j`` those of the switch from the previous one. ``budget_w`` is NaN without a budget.
     ``off`` is 1 for a split configuration (its ``dec_ms``/``ept_j`` are the device's share,
     ``up_bits`` the bits it sends per token, ``server_ms`` the server's compute) and 0 for a local one.
+    Placement (docs/placement.md): ``dec_ms`` is the whole device time per token, of which ``seg2_ms``
+    runs on the second segment's processor and ``xfer_ms`` crosses the interconnect (both 0 for a
+    single-processor placement); each segment's processor throttles at ``t_max`` plus its own offset
+    (``trip1_c``, ``trip2_c``), and ``heat_frac`` of the model's energy heats the device.
     """
     where, mn, mx = o.where, o.minimum, o.maximum
-    theta = where(temp_c <= t_max, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max)))
+    theta = where(temp_c <= t_max + trip1_c, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max - trip1_c)))
+    theta2 = where(temp_c <= t_max + trip2_c, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max - trip2_c)))
     lk = p.link
-    tok_ms = token_ms(o, dec_ms, theta, off, up_bits, server_ms, bw_mbps, lk.rtt_ms)
-    rate = where(off > 0.0, 1000.0 / tok_ms, tps * theta)
+    dev_ms = (dec_ms - seg2_ms - xfer_ms) / theta + seg2_ms / theta2 + xfer_ms
+    tok_ms = token_ms(o, dev_ms, 1.0, off, up_bits, server_ms, bw_mbps, lk.rtt_ms)
+    rate = where((off > 0.0) | (seg2_ms + xfer_ms > 0.0), 1000.0 / tok_ms, tps * theta)
     requested = backlog + demand_tps * dt
     served = mn(requested, rate * mx(dt - sw_s, 0.0))
     left = requested - served
@@ -312,7 +345,9 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     energy_j = served * ept_j + sw_j + other_j + radio_j
     power_w = energy_j / dt
     soc, dead = battery_update(o, soc, supply_w, power_w, dt, capacity_j, eta)
-    temp_c = thermal_update(o, temp_c, ambient_c, power_w, dt, r_th, tau_s)
+    # the heat: a processor with its own heat path (thermal share < 1) warms the device less
+    heat_w = (served * ept_j * heat_frac + sw_j + other_j + radio_j) / dt
+    temp_c = thermal_update(o, temp_c, ambient_c, heat_w, dt, r_th, tau_s)
     lat_ms = tok_ms + 1000.0 * backlog / rate
     over_c = mx(temp_c - t_max, 0.0)
     slo_bad = lat_ms > p.slo_ms
@@ -550,12 +585,25 @@ class Dynamics:
         t = self.t
         a = np.asarray(action)
         r = step_core(VECTOR, self.p.step_s, self.p, t.tps[a], t.ept_j[a], t.decode_ms[a], t.quality[a],
-                      t.offload[a], t.up_bits[a], t.server_ms[a], t.switch_s[s.config, a], t.switch_j[s.config, a],
+                      t.offload[a], t.up_bits[a], t.server_ms[a], *placement_columns(t, a),
+                      t.switch_s[s.config, a], t.switch_j[s.config, a],
                       s.soc, s.temp_c, s.backlog, s.budget_left_j, x.demand_tps, x.supply_w, x.ambient_c, x.base_w,
                       x.budget_w, x.bandwidth_mbps, *plant)
         ns = BatchState(r.soc, r.temp_c, r.backlog, r.budget_left_j,
                         np.broadcast_to(a, np.shape(r.soc)).astype(int))
         return ns, r
+
+
+PLACEMENT_COLUMNS = ("seg2_ms", "xfer_ms", "trip1_c", "trip2_c", "heat_frac")
+#: a table without placement columns: one processor, no transfer, the device's own trip point, all heat
+PLACEMENT_NEUTRAL = (0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def placement_columns(tables: Any, a: Any) -> tuple:
+    """The placement inputs of ``step_core`` for configuration(s) ``a`` of ``tables`` (neutral values for a
+    table without the columns, e.g. a hand-made one)."""
+    return tuple(getattr(tables, n)[a] if getattr(tables, n, None) is not None else v
+                 for n, v in zip(PLACEMENT_COLUMNS, PLACEMENT_NEUTRAL))
 
 
 def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
@@ -564,8 +612,10 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
                  d.charge_efficiency, d.idle_power_w)
 
 
-__all__ = ["DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants", "Dynamics",
+__all__ = ["Availability", "DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants",
+           "Dynamics",
            "EnvParams", "Inputs", "LinkConstants", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
            "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
+           "placement_columns", "PLACEMENT_COLUMNS", "PLACEMENT_NEUTRAL",
            "radio_j_per_token", "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]

@@ -50,6 +50,9 @@ from typing import Any
 import numpy as np
 
 from runtime.dynamics import Ops, scalar_twin
+from runtime.placement import ROLES
+
+_ROLE_BIT = {r: i for i, r in enumerate(ROLES)}
 
 try:  # the clip ufunc itself: one call instead of np.clip's Python wrapper (numpy >= 2 / 1.x)
     from numpy._core.umath import clip as _clip
@@ -112,12 +115,16 @@ class ObsLayout:
         lookahead: Supply-power forecast steps appended at the end.
     """
 
-    def __init__(self, config_features: Sequence[Any], lookahead: int = 0) -> None:
+    def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = ()) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
         ahead = [(f"{LOOKAHEAD[0]}_{i + 1}", *LOOKAHEAD[1:]) for i in range(self.lookahead)]
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *ahead)
+        #: processor roles whose availability follows the tail (a space with placement; else none)
+        self.processors = tuple(processors)
+        self._proc_bits = [1 << _ROLE_BIT[r] for r in self.processors]
+        procs = [(f"proc_up_{r}", "0/1", 0.0, 1.0) for r in self.processors]
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *procs, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
         self.dim = len(self.rows)
@@ -128,7 +135,8 @@ class ObsLayout:
         self.hi = np.array([r[3] for r in self.rows], dtype=np.float32)
         self.cfg_start = len(HEAD)
         self.tail_start = self.cfg_start + self.n_config
-        self.ahead_start = self.tail_start + len(TAIL)
+        self.proc_start = self.tail_start + len(TAIL)
+        self.ahead_start = self.proc_start + len(self.processors)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
 
     def table(self) -> list[dict[str, Any]]:
@@ -136,14 +144,17 @@ class ObsLayout:
         return [{"index": i, "name": n, "unit": u, "min": lo, "max": hi} for i, (n, u, lo, hi) in enumerate(self.rows)]
 
     def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
-              ambient_c: float, supply_ahead_w: Sequence[float] = ()) -> np.ndarray:
+              ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0) -> np.ndarray:
         """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
         place, or a new array when ``out`` is None.
 
-        ``head``: :func:`head_values` with ``SCALAR``. Clipping after the float32 conversion equals
+        ``head``: :func:`head_values` with ``SCALAR``. ``down``: bit mask of the unavailable processor
+        roles (``runtime.placement.ROLES`` order). Clipping after the float32 conversion equals
         clipping before it (the bounds are float32 numbers and rounding is monotone).
         """
         vals = [*head, *config_features, power_w, ambient_c]
+        if self.processors:
+            vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
         if self.lookahead:
             vals += supply_ahead_w[:self.lookahead]
         if out is None:
@@ -156,7 +167,7 @@ class ObsLayout:
         return np.minimum(out, self.hi, out=out)
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
-              supply_ahead_w: np.ndarray | None = None) -> np.ndarray:
+              supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None) -> np.ndarray:
         """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
 
         Built feature-major, (dim, n), so that every feature is one contiguous write, then
@@ -169,6 +180,8 @@ class ObsLayout:
         obs[self.cfg_start:self.tail_start] = config_features.T
         obs[self.tail_start] = power_w
         obs[self.tail_start + 1] = ambient_c
+        for j, b in enumerate(self._proc_bits):
+            obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
         if self.lookahead:
             obs[self.ahead_start:] = supply_ahead_w.T
         np.clip(obs, self._lo64[:, None], self._hi64[:, None], out=obs)
@@ -184,6 +197,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def layout_for(space: Any, lookahead: int = 0) -> ObsLayout:
+    """The layout of a configuration space: its knobs' features, and processor availability when it
+    has the ``place`` knob."""
+    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else ())
+
+
 def model_layout(lookahead: int = 0) -> ObsLayout:
     """The layout of the elastic model's default space (depth × heads × bits)."""
     from runtime.configspace import model_space
@@ -191,4 +210,4 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "model_layout"]
+__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "layout_for", "model_layout"]

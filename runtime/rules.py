@@ -9,6 +9,8 @@ A configuration is infeasible *now* when running it at the current demand would
 * drain a battery that is already at its reserve: below ``reserve_soc`` while the supply does
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
 * need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed;
+* need a processor that is unavailable (busy, lost or quarantined; ``down``, a bit mask over
+  ``runtime.placement.ROLES``): a placement on it is not allowed (the CPU is never down);
 * not fit the device's memory: a configuration whose ``device_bytes`` (weights + KV cache of the
   blocks on the device) exceed the device's ``memory_mb`` is never allowed (:meth:`Feasibility.fits`).
 
@@ -44,21 +46,25 @@ class Feasibility:
     NOMINAL_TPS = 10.0  # tokens/s over which a split configuration's connected-state power is spread
 
     def __init__(self, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
-                 connected_w: float = 0.0, device_bytes: np.ndarray | None = None) -> None:
+                 connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
+                 roles: np.ndarray | None = None) -> None:
         n = np.shape(energy_j_per_token)[0]
+        # processor roles each configuration needs (runtime.placement.role_mask; 1 = the CPU only)
+        self.roles = np.ones(n, np.int64) if roles is None else np.asarray(roles, dtype=np.int64)
+        self.has_place = bool((self.roles != 1).any())
         self.device_bytes = np.zeros(n) if device_bytes is None else np.asarray(device_bytes, dtype=np.float64)
         self.offload = np.zeros(n, bool) if offload is None else np.asarray(offload) > 0
         self.extra_w = np.where(self.offload, float(connected_w), 0.0)  # radio power of a split configuration
         self.ept_device = np.asarray(energy_j_per_token, dtype=np.float64)  # the model's tokens on the device
         self.ept = self.ept_device + self.extra_w / self.NOMINAL_TPS
-        local = ~self.offload
-        # the safe configuration runs on the device: it must not need the link
+        # the safe configuration runs on the device's CPU: it needs neither the link nor an accelerator
+        local = ~self.offload & (self.roles == 1)
         self.safe = int(np.flatnonzero(local)[np.argmin(self.ept[local])]) if local.any() else int(np.argmin(self.ept))
         self.ept_min = float(self.ept[self.safe])
         self.cheap = self.ept <= np.quantile(self.ept, self.CHEAP_QUANTILE)
         self.cheap[self.safe] = True
         self.has_split = bool(self.offload.any())
-        self.local = local
+        self.local = ~self.offload
         self.all_ok = np.ones(n, dtype=bool)
         self.all_ok.flags.writeable = False
 
@@ -72,14 +78,15 @@ class Feasibility:
         return m
 
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
-               bandwidth_mbps: float = 1.0) -> bool:
-        """Whether any rule can mask something now (hot, below the reserve, or the link down)."""
-        return temp_c > t_max_c - HOT_MARGIN_C or soc < reserve_soc or (self.has_split and bandwidth_mbps <= 0.0)
+               bandwidth_mbps: float = 1.0, down: int = 0) -> bool:
+        """Whether any rule can mask something now (hot, below the reserve, the link or a processor down)."""
+        return (temp_c > t_max_c - HOT_MARGIN_C or soc < reserve_soc or (self.has_split and bandwidth_mbps <= 0.0)
+                or (self.has_place and down != 0))
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, t_max_c: float, r_th_c_per_w: float,
              base_w: float, soc: float, reserve_soc: float, supply_w: float,
              out: np.ndarray | None = None, bandwidth_mbps: float = 1.0,
-             fits: np.ndarray | None = None) -> np.ndarray:
+             fits: np.ndarray | None = None, down: int = 0) -> np.ndarray:
         """Boolean mask (n_configs,) of the configurations allowed right now.
 
         ``base_w`` is all power that is not the model's tokens (device base load + idle power).
@@ -103,6 +110,8 @@ class Feasibility:
             m = self.all_ok.copy()
         if self.has_split and bandwidth_mbps <= 0.0:
             m &= self.local
+        if self.has_place and down:  # processors that are busy, lost or quarantined
+            m &= (self.roles & int(down)) == 0
         if fits is not None:  # the device's memory (``fits(memory_bytes)``)
             m &= fits
         m[self.safe] = True

@@ -52,7 +52,12 @@ def _random_inputs(rng, n):
     return dict(
         tps=rng.uniform(50, 500, n), ept_j=rng.uniform(1e-3, 3e-2, n), dec_ms=rng.uniform(1, 20, n),
         quality=rng.uniform(0, 1, n), off=rng.choice([0.0, 1.0], n), up_bits=rng.uniform(8, 8000, n),
-        server_ms=rng.uniform(0.5, 5, n), sw_s=rng.choice([0.0, 0.01], n), sw_j=rng.uniform(0, 0.05, n),
+        server_ms=rng.uniform(0.5, 5, n),
+        # placement: half the rows two segments (seg2 and transfer inside dec_ms), own trip points and heat
+        seg2_ms=np.where(rng.uniform(size=n) < 0.5, 0.0, rng.uniform(0, 0.5, n)),
+        xfer_ms=np.where(rng.uniform(size=n) < 0.5, 0.0, rng.uniform(0, 0.3, n)),
+        trip1_c=rng.choice([0.0, -2.0, 2.0], n), trip2_c=rng.choice([0.0, -2.0, 2.0], n),
+        heat_frac=rng.choice([1.0, 0.6], n), sw_s=rng.choice([0.0, 0.01], n), sw_j=rng.uniform(0, 0.05, n),
         soc=rng.uniform(0, 1, n), temp_c=rng.uniform(20, 55, n), backlog=rng.uniform(0, 6000, n),
         budget_left_j=rng.uniform(-3000, 500, n), demand_tps=rng.uniform(0, 300, n), supply_w=rng.uniform(0, 8, n),
         ambient_c=rng.uniform(10, 40, n), base_w=rng.uniform(0, 2, n),
