@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from envs.power_env import MicroLLMPowerEnv
 from envs.tables import PaddedTraces
-from runtime.dynamics import VECTOR, EnvParams, Plant, placement_columns, start_temp_c, step_core
+from runtime.dynamics import VECTOR, EnvParams, Plant, placement_columns, runs_on, start_temp_c, step_core
 from runtime.observation import head_values
 
 _NO_INFO = MappingProxyType({})
@@ -100,6 +100,8 @@ class BatchedPowerEnv(VecEnv):
     # ---- dynamics ------------------------------------------------------------------------------
     def _step(self, a: np.ndarray):
         c = self.costs
+        if self.tr.has_outages and c.has_place:  # a processor that is down: re-placed on the CPU
+            a = runs_on(c, a, self.tr.procs_down.ravel().take(self.fi))
         supply, _, ambient, demand, bandwidth, budget, base = self.tr.rows.take(self.fi, axis=0).T
         r = step_core(VECTOR, self.dt, self.params, c.tps[a], c.ept_j[a], c.decode_ms[a], c.quality[a],
                       c.offload[a], c.up_bits[a], c.server_ms[a], *placement_columns(c, a),

@@ -175,6 +175,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._off, self._up, self._srv = c.offload.tolist(), c.up_bits.tolist(), c.server_ms.tolist()
         self._seg2, self._xfer, self._trip1 = c.seg2_ms.tolist(), c.xfer_ms.tolist(), c.trip1_c.tolist()
         self._trip2, self._heat = c.trip2_c.tolist(), c.heat_frac.tolist()
+        self._roles, self._twin = c.roles.tolist(), c.cpu_twin.tolist()
         # the action masks (runtime.rules, as the device's shield)
         self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles)
         self._has_split = self.rules.has_split
@@ -231,6 +232,8 @@ class MicroLLMPowerEnv(gym.Env):
     def step(self, action):
         a = int(action)
         i, prev = self._i, self._a
+        if self._has_place and self._down[i] and self._roles[a] & self._down[i]:
+            a = self._twin[a]  # its processor is down: the runtime re-places it on the CPU
         demand = self._demand[i]
         r = scalar_step_core(SCALAR, self.step_s, self.params, self._tps[a], self._ept[a], self._dec[a], self._q[a],
                              self._off[a], self._up[a], self._srv[a], self._seg2[a], self._xfer[a], self._trip1[a],

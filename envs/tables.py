@@ -57,6 +57,17 @@ class CostTables:
         if self.roles is None:
             self.roles = np.ones(n, dtype=np.int64)  # the CPU
         self.has_place = bool((self.roles != 1).any())
+        #: where each configuration runs when a processor it needs is down: the same depth, heads and bits
+        #: all on the CPU (what the runtime's re-placement does, model.placement), else itself
+        self.cpu_twin = np.arange(n)
+        if "place" in self.space.knob_names:
+            for i, cfg in enumerate(self.space.configs):
+                if cfg.place != "cpu":
+                    try:
+                        self.cpu_twin[i] = self.space.index(cfg._replace(place="cpu"))
+                    except Exception:  # noqa: BLE001 - no CPU record of this configuration: the cheapest CPU one
+                        cpu = np.flatnonzero(self.roles == 1)
+                        self.cpu_twin[i] = cpu[np.argmin(self.ept_j[cpu])] if cpu.size else i
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -262,7 +273,7 @@ class PaddedTraces:
         from runtime.dynamics import Inputs
 
         return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i],
-                      np.nan_to_num(self.bandwidth[k, i]))
+                      np.nan_to_num(self.bandwidth[k, i]), self.procs_down[k, i])
 
     def plant(self, k: Any):
         """``runtime.dynamics.Plant`` of trace(s) ``k`` (an index or an array of them)."""

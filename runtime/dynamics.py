@@ -558,6 +558,7 @@ class Inputs(NamedTuple):
     base_w: Any
     budget_w: Any  # NaN without a budget
     bandwidth_mbps: Any = 0.0  # link capacity (split configurations), 0 = down
+    procs_down: Any = 0  # int bit mask of unavailable processor roles (placement), 0 = all up
 
 
 class Dynamics:
@@ -583,7 +584,7 @@ class Dynamics:
     def step(self, s: BatchState, action: np.ndarray, x: Inputs, plant: Plant) -> tuple[BatchState, StepResult]:
         """Advance ``s`` by one step under ``action`` (ints, one per row)."""
         t = self.t
-        a = np.asarray(action)
+        a = runs_on(t, np.asarray(action), x.procs_down)
         r = step_core(VECTOR, self.p.step_s, self.p, t.tps[a], t.ept_j[a], t.decode_ms[a], t.quality[a],
                       t.offload[a], t.up_bits[a], t.server_ms[a], *placement_columns(t, a),
                       t.switch_s[s.config, a], t.switch_j[s.config, a],
@@ -592,6 +593,18 @@ class Dynamics:
         ns = BatchState(r.soc, r.temp_c, r.backlog, r.budget_left_j,
                         np.broadcast_to(a, np.shape(r.soc)).astype(int))
         return ns, r
+
+
+def runs_on(tables: Any, a: Any, procs_down: Any) -> Any:
+    """The configuration(s) that actually run for action(s) ``a`` while the processors in ``procs_down``
+    are unavailable: a placement on a processor that is down runs all on the CPU at the same depth,
+    heads and bits (``tables.cpu_twin``; the runtime's re-placement, ``model.placement``). Ints or arrays."""
+    roles = getattr(tables, "roles", None)
+    if roles is None or not np.any(procs_down):
+        return a
+    if np.ndim(a) == 0 and np.ndim(procs_down) == 0:
+        return int(tables.cpu_twin[a]) if int(roles[a]) & int(procs_down) else a
+    return np.where((roles[a] & np.asarray(procs_down, dtype=np.int64)) != 0, tables.cpu_twin[a], a)
 
 
 PLACEMENT_COLUMNS = ("seg2_ms", "xfer_ms", "trip1_c", "trip2_c", "heat_frac")
@@ -618,4 +631,4 @@ __all__ = ["Availability", "DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECT
            "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
            "placement_columns", "PLACEMENT_COLUMNS", "PLACEMENT_NEUTRAL",
-           "radio_j_per_token", "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]
+           "radio_j_per_token", "runs_on", "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]

@@ -47,6 +47,7 @@ import numpy as np
 
 from runtime import observation
 from runtime.configspace import SPLIT_LOCAL
+from runtime.placement import role_mask
 from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
@@ -307,10 +308,13 @@ class RuntimeManager:
         sp = policy.space if policy is not None else None
         offload = (np.array([float(c.split != SPLIT_LOCAL) for c in sp.configs])
                    if sp is not None and "split" in sp.knob_names else None)
+        roles = (np.array([role_mask(c.place) for c in sp.configs])
+                 if sp is not None and "place" in sp.knob_names else None)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept,
                              offload, self.params.link.connected_w,
-                             policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6)
+                             policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
+                             roles)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -320,6 +324,9 @@ class RuntimeManager:
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
         self.backlog_frac = 0.0
+        #: processor roles unavailable now (bit mask over runtime.placement.ROLES): the live model's
+        #: processor health (model.placement) sets it; a replay's outage scenario in simulation
+        self.procs_down = 0
         self.latency_over_slo: float | None = None  # None: predicted (corrected decode time + backlog)
         self.budget_w = math.nan
         self.deadline_left_s = math.nan
@@ -562,7 +569,8 @@ class RuntimeManager:
         head = self._head(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
                           self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac, lat, v[BANDWIDTH])
         # a new array each decision: building one is cheaper than filling a kept buffer from a list
-        self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w)
+        self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
+                                     self.procs_down)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,
@@ -572,12 +580,12 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
-        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps)
+        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:
             return a_pol, self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
         if mask is not None and not mask[a_pol]:
-            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp, soc, a_pol)
+            return a_pol, pol.masked_argmax(mask), sh.mask_reason(temp, soc, a_pol, self.procs_down)
         if a_pol != cur and (self._since_switch < self.cfg.min_dwell_decisions
                              or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
             return a_pol, cur, Reason.DWELL

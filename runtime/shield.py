@@ -119,6 +119,7 @@ class Reason(IntEnum):
     DWELL = 8  # the policy asked to switch before the minimum dwell time: keep the current one
     LINK_MASK = 9  # a split configuration while the link to the split server is down
     MEMORY_MASK = 10  # a configuration that does not fit the device's memory
+    PROCESSOR_MASK = 11  # a placement on a processor that is busy, lost or quarantined (docs/placement.md)
 
 
 REASON_NAMES = {r: r.name.lower() for r in Reason}
@@ -157,15 +158,18 @@ class Shield:
         energy_j_per_token: Per-configuration energy per token (J), from the profile.
         offload: Per-configuration 1 for a split configuration (docs/split.md), else 0 (default: none).
         connected_w: The radio's connected-state power a split configuration adds, W.
+        roles: Per-configuration bit mask of the processor roles it runs on (``runtime.placement.role_mask``;
+            default: all on the CPU).
     """
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
-                 memory_bytes: float = float("inf")) -> None:
+                 memory_bytes: float = float("inf"), roles: np.ndarray | None = None) -> None:
         self.p = params
         self._offload, self._connected_w, self._device_bytes = offload, connected_w, device_bytes
+        self._roles = roles
         self.memory_bytes = memory_bytes
-        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes)
+        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes, roles)
         self.fits = self.rules.fits(memory_bytes)
         self.ept = self.rules.ept
         self.safe = self.rules.safe
@@ -178,7 +182,7 @@ class Shield:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
         The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
         token, which EMERGENCY and FALLBACK run) do not change."""
-        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes)
+        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes, self._roles)
         self.ept = self.rules.ept
         self.fits = self.rules.fits(self.memory_bytes)
 
@@ -199,19 +203,21 @@ class Shield:
                 and (plugged >= 0.5 or soc >= p.reserve_soc + p.soc_hyst))
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
-             supply_w: float, bandwidth_mbps: float = 1.0) -> np.ndarray | None:
-        """The feasibility mask when a rule is active (hot, below reserve, or the link down with split
-        configurations), else None."""
-        if self.rules.active(temp_c, self.p.t_max_c, soc, self.reserve, bandwidth_mbps) \
+             supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0) -> np.ndarray | None:
+        """The feasibility mask when a rule is active (hot, below reserve, the link down with split
+        configurations, or a processor down with placements), else None."""
+        if self.rules.active(temp_c, self.p.t_max_c, soc, self.reserve, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok:
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
                                    base_w, soc, self.reserve, supply_w, out=self._mask,
-                                   bandwidth_mbps=bandwidth_mbps, fits=self.fits)
+                                   bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
         return None
 
-    def mask_reason(self, temp_c: float, soc: float = 1.0, action: int | None = None) -> Reason:
+    def mask_reason(self, temp_c: float, soc: float = 1.0, action: int | None = None, down: int = 0) -> Reason:
         if action is not None and not self.fits[action]:
             return Reason.MEMORY_MASK
+        if action is not None and down and int(self.rules.roles[action]) & int(down):
+            return Reason.PROCESSOR_MASK
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK
         return Reason.BATTERY_MASK if soc < self.reserve else Reason.LINK_MASK

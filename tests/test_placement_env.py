@@ -264,3 +264,80 @@ def test_profile_on_cuda_without_a_gpu_says_why(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "torch sees no CUDA GPU" in r.stderr
     assert not (tmp_path / "g.json").exists()
+
+
+# ---- the runtime's shield ------------------------------------------------------------------------
+
+def test_runtime_manager_moves_off_a_processor_that_goes_down(tmp_path, phone_profile):
+    from dataclasses import asdict
+
+    from envs.tables import load_cost_tables
+    from runtime.dynamics import DEVICES
+    from runtime.manager import RuntimeManager
+    from runtime.observation import layout_for
+    from runtime.policy import load_policy_file, save_policy_file
+    from runtime.replay import ReplaySensors
+    from runtime.sensors import SensorHub
+    from runtime.shield import Reason
+    from traces import load_trace
+
+    c = load_cost_tables(phone_profile)
+    favour = c.space.index("L6-H100-int8-npu")
+    layout = layout_for(c.space)
+    rng = np.random.default_rng(0)
+    n, d, h = len(c), layout.dim, 16
+    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
+    layers[-1][1][favour] = 50.0  # a policy that insists on the NPU
+    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
+            "decode_table": c.decode_table(), "env_params": EnvParams().to_dict(),
+            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
+            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
+                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
+            "profile": {"path": phone_profile, "sha256": "0" * 64, "name": "phone+place"}}
+    path = tmp_path / "place-policy.npz"
+    save_policy_file(path, layers, meta, np.zeros(d), np.ones(d),
+                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
+                      "device_bytes": c.device_bytes}, c.features)
+    pf = load_policy_file(path)
+    assert pf.layout.names[-4:] == ["proc_up_cpu", "proc_up_lcpu", "proc_up_gpu", "proc_up_npu"]
+    trace = load_trace("traces/data/default/phone-00.csv")
+    rp = ReplaySensors(trace, DEVICES["phone"], clock=None)
+    mgr = RuntimeManager(pf, SensorHub([rp], clock=rp.now), device=DEVICES["phone"], clock=rp.now)
+    mgr.cfg = type(mgr.cfg)(**{**mgr.cfg.__dict__, "min_dwell_decisions": 0, "min_dwell_s": 0.0})
+    rp.advance_to(0.0)
+    assert mgr.decide(0.0) == favour
+    mgr.procs_down = 0b1000  # the NPU is taken
+    rp.advance_to(10.0)
+    a = mgr.decide(10.0)
+    assert a != favour and int(c.roles[a]) & 0b1000 == 0
+    assert mgr.obs[pf.layout.index["proc_up_npu"]] == 0.0
+    assert mgr.shield.mask_reason(30.0, 0.9, favour, mgr.procs_down) == Reason.PROCESSOR_MASK
+
+
+def test_a_placement_on_a_processor_that_is_down_runs_on_the_cpu(phone_profile):
+    import gymnasium as gym
+
+    import envs
+    from envs.batched import BatchedPowerEnv
+
+    p = EnvParams(max_episode_steps=60, avail=Availability(busy_per_h=20.0, busy_mean_s=120.0))
+    env = gym.make(envs.ENV_ID, profile=phone_profile, params=p, split="test").unwrapped
+    c = env.costs
+    npu = c.space.index("L6-H100-int8-npu")
+    twin = c.space.index("L6-H100-int8")
+    assert c.cpu_twin[npu] == twin and c.cpu_twin[twin] == twin
+    row = next(i for i, d in enumerate(env.traces[0].procs_down) if d & 0b1000)
+    results = []
+    for a in (npu, twin):
+        env.reset(options={"trace": 0, "start": row, "config": twin})
+        _, r, *_, info = env.step(a)
+        results.append((r, info["config"]))
+    assert results[0] == results[1] and results[0][1] == twin
+    b = BatchedPowerEnv(n_envs=2, ref=env)
+    b.reset()
+    for j in range(2):
+        b.reset_env(j, 0, row, config=twin)
+    b.step_async(np.array([npu, twin]))
+    _, rew, _, _ = b.step_wait()
+    assert rew[0] == rew[1] == pytest.approx(results[0][0], rel=1e-6)
+    assert list(b.a) == [twin, twin]
