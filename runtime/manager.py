@@ -47,11 +47,11 @@ import numpy as np
 
 from runtime import observation
 from runtime.configspace import SPLIT_LOCAL
-from runtime.placement import role_mask
 from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.observation import ObsLayout, model_layout
+from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
     AMBIENT,
