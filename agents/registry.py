@@ -24,6 +24,7 @@ from agents.baselines import (
 )
 from agents.mpc import ForecastMPC
 from agents.oracle import OracleController
+from agents.placement_baselines import QeilGreedyController
 from agents.split_baselines import (
     AllServerController,
     JointSplitController,
@@ -44,21 +45,27 @@ FACTORIES: dict[str, Callable[..., Controller]] = {
     "neurosurgeon-latency": neurosurgeon_latency,
     "neurosurgeon-energy": neurosurgeon_energy,
     "joint-split": JointSplitController,
+    "qeil-greedy": QeilGreedyController,
     "oracle": OracleController,
 }
 #: the split-aware rules (agents.split_baselines): each is the schedutil rule on a profile without split
 SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeon-energy", "joint-split"]
+#: the placement-aware rules (agents.placement_baselines): each is the schedutil rule on a profile without placement
+PLACE_BASELINES: list[str] = ["qeil-greedy"]
 ORACLE = "oracle"
 RANDOM = "random"
-BASELINES: list[str] = [n for n in FACTORIES if n != ORACLE and n not in SPLIT_BASELINES]
-ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + [ORACLE]
+BASELINES: list[str] = [n for n in FACTORIES if n != ORACLE and n not in SPLIT_BASELINES + PLACE_BASELINES]
+ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE]
 
 
 def default_controllers(costs) -> list[str]:
     """The controllers an evaluation runs by default: the split rules only for a profile with split
-    configurations (elsewhere each is the schedutil rule again)."""
+    configurations, the placement rules only for one with placements (elsewhere each is the schedutil
+    rule again)."""
     has_split = bool(np.asarray(getattr(costs, "offload", [0])).any())
-    return [n for n in ALL_CONTROLLERS if has_split or n not in SPLIT_BASELINES]
+    has_place = bool(getattr(costs, "has_place", False))
+    return [n for n in ALL_CONTROLLERS if (has_split or n not in SPLIT_BASELINES)
+            and (has_place or n not in PLACE_BASELINES)]
 
 
 def make_controller(name: str, env, **kwargs: Any) -> Controller:

@@ -29,8 +29,8 @@ REF = "profiles/reference-cpu.json"
 
 @pytest.fixture(scope="module")
 def phone_profile(tmp_path_factory) -> str:
-    """A small placement profile: the phone's CPU and NPU, single placements and the half-depth cuts."""
-    prof = build(load_hardware("phone-sd8gen2"), load_profile(REF), roles=["cpu", "npu"], cuts="half")
+    """A small placement profile: the phone's CPU clusters and NPU, single placements and the half-depth cuts."""
+    prof = build(load_hardware("phone-sd8gen2"), load_profile(REF), roles=["cpu", "lcpu", "npu"], cuts="half")
     path = tmp_path_factory.mktemp("place") / "phone+place.json"
     path.write_text(json.dumps(prof))
     return str(path)
@@ -341,3 +341,33 @@ def test_a_placement_on_a_processor_that_is_down_runs_on_the_cpu(phone_profile):
     _, rew, _, _ = b.step_wait()
     assert rew[0] == rew[1] == pytest.approx(results[0][0], rel=1e-6)
     assert list(b.a) == [twin, twin]
+
+
+def test_qeil_greedy_reassigns_when_a_processor_is_down_and_is_schedutil_without_placement(phone_profile):
+    import gymnasium as gym
+
+    import envs
+    from agents.registry import default_controllers, make_controller
+
+    p = EnvParams(max_episode_steps=80, avail=Availability(busy_per_h=20.0, busy_mean_s=120.0))
+    env = gym.make(envs.ENV_ID, profile=phone_profile, params=p, split="test").unwrapped
+    assert "qeil-greedy" in default_controllers(env.costs)
+    q = make_controller("qeil-greedy", env)
+    obs, _ = env.reset(options={"trace": 0, "start": 0})
+    roles, used = env.costs.roles, set()
+    for _ in range(80):
+        a = int(q.predict(obs)[0])
+        down = env.trace.procs_down[env.sim_state()["row"]]
+        assert int(roles[a]) & down == 0  # never a processor that is down
+        used.add(env.costs.space.config(a).place)
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            break
+    assert len(used) > 1  # it does move the model between placements
+    plain = gym.make(envs.ENV_ID, split="test").unwrapped
+    assert "qeil-greedy" not in default_controllers(plain.costs)
+    g, s = make_controller("qeil-greedy", plain), make_controller("schedutil", plain)
+    obs, _ = plain.reset(options={"trace": 0, "start": 0})
+    for _ in range(30):
+        assert g.predict(obs)[0] == s.predict(obs)[0]
+        obs, *_ = plain.step(int(s.predict(obs)[0]))
