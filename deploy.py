@@ -244,6 +244,7 @@ def export_onnx(policy_path: str | Path, onnx_path: str | Path) -> Path:
 
 #: knobs that say where the model runs, not which model: deploy.py run follows them with model.split_live
 SPLIT_KNOBS = ("split", "wire")
+PLACE_KNOBS = ("place",)  # the live placement: model.placement.PlacedModel
 
 
 def model_configs(m: Any, space: Any) -> list[Any]:
@@ -255,7 +256,8 @@ def model_configs(m: Any, space: Any) -> list[Any]:
     """
     out = []
     for i in range(len(space)):
-        vals = {k: v for k, v in space.values_of(i).items() if k not in SPLIT_KNOBS}  # split: model.split_live
+        # split: model.split_live; placement: model.placement
+        vals = {k: v for k, v in space.values_of(i).items() if k not in SPLIT_KNOBS + PLACE_KNOBS}
         extra = sorted(set(vals) - set(m.space.knob_names))
         if extra:
             raise SystemExit(f"deploy.py run: the policy's configuration space has knobs {extra} that the live "
@@ -415,6 +417,7 @@ class RunSession:
         self._check_host()
         self.model_cfgs = model_configs(self.m, self.space)
         self._init_counters()
+        self._open_placement()
         self._open_split()  # the link's state first: the sensors read it
         self._open_sensors()
         self._connect_split()
@@ -514,6 +517,51 @@ class RunSession:
         from runtime.shield import device_limits
 
         return device_limits(kind, self.pf.meta if self.pf is not None else None, self.user_device)
+
+    def _open_placement(self) -> None:
+        """A policy with the ``place`` knob runs the model through ``model.placement.PlacedModel``: its
+        segments on this host's processors (``--processors fake-gpu``: a test double that runs the "gpu"
+        role on the CPU). Placements on a processor this host lacks are masked for good, with the reason."""
+        a = self.args
+        self.has_place = "place" in self.space.knob_names
+        self.placed: Any = None
+        self.absent_bits = 0
+        if not self.has_place:
+            if getattr(a, "processors", "host") != "host":
+                usage_error("run", "--processors: the policy has no placement configurations (no 'place' knob)")
+            return
+        if "split" in self.space.knob_names:
+            usage_error("run", "the policy has both split and placement configurations; the live runtime runs "
+                               "one of them at a time: export a policy trained on a profile with one")
+        from model.placement import FaultInjector, PlacedModel, ProcessorHealth, ProcessorMap
+        from runtime.placement import ROLES
+
+        procs = ProcessorMap.fake_gpu() if a.processors == "fake-gpu" else ProcessorMap()
+        injector = None
+        if a.inject_fault:
+            injector = FaultInjector(seed=a.seed or 0)
+            for item in a.inject_fault:
+                role, kind, after = item
+                injector.arm(role, kind, after_calls=after)
+        self.placed = PlacedModel(self.m, procs, health=ProcessorHealth(), injector=injector)
+        for i, r in enumerate(ROLES):
+            if r not in procs.roles():
+                self.absent_bits |= 1 << i
+                print(f"[deploy] placements on {r} masked: {procs.why_absent(r)}", file=sys.stderr)
+        print(f"[deploy] processors: {json.dumps(procs.describe())}"
+              + (" (fake-gpu: a TEST DOUBLE, the gpu role runs on the CPU)" if a.processors == "fake-gpu" else ""),
+              file=sys.stderr)
+
+    def procs_down(self) -> int:
+        """Processor roles unavailable now: absent on this host, or quarantined after faults."""
+        if self.placed is None:
+            return 0
+        from runtime.placement import ROLES
+
+        down = self.absent_bits
+        for r in self.placed.health.unavailable_roles():
+            down |= 1 << ROLES.index(r)
+        return down
 
     def _open_split(self) -> None:
         """The split link's state (``LinkState``: back-off in wall time, also under a faster virtual
@@ -691,6 +739,8 @@ class RunSession:
         """The token stream: the model's own, or ``model.split_live.SplitStream`` for a policy with split
         configurations (it follows ``self.idx`` per token and falls back to the device on a failure)."""
         a = self.args
+        if self.placed is not None:
+            return self.placed.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)
         if not self.has_split:
             return self.m.stream(prompt, a.max_tokens, temperature=a.temperature, seed=a.seed)
         if self.split_stream is None:
@@ -721,6 +771,7 @@ class RunSession:
         self.total_tokens = total_tokens
         self.t_start = now = self.clock()
         self.feed_workload(0.0)
+        self.mgr.procs_down = self.procs_down()
         self._set_config(self.mgr.decide(now))
         self.t_wall0 = self.last_dec_wall = self.last_tok_wall = time.perf_counter()
         self.last_now = self.clock()
@@ -761,6 +812,7 @@ class RunSession:
         self.feed_workload(self.ema_tps)
         mgr.backlog_frac = min(1.0, (self.total_tokens - self.tokens) / self.params.backlog_cap_tokens)
         mgr.latency_over_slo = self.last_lat_ms / self.params.slo_ms
+        mgr.procs_down = self.procs_down()
         if self.replay is not None:
             self.replay.set_model_power_w(self.model_power_w())
         t_dec = time.perf_counter_ns()
@@ -777,7 +829,19 @@ class RunSession:
 
     def _set_config(self, idx: int) -> None:
         """Switches the live model to configuration ``idx`` (and the emulated device's model power)."""
-        self.m.set_config(self.model_cfgs[idx])
+        if self.placed is not None:
+            from model.placement import PlacementUnavailable
+
+            try:
+                self.placed.set(self.space.config(idx))
+            except PlacementUnavailable as exc:  # quarantined since the manager decided: its CPU twin
+                cfg = self.space.config(idx)
+                idx = self.space.index(cfg._replace(place="cpu")) if cfg._replace(place="cpu") in \
+                    self.space.configs else self.mgr.safe
+                self.mgr.telemetry.event(event="placement_unavailable", reason=str(exc), config=self.names[idx])
+                self.placed.set(self.space.config(idx))
+        else:
+            self.m.set_config(self.model_cfgs[idx])
         self.idx = idx
         self._skip_lat = True
         if self.replay is not None:
@@ -851,6 +915,15 @@ class RunSession:
             st = self.split_stream.stats
             summary["split"] = {**st, "wire_ms": round(st["wire_ms"], 2), "link_failures": self.link.total_failures,
                                 "last_link_error": self.link.last_error or None}
+        if self.placed is not None:  # where the tokens ran, the faults and how they were recovered
+            f = self.placed.faults
+            rec = sorted(x.recover_ms for x in f)
+            summary["placement"] = {
+                "faults": len(f), "restored_by": {k: sum(1 for x in f if x.restored == k)
+                                                  for k in sorted({x.restored for x in f})},
+                "recover_ms_p50": round(rec[len(rec) // 2], 2) if rec else None,
+                "quarantine_events": len(self.placed.health.events),
+                "unavailable_now": self.placed.health.unavailable_roles(), "final_placement": self.placed.placement}
         summary["stop_reason"] = self.stop_reason
         return summary
 
@@ -1089,6 +1162,18 @@ def file_error(cmd: str, message: str) -> Any:
     raise SystemExit(f"deploy.py {cmd}: error: {message}")
 
 
+def _fault_spec(text: str) -> tuple[str, str, int]:
+    """argparse type of --inject-fault: ROLE:KIND:AFTER."""
+    from runtime.placement import ROLES
+
+    parts = text.split(":")
+    kinds = ("error", "timeout", "device_lost")
+    if len(parts) != 3 or parts[0] not in ROLES or parts[1] not in kinds or not parts[2].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: write ROLE:KIND:AFTER with ROLE in {list(ROLES)}, KIND in "
+                                         f"{list(kinds)} and AFTER a count of segment calls, e.g. gpu:device_lost:20")
+    return parts[0], parts[1], int(parts[2])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model.cli import float_in, nonneg_float, nonneg_int, positive_float, positive_int
     from runtime.dynamics import DEVICES
@@ -1154,6 +1239,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split-ca", default=None, help="CA certificate that signed a wss:// server's certificate")
     r.add_argument("--no-split-shape", dest="split_shape", action="store_false",
                    help="do not shape the traffic to the trace's bandwidth and the link's round trip")
+    r.add_argument("--processors", choices=("host", "fake-gpu"), default="host",
+                   help="placement policies: this host's processors (default), or fake-gpu, a TEST DOUBLE that runs "
+                        "the gpu role on the CPU (to try placement and faults without a GPU)")
+    r.add_argument("--inject-fault", type=_fault_spec, action="append", default=[], metavar="ROLE:KIND:AFTER",
+                   help="placement: make ROLE's segment fail (KIND error|timeout|device_lost) after AFTER calls; "
+                        "repeatable (fault-recovery drills)")
     r.add_argument("--link-mbps", type=nonneg_float, default=0.0,
                    help="live: the link's bandwidth when no trace gives it, Mbit/s (0: split configurations masked)")
     sub.add_parser("serve-split", add_help=False,
