@@ -30,6 +30,7 @@ def test_runtime_runs_with_heavy_packages_blocked(tmp_path: Path) -> None:
     code = BLOCKER + textwrap.dedent(f"""
         import runtime, runtime.observation, runtime.rules, runtime.meters
         import runtime.policy, runtime.sensors, runtime.shield, runtime.replay, runtime.manager
+        import runtime.placement, runtime.hardware
         import traces  # the replay sensors' trace loader is numpy + stdlib too
         from runtime.manager import RuntimeManager
         from runtime.policy import load_policy_file
@@ -52,5 +53,6 @@ def test_runtime_runs_with_heavy_packages_blocked(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.startswith("ok")
-    for mod in ("runtime.policy", "runtime.sensors", "runtime.manager", "runtime.replay", "runtime.shield"):
+    for mod in ("runtime.policy", "runtime.sensors", "runtime.manager", "runtime.replay", "runtime.shield",
+                "runtime.placement", "runtime.hardware"):
         assert mod in res.stdout
