@@ -107,6 +107,14 @@ class OraclePlan:
     plan_s: float = 0.0
     value0: float = float("nan")  # interpolated V_0 at the state it was planned from
     info: dict = field(default_factory=dict)
+    # the episode's objective (runtime.dynamics.objective_inputs): w_q, w_e, q_min, and the first row at
+    # which a last-until deadline is no longer ahead (-1: none)
+    objective: tuple = (1.0, 0.0, float("nan"), -1)
+
+
+def _okey(objective: tuple) -> tuple:
+    """A hashable, NaN-safe key of an objective tuple (NaN != NaN would defeat the plan cache)."""
+    return tuple("nan" if v != v else v for v in objective)
 
 
 def _locate(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,12 +193,14 @@ class OracleController:
         return env.sim_state()
 
     def _sim(self, k: int, i: int, soc, temp_c, backlog, config, allowance_j,
-             actions: np.ndarray) -> StepResult:
-        """One step of the dynamics from a batch of states on trace k, row i."""
+             actions: np.ndarray, objective: tuple = (1.0, 0.0, float("nan"), -1)) -> StepResult:
+        """One step of the dynamics from a batch of states on trace k, row i, under ``objective``."""
         n = len(actions)
         s = self.dyn.state(n, soc, temp_c, backlog, allowance_j, config)
         kk, ii = np.full(n, k), np.full(n, i)
-        return self.dyn.step(s, actions, self.padded.inputs(kk, ii), self.padded.plant(kk))[1]
+        wq, we, qmin, until_row = objective
+        x = self.padded.inputs(kk, ii)._replace(w_q=wq, w_e=we, q_min=qmin, until=1.0 if i < until_row else 0.0)
+        return self.dyn.step(s, actions, x, self.padded.plant(kk))[1]
 
     def _trace_index(self, env) -> int:
         for k, t in enumerate(self.env.traces):
@@ -201,7 +211,8 @@ class OracleController:
 
     # ---- planning ----------------------------------------------------------------------------
     def plan(self, k: int, start: int, horizon: int, soc: float, temp_c: float, backlog: float = 0.0,
-             config: int | None = None, allowance_j: float = 0.0, episode_start: int | None = None) -> OraclePlan:
+             config: int | None = None, allowance_j: float = 0.0, episode_start: int | None = None,
+             objective: tuple = (1.0, 0.0, float("nan"), -1)) -> OraclePlan:
         """Backward DP for trace ``k`` rows ``start … start+H−1`` (H = min(horizon, rows left)).
 
         The start state only sets the temperature grid's range and the budget linearisation's
@@ -227,7 +238,8 @@ class OracleController:
         plan = OraclePlan(k=k, start=start, horizon=H, spare_grid=spare_grid, temp_grid=temp_grid,
                           backlog_grid=backlog_grid, values=np.zeros(0), soc_need=np.zeros(0),
                           h_alive=h, h_doomed=hd,
-                          episode_start=start if episode_start is None else episode_start)
+                          episode_start=start if episode_start is None else episode_start,
+                          objective=tuple(objective))
         a0 = self.env.full_config if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
@@ -239,7 +251,7 @@ class OracleController:
             if has_budget:
                 policy = None if p == 0 else plan
                 plan.nominal_soc, plan.nominal_allowance_j = self._nominal(
-                    k, start, H, soc, temp_c, backlog, a0, allowance_j, policy)
+                    k, start, H, soc, temp_c, backlog, a0, allowance_j, policy, plan.objective)
             self._backward(plan)
         plan.value0 = float(self._interp(plan, 0, np.array([soc]), np.array([temp_c]), np.array([backlog]))[0])
         plan.plan_s = time.perf_counter() - t0
@@ -265,12 +277,14 @@ class OracleController:
         for t in range(H - 1, -1, -1):
             i = plan.start + t
             # from soc = 0 with a zero allowance: δ > 0, rewards, next temperature / backlog
-            up = self._sim(k, i, 0.0, temp_p, back_p, ia, 0.0, ia)
-            r_base = up.reward - up.r_budget - up.r_death  # the SoC- and allowance-free part
+            obj = plan.objective
+            up = self._sim(k, i, 0.0, temp_p, back_p, ia, 0.0, ia, obj)
+            # the SoC- and allowance-free part (the reserve term depends on the SoC after the step)
+            r_base = up.reward - up.r_budget - up.r_death - up.r_reserve
             soc_up, d_allow = up.soc, up.budget_left_j
             temp_n, back_n = up.temp_c, up.backlog
             # from soc = 1 with an exhausted allowance: δ < 0, and the overdraw penalty
-            down = self._sim(k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J, ia)
+            down = self._sim(k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J, ia, obj)
             pen = down.r_budget
             delta = np.where(soc_up > 0.0, soc_up, down.soc - 1.0)
             # the next state's cell in (T, backlog) and its bilinear weights
@@ -308,6 +322,9 @@ class OracleController:
                        - (plan.nominal_allowance_j[t] + d_allow + bud * grace) / tr.capacity_j)
                 below = xg32[None, :] < (thr - need_now).astype(np.float32)[:, None]  # soc < thr
                 Q += np.where(below, pen.astype(np.float32)[:, None], np.float32(0.0))
+            if i < obj[3]:  # last-until: below the reserve after the step, soc + δ < reserve
+                below = xg32[None, :] < (self.env.params.reserve_soc - delta - need_now).astype(np.float32)[:, None]
+                Q += np.where(below, np.float32(-self.env.params.weights.reserve), np.float32(0.0))
             if off is not None:
                 Q[off[ia]] = -np.inf
             V[t] = Q.reshape(nT, nB, A, nX).max(2)
@@ -418,7 +435,7 @@ class OracleController:
                  allowance_j: float) -> np.ndarray:
         """Q_t(state, a) for every action: the env's reward from this exact state (switch costs
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
-        r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions)
+        r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions, plan.objective)
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
         q = r.reward + np.where(r.dead, 0.0, cont)
         off = self._unavailable(plan.k, plan.start + t)
@@ -429,7 +446,8 @@ class OracleController:
         down = int(self.padded.procs_down[k, i])
         return (self.roles & down) != 0 if down else None
 
-    def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None):
+    def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None,
+                 objective: tuple = (1.0, 0.0, float("nan"), -1)):
         """SoC and allowance before each step along the cheapest configuration's trajectory
         (``policy`` None) or the oracle's own (greedy on ``policy``'s values)."""
         s_hat, a_hat = np.zeros(H), np.zeros(H)
@@ -440,7 +458,7 @@ class OracleController:
                 a = self.cheapest
             else:
                 a = int(np.argmax(self.q_values(policy, t, *state)))
-            r = self._sim(k, start + t, *state, np.array([a]))
+            r = self._sim(k, start + t, *state, np.array([a]), objective)
             state = (float(r.soc[0]), float(r.temp_c[0]), float(r.backlog[0]), a, float(r.budget_left_j[0]))
             if r.dead[0]:
                 s_hat[t + 1:], a_hat[t + 1:] = 0.0, state[4]
@@ -457,12 +475,14 @@ class OracleController:
         block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
         H = int(min(self.horizon_steps, env.trace.n - block))
         plan = self.current.get(env_index)
-        if plan is None or (plan.k, plan.start, plan.horizon, plan.episode_start) != (k, block, H, i0):
-            key = (k, block, H, i0, round(st["soc"], 9), round(st["temp_c"], 6), round(st["backlog"], 6))
+        obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
+        if plan is None or (plan.k, plan.start, plan.horizon, plan.episode_start, _okey(plan.objective)) != \
+                (k, block, H, i0, _okey(obj)):
+            key = (k, block, H, i0, round(st["soc"], 9), round(st["temp_c"], 6), round(st["backlog"], 6), _okey(obj))
             plan = self.cache.get(key) if i == block else None
             if plan is None:
                 plan = self.plan(k, block, H, st["soc"], st["temp_c"], st["backlog"], st["config"],
-                                 st["allowance_j"], episode_start=i0)
+                                 st["allowance_j"], episode_start=i0, objective=obj)
                 if i == block:
                     self.cache[key] = plan
                     while len(self.cache) > self.cache_size:

@@ -15,6 +15,7 @@ arrays, to keep the step fast).
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any
 
@@ -23,7 +24,17 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from envs.power_env import MicroLLMPowerEnv
 from envs.tables import PaddedTraces
-from runtime.dynamics import VECTOR, EnvParams, Plant, placement_columns, runs_on, start_temp_c, step_core
+from runtime.dynamics import (
+    OBJECTIVES,
+    VECTOR,
+    EnvParams,
+    Plant,
+    objective_inputs,
+    placement_columns,
+    runs_on,
+    start_temp_c,
+    step_core,
+)
 from runtime.observation import head_values
 
 _NO_INFO = MappingProxyType({})
@@ -70,12 +81,16 @@ class BatchedPowerEnv(VecEnv):
         self._actions = None
         self.last = None
         self._ahead = np.arange(1, p.lookahead + 1)
+        # the objective per env (runtime.dynamics.Objective), set at reset
+        self.obj = np.zeros(n, int)  # index into OBJECTIVES
+        self.wq, self.we, self.qmin = np.ones(n), np.zeros(n), np.full(n, np.nan)
+        self.qmin_obs, self.until_row, self.deadline_eff = np.zeros(n), np.full(n, -1), np.full(n, np.nan)
         # (n_traces, n_configs): the configurations that fit each trace's device memory
         self._fits = np.stack([self.ref.rules.fits(m) for m in self.tr.memory_bytes])
 
     # ---- resets ------------------------------------------------------------------------------
     def reset_env(self, j: int, trace: int, start: int, soc: float | None = None,
-                  temp_c: float | None = None, config: int | None = None) -> None:
+                  temp_c: float | None = None, config: int | None = None, objective: str | None = None) -> None:
         tr = self.tr
         self.k[j], self.i[j], self.fi[j] = trace, start, trace * tr.L + start
         for arr, v in zip(self.plant, tr.plant(trace)):
@@ -87,6 +102,27 @@ class BatchedPowerEnv(VecEnv):
         self.backlog[j], self.budget_left[j], self.t[j] = 0.0, 0.0, 0
         self.a[j] = self.ref.full_config if config is None else config
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
+        self._set_objective(j, trace, start, objective)
+
+    def _set_objective(self, j: int, trace: int, start: int, kind: str | None) -> None:
+        """As ``MicroLLMPowerEnv._set_objective``, from this batch's generator."""
+        ob, tr = self.params.objective, self.tr
+        if kind is None:
+            kind = ob.kind
+            if kind == "mix":
+                u = float(self.rng.random())
+                kind = ("min-energy" if u < ob.mix_min_energy else
+                        "last-until" if u < ob.mix_min_energy + ob.mix_last_until else "max-quality")
+        qf = tr.quality_floor[trace]
+        q = float(qf if qf == qf else ob.quality_floor)
+        self.obj[j] = OBJECTIVES.index(kind)
+        self.wq[j], self.we[j], self.qmin[j] = objective_inputs(kind, q)
+        self.qmin_obs[j] = q
+        dl = tr.deadline_s[trace]
+        self.deadline_eff[j], self.until_row[j] = dl, -1
+        if kind == "last-until":
+            self.deadline_eff[j] = dl if dl == dl else (start + self.params.max_episode_steps) * self.dt
+            self.until_row[j] = math.ceil(self.deadline_eff[j] / self.dt)
 
     def _random_reset(self, j: int) -> None:
         k = int(self.rng.integers(len(self.tr.n)))
@@ -107,7 +143,7 @@ class BatchedPowerEnv(VecEnv):
                       c.offload[a], c.up_bits[a], c.server_ms[a], *placement_columns(c, a),
                       c.switch_s[self.a, a], c.switch_j[self.a, a],
                       self.soc, self.temp, self.backlog, self.budget_left, demand, supply, ambient, base, budget,
-                      bandwidth, *self.plant)
+                      bandwidth, self.wq, self.we, self.qmin, (self.i < self.until_row) * 1.0, *self.plant)
         self.last = r
         self.soc, self.temp, self.backlog, self.budget_left = r.soc, r.temp_c, r.backlog, r.budget_left_j
         self.a, self.last_p, self.last_lat, self.last_dem = a.copy(), r.power_w, r.latency_ms, demand
@@ -131,7 +167,7 @@ class BatchedPowerEnv(VecEnv):
         head = head_values(VECTOR, soc, supply, plugged, self.temp[rows],
                            plant.t_max_c[rows], bud,
                            self.budget_left[rows] + np.where(bud == bud, bud * p.budget_grace_s, 0.0),
-                           self.deadline_s[rows] - i * dt, soc * plant.capacity_j[rows],
+                           self.deadline_eff[rows] - i * dt, soc * plant.capacity_j[rows],
                            (self.n_rows[rows] - i) * dt, self.last_dem[rows],
                            self.backlog[rows] / p.backlog_cap_tokens, self.last_lat[rows] / p.slo_ms, bandwidth)
         ahead = None
@@ -139,7 +175,12 @@ class BatchedPowerEnv(VecEnv):
             off = np.minimum(i[:, None] + self._ahead[None, :], self.n_rows[rows][:, None] - 1) - i[:, None]
             ahead = f["supply"].take(fi[:, None] + off)
         down = self.tr.procs_down.ravel().take(fi) if self.layout.processors else None
-        return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down)
+        goal = None
+        if self.layout.goal:
+            k, q, b = self.obj[rows], self.qmin_obs[rows], np.where(bud == bud, np.maximum(bud, 0.0), 0.0)
+            goal = np.stack([k == 0, k == 1, k == 2, np.where(k == 1, q, 0.0), b], axis=1).astype(float)
+        return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
+                                 goal)
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def step_async(self, actions) -> None:

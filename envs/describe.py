@@ -29,7 +29,7 @@ def describe(profile: Any = None, traces: str | None = None, lookahead: int = 0)
     costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
     sp = costs.space
     params = EnvParams(lookahead=lookahead)
-    layout = layout_for(sp, params.lookahead)
+    layout = layout_for(sp, params.lookahead, params.objective.observed)
     docs, wdocs = field_docs(EnvParams), field_docs(RewardWeights)
     out: dict[str, Any] = {
         "profile": str(profile if profile is not None else DEFAULT_PROFILE),

@@ -111,6 +111,7 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -120,15 +121,17 @@ from gymnasium import spaces
 
 from envs.tables import DEFAULT_PROFILE, CostTables, TraceArrays, load_cost_tables, prepare_traces
 from runtime.dynamics import (
+    OBJECTIVES,
     SCALAR,
     TOK_SCALE,
     EnvParams,
     RewardWeights,
     StepResult,
+    objective_inputs,
     scalar_step_core,
     start_temp_c,
 )
-from runtime.observation import layout_for, scalar_head_values
+from runtime.observation import goal_values, layout_for, scalar_head_values
 from runtime.rules import HOT_MARGIN_C, Feasibility
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
@@ -164,7 +167,7 @@ class MicroLLMPowerEnv(gym.Env):
         self.backlog_cap, self.reserve_soc, self.w = p.backlog_cap_tokens, p.reserve_soc, p.weights
         n = len(self.costs)
         self.action_space = spaces.Discrete(n)
-        self.layout = layout_for(self.space, p.lookahead)
+        self.layout = layout_for(self.space, p.lookahead, p.objective.observed)
         self.observation_space = spaces.Box(self.layout.lo, self.layout.hi, dtype=np.float32)
         self.feature_names = self.layout.names
         c = self.costs
@@ -214,6 +217,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         self._down = tr.procs_down
+        self._set_objective(o, tr)
         i = self._i
         self.temp_c = float(o.get("temp_c", start_temp_c(tr.ambient_c[i], self._idle_w, tr.base_w[i],
                                                           dev.r_th_c_per_w)))
@@ -239,7 +243,8 @@ class MicroLLMPowerEnv(gym.Env):
                              self._off[a], self._up[a], self._srv[a], self._seg2[a], self._xfer[a], self._trip1[a],
                              self._trip2[a], self._heat[a], self._sw_s[prev][a], self._sw_j[prev][a],
                              self.soc, self.temp_c, self.backlog, self._budget_left_j, demand, self._supply[i],
-                             self._ambient[i], self._base[i], self._budget[i], self._bw[i], *self._plant)
+                             self._ambient[i], self._base[i], self._budget[i], self._bw[i], self._wq, self._we,
+                             self._qmin, 1.0 if i < self._until_row else 0.0, *self._plant)
         # one unpacking instead of a dozen attribute reads (the step's hot path)
         self.soc, self.temp_c, self.backlog, self._budget_left_j, dead, reward = r[:6]
         self._a, self._last_power_w, self._last_lat_ms, self._last_demand = a, r[_POWER], r[_LATENCY], demand
@@ -271,12 +276,38 @@ class MicroLLMPowerEnv(gym.Env):
         b = self._budget[i]
         head = scalar_head_values(SCALAR, soc, self._supply[i], tr.plugged[i], self.temp_c, self._t_max_c, b,
                                   self._budget_left_j + (b * self._grace_s if b == b else 0.0),
-                                  tr.deadline_s - i * dt, soc * tr.capacity_j, (self._n - i) * dt, self._last_demand,
+                                  self._deadline_s - i * dt, soc * tr.capacity_j, (self._n - i) * dt, self._last_demand,
                                   self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms,
                                   tr.bandwidth_mbps[i])
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
+        goal = goal_values(self.objective, self._qmin_obs, b) if self.layout.goal else ()
         return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
-                                 self._down[i])
+                                 self._down[i], goal)
+
+    def _set_objective(self, o: dict, tr: TraceArrays) -> None:
+        """This episode's objective (``EnvParams.objective``; ``options["objective"]`` overrides; ``mix``
+        draws it from the env's generator) and the ``step_core`` inputs it sets."""
+        ob = self.params.objective
+        kind = o.get("objective")
+        if kind is None:
+            kind = ob.kind
+            if kind == "mix":
+                u = float(self.np_random.random())
+                kind = ("min-energy" if u < ob.mix_min_energy else
+                        "last-until" if u < ob.mix_min_energy + ob.mix_last_until else "max-quality")
+        if kind not in OBJECTIVES:
+            raise ValueError(f"options['objective'] {kind!r}: choose one of {list(OBJECTIVES)}")
+        self.objective = kind
+        q = float(o.get("quality_floor", tr.quality_floor if tr.quality_floor == tr.quality_floor
+                        else ob.quality_floor))
+        self._wq, self._we, self._qmin = objective_inputs(kind, q)
+        self._qmin_obs = q
+        self._deadline_s = tr.deadline_s
+        self._until_row = -1
+        if kind == "last-until":  # the trace's deadline, else the end of the episode
+            end_s = (self._i0 + self.params.max_episode_steps) * self.step_s
+            self._deadline_s = tr.deadline_s if tr.deadline_s == tr.deadline_s else end_s
+            self._until_row = math.ceil(self._deadline_s / self.step_s)
 
     def render(self):
         if self.render_mode == "ansi":
@@ -293,5 +324,6 @@ class MicroLLMPowerEnv(gym.Env):
         """The true simulator state (public: the oracle acts from it, never from private fields)."""
         return {"soc": float(self.soc), "temp_c": float(self.temp_c), "backlog": float(self.backlog),
                 "config": int(self._a), "allowance_j": float(self._budget_left_j), "row": int(self._i),
-                "episode_start": int(self._i0)}
+                "episode_start": int(self._i0), "objective": self.objective,
+                "objective_inputs": (self._wq, self._we, self._qmin), "until_row": int(self._until_row)}
 

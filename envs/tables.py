@@ -173,6 +173,7 @@ class TraceArrays:
     device: DeviceConstants
     device_kind: str
     procs_down: list = None  # per row: bit mask of unavailable processor roles (runtime.placement.outages)
+    quality_floor: float = math.nan  # a user-set floor for the min-energy objective (meta.extra), NaN: none
 
 
 def prepare_traces(traces: Any, split: str, step_s: float, avail: Any = None) -> list[TraceArrays]:
@@ -213,7 +214,8 @@ def prepare_traces(traces: Any, split: str, step_s: float, avail: Any = None) ->
             capacity_j=float(r.meta.capacity_wh) * 3600.0, initial_soc=float(r.meta.initial_soc),
             deadline_s=float(r.meta.deadline_s) if r.meta.deadline_s is not None else math.nan,
             device=device_constants(r.meta.device_kind), device_kind=r.meta.device_kind,
-            procs_down=_outages(r.name, n, step_s, avail)))
+            procs_down=_outages(r.name, n, step_s, avail),
+            quality_floor=float((r.meta.extra or {}).get("quality_floor", math.nan))))
     return out
 
 
@@ -253,6 +255,7 @@ class PaddedTraces:
         self.capacity_j = np.array([t.capacity_j for t in trs])
         self.soc0 = np.array([t.initial_soc for t in trs])
         self.deadline_s = np.array([t.deadline_s for t in trs])
+        self.quality_floor = np.array([t.quality_floor for t in trs])
         d = [t.device for t in trs]
         self.r_th = np.array([x.r_th_c_per_w for x in d])
         self.tau = np.array([x.tau_s for x in d])
@@ -273,7 +276,7 @@ class PaddedTraces:
         from runtime.dynamics import Inputs
 
         return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i],
-                      np.nan_to_num(self.bandwidth[k, i]), self.procs_down[k, i])
+                      np.nan_to_num(self.bandwidth[k, i]), self.procs_down[k, i])  # objective: Inputs' defaults
 
     def plant(self, k: Any):
         """``runtime.dynamics.Plant`` of trace(s) ``k`` (an index or an array of them)."""

@@ -112,6 +112,13 @@ class RewardWeights:
     """per unit of relative overdraw of the LLM's power budget"""
     drop: float = 0.5
     """per 100 dropped tokens per second: about what serving them would have earned"""
+    energy: float = 0.1
+    """min-energy objective: per W of the LLM's power (serving 10 tok/s at 20 mJ/token costs 0.02, less
+    than dropping them, 0.05: the objective saves energy, it does not stop serving)"""
+    floor: float = 0.5
+    """min-energy objective: a step whose served quality per token is below the floor (as an SLO miss)"""
+    reserve: float = 0.5
+    """last-until objective: a step before the deadline that ends with the battery below the reserve"""
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,51 @@ class Availability:
     """seed of the scenario; each trace's outages derive from it and the trace's name"""
 
 
+OBJECTIVES: tuple[str, ...] = ("max-quality", "min-energy", "last-until")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The user's objective (docs/objectives.md). Per episode one of :data:`OBJECTIVES`:
+
+    * ``max-quality``: quality is maximised; a power budget (the trace's ``budget_w``, or a user-set one)
+      or an energy budget (Wh until a time: ``budget_j`` … ``budget_until_s``) is the constraint;
+    * ``min-energy``: the LLM's power is minimised (``RewardWeights.energy`` per W) subject to a quality
+      floor: a step whose served quality per token is below ``quality_floor`` is a violation
+      (``RewardWeights.floor``; the window is one control step, which keeps the oracle exact);
+    * ``last-until``: quality is maximised while the battery stays above ``EnvParams.reserve_soc`` until
+      the deadline (the trace's ``deadline_s``, else the end of the episode); each step below it before
+      the deadline is a violation (``RewardWeights.reserve``).
+
+    ``kind = "mix"`` draws the objective per episode (``mix_min_energy``, ``mix_last_until``, the rest
+    max-quality) from the env's own generator, for one goal-conditioned policy. The objective and its
+    parameters enter the observation when ``goal_obs`` is on (always with ``mix``).
+    """
+
+    kind: str = "max-quality"
+    """max-quality | min-energy | last-until | mix"""
+    quality_floor: float = 0.45
+    """min-energy: the floor on the served quality per token (skill above chance, 0..1); a trace's
+    meta.extra["quality_floor"] overrides it"""
+    mix_min_energy: float = 1.0 / 3.0
+    """mix: share of episodes with min-energy"""
+    mix_last_until: float = 1.0 / 3.0
+    """mix: share of episodes with last-until (the rest: max-quality)"""
+    goal_obs: bool = False
+    """the objective block in the observation (goal-conditioned policies; on with mix)"""
+
+    @property
+    def observed(self) -> bool:
+        return self.goal_obs or self.kind == "mix"
+
+
+def objective_inputs(kind: str, quality_floor: float) -> tuple[float, float, float]:
+    """``(w_q, w_e, q_min)`` of ``step_core`` for an episode's objective (``until`` is per step)."""
+    if kind == "min-energy":
+        return 0.0, 1.0, float(quality_floor)
+    return 1.0, 0.0, math.nan
+
+
 @dataclass(frozen=True)
 class EnvParams:
     """The one set of environment parameters: the env, the batched env, the oracle, the MPC, the
@@ -179,6 +231,8 @@ class EnvParams:
     """the device↔server link of split configurations (runtime.dynamics.LinkConstants)"""
     avail: Availability = Availability()
     """processor outages for placement configurations (runtime.dynamics.Availability; none by default)"""
+    objective: Objective = Objective()
+    """the user's objective (runtime.dynamics.Objective): max-quality (default), min-energy, last-until, mix"""
 
     def __post_init__(self) -> None:
         problems = []
@@ -208,6 +262,13 @@ class EnvParams:
                 problems.append(f"avail.{f.name} must be a finite number >= 0, got {v!r}")
         if self.avail.busy_mean_s <= 0:
             problems.append(f"avail.busy_mean_s must be > 0, got {self.avail.busy_mean_s!r}")
+        ob = self.objective
+        if ob.kind not in (*OBJECTIVES, "mix"):
+            problems.append(f"objective.kind must be one of {[*OBJECTIVES, 'mix']}, got {ob.kind!r}")
+        if not 0.0 <= ob.quality_floor <= 1.0:
+            problems.append(f"objective.quality_floor must be in [0, 1], got {ob.quality_floor!r}")
+        if not (0.0 <= ob.mix_min_energy and 0.0 <= ob.mix_last_until and ob.mix_min_energy + ob.mix_last_until <= 1.0):
+            problems.append("objective.mix_min_energy and mix_last_until must be >= 0 and sum to at most 1")
         if problems:
             raise ValueError("invalid environment parameters: " + "; ".join(problems))
 
@@ -233,9 +294,19 @@ class EnvParams:
                 d[key] = sub(**{k: int(v) if ty[k] in ("int", int) else float(v) for k, v in w.items()})
             elif isinstance(w, sub):
                 d[key] = w
+        ob = d.pop("objective", None)
+        if isinstance(ob, dict):
+            known_o = {f.name for f in fields(Objective)}
+            bad = sorted(set(ob) - known_o)
+            if bad:
+                raise ValueError(f"unknown objective fields {bad}; known: {sorted(known_o)}")
+            conv = {"kind": str, "goal_obs": bool}
+            d["objective"] = Objective(**{k: conv.get(k, float)(v) for k, v in ob.items()})
+        elif isinstance(ob, Objective):
+            d["objective"] = ob
         types = {f.name: f.type for f in fields(cls)}
         for k in list(d):
-            if k not in ("weights", "link", "avail") and d[k] is not None:
+            if k not in ("weights", "link", "avail", "objective") and d[k] is not None:
                 d[k] = int(d[k]) if types[k] in ("int", int) else float(d[k])
         return cls(**d)
 
@@ -302,9 +373,14 @@ class StepResult(NamedTuple):
     throttle: Any
     cost: Any  # violated constraints this step: thermal + SLO + budget + death
     radio_j: Any  # the device's radio energy this step (split configurations), J
+    r_energy: Any  # the objective's terms (Objective): the LLM's power (min-energy),
+    r_floor: Any  # a served quality below the floor (min-energy),
+    r_reserve: Any  # the battery below the reserve before the deadline (last-until)
 
 
 TERM_NAMES = ("quality", "thermal", "slo", "budget", "drop", "death")
+#: the objective's reward terms (StepResult.r_energy, r_floor, r_reserve), after TERM_NAMES
+OBJECTIVE_TERMS = ("energy", "floor", "reserve")
 _new = tuple.__new__
 
 
@@ -312,7 +388,7 @@ def step_core(o: Ops, dt: float, p: EnvParams,
               tps, ept_j, dec_ms, quality, off, up_bits, server_ms, seg2_ms, xfer_ms, trip1_c, trip2_c, heat_frac,
               sw_s, sw_j,
               soc, temp_c, backlog, budget_left_j,
-              demand_tps, supply_w, ambient_c, base_w, budget_w, bw_mbps,
+              demand_tps, supply_w, ambient_c, base_w, budget_w, bw_mbps, w_q, w_e, q_min, until,
               capacity_j, r_th, tau_s, t_max, thr_k, thr_min, eta, idle_w) -> StepResult:
     """One step of the device (module docstring), for floats (``o = SCALAR``) or arrays (``VECTOR``).
 
@@ -324,20 +400,20 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     runs on the second segment's processor and ``xfer_ms`` crosses the interconnect (both 0 for a
     single-processor placement); each segment's processor throttles at ``t_max`` plus its own offset
     (``trip1_c``, ``trip2_c``), and ``heat_frac`` of the model's energy heats the device.
+    The user's objective (``Objective``; ``objective_inputs``): ``w_q`` weighs the quality term (0 for
+    min-energy), ``w_e`` 1 for min-energy (the LLM's power costs ``weights.energy`` per W), ``q_min`` the
+    quality floor (NaN: none), ``until`` 1 while the last-until deadline is ahead (the battery must stay
+    above the reserve).
     """
-    where, mn, mx = o.where, o.minimum, o.maximum
-    theta = where(temp_c <= t_max + trip1_c, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max - trip1_c)))
-    theta2 = where(temp_c <= t_max + trip2_c, 1.0, mx(thr_min, 1.0 - thr_k * (temp_c - t_max - trip2_c)))
+    where, mx = o.where, o.maximum
+    theta = throttle(o, temp_c, t_max, trip1_c, thr_k, thr_min)
+    theta2 = throttle(o, temp_c, t_max, trip2_c, thr_k, thr_min)
     lk = p.link
     dev_ms = (dec_ms - seg2_ms - xfer_ms) / theta + seg2_ms / theta2 + xfer_ms
     tok_ms = token_ms(o, dev_ms, 1.0, off, up_bits, server_ms, bw_mbps, lk.rtt_ms)
     rate = where((off > 0.0) | (seg2_ms + xfer_ms > 0.0), 1000.0 / tok_ms, tps * theta)
-    requested = backlog + demand_tps * dt
-    served = mn(requested, rate * mx(dt - sw_s, 0.0))
-    left = requested - served
-    cap = p.backlog_cap_tokens
-    dropped = mx(left - cap, 0.0)
-    backlog = left - dropped
+    served, dropped, backlog = queue_update(o, backlog, demand_tps, dt, mx(dt - sw_s, 0.0), rate,
+                                            p.backlog_cap_tokens)
     other_j = (idle_w + base_w) * dt
     # radio: bits × energy per bit both ways, plus the connected-state power for a step that used the link
     radio_j = where(off > 0.0, served * radio_j_per_token(up_bits, lk) + where(served > 0.0, lk.connected_w * dt, 0.0),
@@ -359,19 +435,43 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     over_b = where(has_b & (budget_left_j + b0 * p.budget_grace_s < 0) & (llm_j > b0 * dt),
                    (llm_j / dt - b0) / where(has_b, b0, 1.0), 0.0)
     w = p.weights
-    r_q = quality * served / (TOK_SCALE * dt)
+    r_q = w_q * quality * served / (TOK_SCALE * dt)
     r_t = -w.thermal_per_c * over_c
     r_s = -w.slo * slo_bad
     r_b = -w.budget * over_b
     r_d = -w.drop * dropped / (TOK_SCALE * dt)
     r_x = -w.death * dead
-    reward = r_q + r_t + r_s + r_b + r_d + r_x
+    # the objective's terms: the LLM's power (min-energy), a served quality below the floor (min-energy),
+    # the battery below the reserve while the deadline is ahead (last-until)
+    r_e = -w.energy * w_e * llm_j / dt
+    floor_bad = (served > 0.0) & (quality < q_min)  # False for q_min NaN
+    r_f = -w.floor * floor_bad
+    low = (until > 0.0) & (soc < p.reserve_soc)
+    r_r = -w.reserve * low
+    reward = r_q + r_t + r_s + r_b + r_d + r_x + r_e + r_f + r_r
     # violated constraints; a float first, as numpy adds two bool arrays as a logical or
-    cost = (over_c > 0) * 1.0 + slo_bad + (over_b > 0) + dead
+    cost = (over_c > 0) * 1.0 + slo_bad + (over_b > 0) + dead + floor_bad + low
     # tuple.__new__: a named tuple's own __new__ costs a microsecond at 21 fields, as much as the physics
     return _new(StepResult, (soc, temp_c, backlog, budget_left_j, dead, reward, r_q, r_t, r_s, r_b, r_d, r_x,
                              over_c, slo_bad, over_b, served, dropped, energy_j, power_w, lat_ms, theta, cost,
-                             radio_j))
+                             radio_j, r_e, r_f, r_r))
+
+
+def throttle(o: Ops, temp_c, t_max_c, trip_c, per_c, min_frac):
+    """Throughput factor θ of a processor whose trip point is ``t_max_c + trip_c`` (°C): 1 up to it, then
+    ``max(min_frac, 1 − per_c·(temp_c − trip point))``. Floats (``SCALAR``) or arrays (``VECTOR``)."""
+    return o.where(temp_c <= t_max_c + trip_c, 1.0, o.maximum(min_frac, 1.0 - per_c * (temp_c - t_max_c - trip_c)))
+
+
+def queue_update(o: Ops, backlog, demand_tps, dt_s, serve_s, rate_tps, cap_tokens):
+    """The request queue over ``dt_s`` seconds: ``demand_tps`` arrives on top of ``backlog`` tokens,
+    ``rate_tps`` tokens/s are served for ``serve_s`` seconds (the step less a switch's time), and what
+    stays beyond ``cap_tokens`` is dropped. Returns (served, dropped, backlog) in tokens."""
+    requested = backlog + demand_tps * dt_s
+    served = o.minimum(requested, rate_tps * serve_s)
+    left = requested - served
+    dropped = o.maximum(left - cap_tokens, 0.0)
+    return served, dropped, left - dropped
 
 
 def token_ms(o: Ops, dec_ms, theta, off, up_bits, server_ms, bw_mbps, rtt_ms):
@@ -503,7 +603,8 @@ def __getattr__(name: str) -> Any:
     """``scalar_step_core``: ``step_core`` for floats (call it as ``scalar_step_core(SCALAR, dt, params,
     ...)``), compiled on first use — the device runtime, which never steps the env, never pays for it."""
     if name == "scalar_step_core":
-        twin = globals()[name] = scalar_twin(step_core, inline=(battery_update, thermal_update, token_ms))
+        twin = globals()[name] = scalar_twin(step_core, inline=(battery_update, thermal_update, token_ms,
+                                                                throttle, queue_update))
         return twin
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -559,6 +660,10 @@ class Inputs(NamedTuple):
     budget_w: Any  # NaN without a budget
     bandwidth_mbps: Any = 0.0  # link capacity (split configurations), 0 = down
     procs_down: Any = 0  # int bit mask of unavailable processor roles (placement), 0 = all up
+    w_q: Any = 1.0  # the objective's inputs (objective_inputs): quality weight,
+    w_e: Any = 0.0  # energy weight (min-energy),
+    q_min: Any = math.nan  # quality floor (min-energy; NaN: none),
+    until: Any = 0.0  # 1 while a last-until deadline is ahead
 
 
 class Dynamics:
@@ -589,7 +694,7 @@ class Dynamics:
                       t.offload[a], t.up_bits[a], t.server_ms[a], *placement_columns(t, a),
                       t.switch_s[s.config, a], t.switch_j[s.config, a],
                       s.soc, s.temp_c, s.backlog, s.budget_left_j, x.demand_tps, x.supply_w, x.ambient_c, x.base_w,
-                      x.budget_w, x.bandwidth_mbps, *plant)
+                      x.budget_w, x.bandwidth_mbps, x.w_q, x.w_e, x.q_min, x.until, *plant)
         ns = BatchState(r.soc, r.temp_c, r.backlog, r.budget_left_j,
                         np.broadcast_to(a, np.shape(r.soc)).astype(int))
         return ns, r
@@ -625,10 +730,11 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
                  d.charge_efficiency, d.idle_power_w)
 
 
-__all__ = ["Availability", "DEVICES", "SCALAR", "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants",
+__all__ = ["OBJECTIVES", "OBJECTIVE_TERMS", "Objective", "objective_inputs", "Availability", "DEVICES", "SCALAR",
+           "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants",
            "Dynamics",
            "EnvParams", "Inputs", "LinkConstants", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
            "battery_update",
            "device_constants", "max_power_for_temp_w", "plant_of", "scalar_twin", "start_temp_c",
-           "placement_columns", "PLACEMENT_COLUMNS", "PLACEMENT_NEUTRAL",
+           "placement_columns", "PLACEMENT_COLUMNS", "PLACEMENT_NEUTRAL", "queue_update", "throttle",
            "radio_j_per_token", "runs_on", "steady_temp_c", "step_core", "thermal_step", "thermal_update", "token_ms"]

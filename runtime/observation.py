@@ -85,6 +85,24 @@ TAIL: tuple[tuple[str, str, float, float], ...] = (
     ("ambient_c", "degC", -40.0, 80.0),
 )
 LOOKAHEAD = ("supply_w_ahead", "W", 0.0, 500.0)
+#: The objective block (goal-conditioned policies, ``Objective.observed``): which objective, its floor and
+#: the power budget in watts; after the processors, before the look-ahead.
+GOAL: tuple[tuple[str, str, float, float], ...] = (
+    ("obj_max_quality", "0/1", 0.0, 1.0),
+    ("obj_min_energy", "0/1", 0.0, 1.0),
+    ("obj_last_until", "0/1", 0.0, 1.0),
+    ("quality_floor", "frac", 0.0, 1.0),
+    ("budget_w", "W", 0.0, 500.0),
+)
+GOAL_KINDS = ("max-quality", "min-energy", "last-until")
+
+
+def goal_values(kind: str, quality_floor: float, budget_w: float) -> tuple[float, ...]:
+    """The objective block's values (``GOAL``): one-hot of the objective, its floor (0 unless min-energy)
+    and the budget (0 without one)."""
+    return (*(1.0 if kind == k else 0.0 for k in GOAL_KINDS),
+            float(quality_floor) if kind == "min-energy" else 0.0,
+            float(budget_w) if budget_w == budget_w and budget_w > 0 else 0.0)
 
 
 def head_values(o: Ops, soc, supply_w, plugged, temp_c, t_max_c, budget_w, budget_left_j, deadline_left_s,
@@ -115,7 +133,8 @@ class ObsLayout:
         lookahead: Supply-power forecast steps appended at the end.
     """
 
-    def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = ()) -> None:
+    def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
+                 goal: bool = False) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -124,7 +143,9 @@ class ObsLayout:
         self.processors = tuple(processors)
         self._proc_bits = [1 << _ROLE_BIT[r] for r in self.processors]
         procs = [(f"proc_up_{r}", "0/1", 0.0, 1.0) for r in self.processors]
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *procs, *ahead)
+        self.goal = bool(goal)
+        goals = GOAL if self.goal else ()
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *procs, *goals, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
         self.dim = len(self.rows)
@@ -136,7 +157,8 @@ class ObsLayout:
         self.cfg_start = len(HEAD)
         self.tail_start = self.cfg_start + self.n_config
         self.proc_start = self.tail_start + len(TAIL)
-        self.ahead_start = self.proc_start + len(self.processors)
+        self.goal_start = self.proc_start + len(self.processors)
+        self.ahead_start = self.goal_start + len(goals)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
 
     def table(self) -> list[dict[str, Any]]:
@@ -144,7 +166,8 @@ class ObsLayout:
         return [{"index": i, "name": n, "unit": u, "min": lo, "max": hi} for i, (n, u, lo, hi) in enumerate(self.rows)]
 
     def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
-              ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0) -> np.ndarray:
+              ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0,
+              goal: Sequence[float] = ()) -> np.ndarray:
         """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
         place, or a new array when ``out`` is None.
 
@@ -155,6 +178,8 @@ class ObsLayout:
         vals = [*head, *config_features, power_w, ambient_c]
         if self.processors:
             vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
+        if self.goal:
+            vals += goal  # goal_values(...)
         if self.lookahead:
             vals += supply_ahead_w[:self.lookahead]
         if out is None:
@@ -167,7 +192,8 @@ class ObsLayout:
         return np.minimum(out, self.hi, out=out)
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
-              supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None) -> np.ndarray:
+              supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None,
+              goal: np.ndarray | None = None) -> np.ndarray:
         """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
 
         Built feature-major, (dim, n), so that every feature is one contiguous write, then
@@ -182,6 +208,8 @@ class ObsLayout:
         obs[self.tail_start + 1] = ambient_c
         for j, b in enumerate(self._proc_bits):
             obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
+        if self.goal:  # (n, len(GOAL)): goal_values per env
+            obs[self.goal_start:self.ahead_start] = np.asarray(goal).T
         if self.lookahead:
             obs[self.ahead_start:] = supply_ahead_w.T
         np.clip(obs, self._lo64[:, None], self._hi64[:, None], out=obs)
@@ -197,10 +225,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def layout_for(space: Any, lookahead: int = 0) -> ObsLayout:
-    """The layout of a configuration space: its knobs' features, and processor availability when it
-    has the ``place`` knob."""
-    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else ())
+def layout_for(space: Any, lookahead: int = 0, goal: bool = False) -> ObsLayout:
+    """The layout of a configuration space: its knobs' features, processor availability when it has the
+    ``place`` knob, and the objective block when ``goal`` (``EnvParams.objective.observed``)."""
+    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else (), goal)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -210,4 +238,5 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "head_values", "layout_for", "model_layout"]
+__all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "goal_values", "head_values", "layout_for",
+           "model_layout"]

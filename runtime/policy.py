@@ -348,7 +348,7 @@ def _space_and_params(p: Path, meta: dict[str, Any]) -> tuple[ConfigSpace, EnvPa
 
 def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: ConfigSpace,
                        params: EnvParams) -> ObsLayout:
-    layout = layout_for(space, params.lookahead)
+    layout = layout_for(space, params.lookahead, params.objective.observed)
     names = [f["name"] if isinstance(f, dict) else f for f in meta["obs_features"]]
     if names != layout.names:
         raise PolicyFileError(p, f"observation features {names} differ from this runtime's {layout.names} "

@@ -63,6 +63,10 @@ def _random_inputs(rng, n):
         ambient_c=rng.uniform(10, 40, n), base_w=rng.uniform(0, 2, n),
         budget_w=np.where(rng.uniform(size=n) < 0.5, np.nan, rng.uniform(0.1, 3, n)),
         bw_mbps=np.where(rng.uniform(size=n) < 0.2, 0.0, rng.uniform(0.1, 100, n)),
+        # the objective: a third each max-quality, min-energy (floor 0.3-0.6), last-until (deadline ahead or past)
+        w_q=np.repeat([1.0, 0.0, 1.0], -(-n // 3))[:n], w_e=np.repeat([0.0, 1.0, 0.0], -(-n // 3))[:n],
+        q_min=np.repeat([np.nan, 0.45, np.nan], -(-n // 3))[:n] + rng.uniform(-0.15, 0.15, n),
+        until=np.repeat([0.0, 0.0, 1.0], -(-n // 3))[:n] * (rng.uniform(size=n) < 0.7),
         capacity_j=rng.uniform(1e3, 6e4, n), r_th=np.full(n, d.r_th_c_per_w), tau_s=np.full(n, d.tau_s),
         t_max=np.full(n, d.t_max_c), thr_k=np.full(n, d.throttle_per_c), thr_min=np.full(n, d.throttle_min),
         eta=np.full(n, d.charge_efficiency), idle_w=np.full(n, d.idle_power_w))
