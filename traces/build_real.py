@@ -125,6 +125,7 @@ def build_real(
     progress: bool = True,
     verbose: bool = True,
     force: bool = False,
+    objectives: bool = False,
 ) -> TraceSet:
     """Builds and saves the real-data set (module docstring).
 
@@ -203,6 +204,11 @@ def build_real(
         "bandwidth_traces_by_split": {k: len(v) for k, v in sorted(pools.items())},
         "radio_table": RADIO_TABLE if radio else None,
     }
+    if objectives:  # user budgets, floors and deadlines that bind (traces.objectives, seeded rules)
+        from traces.objectives import overlay, rules
+
+        final = [overlay(t, seed) for t in final]
+        info["objectives"] = {"seed": seed, **rules(), "by": "python -m traces.build_real --objectives"}
     ts = TraceSet.from_traces(
         final, name="real", splits=dev_split, seed=seed, info=info,
         description="Real-data traces composed from public measurements (not redistributable; "
@@ -237,12 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=nonneg_int, default=0, help="split / attachment seed")
     ap.add_argument("--limit", type=positive_int, default=None, help="at most N files per format (quick build)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--objectives", action="store_true",
+                    help="overlay user budgets, quality floors and deadlines that bind (traces.objectives)")
     ap.add_argument("--force", action="store_true",
                     help="replace the files this build writes if --out already holds a set")
     args = ap.parse_args(argv)
     shared = args.shared or shared_traces_dir()
     try:
         build_real(shared, args.out, step_s=args.step_s, seed=args.seed, limit_per_format=args.limit,
+                   objectives=args.objectives,
                    progress=not args.no_progress, force=args.force)
     except (OSError, ValueError) as exc:  # missing folder, existing output, a set that breaks the schema
         print(f"error: {exc}", file=sys.stderr)

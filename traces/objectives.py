@@ -1,0 +1,116 @@
+"""User objectives overlaid on a trace set: budgets, quality floors and deadlines that bind.
+
+    python -m traces.objectives IN_SET OUT_SET [--seed 0] [--force]
+    python -m traces.build_real --objectives ...        # the same rules on the real-data set
+
+The generated traces' budgets (0.8-2.5 W) never bind: the micro-LLM draws a few tenths of a watt. A
+user who sets a budget, a floor or a deadline sets one that matters to them. These seeded rules
+(one ``random.Random(crc32(seed/trace name))`` per trace, so a trace's overlay does not depend on the
+other traces) write, per trace:
+
+* ``budget_w`` (max-quality): with probability ``P_BUDGET`` a constant power budget for the LLM of
+  U(0.3, 0.8) × the full model's power at the trace's mean demand (``NOMINAL_J_PER_TOKEN``, the
+  reference profile's full fp32 model, J/token). Below 1 × it binds whenever the demand is near its mean.
+* ``meta.extra["quality_floor"]`` (min-energy): U(0.35, 0.55), skill above chance; the reference
+  configurations span 0.10-0.55, so the cheapest ones fall below it and the floor binds.
+* ``meta.deadline_s`` (last-until), where the trace has none: with probability ``P_DEADLINE`` the time
+  the battery would last at the full model's power (idle + base load + the LLM at the mean demand, from
+  the initial charge, without supply) times U(1.1, 2.0), capped at the trace's end. Past the time the
+  full model would last, only a smaller model keeps the battery above the reserve.
+
+The constants are the rules; a trace set's manifest records the seed and the constants
+(``info["objectives"]``). How often each constraint binds for the oracle is measured by
+``benchmarks/objectives.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+NOMINAL_J_PER_TOKEN = 0.0204  # profiles/reference-cpu.json, L6-H100-fp32 (modelled CPU energy), J/token
+P_BUDGET = 0.7
+BUDGET_FRAC = (0.3, 0.8)
+FLOOR = (0.35, 0.55)
+P_DEADLINE = 0.7
+DEADLINE_FRAC = (1.1, 2.0)
+
+
+def rules() -> dict:
+    """The overlay's constants, for a manifest."""
+    return {"nominal_j_per_token": NOMINAL_J_PER_TOKEN, "p_budget": P_BUDGET, "budget_frac": list(BUDGET_FRAC),
+            "quality_floor": list(FLOOR), "p_deadline": P_DEADLINE, "deadline_frac": list(DEADLINE_FRAC)}
+
+
+def overlay(trace, seed: int = 0):
+    """``trace`` with a budget, a quality floor and a deadline by the module's seeded rules."""
+    from runtime.dynamics import device_constants
+
+    rng = random.Random(zlib.crc32(f"{int(seed)}/{trace.name}".encode()))
+    demand = float(np.nanmean(trace.demand_tps)) if len(trace.demand_tps) else 0.0
+    llm_w = demand * NOMINAL_J_PER_TOKEN
+    extra = dict(trace.meta.extra or {})
+    u_budget, u_frac, u_floor, u_dl, u_dl_frac = (rng.random() for _ in range(5))
+    extra["quality_floor"] = round(FLOOR[0] + (FLOOR[1] - FLOOR[0]) * u_floor, 3)
+    changes = {}
+    budget = None
+    if u_budget < P_BUDGET and llm_w > 0:
+        budget = round((BUDGET_FRAC[0] + (BUDGET_FRAC[1] - BUDGET_FRAC[0]) * u_frac) * llm_w, 4)
+        changes["budget_w"] = np.full(len(trace.time_s), budget)
+    deadline = trace.meta.deadline_s
+    if deadline is None and u_dl < P_DEADLINE:
+        dev = device_constants(trace.meta.device_kind)
+        base = float(np.nanmean(trace.base_load_w)) if trace.base_load_w is not None else 0.0
+        p_w = dev.idle_power_w + base + llm_w
+        t_empty = trace.meta.initial_soc * trace.meta.capacity_wh * 3600.0 / max(p_w, 1e-6)
+        end = float(trace.time_s[-1] - trace.time_s[0])
+        deadline = round(min((DEADLINE_FRAC[0] + (DEADLINE_FRAC[1] - DEADLINE_FRAC[0]) * u_dl_frac) * t_empty, end), 1)
+    extra["objectives"] = {"seed": int(seed), "budget_w": budget, "quality_floor": extra["quality_floor"],
+                           "deadline_s": deadline}
+    meta = dataclasses.replace(trace.meta, extra=extra, deadline_s=deadline)
+    return trace.replace(meta=meta, **changes)
+
+
+def overlay_set(ts, seed: int = 0):
+    """A new ``TraceSet`` with every trace overlaid, the same splits, and the rules in its manifest."""
+    from traces.store import TraceSet
+
+    traces = [overlay(t, seed) for t in ts]
+    splits = {e.meta.unit: e.split for e in ts.entries}
+    info = {**ts.info, "objectives": {"seed": int(seed), **rules(), "by": "python -m traces.objectives"}}
+    return TraceSet.from_traces(traces, name=f"{ts.name}+objectives", splits=splits, info=info,
+                                description=(ts.description + " " if ts.description else "")
+                                + "Budgets, quality floors and deadlines overlaid by traces.objectives.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model.cli import nonneg_int
+    from traces.store import TraceSet
+
+    ap = argparse.ArgumentParser(prog="python -m traces.objectives", description=__doc__.split("\n")[0])
+    ap.add_argument("src", type=Path, help="trace-set folder to read (e.g. traces/data/default or data/real)")
+    ap.add_argument("out", type=Path, help="trace-set folder to write")
+    ap.add_argument("--seed", type=nonneg_int, default=0)
+    ap.add_argument("--force", action="store_true", help="replace an existing output set")
+    a = ap.parse_args(argv)
+    try:
+        ts = TraceSet.load(a.src)
+        new = overlay_set(ts, a.seed)
+        new.save(a.out, force=a.force)
+    except (OSError, ValueError) as exc:
+        print(f"python -m traces.objectives: {exc}", file=sys.stderr)
+        return 2
+    n_b = sum(t.budget_w is not None and np.isfinite(t.budget_w).any() for t in new)
+    n_d = sum(t.meta.deadline_s is not None for t in new)
+    print(f"wrote {a.out}: {len(new)} traces; {n_b} with a budget, {n_d} with a deadline, every one with a floor")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
