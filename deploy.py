@@ -1,13 +1,16 @@
 """Deploy a trained power policy: export it to a numpy-only file, run it on the live model, bench it.
 
-    python deploy.py export runs/<run> --out policy.npz [--device-kind phone] [--onnx]
+    python deploy.py export runs/<run> --out policy.npz [--device-kind phone] [--onnx] [--profile P]
+    python deploy.py export policy.npz --profile profiles/calibrated.json --out policy-calibrated.npz
     python deploy.py run --policy policy.npz --sensors replay:traces/data/default/phone-00.csv \\
         --speed 60 --prompt "In the beginning" --max-tokens 400
     python deploy.py run --policy policy.npz --sensors live --prompts prompts.txt
     python deploy.py bench --policy policy.npz [--decisions 100000] [--json out.json]
 
 ``export`` reads a run folder (``agents.run_io`` format) and writes the policy file described in
-``runtime/policy.py`` / ``docs/runtime.md``. ``run`` generates text with the micro-LLM while the
+``runtime/policy.py`` / ``docs/runtime.md``; with ``--profile P`` its tables come from another profile of
+the same configuration space (e.g. one calibrated on the device), and a policy file is re-tabled the same
+way. ``run`` generates text with the micro-LLM while the
 runtime manager (``runtime/``) re-decides the configuration every N tokens or T ms and switches
 the live model. ``bench`` measures decision latency, import time and memory of the runtime.
 torch, SB3 and the model are imported inside ``export`` and ``run`` only; ``runtime/`` never
@@ -20,13 +23,17 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # runtime/ is imported lazily (docs/runtime.md: import time)
+    from runtime.dynamics import DeviceConstants, EnvParams
 
 REPO = Path(__file__).resolve().parent
 
@@ -82,8 +89,15 @@ def _resolve_profile(path: str | None) -> Path:
 
 
 def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone", onnx: bool = False,
-               allow_profile_change: bool = False, force: bool = False) -> dict[str, Any]:
+               allow_profile_change: bool = False, force: bool = False,
+               profile: str | Path | None = None) -> dict[str, Any]:
     """Exports a run folder to a policy file (and optionally ONNX); returns a summary dict.
+
+    ``profile``: take the per-configuration tables (energy per token, power, token rate, bytes), the
+    configuration features and the checkpoint from this profile instead of the one the run was trained
+    on (``deploy.py export --profile P``, e.g. a profile calibrated on the device); its configuration
+    space must be the run's (the same names in the same order). The actor, the normalisation and the
+    parameters are the run's; ``meta["retabled"]`` names the profile it was trained on.
 
     Raises:
         runtime.safeio.ExistsError: ``out`` (or, with ``onnx``, ``<out>.onnx``) exists and not ``force``.
@@ -134,22 +148,28 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
                 "epsilon": float(stats["epsilon"])}
     if mean.shape != (obs_dim,):
         raise ExportError(f"vecnormalize mean has shape {mean.shape}, the policy takes {obs_dim} inputs")
-    # profile: per-configuration costs, exactly as the environment read them
-    prof_path = _resolve_profile(env_kwargs.get("profile") or (cfg.get("profile") or {}).get("path"))
-    if not prof_path.exists():
-        raise ExportError(f"profile {prof_path} (from config.json env_kwargs.profile) not found")
-    prof_sha = sha256_file(prof_path)
+    # profile: per-configuration costs, exactly as the environment read them (or --profile's)
+    run_prof = _resolve_profile(env_kwargs.get("profile") or (cfg.get("profile") or {}).get("path"))
     trained_sha = (cfg.get("profile") or {}).get("sha256") or cfg.get("profile_sha256")
-    if trained_sha and trained_sha != prof_sha and not allow_profile_change:
-        raise ExportError(f"profile {prof_path} changed since training (sha256 {prof_sha[:12]} != "
-                          f"{trained_sha[:12]}); pass --allow-profile-change to export anyway")
-    costs = load_cost_tables(prof_path)
+    table = cfg.get("decode_table")
+    if profile is None:
+        prof_path = run_prof
+        if not prof_path.exists():
+            raise ExportError(f"profile {prof_path} (from config.json env_kwargs.profile) not found")
+        prof_sha = sha256_file(prof_path)
+        if trained_sha and trained_sha != prof_sha and not allow_profile_change:
+            raise ExportError(f"profile {prof_path} changed since training (sha256 {prof_sha[:12]} != "
+                              f"{trained_sha[:12]}); pass --allow-profile-change to export anyway")
+        costs = load_cost_tables(prof_path)
+    else:
+        prof_path = Path(profile)
+        costs = _retable_costs(prof_path, [r["name"] for r in table] if table else None, "the run's")
+        prof_sha = sha256_file(prof_path)
     space = costs.space
     layout = ObsLayout(space.features, params.lookahead)
     if cfg.get("obs_features") and list(cfg["obs_features"]) != layout.names:
         raise ExportError(f"config.json obs_features {cfg['obs_features']} differ from the profile's layout "
                           f"{layout.names}")
-    table = cfg.get("decode_table")
     if not table:
         raise ExportError("config.json has no decode_table")
     if [r["name"] for r in table] != list(space.names):
@@ -179,6 +199,9 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"numpy": np.__version__, "torch": torch.__version__},
     }
+    if profile is not None:  # the actor was trained on another profile's tables
+        meta["retabled"] = {"by": "deploy.py export --profile", "trained_profile": {"path": str(run_prof),
+                                                                                     "sha256": trained_sha}}
     digest = save_policy_file(out, layers, meta, mean, var,
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
                                "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes},
@@ -188,6 +211,86 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
                "knobs": list(space.knob_names),
                "device_kind": device_kind, "profile": str(prof_path), "bytes": Path(out).stat().st_size,
                "checkpoint_sha256": ckpt_sha}
+    if onnx:
+        summary["onnx"] = str(export_onnx(out, Path(out).with_suffix(".onnx")))
+    return summary
+
+
+def _retable_costs(profile: Path, names: list[str] | None, whose: str) -> Any:
+    """The cost tables of ``profile`` (``envs.tables.load_cost_tables``) for re-tabling an actor trained on
+    the configurations ``names`` (in order; None: not known, not checked).
+
+    Raises:
+        ExportError: the profile is missing or unreadable, or its configuration space is not ``names``.
+    """
+    from envs.tables import load_cost_tables
+
+    if not profile.is_file():
+        raise ExportError(f"--profile {profile}: no such profile file")
+    try:
+        costs = load_cost_tables(profile)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ExportError(f"--profile {profile}: not a readable profile ({type(exc).__name__}: {exc})") from None
+    got = list(costs.space.names)
+    if names is not None and got != list(names):
+        first = next((i for i, (a, b) in enumerate(zip(got, names)) if a != b), min(len(got), len(names)))
+        where = (f"configuration {first} is {got[first]!r} there, {names[first]!r} in {whose}"
+                 if first < min(len(got), len(names)) else "one is a prefix of the other")
+        raise ExportError(f"--profile {profile}: its configuration space ({len(got)} configurations) differs from "
+                          f"{whose} ({len(names)}): {where}. The actor's outputs are configurations by position: "
+                          "re-table it only onto a profile of the same configuration space (the same names in the "
+                          "same order), e.g. one calibrated from the profile it was trained on")
+    return costs
+
+
+def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: bool = False,
+                   force: bool = False) -> dict[str, Any]:
+    """``deploy.py export POLICY.npz --profile P``: a copy of the policy file ``src`` whose per-configuration
+    tables (energy per token, power, token rate, bytes), configuration features, ``meta.profile`` and
+    checkpoint are ``profile``'s; the actor, the normalisation, the parameters and the shield's rules are
+    ``src``'s (what ``export --profile P`` writes from the run folder, for a policy whose run folder is
+    gone). Returns a summary dict.
+
+    Raises:
+        runtime.safeio.ExistsError: ``out`` (or ``<out>.onnx``) exists and not ``force``.
+        ExportError: ``src`` is not a valid policy file, or ``profile``'s configuration space differs.
+    """
+    from runtime.observation import ObsLayout
+    from runtime.policy import PolicyFileError, load_policy_file, save_policy_file
+    from runtime.safeio import refuse_existing
+
+    refuse_existing(out, force, "policy file")
+    if onnx:
+        refuse_existing(Path(out).with_suffix(".onnx"), force, "ONNX file")
+    try:
+        pf = load_policy_file(src)
+    except PolicyFileError as exc:
+        raise ExportError(str(exc)) from None
+    prof = Path(profile)
+    costs = _retable_costs(prof, pf.names, f"the policy's ({src})")
+    layout = ObsLayout(costs.space.features, pf.params.lookahead)
+    if layout.names != pf.layout.names:
+        raise ExportError(f"--profile {prof}: its observation layout {layout.names} differs from the policy's "
+                          f"{pf.layout.names}")
+    prof_json = json.loads(prof.read_text())
+    ckpt_sha = (prof_json.get("model") or {}).get("checkpoint_sha256")
+    meta = dict(pf.meta)
+    meta.update({
+        "config_space": costs.space.to_json(), "decode_table": costs.space.decode_table(),
+        "profile": {"path": str(prof), "sha256": file_sha256(prof), "name": prof_json.get("name"),
+                    "energy_source": costs.energy_source},
+        "model": {"checkpoint_sha256": ckpt_sha if _is_sha256(ckpt_sha) else None},
+        "retabled": {"by": "deploy.py export --profile", "from_policy": str(src), "from_policy_sha256": pf.sha256,
+                     "trained_profile": pf.meta.get("retabled", {}).get("trained_profile") or pf.meta.get("profile")},
+        "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    digest = save_policy_file(out, pf.layers, meta, pf.obs_mean, pf.obs_var,
+                              {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
+                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes},
+                              costs.space.feature_matrix())
+    summary = {"out": str(out), "sha256": digest, "from_policy": str(src), "algo": pf.meta.get("algo"),
+               "n_actions": pf.n_actions, "device_kind": pf.meta["mask_rules"]["device_kind"], "profile": str(prof),
+               "bytes": Path(out).stat().st_size, "checkpoint_sha256": meta["model"]["checkpoint_sha256"]}
     if onnx:
         summary["onnx"] = str(export_onnx(out, Path(out).with_suffix(".onnx")))
     return summary
@@ -384,6 +487,59 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def job_workload(remaining_tokens: float, last_latency_ms: float, params: EnvParams) -> dict[str, float]:
+    """The manager's ``backlog_frac`` and ``latency_over_slo`` from the job (live sensors, and replay with
+    ``--replay-workload job``): the job's remaining tokens over the backlog cap (at most 1) and the last
+    token's latency over the SLO."""
+    return {"backlog_frac": min(1.0, remaining_tokens / params.backlog_cap_tokens),
+            "latency_over_slo": last_latency_ms / params.slo_ms}
+
+
+class EnvWorkload:
+    """The manager's workload inputs in replay mode as the env computes them (``--replay-workload env``).
+
+    The env observes the demand of the step just served, its queue of the trace's demand (served at the
+    configuration's token rate × the throttle θ; beyond the backlog cap dropped) over the cap, and that
+    step's latency — time per token + the queue's wait — over the SLO (``envs/power_env.py``;
+    ``runtime.dynamics``: :func:`~runtime.dynamics.throttle`, :func:`~runtime.dynamics.queue_update`, the
+    latency of ``step_core``). Here the interval between two decisions is the step: the trace's demand at
+    its start (the row the replay's model power follows), served for the interval's virtual seconds at the
+    live model's measured rate ``1000 / decode_ms``, θ from the device's temperature at its start. Before
+    the first interval: the current row's demand, an empty queue and latency 0, as the env at reset.
+
+    Not modelled, unlike the env: a switch's compute time (the env serves ``step_s − t_sw``; the live model
+    spends it in wall time), the processors' own trip points (placement) and a split configuration's link
+    time apart from what the measured decode time holds.
+    """
+
+    def __init__(self, params: EnvParams, device: DeviceConstants) -> None:
+        self.params, self.device = params, device
+        self.queue_tokens = 0.0
+        self.latency_ms = 0.0
+        self.demand_tps: float | None = None  # of the interval just served (None before the first)
+
+    def serve(self, demand_tps: float, dt_s: float, decode_ms: float, temp_c: float) -> None:
+        """One interval: ``demand_tps`` (tok/s) arrives for ``dt_s`` virtual seconds and is served at
+        ``1000 / decode_ms`` tok/s (``decode_ms``: ms/token, measured) throttled at ``temp_c`` (°C)."""
+        from runtime.dynamics import SCALAR, queue_update, throttle
+
+        dev, dt = self.device, max(0.0, dt_s)
+        theta = throttle(SCALAR, temp_c, dev.t_max_c, 0.0, dev.throttle_per_c, dev.throttle_min)
+        rate = 1000.0 / decode_ms * theta
+        _, _, self.queue_tokens = queue_update(SCALAR, self.queue_tokens, demand_tps, dt, dt, rate,
+                                               self.params.backlog_cap_tokens)
+        self.latency_ms = decode_ms / theta + 1000.0 * self.queue_tokens / rate
+        self.demand_tps = float(demand_tps)
+
+    def inputs(self, row_demand_tps: float) -> dict[str, float]:
+        """``demand_tps``, ``backlog_frac``, ``latency_over_slo`` for ``RuntimeManager.set_workload``
+        (``row_demand_tps``: the current row's, used before the first interval)."""
+        p = self.params
+        return {"demand_tps": row_demand_tps if self.demand_tps is None else self.demand_tps,
+                "backlog_frac": self.queue_tokens / p.backlog_cap_tokens,
+                "latency_over_slo": self.latency_ms / p.slo_ms}
+
+
 class RunSession:
     """One ``deploy.py run``: the live model, its policy file, the sensors and the runtime manager.
 
@@ -392,6 +548,11 @@ class RunSession:
     manager, and prints the sensor and device lines. ``generate`` streams the prompts and re-decides the
     configuration every ``--every-tokens`` tokens (or ``--every-ms`` ms); ``close`` closes the manager and
     its telemetry, prints the final status line and the summary, and returns the summary.
+
+    Each decision closes an interval (since the previous decision): its tokens and the median of its
+    measured decode latencies go to the decision's telemetry record (``tokens``, ``decode_ms``; the tokens
+    after the last decision to a ``generation_end`` event), and in replay mode with ``--replay-workload env``
+    it is a step of the env's workload emulation (:class:`EnvWorkload`).
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -499,6 +660,10 @@ class RunSession:
         self.demand_tps = 0.0  # replay: the trace's demand at the last decision
         self.ema_tps = self.last_lat_ms = 0.0
         self._skip_lat = True
+        # the interval since the last decision: tokens, measured decode latencies (ms), and where it started
+        self._iv_tokens, self._iv_lat = 0, []
+        self._iv_vt = self._iv_demand_tps = self._iv_temp_c = 0.0
+        self.env_workload: EnvWorkload | None = None  # replay, --replay-workload env (set at the start)
         self.tokens = self.switches = self.total_tokens = 0
         self.tokens_per_cfg = [0] * len(self.names)
         self.model_energy_j = self.live_energy_j = 0.0
@@ -705,6 +870,8 @@ class RunSession:
                              horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
             if mgr.lookahead:
                 mgr.supply_ahead_w = self.replay.supply_ahead_w(mgr.lookahead, self.params.step_s)
+            if self.env_workload is not None:  # the env's demand, backlog and latency (replaces the row's demand)
+                mgr.set_workload(**self.env_workload.inputs(w["demand_tps"]))
         else:
             mgr.set_workload(demand_tps=measured_tps)
             if a.deadline_s:
@@ -770,9 +937,12 @@ class RunSession:
         """The first decision, before the first token."""
         self.total_tokens = total_tokens
         self.t_start = now = self.clock()
+        if self.replay is not None and self.pf is not None and getattr(self.args, "replay_workload", "env") == "env":
+            self.env_workload = EnvWorkload(self.params, self.device)
         self.feed_workload(0.0)
         self.mgr.procs_down = self.procs_down()
         self._set_config(self.mgr.decide(now))
+        self._interval_start(now)
         self.t_wall0 = self.last_dec_wall = self.last_tok_wall = time.perf_counter()
         self.last_now = self.clock()
 
@@ -783,8 +953,11 @@ class RunSession:
         self.last_lat_ms = dt_tok * 1e3
         if self._skip_lat:  # a prompt's first token or the first after a switch: prefill / KV repair
             self._skip_lat = False
-        elif self.pf is not None:  # the online correction learns this host's latency per configuration
-            self.mgr.observe_measurement(latency_ms=self.last_lat_ms, config=self.idx)
+        else:
+            self._iv_lat.append(self.last_lat_ms)
+            if self.pf is not None:  # the online correction learns this host's latency per configuration
+                self.mgr.observe_measurement(latency_ms=self.last_lat_ms, config=self.idx)
+        self._iv_tokens += 1
         inst = 1.0 / dt_tok if dt_tok > 0 else 0.0
         self.ema_tps = inst if self.tokens == 0 else 0.8 * self.ema_tps + 0.2 * inst
         self.tokens += 1
@@ -809,9 +982,10 @@ class RunSession:
         self.last_dec_wall = t
         self.decided_tps = self.ema_tps
         now = self.clock()
+        self._interval_end(now)
         self.feed_workload(self.ema_tps)
-        mgr.backlog_frac = min(1.0, (self.total_tokens - self.tokens) / self.params.backlog_cap_tokens)
-        mgr.latency_over_slo = self.last_lat_ms / self.params.slo_ms
+        if self.env_workload is None:
+            mgr.set_workload(**job_workload(self.total_tokens - self.tokens, self.last_lat_ms, self.params))
         mgr.procs_down = self.procs_down()
         if self.replay is not None:
             self.replay.set_model_power_w(self.model_power_w())
@@ -823,9 +997,32 @@ class RunSession:
         if new != self.idx:
             self._set_config(new)
             self.switches += 1
+        self._interval_start(now)
         if not self.args.no_status and (t - self.last_status >= self.status_every):
             self.last_status = t
             self._status(now)
+
+    def _interval_start(self, now: float) -> None:
+        """A decision at ``now`` (virtual time in replay) opens an interval: the row's demand and the
+        device's temperature at its start (what the env's step reads)."""
+        from runtime.sensors import TEMP
+
+        self._iv_vt, self._iv_demand_tps, self._iv_temp_c = now, self.demand_tps, float(self.hub.values[TEMP])
+
+    def interval_decode_ms(self) -> float | None:
+        """The median measured decode latency (ms/token) since the last decision (None: none measured)."""
+        return statistics.median(self._iv_lat) if self._iv_lat else None
+
+    def _interval_end(self, now: float) -> None:
+        """Closes the interval at a decision at ``now``: its tokens and median decode latency to the
+        manager's telemetry record; with :class:`EnvWorkload`, the trace's demand queued and served in it
+        (the profile's decode time when no token was measured)."""
+        dec = self.interval_decode_ms()
+        self.mgr.set_interval(self._iv_tokens, dec)
+        if self.env_workload is not None:
+            d = dec if dec is not None else 1000.0 / self.tps_prof[self.idx]
+            self.env_workload.serve(self._iv_demand_tps, now - self._iv_vt, d, self._iv_temp_c)
+        self._iv_tokens, self._iv_lat = 0, []
 
     def _set_config(self, idx: int) -> None:
         """Switches the live model to configuration ``idx`` (and the emulated device's model power)."""
@@ -855,9 +1052,13 @@ class RunSession:
     def close(self) -> dict[str, Any]:
         """Ends the run: final status line, manager (and telemetry) closed, summary printed and returned."""
         self.t_wall1 = time.perf_counter()
+        now = self.clock()
         if not self.args.no_status:
-            self._status(self.clock())
+            self._status(now)
             print(file=sys.stderr)
+        if self.t_wall0 is not None:  # the tokens since the last decision (a telemetry file scores the whole run)
+            self.mgr.telemetry.event(event="generation_end", t_s=now, tokens=self._iv_tokens,
+                                     decode_ms=self.interval_decode_ms())
         self._save_calibrated()
         if self.split_stream is not None and self.split_stream.client is not None:
             self.split_stream.client.close()
@@ -1185,12 +1386,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(without --force) or a failed export.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="run folder -> numpy-only policy file")
-    e.add_argument("run_dir")
+    e.add_argument("run_dir", help="a run folder written by train.py, or (with --profile) a policy file to re-table")
     e.add_argument("--out", default="policy.npz", help="policy file to write (refused if it exists, unless --force)")
     e.add_argument("--device-kind", default="phone", choices=kinds,
                    help="simulated device kind for the shield (runtime.dynamics.DEVICES)")
     e.add_argument("--onnx", action="store_true", help="also write <out>.onnx")
     e.add_argument("--allow-profile-change", action="store_true")
+    e.add_argument("--profile", default=None, metavar="P",
+                   help="take the per-configuration tables, configuration features and checkpoint from profile P "
+                        "(e.g. calibrated on the device) instead of the training profile; P must have the same "
+                        "configuration space (names, in order). With a policy file as run_dir: re-table that file")
     e.add_argument("--force", action="store_true", help="replace an existing --out (and <out>.onnx)")
     r = sub.add_parser("run", help="generate with the live model under the runtime manager")
     r.add_argument("--policy", required=True)
@@ -1205,6 +1410,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replay-power", choices=("profile", "measured"), default="profile",
                    help="replay: model power = min(trace demand, profiled tok/s) x J/token of the active "
                         "config (profile, the env's rule) or the live model's measured tok/s x J/token")
+    r.add_argument("--replay-workload", choices=("env", "job"), default="env",
+                   help="replay: the manager's demand / backlog / latency inputs as the env computes them (env: the "
+                        "demand of the interval just served, the trace's demand queued and served at the measured "
+                        "rate, that interval's latency) or from the job (job: the current row's demand, the job's "
+                        "remaining tokens as backlog, the last token's latency)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--prompt", default="In the beginning")
     g.add_argument("--prompts", default=None, help="file with one prompt per line")
@@ -1267,11 +1477,18 @@ def main(argv: list[str] | None = None) -> Any:
         raise SystemExit(serve_split(argv[1:]))  # its exit status: 0, 1 (a file), 2 (an argument)
     args = build_parser().parse_args(argv)
     if args.cmd == "export":
-        if not Path(args.run_dir).is_dir():
+        src = Path(args.run_dir)
+        if src.is_file() and not args.profile:
+            usage_error("export", f"run_dir {src} is a file: a policy file is re-exported only onto another "
+                                  "profile; pass --profile P (or give a run folder)")
+        if not src.is_dir() and not src.is_file():
             file_error("export", f"run_dir {args.run_dir}: no such run folder")
         try:
-            res = export_run(args.run_dir, args.out, args.device_kind, args.onnx, args.allow_profile_change,
-                             force=args.force)
+            if src.is_file():
+                res = retable_policy(src, args.profile, args.out, args.onnx, force=args.force)
+            else:
+                res = export_run(args.run_dir, args.out, args.device_kind, args.onnx, args.allow_profile_change,
+                                 force=args.force, profile=args.profile)
         except ExistsError as exc:
             file_error("export", f"--out {exc}")
         except ExportError as exc:

@@ -199,7 +199,7 @@ class OracleController:
         s = self.dyn.state(n, soc, temp_c, backlog, allowance_j, config)
         kk, ii = np.full(n, k), np.full(n, i)
         wq, we, qmin, until_row = objective
-        x = self.padded.inputs(kk, ii)._replace(w_q=wq, w_e=we, q_min=qmin, until=1.0 if i < until_row else 0.0)
+        x = self.padded.inputs(kk, ii, (wq, we, qmin, 1.0 if i < until_row else 0.0))
         return self.dyn.step(s, actions, x, self.padded.plant(kk))[1]
 
     def _trace_index(self, env) -> int:

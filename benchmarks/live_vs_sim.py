@@ -11,36 +11,40 @@ control steps of ``step_s`` = 10 s):
   token rate: what the shield, the replay's model power and the online correction read) come from the
   profile it was exported with (``reference-cpu``). :func:`reexport_policy` writes a copy whose tables
   are the calibrated profile's — the same weights, normalisation, parameters and configuration space
-  (``deploy.py export`` has no ``--profile`` and no run folder of this policy is committed). Both
-  sides below use that copy.
+  (``deploy.py export <policy.npz> --profile <calibrated>``: no run folder of this policy is committed).
+  Both sides below use that copy.
 * **simulated** (:func:`simulate`): the exported policy (``runtime.policy.NumpyPolicy``, with the
   env's action masks) steps ``MicroLLMPowerEnv`` on the calibrated profile from the same row.
 * **live** (:func:`run_live`): ``deploy.py run --sensors replay:<trace> --start-s <row·10>
-  --speed S --every-ms 10000/S --threads 2`` in this process (``deploy.RunSession``; the subclass
-  :class:`RecordingSession` only records, and stops at the first decision past the window's end): the real
-  model generates for real under the runtime manager (policy, shield, dwell, online correction), re-deciding
-  every 10 virtual seconds, i.e. once per env step. For each decision interval it records the configuration
-  run and every per-token decode latency the run feeds its online correction (a prompt's first token and
-  the first after a switch are left out, as there). Two variants: ``as_is`` (``deploy.py run`` unchanged)
-  and ``env_workload`` (the manager fed the env's demand / backlog / latency inputs: the change to
-  ``deploy.py run`` this benchmark proposes, see :class:`RecordingSession`). Before each live run the
-  benchmark waits (``--quiet-wait-s``) for other processes to leave the CPU, and it reports the share they
-  used during the run: with 2 torch threads on a shared 2-core host the model slows down by orders of
-  magnitude.
+  --speed S --every-ms 10000/S --threads 2 --replay-workload W --telemetry <tmp>`` in this process
+  (``deploy.RunSession``; the subclass :class:`RecordingSession` only records, and stops at the first
+  decision past the window's end): the real model generates for real under the runtime manager (policy,
+  shield, dwell, online correction), re-deciding every 10 virtual seconds, i.e. once per env step. For each
+  decision interval it records the configuration run and every per-token decode latency the run feeds its
+  online correction (a prompt's first token and the first after a switch are left out, as there). Two
+  variants: ``env`` (the default of ``deploy.py run``: the manager fed the env's demand / backlog / latency
+  inputs, ``deploy.EnvWorkload``) and ``job`` (``--replay-workload job``: the job's backlog, the current
+  row's demand, the last token's latency, as before 2026-12-01). Before each live run the benchmark waits
+  (``--quiet-wait-s``) for other processes to leave the CPU, and it reports the share they used during the
+  run: with 2 torch threads on a shared 2-core host the model slows down by orders of magnitude.
 
 Both are scored by one function, :func:`score_records`, from the same per-step fields — the
 configuration run, its decode latency (ms/token) and its token rate — by stepping the env itself
 (``runtime.dynamics.step_core``: quality × served tokens, thermal, SLO, budget, drops, death) with the
 step's latency and rate put in place of the profile's for the configuration run. For the simulated
 records those are the profile's, so the score is the env's return to the last bit (checked on every run);
-for the live records they are what the live model measured in that step (median over the step's tokens,
-rate = 1000 / median ms, as the profile defines ``decode_tokens_per_s``). The battery, temperature and
-queue are the env's in both: on this machine they are modelled either way (the replay device of
-``deploy.py run`` integrates the same equations; its own SoC and temperature are reported as a check).
+for the live records they are what the live model measured in that step (the median decode latency of
+the decision intervals in it, rate = 1000 / median ms, as the profile defines ``decode_tokens_per_s``). The
+battery, temperature and queue are the env's in both: on this machine they are modelled either way (the
+replay device of ``deploy.py run`` integrates the same equations; its own SoC and temperature are reported
+as a check).
 
 A live step is a step of the env's grid of virtual time: its configuration is the one that ran longest in
-it, its latency the median of the tokens measured in it (:func:`live_records`), so late decisions (a slow
-token delays the next one) are accounted where they fell.
+it, its latency the median of its intervals' measured medians under that configuration, weighted by their
+time in the step (:func:`interval_records`), so late decisions (a slow token delays the next one) are
+accounted where they fell. The intervals' medians and token counts are what ``deploy.py run`` writes to
+its telemetry (``tokens``, ``decode_ms`` of each decision record): :func:`score_telemetry` computes the live
+score from a telemetry file alone, and every live run here checks that it equals the in-process score.
 
 Also reported: the live decisions scored with the profile's speeds and with the run's median speed per
 configuration (splits the gap into the decisions' part and the measured speed's part), the agreement of
@@ -73,7 +77,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/live_vs_sim.py` from a check
 
 import deploy  # noqa: E402
 from envs.power_env import MicroLLMPowerEnv  # noqa: E402
-from runtime.policy import PER_CONFIG_ARRAYS, NumpyPolicy, PolicyFile, load_policy_file, save_policy_file  # noqa: E402
+from runtime.policy import NumpyPolicy, PolicyFile, load_policy_file  # noqa: E402
 
 DEFAULT_POLICY = "reports/real-oracle-dagger-only-seed3/policy.npz"
 DEFAULT_PROFILE = "profiles/calibrated-amd-epyc-2c.json"
@@ -89,33 +93,14 @@ DEFAULT_MIN_DWELL = 3
 
 def reexport_policy(src: str | Path, profile: str | Path, out: str | Path) -> Path:
     """A copy of the policy file ``src`` whose per-configuration tables (``energy_j_per_token``, ``power_w``,
-    ``decode_tokens_per_s``) and ``meta.profile`` / ``meta.model`` are ``profile``'s: the same actor,
-    normalisation, parameters and configuration space, as ``deploy.py export`` would write it from the
-    same run folder on that profile.
+    ``decode_tokens_per_s``, ``device_bytes``), configuration features and ``meta.profile`` / ``meta.model``
+    are ``profile``'s: the same actor, normalisation, parameters and configuration space. It is
+    ``deploy.py export <src> --profile <profile> --out <out>`` (``deploy.retable_policy``).
 
     Raises:
-        ValueError: the profile's configuration space or configuration features differ from the policy's.
+        deploy.ExportError: the profile's configuration space or observation layout differs from the policy's.
     """
-    from envs.tables import load_cost_tables
-    from model.profile_schema import load_profile
-    from runtime.safeio import file_sha256
-
-    pf = load_policy_file(src)
-    costs = load_cost_tables(profile)
-    if list(costs.names) != pf.names:
-        raise ValueError(f"{profile}: configurations {list(costs.names)} differ from the policy's {pf.names}")
-    if not np.allclose(costs.features, pf.config_features, atol=1e-12):
-        raise ValueError(f"{profile}: configuration features differ from the policy's")
-    data = load_profile(profile).data
-    meta = dict(pf.meta)
-    meta["profile"] = {"path": str(Path(profile).resolve()), "sha256": file_sha256(profile), "name": data.get("name"),
-                       "energy_source": costs.energy_source}
-    meta["model"] = {"checkpoint_sha256": (data.get("model") or {}).get("checkpoint_sha256")}
-    meta["reexported"] = {"from": str(src), "from_sha256": pf.sha256,
-                          "why": "benchmarks/live_vs_sim.py: the policy's tables on the calibrated profile"}
-    tables = {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w, "decode_tokens_per_s": costs.tps}
-    assert set(tables) == set(PER_CONFIG_ARRAYS)
-    save_policy_file(out, pf.layers, meta, pf.obs_mean, pf.obs_var, tables, pf.config_features)
+    deploy.retable_policy(src, profile, out, force=True)
     return Path(out)
 
 
@@ -239,91 +224,44 @@ def simulate(pf: PolicyFile, env: MicroLLMPowerEnv, trace: str | int, start: int
 
 class RecordingSession(deploy.RunSession):
     """``deploy.RunSession`` that records each decision interval and stops at the end of a window of
-    virtual time.
+    virtual time; nothing of the run changes (the overrides call the run's own methods and only read its
+    state; the manager's workload inputs are ``--replay-workload``'s, ``deploy.EnvWorkload`` by default).
 
-    With ``env_workload`` False (``deploy.py run`` as it is) nothing of the run changes: the overrides call
-    the session's own methods and only read its state. An interval starts at a decision (the first one
-    before the first token) and holds the configuration the model ran until the next decision, the decode
-    latencies the session fed its online correction (with the wall time of their token), the token count,
-    and what the manager saw and did (virtual time, SoC, temperature, the workload inputs, policy action,
-    override reason, state). The run stops at the first decision at or after ``window_end_s`` of virtual
-    time (``stop_reason`` ``"window_end"``).
-
-    With ``env_workload`` True (the change to ``deploy.py run`` this benchmark proposes for replay mode),
-    three workload inputs of the manager are the environment's instead: ``demand_tps`` the demand of the
-    interval just served (the env's "demand of the last step"; the replay's model power still follows the
-    current row), ``backlog_frac`` the emulated device's queue of the trace's demand served at the live
-    model's measured rate (instead of the job's remaining tokens), and ``latency_over_slo`` that interval's
-    latency as the env defines it (measured decode time / throttle + the queue's wait) instead of the last
-    token's.
+    An interval starts at a decision (the first one before the first token) and holds the configuration the
+    model ran until the next decision, the decode latencies the run fed its online correction (with the wall
+    time of their token: the same list whose median ``deploy.py run`` writes to the next decision's
+    telemetry record), the token count, and what the manager saw and did (virtual time, SoC, temperature, the
+    workload inputs, policy action, override reason, state). The run stops at the first decision at or
+    after ``window_end_s`` of virtual time (``stop_reason`` ``"window_end"``).
     """
 
-    def __init__(self, args: argparse.Namespace, window_end_s: float, env_workload: bool = False) -> None:
+    def __init__(self, args: argparse.Namespace, window_end_s: float) -> None:
         self.window_end_s = float(window_end_s)
-        self.env_workload = bool(env_workload)
         self.intervals: list[dict[str, Any]] = []
-        self._queue = self._step_lat_ms = 0.0
         super().__init__(args)
 
-    def _open_manager(self) -> None:
-        super()._open_manager()
-        if self.env_workload:
-            decide = self.mgr.decide
-
-            def decide_with_env_workload(now_s: float | None = None) -> int:
-                self._env_workload(self.clock() if now_s is None else now_s)
-                return decide(now_s)
-
-            self.mgr.decide = decide_with_env_workload
-
-    def _env_workload(self, now: float) -> None:
-        """The env's demand / backlog / latency inputs, from the interval just finished (none before the first)."""
-        mgr, p = self.mgr, self.params
-        if self.intervals:
-            iv = self.intervals[-1]
-            lat = [x for _, x in iv["lat"]]
-            dec = statistics.median(lat) if lat else 1000.0 / self.tps_prof[iv["config"]]
-            dev = self.device
-            t = iv["temp_c"]
-            theta = 1.0 if t <= dev.t_max_c else max(dev.throttle_min, 1.0 - dev.throttle_per_c * (t - dev.t_max_c))
-            rate = 1000.0 / dec * theta
-            requested = self._queue + iv["row_demand_tps"] * max(0.0, now - iv["vt"])
-            served = min(requested, rate * max(0.0, now - iv["vt"]))
-            self._queue = min(requested - served, p.backlog_cap_tokens)
-            self._step_lat_ms = dec / theta + 1000.0 * self._queue / rate
-            mgr.demand_tps = iv["row_demand_tps"]
-        mgr.backlog_frac = self._queue / p.backlog_cap_tokens
-        mgr.latency_over_slo = self._step_lat_ms / p.slo_ms
-
-    def _open_interval(self, wall: float) -> None:
+    def _interval_start(self, now: float) -> None:
         from runtime.sensors import SOC, TEMP
         from runtime.shield import REASON_NAMES
 
+        super()._interval_start(now)
         mgr, v = self.mgr, self.hub.values
         self.intervals.append({
-            "vt": float(self.replay.vt) if self.replay is not None else float(self.clock()), "wall": float(wall),
-            "config": int(self.idx), "policy_action": int(mgr.last_policy_action),
-            "reason": REASON_NAMES[mgr.last_reason], "state": mgr.state.name, "soc": float(v[SOC]),
-            "temp_c": float(v[TEMP]), "demand_tps": float(mgr.demand_tps), "row_demand_tps": float(self.demand_tps),
+            "vt": float(now), "wall": time.perf_counter(), "config": int(self.idx),
+            "policy_action": int(mgr.last_policy_action), "reason": REASON_NAMES[mgr.last_reason],
+            "state": mgr.state.name, "soc": float(v[SOC]), "temp_c": float(v[TEMP]),
+            "demand_tps": float(mgr.demand_tps), "row_demand_tps": float(self.demand_tps),
             "backlog_frac": float(mgr.backlog_frac),
             "latency_over_slo": None if mgr.latency_over_slo is None else float(mgr.latency_over_slo),
             "lat": [], "tokens": 0})
 
-    def _start(self, total_tokens: int) -> None:
-        super()._start(total_tokens)
-        self._open_interval(self.t_wall0)
-
-    def decide(self, t: float) -> None:
-        super().decide(t)
-        self._open_interval(t)
-
     def on_token(self, tok: int, t: float) -> None:
-        skipped = self._skip_lat or self.pf is None  # as RunSession.on_token: not fed to the correction
+        n = len(self._iv_lat)
         super().on_token(tok, t)
         iv = self.intervals[-1]
         iv["tokens"] += 1
-        if not skipped:
-            iv["lat"].append((float(t), float(self.last_lat_ms)))
+        if len(self._iv_lat) > n:  # measured (not a prompt's first token or the first after a switch)
+            iv["lat"].append((float(t), float(self._iv_lat[-1])))
 
     def _trace_ended(self) -> bool:
         rp = self.replay
@@ -336,10 +274,12 @@ class RecordingSession(deploy.RunSession):
 
 def run_argv(policy: str | Path, trace_path: str | Path, start_s: float, step_s: float, speed: float,
              threads: int, max_tokens: int, prompt: str = DEFAULT_PROMPT, seed: int = 0,
-             checkpoint: str | Path | None = None, telemetry: str | Path | None = None) -> list[str]:
+             checkpoint: str | Path | None = None, telemetry: str | Path | None = None,
+             replay_workload: str = "env") -> list[str]:
     """The ``deploy.py run`` arguments of a live run that decides once per env step (virtual time)."""
     argv = ["run", "--policy", str(policy), "--sensors", f"replay:{trace_path}", "--start-s", repr(float(start_s)),
             "--speed", repr(float(speed)), "--every-ms", repr(1000.0 * step_s / speed), "--replay-end", "stop",
+            "--replay-workload", replay_workload,
             "--prompt", prompt, "--max-tokens", str(int(max_tokens)), "--threads", str(int(threads)),
             "--seed", str(int(seed)), "--no-status"]
     if checkpoint is not None:
@@ -349,19 +289,17 @@ def run_argv(policy: str | Path, trace_path: str | Path, start_s: float, step_s:
     return argv
 
 
-def run_live(argv: list[str], steps: int, step_s: float, env_workload: bool = False,
-             quiet: bool = True) -> dict[str, Any]:
+def run_live(argv: list[str], steps: int, step_s: float, quiet: bool = True) -> dict[str, Any]:
     """Runs ``deploy.py run`` (``argv`` as on its command line) in this process over ``steps`` env steps of
-    virtual time from its ``--start-s`` (``env_workload``: :class:`RecordingSession`); returns the intervals,
-    the session's summary, its stop reason, the wall time and the share of the CPU other processes used
-    meanwhile."""
+    virtual time from its ``--start-s`` (:class:`RecordingSession`); returns the intervals, the run's
+    summary, its stop reason, the wall time and the share of the CPU other processes used meanwhile."""
     import os
 
     args = deploy.build_parser().parse_args(argv)
     t0 = time.perf_counter()
     out = io.StringIO()
     with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-        sess = RecordingSession(args, args.start_s + steps * step_s, env_workload)
+        sess = RecordingSession(args, args.start_s + steps * step_s)
         load = OtherLoad().start()  # from the model loaded to the end of generation
         try:
             sess.generate(sess.prompts)
@@ -371,8 +309,9 @@ def run_live(argv: list[str], steps: int, step_s: float, env_workload: bool = Fa
     return {"intervals": sess.intervals, "summary": summary, "stop_reason": sess.stop_reason,
             "vt_end": float(sess.replay.vt) if sess.replay is not None else None,
             "start_s": float(args.start_s), "speed": float(args.speed), "step_s": float(step_s), "steps": int(steps),
-            "wall_s": time.perf_counter() - t0, "argv": argv, "names": list(sess.names), "env_workload": env_workload,
-            "other_cpu_share": other, "loadavg_1min_at_end": os.getloadavg()[0]}
+            "wall_s": time.perf_counter() - t0, "argv": argv, "names": list(sess.names),
+            "replay_workload": args.replay_workload, "other_cpu_share": other,
+            "loadavg_1min_at_end": os.getloadavg()[0]}
 
 
 def _latencies_by_config(intervals: list[dict]) -> dict[int, list[float]]:
@@ -382,70 +321,150 @@ def _latencies_by_config(intervals: list[dict]) -> dict[int, list[float]]:
     return {a: v for a, v in out.items() if v}
 
 
-def live_records(live: dict[str, Any], env: MicroLLMPowerEnv) -> list[dict]:
-    """Per-step records of a live run on the env's step grid (virtual time ``start_s + k·step_s``).
+def _weighted_median(pairs: list[tuple[float, float]]) -> float:
+    """The lower weighted median of (value, weight > 0) pairs."""
+    pairs = sorted(pairs)
+    half, acc = 0.5 * sum(w for _, w in pairs), 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= half:
+            return v
+    return pairs[-1][0]
 
-    A step's configuration is the one that ran longest in it (the decisions fall where the live clock put
-    them: late when a token was slow); its decode latency is the median of the latencies measured in it
-    under that configuration (a token's virtual time: its decision's plus the wall time since × speed), its
-    rate 1000 / that median. A step without such a token takes the median of every measurement of that
-    configuration in the run, and without any, the profile's figures (``source`` says which). Each record
-    also names the interval it took its configuration from (``interval``) and counts the decisions that
-    fell in the step (``decisions``).
+
+def interval_records(intervals: list[dict], env: MicroLLMPowerEnv, start_s: float, step_s: float, steps: int,
+                     vt_end: float | None) -> list[dict]:
+    """Per-step records of a live run on the env's step grid (virtual time ``start_s + k·step_s``), from its
+    decision intervals: what a ``deploy.py run --telemetry`` file holds (:func:`score_telemetry`), so that
+    the in-process score and the file's are one.
+
+    ``intervals``: in order, one per decision: ``vt`` (its virtual time), ``config`` (the configuration run
+    until the next decision or ``vt_end``), ``tokens`` and ``decode_ms`` (the median measured decode
+    latency in it, ms/token; None: none measured). The first covers from ``start_s``.
+
+    A step's configuration is the one that ran longest in it (ties: the first to run; the decisions fall
+    where the live clock put them, late when a token was slow); its decode latency the median of the
+    measured medians of that configuration's intervals in the step, weighted by their virtual seconds in
+    it. A step without one takes the configuration's median over the run (weighted by tokens), and
+    without any, the profile's (``source`` says which). Each record also names the first interval of its
+    configuration in the step (``interval``), counts the measured intervals used (``intervals``) and the
+    decisions that fell in the step (``decisions``).
     """
-    iv, speed, dt = live["intervals"], live["speed"], live["step_s"]
-    t0, n = live["start_s"], live["steps"]
+    iv = intervals
     if not iv:
         return []
+    t0, dt = float(start_s), float(step_s)
     starts = [t0] + [x["vt"] for x in iv[1:]]  # nothing ran before the first decision: it covers from t0
-    end_last = max(live["vt_end"] or iv[-1]["vt"], iv[-1]["vt"])
+    end_last = max(vt_end if vt_end is not None else iv[-1]["vt"], iv[-1]["vt"])
     ends = [x["vt"] for x in iv[1:]] + [end_last]
-    toks: list[tuple[float, int, float]] = []  # (virtual time, interval, latency ms)
-    per_cfg: dict[int, list[float]] = {}
-    for i, x in enumerate(iv):
-        for wall, lat in x["lat"]:
-            toks.append((x["vt"] + (wall - x["wall"]) * speed, i, lat))
-            per_cfg.setdefault(x["config"], []).append(lat)
+    per_cfg: dict[int, list[tuple[float, float]]] = {}
+    for x in iv:
+        if x["decode_ms"] is not None and x["tokens"] > 0:
+            per_cfg.setdefault(x["config"], []).append((float(x["decode_ms"]), float(x["tokens"])))
     out = []
-    for k in range(n):
+    for k in range(steps):
         w0, w1 = t0 + k * dt, t0 + (k + 1) * dt
         if w0 >= end_last:
             break
         cover: dict[int, float] = {}
         first: dict[int, int] = {}
+        meas: dict[int, list[tuple[float, float]]] = {}
         for i, x in enumerate(iv):
             o = min(ends[i], w1) - max(starts[i], w0)
             if o > 0:
-                cover[x["config"]] = cover.get(x["config"], 0.0) + o
-                first.setdefault(x["config"], i)
+                a = x["config"]
+                cover[a] = cover.get(a, 0.0) + o
+                first.setdefault(a, i)
+                if x["decode_ms"] is not None:
+                    meas.setdefault(a, []).append((float(x["decode_ms"]), o))
         if not cover:
             break
         a = max(cover, key=lambda c: (cover[c], -first[c]))
-        lat = [lt for vt, i, lt in toks if w0 <= vt < w1 and iv[i]["config"] == a]
-        if lat:
-            d, src = statistics.median(lat), "measured"
+        if meas.get(a):
+            d, src = _weighted_median(meas[a]), "measured"
         elif per_cfg.get(a):
-            d, src = statistics.median(per_cfg[a]), "measured_config_median"
+            d, src = _weighted_median(per_cfg[a]), "measured_config_median"
         else:
             d, src = float(env.costs.decode_ms[a]), "profile"
         out.append({"config": a, "decode_ms": float(d), "tps": 1000.0 / float(d), "source": src,
-                    "samples": len(lat), "interval": first[a],
+                    "intervals": len(meas.get(a, ())), "interval": first[a],
                     "decisions": sum(1 for x in iv if w0 <= x["vt"] < w1)})
+    return out
+
+
+def live_records(live: dict[str, Any], env: MicroLLMPowerEnv) -> list[dict]:
+    """Per-step records of a live run (:func:`run_live`): :func:`interval_records` of its intervals, each
+    with the median of the latencies recorded in it (the ``decode_ms`` of its telemetry record)."""
+    iv = [{"vt": x["vt"], "config": x["config"], "tokens": x["tokens"],
+           "decode_ms": statistics.median(lt for _, lt in x["lat"]) if x["lat"] else None} for x in live["intervals"]]
+    return interval_records(iv, env, live["start_s"], live["step_s"], live["steps"], live["vt_end"])
+
+
+def telemetry_intervals(path: str | Path, names: list[str]) -> tuple[list[dict], float | None]:
+    """The decision intervals of a ``deploy.py run --telemetry`` file (the shape :func:`interval_records`
+    reads) and the virtual time its generation ended (its ``generation_end`` event; None without one).
+
+    A decision record opens an interval with its ``final_config`` (indexed in ``names``); the next record's
+    ``tokens`` / ``decode_ms`` (or the ``generation_end`` event's) are what ran in it.
+    """
+    decisions, end = [], None
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if "final_action" in rec:
+                decisions.append(rec)
+            elif rec.get("event") == "generation_end":
+                end = rec
+    idx = {n: i for i, n in enumerate(names)}
+    out = []
+    for i, rec in enumerate(decisions):
+        nxt = decisions[i + 1] if i + 1 < len(decisions) else end
+        if rec["final_config"] not in idx:
+            raise ValueError(f"{path}: configuration {rec['final_config']!r} is not one of the env's {names}")
+        out.append({"vt": float(rec["t_s"]), "config": idx[rec["final_config"]],
+                    "tokens": int(nxt.get("tokens") or 0) if nxt is not None else 0,
+                    "decode_ms": nxt.get("decode_ms") if nxt is not None else None})
+    return out, (float(end["t_s"]) if end is not None and end.get("t_s") is not None else None)
+
+
+def score_telemetry(path: str | Path, env: MicroLLMPowerEnv, trace: str | int, start: int | None = None,
+                    steps: int | None = None) -> dict[str, Any]:
+    """The live score of a ``deploy.py run --sensors replay:<trace> --telemetry <path>`` run from its telemetry
+    file alone: :func:`score_records` of :func:`interval_records` of its decisions (``tokens``, ``decode_ms``,
+    ``final_config``, ``t_s``) in ``env`` (the profile and ``EnvParams`` to score on, e.g. :func:`make_env`).
+
+    ``start``: the env row the run started at (default: the first decision's virtual time // ``step_s``);
+    ``steps``: how many env steps to score (default: every step the run covered).
+
+    Returns :func:`score_records`'s dict plus ``records`` and ``start_row``.
+    """
+    intervals, vt_end = telemetry_intervals(path, list(env.costs.names))
+    if not intervals:
+        raise ValueError(f"{path}: no decision records")
+    dt = env.params.step_s
+    row = int(intervals[0]["vt"] // dt) if start is None else int(start)
+    if steps is None:
+        end = max(vt_end if vt_end is not None else intervals[-1]["vt"], intervals[-1]["vt"])
+        steps = max(1, math.ceil((end - row * dt) / dt - 1e-9))
+    recs = interval_records(intervals, env, row * dt, dt, steps, vt_end)
+    out = score_records(env, trace, row, recs)
+    out.update(records=recs, start_row=row)
     return out
 
 
 # ---- the decision layer alone --------------------------------------------------------------------------------
 
-def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, env_workload: bool,
+def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, workload: str = "env",
                min_dwell: int = 3) -> list[int]:
     """The runtime manager of ``deploy.py run`` on the replayed trace without the model, in exact virtual
-    time (one decision every ``step_s`` from row ``start``): the workload fed as ``RunSession.decide`` feeds
-    it, with the profile's token rates for the model. ``env_workload`` False: as ``deploy.py run`` does
-    today (the current row's demand, ``backlog_frac`` of a job longer than the backlog cap = 1, the last
-    token's latency = the profile's decode time; the first decision without them, as ``_start``); True: as
-    :class:`RecordingSession` with ``env_workload`` (the env's inputs, the queue served at the profile's rate).
-    Returns the configuration of each step: the decision layer's part of the live-vs-sim gap, free of the
-    host's timing and speed.
+    time (one decision every ``step_s`` from row ``start``): the workload fed as ``RunSession`` feeds it for
+    ``--replay-workload workload``, with the profile's token rates for the model. ``job``: the current row's
+    demand, ``backlog_frac`` of a job longer than the backlog cap = 1, the last token's latency = the
+    profile's decode time (``deploy.job_workload``; the first decision without them, as ``_start``);
+    ``env``: ``deploy.EnvWorkload`` with the queue served at the profile's rate. Returns the configuration
+    of each step: the decision layer's part of the live-vs-sim gap, free of the host's timing and speed.
     """
     import traces as T
     from runtime.manager import ManagerConfig, RuntimeManager
@@ -453,6 +472,8 @@ def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, e
     from runtime.sensors import TEMP, SensorHub
     from runtime.shield import device_limits
 
+    if workload not in ("env", "job"):
+        raise ValueError(f"workload {workload!r}: env or job")
     trace = T.load_trace(trace_path)
     kind = trace.meta.device_kind
     dev = device_limits(kind, pf.meta)
@@ -463,7 +484,8 @@ def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, e
                          ManagerConfig(min_dwell_decisions=min_dwell, capacity_wh=rp.capacity_j / 3600.0),
                          None, device=dev, clock=rp.now, device_kind=kind)
     tps, ept = [float(x) for x in pf.decode_tokens_per_s], [float(x) for x in pf.energy_j_per_token]
-    idx, queue, prev = 0, 0.0, None  # RunSession starts at index 0 with no model power
+    ew = deploy.EnvWorkload(p, dev) if workload == "env" else None
+    idx, prev = 0, None  # RunSession starts at index 0 with no model power
     out = []
     for k in range(steps):
         vt = (start + k) * dt
@@ -473,18 +495,12 @@ def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, e
                          horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
         if mgr.lookahead:
             mgr.supply_ahead_w = rp.supply_ahead_w(mgr.lookahead, dt)
-        if k and env_workload:
-            t = prev["temp_c"]
-            theta = 1.0 if t <= dev.t_max_c else max(dev.throttle_min, 1.0 - dev.throttle_per_c * (t - dev.t_max_c))
-            rate = tps[idx] * theta
-            requested = queue + prev["demand"] * dt
-            queue = min(requested - min(requested, rate * dt), p.backlog_cap_tokens)
-            mgr.set_workload(demand_tps=prev["demand"], backlog_frac=queue / p.backlog_cap_tokens,
-                             latency_over_slo=(1000.0 / tps[idx] / theta + 1000.0 * queue / rate) / p.slo_ms)
+        if ew is not None:
+            if k:
+                ew.serve(prev["demand"], dt, 1000.0 / tps[idx], prev["temp_c"])
+            mgr.set_workload(**ew.inputs(w["demand_tps"]))
         elif k:
-            mgr.set_workload(backlog_frac=1.0, latency_over_slo=1000.0 / tps[idx] / p.slo_ms)
-        elif env_workload:
-            mgr.set_workload(backlog_frac=0.0, latency_over_slo=0.0)
+            mgr.set_workload(**deploy.job_workload(math.inf, 1000.0 / tps[idx], p))
         if k:
             rp.set_model_power_w(min(w["demand_tps"], tps[idx]) * ept[idx])
         new = mgr.decide(vt)
@@ -668,9 +684,10 @@ def _pct(x: float | None) -> str:
 
 
 VARIANTS = {
-    "as_is": "`deploy.py run` as it is",
-    "env_workload": "`deploy.py run` with the env's workload inputs (demand of the last step, the emulated queue, "
-                    "the step's latency; the proposed change, applied by RecordingSession)",
+    "env": "`deploy.py run` (`--replay-workload env`, the default: the env's workload inputs — the demand of the "
+           "last step, the emulated queue, the step's latency)",
+    "job": "`deploy.py run --replay-workload job` (the job's backlog, the current row's demand, the last token's "
+           "latency: `deploy.py run` before 2026-12-01)",
 }
 
 
@@ -727,21 +744,22 @@ def markdown(res: dict) -> str:
               "The runtime manager of `deploy.py run` on the same replayed window without the model, in exact "
               "virtual time (a decision every step), with the profile's token rates (`dry_replay`); its "
               "configurations scored like the others.", "",
-              "| trace | sim score | as it is | agree | env's workload inputs | agree |", "|---|---|---|---|---|---|"]
+              "| trace | sim score | --replay-workload job | agree | --replay-workload env | agree |",
+              "|---|---|---|---|---|---|"]
     dr = res["dry_replay"]
-    for r0, r1 in zip(dr["as_is"]["traces"], dr["env_workload"]["traces"]):
+    for r0, r1 in zip(dr["job"]["traces"], dr["env"]["traces"]):
         lines.append(f"| {r0['trace']} | {r0['sim_return']:.3f} | {r0['dry_return']:.3f} ({_pct(r0['rel_diff'])}) | "
                      f"{100 * r0['agreement']:.0f} % | {r1['dry_return']:.3f} ({_pct(r1['rel_diff'])}) | "
                      f"{100 * r1['agreement']:.0f} % |")
-    a0, a1 = dr["as_is"]["aggregate"], dr["env_workload"]["aggregate"]
+    a0, a1 = dr["job"]["aggregate"], dr["env"]["aggregate"]
     lines += [f"| **all** | **{a0['sim_return']:.3f}** | **{a0['dry_return']:.3f} ({_pct(a0['rel_diff'])})** | | "
               f"**{a1['dry_return']:.3f} ({_pct(a1['rel_diff'])})** | |", ""]
-    v = res["variants"].get("as_is")
+    v = res["variants"].get("job")
     if v:
         lines += [
-            "## Counterfactual simulations of the as-is run", "",
-            "The policy in the env given what the live manager gave it (`deploy.py run` as it is): score and "
-            "agreement of their configurations with the live run's.", "",
+            "## Counterfactual simulations of the --replay-workload job run", "",
+            "The policy in the env given what the live manager gave it (`deploy.py run --replay-workload job`): "
+            "score and agreement of their configurations with the live run's.", "",
             "| trace | sim | + live backlog_frac observation | + dwell rule | + both | live |",
             "|---|---|---|---|---|---|"]
         for r in v["traces"]:
@@ -835,7 +853,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sim_cfg = [r["config"] for r in sim["records"]]
             for var in VARIANTS:
                 cfg = dry_replay(pf, T.default_trace_set_dir() / f"{name}.csv", start, len(sim_cfg),
-                                 env_workload=var == "env_workload", min_dwell=DEFAULT_MIN_DWELL)
+                                 workload=var, min_dwell=DEFAULT_MIN_DWELL)
                 sc = score_records(env, name, start, profile_records(env, cfg))
                 dry[var].append({"trace": name, "start_row": start, "steps": sc["steps"],
                                  "sim_return": sim["env_return"], "dry_return": sc["return"],
@@ -843,24 +861,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "agreement": float(np.mean([x == y for x, y in zip(cfg, sim_cfg)])),
                                  "thermal_steps": sc["thermal_steps"], "slo_steps": sc["slo_steps"],
                                  "switches": sc["switches"], "configs_per_step": cfg})
-            argv_run = run_argv(policy, T.default_trace_set_dir() / f"{name}.csv", start * pf.params.step_s,
-                                pf.params.step_s, a.speed, a.threads, a.max_tokens)
-            min_dwell = int(deploy.build_parser().parse_args(argv_run).min_dwell)
-            assert min_dwell == DEFAULT_MIN_DWELL
             for var in variants:
+                tel = Path(tmp) / f"{name}-{var}.jsonl"
+                argv_run = run_argv(policy, T.default_trace_set_dir() / f"{name}.csv", start * pf.params.step_s,
+                                    pf.params.step_s, a.speed, a.threads, a.max_tokens, telemetry=tel,
+                                    replay_workload=var)
+                min_dwell = int(deploy.build_parser().parse_args(argv_run).min_dwell)
+                assert min_dwell == DEFAULT_MIN_DWELL
                 print(f"[live_vs_sim] {name} ({var}): rows {start}..{start + a.steps - 1}", file=sys.stderr,
                       flush=True)
                 quiet = wait_quiet(a.quiet_wait_s, a.quiet_threshold) if a.quiet_wait_s > 0 else None
-                live = run_live(argv_run, a.steps, pf.params.step_s, env_workload=var == "env_workload")
+                live = run_live(argv_run, a.steps, pf.params.step_s)
                 live["quiet_wait"] = quiet
                 row = compare_trace(pf, env, name, start, sim, live, min_dwell=min_dwell)
                 chk = row["sim_env_return_check"]
                 if chk["env_return"] is not None and chk["env_return"] != chk["score_records"]:
                     raise SystemExit(f"live_vs_sim: score_records {chk['score_records']!r} != the env's return "
                                      f"{chk['env_return']!r} on the simulated run of {name}")
+                # the same live score from the run's telemetry file alone
+                row["live_return_from_telemetry"] = score_telemetry(tel, env, name, start, row["steps"])["return"]
+                if row["live_return_from_telemetry"] != row["live"]["return"]:
+                    raise SystemExit(f"live_vs_sim: score_telemetry {row['live_return_from_telemetry']!r} != the "
+                                     f"in-process live score {row['live']['return']!r} on {name} ({var})")
                 row["within_5pct"] = row["rel_diff"] is not None and abs(row["rel_diff"]) <= 0.05
-                row["live_argv"] = ["deploy.py"] + [x if "policy-calibrated" not in x else "<re-exported policy>"
-                                                    for x in argv_run]
+                row["live_argv"] = ["deploy.py"] + ["<re-exported policy>" if "policy-calibrated" in x else
+                                                    "<telemetry>" if x == str(tel) else x for x in argv_run]
                 rows[var].append(row)
                 print(f"[live_vs_sim] {name} ({var}): sim {row['sim']['return']:.3f} live {row['live']['return']:.3f} "
                       f"({_pct(row['rel_diff'])}), agreement {100 * row['agreement']:.0f} %, "

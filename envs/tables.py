@@ -271,12 +271,13 @@ class PaddedTraces:
             self.procs_down[k, :t.n] = t.procs_down if t.procs_down is not None else 0
         self.has_outages = bool(self.procs_down.any())
 
-    def inputs(self, k: np.ndarray, i: np.ndarray):
-        """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k``."""
+    def inputs(self, k: np.ndarray, i: np.ndarray, objective: tuple = (1.0, 0.0, float("nan"), 0.0)):
+        """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k`` under ``objective`` = (w_q, w_e, q_min,
+        until) (``runtime.dynamics.objective_inputs``; the default is max-quality)."""
         from runtime.dynamics import Inputs
 
         return Inputs(self.demand[k, i], self.supply[k, i], self.ambient[k, i], self.base[k, i], self.budget[k, i],
-                      np.nan_to_num(self.bandwidth[k, i]), self.procs_down[k, i])  # objective: Inputs' defaults
+                      np.nan_to_num(self.bandwidth[k, i]), self.procs_down[k, i], *objective)
 
     def plant(self, k: Any):
         """``runtime.dynamics.Plant`` of trace(s) ``k`` (an index or an array of them)."""

@@ -23,7 +23,8 @@ Against thrashing: a policy-driven switch needs ``min_dwell_decisions`` decision
 EMERGENCY is left only with hysteresis (``temp_hyst_c``, ``soc_hyst``) after ``emergency_min_s``.
 
 Every decision is recorded (time, state, observation summary, policy action, final action,
-override reason, sensor flags) in a buffer that :class:`Telemetry` writes as JSONL.
+override reason, sensor flags, and what the model did since the previous decision: tokens and median
+decode latency, :meth:`RuntimeManager.set_interval`) in a buffer that :class:`Telemetry` writes as JSONL.
 
 Online correction (``runtime.correction``): measurements given to :meth:`RuntimeManager.observe_measurement`
 (decode latency, model power of the running configuration) keep measured/predicted ratios; at most
@@ -174,7 +175,7 @@ def _num(x: float) -> str:
 
 
 DECISION_KEYS = ("t_s", "state", "soc", "temp_c", "plugged", "power_w", "demand_tps", "policy_action",
-                 "final_action", "reason", "sensor_flags")
+                 "final_action", "reason", "sensor_flags", "tokens", "decode_ms")
 
 
 class Telemetry:
@@ -217,7 +218,7 @@ class Telemetry:
             self.buf.append(kw)
 
     def _line(self, rec: tuple) -> str:
-        t, st, soc, temp, plugged, power, demand, pa, fa, reason, flags = rec
+        t, st, soc, temp, plugged, power, demand, pa, fa, reason, flags, tokens, dec_ms = rec
         n = len(self.names)
         fl = self._flag_cache.get(flags)
         if fl is None:
@@ -227,7 +228,9 @@ class Telemetry:
         return (f'{{"t_s": {_num(t)}, "state": "{_STATE_NAMES[st]}", "soc": {_num(soc)}, "temp_c": {_num(temp)}, '
                 f'"plugged": {_num(plugged)}, "power_w": {_num(power)}, "demand_tps": {_num(demand)}, '
                 f'"policy_action": {pa}, "final_action": {fa}, "reason": "{REASON_NAMES[reason]}", '
-                f'"sensor_flags": {fl}, "policy_config": {pc}, "final_config": {fc}}}')
+                f'"sensor_flags": {fl}, "policy_config": {pc}, "final_config": {fc}, '
+                f'"tokens": {"null" if tokens is None else int(tokens)}, '
+                f'"decode_ms": {"null" if dec_ms is None else _num(dec_ms)}}}')
 
     def flush(self) -> None:
         if self.fh is None:
@@ -328,6 +331,10 @@ class RuntimeManager:
         #: processor health (model.placement) sets it; a replay's outage scenario in simulation
         self.procs_down = 0
         self.latency_over_slo: float | None = None  # None: predicted (corrected decode time + backlog)
+        #: what ran since the previous decision (``set_interval``; telemetry only, cleared by each decision):
+        #: tokens generated and the median measured decode latency per token, ms (None: not given / none measured)
+        self.interval_tokens: int | None = None
+        self.interval_decode_ms: float | None = None
         self.budget_w = math.nan
         self.deadline_left_s = math.nan
         self.horizon_left_s: float | None = None
@@ -412,6 +419,12 @@ class RuntimeManager:
             if k not in self._WORKLOAD:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
+
+    def set_interval(self, tokens: int | None, decode_ms: float | None) -> None:
+        """What the model did since the previous decision, for the next decision's telemetry record
+        (``tokens``, ``decode_ms``): the tokens generated and the median measured decode latency per token
+        (ms; None when none was measured). Nothing the manager decides reads them."""
+        self.interval_tokens, self.interval_decode_ms = tokens, decode_ms
 
     def observe_measurement(self, latency_ms: float | None = None, power_w: float | None = None,
                             config: int | None = None) -> bool:
@@ -607,7 +620,8 @@ class RuntimeManager:
         tel = self.telemetry
         if tel.fh is not None:
             tel.record((now_s, int(st), soc, temp, plugged, power, self.demand_tps, a_pol, final, int(reason),
-                        self.hub.flags))
+                        self.hub.flags, self.interval_tokens, self.interval_decode_ms))
+        self.interval_tokens = self.interval_decode_ms = None
         if self._corr_pending and self.decisions >= self._corr_next:
             self._apply_correction(now_s)
 

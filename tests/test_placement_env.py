@@ -126,8 +126,8 @@ def _step(o, **kw):
     x = dict(tps=100.0, ept_j=0.01, dec_ms=10.0, quality=0.8, off=0.0, up_bits=0.0, server_ms=0.0, seg2_ms=0.0,
              xfer_ms=0.0, trip1_c=0.0, trip2_c=0.0, heat_frac=1.0, sw_s=0.0, sw_j=0.0, soc=0.8, temp_c=30.0,
              backlog=0.0, budget_left_j=0.0, demand_tps=50.0, supply_w=0.0, ambient_c=25.0, base_w=0.5,
-             budget_w=math.nan, bw_mbps=0.0, w_q=1.0, w_e=0.0, q_min=math.nan, until=0.0, capacity_j=4e4, r_th=5.0, tau_s=240.0, t_max=45.0, thr_k=0.1,
-             thr_min=0.3, eta=0.9, idle_w=0.2)
+             budget_w=math.nan, bw_mbps=0.0, w_q=1.0, w_e=0.0, q_min=math.nan, until=0.0, capacity_j=4e4,
+             r_th=5.0, tau_s=240.0, t_max=45.0, thr_k=0.1, thr_min=0.3, eta=0.9, idle_w=0.2)
     x.update(kw)
     return step_core(o, p.step_s, p, *x.values()), x
 
