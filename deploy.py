@@ -204,7 +204,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
                                                                                      "sha256": trained_sha}}
     digest = save_policy_file(out, layers, meta, mean, var,
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
-                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes},
+                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes,
+                               "quality": costs.quality},
                               space.feature_matrix())
     summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
                "layers": [list(w.shape) for w, _ in layers], "n_actions": len(space),
@@ -286,7 +287,8 @@ def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: 
     })
     digest = save_policy_file(out, pf.layers, meta, pf.obs_mean, pf.obs_var,
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
-                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes},
+                               "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes,
+                               "quality": costs.quality},
                               costs.space.feature_matrix())
     summary = {"out": str(out), "sha256": digest, "from_policy": str(src), "algo": pf.meta.get("algo"),
                "n_actions": pf.n_actions, "device_kind": pf.meta["mask_rules"]["device_kind"], "profile": str(prof),
@@ -430,6 +432,50 @@ def _check_new_output(flag: str, path: str, force: bool, what: str) -> None:
         file_error("run", f"{flag} {exc}")
 
 
+def parse_until(text: str, now: Any = None) -> float:
+    """``--until``: seconds from now to ``HH:MM`` (local wall time; tomorrow if already past) or to ``+N``
+    with ``s``/``m``/``h`` (``+90m``). ValueError naming the forms otherwise."""
+    import datetime as _dt
+    import re
+
+    t = text.strip()
+    m = re.fullmatch(r"\+(\d+(?:\.\d+)?)([smh]?)", t)
+    if m:
+        return float(m.group(1)) * {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", t)
+    if m and int(m.group(1)) < 24 and int(m.group(2)) < 60:
+        now = now or _dt.datetime.now()
+        at = now.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=0, microsecond=0)
+        if at <= now:
+            at += _dt.timedelta(days=1)
+        return (at - now).total_seconds()
+    raise ValueError(f"--until {text!r}: write a local time HH:MM (18:30) or a duration +N[s|m|h] (+90m)")
+
+
+def _check_objective_args(args: argparse.Namespace) -> None:
+    """``--objective`` and its parameters (usage errors name the flag and the fix)."""
+    kind = getattr(args, "objective", None)
+    if getattr(args, "until", None):
+        if args.deadline_s:
+            usage_error("run", "--until and --deadline-s both set a deadline; give one")
+        try:
+            args.deadline_s = parse_until(args.until)
+        except ValueError as exc:
+            usage_error("run", str(exc))
+    if kind is None:
+        if args.quality_floor is not None:
+            usage_error("run", "--quality-floor needs --objective min-energy")
+        return
+    if kind == "min-energy" and args.quality_floor is None:
+        usage_error("run", "--objective min-energy needs --quality-floor Q (skill above chance, e.g. 0.45)")
+    if kind != "min-energy" and args.quality_floor is not None:
+        usage_error("run", f"--quality-floor applies to --objective min-energy, not {kind}")
+    if args.quality_floor is not None and not 0.0 <= args.quality_floor <= 1.0:
+        usage_error("run", f"--quality-floor {args.quality_floor}: must be in [0, 1]")
+    if kind == "last-until" and not args.deadline_s and not args.sensors.startswith("replay:"):
+        usage_error("run", "--objective last-until needs --until HH:MM (or +90m); a replayed trace may carry one")
+
+
 def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
     """Everything ``deploy.py run`` can check before the model loads: the sensors argument, the replay
     trace and ``--start-s``, the prompts, the checkpoint file, the telemetry path, the device config.
@@ -440,6 +486,7 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
     import model as M
 
     out: dict[str, Any] = {"trace": None}
+    _check_objective_args(args)
     sensors = args.sensors
     if sensors.startswith("replay:"):
         import traces
@@ -848,6 +895,36 @@ class RunSession:
               file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
+        if a.objective:
+            self._open_objective(mgr)
+
+    def _open_objective(self, mgr: Any) -> None:
+        """The user's objective (``--objective``): tracked by the manager (``runtime.objective``); a
+        goal-conditioned policy also reads it."""
+        import math
+
+        a = self.args
+        now = self.clock()
+        deadline = now + a.deadline_s if a.deadline_s else math.nan
+        if a.objective == "last-until" and deadline != deadline and self.replay is not None:
+            left = self.replay.workload().get("deadline_left_s")
+            deadline = now + left if left is not None and left == left else math.nan
+            if deadline != deadline:
+                usage_error("run", "--objective last-until: the replayed trace has no deadline; pass --until")
+        try:
+            mgr.set_objective(a.objective, budget_w=a.budget_w or math.nan,
+                              quality_floor=a.quality_floor if a.quality_floor is not None else math.nan,
+                              deadline_s=deadline)
+        except ValueError as exc:
+            usage_error("run", f"--objective {a.objective}: {exc}")
+        if not mgr.layout.goal:
+            print(f"[deploy] objective {a.objective}: this policy was not trained goal-conditioned (its observation "
+                  "has no objective block): the objective is tracked and reported, not pursued; train with "
+                  "--env.objective.kind mix", file=sys.stderr)
+        if a.objective == "min-energy" and (self.pf is None or self.pf.quality is None):
+            print("[deploy] objective min-energy: the policy file has no per-configuration quality (exported before "
+                  "it was recorded): the quality floor cannot be tracked; re-export with deploy.py export",
+                  file=sys.stderr)
 
     # ---- what the manager sees ----------------------------------------------------------------
     def model_power_w(self) -> float:
@@ -866,7 +943,8 @@ class RunSession:
             w = self.replay.workload()
             self.demand_tps = w["demand_tps"]
             mgr.set_workload(demand_tps=w["demand_tps"], budget_w=a.budget_w or w["budget_w"],
-                             deadline_left_s=a.deadline_s or w["deadline_left_s"],
+                             deadline_left_s=(a.deadline_s - (self.clock() - self.t_start)) if a.deadline_s
+                             else w["deadline_left_s"],
                              horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
             if mgr.lookahead:
                 mgr.supply_ahead_w = self.replay.supply_ahead_w(mgr.lookahead, self.params.step_s)
@@ -1125,6 +1203,8 @@ class RunSession:
                 "recover_ms_p50": round(rec[len(rec) // 2], 2) if rec else None,
                 "quarantine_events": len(self.placed.health.events),
                 "unavailable_now": self.placed.health.unavailable_roles(), "final_placement": self.placed.placement}
+        if s.get("objective") is not None:
+            summary["objective"] = s["objective"]
         summary["stop_reason"] = self.stop_reason
         return summary
 
@@ -1152,7 +1232,8 @@ def _status_line(mgr: Any, hub: Any, cfg_name: str, tps: float, tokens: int, swi
         vt += f" lap={replay.laps + 1}"
     line = (f"[{mgr.state.name:<9}] {cfg_name:<14} P={v[POWER]:6.2f} W SoC={v[SOC] * 100:5.1f}% "
             f"T={v[TEMP]:5.1f}°C {tps:6.1f} tok/s tok={tokens} sw={switches} "
-            f"ovr={sum(mgr.overrides[1:Reason.DWELL])}{vt}")
+            f"ovr={sum(mgr.overrides[1:Reason.DWELL])}{vt}"
+            + (f" [{mgr.objective.kind}: {mgr.objective.status()}]" if getattr(mgr, "objective", None) else ""))
     sys.stderr.write(("\n" if echo else "\r") + line + " " * 4)
     sys.stderr.flush()
 
@@ -1436,6 +1517,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the others from DEVICES[kind]); the shield uses the stricter of it and the policy's")
     r.add_argument("--budget-w", type=nonneg_float, default=0.0, help="LLM power budget, W (0: the trace's / none)")
     r.add_argument("--deadline-s", type=nonneg_float, default=0.0, help="deadline, s (0: the trace's / none)")
+    r.add_argument("--objective", choices=("max-quality", "min-energy", "last-until"), default=None,
+                   help="the user's objective (docs/objectives.md): max-quality (under --budget-w), min-energy "
+                        "(above --quality-floor), last-until (--until); tracked, status line and summary say if met")
+    r.add_argument("--quality-floor", type=float, default=None,
+                   help="min-energy: the floor on the served quality per token over the last minute (0..1)")
+    r.add_argument("--until", default=None, metavar="HH:MM|+N[s|m|h]",
+                   help="last-until: the deadline, a local time (18:30) or a duration from now (+90m)")
     r.add_argument("--capacity-wh", type=positive_float, default=15.0, help="live: battery capacity if not sensed")
     r.add_argument("--ambient-c", type=float_in(-40.0, 80.0), default=25.0, help="live: ambient if not sensed")
     r.add_argument("--nvml", action="store_true", help="live: probe NVML for GPU power/temperature")

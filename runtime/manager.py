@@ -51,7 +51,8 @@ from runtime.configspace import SPLIT_LOCAL
 from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
-from runtime.observation import ObsLayout, model_layout
+from runtime.objective import ObjectiveTracker
+from runtime.observation import ObsLayout, goal_values, model_layout
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
@@ -327,6 +328,8 @@ class RuntimeManager:
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
         self.backlog_frac = 0.0
+        #: the user's objective (runtime.objective.ObjectiveTracker; set_objective), None: not tracked
+        self.objective: ObjectiveTracker | None = None
         #: processor roles unavailable now (bit mask over runtime.placement.ROLES): the live model's
         #: processor health (model.placement) sets it; a replay's outage scenario in simulation
         self.procs_down = 0
@@ -419,6 +422,20 @@ class RuntimeManager:
             if k not in self._WORKLOAD:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
+
+    def set_objective(self, kind: str, budget_w: float = math.nan, quality_floor: float = math.nan,
+                      deadline_s: float = math.nan, window_s: float = 60.0) -> ObjectiveTracker:
+        """Track the user's objective (``runtime.objective``): ``budget_w`` (max-quality), ``quality_floor``
+        (min-energy), ``deadline_s`` on this manager's clock (last-until). A goal-conditioned policy (its
+        observation has the objective block) also reads it; any other policy is only measured against it."""
+        self.objective = ObjectiveTracker(kind, budget_w=budget_w, quality_floor=quality_floor, deadline_s=deadline_s,
+                                          reserve_soc=self.shield.reserve, grace_s=self.params.budget_grace_s,
+                                          window_s=window_s)
+        if kind == "max-quality" and budget_w == budget_w:
+            self.budget_w = budget_w
+        if kind == "last-until":
+            self.deadline_left_s = deadline_s - (self._last_t if self._last_t is not None else self.clock())
+        return self.objective
 
     def set_interval(self, tokens: int | None, decode_ms: float | None) -> None:
         """What the model did since the previous decision, for the next decision's telemetry record
@@ -527,6 +544,12 @@ class RuntimeManager:
         hard = self.shield.hard_limit(temp, soc, plugged, unknown)
         st = self._transition(now_s, hard, temp, soc, plugged, unknown)
         supply, base_w = self._observe(now_s, dt, v, temp, soc, plugged)
+        if self.objective is not None:  # the interval that just ended ran self.current
+            ran = self.current
+            q = float(self.pf.quality[ran]) if self.pf is not None and self.pf.quality is not None else math.nan
+            stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
+            self.objective.update(now_s, dt, v[POWER] - base_w, float(self.interval_tokens or 0), q, soc, stored,
+                                  v[POWER])
         a_pol, final, reason = self._choose(now_s, st, hard, temp, soc, v[AMBIENT], base_w, supply, v[BANDWIDTH])
         self._commit(now_s, st, a_pol, final, reason, soc, temp, plugged, v[POWER])
         return final
@@ -582,8 +605,12 @@ class RuntimeManager:
         head = self._head(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
                           self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac, lat, v[BANDWIDTH])
         # a new array each decision: building one is cheaper than filling a kept buffer from a list
+        goal = ()
+        if self.layout.goal:  # a goal-conditioned policy reads the objective (default: max-quality)
+            ob = self.objective
+            goal = goal_values(ob.kind if ob else "max-quality", ob.quality_floor if ob else 0.0, budget)
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
-                                     self.procs_down)
+                                     self.procs_down, goal)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,
@@ -640,6 +667,7 @@ class RuntimeManager:
             "sensor_failures": dict(self.hub.failures),
             "policy_sha256": self.pf.sha256 if self.pf is not None else None,
             "correction": self.correction.state() if self.correction is not None and self.correction.samples else None,
+            "objective": self.objective.summary() if self.objective is not None else None,
         }
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ META_KEY = "meta_json"
 ACTIVATIONS = ("Tanh", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Identity")
 PER_CONFIG_ARRAYS = ("energy_j_per_token", "power_w", "decode_tokens_per_s")
 #: per-configuration arrays a file may carry (older files: absent, read as zeros)
-OPTIONAL_PER_CONFIG = ("device_bytes",)
+OPTIONAL_PER_CONFIG = ("device_bytes", "quality")
 #: Logit given to masked-out actions (sb3-contrib's MaskableCategorical uses -1e8).
 MASKED_LOGIT = -1e8
 
@@ -169,6 +169,7 @@ class PolicyFile:
     params: EnvParams
     layout: ObsLayout
     device_bytes: np.ndarray | None = None  # memory each configuration needs on the device (None: unknown)
+    quality: np.ndarray | None = None  # each configuration's quality (skill above chance; None: unknown)
 
     @property
     def obs_dim(self) -> int:
@@ -451,7 +452,8 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     _check_arrays(p, arrays, layout.dim, space)
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
-                      arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"))
+                      arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"),
+                      arrays.get("quality"))
 
 
 class NumpyPolicy:

@@ -1,0 +1,174 @@
+"""The user's objectives: how often each constraint binds, and how every controller does under each.
+
+    python benchmarks/objectives.py [--traces DIR ...] [--runs RUN ...] [--oracle-grid 51,13,5]
+                                    [--out benchmarks/results/objectives]
+
+Trace sets with user objectives overlaid (``python -m traces.objectives``; default: the default set
+overlaid into a temporary folder, plus ``data/real-objectives`` when it exists), test split, every trace
+from row 0 for ``--max-steps`` steps. For each objective (``runtime.dynamics.Objective``: max-quality
+under the trace's budget, min-energy above the trace's quality floor, last-until the trace's deadline
+above the reserve):
+
+* **binding share**: the share of episodes in which the oracle that ignores the constraint (its weight
+  set to 0) violates it at least once; these are the episodes in which the constraint changes the optimum;
+* per controller: the return, the score normalised between random (0) and the oracle (1), the steps
+  that violate the objective's constraint, battery deaths, the device's energy and the quality per token.
+
+The baselines do not know the objective (they read the same observation as always); ``--runs`` adds
+goal-conditioned RL policies (trained with ``--env.objective.kind mix``). Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BASELINES = ["random", "static-largest", "static-smallest", "battery-ladder", "greedy-budget", "schedutil", "mpc"]
+CONSTRAINT = {"max-quality": ("budget", "over_budget"), "min-energy": ("floor", "r_floor"),
+              "last-until": ("reserve", "r_reserve")}
+
+
+def episode(env, ctrl, options: dict, max_steps: int) -> dict:
+    obs, _ = env.reset(options=options)
+    if hasattr(ctrl, "reset"):
+        try:
+            ctrl.reset(0)
+        except TypeError:
+            pass
+    ret = energy = tokens = q_tok = 0.0
+    viol = {"budget": 0, "floor": 0, "reserve": 0}
+    dead = False
+    u = env.unwrapped
+    q = u.costs.quality
+    st0 = u.sim_state()
+    q_min, until_row, reserve = st0["objective_inputs"][2], st0["until_row"], u.params.reserve_soc
+    for _ in range(max_steps):
+        row = u.sim_state()["row"]
+        a = int(np.asarray(ctrl.predict(obs, deterministic=True)[0]).reshape(-1)[0])
+        obs, r, term, trunc, info = env.step(a)
+        st = info["step"]
+        ret += r
+        energy += st.energy_j
+        tokens += st.served
+        q_tok += q[info["config"]] * st.served
+        # the constraints themselves, whatever their weights (the "free" oracle has weight 0)
+        viol["budget"] += bool(st.over_budget > 0)
+        viol["floor"] += bool(st.served > 0 and q[info["config"]] < q_min)
+        viol["reserve"] += bool(row < until_row and st.soc < reserve)
+        if term:
+            dead = True
+        if term or trunc:
+            break
+    return {"return": ret, "energy_j": energy, "quality_per_token": q_tok / tokens if tokens else 0.0,
+            "violations": viol, "death": dead}
+
+
+def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int) -> dict:
+    import gymnasium as gym
+
+    import envs
+    from agents.registry import make_controller
+    from agents.run_io import load_controller
+    from runtime.dynamics import EnvParams, Objective
+
+    out = {"traces": str(traces), "objectives": {}}
+    for kind in CONSTRAINT:
+        params = EnvParams(max_episode_steps=max_steps, objective=Objective(kind=kind))
+        name_w, _ = CONSTRAINT[kind]
+        free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
+        env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)
+        env_free = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=free, random_start=False)
+        eps = [{"trace": k, "start": 0, "objective": kind} for k in range(len(env.unwrapped.traces))]
+        oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
+        ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES}
+        ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
+        for k, r in enumerate(runs):
+            ctrls[f"rl:{k}"] = load_controller(r)
+        res = {}
+        t0 = time.time()
+        for name, c in ctrls.items():
+            if hasattr(c, "bind"):
+                c.bind(env.unwrapped)
+            res[name] = [episode(env, c, o, max_steps) for o in eps]
+        of = make_controller("oracle", env_free, **oracle_kw).bind(env_free.unwrapped)
+        free_eps = [episode(env_free, of, o, max_steps) for o in eps]
+        binds = [e["violations"][name_w] > 0 for e in free_eps]
+        rr, ro = np.mean([e["return"] for e in res["random"]]), np.mean([e["return"] for e in res["oracle"]])
+        table = {}
+        for name, es in res.items():
+            ret = float(np.mean([e["return"] for e in es]))
+            table[name] = {"return": ret, "score": (ret - rr) / (ro - rr) if abs(ro - rr) > 1e-9 else math.nan,
+                           "violation_steps": int(sum(e["violations"][name_w] for e in es)),
+                           "deaths": int(sum(e["death"] for e in es)),
+                           "energy_j": float(sum(e["energy_j"] for e in es)),
+                           "quality_per_token": float(np.mean([e["quality_per_token"] for e in es]))}
+        out["objectives"][kind] = {"episodes": len(eps), "binding_share": float(np.mean(binds)),
+                                   "binding_episodes": int(sum(binds)), "wall_s": time.time() - t0,
+                                   "controllers": table}
+    return out
+
+
+def to_markdown(data: dict) -> str:
+    lines = [f"# Objectives: binding constraints and controllers ({data['date']})", "",
+             f"Host `{data['host']}`; test split, every trace from row 0, {data['max_steps']} steps; oracle grid "
+             f"{data['oracle_grid']}. Energy is modelled (profile `profiles/reference-cpu.json`). "
+             "Generated by `benchmarks/objectives.py`.", ""]
+    for s in data["sets"]:
+        lines += [f"## {s['traces']}", ""]
+        for kind, o in s["objectives"].items():
+            lines += [f"### {kind}: the constraint binds in {o['binding_episodes']} of {o['episodes']} episodes "
+                      f"({o['binding_share']:.0%})", "",
+                      "| controller | score | return | constraint violations (steps) | deaths | energy (kJ) "
+                      "| quality/token |", "|---|---|---|---|---|---|---|"]
+            for name, m in o["controllers"].items():
+                lines.append(f"| {name} | {m['score']:.3f} | {m['return']:.2f} | {m['violation_steps']} | "
+                             f"{m['deaths']} | {m['energy_j'] / 1e3:.1f} | {m['quality_per_token']:.3f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--traces", nargs="*", default=None, help="trace sets with objectives (default: see docstring)")
+    ap.add_argument("--runs", nargs="*", default=[])
+    ap.add_argument("--oracle-grid", default="51,13,5")
+    ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "objectives"))
+    a = ap.parse_args(argv)
+    grid = tuple(int(x) for x in a.oracle_grid.split(","))
+    sets = [Path(t) for t in a.traces] if a.traces else None
+    if sets is None:
+        from traces.objectives import overlay_set
+        from traces.store import TraceSet
+
+        tmp = Path(tempfile.mkdtemp()) / "default+objectives"
+        overlay_set(TraceSet.load(REPO / "traces" / "data" / "default"), 0).save(tmp)
+        sets = [tmp] + ([REPO / "data" / "real-objectives"] if (REPO / "data" / "real-objectives").exists() else [])
+    data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
+            "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs,
+            "sets": [run_set(s, a.runs, grid, a.max_steps) for s in sets]}
+    for s in data["sets"]:
+        if "default+objectives" in s["traces"]:
+            s["traces"] = "traces/data/default + traces.objectives (seed 0)"
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(data))
+    print(to_markdown(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The user's objective on the device: the tracker, the goal block a goal-conditioned policy reads, and
+deploy.py run --objective (status, summary, usage errors)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+import deploy
+from envs.tables import load_cost_tables
+from runtime.dynamics import DEVICES, EnvParams, Objective
+from runtime.objective import ObjectiveTracker
+from runtime.observation import goal_values, layout_for
+from runtime.policy import load_policy_file, save_policy_file
+
+PROFILE = "profiles/reference-cpu.json"
+TRACE = "traces/data/default/phone-00.csv"
+
+
+def test_tracker_budget_floor_and_deadline():
+    b = ObjectiveTracker("max-quality", budget_w=0.1, grace_s=0.0)
+    b.update(10.0, 10.0, 0.05, 100, 0.5, 0.8, 1e4, 1.0)
+    b.update(20.0, 10.0, 0.05, 100, 0.5, 0.8, 1e4, 1.0)
+    assert b.summary()["met"] and b.last["budget_left_j"] == pytest.approx(0.1 * 20 - 1.0)
+    b.update(30.0, 10.0, 0.5, 100, 0.5, 0.8, 1e4, 1.0)  # 5 J in 10 s against 0.1 W
+    assert not b.summary()["met"] and b.violations == 1
+    q = ObjectiveTracker("min-energy", quality_floor=0.4, window_s=30.0)
+    q.update(0.0, 0.0, 0.1, 100, 0.5, 0.8, 1e4, 1.0)
+    q.update(10.0, 10.0, 0.1, 100, 0.3, 0.8, 1e4, 1.0)  # window mean 0.4: not below
+    assert q.violations == 0 and q.last["window_quality"] == pytest.approx(0.4)
+    q.update(20.0, 10.0, 0.1, 300, 0.3, 0.8, 1e4, 1.0)
+    assert q.violations == 1 and not q.summary()["met"]
+    q.update(100.0, 80.0, 0.1, 100, 0.5, 0.8, 1e4, 1.0)  # the old tokens left the 30 s window
+    assert q.last["window_quality"] == pytest.approx(0.5)
+    d = ObjectiveTracker("last-until", deadline_s=100.0, reserve_soc=0.1)
+    d.update(50.0, 50.0, 0.1, 10, 0.5, 0.3, 900.0, 10.0)  # 90 s to empty, 50 s left
+    assert d.last["on_track"] and d.summary()["met"]
+    d.update(60.0, 10.0, 0.1, 10, 0.5, 0.05, 100.0, 10.0)  # below the reserve before the deadline
+    assert not d.summary()["met"] and d.summary()["min_soc_before_deadline"] == 0.05
+    with pytest.raises(ValueError, match="quality floor"):
+        ObjectiveTracker("min-energy")
+    with pytest.raises(ValueError, match="deadline"):
+        ObjectiveTracker("last-until")
+
+
+def test_parse_until():
+    now = dt.datetime(2026, 12, 1, 17, 0)
+    assert deploy.parse_until("18:30", now) == 5400.0
+    assert deploy.parse_until("16:00", now) == 23 * 3600.0  # tomorrow
+    assert deploy.parse_until("+90m") == 5400.0 and deploy.parse_until("+2h") == 7200.0
+    assert deploy.parse_until("+30") == 30.0
+    with pytest.raises(ValueError, match="HH:MM"):
+        deploy.parse_until("half past six")
+
+
+def _goal_policy(tmp_path, goal: bool) -> str:
+    c = load_cost_tables(PROFILE)
+    params = EnvParams(objective=Objective(kind="mix" if goal else "max-quality"))
+    layout = layout_for(c.space, 0, params.objective.observed)
+    rng = np.random.default_rng(0)
+    n, d, h = len(c), layout.dim, 16
+    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
+    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
+            "decode_table": c.decode_table(), "env_params": params.to_dict(),
+            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
+            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
+                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
+            "profile": {"path": PROFILE, "sha256": "0" * 64, "name": "reference-cpu"}}
+    pol = tmp_path / ("goal.npz" if goal else "plain.npz")
+    save_policy_file(pol, layers, meta, np.zeros(d), np.ones(d),
+                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
+                      "device_bytes": c.device_bytes, "quality": c.quality}, c.features)
+    return str(pol)
+
+
+def _run(pol: str, *extra: str) -> dict:
+    return deploy.main(["run", "--policy", pol, "--sensors", f"replay:{TRACE}", "--max-tokens", "40",
+                        "--temperature", "0", "--no-status", "--every-tokens", "4", "--threads", "1", *extra])
+
+
+def test_a_goal_conditioned_policy_reads_the_objective_and_the_summary_says_if_it_was_met(tmp_path, monkeypatch):
+    pol = _goal_policy(tmp_path, goal=True)
+    pf = load_policy_file(pol)
+    assert pf.layout.goal and pf.quality is not None
+    seen = []
+    from runtime.manager import RuntimeManager
+
+    real = RuntimeManager.decide
+
+    def spy(self, now_s=None):
+        out = real(self, now_s)
+        g = self.obs[self.layout.goal_start:self.layout.goal_start + 5]
+        seen.append(g.copy())
+        return out
+
+    monkeypatch.setattr(RuntimeManager, "decide", spy)
+    s = _run(pol, "--objective", "min-energy", "--quality-floor", "0.3")
+    assert s["objective"]["kind"] == "min-energy" and isinstance(s["objective"]["met"], bool)
+    assert s["objective"]["decisions"] >= 5 and s["objective"]["last_window_quality"] is not None
+    want = np.asarray(goal_values("min-energy", 0.3, math.nan), dtype=np.float32)
+    assert all(np.allclose(g, want) for g in seen)
+
+
+def test_objective_on_a_plain_policy_is_tracked_and_said(tmp_path, capsys):
+    pol = _goal_policy(tmp_path, goal=False)
+    s = _run(pol, "--objective", "max-quality", "--budget-w", "0.001")
+    assert s["objective"]["kind"] == "max-quality" and s["objective"]["budget_w"] == 0.001
+    assert "not trained goal-conditioned" in capsys.readouterr().err
+    s2 = _run(pol, "--objective", "last-until", "--until", "+5m")
+    assert s2["objective"]["kind"] == "last-until" and "min_soc_before_deadline" in s2["objective"]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--objective", "min-energy"], "needs --quality-floor"),
+    (["--quality-floor", "0.4"], "needs --objective min-energy"),
+    (["--objective", "max-quality", "--quality-floor", "0.4"], "applies to --objective min-energy"),
+    (["--objective", "min-energy", "--quality-floor", "1.5"], "must be in"),
+    (["--until", "25:00"], "HH:MM"),
+    (["--until", "+5m", "--deadline-s", "60"], "give one"),
+])
+def test_objective_usage_errors(tmp_path, capsys, args, msg):
+    pol = _goal_policy(tmp_path, goal=False)
+    with pytest.raises(SystemExit) as e:
+        _run(pol, *args)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
