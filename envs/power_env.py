@@ -5,7 +5,8 @@ thermal and latency limits, driven by a measured cost profile and replayed trace
 A device runs the elastic micro-LLM (``model/``) and serves a token workload. Each control
 step (``step_s``, default 10 s) the agent picks one configuration of the model (depth × heads
 × weight bits, from the profile; with a split profile also where it runs: on the device, or split
-with a server after ``split`` blocks, its activations compressed by ``wire``; docs/split.md).
+with a server after ``split`` blocks, its activations compressed by ``wire``; docs/split.md; with a
+placement profile also on which of the device's processors, ``place``: docs/placement.md).
 The chosen configuration serves the workload at its
 *measured* throughput and energy per token; the battery, the device temperature and the
 request queue evolve; the trace supplies the charger/harvester power, ambient temperature,
@@ -41,7 +42,13 @@ profile. For the elastic model's three knobs:
 | 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 (+ split knobs) | frac | 0 | 1 |
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
+| (place) | ``proc_up_cpu``, ``proc_up_lcpu``, ``proc_up_gpu``, ``proc_up_npu``: the processor is available | 0/1 | 0 | 1 |
+| (goal) | ``obj_max_quality``, ``obj_min_energy``, ``obj_last_until`` (one-hot), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
+
+The processor block follows the tail only for a space with the ``place`` knob; the objective block
+(goal-conditioned policies) only with ``EnvParams.objective.goal_obs`` or ``kind = "mix"``; without
+them the layout is the one every earlier policy reads.
 
 ## Dynamics (per step of ``dt = step_s``; ``runtime.dynamics.step_core``, shared by every simulator)
 * throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
@@ -65,11 +72,17 @@ profile. For the elastic model's three knobs:
 * budget (traces with ``budget_w``, a power budget for the LLM itself): an allowance
   ``budget_w·(elapsed + budget_grace_s) − E_llm_used``; while it is negative, an LLM power
   above ``budget_w`` is a violation.
+* placement (``place``): each segment's processor throttles at ``T_max`` plus its own offset, the
+  interconnect's time is added, ``heat_frac`` of the model's energy heats the device; a configuration
+  on a processor that is down (``EnvParams.avail``'s seeded outages) runs on the CPU instead.
 
 ## Rewards
 ``r = quality_j · S / (100·dt) − w_thermal·max(0, T − T_max) − w_slo·[latency > SLO]
 − w_budget·max(0, P_llm − budget_w)/budget_w·[allowance < 0] − w_drop·dropped/(100·dt) − w_death·[death]``.
-``quality_j`` is the profile's multiple-choice skill above chance, ``(acc − 0.25)/0.75``, so a
+plus the objective's terms (``EnvParams.objective``, docs/objectives.md): for ``min-energy`` the
+quality term is off and ``− w_energy·P_llm − w_floor·[served quality < floor]`` is added; for
+``last-until`` ``− w_reserve·[SoC < reserve before the deadline]``; ``max-quality`` (the default) adds
+nothing. ``quality_j`` is the profile's multiple-choice skill above chance, ``(acc − 0.25)/0.75``, so a
 step serving 100 tok/s with the full model earns ≈ its skill (≈ 0.5). Default weights and why:
 ``w_death = 50`` (about a hundred steps of full-quality serving: dying must never pay),
 ``w_thermal = 0.5`` per °C over (a few degrees cost as much as the whole step's quality),
@@ -87,7 +100,9 @@ no dictionary building): ``soc``, ``temp_c``, ``backlog``, ``budget_left_j``, ``
 constraints, safety-gymnasium convention).
 
 ## Starting State
-Trace: uniform over the split (or ``options["trace"]``); start row uniform over the trace
+Objective: ``EnvParams.objective.kind``, or drawn per episode from the env's generator for ``mix``
+(or ``options["objective"]``; ``options["quality_floor"]`` overrides the trace's floor). Trace: uniform
+over the split (or ``options["trace"]``); start row uniform over the trace
 (``random_start``) or 0 (or ``options["start"]``); SoC: the trace's ``initial_soc`` (or
 ``options["soc"]``); temperature: ambient + R_th·(idle + base load) (or ``options["temp_c"]``).
 
@@ -99,7 +114,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``; any of
+``reserve_soc``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``, ``avail``,
+``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
 ## Version History
@@ -107,6 +123,9 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   (same dynamics, same returns); the per-step figures moved from flat ``info`` keys into
   ``info["step"]`` (2026-12-01). Split configurations (knobs ``split``, ``wire``), ``EnvParams.link``,
   ``info["step"].radio_j``; profiles without split records step exactly as before (2026-12-01).
+  Placement (knob ``place``, ``EnvParams.avail``, the processor block) and the user's objective
+  (``EnvParams.objective``, reward terms ``r_energy``, ``r_floor``, ``r_reserve``, the objective block);
+  single-processor max-quality episodes step exactly as before (2026-12-01).
 """
 
 from __future__ import annotations
