@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ class Args:
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
     """Adam step size of the imitation fit"""
+    workers: int = 1
+    """Ray workers for the expert-labelled episodes of --bc-expert and DAgger (1: this process, Ray is not
+    imported; > 1 needs pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same demonstrations either way"""
     lagrangian: bool = False
     """constrained variant: subtract lambda * cost, lambda learnt by dual ascent toward cost_limit"""
     cost_limit: float = 0.0
@@ -140,6 +144,12 @@ class Args:
                              "n_timesteps) or a whole number of steps >= 0 (e.g. 2e6)")
         for name, parse in _RANGES.items():
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
+        if self.workers > 1:
+            from agents.parallel import INSTALL_HINT, ray_available
+
+            if not ray_available():
+                raise ValueError(f"argument --workers: {self.workers} needs Ray, which is not installed; fix: "
+                                 f"{INSTALL_HINT} or --workers 1")
 
 
 _RANGES = {  # Args field -> argparse range type (model.cli); messages name the flag and the range
@@ -158,6 +168,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "eval_episodes": positive_int,
     "checkpoint_freq": positive_int,
     "threads": positive_int,
+    "workers": positive_int,
 }
 
 
@@ -308,14 +319,150 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+#: RL Zoo keys train.py does not implement (it builds its own env stack, callbacks and policy); a file that sets
+#: one is refused rather than silently trained differently from RL Zoo
+_ZOO_UNSUPPORTED = ("env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "monitor_kwargs", "env_kwargs",
+                    "replay_buffer_class", "replay_buffer_kwargs", "noise_type", "noise_std", "eval_env_kwargs")
+_NORMALIZE_KEYS = ("norm_obs", "norm_reward")
+
+
+def hyperparams_path(name: str) -> Path:
+    """``agents/hyperparams/<name>.yml``, or ``$WATTWISE_HYPERPARAMS/<name>.yml`` when that folder is set
+    (``agents.sweep`` points each trial at its own copy with the swept values applied)."""
+    folder = os.environ.get("WATTWISE_HYPERPARAMS") or HYPERPARAMS
+    return Path(folder) / f"{name}.yml"
+
+
 def load_hyperparams(name: str) -> dict:
+    """The hyperparameters of algorithm ``name`` for the wattwise env, in the form ``main``/``make_agent`` use.
+
+    The file is in RL Zoo's format, so ``python -m rl_zoo3.train --conf-file`` trains from the same file:
+    ``policy`` (``MlpPolicy``), ``n_envs``, ``n_timesteps``, ``normalize`` (a bool, a mapping or RL Zoo's string
+    ``"{'norm_obs': True, 'norm_reward': False}"`` / ``"dict(norm_obs=True, ...)"``), ``policy_kwargs`` (RL Zoo's
+    string ``"dict(net_arch=[64, 64], activation_fn=nn.Tanh)"``, parsed with ``ast``: literals, ``dict(...)`` and
+    ``nn.<Activation>`` only, never evaluated), and the algorithm's own keyword arguments.
+
+    Returns:
+        The algorithm's keyword arguments plus ``n_envs``, ``n_timesteps``, ``normalize_obs`` /
+        ``normalize_reward`` (VecNormalize's flags; absent ``normalize`` = no normalisation, as in RL Zoo) and
+        ``policy_kwargs`` with the activation as its ``torch.nn`` class name (JSON-serialisable, as stored in
+        ``config.json``).
+    """
     if name not in ALGOS:
         raise SystemExit(f"--algo {name!r}: choose one of {', '.join(ALGOS)}")
-    path = HYPERPARAMS / f"{name}.yml"
-    hp = yaml.safe_load(path.read_text())
-    if envs.ENV_ID not in hp:
-        raise SystemExit(f"{path}: no entry for {envs.ENV_ID}")
-    return dict(hp[envs.ENV_ID])
+    path = hyperparams_path(name)
+    try:
+        hp = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: no such hyperparameter file; fix: restore agents/hyperparams/{name}.yml "
+                         "or unset WATTWISE_HYPERPARAMS") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(hp, dict) or envs.ENV_ID not in hp or not isinstance(hp[envs.ENV_ID], dict):
+        raise SystemExit(f"{path}: no entry for {envs.ENV_ID}; fix: key the hyperparameters by the env id, as RL Zoo "
+                         "does")
+    return _from_rl_zoo(dict(hp[envs.ENV_ID]), path)
+
+
+def _from_rl_zoo(hp: dict, path: Path) -> dict:
+    """RL Zoo's forms -> train.py's (see ``load_hyperparams``); every refusal names the file, the key and the fix."""
+    def bad(key: str, why: str, fix: str) -> SystemExit:
+        return SystemExit(f"{path}: {key}: {why}; fix: {fix}")
+
+    for key in ("normalize_obs", "normalize_reward"):
+        if key in hp:
+            raise bad(key, "not an RL Zoo key", "write normalize: \"{'norm_obs': True, 'norm_reward': False}\"")
+    for key in _ZOO_UNSUPPORTED:
+        if key in hp:
+            raise bad(key, "RL Zoo option not supported by train.py", "remove it (train.py builds its own env stack)")
+    order = [k for k in hp if k != "policy"] + ([] if "normalize" in hp else ["normalize"])
+    policy = hp.pop("policy", "MlpPolicy")
+    if policy != "MlpPolicy":
+        raise bad("policy", f"{policy!r}; train.py builds MlpPolicy only", "policy: 'MlpPolicy'")
+    for key in ("learning_rate", "clip_range", "clip_range_vf"):
+        if isinstance(hp.get(key), str):
+            raise bad(key, f"{hp[key]!r}: schedules are not supported by train.py", "give a number, e.g. 3.0e-4")
+    for key in ("n_envs", "n_timesteps"):
+        if key in hp:
+            try:
+                v = float(hp[key])
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not (math.isfinite(v) and v.is_integer() and v >= 1):
+                raise bad(key, f"{hp[key]!r} is not a whole number >= 1", f"e.g. {key}: !!float 1e6")
+            hp[key] = int(v) if key == "n_envs" else hp[key]
+    norm = hp.pop("normalize", False)
+    if isinstance(norm, str):
+        norm = _literal(norm, path, "normalize")
+    if isinstance(norm, bool):  # RL Zoo: true = VecNormalize's defaults (both on)
+        norm = dict.fromkeys(_NORMALIZE_KEYS, norm)
+    if not (isinstance(norm, dict) and set(norm) <= set(_NORMALIZE_KEYS)
+            and all(isinstance(v, bool) for v in norm.values())):
+        raise bad("normalize", f"{norm!r}", "true, false or \"{'norm_obs': True, 'norm_reward': False}\" "
+                  "(train.py sets VecNormalize's norm_obs and norm_reward only)")
+    flags = {k: norm.get(k, True) for k in _NORMALIZE_KEYS}  # a missing flag: VecNormalize's default (on)
+    pk = hp.pop("policy_kwargs", None)
+    if pk is not None:
+        pk = _literal(pk, path, "policy_kwargs") if isinstance(pk, str) else pk
+        if not isinstance(pk, dict):
+            raise bad("policy_kwargs", f"{pk!r} is not a mapping", "\"dict(net_arch=[64, 64], activation_fn=nn.Tanh)\"")
+        act = pk.get("activation_fn")
+        if act is not None and not isinstance(act, _Activation):
+            raise bad("policy_kwargs", f"activation_fn {act!r} is not nn.<Activation>",
+                      "write it as RL Zoo does: activation_fn=nn.Tanh (inside the quoted string)")
+        others = [k for k, v in pk.items() if k != "activation_fn" and "_Activation(" in repr(v)]
+        if others:
+            raise bad("policy_kwargs", f"{others[0]} names a torch.nn class; train.py resolves activation_fn only",
+                      "remove it, or train with RL Zoo")
+        pk = {k: (v.name if isinstance(v, _Activation) else v) for k, v in pk.items()}
+        hp["policy_kwargs"] = pk
+    out = {}  # the file's key order, normalize in its place (config.json lists them as before)
+    for k in order:
+        if k == "normalize":
+            out["normalize_obs"], out["normalize_reward"] = flags["norm_obs"], flags["norm_reward"]
+        else:
+            out[k] = hp[k]
+    return out
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """``nn.Tanh`` in a ``policy_kwargs`` string: the ``torch.nn`` class name (resolved in ``make_agent``)."""
+
+    name: str
+
+
+def _literal(text: str, path: Path, key: str):
+    """RL Zoo's Python-literal string (``"dict(a=1, b=[2, 3])"``, ``"{'a': True}"``, ``nn.Tanh``) as a value,
+    walking the ``ast`` (nothing is evaluated): literals, lists, tuples, dicts, ``dict(k=v, ...)`` and
+    ``nn.X`` / ``th.nn.X`` / ``torch.nn.X`` for a ``torch.nn`` module class."""
+    import ast
+
+    def conv(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return -conv(node.operand)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [conv(e) for e in node.elts]
+        if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+            return {conv(k): conv(v) for k, v in zip(node.keys, node.values)}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
+                and not node.args and all(kw.arg for kw in node.keywords):
+            return {kw.arg: conv(kw.value) for kw in node.keywords}
+        if isinstance(node, ast.Attribute) and ast.unparse(node.value) in ("nn", "th.nn", "torch.nn"):
+            cls = getattr(torch.nn, node.attr, None)
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+                return _Activation(node.attr)
+        raise SystemExit(f"{path}: {key}: {ast.unparse(node)!r} is not allowed in {text!r}; fix: use literals, "
+                         "dict(...) and nn.<Activation> only (the string is parsed, never evaluated)")
+
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise SystemExit(f"{path}: {key}: {text!r} is not a Python literal ({exc.msg}); fix: e.g. "
+                         "\"dict(net_arch=[64, 64], activation_fn=nn.Tanh)\"") from None
+    return conv(tree.body)
 
 
 def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
@@ -341,7 +488,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                                     int(env.action_space.n))
     else:
         demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.env.max_episode_steps,
-                        progress=args.progress, desc=f"demos ({args.bc_expert})")
+                        progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers)
     fit_normalisation(train_env, demos, float(model.gamma))
     fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress)
     stats = pretrain(model, train_env, demos, **fit)
@@ -349,7 +496,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     for r in range(args.dagger_rounds):
         more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
                        student=student_fn(model, train_env), beta=args.dagger_beta,
-                       max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}")
+                       max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}",
+                       workers=args.workers)
         demos = demos.extend(more)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))

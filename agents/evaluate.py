@@ -22,7 +22,9 @@ episodes (and reset seeds) for every controller. Metrics per policy (``docs/agen
   episode also plans: see ``decision_us_max`` and ``plan_s`` in the JSON).
 
 ``evaluate_controllers(env_factory, controllers, episodes, max_steps)`` is the library entry
-point (``train.py`` prints ``format_table`` of its result after training).
+point (``train.py`` prints ``format_table`` of its result after training). ``--workers N`` (``workers=N``)
+runs the (controller, episode) grid as Ray tasks (``agents.parallel``; docs/scale-out.md) with the same
+results; 1, the default, does not import Ray.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def normalised_score(ret: float, random_ret: float, oracle_ret: float) -> float:
 
 def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[str, Any],
                          episodes: Sequence[dict] | None = None, max_steps: int = 720, seed: int = 0,
-                         record: bool = False, progress: bool = True) -> dict[str, Any]:
+                         record: bool = False, progress: bool = True, workers: int = 1) -> dict[str, Any]:
     """Run every controller on the same episodes and aggregate the metrics.
 
     Args:
@@ -179,6 +181,10 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         seed: Episode e is reset with seed ``seed + e`` (the same for every controller).
         record: Keep per-step series (SoC, temperature, supply, configuration, power).
         progress: tqdm bar over (controller, episode).
+        workers: Ray workers for the (controller, episode) grid (``agents.parallel``; 1: this process, Ray
+            is not imported). ``env_factory`` and ``controllers`` must then pickle (lambdas do). The
+            results are the serial ones: every episode is reset with its own seed, and a controller with
+            its own generator across episodes (``random``) runs all its episodes in one task, in order.
 
     Returns:
         ``{"policies": {name: metrics}, "episodes": [...], "per_episode": {name: [...]},
@@ -190,8 +196,10 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         episodes = [{"trace": k, "start": 0} for k in range(len(env.unwrapped.traces))]
     episodes = list(episodes)
     names = list(controllers)
+    ran = (_evaluate_parallel(env, env_factory, controllers, episodes, max_steps, seed, record, progress, workers)
+           if workers > 1 else {})
     bar = None
-    if progress:
+    if progress and not ran:
         from tqdm import tqdm
 
         bar = tqdm(total=len(names) * len(episodes), desc="evaluate", unit="ep", file=sys.stderr)
@@ -202,18 +210,22 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         k = opt.get("trace", 0)
         result["episodes"].append({**opt, "trace_name": traces[k].name if isinstance(k, int) else k})
     for name in names:
-        ctrl = _as_controller(controllers[name], env)
-        eps = []
-        for e, opt in enumerate(episodes):
-            if bar is not None:
-                bar.set_postfix_str(f"{name} {result['episodes'][e]['trace_name']}")
-            eps.append(run_episode(env, ctrl, opt, max_steps, seed=seed + e, record=record))
-            if bar is not None:
-                bar.update(1)
+        if ran:  # computed by Ray workers (same episodes, same seeds)
+            eps, plans = ran[name]
+        else:
+            ctrl = _as_controller(controllers[name], env)
+            eps = []
+            for e, opt in enumerate(episodes):
+                if bar is not None:
+                    bar.set_postfix_str(f"{name} {result['episodes'][e]['trace_name']}")
+                eps.append(run_episode(env, ctrl, opt, max_steps, seed=seed + e, record=record))
+                if bar is not None:
+                    bar.update(1)
+            plans = list(getattr(ctrl, "plans", None) or [])
         agg = _aggregate(eps)
-        if hasattr(ctrl, "plans") and ctrl.plans:
-            agg["plan_s"] = float(sum(p["plan_s"] for p in ctrl.plans))
-            agg["value0"] = [p["value0"] for p in ctrl.plans]
+        if plans:
+            agg["plan_s"] = float(sum(p["plan_s"] for p in plans))
+            agg["value0"] = [p["value0"] for p in plans]
         result["policies"][name] = agg
         result["per_episode"][name] = [{k: v for k, v in ep.items() if k not in ("decision_s", "series")}
                                        for ep in eps]
@@ -230,6 +242,66 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         m["deaths_not_oracle"] = (sum(bool(e["death"]) and not bool(o["death"]) for e, o in zip(per[name], per[ORACLE]))
                                   if ORACLE in per else math.nan)
     return result
+
+
+class _EvalJob:
+    """What the Ray workers of one ``evaluate_controllers`` call need; each builds its env and controllers
+    once and reuses them (every episode is reset with its own seed)."""
+
+    def __init__(self, env_factory, controllers, episodes, max_steps, seed, record):
+        self.env_factory, self.controllers, self.episodes = env_factory, dict(controllers), list(episodes)
+        self.max_steps, self.seed, self.record = max_steps, seed, record
+        self.env, self.built = None, {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "env": None, "built": {}}  # built where it runs
+
+    def controller(self, name: str):
+        if self.env is None:
+            self.env = self.env_factory()
+        if name not in self.built:
+            self.built[name] = _as_controller(self.controllers[name], self.env)
+        return self.built[name]
+
+
+def _eval_unit(job: _EvalJob, unit: tuple[str, list[int]]) -> list[tuple[dict, list]]:
+    """Episodes ``unit[1]`` of controller ``unit[0]``, in order: (run_episode's dict, the plans it made)."""
+    name, idx = unit
+    ctrl = job.controller(name)
+    out = []
+    for e in idx:
+        n0 = len(getattr(ctrl, "plans", None) or [])
+        ep = run_episode(job.env, ctrl, job.episodes[e], job.max_steps, seed=job.seed + e, record=job.record)
+        out.append((ep, list((getattr(ctrl, "plans", None) or [])[n0:])))
+    return out
+
+
+def _evaluate_parallel(env, env_factory, controllers: Mapping[str, Any], episodes: list[dict], max_steps: int,
+                       seed: int, record: bool, progress: bool, workers: int) -> dict[str, tuple[list, list]]:
+    """{name: (episode dicts, plan records)} of every controller, from Ray tasks (``agents.parallel``)."""
+    from agents.parallel import map_episodes
+
+    chunk = max(1, len(episodes) // (4 * workers))  # ~4 tasks per worker and controller: balance vs overhead
+    units, first = [], []
+    for name in controllers:
+        probe = _as_controller(controllers[name], env)
+        if name == RANDOM or hasattr(probe, "rng"):  # draws from one generator across episodes: keep them in order
+            first.append((name, list(range(len(episodes)))))
+        else:
+            parts = [(name, list(range(i, min(i + chunk, len(episodes))))) for i in range(0, len(episodes), chunk)]
+            (first if hasattr(probe, "plans") else units).extend(parts)  # slow planners first: a shorter tail
+    todo = first + units
+    job = _EvalJob(env_factory, controllers, episodes, max_steps, seed, record)
+    done = map_episodes(_eval_unit, todo, workers, context=job, progress=progress, desc="evaluate", unit="task")
+    ran: dict[str, tuple[list, list]] = {n: ([None] * len(episodes), []) for n in controllers}
+    plans: dict[str, dict[int, list]] = {n: {} for n in controllers}
+    for (name, idx), res in zip(todo, done):
+        for e, (ep, new_plans) in zip(idx, res):
+            ran[name][0][e] = ep
+            plans[name][e] = new_plans
+    for name in controllers:  # plan records in episode order, as the serial loop appends them
+        ran[name][1].extend(p for e in sorted(plans[name]) for p in plans[name][e])
+    return ran
 
 
 def _sort_key(item):
@@ -383,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--oracle-grid", type=_oracle_grid, default="101,25,7",
                     help="oracle grid: n_soc,n_temp,n_backlog (each >= 2)")
     ap.add_argument("--seed", type=nonneg_int, default=0)
+    ap.add_argument("--workers", type=positive_int, default=1,
+                    help="Ray workers for the controller x episode grid (1: this process, no Ray; > 1 needs "
+                         "pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same results either way")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
@@ -391,6 +466,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad or not names:
         ap.error(f"argument --policies: unknown policies {bad}; choose from {ALL_CONTROLLERS}" if bad else
                  f"argument --policies: empty; choose from {ALL_CONTROLLERS}")
+    if args.workers > 1:
+        from agents.parallel import INSTALL_HINT, ray_available
+
+        if not ray_available():
+            ap.error(f"argument --workers: {args.workers} needs Ray, which is not installed; fix: {INSTALL_HINT} "
+                     "or --workers 1")
     out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("eval"))
     if not args.force:  # checked before any episode runs
         existing = [str(out / f) for f in REPORT_FILES if (out / f).exists()]
@@ -420,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if n == ORACLE else {})
         controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
     result = evaluate_controllers(env_factory, controllers, max_steps=args.max_steps, seed=args.seed,
-                                  record=True, progress=not args.no_progress)
+                                  record=True, progress=not args.no_progress, workers=args.workers)
     env = env_factory()
     best = best_baseline(result)
     plot_policies = [p for p in (rl_name, best, ORACLE if ORACLE in names else None) if p]

@@ -107,46 +107,81 @@ class Demonstrations:
 
 
 def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, beta: float = 1.0,
-            max_steps: int = 720, progress: bool = True, desc: str = "demos") -> Demonstrations:
+            max_steps: int = 720, progress: bool = True, desc: str = "demos", workers: int = 1) -> Demonstrations:
     """Runs ``episodes`` episodes of ``env`` (a ``MicroLLMPowerEnv``) and labels every state with
     the expert's action.
+
+    Episodes are independent: episode ``ep`` is reset with seed ``seed * 100_003 + ep`` and draws its
+    DAgger coin from its own stream ``default_rng([seed, ep])``, so ``workers`` > 1 (Ray tasks,
+    ``agents.parallel``) returns exactly the arrays of ``workers=1``.
 
     Args:
         env: The scalar env (its split and trace set are the data's).
         expert_name: A controller name from ``agents.registry``.
         episodes: Number of episodes (each up to ``max_steps`` steps; random trace and start).
         seed: Seeds the env resets and the driver coin.
-        student: ``f(obs, mask) -> action`` acting with probability ``1 − beta`` (DAgger).
+        student: ``f(obs, mask) -> action`` acting with probability ``1 − beta`` (DAgger); picklable
+            (``student_fn``) when ``workers`` > 1.
         beta: Probability that the expert's own action is executed at a step.
+        workers: Ray workers for the episodes (1: this process, Ray is not imported). The ``random``
+            expert draws from one generator across episodes, so it is always collected here.
     """
-    expert = make_controller(expert_name, env, **({"seed": seed} if expert_name == "random" else {}))
-    if hasattr(expert, "bind"):
-        expert.bind(env)
-    rng = np.random.default_rng(seed)
-    obs_l, mask_l, lab_l, rew_l, ends = [], [], [], [], []
-    expert_rets: list[float] = []
     t0 = time.time()
-    for ep in tqdm(range(episodes), desc=desc, unit="ep", disable=not progress, leave=False):
-        obs, _ = env.reset(seed=seed * 100_003 + ep)
-        ret = 0.0
-        for t in range(max_steps):
-            mask = env.unwrapped.action_masks()
-            label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
-            act = label if (student is None or rng.random() < beta) else int(student(obs, mask))
-            obs_l.append(obs)
-            mask_l.append(mask)
-            lab_l.append(label)
-            obs, r, term, trunc, _ = env.step(act)
-            rew_l.append(float(r))
-            ret += float(r)
-            if term or trunc:
-                break
-        ends.append(len(lab_l))
-        expert_rets.append(ret)
-    return Demonstrations(np.asarray(obs_l, np.float32), np.asarray(mask_l, bool), np.asarray(lab_l, np.int64),
-                          np.asarray(rew_l, np.float64), ends,
-                          float(np.mean(expert_rets)) if student is None or beta >= 1.0 else float("nan"),
+    job = _CollectJob(env, expert_name, seed, student, beta, max_steps)
+    if workers > 1 and expert_name != "random":
+        from agents.parallel import map_episodes
+
+        eps = map_episodes(_collect_episode, range(episodes), workers, context=job, progress=progress, desc=desc)
+    else:  # the serial path: no Ray
+        eps = [_collect_episode(job, ep)
+               for ep in tqdm(range(episodes), desc=desc, unit="ep", disable=not progress, leave=False)]
+    if not eps:
+        raise ValueError(f"collect: episodes must be >= 1, not {episodes}")
+    obs, masks, labels, rewards = (np.concatenate([e[i] for e in eps]) for i in range(4))
+    return Demonstrations(obs, masks, labels, rewards, np.cumsum([len(e[2]) for e in eps]).tolist(),
+                          float(np.mean([e[4] for e in eps])) if student is None or beta >= 1.0 else float("nan"),
                           time.time() - t0)
+
+
+@dataclass
+class _CollectJob:
+    """What every episode of one ``collect`` call needs; shipped once to each Ray worker."""
+
+    env: Any
+    expert_name: str
+    seed: int
+    student: Any
+    beta: float
+    max_steps: int
+    expert: Any = None  # built on first use in each process, then reused (experts reset per episode)
+
+
+def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Episode ``ep`` of ``job``: (obs, masks, labels, rewards, return)."""
+    env, seed = job.env, job.seed
+    if job.expert is None:
+        job.expert = make_controller(job.expert_name, env, **({"seed": seed} if job.expert_name == "random" else {}))
+        if hasattr(job.expert, "bind"):
+            job.expert.bind(env)
+    expert, student, beta = job.expert, job.student, job.beta
+    rng = np.random.default_rng([seed, ep]) if student is not None else None  # this episode's DAgger coin
+    obs_l, mask_l, lab_l, rew_l = [], [], [], []
+    obs, _ = env.reset(seed=seed * 100_003 + ep)
+    ret = 0.0
+    for t in range(job.max_steps):
+        mask = env.unwrapped.action_masks()
+        label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
+        act = label if (student is None or rng.random() < beta) else int(student(obs, mask))
+        obs_l.append(obs)
+        mask_l.append(mask)
+        lab_l.append(label)
+        obs, r, term, trunc, _ = env.step(act)
+        rew_l.append(float(r))
+        ret += float(r)
+        if term or trunc:
+            break
+    return (np.asarray(obs_l, np.float32), np.asarray(mask_l, bool), np.asarray(lab_l, np.int64),
+            np.asarray(rew_l, np.float64), ret)
 
 
 def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
@@ -219,16 +254,30 @@ def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_s
     return stats
 
 
-def student_fn(model, vecnorm):
-    """``f(obs, mask) -> action``: the model's deterministic action on a raw observation."""
-    def act(obs: np.ndarray, mask: np.ndarray) -> int:
-        o = vecnorm.normalize_obs(np.asarray(obs, np.float32)[None].copy()) if vecnorm.norm_obs else obs[None]
-        try:
-            a, _ = model.predict(o, deterministic=True, action_masks=mask[None])
+class PolicyStudent:
+    """``f(obs, mask) -> action``: the model's deterministic action on a raw observation.
+
+    Holds the live policy and ``VecNormalize`` (a fit after ``student_fn`` is seen, as before); it pickles
+    (``VecNormalize`` drops its env when pickled), so DAgger episodes can run on Ray workers.
+    """
+
+    def __init__(self, policy, vecnorm):
+        self.policy, self.vecnorm = policy, vecnorm
+
+    def __call__(self, obs: np.ndarray, mask: np.ndarray) -> int:
+        vn = self.vecnorm
+        o = vn.normalize_obs(np.asarray(obs, np.float32)[None].copy()) if vn.norm_obs else obs[None]
+        try:  # MaskablePPO's policy takes the masks; SB3's does not
+            a, _ = self.policy.predict(o, deterministic=True, action_masks=mask[None])
         except TypeError:
-            a, _ = model.predict(o, deterministic=True)
+            a, _ = self.policy.predict(o, deterministic=True)
         return int(np.asarray(a).reshape(-1)[0])
-    return act
 
 
-__all__ = ["Demonstrations", "collect", "fit_normalisation", "pretrain", "student_fn"]
+def student_fn(model, vecnorm) -> PolicyStudent:
+    """``f(obs, mask) -> action``: the model's deterministic action on a raw observation
+    (``model.predict`` is ``model.policy.predict``)."""
+    return PolicyStudent(model.policy, vecnorm)
+
+
+__all__ = ["Demonstrations", "PolicyStudent", "collect", "fit_normalisation", "pretrain", "student_fn"]

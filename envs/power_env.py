@@ -42,8 +42,8 @@ profile. For the elastic model's three knobs:
 | 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 (+ split knobs) | frac | 0 | 1 |
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
-| (place) | ``proc_up_cpu``, ``proc_up_lcpu``, ``proc_up_gpu``, ``proc_up_npu``: the processor is available | 0/1 | 0 | 1 |
-| (goal) | ``obj_max_quality``, ``obj_min_energy``, ``obj_last_until`` (one-hot), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
+| (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
+| (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
 
 The processor block follows the tail only for a space with the ``place`` knob; the objective block
