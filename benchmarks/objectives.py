@@ -85,7 +85,8 @@ def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int) -> dict:
 
     out = {"traces": str(traces), "objectives": {}}
     for kind in CONSTRAINT:
-        params = EnvParams(max_episode_steps=max_steps, objective=Objective(kind=kind))
+        # goal-conditioned policies read the objective block; the baselines ignore it
+        params = EnvParams(max_episode_steps=max_steps, objective=Objective(kind=kind, goal_obs=bool(runs)))
         name_w, _ = CONSTRAINT[kind]
         free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
         env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)
