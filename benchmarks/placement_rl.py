@@ -14,7 +14,8 @@ Default trace set, test split. Conditions:
 
 Per condition: every baseline, ``qeil-greedy``, the oracle and the given RL runs (trained on the
 placement profile with outages); their oracle-normalised score, intelligence per joule
-(quality-weighted tokens per joule of the device) and the share of steps per processor role.
+(quality-weighted tokens per joule of the device) and the share of steps per processor role (a
+two-segment placement counts for both of its roles, so a row can add up to more than 100 %).
 Writes ``OUT.json``, ``OUT.md`` and ``OUT.png``.
 """
 
@@ -68,7 +69,7 @@ def run_condition(profile: Path, outages: bool, runs: list[str], grid: tuple[int
     params = EnvParams(avail=avail, max_episode_steps=max_steps)
 
     def factory():
-        return gym.make(envs.ENV_ID, profile=str(profile), params=params, split="test", random_start=False)
+        return gym.make(envs.ENV_ID, profile=str(profile), params=params, split="test", random_start=False).unwrapped
 
     ctrls = {}
     for n in CONTROLLERS:
@@ -76,7 +77,8 @@ def run_condition(profile: Path, outages: bool, runs: list[str], grid: tuple[int
         ctrls[n] = (lambda env, n=n, extra=extra: make_controller(n, env, **extra))
     if profile == PLACE:
         for k, r in enumerate(runs):
-            ctrls[f"rl:{Path(r).name.split('__')[1] if '__' in Path(r).name else k}"] = load_controller(r)
+            parts = Path(r).name.split("__")
+            ctrls[f"rl:{parts[1]}-s{parts[2]}" if len(parts) > 2 else f"rl:{k}"] = load_controller(r)
     t0 = time.time()
     res = evaluate_controllers(factory, ctrls, max_steps=max_steps, record=True, progress=True)
     env = factory()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["generate", "import", "record", "info", "plot", "build_real"]
+COMMANDS = ["generate", "import", "record", "info", "plot", "build_real", "objectives"]
 DEFAULT_SET = REPO / "traces" / "data" / "default"
 PHONE = DEFAULT_SET / "phone-00.csv"
 FIX = REPO / "tests" / "fixtures" / "traces"
@@ -83,6 +83,8 @@ USAGE_ERRORS = [
     ("build_real", ["--step-s", "0"], "--step-s"),
     ("build_real", ["--limit", "0"], "--limit"),
     ("build_real", ["--seed", "-3"], "--seed"),
+    ("objectives", [str(DEFAULT_SET), "{tmp}/o", "--seed", "-1"], "--seed"),
+    ("objectives", [str(DEFAULT_SET)], "out"),
 ]
 
 
@@ -138,6 +140,7 @@ FILE_ERRORS = [
     ("import", lambda t: ["pvdaq", str(_garbage(t)), "--out", str(t / "o")], "junk.csv"),
     ("import", lambda t: ["linux-power-supply", str(FIX / "linux"), "--out", str(_existing(t))], "exists.csv"),
     ("build_real", lambda t: ["--shared", str(t / "no-such-folder"), "--out", str(t / "o")], "no-such-folder"),
+    ("objectives", lambda t: [str(t / "no-such-set"), str(t / "o")], "no-such-set"),
 ]
 
 

@@ -153,3 +153,29 @@ def test_the_oracle_keeps_the_reserve_until_the_deadline():
         low[kind] = n_low
     assert low["last-until"] < low["max-quality"] or low["max-quality"] == 0
     assert low["last-until"] <= 2
+
+
+def test_overlay_is_seeded_per_trace_and_sets_constraints_that_bind(tmp_path):
+    from traces.objectives import BUDGET_FRAC, FLOOR, NOMINAL_J_PER_TOKEN, overlay, overlay_set
+    from traces.store import TraceSet
+
+    ts = TraceSet.load("traces/data/default")
+    a, b = overlay_set(ts, 0), overlay_set(ts, 0)
+    assert [t.meta.extra["objectives"] for t in a] == [t.meta.extra["objectives"] for t in b]
+    assert [t.meta.extra["objectives"] for t in a] != [t.meta.extra["objectives"] for t in overlay_set(ts, 1)]
+    one = next(iter(ts))
+    assert overlay(one, 0).meta.extra["objectives"] == a.get(one.name).meta.extra["objectives"]  # per trace
+    for t in a:
+        o = t.meta.extra["objectives"]
+        assert FLOOR[0] <= o["quality_floor"] <= FLOOR[1]
+        if o["budget_w"] is not None:
+            full_w = float(np.nanmean(t.demand_tps)) * NOMINAL_J_PER_TOKEN
+            assert BUDGET_FRAC[0] * full_w - 1e-4 <= o["budget_w"] <= BUDGET_FRAC[1] * full_w + 1e-4  # below full
+            assert np.allclose(t.budget_w, o["budget_w"])
+        if o["deadline_s"] is not None and ts.get(t.name).meta.deadline_s is None:  # one the overlay set
+            assert 0 < t.meta.deadline_s <= t.time_s[-1] - t.time_s[0] + 1e-6
+    assert sum(t.meta.extra["objectives"]["budget_w"] is not None for t in a) >= len(a) // 2
+    a.save(tmp_path / "set")  # a valid set: it loads back, floors and all
+    back = TraceSet.load(tmp_path / "set")
+    assert back.info["objectives"]["seed"] == 0
+    assert next(iter(back)).meta.extra["quality_floor"] == next(iter(a)).meta.extra["quality_floor"]

@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         ts = TraceSet.load(a.src)
         new = overlay_set(ts, a.seed)
         new.save(a.out, force=a.force)
-    except (OSError, ValueError) as exc:
-        print(f"python -m traces.objectives: {exc}", file=sys.stderr)
-        return 2
+    except (OSError, ValueError) as exc:  # a missing or broken set, an existing output (the other CLIs' contract)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     n_b = sum(t.budget_w is not None and np.isfinite(t.budget_w).any() for t in new)
     n_d = sum(t.meta.deadline_s is not None for t in new)
     print(f"wrote {a.out}: {len(new)} traces; {n_b} with a budget, {n_d} with a deadline, every one with a floor")
