@@ -177,5 +177,6 @@ def test_run_learns_this_hosts_latency_and_saves_a_calibrated_profile(exported, 
     measured = [c for c in prof.configs if c.get("source") == "measured"]
     assert measured, "no configuration learned its latency from the run"
     (tmp_path / "again").mkdir()
-    with pytest.raises(SystemExit, match="1"):  # an existing output is refused before the model loads
+    # an existing output is refused before the model loads (a message: exit status 1)
+    with pytest.raises(SystemExit, match="calibrated profile already exists"):
         _run(exported, tmp_path / "again", "--sensors", f"replay:{TRACE}", "--save-calibrated", str(out))
