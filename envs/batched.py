@@ -15,7 +15,6 @@ arrays, to keep the step fast).
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 from typing import Any
 
@@ -29,7 +28,7 @@ from runtime.dynamics import (
     VECTOR,
     EnvParams,
     Plant,
-    objective_inputs,
+    episode_objective,
     placement_columns,
     runs_on,
     start_temp_c,
@@ -106,23 +105,11 @@ class BatchedPowerEnv(VecEnv):
 
     def _set_objective(self, j: int, trace: int, start: int, kind: str | None) -> None:
         """As ``MicroLLMPowerEnv._set_objective``, from this batch's generator."""
-        ob, tr = self.params.objective, self.tr
-        if kind is None:
-            kind = ob.kind
-            if kind == "mix":
-                u = float(self.rng.random())
-                kind = ("min-energy" if u < ob.mix_min_energy else
-                        "last-until" if u < ob.mix_min_energy + ob.mix_last_until else "max-quality")
-        qf = tr.quality_floor[trace]
-        q = float(qf if qf == qf else ob.quality_floor)
-        self.obj[j] = OBJECTIVES.index(kind)
-        self.wq[j], self.we[j], self.qmin[j] = objective_inputs(kind, q)
-        self.qmin_obs[j] = q
-        dl = tr.deadline_s[trace]
-        self.deadline_eff[j], self.until_row[j] = dl, -1
-        if kind == "last-until":
-            self.deadline_eff[j] = dl if dl == dl else (start + self.params.max_episode_steps) * self.dt
-            self.until_row[j] = math.ceil(self.deadline_eff[j] / self.dt)
+        tr = self.tr
+        e = episode_objective(self.params, self.rng, tr.quality_floor[trace], tr.deadline_s[trace], start, kind)
+        self.obj[j] = OBJECTIVES.index(e.kind)
+        self.wq[j], self.we[j], self.qmin[j] = e.w_q, e.w_e, e.q_min
+        self.qmin_obs[j], self.deadline_eff[j], self.until_row[j] = e.floor, e.deadline_s, e.until_row
 
     def _random_reset(self, j: int) -> None:
         k = int(self.rng.integers(len(self.tr.n)))

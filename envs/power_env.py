@@ -130,7 +130,6 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -140,13 +139,12 @@ from gymnasium import spaces
 
 from envs.tables import DEFAULT_PROFILE, CostTables, TraceArrays, load_cost_tables, prepare_traces
 from runtime.dynamics import (
-    OBJECTIVES,
     SCALAR,
     TOK_SCALE,
     EnvParams,
     RewardWeights,
     StepResult,
-    objective_inputs,
+    episode_objective,
     scalar_step_core,
     start_temp_c,
 )
@@ -306,27 +304,10 @@ class MicroLLMPowerEnv(gym.Env):
     def _set_objective(self, o: dict, tr: TraceArrays) -> None:
         """This episode's objective (``EnvParams.objective``; ``options["objective"]`` overrides; ``mix``
         draws it from the env's generator) and the ``step_core`` inputs it sets."""
-        ob = self.params.objective
-        kind = o.get("objective")
-        if kind is None:
-            kind = ob.kind
-            if kind == "mix":
-                u = float(self.np_random.random())
-                kind = ("min-energy" if u < ob.mix_min_energy else
-                        "last-until" if u < ob.mix_min_energy + ob.mix_last_until else "max-quality")
-        if kind not in OBJECTIVES:
-            raise ValueError(f"options['objective'] {kind!r}: choose one of {list(OBJECTIVES)}")
-        self.objective = kind
-        q = float(o.get("quality_floor", tr.quality_floor if tr.quality_floor == tr.quality_floor
-                        else ob.quality_floor))
-        self._wq, self._we, self._qmin = objective_inputs(kind, q)
-        self._qmin_obs = q
-        self._deadline_s = tr.deadline_s
-        self._until_row = -1
-        if kind == "last-until":  # the trace's deadline, else the end of the episode
-            end_s = (self._i0 + self.params.max_episode_steps) * self.step_s
-            self._deadline_s = tr.deadline_s if tr.deadline_s == tr.deadline_s else end_s
-            self._until_row = math.ceil(self._deadline_s / self.step_s)
+        e = episode_objective(self.params, self.np_random, tr.quality_floor, tr.deadline_s, self._i0,
+                              o.get("objective"), o.get("quality_floor"))
+        self.objective, self._wq, self._we, self._qmin = e.kind, e.w_q, e.w_e, e.q_min
+        self._qmin_obs, self._deadline_s, self._until_row = e.floor, e.deadline_s, e.until_row
 
     def render(self):
         if self.render_mode == "ansi":

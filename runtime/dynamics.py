@@ -206,6 +206,42 @@ def objective_inputs(kind: str, quality_floor: float) -> tuple[float, float, flo
     return 1.0, 0.0, math.nan
 
 
+class EpisodeObjective(NamedTuple):
+    """One episode's objective and the ``step_core`` inputs it sets (:func:`episode_objective`)."""
+
+    kind: str
+    w_q: float
+    w_e: float
+    q_min: float  # NaN unless min-energy
+    floor: float  # the floor in force (observation), whatever the objective
+    deadline_s: float  # the trace's deadline; for last-until without one, the episode's end
+    until_row: int  # the first row at which the last-until deadline is no longer ahead (-1: none)
+
+
+def episode_objective(p: EnvParams, rng: Any, trace_floor: float, trace_deadline_s: float, start_row: int,
+                      kind: str | None = None, floor: float | None = None) -> EpisodeObjective:
+    """The objective of an episode starting at ``start_row``: ``kind`` if given, else ``p.objective.kind``,
+    drawn with one ``rng.random()`` for ``mix``; the floor ``floor``, else the trace's, else the objective's;
+    last-until's deadline the trace's, else the episode's end. Shared by the scalar and the batched env."""
+    ob = p.objective
+    if kind is None:
+        kind = ob.kind
+        if kind == "mix":
+            u = float(rng.random())
+            kind = ("min-energy" if u < ob.mix_min_energy else
+                    "last-until" if u < ob.mix_min_energy + ob.mix_last_until else "max-quality")
+    if kind not in OBJECTIVES:
+        raise ValueError(f"objective {kind!r}: choose one of {list(OBJECTIVES)}")
+    q = float(floor if floor is not None else trace_floor if trace_floor == trace_floor else ob.quality_floor)
+    w_q, w_e, q_min = objective_inputs(kind, q)
+    deadline, until_row = trace_deadline_s, -1
+    if kind == "last-until":
+        if deadline != deadline:
+            deadline = (start_row + p.max_episode_steps) * p.step_s
+        until_row = math.ceil(deadline / p.step_s)
+    return EpisodeObjective(kind, w_q, w_e, q_min, q, deadline, until_row)
+
+
 @dataclass(frozen=True)
 class EnvParams:
     """The one set of environment parameters: the env, the batched env, the oracle, the MPC, the
@@ -730,7 +766,8 @@ def plant_of(capacity_j: Any, d: DeviceConstants) -> Plant:
                  d.charge_efficiency, d.idle_power_w)
 
 
-__all__ = ["OBJECTIVES", "OBJECTIVE_TERMS", "Objective", "objective_inputs", "Availability", "DEVICES", "SCALAR",
+__all__ = ["OBJECTIVES", "OBJECTIVE_TERMS", "EpisodeObjective", "Objective", "episode_objective",
+           "objective_inputs", "Availability", "DEVICES", "SCALAR",
            "TERM_NAMES", "TOK_SCALE", "VECTOR", "BatchState", "DeviceConstants",
            "Dynamics",
            "EnvParams", "Inputs", "LinkConstants", "Ops", "Plant", "RewardWeights", "StepResult", "battery_step",
