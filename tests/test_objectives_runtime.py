@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict
 
 import numpy as np
 import pytest
+from policy_helpers import random_policy_file
 
 import deploy
-from envs.tables import load_cost_tables
-from runtime.dynamics import DEVICES, EnvParams, Objective
+from runtime.dynamics import EnvParams, Objective
 from runtime.objective import ObjectiveTracker
-from runtime.observation import goal_values, layout_for
-from runtime.policy import load_policy_file, save_policy_file
+from runtime.observation import goal_values
+from runtime.policy import load_policy_file
 
 PROFILE = "profiles/reference-cpu.json"
 TRACE = "traces/data/default/phone-00.csv"
@@ -58,23 +57,8 @@ def test_parse_until():
 
 
 def _goal_policy(tmp_path, goal: bool) -> str:
-    c = load_cost_tables(PROFILE)
     params = EnvParams(objective=Objective(kind="mix" if goal else "max-quality"))
-    layout = layout_for(c.space, 0, params.objective.observed)
-    rng = np.random.default_rng(0)
-    n, d, h = len(c), layout.dim, 16
-    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
-    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
-            "decode_table": c.decode_table(), "env_params": params.to_dict(),
-            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
-            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
-            "profile": {"path": PROFILE, "sha256": "0" * 64, "name": "reference-cpu"}}
-    pol = tmp_path / ("goal.npz" if goal else "plain.npz")
-    save_policy_file(pol, layers, meta, np.zeros(d), np.ones(d),
-                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
-                      "device_bytes": c.device_bytes, "quality": c.quality}, c.features)
-    return str(pol)
+    return random_policy_file(tmp_path / ("goal.npz" if goal else "plain.npz"), PROFILE, params, with_quality=True)
 
 
 def _run(pol: str, *extra: str) -> dict:

@@ -4,19 +4,14 @@ mid-generation, the shield moving the policy off it, and no token lost."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
-import numpy as np
 import pytest
+from policy_helpers import random_policy_file
 
 import deploy
-from envs.tables import load_cost_tables
 from model.placement_profile import build
 from model.profile_schema import load_profile
-from runtime.dynamics import DEVICES, EnvParams
 from runtime.hardware import load_hardware
-from runtime.observation import layout_for
-from runtime.policy import save_policy_file
 
 
 def _policy(tmp_path, favour_name: str) -> str:
@@ -24,23 +19,7 @@ def _policy(tmp_path, favour_name: str) -> str:
                  cuts="none")
     path = tmp_path / "place.json"
     path.write_text(json.dumps(prof))
-    c = load_cost_tables(path)
-    layout = layout_for(c.space)
-    rng = np.random.default_rng(0)
-    n, d, h = len(c), layout.dim, 16
-    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
-    layers[-1][1][c.space.index(favour_name)] = 50.0  # a policy that insists on this configuration
-    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
-            "decode_table": c.decode_table(), "env_params": EnvParams().to_dict(),
-            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
-            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
-            "profile": {"path": str(path), "sha256": "0" * 64, "name": "place"}}
-    pol = tmp_path / "place-policy.npz"
-    save_policy_file(pol, layers, meta, np.zeros(d), np.ones(d),
-                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
-                      "device_bytes": c.device_bytes}, c.features)
-    return str(pol)
+    return random_policy_file(tmp_path / "place-policy.npz", path, favour=favour_name)
 
 
 def _args(pol: str) -> list[str]:

@@ -269,13 +269,13 @@ def test_profile_on_cuda_without_a_gpu_says_why(tmp_path):
 # ---- the runtime's shield ------------------------------------------------------------------------
 
 def test_runtime_manager_moves_off_a_processor_that_goes_down(tmp_path, phone_profile):
-    from dataclasses import asdict
+
+    from policy_helpers import random_policy_file
 
     from envs.tables import load_cost_tables
     from runtime.dynamics import DEVICES
     from runtime.manager import RuntimeManager
-    from runtime.observation import layout_for
-    from runtime.policy import load_policy_file, save_policy_file
+    from runtime.policy import load_policy_file
     from runtime.replay import ReplaySensors
     from runtime.sensors import SensorHub
     from runtime.shield import Reason
@@ -283,22 +283,8 @@ def test_runtime_manager_moves_off_a_processor_that_goes_down(tmp_path, phone_pr
 
     c = load_cost_tables(phone_profile)
     favour = c.space.index("L6-H100-int8-npu")
-    layout = layout_for(c.space)
-    rng = np.random.default_rng(0)
-    n, d, h = len(c), layout.dim, 16
-    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
-    layers[-1][1][favour] = 50.0  # a policy that insists on the NPU
-    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
-            "decode_table": c.decode_table(), "env_params": EnvParams().to_dict(),
-            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
-            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
-            "profile": {"path": phone_profile, "sha256": "0" * 64, "name": "phone+place"}}
-    path = tmp_path / "place-policy.npz"
-    save_policy_file(path, layers, meta, np.zeros(d), np.ones(d),
-                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
-                      "device_bytes": c.device_bytes}, c.features)
-    pf = load_policy_file(path)
+    # a policy that insists on the NPU
+    pf = load_policy_file(random_policy_file(tmp_path / "place-policy.npz", phone_profile, favour="L6-H100-int8-npu"))
     assert pf.layout.names[-4:] == ["proc_up_cpu", "proc_up_lcpu", "proc_up_gpu", "proc_up_npu"]
     trace = load_trace("traces/data/default/phone-00.csv")
     rp = ReplaySensors(trace, DEVICES["phone"], clock=None)

@@ -84,37 +84,17 @@ def test_deploy_run_offloads_then_falls_back_when_the_server_dies(tmp_path, serv
     it is killed; then the link reads 0 Mbit/s, the shield overrides the policy (link_mask) and every
     requested token is still generated, on the device."""
     import json as _json
-    from dataclasses import asdict
 
-    import numpy as np
     from test_split_env import split_profile_dict
 
     import deploy
     import model.split_live as live
-    from envs.tables import load_cost_tables
-    from runtime.dynamics import DEVICES, EnvParams
-    from runtime.observation import ObsLayout
-    from runtime.policy import save_policy_file
 
     prof = tmp_path / "split.json"
     prof.write_text(_json.dumps(split_profile_dict()))
-    c = load_cost_tables(prof)
-    favour = c.space.index("L6-H100-fp32-E1-fp16")
-    layout = ObsLayout(c.space.features)
-    rng = np.random.default_rng(0)
-    n, d, h = len(c), layout.dim, 16
-    layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]
-    layers[-1][1][favour] = 50.0
-    meta = {"algo": "ppo", "activation": "Tanh", "obs_features": layout.table(), "config_space": c.space.to_json(),
-            "decode_table": c.decode_table(), "env_params": EnvParams().to_dict(),
-            "normalization": {"norm_obs": True, "clip_obs": 10.0, "epsilon": 1e-8},
-            "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
-                           "devices": {k: asdict(v) for k, v in DEVICES.items()}},
-            "profile": {"path": str(prof), "sha256": "0" * 64, "name": "split"}}
-    pol = tmp_path / "split-policy.npz"
-    save_policy_file(pol, layers, meta, np.zeros(d), np.ones(d),
-                     {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
-                      "device_bytes": c.device_bytes}, c.features)
+    from policy_helpers import random_policy_file
+
+    pol = random_policy_file(tmp_path / "split-policy.npz", prof, favour="L6-H100-fp32-E1-fp16")
     tok = tmp_path / "token"
     tok.write_text(TOKEN)
     os.chmod(tok, 0o600)
