@@ -448,7 +448,7 @@ def load_hardware(name_or_path: str | os.PathLike[str]) -> Hardware:
         cand = HARDWARE_DIR / f"{os.fspath(name_or_path)}.json"
         if not cand.is_file():
             raise HardwareError(f"no hardware description {os.fspath(name_or_path)!r}; shipped: {list_hardware()} "
-                                "(or pass a path to a JSON file; host_hardware() describes this machine)")
+                                "(or pass a path to a JSON file; --hardware host describes this machine)")
         p = cand
     if p.suffix.lower() != ".json":
         raise HardwareError(f"{p}: hardware descriptions are JSON files (*.json)")
