@@ -21,6 +21,10 @@ episodes (and reset seeds) for every controller. Metrics per policy (``docs/agen
 * ``decision_us``: median wall time of one ``predict`` call (the oracle's first call of an
   episode also plans: see ``decision_us_max`` and ``plan_s`` in the JSON).
 
+``--policy policy.npz`` scores an exported policy file the way ``deploy.py run`` runs it: every decision
+through ``runtime.manager.RuntimeManager`` (observation builder, numpy policy, shield, dwell rule;
+``agents.deployed``), twice: ``policy:<file>`` with the shield and ``policy:<file> unshielded`` without.
+
 ``evaluate_controllers(env_factory, controllers, episodes, max_steps)`` is the library entry
 point (``train.py`` prints ``format_table`` of its result after training). ``--workers N`` (``workers=N``)
 runs the (controller, episode) grid as Ray tasks (``agents.parallel``; docs/scale-out.md) with the same
@@ -427,6 +431,13 @@ def _env_factory(args, cfg: dict | None):
 REPORT_FILES = ("report.md", "report.csv", "report.json")
 
 
+def run_label(run: str | Path) -> str:
+    """A run's short name in a table of several runs: its folder name, with the parent's for the
+    sub-policies train.py keeps inside a run (``warm_start``, ``last``, ``interrupted``)."""
+    p = Path(run).resolve()
+    return f"{p.parent.name}/{p.name}" if p.name in ("warm_start", "last", "interrupted") else p.name
+
+
 def _oracle_grid(text: str) -> tuple[int, int, int]:
     """argparse type of --oracle-grid: three integers >= 2, comma-separated."""
     parts = text.split(",")
@@ -442,7 +453,13 @@ def _oracle_grid(text: str) -> tuple[int, int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agents.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("--run", default=None, help="run folder from train.py (omit: baselines only)")
+    ap.add_argument("--run", action="append", default=None,
+                    help="run folder from train.py (omit: baselines only); repeat to score several runs on the "
+                         "same episodes (the first run's env parameters are used)")
+    ap.add_argument("--policy", action="append", default=None,
+                    help="exported policy file (deploy.py export) to score through the runtime manager, shielded and "
+                         "unshielded (agents.deployed); repeatable; its profile and env parameters are used unless "
+                         "a --run or --profile says otherwise")
     ap.add_argument("--traces", default=None,
                     help="trace-set folder (default: the run's, else traces/data/default)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -472,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ray_available():
             ap.error(f"argument --workers: {args.workers} needs Ray, which is not installed; fix: {INSTALL_HINT} "
                      "or --workers 1")
-    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else Path("eval"))
+    runs = list(args.run or [])
+    out = Path(args.out) if args.out else (Path(runs[0]) / "eval" if runs else Path("eval"))
     if not args.force:  # checked before any episode runs
         existing = [str(out / f) for f in REPORT_FILES if (out / f).exists()]
         if existing:
@@ -480,26 +498,61 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "another --out or pass --force to replace it")
 
     cfg = None
-    if args.run is not None:
+    policies = list(args.policy or [])
+    pfs = {}
+    for p in policies:
+        from runtime.policy import PolicyFileError, load_policy_file
+
+        try:
+            pfs[p] = load_policy_file(p)
+        except PolicyFileError as exc:
+            raise SystemExit(f"python -m agents.evaluate: --policy {p}: {exc}") from None
+    if runs:
         from agents.run_io import load_config
 
-        cfg = load_config(args.run)
+        cfg = load_config(runs[0])
+    elif pfs:  # the first policy's own profile and environment parameters
+        pf = next(iter(pfs.values()))
+        prof = (pf.meta.get("profile") or {}).get("path")
+        cfg = {"env_kwargs": {"profile": prof} if prof and Path(prof).exists() else {},
+               "env_params": pf.params.to_dict()}
     env_factory, kw = _env_factory(args, cfg)
     if args.policies is None:
         names = default_controllers(env_factory().costs)
     n_soc, n_temp, n_backlog = args.oracle_grid
     controllers: dict[str, Any] = {}
     rl_name = None
-    if args.run is not None:
+    if runs:
         from agents.run_io import load_controller
 
-        rl = load_controller(args.run)
-        rl_name = rl.name
-        controllers[rl_name] = rl
+        for run in runs:
+            rl = load_controller(run)
+            name = rl.name if len(runs) == 1 else f"{rl.name}:{run_label(run)}"
+            if name in controllers:
+                raise SystemExit(f"python -m agents.evaluate: --run {run}: given twice")
+            controllers[name] = rl
+            rl_name = rl_name or name
+    for p in policies:
+        from agents.deployed import DeployedPolicy
+
+        label = Path(p).name if len(policies) == 1 else str(p)
+        for shield in (True, False):
+            name = f"policy:{label}{'' if shield else ' unshielded'}"
+            controllers[name] = lambda env, p=p, shield=shield, name=name: DeployedPolicy(p, shield=shield, name=name)
+            rl_name = rl_name or name
     for n in names:
         extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
                  if n == ORACLE else {})
         controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
+    if policies:  # a policy over other configurations or features: one line with the fix, before any episode
+        from agents.deployed import DeployedPolicy
+
+        probe = env_factory()
+        for p in policies:
+            try:
+                DeployedPolicy(p).bind(probe)
+            except ValueError as exc:
+                raise SystemExit(f"python -m agents.evaluate: --policy {exc}") from None
     result = evaluate_controllers(env_factory, controllers, max_steps=args.max_steps, seed=args.seed,
                                   record=True, progress=not args.no_progress, workers=args.workers)
     env = env_factory()
@@ -507,8 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_policies = [p for p in (rl_name, best, ORACLE if ORACLE in names else None) if p]
     profile = kw.get("profile")
     traces = kw.get("traces") or "traces/data/default"
-    meta = {"title": f"{args.run or 'baselines'} on {traces}:{args.split}",
-            "run": args.run, "traces": str(traces), "split": args.split,
+    meta = {"title": f"{', '.join(runs + policies) or 'baselines'} on {traces}:{args.split}",
+            "run": runs[0] if len(runs) == 1 else (runs or None),
+            "policy": policies or None, "traces": str(traces), "split": args.split,
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
             "best_baseline": best}

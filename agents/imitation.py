@@ -107,7 +107,8 @@ class Demonstrations:
 
 
 def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, beta: float = 1.0,
-            max_steps: int = 720, progress: bool = True, desc: str = "demos", workers: int = 1) -> Demonstrations:
+            max_steps: int = 720, progress: bool = True, desc: str = "demos", workers: int = 1,
+            expert_kwargs: dict | None = None) -> Demonstrations:
     """Runs ``episodes`` episodes of ``env`` (a ``MicroLLMPowerEnv``) and labels every state with
     the expert's action.
 
@@ -125,9 +126,11 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
         beta: Probability that the expert's own action is executed at a step.
         workers: Ray workers for the episodes (1: this process, Ray is not imported). The ``random``
             expert draws from one generator across episodes, so it is always collected here.
+        expert_kwargs: Passed to the expert's factory (e.g. the oracle's grid ``n_soc``, ``n_temp``,
+            ``n_backlog``).
     """
     t0 = time.time()
-    job = _CollectJob(env, expert_name, seed, student, beta, max_steps)
+    job = _CollectJob(env, expert_name, seed, student, beta, max_steps, dict(expert_kwargs or {}))
     if workers > 1 and expert_name != "random":
         from agents.parallel import map_episodes
 
@@ -153,6 +156,7 @@ class _CollectJob:
     student: Any
     beta: float
     max_steps: int
+    expert_kwargs: dict
     expert: Any = None  # built on first use in each process, then reused (experts reset per episode)
 
 
@@ -160,7 +164,8 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
     """Episode ``ep`` of ``job``: (obs, masks, labels, rewards, return)."""
     env, seed = job.env, job.seed
     if job.expert is None:
-        job.expert = make_controller(job.expert_name, env, **({"seed": seed} if job.expert_name == "random" else {}))
+        kw = {"seed": seed} if job.expert_name == "random" else {}
+        job.expert = make_controller(job.expert_name, env, **kw, **job.expert_kwargs)
         if hasattr(job.expert, "bind"):
             job.expert.bind(env)
     expert, student, beta = job.expert, job.student, job.beta

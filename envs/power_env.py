@@ -320,6 +320,29 @@ class MicroLLMPowerEnv(gym.Env):
     def trace(self) -> TraceArrays:
         return self._tr
 
+    def device_view(self) -> dict[str, Any]:
+        """What a device running this episode would show its runtime manager now: the sensors' fields
+        (``soc_frac``, ``temp_c``, ``plugged``, ``ambient_c``, ``power_w``, ``supply_w``, ``bandwidth_mbps``),
+        the workload and limits (``demand_tps``, ``backlog_frac``, ``latency_over_slo``, ``budget_w``,
+        ``budget_left_j``, ``deadline_left_s``, ``horizon_left_s``, ``base_w`` (idle + other load),
+        ``capacity_j``, ``supply_ahead_w``), the processors down (``procs_down``), the time ``t_s`` and the
+        objective. ``agents.deployed`` drives the runtime manager from it."""
+        tr, i, dt = self._tr, self._i, self.step_s
+        b = self._budget[i]
+        return {
+            "t_s": i * dt, "soc_frac": float(self.soc), "temp_c": float(self.temp_c), "plugged": float(tr.plugged[i]),
+            "ambient_c": float(self._ambient[i]), "power_w": float(self._last_power_w),
+            "supply_w": float(self._supply[i]), "bandwidth_mbps": float(tr.bandwidth_mbps[i]),
+            "demand_tps": float(self._last_demand), "backlog_frac": self.backlog / self.backlog_cap,
+            "latency_over_slo": self._last_lat_ms / self.slo_ms, "budget_w": float(b),
+            "budget_left_j": self._budget_left_j + (b * self._grace_s if b == b else 0.0),
+            "deadline_left_s": self._deadline_s - i * dt, "horizon_left_s": (self._n - i) * dt,
+            "base_w": self._idle_w + float(self._base[i]), "capacity_j": float(tr.capacity_j),
+            "supply_ahead_w": [float(self._supply[min(i + k, self._n - 1)]) for k in range(1, self.lookahead + 1)],
+            "procs_down": int(self._down[i]), "objective": self.objective, "quality_floor": float(self._qmin_obs),
+            "device": tr.device, "device_kind": tr.device_kind,
+        }
+
     def sim_state(self) -> dict[str, Any]:
         """The true simulator state (public: the oracle acts from it, never from private fields)."""
         return {"soc": float(self.soc), "temp_c": float(self.temp_c), "backlog": float(self.backlog),

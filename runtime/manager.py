@@ -128,6 +128,9 @@ class ManagerConfig:
         correction_event_decisions: Decisions between two ``correction`` telemetry events (at most).
         correction_loosens_shield: Let a measured energy per token *below* the profile's loosen the
             feasibility masks (default False: the shield uses max(corrected, profile)).
+        shield: Keep the shield (default). False runs the policy's own choice every decision: no masks, no
+            emergency hold, no dwell; for measuring what the shield is worth (``agents.evaluate --policy``
+            reports both), never for a device.
 
     The SLO, the backlog cap, the budget grace and the look-ahead are the environment's
     (``runtime.dynamics.EnvParams``, stored in the policy file): :attr:`RuntimeManager.params`.
@@ -147,6 +150,7 @@ class ManagerConfig:
     correction_every_decisions: int = 200  # an update costs ~0.2 ms: keep it under 1 % of decisions (p99)
     correction_event_decisions: int = 1000
     correction_loosens_shield: bool = False
+    shield: bool = True
 
 
 @dataclass
@@ -620,6 +624,9 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
+        if not self.cfg.shield:  # evaluation only: the policy alone
+            a_pol = pol.act(self.obs)
+            return a_pol, a_pol, Reason.NONE
         mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:

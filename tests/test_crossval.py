@@ -1,0 +1,77 @@
+"""traces.folds (k folds by unit) and agents.crossval (its job runner and its report)."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import pytest
+
+import traces as T
+from agents.crossval import Job, run_jobs, summarise
+from traces.folds import fold_splits, make_folds, unit_groups
+from traces.folds import main as folds_main
+
+
+def test_every_unit_is_held_out_exactly_once_and_never_trained_on_in_its_fold():
+    ts = T.TraceSet.load(T.default_trace_set_dir())
+    k = 3
+    groups = unit_groups(ts.entries, k)
+    units = sorted({e.meta.unit for e in ts.entries})
+    assert sorted(u for g in groups for u in g) == units  # a partition
+    for i in range(k):
+        sp = fold_splits(groups, i)
+        assert {u for u, s in sp.items() if s == "test"} == set(groups[i])
+        assert {u for u, s in sp.items() if s == "val"} == set(groups[(i + 1) % k])
+        assert {u for u, s in sp.items() if s == "train"} == set(units) - set(groups[i]) - set(groups[(i + 1) % k])
+    # balanced within each kind: group sizes in traces differ by at most the largest unit of that kind
+    n = Counter(e.meta.unit for e in ts.entries)
+    kind = {e.meta.unit: e.meta.device_kind for e in ts.entries}
+    for kd in set(kind.values()):
+        sizes = [sum(n[u] for u in g if kind[u] == kd) for g in groups]
+        assert max(sizes) - min(sizes) <= max(n[u] for u in n if kind[u] == kd)
+
+
+def test_fold_sets_are_complete_trace_sets_and_are_not_overwritten(tmp_path):
+    folders = make_folds(T.default_trace_set_dir(), 3, tmp_path / "cv", progress=False)
+    src = T.TraceSet.load(T.default_trace_set_dir())
+    for i, f in enumerate(folders):
+        ts = T.TraceSet.load(f)
+        assert sorted(ts.names) == sorted(src.names)
+        assert ts.info["cv"]["fold"] == i and ts.info["cv"]["k"] == 3
+        assert len(ts.split("train")) and len(ts.split("val")) and len(ts.split("test"))
+    assert folds_main([str(T.default_trace_set_dir()), "--k", "3", "--out", str(tmp_path / "cv"),
+                       "--no-progress"]) == 1  # exists: refused
+
+
+def test_fewer_than_three_folds_are_refused():
+    ts = T.TraceSet.load(T.default_trace_set_dir())
+    with pytest.raises(ValueError, match="k >= 3"):
+        unit_groups(ts.entries, 2)
+
+
+def test_a_failed_job_stops_the_jobs_that_wait_for_it(tmp_path):
+    py = sys.executable
+    jobs = [Job("ok", [py, "-c", "print(1)"], tmp_path / "ok.log"),
+            Job("bad", [py, "-c", "raise SystemExit(3)"], tmp_path / "bad.log"),
+            Job("after-ok", [py, "-c", "print(2)"], tmp_path / "a.log", after=["ok"]),
+            Job("after-bad", [py, "-c", "print(3)"], tmp_path / "b.log", after=["bad"]),
+            Job("done", [py, "-c", "raise SystemExit(9)"], tmp_path / "d.log", done_if=lambda: True)]
+    rc = run_jobs(jobs, 2, progress=False)
+    assert rc == {"ok": 0, "bad": 3, "after-ok": 0, "after-bad": -1, "done": 0}
+    assert not (tmp_path / "b.log").exists() and not (tmp_path / "d.log").exists()
+
+
+def test_the_summary_takes_the_worst_fold_and_checks_every_heuristic_in_every_fold():
+    folds = [{"rl": {1: 0.96, 2: 0.94}, "warm_start": {1: 0.95, 2: 0.95}, "heuristics": {"a": 0.9, "b": 0.93},
+              "best_heuristic": "b", "deaths_not_oracle": {1: 0, 2: 0}},
+             {"rl": {1: 0.92, 2: 0.90}, "warm_start": {1: 0.90, 2: 0.92}, "heuristics": {"a": 0.91},
+              "best_heuristic": "a", "deaths_not_oracle": {1: 1, 2: 0}}]
+    s = summarise(folds, [1, 2])
+    assert s["mean"] == pytest.approx(0.93)
+    assert s["worst_fold"] == pytest.approx(0.91)
+    assert s["beats_per_fold"] == [True, False]  # seed 2 is below heuristic a in fold 1
+    assert s["deaths_the_oracle_avoids"] == 1
+    assert s["rl_minus_warm_start"] == pytest.approx(0.0)
+    assert s["targets"] == {"mean>=0.95": False, "worst_fold>=0.93": False,
+                            "above every heuristic in every fold": False, "no death the oracle avoids": False}
