@@ -132,7 +132,9 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
         if term or trunc:
             dead = bool(term)
             break
+    u = env.unwrapped
     out = {"return": ret, "tokens": tokens, "q_tokens": q_tokens, "energy_j": energy, "steps": t + 1,
+           "device_kind": u.trace.device_kind, "objective": getattr(u, "objective", "max-quality"),
            "offload_tokens": off_tokens, "radio_j": radio_j, "server_j": server_j,
            "death": dead, **counts, "decision_s": times}
     if record:
@@ -330,6 +332,84 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GROUPS = {"device_kind": "device kind", "objective": "objective"}
+
+
+def group_scores(result: dict[str, Any], by: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Per group of episodes (``by``: ``device_kind`` or ``objective``), per policy: the episodes, mean return,
+    the oracle-normalised score on the group's own random and oracle means, quality per token, energy,
+    deaths and deaths the oracle avoids."""
+    per = result["per_episode"]
+    names = list(per)
+    if not names:
+        return {}
+    keys = [ep.get(by, "?") for ep in per[names[0]]]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for g in sorted(set(keys)):
+        idx = [i for i, k in enumerate(keys) if k == g]
+        rows = {}
+        for n in names:
+            eps = [per[n][i] for i in idx]
+            tok = sum(e["tokens"] for e in eps)
+            en = sum(e["energy_j"] for e in eps)
+            rows[n] = {"episodes": len(eps), "return": float(np.mean([e["return"] for e in eps])),
+                       "quality_per_token": sum(e["q_tokens"] for e in eps) / tok if tok > 0 else 0.0,
+                       "energy_j": float(en), "deaths": int(sum(bool(e["death"]) for e in eps)),
+                       "deaths_not_oracle": (int(sum(bool(e["death"]) and not bool(per[ORACLE][i]["death"])
+                                                     for e, i in zip(eps, idx))) if ORACLE in per else math.nan)}
+        for n in names:
+            rows[n]["score"] = (normalised_score(rows[n]["return"], rows[RANDOM]["return"], rows[ORACLE]["return"])
+                                if RANDOM in rows and ORACLE in rows else math.nan)
+        out[str(g)] = rows
+    return out
+
+
+def format_groups(groups: dict[str, dict[str, dict[str, float]]], title: str) -> str:
+    """Markdown: one row per policy, one score column per group (episodes in the header)."""
+    gs = list(groups)
+    pols = sorted(groups[gs[0]], key=lambda n: -np.nanmean([groups[g][n]["score"] for g in gs])
+                  if any(math.isfinite(groups[g][n]["score"]) for g in gs) else math.inf)
+    head = "| policy | " + " | ".join(f"{title} {g} ({groups[g][pols[0]]['episodes']} ep)" for g in gs) + " |"
+    lines = [head, "|---" * (len(gs) + 1) + "|"]
+    for n in pols:
+        cells = []
+        for g in gs:
+            m = groups[g][n]
+            sc = "—" if not math.isfinite(m["score"]) else f"{m['score']:.3f}"
+            cells.append(sc + (f" ({m['deaths']} deaths)" if m["deaths"] else ""))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_groups(all_groups: dict[str, dict], path: Path, policies: Sequence[str]) -> Path | None:
+    """Bars: each policy's score per device kind and per objective (the groups with more than one member)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(by, g) for by, g in all_groups.items() if g]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 1, 3.8), squeeze=False)
+    for ax, (by, groups) in zip(axes[0], panels):
+        gs = list(groups)
+        w = 0.8 / max(1, len(policies))
+        for j, p in enumerate(policies):
+            vals = [groups[g][p]["score"] if p in groups[g] else np.nan for g in gs]
+            ax.bar(np.arange(len(gs)) + j * w - 0.4 + w / 2, np.clip(vals, -0.5, None), width=w, label=p)
+        ax.set_xticks(range(len(gs)), gs, fontsize=8)
+        ax.set_ylabel("oracle-normalised score")
+        ax.set_title(f"by {GROUPS.get(by, by)}")
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def best_baseline(result: dict[str, Any]) -> str | None:
     """The baseline (not random, not the oracle, not RL) with the best score (or return)."""
     cands = [(n, m) for n, m in result["policies"].items() if n in BASELINES + SPLIT_BASELINES and n != RANDOM]
@@ -337,9 +417,10 @@ def best_baseline(result: dict[str, Any]) -> str | None:
 
 
 def plot_episodes(result: dict[str, Any], out_dir: Path, policies: Sequence[str], step_s: float,
-                  t_max_c: Sequence[float], n: int = N_PLOT_TRACES) -> list[Path]:
+                  t_max_c: Sequence[float], n: int = N_PLOT_TRACES, space=None) -> list[Path]:
     """PNG per episode (the ``n`` with the largest return spread among ``policies``): SoC,
-    temperature, supply and chosen configuration index against time in hours."""
+    temperature, supply and the chosen configuration against time in hours, drawn as its knob values (one
+    panel per knob of ``space``: depth, heads, bits, placement, split ...; the action index without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,21 +434,34 @@ def plot_episodes(result: dict[str, Any], out_dir: Path, policies: Sequence[str]
     paths = []
     for e in order:
         name = result["episodes"][e]["trace_name"]
-        fig, axes = plt.subplots(4, 1, figsize=(9, 8.5), sharex=True)
-        for p in policies:
+        knobs = [k for k in space.knobs if len(k.values) > 1] if space is not None else []
+        n_rows = 3 + max(1, len(knobs))
+        fig, axes = plt.subplots(n_rows, 1, figsize=(9, 2.0 * n_rows + 0.5), sharex=True)
+        for j, p in enumerate(policies):
             s = result["series"][p][e]
             hours = np.arange(1, len(s["soc"]) + 1) * step_s / 3600.0
             lab = f"{p} (R={result['per_episode'][p][e]['return']:.1f})"
             axes[0].plot(hours, s["soc"], label=lab)
             axes[1].plot(hours, s["temp_c"], label=p)
             axes[2].plot(hours, s["supply_w"], label=p)
-            axes[3].step(hours, s["config"], where="pre", label=p)
+            cfg = np.asarray(s["config"], dtype=int)
+            if not knobs:
+                axes[3].step(hours, cfg, where="pre", label=p)
+            for ax, knob in zip(axes[3:], knobs):  # the knob's value index, nudged per policy to stay visible
+                ki = space.knob_names.index(knob.name)
+                pos = {v: i for i, v in enumerate(knob.values)}
+                y = np.array([pos[space.configs[c][ki]] for c in cfg], dtype=float)
+                ax.step(hours, y + 0.06 * (j - (len(policies) - 1) / 2), where="pre", label=p)
         axes[1].axhline(t_max_c[e], color="k", ls=":", lw=1, label="T_max")
-        for ax, lab in zip(axes, ("SoC", "temperature (°C)", "supply (W)", "configuration")):
+        labels = ["SoC", "temperature (°C)", "supply (W)"] + ([k.name for k in knobs] or ["configuration"])
+        for ax, lab in zip(axes, labels):
             ax.set_ylabel(lab)
             ax.grid(alpha=0.3)
+        for ax, knob in zip(axes[3:], knobs):
+            ax.set_yticks(range(len(knob.values)), [str(knob.fragment(v)) or str(v) for v in knob.values],
+                          fontsize=7)
         axes[0].legend(fontsize=8, loc="best")
-        axes[3].set_xlabel("time (h)")
+        axes[-1].set_xlabel("time (h)")
         fig.suptitle(f"{name}: " + " vs ".join(policies))
         fig.tight_layout()
         path = out_dir / f"episode_{e:02d}_{name}.png"
@@ -379,8 +473,10 @@ def plot_episodes(result: dict[str, Any], out_dir: Path, policies: Sequence[str]
 
 def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, Any],
                  plot_policies: Sequence[str] = (), step_s: float = 10.0,
-                 t_max_c: Sequence[float] = ()) -> dict[str, Path]:
-    """report.md, report.csv, report.json (+ PNG plots when series were recorded)."""
+                 t_max_c: Sequence[float] = (), space=None) -> dict[str, Path]:
+    """report.md, report.csv, report.json (+ PNG plots when series were recorded), with the scores per device
+    kind and per objective (``groups``: md tables, ``report_groups.csv``, ``groups.png``) when the episodes have
+    more than one of either."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pol = result["policies"]
@@ -391,12 +487,28 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
         w.writerow(keys)
         for name, m in sorted(pol.items(), key=_sort_key):
             w.writerow([name] + [m[k] for k in keys[1:]])
+    groups = {by: group_scores(result, by) for by in GROUPS}
+    groups = {by: g for by, g in groups.items() if len(g) > 1}
+    if groups:
+        with atomic_writer(out / "report_groups.csv", "w") as fh:
+            w = csv.writer(fh)
+            w.writerow(["by", "group", "policy", "episodes", "score", "return", "quality_per_token", "energy_j",
+                        "deaths", "deaths_not_oracle"])
+            for by, gs in groups.items():
+                for g, rows in gs.items():
+                    for name, m in rows.items():
+                        w.writerow([by, g, name, m["episodes"], m["score"], m["return"], m["quality_per_token"],
+                                    m["energy_j"], m["deaths"], m["deaths_not_oracle"]])
     clean = {"meta": meta, "episodes": result["episodes"], "max_steps": result["max_steps"],
+             "groups": {by: {g: {n: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                     for k, v in m.items()} for n, m in rows.items()} for g, rows in gs.items()}
+                        for by, gs in groups.items()},
              "policies": {n: {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                               for k, v in m.items()} for n, m in pol.items()},
              "per_episode": result["per_episode"]}
     atomic_write_text(out / "report.json", json.dumps(clean, indent=1, default=float))
-    plots = plot_episodes(result, out, plot_policies, step_s, t_max_c) if plot_policies else []
+    plots = plot_episodes(result, out, plot_policies, step_s, t_max_c, space=space) if plot_policies else []
+    gpng = plot_groups(groups, out / "groups.png", [p for p in plot_policies if p in pol]) if groups else None
     md = [f"# Evaluation: {meta.get('title', 'policies vs baselines')}", ""]
     md += [f"* {k}: `{v}`" for k, v in meta.items() if k != "title" and v is not None]
     md += [f"* episodes: {len(result['episodes'])} "
@@ -406,10 +518,16 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
            "Σ quality × tokens / Σ energy; thermal / SLO / budget = steps in violation; deaths = "
            "episodes ended by battery death; decision = median µs per `predict` "
            "(definitions: docs/agents.md).", ""]
+    for by, gs in groups.items():
+        md += [f"## Score by {GROUPS[by]}", "", "Each group normalised by its own random and oracle means.", "",
+               format_groups(gs, GROUPS[by]), ""]
+    if gpng is not None:
+        md += [f"![scores by group]({gpng.name})", ""]
     if plots:
         md += ["## Trajectories", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     atomic_write_text(out / "report.md", "\n".join(md))
-    return {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
+    extra = ({"groups_csv": out / "report_groups.csv"} if groups else {}) | ({"groups_png": gpng} if gpng else {})
+    return {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json", **extra,
             **{p.stem: p for p in plots}}
 
 
@@ -471,6 +589,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "for a profile with split configurations)")
     ap.add_argument("--oracle-grid", type=_oracle_grid, default="101,25,7",
                     help="oracle grid: n_soc,n_temp,n_backlog (each >= 2)")
+    ap.add_argument("--objectives", default=None,
+                    help="comma-separated objectives (max-quality, min-energy, last-until): every trace is run once "
+                         "under each, with the trace's budget, floor and deadline (traces.objectives), and the report "
+                         "has a score per objective (default: the environment's own objective)")
     ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--workers", type=positive_int, default=1,
                     help="Ray workers for the controller x episode grid (1: this process, no Ray; > 1 needs "
@@ -489,6 +611,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ray_available():
             ap.error(f"argument --workers: {args.workers} needs Ray, which is not installed; fix: {INSTALL_HINT} "
                      "or --workers 1")
+    objectives = None
+    if args.objectives is not None:
+        from runtime.dynamics import OBJECTIVES
+
+        objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+        bad = [o for o in objectives if o not in OBJECTIVES or o == "mix"]
+        if bad or not objectives:
+            ap.error(f"argument --objectives: {bad or 'empty'}; choose from "
+                     f"{[o for o in OBJECTIVES if o != 'mix']}")
     runs = list(args.run or [])
     out = Path(args.out) if args.out else (Path(runs[0]) / "eval" if runs else Path("eval"))
     if not args.force:  # checked before any episode runs
@@ -553,7 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 DeployedPolicy(p).bind(probe)
             except ValueError as exc:
                 raise SystemExit(f"python -m agents.evaluate: --policy {exc}") from None
-    result = evaluate_controllers(env_factory, controllers, max_steps=args.max_steps, seed=args.seed,
+    episodes = None
+    if objectives:
+        n_tr = len(env_factory().traces)
+        episodes = [{"trace": k, "start": 0, "objective": o} for o in objectives for k in range(n_tr)]
+    result = evaluate_controllers(env_factory, controllers, episodes, max_steps=args.max_steps, seed=args.seed,
                                   record=True, progress=not args.no_progress, workers=args.workers)
     env = env_factory()
     best = best_baseline(result)
@@ -567,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
             "best_baseline": best}
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
-                         t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]])
+                         t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]], space=env.space)
     print(format_table(result))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
