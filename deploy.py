@@ -174,8 +174,11 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         raise ExportError("config.json has no decode_table")
     if [r["name"] for r in table] != list(space.names):
         raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {list(space.names)}")
-    if len(space) != layers[-1][0].shape[0]:
-        raise ExportError(f"{len(space)} configurations but the policy has {layers[-1][0].shape[0]} actions")
+    head = cfg.get("action_head", "flat")
+    n_out = len(space) if head == "flat" else sum(len(k.values) for k in space.knobs)
+    if n_out != layers[-1][0].shape[0]:
+        raise ExportError(f"{n_out} {'configurations' if head == 'flat' else 'knob values'} but the policy has "
+                          f"{layers[-1][0].shape[0]} outputs")
     prof_json = json.loads(prof_path.read_text())
     ckpt_sha = (prof_json.get("model") or {}).get("checkpoint_sha256")
     if not _is_sha256(ckpt_sha):  # "unsaved" or absent: the policy cannot pin its checkpoint
@@ -183,7 +186,7 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     if device_kind not in DEVICES:
         raise ExportError(f"device kind {device_kind!r} not in {sorted(DEVICES)}")
     meta = {
-        "algo": algo, "activation": activation, "obs_features": layout.table(),
+        "algo": algo, "activation": activation, "action_head": head, "obs_features": layout.table(),
         "config_space": space.to_json(), "decode_table": space.decode_table(), "env_params": params.to_dict(),
         "normalization": norm,
         "mask_rules": {"device_kind": device_kind, "device": asdict(DEVICES[device_kind]),

@@ -78,6 +78,9 @@ class Args:
     """parallel environments in the batched env (0: the YAML's n_envs)"""
     learning_rate: float = 0.0
     """optimiser step size (0: the YAML's); smaller values suit fine-tuning after a warm start"""
+    action_head: str = "flat"
+    """flat: one logit per configuration; factorised: one categorical per knob family (depth, heads, bits,
+    place, split ...; agents.factorised), sum instead of product of the value counts: for large spaces"""
     env: EnvParams = field(default_factory=EnvParams)
     """environment parameters (runtime.dynamics.EnvParams): --env.step-s, --env.slo-ms, --env.lookahead,
     --env.weights.death, ...; stored in the run folder and the exported policy"""
@@ -147,6 +150,11 @@ class Args:
                              "n_timesteps) or a whole number of steps >= 0 (e.g. 2e6)")
         for name, parse in _RANGES.items():
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
+        if self.action_head not in ("flat", "factorised"):
+            raise ValueError(f"argument --action-head: {self.action_head!r}; choose flat or factorised")
+        if self.action_head == "factorised" and self.algo not in ("maskable_ppo", "ppo"):
+            raise ValueError(f"argument --action-head: factorised needs a MultiDiscrete-capable actor-critic, not "
+                             f"{self.algo}; choose --algo maskable_ppo or ppo")
         if self.bc_oracle_grid:
             from agents.evaluate import _oracle_grid
 
@@ -506,12 +514,18 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                         progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers,
                         expert_kwargs=expert_kwargs)
     fit_normalisation(train_env, demos, float(model.gamma))
-    fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress)
+    fac = None
+    if args.action_head == "factorised":
+        from runtime.factorised import Factorisation
+
+        fac = Factorisation(env.unwrapped.space)
+    fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress,
+               factorisation=fac)
     stats = pretrain(model, train_env, demos, **fit)
     rounds = [dict(stats, transitions=len(demos), expert_return=demos.expert_return, seconds=demos.seconds)]
     for r in range(args.dagger_rounds):
         more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
-                       student=student_fn(model, train_env), beta=args.dagger_beta,
+                       student=student_fn(model, train_env, fac), beta=args.dagger_beta,
                        max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}",
                        workers=args.workers, expert_kwargs=expert_kwargs)
         demos = demos.extend(more)
@@ -583,7 +597,13 @@ def main(args: Args) -> Path:
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
-    train_env = VecMonitor(venv)
+    factorised = args.action_head == "factorised"
+    if factorised:  # one categorical per knob family (agents.factorised)
+        from agents.factorised import FactorisedEnv, FactorisedVecEnv
+
+        train_env = VecMonitor(FactorisedVecEnv(venv))
+    else:
+        train_env = VecMonitor(venv)
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
@@ -592,11 +612,12 @@ def main(args: Args) -> Path:
                     for k in np.unique(np.linspace(0, n_val - 1, min(args.eval_episodes, n_val)).round().astype(int))]
 
     def make_val():
-        return FixedEpisodes(gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps,
-                                      params=args.env, **env_kwargs), val_episodes)
+        env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
+                       **env_kwargs)
+        return FixedEpisodes(FactorisedEnv(env) if factorised else env, val_episodes)
 
     eval_inner = VecMonitor(DummyVecEnv([make_val]))
-    if lag is not None:  # same wrapper depth as training, so VecNormalize statistics can be synced
+    for _ in range((lag is not None) + factorised):  # same wrapper depth as training: VecNormalize stats sync
         eval_inner = PassThrough(eval_inner)
     eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 
@@ -632,6 +653,7 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
         "env_kwargs": {**env_kwargs, "split": "train"}, "env_params": args.env.to_dict(),
         "policy_kwargs": policy_kwargs, "hyperparams": hp, "n_envs": n_envs, "total_timesteps": total,
+        "action_head": args.action_head,
         "config_space": ref_env.space.to_json(), "obs_features": ref_env.layout.names,
         "obs_units": ref_env.layout.units, "decode_table": ref_env.decode_table,
         "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},

@@ -205,10 +205,14 @@ def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
 
 def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_size: int = 1024,
              lr: float = 1e-3, vf_coef: float = 0.5, seed: int = 0, logger=None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, factorisation=None) -> dict[str, Any]:
     """Fits ``model.policy`` (an SB3 / sb3-contrib actor-critic) to the demonstrations.
 
-    Returns the last epoch's ``{"bc_loss", "bc_accuracy", "value_loss"}``.
+    ``factorisation`` (``runtime.factorised.Factorisation``): the policy has the factorised head; each label
+    becomes its knob-value vector and each mask the per-family masks (the demonstrations stay flat).
+
+    Returns the last epoch's ``{"bc_loss", "bc_accuracy", "value_loss"}`` (accuracy: the whole configuration
+    right, every family at once, for a factorised head).
     """
     policy = model.policy
     gamma = float(model.gamma)
@@ -218,8 +222,9 @@ def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_s
         ret = np.clip(ret / np.sqrt(vecnorm.ret_rms.var + vecnorm.epsilon), -vecnorm.clip_reward / (1 - gamma),
                       vecnorm.clip_reward / (1 - gamma))
     x = torch.as_tensor(obs, dtype=torch.float32)
-    y = torch.as_tensor(demos.labels)
-    m = torch.as_tensor(demos.masks)
+    fac = factorisation
+    y = torch.as_tensor(demos.labels if fac is None else fac.values[demos.labels])
+    m = torch.as_tensor(demos.masks if fac is None else fac.masks(demos.masks))
     v = torch.as_tensor(ret, dtype=torch.float32)
     masked = "action_masks" in policy.evaluate_actions.__code__.co_varnames
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
@@ -248,7 +253,13 @@ def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_s
             with torch.no_grad():
                 dist = policy.get_distribution(x[idx], action_masks=m[idx].numpy()) if masked else \
                     policy.get_distribution(x[idx])
-                correct += float((dist.distribution.probs.argmax(-1) == y[idx]).sum())
+                d = getattr(dist, "distribution", None)
+                if d is None or isinstance(d, list):  # MultiDiscrete: one categorical per family
+                    parts = d if d is not None else dist.distributions
+                    pred = torch.stack([c.probs.argmax(-1) for c in parts], dim=1)
+                    correct += float((pred == y[idx]).all(1).sum())
+                else:
+                    correct += float((d.probs.argmax(-1) == y[idx]).sum())
         stats = {"bc_loss": tot_bc / n, "bc_accuracy": correct / n, "value_loss": tot_v / n, "epoch": epoch}
         if logger is not None:
             for k, val in stats.items():
@@ -266,12 +277,15 @@ class PolicyStudent:
     (``VecNormalize`` drops its env when pickled), so DAgger episodes can run on Ray workers.
     """
 
-    def __init__(self, policy, vecnorm):
-        self.policy, self.vecnorm = policy, vecnorm
+    def __init__(self, policy, vecnorm, factorisation=None):
+        self.policy, self.vecnorm, self.fac = policy, vecnorm, factorisation
 
     def __call__(self, obs: np.ndarray, mask: np.ndarray) -> int:
         vn = self.vecnorm
         o = vn.normalize_obs(np.asarray(obs, np.float32)[None].copy()) if vn.norm_obs else obs[None]
+        if self.fac is not None:  # a factorised head: per-family masks in, a configuration index out
+            a, _ = self.policy.predict(o, deterministic=True, action_masks=self.fac.masks(mask[None]))
+            return int(self.fac.index(np.asarray(a).reshape(1, -1), np.asarray(mask, bool)[None])[0])
         try:  # MaskablePPO's policy takes the masks; SB3's does not
             a, _ = self.policy.predict(o, deterministic=True, action_masks=mask[None])
         except TypeError:
@@ -279,10 +293,10 @@ class PolicyStudent:
         return int(np.asarray(a).reshape(-1)[0])
 
 
-def student_fn(model, vecnorm) -> PolicyStudent:
+def student_fn(model, vecnorm, factorisation=None) -> PolicyStudent:
     """``f(obs, mask) -> action``: the model's deterministic action on a raw observation
-    (``model.predict`` is ``model.policy.predict``)."""
-    return PolicyStudent(model.policy, vecnorm)
+    (``model.predict`` is ``model.policy.predict``); a configuration index also for a factorised head."""
+    return PolicyStudent(model.policy, vecnorm, factorisation)
 
 
 __all__ = ["Demonstrations", "PolicyStudent", "collect", "fit_normalisation", "pretrain", "student_fn"]

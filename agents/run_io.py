@@ -125,9 +125,21 @@ def load_controller(run_dir: str | Path) -> PolicyController:
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = getattr(torch.nn, policy_kwargs["activation_fn"])
     lr = lambda _: 0.0  # noqa: E731 - a schedule is required by the constructors, unused here
-    policy = a.policy_class()(env.observation_space, env.action_space, lr, **policy_kwargs)
+    factorised = cfg.get("action_head", "flat") == "factorised"
+    action_space = env.action_space
+    if factorised:
+        from gymnasium import spaces
+
+        from runtime.factorised import Factorisation
+
+        action_space = spaces.MultiDiscrete(Factorisation(env.space).dims)
+    policy = a.policy_class()(env.observation_space, action_space, lr, **policy_kwargs)
     state = torch.load(run / "policy_state.pt", weights_only=True, map_location="cpu")
     policy.load_state_dict(state)
     policy.set_training_mode(False)
-    return PolicyController(policy, load_vecnormalize(run / "vecnormalize.npz"), name=f"rl:{a.name}",
-                            uses_masks=a.uses_masks)
+    stats = load_vecnormalize(run / "vecnormalize.npz")
+    if factorised:
+        from agents.factorised import FactorisedController
+
+        return FactorisedController(policy, stats, env.space, name=f"rl:{a.name}-factorised")
+    return PolicyController(policy, stats, name=f"rl:{a.name}", uses_masks=a.uses_masks)

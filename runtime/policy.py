@@ -11,7 +11,9 @@ A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
   reward weights), the observation feature table, the VecNormalize settings, the mask-rule
   parameters (device kind and the device constants table), the profile's identity;
 * ``layer{k}_weight`` (out, in) / ``layer{k}_bias`` (out,) float32 — the actor MLP, last layer
-  = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``);
+  = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``): one per
+  configuration, or with ``meta.action_head = "factorised"`` one per knob value, family by family in the
+  space's knob order (``runtime.factorised``: per-family masked argmax, then the nearest allowed configuration);
 * ``obs_mean`` / ``obs_var`` float64 (obs_dim,) — VecNormalize running statistics;
 * ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) (optional:
   ``device_bytes``, the memory each configuration needs on the device) and
@@ -177,7 +179,8 @@ class PolicyFile:
 
     @property
     def n_actions(self) -> int:
-        return int(self.layers[-1][0].shape[0])
+        """Configurations the policy chooses among (a factorised head has fewer outputs: one per knob value)."""
+        return len(self.space)
 
     @property
     def decode_table(self) -> list[dict[str, Any]]:
@@ -357,9 +360,14 @@ def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: Confi
     if layers[0][0].shape[1] != layout.dim:
         raise PolicyFileError(p, f"first layer takes {layers[0][0].shape[1]} inputs but there are {layout.dim} "
                                  "features")
-    if len(space) != layers[-1][0].shape[0]:
-        raise PolicyFileError(p, f"the configuration space has {len(space)} configurations, the policy "
-                                 f"{layers[-1][0].shape[0]} actions")
+    head = meta.get("action_head", "flat")
+    if head not in ("flat", "factorised"):
+        raise PolicyFileError(p, f"action_head {head!r} is not flat or factorised")
+    n_out = len(space) if head == "flat" else sum(len(k.values) for k in space.knobs)
+    if n_out != layers[-1][0].shape[0]:
+        what = (f"{len(space)} configurations" if head == "flat" else
+                f"{n_out} knob values (factorised head over {list(space.knob_names)})")
+        raise PolicyFileError(p, f"the configuration space has {what}, the policy {layers[-1][0].shape[0]} outputs")
     return layout
 
 
@@ -505,10 +513,17 @@ class NumpyPolicy:
         self._masked = np.zeros_like(self.logits)
         self._act = _ACT_FNS[self.activation]
         self._tanh = self.activation == "Tanh"
+        #: the factorised head's decoder (runtime.factorised), None for the flat head (one logit per configuration)
+        self.fac = None
+        if pf.meta.get("action_head", "flat") == "factorised":
+            from runtime.factorised import Factorisation
+
+            self.fac = Factorisation(pf.space)
 
     @property
     def n_actions(self) -> int:
-        return int(self.logits.shape[0])
+        """Configurations the policy chooses among."""
+        return int(self.logits.shape[0]) if self.fac is None else len(self.fac.values)
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> int:
         """Returns the deterministic action for one observation (obs_dim,), any float dtype.
@@ -532,12 +547,16 @@ class NumpyPolicy:
                 act(hv)
                 inp = h
         np.dot(self.mats[-1], inp, out=self.logits)
+        if self.fac is not None:  # one argmax per knob family, then the nearest (allowed) configuration
+            return self.fac.choose(self.logits, mask)
         if mask is None:
             return int(self.logits.argmax())
         return self.masked_argmax(mask)
 
     def masked_argmax(self, mask: np.ndarray) -> int:
         """Argmax of the last :meth:`act` logits over the allowed actions only."""
+        if self.fac is not None:
+            return self.fac.choose(self.logits, mask)
         m = self._masked
         m.fill(MASKED_LOGIT)
         np.copyto(m, self.logits, where=mask)
@@ -556,6 +575,9 @@ class NumpyPolicy:
     def act_batch(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         """Deterministic actions for a batch (n, obs_dim) -> (n,) int64."""
         lg = self.logits_batch(obs)
+        if self.fac is not None:
+            return np.array([self.fac.choose(g, None if masks is None else masks[i]) for i, g in enumerate(lg)],
+                            dtype=np.int64)
         if masks is not None:
             lg = np.where(masks, lg, MASKED_LOGIT)
         return lg.argmax(axis=1)

@@ -67,3 +67,75 @@ def test_maskable_ppo_trains_on_the_factorised_env_and_acts_with_indices(tmp_pat
         a = ctrl.predict(obs, action_masks=m)[0]
         assert isinstance(a, int) and m[a]
         obs, *_ = env.step(a)
+
+
+def test_choose_is_the_per_family_masked_argmax_then_the_nearest_allowed_configuration():
+    space = place_space()
+    fac = Factorisation(space)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        logits = rng.normal(size=fac.n_logits)
+        allowed = rng.uniform(size=len(space)) < 0.3
+        allowed[0] = True
+        i = fac.choose(logits, allowed)
+        assert allowed[i]
+        fm = fac.masks(allowed[None])[0]
+        lg = np.where(fm, logits, -1e8)
+        off = np.concatenate([[0], np.cumsum(fac.dims)[:-1]])
+        a = np.array([[int(np.argmax(lg[o:o + d])) for o, d in zip(off, fac.dims)]])
+        assert i == int(fac.index(a, allowed[None])[0])
+
+
+def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_torch_one(tmp_path):
+    """train.py --action-head factorised (with an imitation warm start) -> run folder -> deploy.py export ->
+    the device's NumpyPolicy chooses the torch controller's configuration at every step."""
+    import gymnasium as gym
+
+    import deploy
+    import envs
+    import train
+    from agents.run_io import load_config, load_controller
+    from model.cli import parse_dataclass_args
+    from runtime.policy import NumpyPolicy, load_policy_file
+
+    args = parse_dataclass_args(train.Args, argv=[
+        "--action-head", "factorised", "--total-timesteps", "2048", "--n-envs", "8", "--eval-freq", "1024",
+        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--bc-expert", "schedutil",
+        "--bc-episodes", "2", "--dagger-rounds", "1", "--dagger-episodes", "1", "--env.max-episode-steps", "40",
+        "--no-progress"])
+    run = train.main(args)
+    assert load_config(run)["action_head"] == "factorised"
+    ctrl = load_controller(run)
+    assert isinstance(ctrl, FactorisedController)
+    deploy.export_run(run, tmp_path / "p.npz")
+    pf = load_policy_file(tmp_path / "p.npz")
+    assert pf.meta["action_head"] == "factorised" and pf.layers[-1][0].shape[0] == 4 + 4 + 3
+    pol = NumpyPolicy(pf)
+    env = gym.make(envs.ENV_ID, split="test", random_start=False)
+    n = 0
+    for k in range(3):
+        obs, _ = env.reset(seed=0, options={"trace": k, "start": 0})
+        for _ in range(60):
+            m = env.unwrapped.action_masks()
+            a = pol.act(obs, m)
+            assert a == int(ctrl.predict(obs, action_masks=m)[0])
+            assert m[a]
+            obs, _, term, trunc, _ = env.step(a)
+            n += 1
+            if term or trunc:
+                break
+    assert n > 100
+
+
+def test_a_factorised_file_with_the_wrong_number_of_outputs_is_refused(tmp_path):
+    from policy_helpers import random_policy_file
+
+    from runtime.policy import PolicyFileError, load_policy_file, save_policy_file
+
+    src = load_policy_file(random_policy_file(tmp_path / "flat.npz", "profiles/reference-cpu.json"))
+    meta = dict(src.meta, action_head="factorised")  # 48 outputs, but a factorised head has 11
+    save_policy_file(tmp_path / "bad.npz", src.layers, meta, src.obs_mean, src.obs_var,
+                     {"energy_j_per_token": src.energy_j_per_token, "power_w": src.power_w,
+                      "decode_tokens_per_s": src.decode_tokens_per_s}, src.config_features)
+    with pytest.raises(PolicyFileError, match="11 knob values"):
+        load_policy_file(tmp_path / "bad.npz")
