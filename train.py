@@ -78,6 +78,10 @@ class Args:
     """parallel environments in the batched env (0: the YAML's n_envs)"""
     learning_rate: float = 0.0
     """optimiser step size (0: the YAML's); smaller values suit fine-tuning after a warm start"""
+    speed_sigma: float = 0.0
+    """domain randomisation over the host's speed: each training episode runs every configuration
+    exp(sigma*N(0,1)) times slower than the profile (envs.batched); e.g. 0.25 for a policy that must hold up on
+    hosts 20-30 % off the profile; 0: the profile's host. The val and test episodes use the profile's host"""
     action_head: str = "flat"
     """flat: one logit per configuration; factorised: one categorical per knob family (depth, heads, bits,
     place, split ...; agents.factorised), sum instead of product of the value counts: for large spaces"""
@@ -182,6 +186,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "bc_lr": positive_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
+    "speed_sigma": nonneg_float,
     "eval_freq": positive_int,
     "eval_episodes": positive_int,
     "checkpoint_freq": positive_int,
@@ -595,7 +600,8 @@ def main(args: Args) -> Path:
 
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
-    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, **env_kwargs)
+    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, speed_sigma=args.speed_sigma,
+                           **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)

@@ -15,6 +15,7 @@ arrays, to keep the step fast).
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 from typing import Any
 
@@ -46,13 +47,18 @@ class BatchedPowerEnv(VecEnv):
         n_envs: Batch size.
         profile, traces, split, params, **param_overrides: As ``MicroLLMPowerEnv`` (ignored with ``ref``).
         seed: Seed of the batch's own generator (episode starts).
+        speed_sigma: Domain randomisation over the host's speed (``train.py --speed-sigma``): each randomly
+            reset episode draws a factor ``s = exp(σ·N(0, 1))`` from the batch's generator and runs every
+            configuration ``s`` times slower than the profile says (decode time and second segment × s, token
+            rate ÷ s, energy per token × s: the same power for longer). 0 (default): the profile's host, and
+            not one number drawn. Explicit resets (``reset_env``: evaluation, demonstrations) keep s = 1.
         mask_actions: Unused; kept for the VecEnv constructor signature of callers.
         ref: Reuse an existing env's profile, traces and parameters.
     """
 
     def __init__(self, n_envs: int = 64, profile=None, traces=None, split: str = "train",
                  params: EnvParams | dict | None = None, seed: int = 0, mask_actions: bool = False,
-                 ref: MicroLLMPowerEnv | None = None, **param_overrides: Any):
+                 ref: MicroLLMPowerEnv | None = None, speed_sigma: float = 0.0, **param_overrides: Any):
         # one scalar env supplies the parsed profile and traces (a single source of both)
         self.ref = ref.unwrapped if ref is not None else MicroLLMPowerEnv(
             profile=profile, traces=traces, split=split, params=params, **param_overrides)
@@ -66,6 +72,10 @@ class BatchedPowerEnv(VecEnv):
         self.mask_actions = mask_actions
         self.rng = np.random.default_rng(seed)
         n = n_envs
+        if not (math.isfinite(speed_sigma) and speed_sigma >= 0):
+            raise ValueError(f"speed_sigma must be a finite number >= 0, got {speed_sigma!r}")
+        self.speed_sigma = float(speed_sigma)
+        self.speed = np.ones(n)  # this episode's host slow-down factor (domain randomisation)
         self.k = np.zeros(n, int)
         self.i = np.zeros(n, int)
         self.fi = np.zeros(n, int)  # flat row index k·L + i into PaddedTraces.flat
@@ -100,6 +110,7 @@ class BatchedPowerEnv(VecEnv):
         self.temp[j] = start_temp_c(amb, idle, base, tr.r_th[trace]) if temp_c is None else temp_c
         self.backlog[j], self.budget_left[j], self.t[j] = 0.0, 0.0, 0
         self.a[j] = self.ref.full_config if config is None else config
+        self.speed[j] = 1.0
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
         self._set_objective(j, trace, start, objective)
 
@@ -114,6 +125,8 @@ class BatchedPowerEnv(VecEnv):
     def _random_reset(self, j: int) -> None:
         k = int(self.rng.integers(len(self.tr.n)))
         self.reset_env(j, k, int(self.rng.integers(0, max(1, self.tr.n[k] - 1))))
+        if self.speed_sigma > 0.0:  # drawn only when on: the batch's sequence is unchanged without it
+            self.speed[j] = math.exp(self.speed_sigma * float(self.rng.standard_normal()))
 
     def reset(self):
         for j in range(self.num_envs):
@@ -126,8 +139,12 @@ class BatchedPowerEnv(VecEnv):
         if self.tr.has_outages and c.has_place:  # a processor that is down: re-placed on the CPU
             a = runs_on(c, a, self.tr.procs_down.ravel().take(self.fi))
         supply, _, ambient, demand, bandwidth, budget, base = self.tr.rows.take(self.fi, axis=0).T
-        r = step_core(VECTOR, self.dt, self.params, c.tps[a], c.ept_j[a], c.decode_ms[a], c.quality[a],
-                      c.offload[a], c.up_bits[a], c.server_ms[a], *placement_columns(c, a),
+        tps, ept, dec, place = c.tps[a], c.ept_j[a], c.decode_ms[a], placement_columns(c, a)
+        if self.speed_sigma > 0.0:  # this episode's host is `speed` times slower than the profile's
+            s = self.speed
+            tps, ept, dec, place = tps / s, ept * s, dec * s, (place[0] * s, *place[1:])
+        r = step_core(VECTOR, self.dt, self.params, tps, ept, dec, c.quality[a],
+                      c.offload[a], c.up_bits[a], c.server_ms[a], *place,
                       c.switch_s[self.a, a], c.switch_j[self.a, a],
                       self.soc, self.temp, self.backlog, self.budget_left, demand, supply, ambient, base, budget,
                       bandwidth, self.wq, self.we, self.qmin, (self.i < self.until_row) * 1.0, *self.plant)

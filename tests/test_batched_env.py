@@ -51,3 +51,30 @@ def test_batched_env_runs_under_sb3_vecenv_api():
         episodes += sum("episode" in i for i in infos)
     assert episodes >= 4  # every env hit the 20-step limit at least once and was auto-reset
     assert env.venv.action_masks().shape == (4, env.action_space.n)
+
+
+def test_speed_randomisation_slows_each_episode_by_its_drawn_factor():
+    """BatchedPowerEnv(speed_sigma): a per-episode host factor s; the first step's latency is s times the
+    profile's host's (same state, same action, no backlog yet); sigma 0 draws nothing."""
+    import numpy as np
+
+    from envs.batched import BatchedPowerEnv
+
+    fast = BatchedPowerEnv(n_envs=8, seed=3)
+    same = BatchedPowerEnv(n_envs=8, seed=3, speed_sigma=0.0)
+    assert np.array_equal(fast.reset(), same.reset())  # 0: the batch's random sequence is untouched
+    env = BatchedPowerEnv(n_envs=8, seed=3, speed_sigma=0.4)
+    env.reset()
+    s = env.speed.copy()
+    assert np.all(s > 0) and np.ptp(s) > 0.1 and not np.allclose(s, 1.0)
+    for j in range(8):  # the profile's host in the same states
+        fast.reset_env(j, int(env.k[j]), int(env.i[j]))
+    a = np.full(8, fast.ref.full_config)
+    env.step(a)
+    fast.step(a)
+    ok = (fast.last.latency_ms > 0) & (env.last.backlog == 0) & (fast.last.backlog == 0)
+    assert ok.sum() >= 3
+    np.testing.assert_allclose(env.last.latency_ms[ok] / fast.last.latency_ms[ok], s[ok], rtol=1e-6)
+    again = BatchedPowerEnv(n_envs=8, seed=3, speed_sigma=0.4)
+    again.reset()
+    assert np.array_equal(again.speed, s)  # seeded
