@@ -465,6 +465,15 @@ def _check_objective_args(args: argparse.Namespace) -> None:
             args.deadline_s = parse_until(args.until)
         except ValueError as exc:
             usage_error("run", str(exc))
+    if getattr(args, "budget_wh", 0.0):
+        if kind not in (None, "max-quality"):
+            usage_error("run", f"--budget-wh is an energy budget for --objective max-quality, not {kind}")
+        if args.budget_w:
+            usage_error("run", "--budget-w and --budget-wh both set a budget; give one")
+        if not args.deadline_s:
+            usage_error("run", "--budget-wh needs --until HH:MM (or +90m): the time the energy must last until")
+        args.objective = kind = "max-quality"
+        args.budget_until_s, args.deadline_s = args.deadline_s, 0.0  # the budget's time, not a battery deadline
     if kind is None:
         if args.quality_floor is not None:
             usage_error("run", "--quality-floor needs --objective min-energy")
@@ -915,9 +924,12 @@ class RunSession:
             if deadline != deadline:
                 usage_error("run", "--objective last-until: the replayed trace has no deadline; pass --until")
         try:
+            wh = getattr(a, "budget_wh", 0.0)
             mgr.set_objective(a.objective, budget_w=a.budget_w or math.nan,
                               quality_floor=a.quality_floor if a.quality_floor is not None else math.nan,
-                              deadline_s=deadline)
+                              deadline_s=deadline if a.objective == "last-until" else math.nan,
+                              budget_j=wh * 3600.0 if wh else math.nan,
+                              budget_until_s=now + a.budget_until_s if wh else math.nan)
         except ValueError as exc:
             usage_error("run", f"--objective {a.objective}: {exc}")
         if not mgr.layout.goal:
@@ -1519,6 +1531,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON object of the device's own constants (runtime.dynamics.DeviceConstants fields; "
                         "the others from DEVICES[kind]); the shield uses the stricter of it and the policy's")
     r.add_argument("--budget-w", type=nonneg_float, default=0.0, help="LLM power budget, W (0: the trace's / none)")
+    r.add_argument("--budget-wh", type=nonneg_float, default=0.0,
+                   help="LLM energy budget, Wh, to last until --until (max-quality; re-paced every decision into the "
+                        "power budget energy left / time left); 0: none")
     r.add_argument("--deadline-s", type=nonneg_float, default=0.0, help="deadline, s (0: the trace's / none)")
     r.add_argument("--objective", choices=("max-quality", "min-energy", "last-until"), default=None,
                    help="the user's objective (docs/objectives.md): max-quality (under --budget-w), min-energy "

@@ -169,7 +169,9 @@ class Objective:
     """The user's objective (docs/objectives.md). Per episode one of :data:`OBJECTIVES`:
 
     * ``max-quality``: quality is maximised; a power budget (the trace's ``budget_w``, or a user-set one)
-      or an energy budget (Wh until a time: ``budget_j`` … ``budget_until_s``) is the constraint;
+      is the constraint. An energy budget (Wh until a time) is served on the device by re-pacing it every
+      decision into the power budget energy left / time left (``runtime.objective``, ``deploy.py run
+      --budget-wh``), so the simulator and the policies need only power budgets;
     * ``min-energy``: the LLM's power is minimised (``RewardWeights.energy`` per W) subject to a quality
       floor: a step whose served quality per token is below ``quality_floor`` is a violation
       (``RewardWeights.floor``; the window is one control step, which keeps the oracle exact);

@@ -428,15 +428,20 @@ class RuntimeManager:
             setattr(self, k, v)
 
     def set_objective(self, kind: str, budget_w: float = math.nan, quality_floor: float = math.nan,
-                      deadline_s: float = math.nan, window_s: float = 60.0) -> ObjectiveTracker:
-        """Track the user's objective (``runtime.objective``): ``budget_w`` (max-quality), ``quality_floor``
-        (min-energy), ``deadline_s`` on this manager's clock (last-until). A goal-conditioned policy (its
-        observation has the objective block) also reads it; any other policy is only measured against it."""
+                      deadline_s: float = math.nan, window_s: float = 60.0, budget_j: float = math.nan,
+                      budget_until_s: float = math.nan) -> ObjectiveTracker:
+        """Track the user's objective (``runtime.objective``): ``budget_w`` (max-quality) or the energy budget
+        ``budget_j`` until ``budget_until_s`` (max-quality; re-paced into a power budget every decision),
+        ``quality_floor`` (min-energy), ``deadline_s`` on this manager's clock (last-until). A goal-conditioned
+        policy (its observation has the objective block) also reads it; any other policy is only measured
+        against it."""
         self.objective = ObjectiveTracker(kind, budget_w=budget_w, quality_floor=quality_floor, deadline_s=deadline_s,
                                           reserve_soc=self.shield.reserve, grace_s=self.params.budget_grace_s,
-                                          window_s=window_s)
+                                          window_s=window_s, budget_j=budget_j, budget_until_s=budget_until_s)
         if kind == "max-quality" and budget_w == budget_w:
             self.budget_w = budget_w
+        if budget_j == budget_j:
+            self.budget_w = self.objective.pace_w(self._last_t if self._last_t is not None else self.clock())
         if kind == "last-until":
             self.deadline_left_s = deadline_s - (self._last_t if self._last_t is not None else self.clock())
         return self.objective
@@ -540,6 +545,9 @@ class RuntimeManager:
             self._t0 = now_s
         dt = now_s - self._last_t if self._last_t is not None else 0.0
         self._last_t = now_s
+        ob = self.objective
+        if ob is not None and ob.budget_j == ob.budget_j:  # an energy budget: re-paced into a power budget
+            self.budget_w = ob.pace_w(now_s)
         hub = self.hub
         hub.poll(now_s)
         v = hub.values
@@ -597,7 +605,11 @@ class RuntimeManager:
         if budget == budget and budget > 0:  # the budget covers the LLM's own energy (as in the env)
             llm_w = power - base_w
             self._energy_used_j += (llm_w if llm_w > 0.0 else 0.0) * dt
-            budget_left = budget * (now_s - self._t0 + self.params.budget_grace_s) - self._energy_used_j
+            ob = self.objective
+            if ob is not None and ob.budget_j == ob.budget_j:  # energy left, with the paced budget's grace
+                budget_left = ob.budget_j - self._energy_used_j + budget * self.params.budget_grace_s
+            else:
+                budget_left = budget * (now_s - self._t0 + self.params.budget_grace_s) - self._energy_used_j
         else:
             budget_left = 0.0
         lat = self.latency_over_slo

@@ -4,7 +4,11 @@ numpy-free (standard library only); the runtime manager feeds it once per decisi
 are the simulator's (``runtime.dynamics.Objective``, docs/objectives.md):
 
 * ``max-quality`` under a power budget ``budget_w`` (the LLM's own power, W): the allowance
-  ``budget_w · (elapsed + grace) − E_llm``; met when it never went below zero;
+  ``budget_w · (elapsed + grace) − E_llm``; met when it never went below zero; or under an energy budget
+  ``budget_j`` until ``budget_until_s`` (Wh until a time): the energy left ``budget_j − E_llm``, met when it
+  never went below zero before that time. The manager re-paces it every decision into the power budget
+  :meth:`ObjectiveTracker.pace_w` = energy left / time left, which the policy and the shield read as a
+  power budget (the simulator trains on power budgets; spending less early leaves more for later);
 * ``min-energy`` above ``quality_floor``: the served quality per token over the last ``window_s``
   seconds (token-weighted, from the profile's quality of each configuration that ran); met when no
   decision saw it below the floor;
@@ -30,6 +34,8 @@ class ObjectiveTracker:
 
     kind: str
     budget_w: float = math.nan
+    budget_j: float = math.nan  # an energy budget for the LLM, J (max-quality) ...
+    budget_until_s: float = math.nan  # ... to last until this time on the manager's clock
     quality_floor: float = math.nan
     deadline_s: float = math.nan  # on the manager's clock
     reserve_soc: float = 0.05
@@ -52,6 +58,13 @@ class ObjectiveTracker:
             raise ValueError("last-until needs a deadline (--until)")
         if self.kind == "max-quality" and not (self.budget_w != self.budget_w or self.budget_w > 0):
             raise ValueError("max-quality: the power budget must be > 0 W (--budget-w), or none")
+        if self.budget_j == self.budget_j:
+            if self.kind != "max-quality":
+                raise ValueError(f"an energy budget (--budget-wh) belongs to max-quality, not {self.kind}")
+            if not (self.budget_j > 0 and math.isfinite(self.budget_until_s)):
+                raise ValueError("an energy budget needs an amount > 0 (--budget-wh) and a time (--until)")
+            if self.budget_w == self.budget_w:
+                raise ValueError("give a power budget (--budget-w) or an energy budget (--budget-wh), not both")
 
     def update(self, now_s: float, dt_s: float, llm_w: float, tokens: float, quality: float, soc: float,
                stored_j: float, power_w: float) -> None:
@@ -65,7 +78,11 @@ class ObjectiveTracker:
         elapsed = now_s - self.t0_s
         bad = False
         info: dict[str, Any] = {}
-        if self.kind == "max-quality" and self.budget_w == self.budget_w:
+        if self.kind == "max-quality" and self.budget_j == self.budget_j:
+            left = self.budget_j - self.llm_energy_j
+            bad = left < 0 and now_s <= self.budget_until_s
+            info = {"energy_left_j": left, "pace_w": self.pace_w(now_s), "time_left_s": self.budget_until_s - now_s}
+        elif self.kind == "max-quality" and self.budget_w == self.budget_w:
             left = self.budget_w * (elapsed + self.grace_s) - self.llm_energy_j
             bad = left < 0
             info = {"budget_left_j": left}
@@ -89,9 +106,19 @@ class ObjectiveTracker:
         self.violations += bool(bad)
         self.last = info
 
+    def pace_w(self, now_s: float, min_time_s: float = 10.0) -> float:
+        """The energy budget as a power budget now: energy left / time left until ``budget_until_s`` (at least
+        ``min_time_s``); a tiny positive budget once it is spent (NaN without an energy budget)."""
+        if self.budget_j != self.budget_j:
+            return math.nan
+        left = self.budget_j - self.llm_energy_j
+        return max(left, 1e-6) / max(self.budget_until_s - now_s, min_time_s)
+
     def status(self) -> str:
         """A few characters for the status line."""
         i = self.last
+        if self.kind == "max-quality" and "energy_left_j" in i:
+            return f"energy {i['energy_left_j'] / 3600:.3f} Wh left, pace {i['pace_w']:.2f} W"
         if self.kind == "max-quality":
             return f"budget {i['budget_left_j']:+.0f} J" if "budget_left_j" in i else "no budget"
         if self.kind == "min-energy":
@@ -107,7 +134,10 @@ class ObjectiveTracker:
         """Whether the objective was met, and the figures behind it."""
         out: dict[str, Any] = {"kind": self.kind, "decisions": self.decisions, "violating_decisions": self.violations,
                                "llm_energy_j": round(self.llm_energy_j, 3)}
-        if self.kind == "max-quality":
+        if self.kind == "max-quality" and self.budget_j == self.budget_j:
+            out.update(budget_wh=round(self.budget_j / 3600.0, 6), energy_left_wh=round(
+                (self.budget_j - self.llm_energy_j) / 3600.0, 6), met=self.violations == 0)
+        elif self.kind == "max-quality":
             out.update(budget_w=None if self.budget_w != self.budget_w else self.budget_w, met=self.violations == 0)
         elif self.kind == "min-energy":
             q = self.last.get("window_quality", math.nan)

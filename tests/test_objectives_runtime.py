@@ -46,6 +46,44 @@ def test_tracker_budget_floor_and_deadline():
         ObjectiveTracker("last-until")
 
 
+def test_an_energy_budget_is_re_paced_into_a_power_budget_and_met_only_while_energy_is_left():
+    e = ObjectiveTracker("max-quality", budget_j=100.0, budget_until_s=100.0)
+    assert e.pace_w(0.0) == pytest.approx(1.0)  # 100 J over 100 s
+    e.update(50.0, 50.0, 0.5, 100, 0.5, 0.8, 1e4, 1.0)  # 25 J used: 75 J for 50 s
+    assert e.pace_w(50.0) == pytest.approx(1.5) and e.summary()["met"]
+    assert e.last["energy_left_j"] == pytest.approx(75.0) and "Wh left" in e.status()
+    e.update(90.0, 40.0, 2.0, 100, 0.5, 0.8, 1e4, 1.0)  # 80 J more: overspent before the time
+    assert not e.summary()["met"] and e.summary()["energy_left_wh"] < 0
+    assert e.pace_w(95.0) == pytest.approx(1e-6 / 10.0)  # spent: a tiny budget (the shortest horizon)
+    late = ObjectiveTracker("max-quality", budget_j=10.0, budget_until_s=10.0)
+    late.update(20.0, 20.0, 1.0, 10, 0.5, 0.8, 1e4, 1.0)  # spent 20 J, but after the time: not a violation
+    assert late.summary()["met"]
+    with pytest.raises(ValueError, match="not both"):
+        ObjectiveTracker("max-quality", budget_w=1.0, budget_j=10.0, budget_until_s=5.0)
+    with pytest.raises(ValueError, match="max-quality"):
+        ObjectiveTracker("min-energy", quality_floor=0.3, budget_j=10.0, budget_until_s=5.0)
+
+
+def test_deploy_run_with_an_energy_budget_paces_the_managers_budget(tmp_path, monkeypatch):
+    pol = _goal_policy(tmp_path, goal=True)
+    seen = []
+    from runtime.manager import RuntimeManager
+
+    real = RuntimeManager.decide
+
+    def spy(self, now_s=None):
+        out = real(self, now_s)
+        seen.append((self.budget_w, self.objective.llm_energy_j))
+        return out
+
+    monkeypatch.setattr(RuntimeManager, "decide", spy)
+    s = _run(pol, "--budget-wh", "0.01", "--until", "+10m")
+    assert s["objective"]["kind"] == "max-quality" and s["objective"]["budget_wh"] == pytest.approx(0.01)
+    assert len(seen) >= 5
+    for b, used in seen:  # energy left / time left; the time left is at most 10 minutes
+        assert b >= (36.0 - used) / 600.0 * 0.999
+
+
 def test_parse_until():
     now = dt.datetime(2026, 12, 1, 17, 0)
     assert deploy.parse_until("18:30", now) == 5400.0
@@ -105,6 +143,9 @@ def test_objective_on_a_plain_policy_is_tracked_and_said(tmp_path, capsys):
     (["--objective", "min-energy", "--quality-floor", "1.5"], "must be in"),
     (["--until", "25:00"], "HH:MM"),
     (["--until", "+5m", "--deadline-s", "60"], "give one"),
+    (["--budget-wh", "1"], "needs --until"),
+    (["--budget-wh", "1", "--budget-w", "0.5", "--until", "+5m"], "give one"),
+    (["--budget-wh", "1", "--objective", "last-until", "--until", "+5m"], "energy budget"),
 ])
 def test_objective_usage_errors(tmp_path, capsys, args, msg):
     pol = _goal_policy(tmp_path, goal=False)
