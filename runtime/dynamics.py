@@ -445,9 +445,11 @@ def step_core(o: Ops, dt: float, p: EnvParams,
     """
     where, mx = o.where, o.maximum
     theta = throttle(o, temp_c, t_max, trip1_c, thr_k, thr_min)
-    theta2 = throttle(o, temp_c, t_max, trip2_c, thr_k, thr_min)
     lk = p.link
-    dev_ms = (dec_ms - seg2_ms - xfer_ms) / theta + seg2_ms / theta2 + xfer_ms
+    # a second processor throttles at its own trip point; a where, so the float twin skips the second
+    # throttle and the interconnect for a single-processor configuration (bit-identical: x + 0.0 = x)
+    dev_ms = where(seg2_ms + xfer_ms > 0.0, (dec_ms - seg2_ms - xfer_ms) / theta
+                   + seg2_ms / throttle(o, temp_c, t_max, trip2_c, thr_k, thr_min) + xfer_ms, dec_ms / theta)
     tok_ms = token_ms(o, dev_ms, 1.0, off, up_bits, server_ms, bw_mbps, lk.rtt_ms)
     rate = where((off > 0.0) | (seg2_ms + xfer_ms > 0.0), 1000.0 / tok_ms, tps * theta)
     served, dropped, backlog = queue_update(o, backlog, demand_tps, dt, mx(dt - sw_s, 0.0), rate,
