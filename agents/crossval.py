@@ -121,7 +121,7 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
     return jobs
 
 
-def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True) -> dict[str, int]:
+def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True, desc: str = "cross-validation") -> dict[str, int]:
     """Runs the jobs, ``n_parallel`` at a time, each after the ones it waits for; returns name → exit code
     (0 for one already finished). A failed job's dependants are not started."""
     from tqdm import tqdm
@@ -132,7 +132,7 @@ def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True) -> dict[st
             rc[j.name] = 0
     todo = [j for j in jobs if j.name not in rc]
     running: dict[str, tuple[subprocess.Popen, Any]] = {}
-    bar = tqdm(total=len(jobs), initial=len(rc), desc="cross-validation", unit="job", disable=not progress)
+    bar = tqdm(total=len(jobs), initial=len(rc), desc=desc, unit="job", disable=not progress)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     while todo or running:
         for j in list(todo):
