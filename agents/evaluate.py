@@ -471,6 +471,12 @@ def plot_episodes(result: dict[str, Any], out_dir: Path, policies: Sequence[str]
     return paths
 
 
+def _names(episodes: Sequence[dict], n: int = 10) -> str:
+    """The episodes' trace names for a report line: the first ``n``, then how many more (all in the JSON)."""
+    names = [e["trace_name"] + (f" [{e['objective']}]" if "objective" in e else "") for e in episodes]
+    return ", ".join(names[:n]) + (f", … and {len(names) - n} more (all in report.json)" if len(names) > n else "")
+
+
 def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, Any],
                  plot_policies: Sequence[str] = (), step_s: float = 10.0,
                  t_max_c: Sequence[float] = (), space=None) -> dict[str, Path]:
@@ -512,7 +518,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
     md = [f"# Evaluation: {meta.get('title', 'policies vs baselines')}", ""]
     md += [f"* {k}: `{v}`" for k, v in meta.items() if k != "title" and v is not None]
     md += [f"* episodes: {len(result['episodes'])} "
-           f"({', '.join(e['trace_name'] for e in result['episodes'])}), ≤ {result['max_steps']} steps each",
+           f"({_names(result['episodes'])}), ≤ {result['max_steps']} steps each",
            "", format_table(result), "",
            "score = (return − random) / (oracle − random) on the mean episode return; quality·tok/J = "
            "Σ quality × tokens / Σ energy; thermal / SLO / budget = steps in violation; deaths = "
