@@ -152,3 +152,31 @@ def test_objective_usage_errors(tmp_path, capsys, args, msg):
     with pytest.raises(SystemExit) as e:
         _run(pol, *args)
     assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_a_goal_conditioned_run_exports_with_its_objective_block_and_decides_as_trained(tmp_path):
+    """deploy.py export of a run trained with --env.objective.kind mix: the file's layout has the objective
+    block, and the numpy policy picks the torch policy's action on the env's observation."""
+    import gymnasium as gym
+
+    import envs
+    import train
+    from agents.run_io import load_controller
+    from model.cli import parse_dataclass_args
+    from runtime.policy import NumpyPolicy
+
+    run = train.main(parse_dataclass_args(train.Args, argv=[
+        "--env.objective.kind", "mix", "--total-timesteps", "1024", "--n-envs", "8", "--eval-freq", "1024",
+        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--no-progress"]))
+    deploy.export_run(run, tmp_path / "goal.npz")
+    pf = load_policy_file(tmp_path / "goal.npz")
+    assert pf.layout.goal and "obj_min_energy" in pf.layout.names
+    pol, ctrl = NumpyPolicy(pf), load_controller(run)
+    env = gym.make(envs.ENV_ID, split="test", random_start=False, params=pf.params)
+    for kind in ("max-quality", "min-energy", "last-until"):
+        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0, "objective": kind})
+        for _ in range(20):
+            m = env.unwrapped.action_masks()
+            a = pol.act(obs, m)
+            assert a == int(np.asarray(ctrl.predict(obs, action_masks=m)[0]).reshape(-1)[0])
+            obs, *_ = env.step(a)
