@@ -1034,6 +1034,7 @@ class RunSession:
             self.env_workload = EnvWorkload(self.params, self.device)
         self.feed_workload(0.0)
         self.mgr.procs_down = self.procs_down()
+        self.mgr.start_at(self.idx)  # the model as loaded (the full configuration), as an env episode starts
         self._set_config(self.mgr.decide(now))
         self._interval_start(now)
         self.t_wall0 = self.last_dec_wall = self.last_tok_wall = time.perf_counter()

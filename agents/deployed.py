@@ -96,7 +96,7 @@ class DeployedPolicy:
         cfg = ManagerConfig(min_dwell_decisions=self.min_dwell, capacity_wh=v["capacity_j"] / 3600.0,
                             shield=self.shield)
         self.mgr = RuntimeManager(self.pf, hub, cfg, device=v["device"], clock=clock, device_kind=v["device_kind"])
-        self.mgr.current = int(self.env.sim_state()["config"])  # the episode's starting configuration
+        self.mgr.start_at(int(self.env.sim_state()["config"]))  # the episode's starting configuration
         if self.mgr.layout.goal or v["objective"] != "max-quality":
             self.mgr.set_objective(v["objective"], budget_w=v["budget_w"],
                                    quality_floor=v["quality_floor"] if v["objective"] == "min-energy" else math.nan,

@@ -485,7 +485,8 @@ def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, w
                          None, device=dev, clock=rp.now, device_kind=kind)
     tps, ept = [float(x) for x in pf.decode_tokens_per_s], [float(x) for x in pf.energy_j_per_token]
     ew = deploy.EnvWorkload(p, dev) if workload == "env" else None
-    idx, prev = 0, None  # RunSession starts at index 0 with no model power
+    idx, prev = 0, None  # RunSession starts at index 0 (the full model, as loaded) with no model power
+    mgr.start_at(idx)
     out = []
     for k in range(steps):
         vt = (start + k) * dt

@@ -427,6 +427,17 @@ class RuntimeManager:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
 
+    def start_at(self, config: int) -> None:
+        """The configuration the model runs before the first decision (default: the safe one). The
+        observation's configuration block reads it, as the environment's does at an episode's start; call it
+        before the first :meth:`decide` with what the live model has loaded."""
+        if self.decisions:
+            raise RuntimeError("start_at: only before the first decision")
+        if not 0 <= int(config) < len(self.names):
+            raise ValueError(f"start_at: configuration {config} outside 0..{len(self.names) - 1}")
+        if self.state != State.FALLBACK:
+            self.current = int(config)
+
     def set_objective(self, kind: str, budget_w: float = math.nan, quality_floor: float = math.nan,
                       deadline_s: float = math.nan, window_s: float = 60.0, budget_j: float = math.nan,
                       budget_until_s: float = math.nan) -> ObjectiveTracker:

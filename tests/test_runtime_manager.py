@@ -364,3 +364,27 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
     # budget_left after steps differs by construction: the env books each step's LLM energy with that
     # step's base load, the device with the base load it sees at decision time
     assert checked >= 40 and seen_deadline and seen_budget
+
+
+def test_start_at_sets_the_configuration_the_first_observation_reads(tmp_path) -> None:
+    """The observation's configuration block at the first decision is the model's loaded configuration (as an
+    env episode starts from its first configuration), not the safe one the manager assumes without it."""
+    clk = Clock()
+
+    def manager():
+        hub = SensorHub([ConstantSensor({"soc_frac": 0.6, "plugged": 0.0, "temp_c": 30.0, "ambient_c": 25.0,
+                                         "power_w": 2.0}, clk)], clock=clk)
+        return RuntimeManager(load_policy_file(make_policy(tmp_path / "p.npz", favour=None)), hub, clock=clk)
+
+    plain, started = manager(), manager()
+    full = int(np.argmax(COSTS.quality))
+    started.start_at(full)
+    plain.decide(0.0)
+    started.decide(0.0)
+    blk = slice(started.layout.cfg_start, started.layout.cfg_start + started.layout.n_config)
+    np.testing.assert_allclose(started.obs[blk], COSTS.features[full], rtol=1e-6)
+    np.testing.assert_allclose(plain.obs[blk], COSTS.features[plain.safe], rtol=1e-6)
+    with pytest.raises(RuntimeError, match="before the first decision"):
+        started.start_at(0)
+    with pytest.raises(ValueError, match="outside"):
+        manager().start_at(len(COSTS.names))
