@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["generate", "import", "record", "info", "plot", "build_real", "objectives"]
+COMMANDS = ["generate", "import", "record", "info", "plot", "build_real", "objectives", "folds"]
 DEFAULT_SET = REPO / "traces" / "data" / "default"
 PHONE = DEFAULT_SET / "phone-00.csv"
 FIX = REPO / "tests" / "fixtures" / "traces"
@@ -85,6 +85,8 @@ USAGE_ERRORS = [
     ("build_real", ["--seed", "-3"], "--seed"),
     ("objectives", [str(DEFAULT_SET), "{tmp}/o", "--seed", "-1"], "--seed"),
     ("objectives", [str(DEFAULT_SET)], "out"),
+    ("folds", [str(DEFAULT_SET), "--k", "2", "--out", "{tmp}/o"], "--k"),
+    ("folds", [str(DEFAULT_SET)], "--out"),
 ]
 
 
@@ -129,6 +131,7 @@ def _existing(tmp: Path) -> Path:
 # (module, args builder, the file the one-line message must name)
 FILE_ERRORS = [
     ("info", lambda t: [str(t / "missing.csv")], "missing.csv"),
+    ("folds", lambda t: [str(_bom_less_set(t)), "--out", str(t / "o")], "manifest.json"),
     ("info", lambda t: [str(_garbage(t))], "junk.csv"),
     ("info", lambda t: [str(_bom_less_set(t))], "manifest.json"),
     ("plot", lambda t: [str(_garbage(t)), "--out", str(t / "x.png")], "junk.csv"),
