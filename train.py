@@ -81,7 +81,7 @@ class Args:
     speed_sigma: float = 0.0
     """domain randomisation over the host's speed: each training episode runs every configuration
     exp(sigma*N(0,1)) times slower than the profile (envs.batched); e.g. 0.25 for a policy that must hold up on
-    hosts 20-30 % off the profile; 0: the profile's host. The val and test episodes use the profile's host"""
+    hosts 20-30 percent off the profile; 0: the profile's host. The val and test episodes use the profile's host"""
     action_head: str = "flat"
     """flat: one logit per configuration; factorised: one categorical per knob family (depth, heads, bits,
     place, split ...; agents.factorised), sum instead of product of the value counts: for large spaces"""
