@@ -313,15 +313,20 @@ def plot(res: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(this command's arguments, the ones after ``--`` that go to every ``train.py``); ``None``: ``sys.argv``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     from agents.evaluate import _oracle_grid
     from model.cli import int_in, nonneg_float, positive_int
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    train_extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, train_extra = argv[:cut], argv[cut + 1:]
+    argv, train_extra = split_passthrough(argv)
     ap = argparse.ArgumentParser(prog="python -m agents.crossval", description=__doc__.split("\n")[0])
     ap.add_argument("--traces", required=True, help="trace-set folder to cross-validate (e.g. data/real)")
     ap.add_argument("--k", type=int_in(3, 50), default=4, help="folds (units are grouped by traces.folds)")
