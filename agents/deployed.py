@@ -76,7 +76,7 @@ class DeployedPolicy:
         base = env.unwrapped
         if list(base.space.names) != list(self.pf.names):
             raise ValueError(f"{self.path}: the policy's {len(self.pf.names)} configurations are not the "
-                             f"environment's {len(base.space.names)} (profile {getattr(base, 'profile_path', '?')}); "
+                             f"environment's {len(base.space.names)}; "
                              "fix: evaluate with the profile it was exported with (--profile)")
         if base.layout.names != self.pf.layout.names:
             raise ValueError(f"{self.path}: the policy reads {len(self.pf.layout.names)} observation features, the "
