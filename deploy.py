@@ -960,7 +960,7 @@ class RunSession:
             mgr.set_workload(demand_tps=w["demand_tps"], budget_w=a.budget_w or w["budget_w"],
                              deadline_left_s=(a.deadline_s - (self.clock() - self.t_start)) if a.deadline_s
                              else w["deadline_left_s"],
-                             horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
+                             base_w=w["base_w"], capacity_j=w["capacity_j"])  # no horizon: the device's own
             if mgr.lookahead:
                 mgr.supply_ahead_w = self.replay.supply_ahead_w(mgr.lookahead, self.params.step_s)
             if self.env_workload is not None:  # the env's demand, backlog and latency (replaces the row's demand)

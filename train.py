@@ -82,6 +82,13 @@ class Args:
     """domain randomisation over the host's speed: each training episode runs every configuration
     exp(sigma*N(0,1)) times slower than the profile (envs.batched); e.g. 0.25 for a policy that must hold up on
     hosts 20-30 percent off the profile; 0: the profile's host. The val and test episodes use the profile's host"""
+    low_soc_frac: float = 0.0
+    """domain randomisation over the battery: this share of the training episodes starts nearly empty (state of
+    charge uniform between the reserve and 0.3; envs.batched), so that the policy learns what an empty battery
+    costs from more than the few real sessions that start low; 0: every episode starts at its trace's charge"""
+    capacity_sigma: float = 0.0
+    """domain randomisation over the battery's capacity: each training episode's capacity is the trace's times
+    exp(sigma*N(0,1)), so that the same charge means more or less time to empty; 0: the trace's capacity"""
     action_head: str = "flat"
     """flat: one logit per configuration; factorised: one categorical per knob family (depth, heads, bits,
     place, split ...; agents.factorised), sum instead of product of the value counts: for large spaces"""
@@ -187,6 +194,8 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
     "speed_sigma": nonneg_float,
+    "low_soc_frac": float_in(0.0, 1.0),
+    "capacity_sigma": nonneg_float,
     "eval_freq": positive_int,
     "eval_episodes": positive_int,
     "checkpoint_freq": positive_int,
@@ -601,7 +610,7 @@ def main(args: Args) -> Path:
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, speed_sigma=args.speed_sigma,
-                           **env_kwargs)
+                           low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)

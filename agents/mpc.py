@@ -14,8 +14,8 @@
    observed SoC, temperature, backlog and configuration;
 4. a configuration is *safe* when the rollout has no battery death, no temperature above the
    trip point, no budget violation, and its mean net battery draw (power − forecast supply) is
-   at most the affordable power (stored energy / time left) — so it could last until the
-   deadline or the end of the trace; pick the safe configuration with the highest predicted
+   at most the affordable power (stored energy / time to the deadline, else over the rolling
+   ``EnvParams.horizon_s``) — so it could last; pick the safe configuration with the highest predicted
    return (quality × tokens minus SLO / drop penalties), else the lowest energy per token.
 """
 

@@ -493,7 +493,7 @@ def dry_replay(pf: PolicyFile, trace_path: str | Path, start: int, steps: int, w
         rp.advance_to(vt)
         w = rp.workload()
         mgr.set_workload(demand_tps=w["demand_tps"], budget_w=w["budget_w"], deadline_left_s=w["deadline_left_s"],
-                         horizon_left_s=w["horizon_left_s"], base_w=w["base_w"], capacity_j=w["capacity_j"])
+                         base_w=w["base_w"], capacity_j=w["capacity_j"])  # no horizon: the device's own
         if mgr.lookahead:
             mgr.supply_ahead_w = rp.supply_ahead_w(mgr.lookahead, dt)
         if ew is not None:

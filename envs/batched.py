@@ -38,6 +38,9 @@ from runtime.dynamics import (
 from runtime.observation import head_values
 
 _NO_INFO = MappingProxyType({})
+#: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
+#: 15 % and below; up to 30 % also covers a battery that will be low within the two-hour episode
+LOW_SOC_MAX = 0.3
 
 
 class BatchedPowerEnv(VecEnv):
@@ -52,13 +55,21 @@ class BatchedPowerEnv(VecEnv):
             configuration ``s`` times slower than the profile says (decode time and second segment × s, token
             rate ÷ s, energy per token × s: the same power for longer). 0 (default): the profile's host, and
             not one number drawn. Explicit resets (``reset_env``: evaluation, demonstrations) keep s = 1.
+        low_soc_frac: Domain randomisation over the battery (``train.py --low-soc-frac``): this share of the
+            randomly reset episodes starts with a state of charge drawn uniformly from
+            ``[reserve_soc, LOW_SOC_MAX]`` instead of the trace's, so that a policy meets nearly empty batteries
+            (where deaths happen) far more often than the traces alone show it. 0 (default): nothing drawn.
+        capacity_sigma: Domain randomisation over the battery's capacity (``train.py --capacity-sigma``): each
+            randomly reset episode's capacity is the trace's × ``exp(σ·N(0, 1))``, so that the same state of
+            charge means more or less time to empty. 0 (default): nothing drawn.
         mask_actions: Unused; kept for the VecEnv constructor signature of callers.
         ref: Reuse an existing env's profile, traces and parameters.
     """
 
     def __init__(self, n_envs: int = 64, profile=None, traces=None, split: str = "train",
                  params: EnvParams | dict | None = None, seed: int = 0, mask_actions: bool = False,
-                 ref: MicroLLMPowerEnv | None = None, speed_sigma: float = 0.0, **param_overrides: Any):
+                 ref: MicroLLMPowerEnv | None = None, speed_sigma: float = 0.0, low_soc_frac: float = 0.0,
+                 capacity_sigma: float = 0.0, **param_overrides: Any):
         # one scalar env supplies the parsed profile and traces (a single source of both)
         self.ref = ref.unwrapped if ref is not None else MicroLLMPowerEnv(
             profile=profile, traces=traces, split=split, params=params, **param_overrides)
@@ -75,6 +86,11 @@ class BatchedPowerEnv(VecEnv):
         if not (math.isfinite(speed_sigma) and speed_sigma >= 0):
             raise ValueError(f"speed_sigma must be a finite number >= 0, got {speed_sigma!r}")
         self.speed_sigma = float(speed_sigma)
+        if not (math.isfinite(low_soc_frac) and 0.0 <= low_soc_frac <= 1.0):
+            raise ValueError(f"low_soc_frac must be in [0, 1], got {low_soc_frac!r}")
+        if not (math.isfinite(capacity_sigma) and capacity_sigma >= 0):
+            raise ValueError(f"capacity_sigma must be a finite number >= 0, got {capacity_sigma!r}")
+        self.low_soc_frac, self.capacity_sigma = float(low_soc_frac), float(capacity_sigma)
         self.speed = np.ones(n)  # this episode's host slow-down factor (domain randomisation)
         self.k = np.zeros(n, int)
         self.i = np.zeros(n, int)
@@ -127,6 +143,10 @@ class BatchedPowerEnv(VecEnv):
         self.reset_env(j, k, int(self.rng.integers(0, max(1, self.tr.n[k] - 1))))
         if self.speed_sigma > 0.0:  # drawn only when on: the batch's sequence is unchanged without it
             self.speed[j] = math.exp(self.speed_sigma * float(self.rng.standard_normal()))
+        if self.low_soc_frac > 0.0 and self.rng.random() < self.low_soc_frac:
+            self.soc[j] = self.rng.uniform(self.params.reserve_soc, max(self.params.reserve_soc, LOW_SOC_MAX))
+        if self.capacity_sigma > 0.0:
+            self.plant.capacity_j[j] *= math.exp(self.capacity_sigma * float(self.rng.standard_normal()))
 
     def reset(self):
         for j in range(self.num_envs):
@@ -172,7 +192,7 @@ class BatchedPowerEnv(VecEnv):
                            plant.t_max_c[rows], bud,
                            self.budget_left[rows] + np.where(bud == bud, bud * p.budget_grace_s, 0.0),
                            self.deadline_eff[rows] - i * dt, soc * plant.capacity_j[rows],
-                           (self.n_rows[rows] - i) * dt, self.last_dem[rows],
+                           p.horizon_s, self.last_dem[rows],
                            self.backlog[rows] / p.backlog_cap_tokens, self.last_lat[rows] / p.slo_ms, bandwidth)
         ahead = None
         if p.lookahead:

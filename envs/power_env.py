@@ -34,7 +34,7 @@ profile. For the elastic model's three knobs:
 | 6 | budget left (energy allowance / budget·1 h) | frac | -10 | 1 |
 | 7 | has a deadline | 0/1 | 0 | 1 |
 | 8 | time to deadline | h | 0 | 100 |
-| 9 | affordable power (stored energy / time left) | W | 0 | 500 |
+| 9 | affordable power (stored energy / time to the deadline, else / ``EnvParams.horizon_s``) | W | 0 | 500 |
 | 10 | demand of the last step | tok/s | 0 | 10000 |
 | 11 | backlog / backlog capacity | frac | 0 | 1 |
 | 12 | last latency / SLO | ratio | 0 | 100 |
@@ -181,6 +181,9 @@ class MicroLLMPowerEnv(gym.Env):
         self.traces = prepare_traces(traces, split, p.step_s, p.avail)
         self.split, self.random_start, self.render_mode = split, random_start, render_mode
         self.step_s, self.lookahead, self.slo_ms = p.step_s, p.lookahead, p.slo_ms
+        # the rolling horizon of ``affordable_power_w`` without a deadline: what a device knows (never when the
+        # trace ends); the runtime manager uses the same figure (ManagerConfig.horizon_s)
+        self._horizon_s = p.horizon_s
         self.backlog_cap, self.reserve_soc, self.w = p.backlog_cap_tokens, p.reserve_soc, p.weights
         n = len(self.costs)
         self.action_space = spaces.Discrete(n)
@@ -293,7 +296,7 @@ class MicroLLMPowerEnv(gym.Env):
         b = self._budget[i]
         head = scalar_head_values(SCALAR, soc, self._supply[i], tr.plugged[i], self.temp_c, self._t_max_c, b,
                                   self._budget_left_j + (b * self._grace_s if b == b else 0.0),
-                                  self._deadline_s - i * dt, soc * tr.capacity_j, (self._n - i) * dt, self._last_demand,
+                                  self._deadline_s - i * dt, soc * tr.capacity_j, self._horizon_s, self._last_demand,
                                   self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms,
                                   tr.bandwidth_mbps[i])
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
@@ -336,7 +339,7 @@ class MicroLLMPowerEnv(gym.Env):
             "demand_tps": float(self._last_demand), "backlog_frac": self.backlog / self.backlog_cap,
             "latency_over_slo": self._last_lat_ms / self.slo_ms, "budget_w": float(b),
             "budget_left_j": self._budget_left_j + (b * self._grace_s if b == b else 0.0),
-            "deadline_left_s": self._deadline_s - i * dt, "horizon_left_s": (self._n - i) * dt,
+            "deadline_left_s": self._deadline_s - i * dt, "horizon_left_s": self._horizon_s,
             "base_w": self._idle_w + float(self._base[i]), "capacity_j": float(tr.capacity_j),
             "supply_ahead_w": [float(self._supply[min(i + k, self._n - 1)]) for k in range(1, self.lookahead + 1)],
             "procs_down": int(self._down[i]), "objective": self.objective, "quality_floor": float(self._qmin_obs),

@@ -272,6 +272,13 @@ class EnvParams:
     objective: Objective = Objective()
     """the user's objective (runtime.dynamics.Objective): max-quality (default), min-energy, last-until, mix"""
 
+    @property
+    def horizon_s(self) -> float:
+        """The rolling horizon of the observation's ``affordable_power_w`` without a deadline (stored energy /
+        this), s: one episode's length. A device never knows when its session ends, so neither does the
+        policy; the runtime manager's default ``ManagerConfig.horizon_s`` is this figure."""
+        return float(self.max_episode_steps) * float(self.step_s)
+
     def __post_init__(self) -> None:
         problems = []
         for name in ("step_s", "slo_ms", "backlog_cap_tokens"):

@@ -122,7 +122,8 @@ class ManagerConfig:
         recover_decisions: Consecutive all-OK decisions to leave DEGRADED.
         capacity_wh: Battery capacity (stored energy = SoC × capacity) when nothing better is known.
         charger_w: Supply power assumed while plugged when no sensor measures it.
-        horizon_s: Planning horizon without a deadline (affordable power = energy / time left).
+        horizon_s: Rolling horizon without a deadline (affordable power = stored energy / this); None: the
+            policy's (``EnvParams.horizon_s``, one training episode, 2 h by default), as the env computes it.
         correction_every_decisions: Decisions between two applications of the online correction to
             the shield and the predicted latency (only when new measurements came in).
         correction_event_decisions: Decisions between two ``correction`` telemetry events (at most).
@@ -146,7 +147,7 @@ class ManagerConfig:
     recover_decisions: int = 10
     capacity_wh: float = 15.0
     charger_w: float = 20.0
-    horizon_s: float = 7200.0
+    horizon_s: float | None = None
     correction_every_decisions: int = 200  # an update costs ~0.2 ms: keep it under 1 % of decisions (p99)
     correction_event_decisions: int = 1000
     correction_loosens_shield: bool = False
@@ -628,7 +629,7 @@ class RuntimeManager:
             lat = self.predicted_latency_ms() / self.params.slo_ms
         stored = self.stored_energy_j if self.stored_energy_j is not None else soc * self.capacity_j
         horizon = self.horizon_left_s if self.horizon_left_s is not None else \
-            self.cfg.horizon_s - (now_s - self._t0)
+            (self.cfg.horizon_s if self.cfg.horizon_s is not None else self.params.horizon_s)
         head = self._head(_SCALAR, soc, supply, plugged, temp, self.device.t_max_c, budget, budget_left,
                           self.deadline_left_s, stored, horizon, self.demand_tps, self.backlog_frac, lat, v[BANDWIDTH])
         # a new array each decision: building one is cheaper than filling a kept buffer from a list

@@ -37,8 +37,10 @@ index     feature                     unit    min      max
 ``python -m envs.describe`` prints the table of any profile's space.
 
 ``affordable_power_w`` is the average power the battery can sustain until the deadline
-(stored energy / time left), or until ``horizon_s`` when there is no deadline — the single
-number a budget-aware rule needs. Values are clipped to the bounds so that observations always
+(stored energy / time left), or over a rolling ``EnvParams.horizon_s`` (one episode, 2 h) when there
+is no deadline — the single number a budget-aware rule needs. Never the time left in the trace: a
+device does not know when its session will end, so the policy must not learn to rely on it.
+Values are clipped to the bounds so that observations always
 lie in the declared space.
 """
 

@@ -180,7 +180,8 @@ class ReplaySensors(Sensor):
 
         Returns:
             ``demand_tps``, ``budget_w`` (NaN = none), ``deadline_left_s`` (NaN = none),
-            ``horizon_left_s`` (time left in the trace), ``base_w`` (idle + other load, W),
+            ``horizon_left_s`` (time left in the trace: for the replay's own use, never the policy's, since a
+            device does not know when its session ends), ``base_w`` (idle + other load, W),
             ``capacity_j`` (battery capacity; stored energy = SoC × capacity).
         """
         i, vt = self._row, self.vt

@@ -14,7 +14,8 @@ PROFILE = example_profile(12)
 
 @pytest.mark.parametrize("trace_index,lookahead", [(k, 0) for k in range(6)] + [(1, 3), (4, 2)])
 def test_batched_matches_scalar(trace_index, lookahead):
-    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, lookahead=lookahead)
+    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, lookahead=lookahead,
+                              max_episode_steps=10_000)  # the same horizon_s: affordable_power_w reads it
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
                               lookahead=lookahead)
     assert batched.observation_space.shape == (19 + lookahead,) == batched._obs()[0].shape
@@ -78,3 +79,45 @@ def test_speed_randomisation_slows_each_episode_by_its_drawn_factor():
     again = BatchedPowerEnv(n_envs=8, seed=3, speed_sigma=0.4)
     again.reset()
     assert np.array_equal(again.speed, s)  # seeded
+
+
+def test_battery_randomisation_draws_low_charges_and_capacities():
+    """BatchedPowerEnv(low_soc_frac, capacity_sigma): about that share of random episodes starts between the
+    reserve and LOW_SOC_MAX; capacities are the trace's times a drawn factor; the first step drains a smaller
+    battery by more; 0 draws nothing; bad values are refused."""
+    import numpy as np
+
+    from envs.batched import LOW_SOC_MAX, BatchedPowerEnv
+
+    n = 400
+    plain = BatchedPowerEnv(n_envs=n, seed=5)
+    assert np.array_equal(plain.reset(), BatchedPowerEnv(n_envs=n, seed=5, low_soc_frac=0.0,
+                                                         capacity_sigma=0.0).reset())
+    cap0 = plain.plant.capacity_j.copy()
+    env = BatchedPowerEnv(n_envs=n, seed=5, low_soc_frac=0.5, capacity_sigma=0.3)
+    env.reset()
+    trace_soc = env.tr.soc0[env.k]
+    low = env.soc != trace_soc
+    assert 0.4 < low.mean() < 0.6
+    assert np.all((env.soc[low] >= env.params.reserve_soc) & (env.soc[low] <= LOW_SOC_MAX))
+    trace_cap = np.array([env.tr.plant(int(k)).capacity_j for k in env.k])
+    ratio = env.plant.capacity_j / trace_cap
+    assert np.ptp(np.log(ratio)) > 0.5 and 0.2 < np.std(np.log(ratio)) < 0.4
+    assert np.array_equal(cap0, np.array([plain.tr.plant(int(k)).capacity_j for k in plain.k]))
+    # the same step drains the smaller battery by more: SoC drop ∝ 1 / capacity
+    for j in range(n):
+        plain.reset_env(j, int(env.k[j]), int(env.i[j]), soc=float(env.soc[j]))
+    a = np.full(n, env.ref.full_config)
+    s0 = env.soc.copy()
+    env.step(a)
+    plain.step(a)
+    ok = (s0 - env.last.soc > 1e-9) & ~env.last.dead & (env.last.soc > 0) & (plain.last.soc > 0)
+    assert ok.sum() >= 20
+    np.testing.assert_allclose((s0 - env.last.soc)[ok] * ratio[ok], (s0 - plain.last.soc)[ok], rtol=1e-6)
+    for bad in ({"low_soc_frac": 1.5}, {"capacity_sigma": -0.1}, {"low_soc_frac": float("nan")}):
+        try:
+            BatchedPowerEnv(n_envs=2, seed=0, **bad)
+        except ValueError as e:
+            assert next(iter(bad)) in str(e)
+        else:
+            raise AssertionError(f"{bad} accepted")

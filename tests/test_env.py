@@ -157,3 +157,23 @@ def test_observation_builder_imports_without_torch_or_gym():
             "import runtime.observation, runtime.rules\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_affordable_power_never_reads_when_the_trace_ends():
+    """Without a deadline, feature 9 is stored energy / EnvParams.horizon_s (a rolling horizon), the same for a
+    trace that ends in 10 minutes and one that runs for hours: a device never knows when its session ends. With
+    a deadline it is stored energy / time to the deadline."""
+    i9 = MicroLLMPowerEnv(profile=PROFILE, traces=[flat_trace()]).feature_names.index("affordable_power_w")
+    feats = []
+    for n in (60, 4000):
+        env = make_env(flat_trace(n=n, capacity_wh=10.0, soc=0.5))
+        obs, _ = env.reset(seed=0)
+        feats.append(float(obs[i9]))
+        assert env.params.horizon_s == 7200.0 and env.device_view()["horizon_left_s"] == 7200.0
+    assert feats[0] == feats[1] == pytest.approx(0.5 * 10.0 * 3600.0 / 7200.0, rel=1e-6)
+    env = make_env(flat_trace(n=400, capacity_wh=10.0, soc=0.5, deadline_s=1800.0))
+    obs, _ = env.reset(seed=0)
+    assert float(obs[i9]) == pytest.approx(0.5 * 10.0 * 3600.0 / 1800.0, rel=1e-6)
+    short = make_env(flat_trace(n=400, capacity_wh=10.0, soc=0.5), max_episode_steps=90)
+    obs, _ = short.reset(seed=0)
+    assert float(obs[i9]) == pytest.approx(0.5 * 10.0 * 3600.0 / 900.0, rel=1e-6)

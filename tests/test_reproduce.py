@@ -1,5 +1,5 @@
 """Committed results reproduce: the baselines' and the oracle's returns on the default test split
-equal those in the committed report (reports/default-maskable-10M), episode by episode."""
+equal those in the committed report (reports/default-baselines), episode by episode."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from agents.evaluate import evaluate_controllers
 from agents.registry import BASELINES, ORACLE, make_controller
 from envs.power_env import MicroLLMPowerEnv
 
-REPORT = Path(__file__).resolve().parent.parent / "reports" / "default-maskable-10M" / "report.json"
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "default-baselines" / "report.json"
 
 
 def _returns(names, episodes=None):

@@ -63,7 +63,7 @@ def run_slow_host(tmp_path: Path, ambient_c: float, demand_tps: float, n: int, c
             mgr.observe_measurement(latency_ms=SLOW * DEC_MS[cur] * noise[0],
                                     power_w=HOT * COSTS.power_w[cur] * noise[1], config=cur)
         w = rp.workload()
-        mgr.set_workload(demand_tps=w["demand_tps"], base_w=w["base_w"], horizon_left_s=w["horizon_left_s"])
+        mgr.set_workload(demand_tps=w["demand_tps"], base_w=w["base_w"])
         a = mgr.decide(float(k + 1))
         yield mgr, hub, a
 

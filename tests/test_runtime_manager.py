@@ -346,7 +346,7 @@ def test_device_observation_matches_env_observation(tmp_path: Path) -> None:
             w = rp.workload()
             mgr.set_workload(demand_tps=env._last_demand, backlog_frac=env.backlog / env.backlog_cap,
                              latency_over_slo=env._last_lat_ms / env.slo_ms, budget_w=w["budget_w"],
-                             deadline_left_s=w["deadline_left_s"], horizon_left_s=w["horizon_left_s"],
+                             deadline_left_s=w["deadline_left_s"],  # no horizon: the device's own (2 h)
                              base_w=w["base_w"], capacity_j=w["capacity_j"])
             mgr.current = env._a
             mgr.decide(rp.vt)
