@@ -42,6 +42,8 @@ class Factorisation:
         for f, (off, d) in enumerate(zip(self._offsets, self.dims)):
             for v in range(d):
                 self._has[off + v] = self.values[:, f] == v
+        self._has_t = np.ascontiguousarray(self._has.T.astype(np.uint8))  # (n_configs, n_logits), for masks()
+        self._split = self._offsets[1:].tolist()  # np.split points: one slice per family
 
     @property
     def n_logits(self) -> int:
@@ -67,16 +69,20 @@ class Factorisation:
     def masks(self, allowed: np.ndarray) -> np.ndarray:
         """(n, n_configs) flat masks -> (n, sum(dims)) per-family masks (sb3-contrib's MultiDiscrete layout)."""
         allowed = np.asarray(allowed, bool).reshape(-1, len(self.values))
-        return (allowed.astype(np.uint8) @ self._has.T.astype(np.uint8)) > 0
+        return (allowed.view(np.uint8) @ self._has_t) > 0
 
     def choose(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
         """The configuration a factorised policy runs for one observation's ``logits`` (n_logits,): the
         argmax of each family (over its allowed values when ``allowed``, a flat bool mask, is given)."""
         lg = np.asarray(logits, dtype=np.float64)
         if allowed is not None:
-            lg = np.where(self.masks(allowed)[0], lg, _MASKED)
-        a = [int(np.argmax(lg[off:off + d])) for off, d in zip(self._offsets, self.dims)]
-        return int(self.index(np.array([a]), None if allowed is None else np.asarray(allowed, bool)[None])[0])
+            allowed = np.asarray(allowed, bool)
+            if allowed.all():  # nothing masked (most decisions): no per-family masks, no nearest-allowed search
+                allowed = None
+            else:
+                lg = np.where(self.masks(allowed)[0], lg, _MASKED)
+        a = [int(part.argmax()) for part in np.split(lg, self._split)]
+        return int(self.index(np.array([a]), None if allowed is None else allowed[None])[0])
 
 
 __all__ = ["Factorisation"]
