@@ -248,8 +248,8 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
           "(return − random) / (oracle − random) on each fold's held-out units (every trace from row 0).", ""]
     ra = res.get("args") or {}
     if ra:
-        md += [f"Training: recipe `{ra.get('recipe')}`, {float(ra.get('total_timesteps', 0)):.3g} RL steps at step size "
-               f"{float(ra.get('learning_rate', 0)):.3g}; further train.py arguments: "
+        md += [f"Training: recipe `{ra.get('recipe')}`, {float(ra.get('total_timesteps', 0)):.3g} RL steps at step "
+               f"size {float(ra.get('learning_rate', 0)):.3g}; further train.py arguments: "
                f"`{' '.join(res.get('train_extra') or []) or 'none'}`.", ""]
     md += ["| fold | held-out units | episodes | " + " | ".join(f"RL seed {s}" for s in seeds)
           + " | warm start (mean) | best heuristic | its score |",
