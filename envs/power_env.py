@@ -84,7 +84,8 @@ quality term is off and ``− w_energy·P_llm − w_floor·[served quality < flo
 ``last-until`` ``− w_reserve·[SoC < reserve before the deadline]``; ``max-quality`` (the default) adds
 nothing. ``quality_j`` is the profile's multiple-choice skill above chance, ``(acc − 0.25)/0.75``, so a
 step serving 100 tok/s with the full model earns ≈ its skill (≈ 0.5). Default weights and why:
-``w_death = 50`` (about a hundred steps of full-quality serving: dying must never pay),
+``w_death = 50`` (about a hundred steps of full-quality serving: dying must never pay; one real phone
+session shows that a policy without foresight can earn as much by dying late, docs/agents.md),
 ``w_thermal = 0.5`` per °C over (a few degrees cost as much as the whole step's quality),
 ``w_slo = 0.5``, ``w_budget = 1.0`` per unit of relative overdraw, ``w_drop = 0.5`` (a dropped
 token costs about what serving it would have earned).
