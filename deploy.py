@@ -118,7 +118,7 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     from envs.tables import load_cost_tables
     from model.evaluate import file_sha256 as sha256_file
     from runtime.dynamics import DEVICES, EnvParams
-    from runtime.observation import layout_for
+    from runtime.observation import params_layout
     from runtime.policy import save_policy_file
     from runtime.rules import HOT_MARGIN_C
 
@@ -166,7 +166,7 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         costs = _retable_costs(prof_path, [r["name"] for r in table] if table else None, "the run's")
         prof_sha = sha256_file(prof_path)
     space = costs.space
-    layout = layout_for(space, params.lookahead, params.objective.observed)  # + processors, objective blocks
+    layout = params_layout(space, params)  # + processors, objective, thermal blocks
     if cfg.get("obs_features") and list(cfg["obs_features"]) != layout.names:
         raise ExportError(f"config.json obs_features {cfg['obs_features']} differ from the profile's layout "
                           f"{layout.names}")
@@ -259,7 +259,7 @@ def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: 
         runtime.safeio.ExistsError: ``out`` (or ``<out>.onnx``) exists and not ``force``.
         ExportError: ``src`` is not a valid policy file, or ``profile``'s configuration space differs.
     """
-    from runtime.observation import layout_for
+    from runtime.observation import params_layout
     from runtime.policy import PolicyFileError, load_policy_file, save_policy_file
     from runtime.safeio import refuse_existing
 
@@ -272,7 +272,7 @@ def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: 
         raise ExportError(str(exc)) from None
     prof = Path(profile)
     costs = _retable_costs(prof, pf.names, f"the policy's ({src})")
-    layout = layout_for(costs.space, pf.params.lookahead, pf.params.objective.observed)
+    layout = params_layout(costs.space, pf.params)
     if layout.names != pf.layout.names:
         raise ExportError(f"--profile {prof}: its observation layout {layout.names} differs from the policy's "
                           f"{pf.layout.names}")

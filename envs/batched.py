@@ -35,7 +35,7 @@ from runtime.dynamics import (
     start_temp_c,
     step_core,
 )
-from runtime.observation import head_values
+from runtime.observation import head_values, thermal_values
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -187,7 +187,7 @@ class BatchedPowerEnv(VecEnv):
         """(len(rows), dim) observations of the envs ``rows`` (default: all)."""
         dt, f, p = self.dt, self.tr.flat, self.params
         fi, i, soc, plant = self.fi[rows], self.i[rows], self.soc[rows], self.plant
-        supply, plugged, ambient, _, bandwidth, bud, _ = self.tr.rows.take(fi, axis=0).T
+        supply, plugged, ambient, _, bandwidth, bud, base = self.tr.rows.take(fi, axis=0).T
         head = head_values(VECTOR, soc, supply, plugged, self.temp[rows],
                            plant.t_max_c[rows], bud,
                            self.budget_left[rows] + np.where(bud == bud, bud * p.budget_grace_s, 0.0),
@@ -203,8 +203,13 @@ class BatchedPowerEnv(VecEnv):
         if self.layout.goal:
             k, q, b = self.obj[rows], self.qmin_obs[rows], np.where(bud == bud, np.maximum(bud, 0.0), 0.0)
             goal = np.stack([k == 0, k == 1, k == 2, np.where(k == 1, q, 0.0), b], axis=1).astype(float)
+        therm = None
+        if self.layout.thermal:  # an env not reset yet has an all-zero plant: its row means nothing until reset
+            with np.errstate(divide="ignore", invalid="ignore"):
+                therm = thermal_values(VECTOR, self.temp[rows], ambient, plant.t_max_c[rows], plant.r_th_c_per_w[rows],
+                                       plant.tau_s[rows], dt, plant.idle_power_w[rows] + base)
         return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
-                                 goal)
+                                 goal, therm)
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def step_async(self, actions) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from envs.tables import DEFAULT_PROFILE, load_cost_tables
 from model.cli import field_docs
 from runtime.dynamics import DEVICES, EnvParams, RewardWeights
-from runtime.observation import layout_for
+from runtime.observation import params_layout
 
 
 def describe(profile: Any = None, traces: str | None = None, lookahead: int = 0) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def describe(profile: Any = None, traces: str | None = None, lookahead: int = 0)
     costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
     sp = costs.space
     params = EnvParams(lookahead=lookahead)
-    layout = layout_for(sp, params.lookahead, params.objective.observed)
+    layout = params_layout(sp, params)
     docs, wdocs = field_docs(EnvParams), field_docs(RewardWeights)
     out: dict[str, Any] = {
         "profile": str(profile if profile is not None else DEFAULT_PROFILE),

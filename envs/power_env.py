@@ -42,13 +42,16 @@ profile. For the elastic model's three knobs:
 | 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 (+ split knobs) | frac | 0 | 1 |
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
+| (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: the model power beyond the base load that holds the device at T_max (steady state), and that brings it to T_max at the end of the next step (``EnvParams.thermal_obs``) | W | -100 | 500 |
 | (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
 | (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
 
-The processor block follows the tail only for a space with the ``place`` knob; the objective block
-(goal-conditioned policies) only with ``EnvParams.objective.goal_obs`` or ``kind = "mix"``; without
-them the layout is the one every earlier policy reads.
+The thermal block follows the tail only with ``EnvParams.thermal_obs`` (it turns degrees of headroom into
+watts with the device kind's R_th and time constant, which the rest of the observation does not carry); the
+processor block only for a space with the ``place`` knob; the objective block (goal-conditioned policies) only
+with ``EnvParams.objective.goal_obs`` or ``kind = "mix"``; without them the layout is the one every earlier
+policy reads.
 
 ## Dynamics (per step of ``dt = step_s``; ``runtime.dynamics.step_core``, shared by every simulator)
 * throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
@@ -149,7 +152,7 @@ from runtime.dynamics import (
     scalar_step_core,
     start_temp_c,
 )
-from runtime.observation import goal_values, layout_for, scalar_head_values
+from runtime.observation import goal_values, params_layout, scalar_head_values, thermal_values
 from runtime.rules import HOT_MARGIN_C, Feasibility
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
@@ -188,7 +191,7 @@ class MicroLLMPowerEnv(gym.Env):
         self.backlog_cap, self.reserve_soc, self.w = p.backlog_cap_tokens, p.reserve_soc, p.weights
         n = len(self.costs)
         self.action_space = spaces.Discrete(n)
-        self.layout = layout_for(self.space, p.lookahead, p.objective.observed)
+        self.layout = params_layout(self.space, p)
         self.observation_space = spaces.Box(self.layout.lo, self.layout.hi, dtype=np.float32)
         self.feature_names = self.layout.names
         c = self.costs
@@ -302,8 +305,10 @@ class MicroLLMPowerEnv(gym.Env):
                                   tr.bandwidth_mbps[i])
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
         goal = goal_values(self.objective, self._qmin_obs, b) if self.layout.goal else ()
+        therm = thermal_values(SCALAR, self.temp_c, self._ambient[i], self._t_max_c, tr.device.r_th_c_per_w,
+                               tr.device.tau_s, dt, self._idle_w + self._base[i]) if self.layout.thermal else ()
         return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
-                                 self._down[i], goal)
+                                 self._down[i], goal, therm)
 
     def _set_objective(self, o: dict, tr: TraceArrays) -> None:
         """This episode's objective (``EnvParams.objective``; ``options["objective"]`` overrides; ``mix``

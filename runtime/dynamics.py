@@ -261,6 +261,10 @@ class EnvParams:
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
     """supply-power forecast steps appended to the observation (0: none)"""
+    thermal_obs: bool = False
+    """add the thermal headroom in watts to the observation (runtime.observation.THERMAL): the model power the
+    device can hold at its trip point, which a policy cannot compute from degrees without the kind's R_th;
+    off by default so that policy files written before it keep their observation"""
     max_episode_steps: int = 720
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()

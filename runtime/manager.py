@@ -52,7 +52,7 @@ from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.objective import ObjectiveTracker
-from runtime.observation import ObsLayout, goal_values, model_layout
+from runtime.observation import ObsLayout, goal_values, model_layout, thermal_values
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
@@ -637,8 +637,13 @@ class RuntimeManager:
         if self.layout.goal:  # a goal-conditioned policy reads the objective (default: max-quality)
             ob = self.objective
             goal = goal_values(ob.kind if ob else "max-quality", ob.quality_floor if ob else 0.0, budget)
+        therm = ()
+        if self.layout.thermal:  # the device's own constants, at the policy's step (as in training)
+            d = self.device
+            therm = thermal_values(_SCALAR, temp, v[AMBIENT], d.t_max_c, d.r_th_c_per_w, d.tau_s, self.params.step_s,
+                                   base_w)
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
-                                     self.procs_down, goal)
+                                     self.procs_down, goal, therm)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,

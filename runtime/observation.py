@@ -6,8 +6,10 @@ same features, in the same order and units, on the device. numpy + standard libr
 
 The layout is: 14 device/workload features, then the "current configuration" block (one or more
 features per knob, declared in ``runtime.configspace``, so its length follows the number of
-knobs), then the last step's power and the ambient temperature, then ``lookahead`` supply-power
-forecasts. For the elastic model's three knobs:
+knobs), then the last step's power and the ambient temperature, then the optional blocks: the thermal
+headroom in watts (``EnvParams.thermal_obs``), the processors' availability (a space with placement), the
+objective (goal-conditioned policies) and ``lookahead`` supply-power forecasts. For the elastic model's three
+knobs, without the optional blocks but the look-ahead:
 
 ========  ==========================  ======  =======  =======
 index     feature                     unit    min      max
@@ -42,6 +44,13 @@ is no deadline — the single number a budget-aware rule needs. Never the time l
 device does not know when its session will end, so the policy must not learn to rely on it.
 Values are clipped to the bounds so that observations always
 lie in the declared space.
+
+The thermal block (``thermal_sustain_w``, ``thermal_step_w``, W, −100..500) is the model power beyond the base
+load that the device can hold at its trip point forever, and the power that would bring it exactly to the trip
+point at the end of the next step (:func:`thermal_values`). A policy sees the temperature and its headroom in
+°C, but turning them into watts needs the device's thermal resistance and time constant, which differ per kind
+(``runtime.dynamics.DEVICES``): without the block, a policy trained over phones, laptops and solar nodes keeps a
+margin of degrees that is too wide on one kind and too narrow on another.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.dynamics import Ops, scalar_twin
+from runtime.dynamics import Ops, max_power_for_temp_w, scalar_twin
 from runtime.placement import ROLES
 
 _ROLE_BIT = {r: i for i, r in enumerate(ROLES)}
@@ -87,6 +96,14 @@ TAIL: tuple[tuple[str, str, float, float], ...] = (
     ("ambient_c", "degC", -40.0, 80.0),
 )
 LOOKAHEAD = ("supply_w_ahead", "W", 0.0, 500.0)
+#: The thermal block (``EnvParams.thermal_obs``; :func:`thermal_values`): the model's own power, beyond the
+#: device's base load, that the device can hold without passing its trip point, at steady state and over the
+#: next step. R_th, the time constant and the base load differ per device kind and are not in the head, so a
+#: policy could not compute these from it; after the tail, before the processors.
+THERMAL: tuple[tuple[str, str, float, float], ...] = (
+    ("thermal_sustain_w", "W", -100.0, 500.0),
+    ("thermal_step_w", "W", -100.0, 500.0),
+)
 #: The objective block (goal-conditioned policies, ``Objective.observed``): which objective, its floor and
 #: the power budget in watts; after the processors, before the look-ahead.
 GOAL: tuple[tuple[str, str, float, float], ...] = (
@@ -105,6 +122,18 @@ def goal_values(kind: str, quality_floor: float, budget_w: float) -> tuple[float
     return (*(1.0 if kind == k else 0.0 for k in GOAL_KINDS),
             float(quality_floor) if kind == "min-energy" else 0.0,
             float(budget_w) if budget_w == budget_w and budget_w > 0 else 0.0)
+
+
+def thermal_values(o: Ops, temp_c, ambient_c, t_max_c, r_th_c_per_w, tau_s, dt_s, base_w):
+    """The thermal block (``THERMAL``), unclipped, for floats (``SCALAR``) or arrays (``VECTOR``): the model
+    power (W, beyond ``base_w`` = idle + other load) whose steady state is ``t_max_c``
+    (``runtime.dynamics.max_power_for_temp_w``, the action mask's thermal rule), and the one that brings the
+    device from ``temp_c`` to exactly ``t_max_c`` at the end of a step of ``dt_s`` (the first-order model of
+    ``runtime.dynamics.thermal_update``, solved for the power). Negative: even idle, the device heats past it."""
+    a = o.exp(-dt_s / tau_s)
+    sustain_w = max_power_for_temp_w(t_max_c, ambient_c, r_th_c_per_w) - base_w
+    step_w = max_power_for_temp_w((t_max_c - temp_c * a) / (1.0 - a), ambient_c, r_th_c_per_w) - base_w
+    return sustain_w, step_w
 
 
 def head_values(o: Ops, soc, supply_w, plugged, temp_c, t_max_c, budget_w, budget_left_j, deadline_left_s,
@@ -136,7 +165,7 @@ class ObsLayout:
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
-                 goal: bool = False) -> None:
+                 goal: bool = False, thermal: bool = False) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -147,7 +176,9 @@ class ObsLayout:
         procs = [(f"proc_up_{r}", "0/1", 0.0, 1.0) for r in self.processors]
         self.goal = bool(goal)
         goals = GOAL if self.goal else ()
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *procs, *goals, *ahead)
+        self.thermal = bool(thermal)
+        therm = THERMAL if self.thermal else ()
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *procs, *goals, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
         self.dim = len(self.rows)
@@ -158,7 +189,8 @@ class ObsLayout:
         self.hi = np.array([r[3] for r in self.rows], dtype=np.float32)
         self.cfg_start = len(HEAD)
         self.tail_start = self.cfg_start + self.n_config
-        self.proc_start = self.tail_start + len(TAIL)
+        self.thermal_start = self.tail_start + len(TAIL)
+        self.proc_start = self.thermal_start + len(therm)
         self.goal_start = self.proc_start + len(self.processors)
         self.ahead_start = self.goal_start + len(goals)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
@@ -169,15 +201,18 @@ class ObsLayout:
 
     def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
               ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0,
-              goal: Sequence[float] = ()) -> np.ndarray:
+              goal: Sequence[float] = (), thermal: Sequence[float] = ()) -> np.ndarray:
         """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
         place, or a new array when ``out`` is None.
 
         ``head``: :func:`head_values` with ``SCALAR``. ``down``: bit mask of the unavailable processor
         roles (``runtime.placement.ROLES`` order). Clipping after the float32 conversion equals
-        clipping before it (the bounds are float32 numbers and rounding is monotone).
+        clipping before it (the bounds are float32 numbers and rounding is monotone). ``thermal``:
+        :func:`thermal_values` with ``SCALAR`` when the layout has the thermal block.
         """
         vals = [*head, *config_features, power_w, ambient_c]
+        if self.thermal:
+            vals += thermal
         if self.processors:
             vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
         if self.goal:
@@ -195,7 +230,7 @@ class ObsLayout:
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
               supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None,
-              goal: np.ndarray | None = None) -> np.ndarray:
+              goal: np.ndarray | None = None, thermal: tuple | None = None) -> np.ndarray:
         """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
 
         Built feature-major, (dim, n), so that every feature is one contiguous write, then
@@ -208,6 +243,9 @@ class ObsLayout:
         obs[self.cfg_start:self.tail_start] = config_features.T
         obs[self.tail_start] = power_w
         obs[self.tail_start + 1] = ambient_c
+        if self.thermal:  # thermal_values(VECTOR, ...)
+            for j, v in enumerate(thermal):
+                obs[self.thermal_start + j] = v
         for j, b in enumerate(self._proc_bits):
             obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
         if self.goal:  # (n, len(GOAL)): goal_values per env
@@ -227,10 +265,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def layout_for(space: Any, lookahead: int = 0, goal: bool = False) -> ObsLayout:
+def layout_for(space: Any, lookahead: int = 0, goal: bool = False, thermal: bool = False) -> ObsLayout:
     """The layout of a configuration space: its knobs' features, processor availability when it has the
-    ``place`` knob, and the objective block when ``goal`` (``EnvParams.objective.observed``)."""
-    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else (), goal)
+    ``place`` knob, the objective block when ``goal`` (``EnvParams.objective.observed``) and the thermal
+    block when ``thermal`` (``EnvParams.thermal_obs``)."""
+    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else (), goal, thermal)
+
+
+def params_layout(space: Any, params: Any) -> ObsLayout:
+    """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads: look-ahead, objective
+    and thermal blocks as the parameters say. The environments, the policy file and the manager all use this."""
+    return layout_for(space, params.lookahead, params.objective.observed, params.thermal_obs)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -240,5 +285,5 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "ObsLayout", "goal_values", "head_values", "layout_for",
-           "model_layout"]
+__all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "goal_values", "head_values",
+           "layout_for", "model_layout", "params_layout", "thermal_values"]

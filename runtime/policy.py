@@ -41,7 +41,7 @@ import numpy as np
 
 from runtime.configspace import ConfigSpace, ConfigSpaceError, space_from_records
 from runtime.dynamics import EnvParams
-from runtime.observation import ObsLayout, layout_for
+from runtime.observation import ObsLayout, params_layout
 
 FORMAT = "wattwise-policy"
 FORMAT_VERSION = 2
@@ -352,7 +352,7 @@ def _space_and_params(p: Path, meta: dict[str, Any]) -> tuple[ConfigSpace, EnvPa
 
 def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: ConfigSpace,
                        params: EnvParams) -> ObsLayout:
-    layout = layout_for(space, params.lookahead, params.objective.observed)
+    layout = params_layout(space, params)
     names = [f["name"] if isinstance(f, dict) else f for f in meta["obs_features"]]
     if names != layout.names:
         raise PolicyFileError(p, f"observation features {names} differ from this runtime's {layout.names} "

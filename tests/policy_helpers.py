@@ -14,12 +14,12 @@ def random_policy_file(path: str | Path, profile: str | Path, params=None, favou
     configuration name) gets a large bias, i.e. a policy that insists on it. Returns the path."""
     from envs.tables import load_cost_tables
     from runtime.dynamics import DEVICES, EnvParams
-    from runtime.observation import layout_for
+    from runtime.observation import params_layout
     from runtime.policy import save_policy_file
 
     params = params or EnvParams()
     c = load_cost_tables(profile)
-    layout = layout_for(c.space, params.lookahead, params.objective.observed)
+    layout = params_layout(c.space, params)
     rng = np.random.default_rng(0)
     n, d, h = len(c), layout.dim, 16
     layers = [(rng.normal(0, 0.3, (h, d)), rng.normal(0, 0.1, h)), (rng.normal(0, 0.3, (n, h)), np.zeros(n))]

@@ -14,6 +14,7 @@ from agents.deployed import DeployedPolicy
 from agents.evaluate import evaluate_controllers
 from agents.evaluate import main as evaluate_main
 from agents.registry import make_controller
+from runtime.dynamics import EnvParams
 from runtime.policy import NumpyPolicy, load_policy_file
 
 PROFILE = "profiles/reference-cpu.json"
@@ -33,13 +34,15 @@ def _episodes(env, ctrl, traces, steps):
     return out
 
 
-def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path):
-    path = random_policy_file(tmp_path / "p.npz", PROFILE)
+@pytest.mark.parametrize("thermal", [False, True])
+def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path, thermal):
+    path = random_policy_file(tmp_path / "p.npz", PROFILE, params=EnvParams(thermal_obs=thermal))
     pf = load_policy_file(path)
     env = gym.make(envs.ENV_ID, split="test", params=pf.params, random_start=False)
     ctrl = DeployedPolicy(path, shield=False)
     ctrl.bind(env)
     pol = NumpyPolicy(pf)
+    assert ("thermal_step_w" in pf.layout.names) == thermal
     steps = _episodes(env, ctrl, range(3), 120)
     assert len(steps) >= 200
     for m_obs, e_obs, a in steps:

@@ -177,3 +177,24 @@ def test_affordable_power_never_reads_when_the_trace_ends():
     short = make_env(flat_trace(n=400, capacity_wh=10.0, soc=0.5), max_episode_steps=90)
     obs, _ = short.reset(seed=0)
     assert float(obs[i9]) == pytest.approx(0.5 * 10.0 * 3600.0 / 900.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["phone", "laptop", "solar-node"])
+def test_thermal_block_is_the_model_power_that_reaches_the_trip_point(kind):
+    """thermal_sustain_w held forever settles exactly at t_max; thermal_step_w held for one step ends there. Each
+    kind has its own R_th and time constant, so the same degrees of headroom are different watts."""
+    from runtime.dynamics import DEVICES, steady_temp_c, thermal_step
+
+    dev = DEVICES[kind]
+    env = make_env(flat_trace(ambient_c=25.0, base_w=0.3, kind=kind), thermal_obs=True)
+    assert make_env(flat_trace(kind=kind)).observation_space.shape[0] + 2 == env.observation_space.shape[0]
+    obs, _ = env.reset(seed=0, options={"temp_c": dev.t_max_c - 4.0})
+    names = env.feature_names
+    sustain, step = float(obs[names.index("thermal_sustain_w")]), float(obs[names.index("thermal_step_w")])
+    base = 0.3 + dev.idle_power_w
+    assert steady_temp_c(25.0, base + sustain, dev.r_th_c_per_w) == pytest.approx(dev.t_max_c, abs=1e-4)
+    t1 = thermal_step(dev.t_max_c - 4.0, 25.0, base + step, env.step_s, dev.r_th_c_per_w, dev.tau_s)
+    assert t1 == pytest.approx(dev.t_max_c, abs=1e-3)
+    assert step > sustain  # 4 degC below the trip point, a burst may use more than the steady state allows
+    obs, _ = env.reset(seed=0, options={"temp_c": dev.t_max_c + 1.0})
+    assert float(obs[names.index("thermal_step_w")]) < float(obs[names.index("thermal_sustain_w")])
