@@ -42,12 +42,14 @@ profile. For the elastic model's three knobs:
 | 14-16 | current configuration (``runtime.configspace``): depth/max, heads, bits/32 (+ split knobs) | frac | 0 | 1 |
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
-| (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: the model power beyond the base load that holds the device at T_max (steady state), and that brings it to T_max at the end of the next step (``EnvParams.thermal_obs``) | W | -100 | 500 |
+| (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: model power at T_max, steady / next step | W | -100 | 500 |
 | (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
 | (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
 
-The thermal block follows the tail only with ``EnvParams.thermal_obs`` (it turns degrees of headroom into
+The thermal block (the model power beyond the base load that holds the device at T_max at steady state, and
+the one that brings it to T_max at the end of the next step) follows the tail only with
+``EnvParams.thermal_obs`` (it turns degrees of headroom into
 watts with the device kind's R_th and time constant, which the rest of the observation does not carry); the
 processor block only for a space with the ``place`` knob; the objective block (goal-conditioned policies) only
 with ``EnvParams.objective.goal_obs`` or ``kind = "mix"``; without them the layout is the one every earlier
