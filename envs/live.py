@@ -66,15 +66,22 @@ class LiveMicroLLMPowerEnv(MicroLLMPowerEnv):
         self.context_tokens = int(context_tokens)
         self._cache = None
 
+    def _fresh_cache(self) -> None:
+        """A new KV cache holding the same ``context_tokens``-token context (seeded, so every call alike)."""
+        import torch
+
+        m = self.model
+        self._cache = m.new_cache(1, m.config.block_size)
+        ctx = torch.randint(32, 127, (1, self.context_tokens), generator=torch.Generator().manual_seed(0))
+        m.forward(ctx, self._cache)
+
     def _generate(self, n: int) -> list[float]:
         """Decode ``n`` tokens under the active configuration; per-token latencies in ms."""
         import torch
 
         m = self.model
         if self._cache is None or self._cache.length + n >= m.config.block_size:
-            self._cache = m.new_cache(1, m.config.block_size)
-            ctx = torch.randint(32, 127, (1, self.context_tokens), generator=torch.Generator().manual_seed(0))
-            m.forward(ctx, self._cache)
+            self._fresh_cache()
         out, tok = [], torch.tensor([[32]])
         for _ in range(n):
             t0 = time.perf_counter()
@@ -141,21 +148,33 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
                 calibrated: dict | None = None) -> list[dict]:
     """Predicted vs measured decode latency per configuration (median over every token).
 
-    With ``calibrated`` (a calibrated profile's dict with the same configurations), each row also has
-    ``calibrated_predicted_ms_per_token``, ``calibrated_error_pct`` and the record's ``calibrated_source``.
+    Measured as the profile was (``model.profile.decode_step_ms``): every sample is ``tokens_per_config``
+    single-token steps on a fresh KV cache after the same ``env.context_tokens``-token context, so that the
+    predicted and the measured figure are at the same context length (decode cost grows with it; a cache left
+    to fill up made samples of different configurations differ by ~20 % here). The repeats go round-robin over
+    the configurations, so a host that slows down for a while slows every configuration a little rather than a
+    few a lot. With ``calibrated`` (a calibrated profile's dict with the same configurations), each row also
+    has ``calibrated_predicted_ms_per_token``, ``calibrated_error_pct`` and the record's ``calibrated_source``.
     """
     cal = {r["name"]: r for r in calibrated["configs"]} if calibrated is not None else None
     if cal is not None and set(cal) != set(env.costs.names):
         raise ValueError("the calibrated profile's configurations differ from the profile's")
-    rows = []
     env.reset(seed=0)
-    for a, name in enumerate(env.costs.names):
+    names = list(env.costs.names)
+    lat: dict[str, list[float]] = {n: [] for n in names}
+    for name in names:  # warm every configuration once
         env.model.set_config(name)
-        env._generate(4)  # warm this configuration
-        lat = []
-        for _ in range(repeats):
-            lat.extend(env._generate(tokens_per_config))
-        pred, meas = float(env.costs.decode_ms[a]), float(statistics.median(lat))
+        env._fresh_cache()
+        env._generate(4)
+    for _ in range(repeats):
+        for name in names:
+            env.model.set_config(name)
+            env._fresh_cache()
+            env._generate(1)  # the first step after a switch repairs nothing here, but pays the dispatch warm-up
+            lat[name].extend(env._generate(tokens_per_config))
+    rows = []
+    for a, name in enumerate(names):
+        pred, meas = float(env.costs.decode_ms[a]), float(statistics.median(lat[name]))
         row = {"name": name, "predicted_ms_per_token": pred, "measured_ms_per_token": meas,
                "error_pct": 100.0 * (pred - meas) / meas}
         if cal is not None:
@@ -181,12 +200,14 @@ def write_report(rows: list[dict], path: Path, meta: dict, keep_earlier: bool = 
     fp = meta.get("host_fingerprint")
     host = (f"host {fp['cpu_model']}, {fp['cores_logical']} logical cores, torch {fp['torch_version']}, "
             f"bench_score_us {fp['bench_score_us']}" if fp else "host not recorded")
+    method = ("round-robin over the configurations, each repeat on a fresh KV cache after the same 64-token context"
+              if meta.get("method") == "round-robin-fresh-cache" else "KV cache filled with a 64-token context")
+    load = f"; load average {meta['load_avg_1min']:.2f} at the end" if "load_avg_1min" in meta else ""
     lines = [
         _TITLE, "",
         f"## {meta['date']}: `{meta['profile']}`" + (f" vs calibrated `{meta['calibrated']}`" if has_cal else ""), "",
         f"Measured by `python -m envs.live` on {meta['date']} ({host}; {meta['threads']} torch thread(s), "
-        f"{meta['tokens']} tokens × {meta['repeats']} repeats per configuration, KV cache filled with a 64-token "
-        "context).", "",
+        f"{meta['tokens']} tokens × {meta['repeats']} repeats per configuration, {method}{load}).", "",
         f"Profile `{meta['profile']}`: {_summary(errs)}.",
     ]
     if has_cal:
@@ -280,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"profile": a.profile or "profiles/reference-cpu.json", "threads": a.threads, "tokens": a.tokens,
             "repeats": a.repeats, "date": time.strftime("%Y-%m-%d"),
             "checkpoint_sha256": getattr(m, "checkpoint_sha256", None), "calibrated": a.calibrated,
-            "host_fingerprint": fp, "load_avg_1min": os.getloadavg()[0]}
+            "host_fingerprint": fp, "load_avg_1min": os.getloadavg()[0], "method": "round-robin-fresh-cache"}
     write_report(rows, out, meta)
     earlier = []  # keep earlier runs' figures (dated by their meta) in the JSON too
     try:

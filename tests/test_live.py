@@ -75,3 +75,26 @@ def test_sim_to_real_scores_a_calibrated_profile_and_keeps_earlier_sections(tiny
     assert text.count("# Sim-to-real") == 1 and "## 2026-12-01" in text and "## 2026-11-21: earlier figures" in text
     assert text.index("## 2026-12-01") < text.index("## 2026-11-21") and "| L1 | 1 | 1 | 0 |" in text
     assert "calibrated error %" in text and "bench_score_us" in text
+
+
+def test_sim_to_real_times_every_sample_at_the_same_context_round_robin(tiny_live):
+    """Each timed sample starts on a fresh cache at the same context length (as model.profile measures), and the
+    repeats go round-robin over the configurations (so a slow spell of the host spreads over all of them)."""
+    m, path = tiny_live
+    env = LiveMicroLLMPowerEnv(model=m, profile=str(path), context_tokens=8)
+    seen, gen, set_config, current = [], env._generate, m.set_config, [None]
+
+    def spy(n):
+        if n == 3:  # the timed samples (tokens_per_config)
+            seen.append((current[0], env._cache.length))
+        return gen(n)
+
+    def set_spy(cfg):
+        current[0] = cfg
+        return set_config(cfg)
+
+    env._generate, m.set_config = spy, set_spy
+    sim_to_real(env, tokens_per_config=3, repeats=2)
+    names = list(env.costs.names)
+    assert [c for c, _ in seen] == names + names  # round-robin
+    assert {length for _, length in seen} == {8 + 1}  # the context and the one warm-up step, every time
