@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.out).write_text(json.dumps(res, indent=1))
     for k in ("growing", "fresh"):
         e = res[k]["calibrated_error"]
-        print(f"{k:8s} calibrated median {e['median_pct']:.1f} %, worst {e['worst_pct']:.1f} % ({res[k]['wall_s']:.0f} s)")
+        wall = res[k]["wall_s"]
+        print(f"{k:8s} calibrated median {e['median_pct']:.1f} %, worst {e['worst_pct']:.1f} % ({wall:.0f} s)")
     print(f"growing / fresh per configuration: median {np.median(ratio):.2f} ({ratio.min():.2f}..{ratio.max():.2f})")
     return 0
 
