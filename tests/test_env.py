@@ -198,3 +198,11 @@ def test_thermal_block_is_the_model_power_that_reaches_the_trip_point(kind):
     assert step > sustain  # 4 degC below the trip point, a burst may use more than the steady state allows
     obs, _ = env.reset(seed=0, options={"temp_c": dev.t_max_c + 1.0})
     assert float(obs[names.index("thermal_step_w")]) < float(obs[names.index("thermal_sustain_w")])
+
+
+def test_describe_lists_the_thermal_block_only_when_asked():
+    from envs.describe import describe
+
+    names = [r["name"] for r in describe(thermal_obs=True)["observation"]]
+    assert names[19:21] == ["thermal_sustain_w", "thermal_step_w"]
+    assert "thermal_step_w" not in [r["name"] for r in describe()["observation"]]
