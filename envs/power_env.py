@@ -49,11 +49,10 @@ profile. For the elastic model's three knobs:
 
 The thermal block (the model power beyond the base load that holds the device at T_max at steady state, and
 the one that brings it to T_max at the end of the next step) follows the tail only with
-``EnvParams.thermal_obs`` (it turns degrees of headroom into
-watts with the device kind's R_th and time constant, which the rest of the observation does not carry); the
-processor block only for a space with the ``place`` knob; the objective block (goal-conditioned policies) only
-with ``EnvParams.objective.goal_obs`` or ``kind = "mix"``; without them the layout is the one every earlier
-policy reads.
+``EnvParams.thermal_obs``: it turns degrees of headroom into watts with the device kind's R_th and time
+constant, which the rest of the observation does not carry. The processor block follows only for a space with
+the ``place`` knob; the objective block (goal-conditioned policies) only with ``EnvParams.objective.goal_obs``
+or ``kind = "mix"``. Without them the layout is the one every earlier policy reads.
 
 ## Dynamics (per step of ``dt = step_s``; ``runtime.dynamics.step_core``, shared by every simulator)
 * throttle ``θ = 1`` if ``T ≤ T_max`` else ``max(θ_min, 1 − k·(T − T_max))``;
