@@ -150,8 +150,9 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
 
     Measured as the profile was (``model.profile.decode_step_ms``): every sample is ``tokens_per_config``
     single-token steps on a fresh KV cache after the same ``env.context_tokens``-token context, so that the
-    predicted and the measured figure are at the same context length (decode cost grows with it; a cache left
-    to fill up made samples of different configurations differ by ~20 % here). The repeats go round-robin over
+    predicted and the measured figure are taken alike (a cache left to fill up, repeats back to back, measured
+    the same configuration ~10-20 % differently, in either direction between runs: benchmarks/live_loops.py;
+    its measurements also repeated less well). The repeats go round-robin over
     the configurations, so a host that slows down for a while slows every configuration a little rather than a
     few a lot. With ``calibrated`` (a calibrated profile's dict with the same configurations), each row also
     has ``calibrated_predicted_ms_per_token``, ``calibrated_error_pct`` and the record's ``calibrated_source``.

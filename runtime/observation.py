@@ -265,17 +265,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def layout_for(space: Any, lookahead: int = 0, goal: bool = False, thermal: bool = False) -> ObsLayout:
-    """The layout of a configuration space: its knobs' features, processor availability when it has the
-    ``place`` knob, the objective block when ``goal`` (``EnvParams.objective.observed``) and the thermal
-    block when ``thermal`` (``EnvParams.thermal_obs``)."""
-    return ObsLayout(space.features, lookahead, ROLES if "place" in space.knob_names else (), goal, thermal)
-
-
 def params_layout(space: Any, params: Any) -> ObsLayout:
-    """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads: look-ahead, objective
-    and thermal blocks as the parameters say. The environments, the policy file and the manager all use this."""
-    return layout_for(space, params.lookahead, params.objective.observed, params.thermal_obs)
+    """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads over a configuration
+    space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
+    ``params.thermal_obs``, the objective block when ``params.objective.observed`` and ``params.lookahead``
+    forecasts. The environments, the policy file, the exporter and the manager all build it here."""
+    return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
+                     params.objective.observed, params.thermal_obs)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -286,4 +282,4 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
 
 
 __all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "goal_values", "head_values",
-           "layout_for", "model_layout", "params_layout", "thermal_values"]
+           "model_layout", "params_layout", "thermal_values"]
