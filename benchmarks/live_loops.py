@@ -1,7 +1,7 @@
 """Two ways to time the live model, like for like in one run: which one matches the profile?
 
     python benchmarks/live_loops.py [--calibrated profiles/calibrated-amd-epyc-2c-3.json] [--repeats 5]
-                                    [--out benchmarks/results/live_loops.json]
+                                    [--out benchmarks/results/live_loops.json] [--force]
 
 * **growing** (``envs.live`` before 2026-12-02): one KV cache filled until it is full, each configuration's
   repeats back to back, so samples start at different context lengths and on warm caches.
@@ -42,13 +42,21 @@ def growing_loop(env, tokens: int, repeats: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model.cli import positive_int
+    from runtime.safeio import refuse_existing
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calibrated", default="profiles/calibrated-amd-epyc-2c-3.json")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--tokens", type=positive_int, default=64)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--out", default="benchmarks/results/live_loops.json")
+    ap.add_argument("--force", action="store_true", help="replace an existing --out")
     a = ap.parse_args(argv)
+    try:
+        refuse_existing(Path(a.out), a.force, "live-loops result")
+    except FileExistsError as exc:
+        ap.error(str(exc))
     import numpy as np
     import torch
 
