@@ -35,7 +35,7 @@ from runtime.dynamics import (
     start_temp_c,
     step_core,
 )
-from runtime.observation import head_values, thermal_values
+from runtime.observation import head_values, thermal_scale_w, thermal_values
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -207,7 +207,8 @@ class BatchedPowerEnv(VecEnv):
         if self.layout.thermal:  # an env not reset yet has an all-zero plant: its row means nothing until reset
             with np.errstate(divide="ignore", invalid="ignore"):
                 therm = thermal_values(VECTOR, self.temp[rows], ambient, plant.t_max_c[rows], plant.r_th_c_per_w[rows],
-                                       plant.tau_s[rows], dt, plant.idle_power_w[rows] + base)
+                                       plant.tau_s[rows], dt, plant.idle_power_w[rows] + base,
+                                       thermal_scale_w(VECTOR, p.thermal_cap, self.last_dem[rows], self.ref._largest))
         return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
                                  goal, therm)
 

@@ -25,11 +25,11 @@ from runtime.observation import params_layout
 
 
 def describe(profile: Any = None, traces: str | None = None, lookahead: int = 0,
-             thermal_obs: bool = False) -> dict[str, Any]:
+             thermal_obs: bool = False, thermal_cap: float = 0.0) -> dict[str, Any]:
     """Everything the command prints, as a JSON-ready dict."""
     costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
     sp = costs.space
-    params = EnvParams(lookahead=lookahead, thermal_obs=thermal_obs)
+    params = EnvParams(lookahead=lookahead, thermal_obs=thermal_obs, thermal_cap=thermal_cap)
     layout = params_layout(sp, params)
     docs, wdocs = field_docs(EnvParams), field_docs(RewardWeights)
     out: dict[str, Any] = {
@@ -96,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lookahead", type=int, default=0, help="supply look-ahead steps in the observation")
     ap.add_argument("--thermal-obs", action="store_true",
                     help="with the thermal block (EnvParams.thermal_obs: the headroom in watts)")
+    ap.add_argument("--thermal-cap", type=float, default=0.0,
+                    help="the thermal block as fractions of the largest configuration's power, clipped to ±this "
+                         "(EnvParams.thermal_cap; 0: watts)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
     a = ap.parse_args(argv)
     from model.profile_schema import ProfileError
 
     try:
-        d = describe(a.profile, a.traces, a.lookahead, a.thermal_obs)
+        d = describe(a.profile, a.traces, a.lookahead, a.thermal_obs, a.thermal_cap)
     except (ProfileError, FileNotFoundError, ValueError) as exc:
         print(f"envs.describe: {exc}", file=sys.stderr)
         return 2

@@ -153,7 +153,14 @@ from runtime.dynamics import (
     scalar_step_core,
     start_temp_c,
 )
-from runtime.observation import goal_values, params_layout, scalar_head_values, thermal_values
+from runtime.observation import (
+    goal_values,
+    largest_config,
+    params_layout,
+    scalar_head_values,
+    thermal_scale_w,
+    thermal_values,
+)
 from runtime.rules import HOT_MARGIN_C, Feasibility
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
@@ -196,6 +203,7 @@ class MicroLLMPowerEnv(gym.Env):
         self.observation_space = spaces.Box(self.layout.lo, self.layout.hi, dtype=np.float32)
         self.feature_names = self.layout.names
         c = self.costs
+        self._largest = largest_config(c.tps, c.ept_j)  # the thermal block as a fraction is measured against it
         # plain lists: scalar indexing of a list is ~10x faster than of a numpy array
         self._tps, self._ept, self._dec = c.tps.tolist(), c.ept_j.tolist(), c.decode_ms.tolist()
         self._q, self._feat = c.quality.tolist(), [tuple(f) for f in c.features.tolist()]
@@ -307,7 +315,9 @@ class MicroLLMPowerEnv(gym.Env):
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
         goal = goal_values(self.objective, self._qmin_obs, b) if self.layout.goal else ()
         therm = thermal_values(SCALAR, self.temp_c, self._ambient[i], self._t_max_c, tr.device.r_th_c_per_w,
-                               tr.device.tau_s, dt, self._idle_w + self._base[i]) if self.layout.thermal else ()
+                               tr.device.tau_s, dt, self._idle_w + self._base[i],
+                               thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._largest)
+                               ) if self.layout.thermal else ()
         return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
                                  self._down[i], goal, therm)
 

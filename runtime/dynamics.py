@@ -265,6 +265,10 @@ class EnvParams:
     """add the thermal headroom in watts to the observation (runtime.observation.THERMAL): the model power the
     device can hold at its trip point, which a policy cannot compute from degrees without the kind's R_th;
     off by default so that policy files written before it keep their observation"""
+    thermal_cap: float = 0.0
+    """with thermal_obs: 0 gives the block in watts; > 0 divides it by the power the largest configuration would
+    draw at the current demand and clips it to ±this, so that "the largest configuration fits" reads the same on
+    a phone and on a laptop (in watts a laptop's headroom lies far outside anything phones show: crossval_thermal)"""
     max_episode_steps: int = 720
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()
@@ -295,6 +299,8 @@ class EnvParams:
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:
             problems.append(f"lookahead must be an integer in 0..100, got {self.lookahead!r}")
+        if not (math.isfinite(self.thermal_cap) and 0.0 <= self.thermal_cap <= 100.0):
+            problems.append(f"thermal_cap must be in [0, 100] (0: watts), got {self.thermal_cap!r}")
         if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:
             problems.append(f"max_episode_steps must be a positive integer, got {self.max_episode_steps!r}")
         for f in fields(RewardWeights):

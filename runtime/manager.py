@@ -52,7 +52,7 @@ from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.objective import ObjectiveTracker
-from runtime.observation import ObsLayout, goal_values, model_layout, thermal_values
+from runtime.observation import ObsLayout, goal_values, largest_config, model_layout, thermal_scale_w, thermal_values
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
@@ -641,7 +641,9 @@ class RuntimeManager:
         if self.layout.thermal:  # the device's own constants, at the policy's step (as in training)
             d = self.device
             therm = thermal_values(_SCALAR, temp, v[AMBIENT], d.t_max_c, d.r_th_c_per_w, d.tau_s, self.params.step_s,
-                                   base_w)
+                                   base_w, thermal_scale_w(_SCALAR, self.params.thermal_cap, self.demand_tps,
+                                                           largest_config(self.pf.decode_tokens_per_s,
+                                                                          self.pf.energy_j_per_token)))
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
                                      self.procs_down, goal, therm)
         return supply, base_w

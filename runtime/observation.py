@@ -50,7 +50,11 @@ load that the device can hold at its trip point forever, and the power that woul
 point at the end of the next step (:func:`thermal_values`). A policy sees the temperature and its headroom in
 °C, but turning them into watts needs the device's thermal resistance and time constant, which differ per kind
 (``runtime.dynamics.DEVICES``): without the block, a policy trained over phones, laptops and solar nodes keeps a
-margin of degrees that is too wide on one kind and too narrow on another.
+margin of degrees that is too wide on one kind and too narrow on another. With ``EnvParams.thermal_cap`` > 0
+the block is ``thermal_sustain_frac``, ``thermal_step_frac``: the same powers divided by the power the largest
+configuration would draw at the current demand (:func:`thermal_scale_w`), clipped to ±cap. Above 1 the largest
+configuration fits; a laptop's ample headroom then reads like a cool phone's instead of lying far outside
+every value training saw.
 """
 
 from __future__ import annotations
@@ -104,6 +108,14 @@ THERMAL: tuple[tuple[str, str, float, float], ...] = (
     ("thermal_sustain_w", "W", -100.0, 500.0),
     ("thermal_step_w", "W", -100.0, 500.0),
 )
+
+
+def thermal_rows(cap: float = 0.0) -> tuple[tuple[str, str, float, float], ...]:
+    """The thermal block's rows: ``THERMAL`` in watts (``cap`` 0), or as fractions of the power the largest
+    configuration would draw at the current demand, clipped to ±``cap`` (``EnvParams.thermal_cap``)."""
+    if not cap:
+        return THERMAL
+    return tuple((n[:-2] + "_frac", "frac", -float(cap), float(cap)) for n, *_ in THERMAL)
 #: The objective block (goal-conditioned policies, ``Objective.observed``): which objective, its floor and
 #: the power budget in watts; after the processors, before the look-ahead.
 GOAL: tuple[tuple[str, str, float, float], ...] = (
@@ -124,16 +136,35 @@ def goal_values(kind: str, quality_floor: float, budget_w: float) -> tuple[float
             float(budget_w) if budget_w == budget_w and budget_w > 0 else 0.0)
 
 
-def thermal_values(o: Ops, temp_c, ambient_c, t_max_c, r_th_c_per_w, tau_s, dt_s, base_w):
+def thermal_values(o: Ops, temp_c, ambient_c, t_max_c, r_th_c_per_w, tau_s, dt_s, base_w, scale_w=1.0):
     """The thermal block (``THERMAL``), unclipped, for floats (``SCALAR``) or arrays (``VECTOR``): the model
     power (W, beyond ``base_w`` = idle + other load) whose steady state is ``t_max_c``
     (``runtime.dynamics.max_power_for_temp_w``, the action mask's thermal rule), and the one that brings the
     device from ``temp_c`` to exactly ``t_max_c`` at the end of a step of ``dt_s`` (the first-order model of
-    ``runtime.dynamics.thermal_update``, solved for the power). Negative: even idle, the device heats past it."""
+    ``runtime.dynamics.thermal_update``, solved for the power). Negative: even idle, the device heats past it.
+    Both divided by ``scale_w`` (:func:`thermal_scale_w`; 1 for the block in watts)."""
     a = o.exp(-dt_s / tau_s)
     sustain_w = max_power_for_temp_w(t_max_c, ambient_c, r_th_c_per_w) - base_w
     step_w = max_power_for_temp_w((t_max_c - temp_c * a) / (1.0 - a), ambient_c, r_th_c_per_w) - base_w
-    return sustain_w, step_w
+    return sustain_w / scale_w, step_w / scale_w
+
+
+def thermal_scale_w(o: Ops, cap: float, demand_tps, largest: tuple[float, float]):
+    """What :func:`thermal_values` divides by: 1 W for the block in watts (``cap`` 0), else the power the largest
+    configuration would draw serving ``demand_tps`` (W, at least 1 mW): ``min(demand, its tokens/s) × its energy
+    per token``. A fraction above 1 says the largest configuration fits the thermal headroom at this demand.
+    ``largest``: :func:`largest_config` of the cost tables (or of the policy file)."""
+    if not cap:
+        return 1.0
+    tps, ept_j = largest
+    return o.maximum(o.minimum(demand_tps, tps) * ept_j, 1e-3)
+
+
+def largest_config(tps: Any, ept_j: Any) -> tuple[float, float]:
+    """(tokens/s, J/token) of the configuration that spends the most energy per token: the one a thermal
+    fraction is measured against (:func:`thermal_scale_w`)."""
+    i = int(np.argmax(ept_j))
+    return float(tps[i]), float(ept_j[i])
 
 
 def head_values(o: Ops, soc, supply_w, plugged, temp_c, t_max_c, budget_w, budget_left_j, deadline_left_s,
@@ -162,10 +193,13 @@ class ObsLayout:
         config_features: The space's features (``ConfigSpace.features``: objects with ``name``,
             ``unit``, ``lo``, ``hi``), or ``(name, unit, lo, hi)`` tuples.
         lookahead: Supply-power forecast steps appended at the end.
+        processors: Processor roles whose availability follows the thermal block.
+        goal: With the objective block.
+        thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
-                 goal: bool = False, thermal: bool = False) -> None:
+                 goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -177,7 +211,7 @@ class ObsLayout:
         self.goal = bool(goal)
         goals = GOAL if self.goal else ()
         self.thermal = bool(thermal)
-        therm = THERMAL if self.thermal else ()
+        therm = thermal_rows(thermal_cap) if self.thermal else ()
         self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *procs, *goals, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
@@ -268,10 +302,11 @@ def __getattr__(name: str) -> Any:
 def params_layout(space: Any, params: Any) -> ObsLayout:
     """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads over a configuration
     space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
-    ``params.thermal_obs``, the objective block when ``params.objective.observed`` and ``params.lookahead``
-    forecasts. The environments, the policy file, the exporter and the manager all build it here."""
+    ``params.thermal_obs`` (in watts, or fractions clipped to ``params.thermal_cap``), the objective block when
+    ``params.objective.observed`` and ``params.lookahead`` forecasts. The environments, the policy file, the
+    exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
-                     params.objective.observed, params.thermal_obs)
+                     params.objective.observed, params.thermal_obs, params.thermal_cap)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -282,4 +317,5 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
 
 
 __all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "goal_values", "head_values",
-           "model_layout", "params_layout", "thermal_values"]
+           "model_layout", "params_layout", "thermal_rows",
+           "largest_config", "thermal_scale_w", "thermal_values"]

@@ -12,13 +12,14 @@ from model.profile_schema import example_profile
 PROFILE = example_profile(12)
 
 
-@pytest.mark.parametrize("trace_index,lookahead,thermal", [(k, 0, False) for k in range(6)]
-                         + [(1, 3, False), (4, 2, False), (4, 0, True), (2, 1, True)])
-def test_batched_matches_scalar(trace_index, lookahead, thermal):
+@pytest.mark.parametrize("trace_index,lookahead,thermal,cap", [(k, 0, False, 0.0) for k in range(6)]
+                         + [(1, 3, False, 0.0), (4, 2, False, 0.0), (4, 0, True, 0.0), (2, 1, True, 0.0),
+                            (4, 0, True, 2.0)])
+def test_batched_matches_scalar(trace_index, lookahead, thermal, cap):
     scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, lookahead=lookahead,
-                              max_episode_steps=10_000, thermal_obs=thermal)  # the same horizon_s
+                              max_episode_steps=10_000, thermal_obs=thermal, thermal_cap=cap)  # the same horizon_s
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
-                              lookahead=lookahead, thermal_obs=thermal)
+                              lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap)
     assert batched.observation_space.shape == (19 + 2 * thermal + lookahead,) == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)

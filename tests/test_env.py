@@ -200,9 +200,39 @@ def test_thermal_block_is_the_model_power_that_reaches_the_trip_point(kind):
     assert float(obs[names.index("thermal_step_w")]) < float(obs[names.index("thermal_sustain_w")])
 
 
+def test_thermal_block_as_a_fraction_is_the_watts_over_the_largest_configurations_power_clipped_to_the_cap():
+    """thermal_cap > 0: the same powers divided by what the largest configuration would draw at the observed
+    demand, clipped to ±cap; a cool laptop's headroom (tens of W) saturates at the cap, like any device whose
+    largest configuration fits several times over."""
+    watts = make_env(flat_trace(ambient_c=25.0, base_w=0.3, kind="phone", demand_tps=60.0), thermal_obs=True)
+    frac = make_env(flat_trace(ambient_c=25.0, base_w=0.3, kind="phone", demand_tps=60.0), thermal_obs=True,
+                    thermal_cap=3.0)
+    c = frac.costs
+    big = int(np.argmax(c.ept_j))
+    i, d = frac.feature_names.index("thermal_sustain_frac"), frac.feature_names.index("demand_tps")
+    of, _ = frac.reset(seed=0, options={"temp_c": 43.0})
+    ow, _ = watts.reset(seed=0, options={"temp_c": 43.0})
+    assert of[d] == 60.0
+    p_big = min(float(of[d]), float(c.tps[big])) * float(c.ept_j[big])
+    sustain_w = float(ow[watts.feature_names.index("thermal_sustain_w")])
+    assert abs(sustain_w / p_big) < 3.0  # the case below tests the value, not the clip
+    assert float(of[i]) == pytest.approx(sustain_w / p_big, rel=1e-4)
+    assert frac.observation_space.low[i] == -3.0 and frac.observation_space.high[i] == 3.0
+    lap = make_env(flat_trace(ambient_c=25.0, base_w=0.3, kind="laptop"), thermal_obs=True, thermal_cap=3.0)
+    ol, _ = lap.reset(seed=0, options={"temp_c": 30.0})
+    assert float(ol[i]) == 3.0 and float(ol[i + 1]) == 3.0
+    idle = make_env(flat_trace(ambient_c=25.0, kind="phone"), thermal_obs=True, thermal_cap=3.0)
+    assert float(idle.reset(seed=0, options={"temp_c": 43.0})[0][i]) == 3.0  # no demand: nothing to draw
+    with pytest.raises(ValueError, match="thermal_cap"):
+        make_env(flat_trace(), thermal_obs=True, thermal_cap=-1.0)
+
+
 def test_describe_lists_the_thermal_block_only_when_asked():
     from envs.describe import describe
 
     names = [r["name"] for r in describe(thermal_obs=True)["observation"]]
     assert names[19:21] == ["thermal_sustain_w", "thermal_step_w"]
     assert "thermal_step_w" not in [r["name"] for r in describe()["observation"]]
+    rows = describe(thermal_obs=True, thermal_cap=2.0)["observation"][19:21]
+    assert [(r["name"], r["min"], r["max"]) for r in rows] == [("thermal_sustain_frac", -2.0, 2.0),
+                                                                ("thermal_step_frac", -2.0, 2.0)]
