@@ -35,7 +35,7 @@ from runtime.dynamics import (
     start_temp_c,
     step_core,
 )
-from runtime.observation import head_values, thermal_scale_w, thermal_values
+from runtime.observation import demand_avg_update, head_values, thermal_scale_w, thermal_values
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -102,6 +102,7 @@ class BatchedPowerEnv(VecEnv):
         self.a = np.full(n, self.ref.full_config)
         self.budget_left = np.zeros(n)
         self.last_p, self.last_lat, self.last_dem = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.dem_avg = np.zeros(n)  # the smoothed demand (EnvParams.demand_avg_s)
         self.t = np.zeros(n, int)
         self._actions = None
         self.last = None
@@ -128,6 +129,7 @@ class BatchedPowerEnv(VecEnv):
         self.a[j] = self.ref.full_config if config is None else config
         self.speed[j] = 1.0
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
+        self.dem_avg[j] = self.last_dem[j]
         self._set_objective(j, trace, start, objective)
 
     def _set_objective(self, j: int, trace: int, start: int, kind: str | None) -> None:
@@ -171,6 +173,8 @@ class BatchedPowerEnv(VecEnv):
         self.last = r
         self.soc, self.temp, self.backlog, self.budget_left = r.soc, r.temp_c, r.backlog, r.budget_left_j
         self.a, self.last_p, self.last_lat, self.last_dem = a.copy(), r.power_w, r.latency_ms, demand
+        if self.params.demand_avg_s:
+            self.dem_avg = demand_avg_update(VECTOR, self.dem_avg, demand, self.dt, self.params.demand_avg_s)
         self.t += 1
         trunc_trace = self.i + 1 >= self.n_rows
         step = ~trunc_trace  # the last row stays the observed one at the end of a trace
@@ -208,9 +212,9 @@ class BatchedPowerEnv(VecEnv):
             with np.errstate(divide="ignore", invalid="ignore"):
                 therm = thermal_values(VECTOR, self.temp[rows], ambient, plant.t_max_c[rows], plant.r_th_c_per_w[rows],
                                        plant.tau_s[rows], dt, plant.idle_power_w[rows] + base,
-                                       thermal_scale_w(VECTOR, p.thermal_cap, self.last_dem[rows], self.ref._largest))
+                                       thermal_scale_w(VECTOR, p.thermal_cap, self.last_dem[rows], self.ref._costliest))
         return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
-                                 goal, therm)
+                                 goal, therm, self.dem_avg[rows])
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def step_async(self, actions) -> None:

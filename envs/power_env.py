@@ -154,8 +154,9 @@ from runtime.dynamics import (
     start_temp_c,
 )
 from runtime.observation import (
+    costliest_config,
+    demand_avg_update,
     goal_values,
-    largest_config,
     params_layout,
     scalar_head_values,
     thermal_scale_w,
@@ -203,7 +204,9 @@ class MicroLLMPowerEnv(gym.Env):
         self.observation_space = spaces.Box(self.layout.lo, self.layout.hi, dtype=np.float32)
         self.feature_names = self.layout.names
         c = self.costs
-        self._largest = largest_config(c.tps, c.ept_j)  # the thermal block as a fraction is measured against it
+        self._costliest = costliest_config(c.tps, c.ept_j)  # the thermal block as a fraction is measured against it
+        self._avg_s = p.demand_avg_s  # the smoothed demand's time constant (0: none)
+        self._demand_avg = 0.0
         # plain lists: scalar indexing of a list is ~10x faster than of a numpy array
         self._tps, self._ept, self._dec = c.tps.tolist(), c.ept_j.tolist(), c.decode_ms.tolist()
         self._q, self._feat = c.quality.tolist(), [tuple(f) for f in c.features.tolist()]
@@ -259,7 +262,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._budget_left_j = 0.0
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
-        self._last_demand = tr.demand_tps[i]
+        self._last_demand = self._demand_avg = tr.demand_tps[i]
         self._mask = (self._compute_mask() if (self._has_split and self._bw[i] <= 0.0)
                       or (self._has_place and self._down[i]) else self._all_ok)
         obs = self._obs()
@@ -281,6 +284,8 @@ class MicroLLMPowerEnv(gym.Env):
         # one unpacking instead of a dozen attribute reads (the step's hot path)
         self.soc, self.temp_c, self.backlog, self._budget_left_j, dead, reward = r[:6]
         self._a, self._last_power_w, self._last_lat_ms, self._last_demand = a, r[_POWER], r[_LATENCY], demand
+        if self._avg_s:
+            self._demand_avg = demand_avg_update(SCALAR, self._demand_avg, demand, self.step_s, self._avg_s)
         self._i = i + 1
         truncated = self._i >= self._n
         if truncated:
@@ -316,10 +321,10 @@ class MicroLLMPowerEnv(gym.Env):
         goal = goal_values(self.objective, self._qmin_obs, b) if self.layout.goal else ()
         therm = thermal_values(SCALAR, self.temp_c, self._ambient[i], self._t_max_c, tr.device.r_th_c_per_w,
                                tr.device.tau_s, dt, self._idle_w + self._base[i],
-                               thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._largest)
+                               thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._costliest)
                                ) if self.layout.thermal else ()
         return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
-                                 self._down[i], goal, therm)
+                                 self._down[i], goal, therm, self._demand_avg)
 
     def _set_objective(self, o: dict, tr: TraceArrays) -> None:
         """This episode's objective (``EnvParams.objective``; ``options["objective"]`` overrides; ``mix``

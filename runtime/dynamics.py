@@ -269,6 +269,10 @@ class EnvParams:
     """with thermal_obs: 0 gives the block in watts; > 0 divides it by the power the largest configuration would
     draw at the current demand and clips it to ±this, so that "the largest configuration fits" reads the same on
     a phone and on a laptop (in watts a laptop's headroom lies far outside anything phones show: crossval_thermal)"""
+    demand_avg_s: float = 0.0
+    """time constant of the observation's smoothed demand (runtime.observation.DEMAND_AVG), s; 0: no such feature.
+    Inside a burst the last step's demand swings between a few and hundreds of tokens per second, and a policy
+    that reads only it drops to a small configuration at every lull (docs/agents.md)"""
     max_episode_steps: int = 720
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()
@@ -301,6 +305,8 @@ class EnvParams:
             problems.append(f"lookahead must be an integer in 0..100, got {self.lookahead!r}")
         if not (math.isfinite(self.thermal_cap) and 0.0 <= self.thermal_cap <= 100.0):
             problems.append(f"thermal_cap must be in [0, 100] (0: watts), got {self.thermal_cap!r}")
+        if not (math.isfinite(self.demand_avg_s) and self.demand_avg_s >= 0.0):
+            problems.append(f"demand_avg_s must be >= 0 s (0: none), got {self.demand_avg_s!r}")
         if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:
             problems.append(f"max_episode_steps must be a positive integer, got {self.max_episode_steps!r}")
         for f in fields(RewardWeights):

@@ -52,7 +52,15 @@ from runtime.correction import MIN_SAMPLES, OnlineCorrection
 from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.objective import ObjectiveTracker
-from runtime.observation import ObsLayout, goal_values, largest_config, model_layout, thermal_scale_w, thermal_values
+from runtime.observation import (
+    ObsLayout,
+    costliest_config,
+    demand_avg_update,
+    goal_values,
+    model_layout,
+    thermal_scale_w,
+    thermal_values,
+)
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
 from runtime.sensors import (
@@ -332,6 +340,7 @@ class RuntimeManager:
         self._head = observation.scalar_head_values  # the float twin, compiled here once, not at import
         # workload and limits (set by the caller: set_workload or the attributes directly)
         self.demand_tps = 0.0
+        self.demand_avg_tps: float | None = None  # the smoothed demand (EnvParams.demand_avg_s), once decided
         self.backlog_frac = 0.0
         #: the user's objective (runtime.objective.ObjectiveTracker; set_objective), None: not tracked
         self.objective: ObjectiveTracker | None = None
@@ -642,10 +651,13 @@ class RuntimeManager:
             d = self.device
             therm = thermal_values(_SCALAR, temp, v[AMBIENT], d.t_max_c, d.r_th_c_per_w, d.tau_s, self.params.step_s,
                                    base_w, thermal_scale_w(_SCALAR, self.params.thermal_cap, self.demand_tps,
-                                                           largest_config(self.pf.decode_tokens_per_s,
+                                                           costliest_config(self.pf.decode_tokens_per_s,
                                                                           self.pf.energy_j_per_token)))
+        if self.layout.demand_avg:  # the smoothed demand, from the first decision's demand on (as the env's reset)
+            self.demand_avg_tps = self.demand_tps if self.demand_avg_tps is None else demand_avg_update(
+                _SCALAR, self.demand_avg_tps, self.demand_tps, dt, self.params.demand_avg_s)
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
-                                     self.procs_down, goal, therm)
+                                     self.procs_down, goal, therm, self.demand_avg_tps or 0.0)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,

@@ -7,8 +7,9 @@ same features, in the same order and units, on the device. numpy + standard libr
 The layout is: 14 device/workload features, then the "current configuration" block (one or more
 features per knob, declared in ``runtime.configspace``, so its length follows the number of
 knobs), then the last step's power and the ambient temperature, then the optional blocks: the thermal
-headroom in watts (``EnvParams.thermal_obs``), the processors' availability (a space with placement), the
-objective (goal-conditioned policies) and ``lookahead`` supply-power forecasts. For the elastic model's three
+headroom (``EnvParams.thermal_obs``), the smoothed demand (``EnvParams.demand_avg_s``), the processors'
+availability (a space with placement), the objective (goal-conditioned policies) and ``lookahead`` supply-power
+forecasts. For the elastic model's three
 knobs, without the optional blocks but the look-ahead:
 
 ========  ==========================  ======  =======  =======
@@ -116,6 +117,19 @@ def thermal_rows(cap: float = 0.0) -> tuple[tuple[str, str, float, float], ...]:
     if not cap:
         return THERMAL
     return tuple((n[:-2] + "_frac", "frac", -float(cap), float(cap)) for n, *_ in THERMAL)
+#: The smoothed demand (``EnvParams.demand_avg_s``; :func:`demand_avg_update`): an exponential moving average of
+#: the demand over the past, the schedutil-like signal a policy needs where the last step's demand swings from a
+#: few to hundreds of tokens per second inside one burst; after the thermal block, before the processors.
+DEMAND_AVG = ("demand_avg_tps", "tok/s", 0.0, 10000.0)
+
+
+def demand_avg_update(o: Ops, avg_tps, demand_tps, dt_s, tau_s):
+    """The smoothed demand after a step of ``dt_s`` in which ``demand_tps`` was asked: an exponential moving
+    average with time constant ``tau_s`` (``EnvParams.demand_avg_s``). Floats or arrays; ``dt_s`` 0 keeps it."""
+    a = o.exp(-dt_s / tau_s)
+    return a * avg_tps + (1.0 - a) * demand_tps
+
+
 #: The objective block (goal-conditioned policies, ``Objective.observed``): which objective, its floor and
 #: the power budget in watts; after the processors, before the look-ahead.
 GOAL: tuple[tuple[str, str, float, float], ...] = (
@@ -149,18 +163,19 @@ def thermal_values(o: Ops, temp_c, ambient_c, t_max_c, r_th_c_per_w, tau_s, dt_s
     return sustain_w / scale_w, step_w / scale_w
 
 
-def thermal_scale_w(o: Ops, cap: float, demand_tps, largest: tuple[float, float]):
+def thermal_scale_w(o: Ops, cap: float, demand_tps, costliest: tuple[float, float]):
     """What :func:`thermal_values` divides by: 1 W for the block in watts (``cap`` 0), else the power the largest
     configuration would draw serving ``demand_tps`` (W, at least 1 mW): ``min(demand, its tokens/s) × its energy
     per token``. A fraction above 1 says the largest configuration fits the thermal headroom at this demand.
-    ``largest``: :func:`largest_config` of the cost tables (or of the policy file)."""
+    ``costliest``: :func:`costliest_config` of the cost tables (or of the policy file): the largest model at full
+    precision, whose power bounds every configuration's at a given demand."""
     if not cap:
         return 1.0
-    tps, ept_j = largest
+    tps, ept_j = costliest
     return o.maximum(o.minimum(demand_tps, tps) * ept_j, 1e-3)
 
 
-def largest_config(tps: Any, ept_j: Any) -> tuple[float, float]:
+def costliest_config(tps: Any, ept_j: Any) -> tuple[float, float]:
     """(tokens/s, J/token) of the configuration that spends the most energy per token: the one a thermal
     fraction is measured against (:func:`thermal_scale_w`)."""
     i = int(np.argmax(ept_j))
@@ -196,10 +211,12 @@ class ObsLayout:
         processors: Processor roles whose availability follows the thermal block.
         goal: With the objective block.
         thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
+        demand_avg: With the smoothed demand (``DEMAND_AVG``).
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
-                 goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0) -> None:
+                 goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0,
+                 demand_avg: bool = False) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -212,7 +229,10 @@ class ObsLayout:
         goals = GOAL if self.goal else ()
         self.thermal = bool(thermal)
         therm = thermal_rows(thermal_cap) if self.thermal else ()
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *procs, *goals, *ahead)
+        self.demand_avg = bool(demand_avg)
+        dem = (DEMAND_AVG,) if self.demand_avg else ()
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *procs, *goals,
+                                                                  *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
         self.dim = len(self.rows)
@@ -224,7 +244,8 @@ class ObsLayout:
         self.cfg_start = len(HEAD)
         self.tail_start = self.cfg_start + self.n_config
         self.thermal_start = self.tail_start + len(TAIL)
-        self.proc_start = self.thermal_start + len(therm)
+        self.demand_avg_start = self.thermal_start + len(therm)
+        self.proc_start = self.demand_avg_start + len(dem)
         self.goal_start = self.proc_start + len(self.processors)
         self.ahead_start = self.goal_start + len(goals)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
@@ -235,18 +256,21 @@ class ObsLayout:
 
     def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
               ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0,
-              goal: Sequence[float] = (), thermal: Sequence[float] = ()) -> np.ndarray:
+              goal: Sequence[float] = (), thermal: Sequence[float] = (), demand_avg_tps: float = 0.0) -> np.ndarray:
         """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
         place, or a new array when ``out`` is None.
 
         ``head``: :func:`head_values` with ``SCALAR``. ``down``: bit mask of the unavailable processor
         roles (``runtime.placement.ROLES`` order). Clipping after the float32 conversion equals
         clipping before it (the bounds are float32 numbers and rounding is monotone). ``thermal``:
-        :func:`thermal_values` with ``SCALAR`` when the layout has the thermal block.
+        :func:`thermal_values` with ``SCALAR`` when the layout has the thermal block; ``demand_avg_tps`` the
+        smoothed demand when it has that feature.
         """
         vals = [*head, *config_features, power_w, ambient_c]
         if self.thermal:
             vals += thermal
+        if self.demand_avg:
+            vals.append(demand_avg_tps)
         if self.processors:
             vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
         if self.goal:
@@ -264,7 +288,8 @@ class ObsLayout:
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
               supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None,
-              goal: np.ndarray | None = None, thermal: tuple | None = None) -> np.ndarray:
+              goal: np.ndarray | None = None, thermal: tuple | None = None,
+              demand_avg_tps: np.ndarray | None = None) -> np.ndarray:
         """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
 
         Built feature-major, (dim, n), so that every feature is one contiguous write, then
@@ -280,6 +305,8 @@ class ObsLayout:
         if self.thermal:  # thermal_values(VECTOR, ...)
             for j, v in enumerate(thermal):
                 obs[self.thermal_start + j] = v
+        if self.demand_avg:
+            obs[self.demand_avg_start] = demand_avg_tps
         for j, b in enumerate(self._proc_bits):
             obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
         if self.goal:  # (n, len(GOAL)): goal_values per env
@@ -303,10 +330,11 @@ def params_layout(space: Any, params: Any) -> ObsLayout:
     """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads over a configuration
     space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
     ``params.thermal_obs`` (in watts, or fractions clipped to ``params.thermal_cap``), the objective block when
-    ``params.objective.observed`` and ``params.lookahead`` forecasts. The environments, the policy file, the
+    ``params.objective.observed``, the smoothed demand when ``params.demand_avg_s`` and ``params.lookahead``
+    forecasts. The environments, the policy file, the
     exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
-                     params.objective.observed, params.thermal_obs, params.thermal_cap)
+                     params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -316,6 +344,6 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "goal_values", "head_values",
-           "model_layout", "params_layout", "thermal_rows",
-           "largest_config", "thermal_scale_w", "thermal_values"]
+__all__ = ["DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "costliest_config",
+           "demand_avg_update", "goal_values", "head_values", "model_layout", "params_layout", "thermal_rows",
+           "thermal_scale_w", "thermal_values"]

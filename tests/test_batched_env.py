@@ -12,15 +12,15 @@ from model.profile_schema import example_profile
 PROFILE = example_profile(12)
 
 
-@pytest.mark.parametrize("trace_index,lookahead,thermal,cap", [(k, 0, False, 0.0) for k in range(6)]
-                         + [(1, 3, False, 0.0), (4, 2, False, 0.0), (4, 0, True, 0.0), (2, 1, True, 0.0),
-                            (4, 0, True, 2.0)])
-def test_batched_matches_scalar(trace_index, lookahead, thermal, cap):
-    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, lookahead=lookahead,
-                              max_episode_steps=10_000, thermal_obs=thermal, thermal_cap=cap)  # the same horizon_s
-    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
-                              lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap)
-    assert batched.observation_space.shape == (19 + 2 * thermal + lookahead,) == batched._obs()[0].shape
+@pytest.mark.parametrize("trace_index,lookahead,thermal,cap,avg_s", [(k, 0, False, 0.0, 0.0) for k in range(6)]
+                         + [(1, 3, False, 0.0, 0.0), (4, 2, False, 0.0, 0.0), (4, 0, True, 0.0, 0.0),
+                            (2, 1, True, 0.0, 0.0), (4, 0, True, 2.0, 0.0), (0, 1, True, 2.0, 60.0)])
+def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s):
+    kw = dict(lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s)
+    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
+                              **kw)  # the same horizon_s
+    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000, **kw)
+    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + lookahead,) == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)
     start = int(rng.integers(0, scalar.traces[k].n // 2))

@@ -34,9 +34,11 @@ def _episodes(env, ctrl, traces, steps):
     return out
 
 
-@pytest.mark.parametrize("thermal,cap", [(False, 0.0), (True, 0.0), (True, 1.5)])
-def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path, thermal, cap):
-    path = random_policy_file(tmp_path / "p.npz", PROFILE, params=EnvParams(thermal_obs=thermal, thermal_cap=cap))
+@pytest.mark.parametrize("thermal,cap,avg_s", [(False, 0.0, 0.0), (True, 0.0, 0.0), (True, 1.5, 120.0)])
+def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path, thermal, cap,
+                                                                                             avg_s):
+    path = random_policy_file(tmp_path / "p.npz", PROFILE,
+                              params=EnvParams(thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s))
     pf = load_policy_file(path)
     env = gym.make(envs.ENV_ID, split="test", params=pf.params, random_start=False)
     ctrl = DeployedPolicy(path, shield=False)
@@ -44,6 +46,7 @@ def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_
     pol = NumpyPolicy(pf)
     assert ("thermal_step_w" in pf.layout.names) == (thermal and not cap)
     assert ("thermal_step_frac" in pf.layout.names) == (thermal and cap > 0)
+    assert ("demand_avg_tps" in pf.layout.names) == (avg_s > 0)
     steps = _episodes(env, ctrl, range(3), 120)
     assert len(steps) >= 200
     for m_obs, e_obs, a in steps:

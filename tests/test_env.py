@@ -227,6 +227,29 @@ def test_thermal_block_as_a_fraction_is_the_watts_over_the_largest_configuration
         make_env(flat_trace(), thermal_obs=True, thermal_cap=-1.0)
 
 
+def test_smoothed_demand_is_an_exponential_average_of_the_demand_seen():
+    """demand_avg_s > 0: one more feature, the demand averaged with that time constant, starting from the first
+    row's demand; a step of constant demand moves it by the factor 1 − exp(−dt/τ) towards it."""
+    import math
+
+    rows = np.r_[np.full(5, 100.0), np.zeros(395)]
+    env = make_env(flat_trace(demand_tps=rows), demand_avg_s=60.0)
+    assert env.observation_space.shape[0] == make_env(flat_trace()).observation_space.shape[0] + 1
+    j = env.feature_names.index("demand_avg_tps")
+    obs, _ = env.reset(seed=0)
+    assert obs[j] == pytest.approx(100.0)
+    for _ in range(5):
+        obs = env.step(0)[0]
+    assert obs[j] == pytest.approx(100.0)  # five steps of 100 tok/s: still 100
+    a = math.exp(-env.step_s / 60.0)
+    for k in range(1, 4):
+        obs = env.step(0)[0]
+        assert obs[j] == pytest.approx(100.0 * a ** k, rel=1e-5)  # the lull: it decays, the last demand is 0
+        assert obs[env.feature_names.index("demand_tps")] == 0.0
+    with pytest.raises(ValueError, match="demand_avg_s"):
+        make_env(flat_trace(), demand_avg_s=-1.0)
+
+
 def test_describe_lists_the_thermal_block_only_when_asked():
     from envs.describe import describe
 
