@@ -294,6 +294,9 @@ class RuntimeManager:
         self.hub, self.clock = hub, clock
         self.policy_error = policy_error
         self.pf = policy
+        #: (tokens/s, J/token) the thermal block as a fraction is measured against (once per policy file)
+        self._costliest = (costliest_config(policy.decode_tokens_per_s, policy.energy_j_per_token)
+                           if policy is not None else (1.0, 1.0))
         if policy is not None:
             kind = device_kind or policy.meta["mask_rules"]["device_kind"]
             if device is None:
@@ -413,6 +416,7 @@ class RuntimeManager:
                                  f"{len(self.names)} / {self.layout.dim} (another configuration space or look-ahead)")
             return False
         self.pf, self.policy, self.params = pf, NumpyPolicy(pf), pf.params
+        self._costliest = costliest_config(pf.decode_tokens_per_s, pf.energy_j_per_token)
         fresh = OnlineCorrection.from_policy(pf)
         c = self.correction
         if c is None or not (np.array_equal(c.decode_ms, fresh.decode_ms) and np.array_equal(c.power_w, fresh.power_w)
@@ -651,8 +655,7 @@ class RuntimeManager:
             d = self.device
             therm = thermal_values(_SCALAR, temp, v[AMBIENT], d.t_max_c, d.r_th_c_per_w, d.tau_s, self.params.step_s,
                                    base_w, thermal_scale_w(_SCALAR, self.params.thermal_cap, self.demand_tps,
-                                                           costliest_config(self.pf.decode_tokens_per_s,
-                                                                          self.pf.energy_j_per_token)))
+                                                           self._costliest))
         if self.layout.demand_avg:  # the smoothed demand, from the first decision's demand on (as the env's reset)
             self.demand_avg_tps = self.demand_tps if self.demand_avg_tps is None else demand_avg_update(
                 _SCALAR, self.demand_avg_tps, self.demand_tps, dt, self.params.demand_avg_s)

@@ -164,11 +164,11 @@ def thermal_values(o: Ops, temp_c, ambient_c, t_max_c, r_th_c_per_w, tau_s, dt_s
 
 
 def thermal_scale_w(o: Ops, cap: float, demand_tps, costliest: tuple[float, float]):
-    """What :func:`thermal_values` divides by: 1 W for the block in watts (``cap`` 0), else the power the largest
+    """What :func:`thermal_values` divides by: 1 W for the block in watts (``cap`` 0), else the power the costliest
     configuration would draw serving ``demand_tps`` (W, at least 1 mW): ``min(demand, its tokens/s) × its energy
-    per token``. A fraction above 1 says the largest configuration fits the thermal headroom at this demand.
-    ``costliest``: :func:`costliest_config` of the cost tables (or of the policy file): the largest model at full
-    precision, whose power bounds every configuration's at a given demand."""
+    per token``. A fraction above 1 says the largest model fits the thermal headroom at this demand.
+    ``costliest``: :func:`costliest_config` of the cost tables (or of the policy file): with the reference profile,
+    the six-layer model at fp32 (``L6-H075-fp32``)."""
     if not cap:
         return 1.0
     tps, ept_j = costliest
