@@ -225,6 +225,8 @@ def test_thermal_block_as_a_fraction_is_the_watts_over_the_largest_configuration
     assert float(idle.reset(seed=0, options={"temp_c": 43.0})[0][i]) == 3.0  # no demand: nothing to draw
     with pytest.raises(ValueError, match="thermal_cap"):
         make_env(flat_trace(), thermal_obs=True, thermal_cap=-1.0)
+    with pytest.raises(ValueError, match="set thermal_obs too"):
+        make_env(flat_trace(), thermal_cap=2.0)
 
 
 def test_smoothed_demand_is_an_exponential_average_of_the_demand_seen():
