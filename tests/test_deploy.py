@@ -108,10 +108,15 @@ def test_run_live_without_battery_is_degraded_not_dead(exported, tmp_path: Path)
 
 
 def test_run_with_a_tampered_policy_falls_back(exported, tmp_path: Path) -> None:
+    # one weight changed after export, the stored content hash kept (flipping a byte at a fixed offset could land
+    # in the zip's timestamps, which carry no content, and the file would rightly still load)
     bad = tmp_path / "bad.npz"
-    data = bytearray(exported["policy"].read_bytes())
-    data[len(data) // 2] ^= 0x55
-    bad.write_bytes(bytes(data))
+    with np.load(exported["policy"], allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    name = max((k for k in arrays if arrays[k].dtype.kind == "f"), key=lambda k: arrays[k].size)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[arrays[name].size // 2] += 0.5
+    np.savez(bad, **arrays)
     s = deploy.main(["run", "--policy", str(bad), "--checkpoint", str(exported["ckpt"]), "--max-tokens", "16",
                      "--sensors", f"replay:{TRACE}", "--speed", "100", "--no-status"])
     assert s["final_state"] == "FALLBACK" and s["policy_error"]

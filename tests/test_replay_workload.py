@@ -228,8 +228,9 @@ def test_telemetry_records_tokens_and_median_decode_latency(files) -> None:
     assert decisions[0]["tokens"] is None and decisions[0]["decode_ms"] is None  # nothing ran before the first
     for ran, rec in zip(SCRIPT, decisions[1:]):
         assert rec["tokens"] == TOKENS_PER_INTERVAL
-        # measured at the profile's decode time of what ran since the previous decision (the script's)
-        assert rec["decode_ms"] == pytest.approx(float(dec[names.index(ran)]), rel=1e-9)
+        # measured at the profile's decode time of what ran since the previous decision (the script's), up to the
+        # rounding of the replayed timing arithmetic (1.5e-9 relative seen on a long-running host): rel 1e-6
+        assert rec["decode_ms"] == pytest.approx(float(dec[names.index(ran)]), rel=1e-6)
     assert sum(x["tokens"] or 0 for x in decisions) == summary["tokens"]
     end = [x for x in lines if x.get("event") == "generation_end"]
     assert len(end) == 1 and end[0]["tokens"] == 0 and end[0]["decode_ms"] is None
