@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thermal-obs", action="store_true",
                     help="with the thermal block (EnvParams.thermal_obs: the headroom in watts)")
     ap.add_argument("--thermal-cap", type=float, default=0.0,
-                    help="the thermal block as fractions of the largest configuration's power, clipped to ±this "
+                    help="the thermal block as fractions of the costliest configuration's power at the observed "
+                         "demand, clipped to ±this "
                          "(EnvParams.thermal_cap; 0: watts)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
     a = ap.parse_args(argv)

@@ -50,7 +50,10 @@ profile. For the elastic model's three knobs:
 The thermal block (the model power beyond the base load that holds the device at T_max at steady state, and
 the one that brings it to T_max at the end of the next step) follows the tail only with
 ``EnvParams.thermal_obs``: it turns degrees of headroom into watts with the device kind's R_th and time
-constant, which the rest of the observation does not carry. The processor block follows only for a space with
+constant, which the rest of the observation does not carry (with ``EnvParams.thermal_cap`` > 0, as fractions of
+the costliest configuration's power at the observed demand, clipped to ±cap). The smoothed demand
+(``demand_avg_tps``, tok/s, 0..10000; an exponential average with time constant ``EnvParams.demand_avg_s``)
+follows it only when that is > 0. The processor block follows only for a space with
 the ``place`` knob; the objective block (goal-conditioned policies) only with ``EnvParams.objective.goal_obs``
 or ``kind = "mix"``. Without them the layout is the one every earlier policy reads.
 

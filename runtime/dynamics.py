@@ -266,9 +266,10 @@ class EnvParams:
     device can hold at its trip point, which a policy cannot compute from degrees without the kind's R_th;
     off by default so that policy files written before it keep their observation"""
     thermal_cap: float = 0.0
-    """with thermal_obs: 0 gives the block in watts; > 0 divides it by the power the largest configuration would
-    draw at the current demand and clips it to ±this, so that "the largest configuration fits" reads the same on
-    a phone and on a laptop (in watts a laptop's headroom lies far outside anything phones show: crossval_thermal)"""
+    """with thermal_obs: 0 gives the block in watts; > 0 divides it by the power the costliest configuration (the
+    most energy per token) would draw at the current demand and clips it to ±this, so that "the largest model fits"
+    reads the same on a phone and on a laptop (in watts a laptop's headroom lies far outside anything phones show:
+    crossval_thermal)"""
     demand_avg_s: float = 0.0
     """time constant of the observation's smoothed demand (runtime.observation.DEMAND_AVG), s; 0: no such feature.
     Inside a burst the last step's demand swings between a few and hundreds of tokens per second, and a policy
