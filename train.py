@@ -412,8 +412,9 @@ def _from_rl_zoo(hp: dict, path: Path) -> dict:
     if policy != "MlpPolicy":
         raise bad("policy", f"{policy!r}; train.py builds MlpPolicy only", "policy: 'MlpPolicy'")
     for key in ("learning_rate", "clip_range", "clip_range_vf"):
-        if isinstance(hp.get(key), str):
-            raise bad(key, f"{hp[key]!r}: schedules are not supported by train.py", "give a number, e.g. 3.0e-4")
+        if isinstance(hp.get(key), str) and linear_start(hp[key]) is None:
+            raise bad(key, f"{hp[key]!r} is neither a number nor RL Zoo's linear schedule",
+                      "give a number (3.0e-4) or lin_<start> (lin_3.0e-4: from the start down to 0 at the last step)")
     for key in ("n_envs", "n_timesteps"):
         if key in hp:
             try:
@@ -497,9 +498,24 @@ def _literal(text: str, path: Path, key: str):
     return conv(tree.body)
 
 
+def linear_start(value) -> float | None:
+    """The start of RL Zoo's linear schedule ``lin_<start>`` (a positive finite number; None: not one)."""
+    if not (isinstance(value, str) and value.startswith("lin_")):
+        return None
+    try:
+        v = float(value[4:])
+    except ValueError:
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
 def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
-    """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``."""
+    """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``; ``lin_<start>`` values become SB3's
+    ``LinearSchedule`` from the start to 0 over the run (RL Zoo's ``linear_schedule``)."""
+    from stable_baselines3.common.utils import LinearSchedule
+
     a = algo(name)
+    hp = {k: (LinearSchedule(linear_start(v), 0.0, 1.0) if linear_start(v) is not None else v) for k, v in hp.items()}
     pk = dict(hp.pop("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", a.activation))  # SB3's default per algo
     return a.agent_class()("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir,

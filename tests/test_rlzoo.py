@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -73,7 +74,9 @@ def _write(tmp_path: Path, body: str) -> Path:
     ("policy_kwargs: \"dict(net_arch=[64\"", "is not a Python literal"),
     ("normalize_obs: true", "normalize_obs: not an RL Zoo key"),
     ("normalize: \"{'norm_obs': True, 'clip_obs': 5.0}\"", "normalize:"),
-    ("learning_rate: lin_3e-4", "schedules are not supported"),
+    ("learning_rate: lin_", "neither a number nor RL Zoo's linear schedule"),
+    ("learning_rate: lin_-3e-4", "neither a number nor RL Zoo's linear schedule"),
+    ("clip_range: exp_0.2", "neither a number nor RL Zoo's linear schedule"),
     ("policy: CnnPolicy", "train.py builds MlpPolicy only"),
     ("frame_stack: 4", "frame_stack: RL Zoo option not supported"),
     ("n_envs: 0", "n_envs: 0 is not a whole number >= 1"),
@@ -103,3 +106,24 @@ def test_rl_zoo_forms_map_to_train_py_flags(tmp_path, monkeypatch):
                                     "ortho_init": False}}
     (tmp_path / "ppo.yml").write_text(f"{envs.ENV_ID}:\n  n_envs: 8\n")  # RL Zoo: no normalize key = none
     assert train.load_hyperparams("ppo") == {"n_envs": 8, "normalize_obs": False, "normalize_reward": False}
+
+
+def test_linear_schedule_is_rl_zoos(tmp_path, monkeypatch):
+    """``lin_<start>`` (RL Zoo's linear_schedule) is kept as written in the hyperparameters (config.json) and
+    becomes a schedule from the start at the first update to 0 at the last, for the step size and the clip range."""
+    monkeypatch.setenv("WATTWISE_HYPERPARAMS", str(_write(tmp_path, "n_envs: 2\nn_steps: 16\nbatch_size: 16\n"
+                                                          "learning_rate: lin_3e-4\nclip_range: lin_0.2")))
+    hp = train.load_hyperparams("ppo")
+    assert hp["learning_rate"] == "lin_3e-4" and hp["clip_range"] == "lin_0.2"
+    env = gym.make(envs.ENV_ID)
+    for k in ("n_envs", "normalize_obs", "normalize_reward"):
+        hp.pop(k)
+    model = train.make_agent("ppo", env, dict(hp), seed=0, tb_dir=None)
+    assert model.lr_schedule(1.0) == pytest.approx(3e-4) and model.lr_schedule(0.5) == pytest.approx(1.5e-4)
+    assert model.lr_schedule(0.0) == pytest.approx(0.0)
+    assert model.clip_range(1.0) == pytest.approx(0.2) and model.clip_range(0.25) == pytest.approx(0.05)
+    try:
+        from rl_zoo3.utils import linear_schedule  # RL Zoo's own gives the same values
+    except ImportError:
+        return
+    assert all(linear_schedule(3e-4)(p) == pytest.approx(model.lr_schedule(p)) for p in (1.0, 0.7, 0.1))
