@@ -58,6 +58,11 @@ from runtime.dynamics import TERM_NAMES, EnvParams
 from runtime.safeio import exclusive_dir
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
+#: the main job's environment parameters: EnvParams' defaults plus the observation options that lifted the main job
+#: from 0.82-0.86 (flat head) to 0.82-0.92 (docs/agents.md, "The main job's defaults"): the thermal headroom as a
+#: fraction of the costliest configuration's power (cap 2) and the demand smoothed over 60 s. The environment's own
+#: defaults (gym.make, the runtime) keep the base observation, so every policy file written before reads as it did.
+MAIN_JOB_ENV = EnvParams(thermal_obs=True, thermal_cap=2.0, demand_avg_s=60.0)
 
 
 @dataclass
@@ -89,12 +94,16 @@ class Args:
     capacity_sigma: float = 0.0
     """domain randomisation over the battery's capacity: each training episode's capacity is the trace's times
     exp(sigma*N(0,1)), so that the same charge means more or less time to empty; 0: the trace's capacity"""
-    action_head: str = "flat"
-    """flat: one logit per configuration; factorised: one categorical per knob family (depth, heads, bits,
-    place, split ...; agents.factorised), sum instead of product of the value counts: for large spaces"""
-    env: EnvParams = field(default_factory=EnvParams)
+    action_head: str = "auto"
+    """factorised: one categorical per knob family (depth, heads, bits, place, split ...; agents.factorised), sum
+    instead of product of the value counts, each knob's choice learnt from every configuration that shares it;
+    flat: one logit per configuration; auto (default): factorised for the actor-critics (maskable_ppo, ppo),
+    flat for dqn (a Q-network needs one value per action)"""
+    env: EnvParams = field(default_factory=lambda: MAIN_JOB_ENV)
     """environment parameters (runtime.dynamics.EnvParams): --env.step-s, --env.slo-ms, --env.lookahead,
-    --env.weights.death, ...; stored in the run folder and the exported policy"""
+    --env.weights.death, ...; stored in the run folder and the exported policy. Default: MAIN_JOB_ENV, the
+    environment's defaults with the thermal block as a fraction and the smoothed demand observed (turn them off
+    with --no-env.thermal-obs --env.thermal-cap 0 --env.demand-avg-s 0)"""
     bc_expert: str = ""
     """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL;
     empty: start from scratch"""
@@ -161,8 +170,10 @@ class Args:
                              "n_timesteps) or a whole number of steps >= 0 (e.g. 2e6)")
         for name, parse in _RANGES.items():
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
-        if self.action_head not in ("flat", "factorised"):
-            raise ValueError(f"argument --action-head: {self.action_head!r}; choose flat or factorised")
+        if self.action_head not in ("auto", "flat", "factorised"):
+            raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat or factorised")
+        if self.action_head == "auto":  # resolved here, so the run folder records the head it trained
+            self.action_head = "factorised" if self.algo in ("maskable_ppo", "ppo") else "flat"
         if self.action_head == "factorised" and self.algo not in ("maskable_ppo", "ppo"):
             raise ValueError(f"argument --action-head: factorised needs a MultiDiscrete-capable actor-critic, not "
                              f"{self.algo}; choose --algo maskable_ppo or ppo")

@@ -74,8 +74,11 @@ class FactorisedController:
 
     uses_masks = True
 
-    def __init__(self, policy, stats: dict | None, space, name: str = "rl:factorised") -> None:
+    def __init__(self, policy, stats: dict | None, space, name: str = "rl:factorised", maskable: bool = True) -> None:
         self.policy, self.stats, self.fac, self.name = policy, stats, Factorisation(space), name
+        #: the policy's own predict takes per-family masks (MaskablePPO); plain PPO's does not, and the masks
+        #: then only pick the allowed configuration nearest to its knob values (Factorisation.index)
+        self.maskable = maskable
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True, action_masks=None):
         from agents.run_io import normalize_obs
@@ -84,11 +87,11 @@ class FactorisedController:
         single = obs.ndim == 1
         allowed = None if action_masks is None else np.asarray(action_masks, bool).reshape(1 if single else len(obs),
                                                                                            -1)
-        fm = None if allowed is None else self.fac.masks(allowed)
-        act, _ = self.policy.predict(obs, deterministic=deterministic,
-                                     action_masks=fm if fm is None or not single else fm[0])
+        fm = None if allowed is None or not self.maskable else self.fac.masks(allowed)
+        kw = {"action_masks": fm if fm is None or not single else fm[0]} if self.maskable else {}
+        act, _ = self.policy.predict(obs, deterministic=deterministic, **kw)
         idx = self.fac.index(np.asarray(act).reshape(-1, len(self.fac.dims)), allowed)
-        return (int(idx[0]) if single else idx), state
+        return (idx[0].copy() if single else idx), state  # SB3's form: an array, shape () for one observation
 
 
 __all__ = ["Factorisation", "FactorisedController", "FactorisedEnv", "FactorisedVecEnv"]

@@ -141,5 +141,5 @@ def load_controller(run_dir: str | Path) -> PolicyController:
     if factorised:
         from agents.factorised import FactorisedController
 
-        return FactorisedController(policy, stats, env.space, name=f"rl:{a.name}-factorised")
+        return FactorisedController(policy, stats, env.space, name=f"rl:{a.name}-factorised", maskable=a.uses_masks)
     return PolicyController(policy, stats, name=f"rl:{a.name}", uses_masks=a.uses_masks)

@@ -24,6 +24,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def eval_covers(ev: Path, run_args: list[str]) -> bool:
+    """Whether ``ev``'s report scored every run in ``run_args`` (``--run R`` pairs): with --resume and more
+    seeds than before, an evaluation of the earlier seeds alone is not done."""
+    try:
+        scored = json.loads((ev / "report.json").read_text())["meta"]["run"]
+        scored = {scored} if isinstance(scored, str) else set(scored)  # one run: a string
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(run_args[1::2]) <= scored
+
+
 def main(argv: list[str] | None = None) -> int:
     from agents.crossval import Job, completed_run, run_jobs, split_passthrough
     from agents.registry import ORACLE, RANDOM
@@ -60,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs.append(Job("evaluate", [py, "-m", "agents.evaluate", "--split", "test", "--out", str(ev), "--oracle-grid",
                                  a.oracle_grid, "--no-progress", "--force"], out / "logs" / "eval.log",
-                    after=[f"seed {s}" for s in seeds], done_if=lambda: (ev / "report.json").exists(),
+                    after=[f"seed {s}" for s in seeds], done_if=lambda: eval_covers(ev, eval_args()),
                     extra=eval_args))
     t0 = time.time()
     rc = run_jobs(jobs, a.jobs, desc="seeds")

@@ -307,7 +307,8 @@ class EnvParams:
         if not (math.isfinite(self.thermal_cap) and 0.0 <= self.thermal_cap <= 100.0):
             problems.append(f"thermal_cap must be in [0, 100] (0: watts), got {self.thermal_cap!r}")
         elif self.thermal_cap and not self.thermal_obs:
-            problems.append(f"thermal_cap {self.thermal_cap!r} shapes the thermal block: set thermal_obs too")
+            problems.append(f"thermal_cap {self.thermal_cap!r} shapes the thermal block: set thermal_obs too, "
+                            "or thermal_cap 0 for no block")
         if not (math.isfinite(self.demand_avg_s) and self.demand_avg_s >= 0.0):
             problems.append(f"demand_avg_s must be >= 0 s (0: none), got {self.demand_avg_s!r}")
         if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:

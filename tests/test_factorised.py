@@ -65,8 +65,8 @@ def test_maskable_ppo_trains_on_the_factorised_env_and_acts_with_indices(tmp_pat
     for _ in range(20):
         m = env.action_masks()
         a = ctrl.predict(obs, action_masks=m)[0]
-        assert isinstance(a, int) and m[a]
-        obs, *_ = env.step(a)
+        assert a.shape == () and m[a]  # SB3's form: one observation, one index as a 0-d array
+        obs, *_ = env.step(int(a))
 
 
 def test_choose_is_the_per_family_masked_argmax_then_the_nearest_allowed_configuration():
@@ -89,12 +89,10 @@ def test_choose_is_the_per_family_masked_argmax_then_the_nearest_allowed_configu
 def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_torch_one(tmp_path):
     """train.py --action-head factorised (with an imitation warm start) -> run folder -> deploy.py export ->
     the device's NumpyPolicy chooses the torch controller's configuration at every step."""
-    import gymnasium as gym
 
     import deploy
-    import envs
     import train
-    from agents.run_io import load_config, load_controller
+    from agents.run_io import env_from_config, load_config, load_controller
     from model.cli import parse_dataclass_args
     from runtime.policy import NumpyPolicy, load_policy_file
 
@@ -111,7 +109,8 @@ def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_
     pf = load_policy_file(tmp_path / "p.npz")
     assert pf.meta["action_head"] == "factorised" and pf.layers[-1][0].shape[0] == 4 + 4 + 3
     pol = NumpyPolicy(pf)
-    env = gym.make(envs.ENV_ID, split="test", random_start=False)
+    env = env_from_config(load_config(run), split="test", random_start=False)  # the run's parameters (MAIN_JOB_ENV)
+    assert env.unwrapped.params.demand_avg_s == train.MAIN_JOB_ENV.demand_avg_s > 0  # train.py's default env
     n = 0
     for k in range(3):
         obs, _ = env.reset(seed=0, options={"trace": k, "start": 0})

@@ -38,11 +38,12 @@ def test_rl_zoo_and_train_py_read_the_same_values(name, tmp_path, capsys):
     assert pk_zoo["net_arch"] == pk_ours["net_arch"]
     assert pk_zoo["activation_fn"] is getattr(torch.nn, pk_ours["activation_fn"])
     assert zoo.pop("policy") == "MlpPolicy"
-    lr = zoo.pop("learning_rate")  # RL Zoo wraps numbers in a constant schedule
-    assert lr(1.0) == pytest.approx(ours.pop("learning_rate"))
-    for key in ("clip_range",):
+    for key in ("learning_rate", "clip_range"):  # RL Zoo: a schedule (numbers wrapped in a constant one)
         if key in zoo:
-            assert zoo.pop(key)(1.0) == pytest.approx(ours.pop(key))
+            theirs, v = zoo.pop(key), ours.pop(key)
+            start = train.linear_start(v)
+            for progress in (1.0, 0.5, 0.1):  # progress_remaining, 1 at the first update
+                assert theirs(progress) == pytest.approx(v if start is None else start * progress)
     assert zoo == ours
 
 
