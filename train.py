@@ -58,10 +58,11 @@ from runtime.dynamics import TERM_NAMES, EnvParams
 from runtime.safeio import exclusive_dir
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
-#: the main job's environment parameters: EnvParams' defaults plus the observation options that lifted the main job
-#: from 0.82-0.86 (flat head) to 0.82-0.92 (docs/agents.md, "The main job's defaults"): the thermal headroom as a
-#: fraction of the costliest configuration's power (cap 2) and the demand smoothed over 60 s. The environment's own
-#: defaults (gym.make, the runtime) keep the base observation, so every policy file written before reads as it did.
+#: the main job's environment parameters: EnvParams' defaults plus two observation options, the thermal headroom as a
+#: fraction of the costliest configuration's power (cap 2) and the demand smoothed over 60 s. With the factorised
+#: head they give the main job's best mean over seeds so far (docs/agents.md, "The main job's defaults"). The
+#: environment's own defaults (gym.make, the runtime) keep the base observation: policy files written before read
+#: as they did.
 MAIN_JOB_ENV = EnvParams(thermal_obs=True, thermal_cap=2.0, demand_avg_s=60.0)
 
 

@@ -89,7 +89,6 @@ def test_choose_is_the_per_family_masked_argmax_then_the_nearest_allowed_configu
 def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_torch_one(tmp_path):
     """train.py --action-head factorised (with an imitation warm start) -> run folder -> deploy.py export ->
     the device's NumpyPolicy chooses the torch controller's configuration at every step."""
-
     import deploy
     import train
     from agents.run_io import env_from_config, load_config, load_controller

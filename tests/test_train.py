@@ -121,3 +121,21 @@ def test_lookahead_trains_exports_and_decides(tmp_path):
     mgr.set_workload(demand_tps=20.0, supply_ahead_w=[1.0, 2.0, 600.0])
     mgr.decide(0.0)
     assert mgr.obs.shape == (22,) and list(mgr.obs[-3:]) == [1.0, 2.0, 500.0]  # clipped to the bound
+
+
+def test_the_main_jobs_defaults():
+    """`python train.py` trains the factorised head on MAIN_JOB_ENV; --action-head auto resolves per algorithm
+    (a Q-network needs one value per action) and the run folder records the resolved head."""
+    import train
+    from runtime.dynamics import EnvParams
+
+    a = train.Args()
+    assert a.action_head == "factorised" and a.env == train.MAIN_JOB_ENV
+    assert a.env.thermal_obs and a.env.thermal_cap > 0 and a.env.demand_avg_s > 0
+    assert train.Args(algo="ppo").action_head == "factorised"
+    assert train.Args(algo="dqn").action_head == "flat"
+    assert train.Args(action_head="flat").action_head == "flat"
+    with pytest.raises(ValueError, match="factorised needs a MultiDiscrete"):
+        train.Args(algo="dqn", action_head="factorised")
+    # the environment's own defaults keep the base observation (policy files written before read as they did)
+    assert not EnvParams().thermal_obs and EnvParams().demand_avg_s == 0
