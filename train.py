@@ -64,6 +64,8 @@ HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
 #: environment's own defaults (gym.make, the runtime) keep the base observation: policy files written before read
 #: as they did.
 MAIN_JOB_ENV = EnvParams(thermal_obs=True, thermal_cap=2.0, demand_avg_s=60.0)
+#: the algorithms whose actor-critic takes a MultiDiscrete action space (the factorised head; a Q-network does not)
+FACTORISED_ALGOS = ("maskable_ppo", "ppo")
 
 
 @dataclass
@@ -174,8 +176,8 @@ class Args:
         if self.action_head not in ("auto", "flat", "factorised"):
             raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat or factorised")
         if self.action_head == "auto":  # resolved here, so the run folder records the head it trained
-            self.action_head = "factorised" if self.algo in ("maskable_ppo", "ppo") else "flat"
-        if self.action_head == "factorised" and self.algo not in ("maskable_ppo", "ppo"):
+            self.action_head = "factorised" if self.algo in FACTORISED_ALGOS else "flat"
+        if self.action_head == "factorised" and self.algo not in FACTORISED_ALGOS:
             raise ValueError(f"argument --action-head: factorised needs a MultiDiscrete-capable actor-critic, not "
                              f"{self.algo}; choose --algo maskable_ppo or ppo")
         if self.bc_oracle_grid:
@@ -527,7 +529,8 @@ def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
     from stable_baselines3.common.utils import LinearSchedule
 
     a = algo(name)
-    hp = {k: (LinearSchedule(linear_start(v), 0.0, 1.0) if linear_start(v) is not None else v) for k, v in hp.items()}
+    starts = {k: linear_start(v) for k, v in hp.items()}
+    hp = {k: v if starts[k] is None else LinearSchedule(starts[k], 0.0, 1.0) for k, v in hp.items()}
     pk = dict(hp.pop("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", a.activation))  # SB3's default per algo
     return a.agent_class()("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir,
