@@ -743,6 +743,8 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
                 "--force"]  # the report goes into this run's own (new) folder
         if args.traces:
             argv += ["--traces", args.traces]
+        if not args.progress:
+            argv += ["--no-progress"]
         evaluate_main(argv)
     return run
 

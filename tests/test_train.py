@@ -12,7 +12,7 @@ from runtime.dynamics import EnvParams
 
 
 @pytest.mark.parametrize("algo,lagrangian", [("ppo", False), ("maskable_ppo", False), ("maskable_ppo", True)])
-def test_train_smoke_run(tmp_path, algo, lagrangian):
+def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     import train
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
@@ -36,6 +36,7 @@ def test_train_smoke_run(tmp_path, algo, lagrangian):
     ev = np.load(run / "eval" / "evaluations.npz")
     assert ev["results"].shape[1] == 2 and np.isclose(ev["results"].mean(axis=1).max(), sel["val_return"])
     if algo == "ppo":
+        assert "evaluate:" not in capsys.readouterr().err  # --no-progress reaches the final evaluation's bar too
         report = json.loads((run / "report.json").read_text())
         names = json.dumps(report)
         assert "oracle" in names and "static-largest" in names and "rl:ppo" in names
