@@ -1,7 +1,8 @@
 """Train a power policy for the elastic micro-LLM and judge it against the baselines.
 
-    python train.py                      # MaskablePPO on the default (generated) trace set, ~12 min on 2 cores
-    python train.py --algo ppo --traces data/real --total-timesteps 2e6
+    python train.py                      # the main job: schedutil warm start + MaskablePPO, default trace set
+    python train.py --bc-expert none     # MaskablePPO from scratch (the YAML's 10 M steps at its step size)
+    python train.py --algo ppo --bc-expert none --traces data/real --total-timesteps 2e6
     python train.py --traces data/real --bc-expert oracle --dagger-rounds 2 --total-timesteps 0   # distil the oracle
 
 MaskablePPO is the default because plain PPO, without the env's action masks, keeps choosing
@@ -66,6 +67,14 @@ HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
 MAIN_JOB_ENV = EnvParams(thermal_obs=True, thermal_cap=2.0, demand_avg_s=60.0)
 #: the algorithms whose actor-critic takes a MultiDiscrete action space (the factorised head; a Q-network does not)
 FACTORISED_ALGOS = ("maskable_ppo", "ppo")
+#: the warm start of ``--bc-expert auto`` (the actor-critics): the rule that matches the offline oracle on most of
+#: the default test split's episodes; imitating it fixes what PPO from scratch fails to learn (run the largest
+#: configuration whenever the queue allows), and RL improves where it is not optimal (heat, docs/agents.md)
+MAIN_JOB_EXPERT = "schedutil"
+#: after a warm start, the RL step's defaults (--learning-rate 0, --total-timesteps -1): a tenth of the YAML's
+#: step size keeps the imitated policy while it improves; the val return peaks within the first 1-2 M steps
+WARM_START_LR = 3e-5
+WARM_START_TIMESTEPS = 3_000_000
 
 
 @dataclass
@@ -81,11 +90,13 @@ class Args:
     traces: str | None = None
     """trace-set folder (default: the generated default set, traces/data/default)"""
     total_timesteps: float = -1.0
-    """environment steps to train for (-1: the YAML's n_timesteps; 0: no RL, e.g. a warm start only)"""
+    """environment steps to train for (-1: the YAML's n_timesteps from scratch, WARM_START_TIMESTEPS after a warm
+    start; 0: no RL, e.g. a warm start only)"""
     n_envs: int = 0
     """parallel environments in the batched env (0: the YAML's n_envs)"""
     learning_rate: float = 0.0
-    """optimiser step size (0: the YAML's); smaller values suit fine-tuning after a warm start"""
+    """optimiser step size (0: the YAML's from scratch, WARM_START_LR after a warm start: PPO's step size
+    from scratch undoes the imitated policy within a few updates)"""
     speed_sigma: float = 0.0
     """domain randomisation over the host's speed: each training episode runs every configuration
     exp(sigma*N(0,1)) times slower than the profile (envs.batched); e.g. 0.25 for a policy that must hold up on
@@ -107,9 +118,10 @@ class Args:
     --env.weights.death, ...; stored in the run folder and the exported policy. Default: MAIN_JOB_ENV, the
     environment's defaults with the thermal block as a fraction and the smoothed demand observed (turn them off
     with --no-env.thermal-obs --env.thermal-cap 0 --env.demand-avg-s 0)"""
-    bc_expert: str = ""
-    """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL;
-    empty: start from scratch"""
+    bc_expert: str = "auto"
+    """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL; none (or
+    empty): start from scratch; auto (default): schedutil for the actor-critics (maskable_ppo, ppo), none for
+    dqn. RL then starts from the rule and must improve on it (docs/agents.md, "The main job's warm start")"""
     bc_episodes: int = 200
     """expert-driven train-split episodes collected for behaviour cloning"""
     bc_oracle_grid: str = ""
@@ -117,8 +129,8 @@ class Args:
     the evaluation grid of the benchmarks); empty: the oracle's default 101,25,7"""
     bc_demos: str = ""
     """reuse demonstrations saved by an earlier run (<run>/warm_start/demos.npz) instead of collecting"""
-    dagger_rounds: int = 0
-    """DAgger rounds after behaviour cloning: the student drives, the expert labels"""
+    dagger_rounds: int = 2
+    """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 100
     """episodes collected per DAgger round"""
     dagger_beta: float = 0.3
@@ -175,6 +187,10 @@ class Args:
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
         if self.action_head not in ("auto", "flat", "factorised"):
             raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat or factorised")
+        if self.bc_expert == "auto":  # resolved here, so the run folder records the warm start it used
+            self.bc_expert = MAIN_JOB_EXPERT if self.algo in FACTORISED_ALGOS else ""
+        elif self.bc_expert == "none":
+            self.bc_expert = ""
         if self.action_head == "auto":  # resolved here, so the run folder records the head it trained
             self.action_head = "factorised" if self.algo in FACTORISED_ALGOS else "flat"
         if self.action_head == "factorised" and self.algo not in FACTORISED_ALGOS:
@@ -590,7 +606,8 @@ def check_warm_start_args(args: Args) -> None:
     from agents.registry import ALL_CONTROLLERS
 
     if args.bc_expert not in ALL_CONTROLLERS:
-        raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}")
+        raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}, "
+                         "or none (from scratch)")
     if not algo(args.algo).actor_critic:
         raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
     if args.bc_demos and not Path(args.bc_demos).is_file():
@@ -632,11 +649,12 @@ def main(args: Args) -> Path:
     hp = load_hyperparams(args.algo)
     n_envs = args.n_envs or int(hp.pop("n_envs"))
     hp.pop("n_envs", None)
-    total = int(args.total_timesteps if args.total_timesteps >= 0 else float(hp.pop("n_timesteps")))
-    hp.pop("n_timesteps", None)
+    yaml_steps = float(hp.pop("n_timesteps"))
+    total = int(args.total_timesteps if args.total_timesteps >= 0
+                else WARM_START_TIMESTEPS if args.bc_expert else yaml_steps)
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
-    if args.learning_rate > 0:
-        hp["learning_rate"] = args.learning_rate
+    if args.learning_rate > 0 or args.bc_expert:
+        hp["learning_rate"] = args.learning_rate or WARM_START_LR
 
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}

@@ -25,6 +25,11 @@ class BaseController:
     """
 
     name = "base"
+    #: a hand-written rule does not read the env's action masks; ``agents.evaluate`` steps its choice down to an
+    #: allowed configuration when the mask forbids it (``runtime.rules.step_down``), as a device's shield would,
+    #: so a rule and a masked policy are held to the same rules. False: the choice runs as it is (the random
+    #: anchor of the oracle-normalised score)
+    under_masks = True
 
     def reset(self, env_index: int) -> None:  # per-episode memory, if any
         pass

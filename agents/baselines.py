@@ -180,6 +180,7 @@ class RandomController(BaseController):
     """Uniformly random configuration, from its own seeded Generator (reproducible)."""
 
     name = "random"
+    under_masks = False  # the score's zero: uniform over every configuration, as it always was
 
     def __init__(self, env, seed: int = 0):
         self.n = int(env.unwrapped.action_space.n)

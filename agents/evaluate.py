@@ -56,6 +56,7 @@ from agents.registry import (
     make_controller,
 )
 from model.cli import nonneg_int, positive_int
+from runtime.rules import step_down
 from runtime.safeio import atomic_write_text, atomic_writer
 
 METRICS: tuple[tuple[str, str, str], ...] = (  # key, table header, format
@@ -91,15 +92,20 @@ def _as_controller(c, env):
 
 
 def run_episode(env, controller, options: dict, max_steps: int, seed: int | None = None,
-                record: bool = False) -> dict[str, Any]:
-    """One deterministic episode; per-episode sums, and per-step series when ``record``."""
+                record: bool = False, rules_under_masks: bool = True) -> dict[str, Any]:
+    """One deterministic episode; per-episode sums, and per-step series when ``record``.
+
+    A controller that does not read the env's action masks but is ``under_masks`` (the hand-written rules,
+    ``agents.base.BaseController``) has a choice the mask forbids stepped down to an allowed one
+    (``runtime.rules.step_down``; counted in ``mask_steps``), unless ``rules_under_masks`` is False."""
     obs, _ = env.reset(seed=seed, options=options)
     costs = env.unwrapped.costs
     quality, offload = costs.quality.tolist(), costs.offload.tolist()
     server_j_tok = (costs.server_ms * 1e-3 * env.unwrapped.params.link.server_w).tolist()
     uses_masks = bool(getattr(controller, "uses_masks", False))
+    held = rules_under_masks and not uses_masks and bool(getattr(controller, "under_masks", False))
     ret = tokens = q_tokens = energy = off_tokens = radio_j = server_j = 0.0
-    counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0}
+    counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0, "mask_steps": 0}
     dead, times = False, []
     series: dict[str, list] = {k: [] for k in ("soc", "temp_c", "supply_w", "config", "power_w")}
     for t in range(max_steps):
@@ -110,8 +116,14 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
         else:
             action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True)
         times.append(time.perf_counter() - t0)
+        action = int(np.asarray(action).reshape(-1)[0])
+        if held:
+            allowed = env.unwrapped.action_masks()
+            if not allowed[action]:
+                action = step_down(action, allowed, costs.ept_j, costs.quality)
+                counts["mask_steps"] += 1
         supply_w = float(obs[F["supply_w"]])
-        obs, r, term, trunc, info = env.step(int(np.asarray(action).reshape(-1)[0]))
+        obs, r, term, trunc, info = env.step(action)
         st = info["step"]  # runtime.dynamics.StepResult
         ret += float(r)
         tokens += st.served
@@ -155,6 +167,7 @@ def _aggregate(eps: list[dict]) -> dict[str, Any]:
         "thermal": int(sum(e["thermal"] for e in eps)), "slo": int(sum(e["slo"] for e in eps)),
         "budget": int(sum(e["budget"] for e in eps)), "deaths": int(sum(e["death"] for e in eps)),
         "switches": int(sum(e["switches"] for e in eps)), "steps": int(sum(e["steps"] for e in eps)),
+        "mask_steps": int(sum(e.get("mask_steps", 0) for e in eps)),
         "decision_us": float(np.median(times)), "decision_us_mean": float(times.mean()),
         "decision_us_max": float(times.max()),
         "episode_returns": rets.tolist(),
@@ -175,7 +188,8 @@ def normalised_score(ret: float, random_ret: float, oracle_ret: float) -> float:
 
 def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[str, Any],
                          episodes: Sequence[dict] | None = None, max_steps: int = 720, seed: int = 0,
-                         record: bool = False, progress: bool = True, workers: int = 1) -> dict[str, Any]:
+                         record: bool = False, progress: bool = True, workers: int = 1,
+                         rules_under_masks: bool = True) -> dict[str, Any]:
     """Run every controller on the same episodes and aggregate the metrics.
 
     Args:
@@ -191,6 +205,8 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
             is not imported). ``env_factory`` and ``controllers`` must then pickle (lambdas do). The
             results are the serial ones: every episode is reset with its own seed, and a controller with
             its own generator across episodes (``random``) runs all its episodes in one task, in order.
+        rules_under_masks: Step a rule's choice that the env's mask forbids down to an allowed one
+            (``run_episode``); False: the rules run as written, ignoring the masks (reports before 2026-12-02).
 
     Returns:
         ``{"policies": {name: metrics}, "episodes": [...], "per_episode": {name: [...]},
@@ -202,7 +218,8 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         episodes = [{"trace": k, "start": 0} for k in range(len(env.unwrapped.traces))]
     episodes = list(episodes)
     names = list(controllers)
-    ran = (_evaluate_parallel(env, env_factory, controllers, episodes, max_steps, seed, record, progress, workers)
+    ran = (_evaluate_parallel(env, env_factory, controllers, episodes, max_steps, seed, record, progress, workers,
+                              rules_under_masks)
            if workers > 1 else {})
     bar = None
     if progress and not ran:
@@ -224,7 +241,8 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
             for e, opt in enumerate(episodes):
                 if bar is not None:
                     bar.set_postfix_str(f"{name} {result['episodes'][e]['trace_name']}")
-                eps.append(run_episode(env, ctrl, opt, max_steps, seed=seed + e, record=record))
+                eps.append(run_episode(env, ctrl, opt, max_steps, seed=seed + e, record=record,
+                                       rules_under_masks=rules_under_masks))
                 if bar is not None:
                     bar.update(1)
             plans = list(getattr(ctrl, "plans", None) or [])
@@ -254,9 +272,10 @@ class _EvalJob:
     """What the Ray workers of one ``evaluate_controllers`` call need; each builds its env and controllers
     once and reuses them (every episode is reset with its own seed)."""
 
-    def __init__(self, env_factory, controllers, episodes, max_steps, seed, record):
+    def __init__(self, env_factory, controllers, episodes, max_steps, seed, record, rules_under_masks=True):
         self.env_factory, self.controllers, self.episodes = env_factory, dict(controllers), list(episodes)
         self.max_steps, self.seed, self.record = max_steps, seed, record
+        self.rules_under_masks = rules_under_masks
         self.env, self.built = None, {}
 
     def __getstate__(self):
@@ -277,13 +296,15 @@ def _eval_unit(job: _EvalJob, unit: tuple[str, list[int]]) -> list[tuple[dict, l
     out = []
     for e in idx:
         n0 = len(getattr(ctrl, "plans", None) or [])
-        ep = run_episode(job.env, ctrl, job.episodes[e], job.max_steps, seed=job.seed + e, record=job.record)
+        ep = run_episode(job.env, ctrl, job.episodes[e], job.max_steps, seed=job.seed + e, record=job.record,
+                         rules_under_masks=job.rules_under_masks)
         out.append((ep, list((getattr(ctrl, "plans", None) or [])[n0:])))
     return out
 
 
 def _evaluate_parallel(env, env_factory, controllers: Mapping[str, Any], episodes: list[dict], max_steps: int,
-                       seed: int, record: bool, progress: bool, workers: int) -> dict[str, tuple[list, list]]:
+                       seed: int, record: bool, progress: bool, workers: int,
+                       rules_under_masks: bool = True) -> dict[str, tuple[list, list]]:
     """{name: (episode dicts, plan records)} of every controller, from Ray tasks (``agents.parallel``)."""
     from agents.parallel import map_episodes
 
@@ -297,7 +318,7 @@ def _evaluate_parallel(env, env_factory, controllers: Mapping[str, Any], episode
             parts = [(name, list(range(i, min(i + chunk, len(episodes))))) for i in range(0, len(episodes), chunk)]
             (first if hasattr(probe, "plans") else units).extend(parts)  # slow planners first: a shorter tail
     todo = first + units
-    job = _EvalJob(env_factory, controllers, episodes, max_steps, seed, record)
+    job = _EvalJob(env_factory, controllers, episodes, max_steps, seed, record, rules_under_masks)
     done = map_episodes(_eval_unit, todo, workers, context=job, progress=progress, desc="evaluate", unit="task")
     ran: dict[str, tuple[list, list]] = {n: ([None] * len(episodes), []) for n in controllers}
     plans: dict[str, dict[int, list]] = {n: {} for n in controllers}
@@ -487,12 +508,12 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     pol = result["policies"]
     keys = (["policy"] + [k for k, _, _ in METRICS + SPLIT_METRICS]
-            + ["return_std", "steps", "decision_us_mean", "decision_us_max"])
+            + ["return_std", "steps", "decision_us_mean", "decision_us_max", "mask_steps"])
     with atomic_writer(out / "report.csv", "w") as fh:  # atomic: a crash never leaves half a report
         w = csv.writer(fh)
         w.writerow(keys)
         for name, m in sorted(pol.items(), key=_sort_key):
-            w.writerow([name] + [m[k] for k in keys[1:]])
+            w.writerow([name] + [m.get(k, "") for k in keys[1:]])
     groups = {by: group_scores(result, by) for by in GROUPS}
     groups = {by: g for by, g in groups.items() if len(g) > 1}
     if groups:
@@ -524,6 +545,11 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
            "Σ quality × tokens / Σ energy; thermal / SLO / budget = steps in violation; deaths = "
            "episodes ended by battery death; decision = median µs per `predict` "
            "(definitions: docs/agents.md).", ""]
+    held = {n: m["mask_steps"] for n, m in pol.items() if m.get("mask_steps")}
+    if held:
+        md += ["Steps where a hand-written rule chose a configuration the env's action mask forbids, stepped down to "
+               "an allowed one (`runtime.rules.step_down`, as a device's shield would; `--rules-ignore-masks` runs "
+               "them as written): " + ", ".join(f"{n} {k}" for n, k in sorted(held.items())) + ".", ""]
     for by, gs in groups.items():
         md += [f"## Score by {GROUPS[by]}", "", "Each group normalised by its own random and oracle means.", "",
                format_groups(gs, GROUPS[by]), ""]
@@ -603,6 +629,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=positive_int, default=1,
                     help="Ray workers for the controller x episode grid (1: this process, no Ray; > 1 needs "
                          "pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same results either way")
+    ap.add_argument("--rules-ignore-masks", action="store_true",
+                    help="run the hand-written rules as written, ignoring the env's action masks (reports before "
+                         "2026-12-02); default: a rule's choice that the mask forbids is stepped down to an allowed "
+                         "one, as a device's shield would, and counted (mask steps)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
@@ -695,7 +725,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_tr = len(env_factory().traces)
         episodes = [{"trace": k, "start": 0, "objective": o} for o in objectives for k in range(n_tr)]
     result = evaluate_controllers(env_factory, controllers, episodes, max_steps=args.max_steps, seed=args.seed,
-                                  record=True, progress=not args.no_progress, workers=args.workers)
+                                  record=True, progress=not args.no_progress, workers=args.workers,
+                                  rules_under_masks=not args.rules_ignore_masks)
     env = env_factory()
     best = best_baseline(result)
     plot_policies = [p for p in (rl_name, best, ORACLE if ORACLE in names else None) if p]
@@ -706,7 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "policy": policies or None, "traces": str(traces), "split": args.split,
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
-            "best_baseline": best}
+            "rules_under_masks": not args.rules_ignore_masks, "best_baseline": best}
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
                          t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]], space=env.space)
     print(format_table(result))

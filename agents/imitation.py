@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from agents.registry import make_controller
+from runtime.rules import step_down
 
 
 @dataclass
@@ -169,6 +170,9 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
         if hasattr(job.expert, "bind"):
             job.expert.bind(env)
     expert, student, beta = job.expert, job.student, job.beta
+    # a rule that ignores the masks is held to them, as in agents.evaluate: its label is what it would run
+    held = bool(getattr(expert, "under_masks", False)) and not getattr(expert, "uses_masks", False)
+    costs = env.unwrapped.costs
     rng = np.random.default_rng([seed, ep]) if student is not None else None  # this episode's DAgger coin
     obs_l, mask_l, lab_l, rew_l = [], [], [], []
     obs, _ = env.reset(seed=seed * 100_003 + ep)
@@ -176,6 +180,8 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
     for t in range(job.max_steps):
         mask = env.unwrapped.action_masks()
         label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
+        if held and not mask[label]:
+            label = step_down(label, mask, costs.ept_j, costs.quality)
         act = label if (student is None or rng.random() < beta) else int(student(obs, mask))
         obs_l.append(obs)
         mask_l.append(mask)

@@ -32,6 +32,23 @@ from runtime.dynamics import max_power_for_temp_w
 HOT_MARGIN_C = 1.0  # start masking this far below the trip point: the model lags by τ
 
 
+def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:
+    """An allowed configuration for a choice the mask forbids, for a controller without logits (a rule): the
+    highest-quality allowed configuration that costs no more energy per token than the choice (ties: the
+    cheaper), else the cheapest allowed one; the choice itself when it is allowed. This is how
+    ``agents.evaluate`` holds a hand-written rule to the same masks as a masked policy, the way a device's
+    shield would (a policy with logits takes its best allowed action instead, ``masked_argmax``)."""
+    allowed = np.asarray(allowed, dtype=bool)
+    if allowed[action] or not allowed.any():
+        return int(action)
+    ept, q = np.asarray(energy_j_per_token, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    ok = np.flatnonzero(allowed & (ept <= ept[action]))
+    if ok.size:
+        return int(ok[np.lexsort((ept[ok], -q[ok]))[0]])
+    ok = np.flatnonzero(allowed)
+    return int(ok[np.argmin(ept[ok])])
+
+
 class Feasibility:
     """The feasibility rules over one set of configurations (module docstring), with what they need
     precomputed: the cheapest quarter by energy per token and the safe (lowest-energy) configuration.

@@ -281,3 +281,54 @@ def test_evaluate_cli_with_a_saved_run(tmp_path):
     md = (out / "report.md").read_text()
     assert "| rl:ppo |" in md and ".png)" in md
     assert len(list(out.glob("*.png"))) == 3
+
+
+# ---- the rules under the env's action masks -------------------------------------------------------
+def test_step_down_picks_the_best_allowed_configuration_no_costlier_than_the_choice():
+    from runtime.rules import step_down
+
+    ept, q = np.array([1.0, 4.0, 2.0, 3.0, 0.5]), np.array([0.1, 0.9, 0.3, 0.5, 0.05])
+    allowed = np.array([True, False, True, True, False])
+    assert step_down(1, allowed, ept, q) == 3  # the best quality among the allowed ones costing <= 4 J
+    assert step_down(2, allowed, ept, q) == 2  # allowed: unchanged
+    only_costlier = np.array([False, True, False, False, False])
+    assert step_down(4, only_costlier, ept, q) == 1  # nothing as cheap: the cheapest allowed one
+    q_tie = np.array([0.1, 0.9, 0.5, 0.5, 0.05])
+    assert step_down(1, allowed, ept, q_tie) == 2  # equal quality: the cheaper
+
+
+def test_a_rule_is_held_to_the_masks_below_the_battery_reserve():
+    """Below the reserve, unplugged, the env masks all but the cheapest quarter of configurations: a masked policy
+    cannot run the largest one, so a rule that ignores the mask is stepped down (and counted), unless asked not to."""
+    from agents.baselines import largest_config
+    from agents.evaluate import run_episode
+
+    env = env_for([trace(12, soc=0.03, demand_tps=30.0, capacity_wh=50.0, name="low")])
+    u = env.unwrapped
+    big = largest_config(u.costs)
+    env.reset(seed=0, options={"trace": 0, "start": 0})
+    env.step(big)
+    assert not u.action_masks()[big]  # the masks apply from the first step's state on
+    rule = make_controller("static-largest", env)
+    held = run_episode(env, rule, {"trace": 0, "start": 0}, 10, seed=0, record=True)
+    assert held["mask_steps"] == 9 and not held["death"]
+    cfgs = held["series"]["config"].tolist()
+    assert cfgs[0] == big and big not in cfgs[1:] and u.action_masks()[cfgs[-1]]
+    free = run_episode(env, rule, {"trace": 0, "start": 0}, 10, seed=0, record=True, rules_under_masks=False)
+    assert free["mask_steps"] == 0 and set(free["series"]["config"].tolist()) == {big}
+    assert free["energy_j"] > held["energy_j"]
+    anchor = run_episode(env, make_controller("random", env), {"trace": 0, "start": 0}, 10, seed=0)
+    assert anchor["mask_steps"] == 0  # the score's zero is not moved
+
+
+def test_demonstrations_of_a_rule_are_labelled_with_what_it_runs_under_the_masks():
+    """Behaviour cloning learns the rule as evaluated: a label the mask forbids is the stepped-down choice, so
+    every label is allowed by the mask stored beside it (the largest configuration only where it is allowed)."""
+    from agents.baselines import largest_config
+    from agents.imitation import collect
+
+    env = env_for([trace(12, soc=0.03, demand_tps=30.0, capacity_wh=50.0, name="low")], random_start=False)
+    big = largest_config(env.unwrapped.costs)
+    d = collect(env, "static-largest", 2, seed=0, max_steps=10, progress=False)
+    assert d.masks[np.arange(len(d.labels)), d.labels].all()
+    assert (d.labels == big).sum() == (d.masks[:, big]).sum() < len(d.labels)

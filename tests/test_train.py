@@ -16,12 +16,13 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     import train
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    args = train.Args(algo=algo, profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
+    args = train.Args(algo=algo, bc_expert="none", profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
                       lagrangian=lagrangian, eval_episodes=2, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"),
                       final_eval=algo == "ppo", env=EnvParams(max_episode_steps=12), progress=False)
     run = train.main(args)
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["algo"] == algo and cfg["total_timesteps"] == 1024
+    assert cfg["algo"] == algo and cfg["total_timesteps"] == 1024 and "warm_start" not in cfg
+    assert cfg["hyperparams"]["learning_rate"] == train.load_hyperparams(algo)["learning_rate"]  # from scratch
     assert (cfg["lagrange_lambda"] is not None) == lagrangian
     assert len(cfg["decode_table"]) == 12 and len(cfg["obs_features"]) == 19
     for f in ("policy_state.pt", "vecnormalize.npz", "model.zip"):
@@ -52,8 +53,10 @@ def test_warm_start_bc_then_dagger(tmp_path):
                       dagger_rounds=1,
                       dagger_episodes=2, bc_epochs=2)
     run = train.main(args)
-    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    cfg = json.loads((run / "config.json").read_text())
+    ws = cfg["warm_start"]
     assert ws["expert"] == "schedutil" and len(ws["rounds"]) == 2
+    assert cfg["hyperparams"]["learning_rate"] == train.WARM_START_LR  # --learning-rate 0 after a warm start
     assert ws["rounds"][1]["transitions"] > ws["rounds"][0]["transitions"] > 0
     assert list((run / "tb" / "pretrain").rglob("events.out.tfevents.*"))
     from agents.run_io import load_controller
@@ -108,9 +111,9 @@ def test_lookahead_trains_exports_and_decides(tmp_path):
     from runtime.sensors import ConstantSensor, SensorHub
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    run = train.main(train.Args(profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256, eval_episodes=1,
-                                checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
-                                progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
+    run = train.main(train.Args(profile=str(prof), bc_expert="none", total_timesteps=256, n_envs=4, eval_freq=256,
+                                eval_episodes=1, checkpoint_freq=256, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["env_params"]["lookahead"] == 3 and cfg["obs_features"][-1] == "supply_w_ahead_3"
     deploy.export_run(run, tmp_path / "p.npz")
@@ -136,6 +139,10 @@ def test_the_main_jobs_defaults():
     assert train.Args(algo="ppo").action_head == "factorised"
     assert train.Args(algo="dqn").action_head == "flat"
     assert train.Args(action_head="flat").action_head == "flat"
+    # --bc-expert auto: the actor-critics start from schedutil (RL improves on it), a Q-network from scratch
+    assert a.bc_expert == train.MAIN_JOB_EXPERT == "schedutil" and a.dagger_rounds == 2
+    assert train.Args(algo="ppo").bc_expert == "schedutil" and train.Args(algo="dqn").bc_expert == ""
+    assert train.Args(bc_expert="none").bc_expert == "" and train.Args(bc_expert="oracle").bc_expert == "oracle"
     with pytest.raises(ValueError, match="factorised needs a MultiDiscrete"):
         train.Args(algo="dqn", action_head="factorised")
     # the environment's own defaults keep the base observation (policy files written before read as they did)
