@@ -139,9 +139,8 @@ def test_the_main_jobs_defaults():
     assert train.Args(algo="ppo").action_head == "factorised"
     assert train.Args(algo="dqn").action_head == "flat"
     assert train.Args(action_head="flat").action_head == "flat"
-    # --bc-expert auto: the actor-critics start from schedutil (RL improves on it), a Q-network from scratch
-    assert a.bc_expert == train.MAIN_JOB_EXPERT == "schedutil" and a.dagger_rounds == 2
-    assert train.Args(algo="ppo").bc_expert == "schedutil" and train.Args(algo="dqn").bc_expert == ""
+    # from scratch unless asked; "none" is the same as empty
+    assert a.bc_expert == "" and a.dagger_rounds == 2
     assert train.Args(bc_expert="none").bc_expert == "" and train.Args(bc_expert="oracle").bc_expert == "oracle"
     with pytest.raises(ValueError, match="factorised needs a MultiDiscrete"):
         train.Args(algo="dqn", action_head="factorised")
