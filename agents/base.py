@@ -18,6 +18,12 @@ class Controller(Protocol):
                 deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
 
 
+def held_to_masks(controller: Any) -> bool:
+    """Whether the evaluator and the demonstrations step this controller's forbidden choices down
+    (``BaseController.under_masks``): a rule that does not read the masks; not a masked policy, not the oracle."""
+    return bool(getattr(controller, "under_masks", False)) and not getattr(controller, "uses_masks", False)
+
+
 class BaseController:
     """Batches single observations, resets per-episode memory on ``episode_start``.
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import held_to_masks
 from agents.baselines import F
 from agents.registry import (
     ALL_CONTROLLERS,
@@ -103,7 +104,7 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
     quality, offload = costs.quality.tolist(), costs.offload.tolist()
     server_j_tok = (costs.server_ms * 1e-3 * env.unwrapped.params.link.server_w).tolist()
     uses_masks = bool(getattr(controller, "uses_masks", False))
-    held = rules_under_masks and not uses_masks and bool(getattr(controller, "under_masks", False))
+    held = rules_under_masks and held_to_masks(controller)
     ret = tokens = q_tokens = energy = off_tokens = radio_j = server_j = 0.0
     counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0, "mask_steps": 0}
     dead, times = False, []

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from agents.base import held_to_masks
 from agents.registry import make_controller
 from runtime.rules import step_down
 
@@ -171,7 +172,7 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
             job.expert.bind(env)
     expert, student, beta = job.expert, job.student, job.beta
     # a rule that ignores the masks is held to them, as in agents.evaluate: its label is what it would run
-    held = bool(getattr(expert, "under_masks", False)) and not getattr(expert, "uses_masks", False)
+    held = held_to_masks(expert)
     costs = env.unwrapped.costs
     rng = np.random.default_rng([seed, ep]) if student is not None else None  # this episode's DAgger coin
     obs_l, mask_l, lab_l, rew_l = [], [], [], []
