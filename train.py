@@ -643,9 +643,9 @@ def main(args: Args) -> Path:
     hp = load_hyperparams(args.algo)
     n_envs = args.n_envs or int(hp.pop("n_envs"))
     hp.pop("n_envs", None)
-    yaml_steps = float(hp.pop("n_timesteps"))
+    yaml_steps = hp.pop("n_timesteps", None)  # read only when --total-timesteps -1 asks for it
     total = int(args.total_timesteps if args.total_timesteps >= 0
-                else WARM_START_TIMESTEPS if args.bc_expert else yaml_steps)
+                else WARM_START_TIMESTEPS if args.bc_expert else float(yaml_steps))
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
     if args.learning_rate > 0 or args.bc_expert:
         hp["learning_rate"] = args.learning_rate or WARM_START_LR

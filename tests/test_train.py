@@ -16,7 +16,7 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     import train
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    args = train.Args(algo=algo, bc_expert="none", profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
+    args = train.Args(algo=algo, profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
                       lagrangian=lagrangian, eval_episodes=2, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"),
                       final_eval=algo == "ppo", env=EnvParams(max_episode_steps=12), progress=False)
     run = train.main(args)
@@ -111,9 +111,9 @@ def test_lookahead_trains_exports_and_decides(tmp_path):
     from runtime.sensors import ConstantSensor, SensorHub
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    run = train.main(train.Args(profile=str(prof), bc_expert="none", total_timesteps=256, n_envs=4, eval_freq=256,
-                                eval_episodes=1, checkpoint_freq=256, runs_dir=str(tmp_path / "runs"),
-                                final_eval=False, progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
+    run = train.main(train.Args(profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256, eval_episodes=1,
+                                checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                                progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["env_params"]["lookahead"] == 3 and cfg["obs_features"][-1] == "supply_w_ahead_3"
     deploy.export_run(run, tmp_path / "p.npz")
