@@ -178,7 +178,8 @@ class Args:
                 t == -1 or (math.isfinite(t) and t >= 0 and float(t).is_integer())):
             shown = f"{t:g}" if isinstance(t, (int, float)) else repr(t)
             raise ValueError(f"argument --total-timesteps: {shown} is out of range; allowed: -1 (the YAML's "
-                             "n_timesteps) or a whole number of steps >= 0 (e.g. 2e6)")
+                             "n_timesteps, or WARM_START_TIMESTEPS after a warm start) or a whole number of steps "
+                             ">= 0 (e.g. 2e6)")
         for name, parse in _RANGES.items():
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
         if self.action_head not in ("auto", "flat", "factorised"):
