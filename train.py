@@ -147,8 +147,9 @@ class Args:
     eval_freq: int = 250_000
     """environment steps between evaluations on the val split"""
     eval_episodes: int = 24
-    """val episodes per evaluation: the same fixed episodes every time (traces spread evenly over the
-    val split, from row 0, env.max_episode_steps long), so evaluations are comparable"""
+    """val episodes per evaluation: the same fixed episodes every time, so evaluations are comparable; traces
+    spread evenly over the val split from row 0, or, when the split has fewer traces, each trace from several
+    start rows (spread_val_episodes), env.max_episode_steps long"""
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
@@ -276,6 +277,40 @@ class FixedEpisodes(gym.Wrapper):
         opt = self.episodes[self.k % len(self.episodes)]
         self.k += 1
         return self.env.reset(seed=seed, options=opt)
+
+
+#: val environments stepped side by side in the evaluation (SB3's evaluate_policy batches their policy calls)
+VAL_ENVS = 4
+
+
+def spread_val_episodes(rows: list[int], n: int, max_steps: int) -> list[dict]:
+    """``n`` fixed val episodes (reset options) over val traces of ``rows`` rows each. With at least ``n``
+    traces: ``n`` traces spread evenly over the split, each from row 0. With fewer: every trace, each from
+    ``ceil``/``floor(n / len(rows))`` start rows spread evenly from row 0 to the last row that leaves half an
+    episode (``max_steps // 2`` rows; a later start ends with the trace, shorter), so that a small val split (the
+    default set's six traces) still gives ``n`` different episodes: other states of charge and temperatures on
+    the way, deadlines nearer, other hours of the day. A (trace, start) pair is never repeated (a short trace
+    gives fewer)."""
+    n_tr = len(rows)
+    if n_tr == 0 or n <= 0:
+        return []
+    if n <= n_tr:
+        return [{"trace": int(k), "start": 0} for k in np.unique(np.linspace(0, n_tr - 1, n).round().astype(int))]
+    out = []
+    for k, n_rows in enumerate(rows):
+        m = n // n_tr + (k < n % n_tr)
+        last = max(0, n_rows - max_steps // 2)
+        out += [{"trace": k, "start": int(s)} for s in np.unique(np.linspace(0, last, m).round().astype(int))]
+    return out
+
+
+def val_shares(n: int, n_envs: int) -> list[list[int]]:
+    """Episode indices per val env, as SB3's ``evaluate_policy`` counts them (env ``i`` runs
+    ``(n + i) // n_envs`` episodes); envs with no episode are left out."""
+    n_envs = max(1, min(n_envs, n))
+    counts = [(n + i) // n_envs for i in range(n_envs)]
+    edges = np.cumsum([0] + counts)
+    return [list(range(edges[i], edges[i + 1])) for i in range(n_envs) if counts[i]]
 
 
 class KeepBest(BaseCallback):
@@ -666,16 +701,20 @@ def main(args: Args) -> Path:
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
-    n_val = len(gym.make(envs.ENV_ID, split="val", params=args.env, **env_kwargs).unwrapped.traces)
-    val_episodes = [{"trace": int(k), "start": 0}
-                    for k in np.unique(np.linspace(0, n_val - 1, min(args.eval_episodes, n_val)).round().astype(int))]
+    val_rows = [t.n for t in gym.make(envs.ENV_ID, split="val", params=args.env, **env_kwargs).unwrapped.traces]
+    val_episodes = spread_val_episodes(val_rows, args.eval_episodes, args.env.max_episode_steps)
+    shares = val_shares(len(val_episodes), VAL_ENVS)
 
-    def make_val():
-        env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
-                       **env_kwargs)
-        return FixedEpisodes(FactorisedEnv(env) if factorised else env, val_episodes)
+    def make_val(share: list[dict]):
+        def make():
+            env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
+                           **env_kwargs)
+            return FixedEpisodes(FactorisedEnv(env) if factorised else env, share)
+        return make
 
-    eval_inner = VecMonitor(DummyVecEnv([make_val]))
+    # a few val envs side by side: one batched policy forward per step for all of them (SB3's evaluate_policy
+    # gives env i the i-th share of the episodes, val_shares splits them the same way)
+    eval_inner = VecMonitor(DummyVecEnv([make_val([val_episodes[j] for j in idx]) for idx in shares]))
     for _ in range((lag is not None) + factorised):  # same wrapper depth as training: VecNormalize stats sync
         eval_inner = PassThrough(eval_inner)
     eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)

@@ -101,6 +101,64 @@ def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
     assert first == [3, 0, 3] and env.reset()[1]["start"] == 3
 
 
+def test_val_episodes_spread_over_start_rows_on_a_small_split():
+    import train
+
+    # more traces than episodes: traces spread evenly, each from row 0 (the earlier behaviour)
+    assert train.spread_val_episodes([900] * 30, 3, 720) == [{"trace": 0, "start": 0}, {"trace": 14, "start": 0},
+                                                             {"trace": 30 - 1, "start": 0}]
+    rows = [790, 936, 576, 1175, 1379, 890]  # the default set's val split
+    eps = train.spread_val_episodes(rows, 24, 720)
+    pairs = [(e["trace"], e["start"]) for e in eps]
+    assert len(pairs) == len(set(pairs)) == 24
+    for k, n_rows in enumerate(rows):  # every trace, from row 0 up to the last start leaving half an episode
+        starts = [s for t, s in pairs if t == k]
+        assert len(starts) == 4 and starts[0] == 0 and max(starts) == max(0, n_rows - 360)
+    # a trace too short for another start gives fewer episodes, never the same one twice
+    assert train.spread_val_episodes([300, 2000], 6, 720) == [
+        {"trace": 0, "start": 0}, {"trace": 1, "start": 0}, {"trace": 1, "start": 820}, {"trace": 1, "start": 1640}]
+
+
+def test_val_envs_run_every_fixed_episode_once(tmp_path):
+    """The val episodes split over several envs as SB3's evaluate_policy counts them: each runs once."""
+    import gymnasium as gym
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import envs
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    class Recording(train.FixedEpisodes):
+        def reset(self, *, seed=None, options=None):
+            obs, info = super().reset(seed=seed, options=options)
+            self.started = [*getattr(self, "started", []), (self.unwrapped.traces.index(self.unwrapped.trace),
+                                                            info["start"])]
+            return obs, info
+
+    rows = [t.n for t in gym.make(envs.ENV_ID, profile=str(prof), split="val").unwrapped.traces]
+    eps = train.spread_val_episodes(rows, 7, 20)
+    shares = train.val_shares(len(eps), 4)
+    assert [len(s) for s in shares] == [1, 2, 2, 2] and sorted(sum(shares, [])) == list(range(7))
+
+    def make(share):
+        return lambda: Recording(gym.make(envs.ENV_ID, profile=str(prof), split="val", max_episode_steps=20),
+                                 [eps[j] for j in share])
+
+    venv = DummyVecEnv([make(s) for s in shares])
+
+    class First:  # always configuration 0
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.zeros(len(obs), dtype=np.int64), state
+
+    rewards, _ = evaluate_policy(First(), venv, n_eval_episodes=len(eps), return_episode_rewards=True)
+    assert len(rewards) == 7
+    # the episodes evaluate_policy counts (env i's first (n + i) // n_envs) are exactly the fixed ones, each once
+    # (an env's extra resets after its last counted episode are not counted)
+    counted = [p for i, e in enumerate(venv.envs) for p in e.started[:(7 + i) // 4]]
+    assert sorted(counted) == sorted((e["trace"], e["start"]) for e in eps)
+
+
 def test_lookahead_trains_exports_and_decides(tmp_path):
     """EnvParams.lookahead end to end: the batched env trains on it, the run folder and the policy
     file store it, and the runtime builds the longer observation from the supply forecast."""
