@@ -701,20 +701,25 @@ def main(args: Args) -> Path:
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
-    val_rows = [t.n for t in gym.make(envs.ENV_ID, split="val", params=args.env, **env_kwargs).unwrapped.traces]
-    val_episodes = spread_val_episodes(val_rows, args.eval_episodes, args.env.max_episode_steps)
+    import traces as T
+
+    # the val split read from disk once, shared by every val env (a real-data split takes seconds to read)
+    val_traces = T.TraceSet.load(args.traces if args.traces is not None else T.default_trace_set_dir()).split("val")
+
+    def val_env():
+        env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
+                       profile=args.profile, traces=val_traces)
+        return FactorisedEnv(env) if factorised else env
+
+    first = val_env()
+    val_episodes = spread_val_episodes([t.n for t in first.unwrapped.traces], args.eval_episodes,
+                                       args.env.max_episode_steps)
     shares = val_shares(len(val_episodes), VAL_ENVS)
-
-    def make_val(share: list[dict]):
-        def make():
-            env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
-                           **env_kwargs)
-            return FixedEpisodes(FactorisedEnv(env) if factorised else env, share)
-        return make
-
+    val_envs = [first] + [val_env() for _ in shares[1:]]
     # a few val envs side by side: one batched policy forward per step for all of them (SB3's evaluate_policy
     # gives env i the i-th share of the episodes, val_shares splits them the same way)
-    eval_inner = VecMonitor(DummyVecEnv([make_val([val_episodes[j] for j in idx]) for idx in shares]))
+    eval_inner = VecMonitor(DummyVecEnv([lambda e=e, idx=idx: FixedEpisodes(e, [val_episodes[j] for j in idx])
+                                         for e, idx in zip(val_envs, shares)]))
     for _ in range((lag is not None) + factorised):  # same wrapper depth as training: VecNormalize stats sync
         eval_inner = PassThrough(eval_inner)
     eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
