@@ -135,6 +135,10 @@ class Args:
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
     """Adam step size of the imitation fit"""
+    clone_kl: float = 0.0
+    """with --bc-expert: weight of a KL(imitated policy || policy) penalty in the RL loss (agents.clone_kl), so
+    that RL moves away from the imitated rule only where the advantage pays for it; 0: plain MaskablePPO.
+    maskable_ppo only"""
     workers: int = 1
     """Ray workers for the expert-labelled episodes of --bc-expert and DAgger (1: this process, Ray is not
     imported; > 1 needs pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same demonstrations either way"""
@@ -217,6 +221,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "dagger_beta": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
+    "clone_kl": nonneg_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
     "speed_sigma": nonneg_float,
@@ -334,6 +339,22 @@ class KeepBest(BaseCallback):
         self.model.policy.load_state_dict(self.state)
         r = self.train_env.obs_rms
         r.mean, r.var, r.count = self.rms
+
+
+def val_return(model, train_env: VecNormalize, eval_env: VecNormalize, n_episodes: int, masks: bool) -> float:
+    """Mean return of ``model`` (deterministic, masked when it reads masks) over the fixed val episodes,
+    exactly as the evaluation callback measures it."""
+    from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    sync_envs_normalization(train_env, eval_env)
+    eval_env.env_method("rewind")
+    if masks:
+        mean, _ = maskable_evaluate(model, eval_env, n_eval_episodes=n_episodes, deterministic=True)
+    else:
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=n_episodes, deterministic=True)
+    return float(mean)
 
 
 def fixed_eval_callback(base_cls, eval_env, **kwargs):
@@ -569,9 +590,10 @@ def linear_start(value) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
+def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str, clone_kl: float = 0.0):
     """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``; ``lin_<start>`` values become SB3's
-    ``LinearSchedule`` from the start to 0 over the run (RL Zoo's ``linear_schedule``)."""
+    ``LinearSchedule`` from the start to 0 over the run (RL Zoo's ``linear_schedule``). ``clone_kl`` > 0:
+    ``agents.clone_kl.CloneKLMaskablePPO`` (maskable_ppo only; its anchor is set after the warm start)."""
     from stable_baselines3.common.utils import LinearSchedule
 
     a = algo(name)
@@ -579,6 +601,11 @@ def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str):
     hp = {k: v if starts[k] is None else LinearSchedule(starts[k], 0.0, 1.0) for k, v in hp.items()}
     pk = dict(hp.pop("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", a.activation))  # SB3's default per algo
+    if clone_kl > 0:
+        from agents.clone_kl import CloneKLMaskablePPO
+
+        return CloneKLMaskablePPO("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0,
+                                  tensorboard_log=tb_dir, device="cpu", clone_kl=clone_kl)
     return a.agent_class()("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir,
                            device="cpu")
 
@@ -640,6 +667,8 @@ def check_warm_start_args(args: Args) -> None:
                          "or none (from scratch)")
     if not algo(args.algo).actor_critic:
         raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
+    if args.clone_kl > 0 and args.algo != "maskable_ppo":
+        raise SystemExit(f"--clone-kl needs --algo maskable_ppo (agents.clone_kl extends its update), not {args.algo}")
     if args.bc_demos and not Path(args.bc_demos).is_file():
         raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
@@ -672,6 +701,8 @@ def _remove_if_empty(folder: Path) -> None:
 def main(args: Args) -> Path:
     if args.bc_expert:
         check_warm_start_args(args)
+    elif args.clone_kl > 0:
+        raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     check_splits(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
@@ -740,7 +771,7 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
            eval_env: VecNormalize) -> Path:
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
-    model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"))
+    model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"), clone_kl=args.clone_kl)
     keep_best = KeepBest(train_env)
     eval_cb_cls = algo(args.algo).eval_callback_class()
     callbacks = CallbackList([
@@ -767,6 +798,15 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         config["warm_start"] = warm_start(args, model, train_env, env_kwargs, str(run / "tb"))
         # the imitation-only policy, evaluable on its own: agents.evaluate --run <run>/warm_start
         save_run(run / "warm_start", model, train_env, {**config, "total_timesteps": 0})
+        # the imitated policy's own val return: what the RL step has to beat (reported, not a candidate)
+        config["warm_start"]["val_return"] = val_return(model, train_env, eval_env, len(val_episodes),
+                                                       algo(args.algo).uses_masks)
+        print(f"warm start alone: mean val return {config['warm_start']['val_return']:.2f} over "
+              f"{len(val_episodes)} fixed val episodes")
+        if args.clone_kl > 0:  # the penalty's anchor: the imitated policy, under its normalisation statistics
+            r = train_env.obs_rms
+            stats = {"mean": r.mean, "var": r.var, "epsilon": train_env.epsilon, "clip_obs": train_env.clip_obs}
+            model.set_anchor(stats if train_env.norm_obs else None)
 
     # ---- learn --------------------------------------------------------------------------------
     t0 = time.time()

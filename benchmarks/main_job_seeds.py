@@ -8,7 +8,8 @@ none), ``--jobs`` at a time (``agents.crossval.run_jobs``; logs in ``OUT/logs``)
 ``python -m agents.evaluate`` scores every seed's policy with every baseline and the oracle on the default test
 split (the main job's own evaluation, same episodes, same grid). Writes ``OUT/main_job_seeds.md/.json``: per seed
 its score, the best heuristic's, the margin, and whether the seed beats every heuristic. ``--resume`` keeps
-finished seeds.
+finished seeds. ``{seed}`` in an extra argument is replaced by the seed
+(e.g. ``--bc-demos runs/A/seed-{seed}/demos.npz``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in seeds:
         d = out / f"seed-{s}"
         jobs.append(Job(f"seed {s}", [py, "train.py", "--seed", str(s), "--runs-dir", str(d), "--no-final-eval",
-                                      "--no-progress", *extra],
+                                      "--no-progress", *(x.replace("{seed}", str(s)) for x in extra)],
                         out / "logs" / f"seed-{s}.log", done_if=lambda d=d: completed_run(d) is not None))
     ev = out / "eval"
 

@@ -56,6 +56,7 @@ def test_warm_start_bc_then_dagger(tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     ws = cfg["warm_start"]
     assert ws["expert"] == "schedutil" and len(ws["rounds"]) == 2
+    assert np.isfinite(ws["val_return"])  # the imitated policy's own val return, the bar the RL step must clear
     assert cfg["hyperparams"]["learning_rate"] == train.WARM_START_LR  # --learning-rate 0 after a warm start
     assert ws["rounds"][1]["transitions"] > ws["rounds"][0]["transitions"] > 0
     assert list((run / "tb" / "pretrain").rglob("events.out.tfevents.*"))
@@ -84,6 +85,10 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(algo="dqn", bc_expert="schedutil", **base))
     with pytest.raises(SystemExit, match="no such file; fix"):
         train.main(train.Args(bc_expert="oracle", bc_demos=str(tmp_path / "none.npz"), **base))
+    with pytest.raises(SystemExit, match="needs --bc-expert"):
+        train.main(train.Args(clone_kl=0.5, **base))
+    with pytest.raises(SystemExit, match="needs --algo maskable_ppo"):
+        train.main(train.Args(algo="ppo", bc_expert="schedutil", clone_kl=0.5, **base))
     assert not (tmp_path / "runs").exists()  # failed before building anything
 
 
