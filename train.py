@@ -653,8 +653,10 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     out.mkdir(parents=True, exist_ok=True)
     demos.save(out / "demos.npz", args.bc_expert)
     for i, rd in enumerate(rounds):
+        source = (f"loaded from {args.bc_demos}" if i == 0 and args.bc_demos  # collected by an earlier run
+                  else f"{rd['seconds']:.0f} s collecting")
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
-              f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({rd['seconds']:.0f} s collecting)")
+              f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None}
 
 

@@ -43,7 +43,7 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
         assert "oracle" in names and "static-largest" in names and "rl:ppo" in names
 
 
-def test_warm_start_bc_then_dagger(tmp_path):
+def test_warm_start_bc_then_dagger(tmp_path, capsys):
     import train
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
@@ -68,6 +68,7 @@ def test_warm_start_bc_then_dagger(tmp_path):
     again = train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "dagger_rounds": 0,
                                      "total_timesteps": 0}))
     ws2 = json.loads((again / "config.json").read_text())["warm_start"]
+    assert f"(loaded from {demos})" in capsys.readouterr().out  # not the earlier run's collection time
     assert ws2["rounds"][0]["transitions"] == ws["rounds"][1]["transitions"] and ws2["demos_from"] == str(demos)
     with pytest.raises(ValueError, match="demonstrations of 'schedutil'"):
         train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "bc_expert": "oracle"}))
