@@ -601,13 +601,13 @@ def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str, clone_kl: float
     hp = {k: v if starts[k] is None else LinearSchedule(starts[k], 0.0, 1.0) for k, v in hp.items()}
     pk = dict(hp.pop("policy_kwargs", {}))
     pk["activation_fn"] = getattr(torch.nn, pk.get("activation_fn", a.activation))  # SB3's default per algo
+    cls, extra = a.agent_class(), {}
     if clone_kl > 0:
         from agents.clone_kl import CloneKLMaskablePPO
 
-        return CloneKLMaskablePPO("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0,
-                                  tensorboard_log=tb_dir, device="cpu", clone_kl=clone_kl)
-    return a.agent_class()("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir,
-                           device="cpu")
+        cls, extra = CloneKLMaskablePPO, {"clone_kl": clone_kl}
+    return cls("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu",
+               **extra)
 
 
 def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_dir: str) -> dict:
@@ -806,9 +806,9 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         print(f"warm start alone: mean val return {config['warm_start']['val_return']:.2f} over "
               f"{len(val_episodes)} fixed val episodes")
         if args.clone_kl > 0:  # the penalty's anchor: the imitated policy, under its normalisation statistics
-            r = train_env.obs_rms
-            stats = {"mean": r.mean, "var": r.var, "epsilon": train_env.epsilon, "clip_obs": train_env.clip_obs}
-            model.set_anchor(stats if train_env.norm_obs else None)
+            from agents.run_io import vecnormalize_stats
+
+            model.set_anchor(vecnormalize_stats(train_env) if train_env.norm_obs else None)
 
     # ---- learn --------------------------------------------------------------------------------
     t0 = time.time()

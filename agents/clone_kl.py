@@ -84,24 +84,26 @@ class CloneKLMaskablePPO(MaskablePPO):
         """Freeze a copy of the current policy as the anchor.
 
         Args:
-            obs_stats: The observation statistics the anchor was fitted under — ``mean``, ``var``, ``epsilon``,
-                ``clip_obs`` (``VecNormalize``'s at the end of the warm start) — or None when observations are
-                not normalised.
+            obs_stats: The observation statistics the anchor was fitted under
+                (``agents.run_io.vecnormalize_stats`` of the training ``VecNormalize`` at the end of the warm
+                start: ``mean``, ``var``, ``epsilon``, ``clip_obs``), or None when observations are not normalised.
         """
         self._anchor = copy.deepcopy(self.policy).requires_grad_(False)
         self._anchor.set_training_mode(False)
-        self._anchor_stats = None if obs_stats is None else {k: np.asarray(v, np.float64).copy() if k in ("mean", "var")
-                                                             else float(v) for k, v in obs_stats.items()}
+        self._anchor_stats = None if obs_stats is None else {
+            "norm_obs": True, **{k: np.array(v, np.float64) for k, v in obs_stats.items()}}
 
     def _anchor_obs(self, obs: th.Tensor) -> th.Tensor:
-        """The rollout's observations (normalised with the current running statistics) as the anchor saw them."""
+        """The rollout's observations (normalised with the current running statistics) as the anchor saw them:
+        back through ``VecNormalize``'s current statistics, forward through the anchor's (``run_io.normalize_obs``,
+        the evaluator's transform)."""
+        from agents.run_io import normalize_obs
+
         venv = self.get_vec_normalize_env()
         if self._anchor_stats is None or venv is None or not venv.norm_obs:
             return obs
-        cur, a = venv.obs_rms, self._anchor_stats
-        raw = obs.double() * th.as_tensor(np.sqrt(cur.var + venv.epsilon)) + th.as_tensor(cur.mean)
-        out = (raw - th.as_tensor(a["mean"])) / th.as_tensor(np.sqrt(a["var"] + a["epsilon"]))
-        return out.clamp(-a["clip_obs"], a["clip_obs"]).to(obs.dtype)
+        raw = venv.unnormalize_obs(obs.cpu().numpy().astype(np.float64))
+        return th.as_tensor(normalize_obs(raw, self._anchor_stats), device=obs.device)
 
     def anchor_kl(self, obs: th.Tensor, action_masks) -> th.Tensor:
         """Per-state KL(anchor || policy), summed over the action components: shape (batch,)."""

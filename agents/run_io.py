@@ -28,12 +28,17 @@ import numpy as np
 from agents.algos import algo
 
 
+def vecnormalize_stats(vecnorm) -> dict[str, np.ndarray]:
+    """VecNormalize's observation statistics now, as plain arrays (copies): what ``normalize_obs`` reads."""
+    rms = vecnorm.obs_rms
+    return dict(mean=rms.mean.astype(np.float64), var=rms.var.astype(np.float64),
+                count=np.array(rms.count, dtype=np.float64), clip_obs=np.array(vecnorm.clip_obs),
+                epsilon=np.array(vecnorm.epsilon), norm_obs=np.array(bool(vecnorm.norm_obs)))
+
+
 def save_vecnormalize(vecnorm, path: str | Path) -> None:
     """VecNormalize observation statistics as plain arrays (no pickle)."""
-    rms = vecnorm.obs_rms
-    np.savez(path, mean=rms.mean.astype(np.float64), var=rms.var.astype(np.float64),
-             count=np.array(rms.count, dtype=np.float64), clip_obs=np.array(vecnorm.clip_obs),
-             epsilon=np.array(vecnorm.epsilon), norm_obs=np.array(bool(vecnorm.norm_obs)))
+    np.savez(path, **vecnormalize_stats(vecnorm))
 
 
 def load_vecnormalize(path: str | Path) -> dict[str, np.ndarray] | None:
