@@ -104,6 +104,10 @@ class Args:
     capacity_sigma: float = 0.0
     """domain randomisation over the battery's capacity: each training episode's capacity is the trace's times
     exp(sigma*N(0,1)), so that the same charge means more or less time to empty; 0: the trace's capacity"""
+    hot_frac: float = 0.0
+    """domain randomisation over the weather: this share of the training episodes has its ambient temperature
+    raised by U(0, 20) deg C (envs.batched), so that the policy runs near the thermal trip point far more often
+    than the few heat-wave traces show it; 0: every episode at its trace's ambient"""
     action_head: str = "auto"
     """factorised: one categorical per knob family (depth, heads, bits, place, split ...; agents.factorised), sum
     instead of product of the value counts, each knob's choice learnt from every configuration that shares it;
@@ -227,6 +231,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "speed_sigma": nonneg_float,
     "low_soc_frac": float_in(0.0, 1.0),
     "capacity_sigma": nonneg_float,
+    "hot_frac": float_in(0.0, 1.0),
     "eval_freq": positive_int,
     "eval_episodes": positive_int,
     "checkpoint_freq": positive_int,
@@ -722,7 +727,8 @@ def main(args: Args) -> Path:
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, speed_sigma=args.speed_sigma,
-                           low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma, **env_kwargs)
+                           low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma, hot_frac=args.hot_frac,
+                           **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)

@@ -41,6 +41,9 @@ _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
 #: 15 % and below; up to 30 % also covers a battery that will be low within the two-hour episode
 LOW_SOC_MAX = 0.3
+#: the largest ambient shift a ``hot_frac`` episode draws (deg C): a 22 deg C indoor trace becomes a 42 deg C heat
+#: wave at most, and a heat-wave trace (peaks 36-44 deg C, sun spells +4-8) meets the trip point by day's end
+HOT_SHIFT_MAX_C = 20.0
 
 
 class BatchedPowerEnv(VecEnv):
@@ -62,6 +65,11 @@ class BatchedPowerEnv(VecEnv):
         capacity_sigma: Domain randomisation over the battery's capacity (``train.py --capacity-sigma``): each
             randomly reset episode's capacity is the trace's × ``exp(σ·N(0, 1))``, so that the same state of
             charge means more or less time to empty. 0 (default): nothing drawn.
+        hot_frac: Domain randomisation over the weather (``train.py --hot-frac``): this share of the randomly reset
+            episodes has its whole ambient trace raised by ``U(0, HOT_SHIFT_MAX_C)`` deg C (the start temperature
+            follows it), so that a policy runs near the thermal trip point far more often than the few heat-wave
+            traces show it: the margin between the masks' trip-point rule and a rule's early thermal cap is only
+            learnt where the device is hot. 0 (default): nothing drawn.
         mask_actions: Unused; kept for the VecEnv constructor signature of callers.
         ref: Reuse an existing env's profile, traces and parameters.
     """
@@ -69,7 +77,7 @@ class BatchedPowerEnv(VecEnv):
     def __init__(self, n_envs: int = 64, profile=None, traces=None, split: str = "train",
                  params: EnvParams | dict | None = None, seed: int = 0, mask_actions: bool = False,
                  ref: MicroLLMPowerEnv | None = None, speed_sigma: float = 0.0, low_soc_frac: float = 0.0,
-                 capacity_sigma: float = 0.0, **param_overrides: Any):
+                 capacity_sigma: float = 0.0, hot_frac: float = 0.0, **param_overrides: Any):
         # one scalar env supplies the parsed profile and traces (a single source of both)
         self.ref = ref.unwrapped if ref is not None else MicroLLMPowerEnv(
             profile=profile, traces=traces, split=split, params=params, **param_overrides)
@@ -91,6 +99,10 @@ class BatchedPowerEnv(VecEnv):
         if not (math.isfinite(capacity_sigma) and capacity_sigma >= 0):
             raise ValueError(f"capacity_sigma must be a finite number >= 0, got {capacity_sigma!r}")
         self.low_soc_frac, self.capacity_sigma = float(low_soc_frac), float(capacity_sigma)
+        if not (math.isfinite(hot_frac) and 0.0 <= hot_frac <= 1.0):
+            raise ValueError(f"hot_frac must be in [0, 1], got {hot_frac!r}")
+        self.hot_frac = float(hot_frac)
+        self.amb_off = np.zeros(n)  # this episode's ambient shift, deg C (domain randomisation)
         self.speed = np.ones(n)  # this episode's host slow-down factor (domain randomisation)
         self.k = np.zeros(n, int)
         self.i = np.zeros(n, int)
@@ -127,7 +139,7 @@ class BatchedPowerEnv(VecEnv):
         self.temp[j] = start_temp_c(amb, idle, base, tr.r_th[trace]) if temp_c is None else temp_c
         self.backlog[j], self.budget_left[j], self.t[j] = 0.0, 0.0, 0
         self.a[j] = self.ref.full_config if config is None else config
-        self.speed[j] = 1.0
+        self.speed[j], self.amb_off[j] = 1.0, 0.0
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
         self.dem_avg[j] = self.last_dem[j]
         self._set_objective(j, trace, start, objective)
@@ -149,6 +161,10 @@ class BatchedPowerEnv(VecEnv):
             self.soc[j] = self.rng.uniform(self.params.reserve_soc, max(self.params.reserve_soc, LOW_SOC_MAX))
         if self.capacity_sigma > 0.0:
             self.plant.capacity_j[j] *= math.exp(self.capacity_sigma * float(self.rng.standard_normal()))
+        if self.hot_frac > 0.0 and self.rng.random() < self.hot_frac:
+            tr, k, i = self.tr, self.k[j], self.i[j]
+            self.amb_off[j] = self.rng.uniform(0.0, HOT_SHIFT_MAX_C)
+            self.temp[j] = start_temp_c(tr.ambient[k, i] + self.amb_off[j], tr.idle[k], tr.base[k, i], tr.r_th[k])
 
     def reset(self):
         for j in range(self.num_envs):
@@ -161,6 +177,7 @@ class BatchedPowerEnv(VecEnv):
         if self.tr.has_outages and c.has_place:  # a processor that is down: re-placed on the CPU
             a = runs_on(c, a, self.tr.procs_down.ravel().take(self.fi))
         supply, _, ambient, demand, bandwidth, budget, base = self.tr.rows.take(self.fi, axis=0).T
+        ambient = ambient + self.amb_off
         tps, ept, dec, place = c.tps[a], c.ept_j[a], c.decode_ms[a], placement_columns(c, a)
         if self.speed_sigma > 0.0:  # this episode's host is `speed` times slower than the profile's
             s = self.speed
@@ -192,6 +209,7 @@ class BatchedPowerEnv(VecEnv):
         dt, f, p = self.dt, self.tr.flat, self.params
         fi, i, soc, plant = self.fi[rows], self.i[rows], self.soc[rows], self.plant
         supply, plugged, ambient, _, bandwidth, bud, base = self.tr.rows.take(fi, axis=0).T
+        ambient = ambient + self.amb_off[rows]
         head = head_values(VECTOR, soc, supply, plugged, self.temp[rows],
                            plant.t_max_c[rows], bud,
                            self.budget_left[rows] + np.where(bud == bud, bud * p.budget_grace_s, 0.0),
@@ -271,7 +289,8 @@ class BatchedPowerEnv(VecEnv):
         procs = self.tr.procs_down.ravel().take(self.fi) if self.ref.rules.has_place else np.zeros(len(low), int)
         for j in np.flatnonzero(hot | low | down | (procs != 0)):
             x = self.fi[j]
-            self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x], pl.t_max_c[j], pl.r_th_c_per_w[j],
+            self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
+                                pl.r_th_c_per_w[j],
                                 f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j],
                                 bandwidth_mbps=bw[j], fits=self._fits[self.k[j]], down=int(procs[j]))
         return out

@@ -123,3 +123,46 @@ def test_battery_randomisation_draws_low_charges_and_capacities():
             assert next(iter(bad)) in str(e)
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+def test_hot_randomisation_shifts_ambient_everywhere_it_is_read():
+    """BatchedPowerEnv(hot_frac): about that share of random episodes runs with its ambient raised by a drawn
+    shift in [0, HOT_SHIFT_MAX_C]; the shifted episode starts hotter, heats more in a step, observes the shifted
+    ambient, and is masked by the thermal rule where the same trace unshifted is not; explicit resets (evaluation,
+    demonstrations) never shift; 0 draws nothing; bad values are refused."""
+    import numpy as np
+
+    from envs.batched import HOT_SHIFT_MAX_C, BatchedPowerEnv
+    n = 400
+    assert np.array_equal(BatchedPowerEnv(n_envs=n, seed=5).reset(),
+                          BatchedPowerEnv(n_envs=n, seed=5, hot_frac=0.0).reset())
+    env = BatchedPowerEnv(n_envs=n, seed=5, hot_frac=0.5)
+    obs = env.reset()
+    hot = env.amb_off > 0
+    assert 0.4 < hot.mean() < 0.6 and env.amb_off.max() <= HOT_SHIFT_MAX_C
+    plain = BatchedPowerEnv(n_envs=n, seed=5)
+    plain.reset()
+    for j in range(n):
+        plain.reset_env(j, int(env.k[j]), int(env.i[j]))
+    assert np.all(env.temp[hot] > plain.temp[hot]) and np.array_equal(env.temp[~hot], plain.temp[~hot])
+    col = env.layout.index["ambient_c"]
+    seen = obs[:, col] - plain._obs()[:, col]  # the observed ambient moves with the shift, and only there
+    assert np.all(seen[hot] > 0) and np.array_equal(seen[~hot], np.zeros((~hot).sum()))
+    assert np.corrcoef(seen[hot], env.amb_off[hot])[0, 1] > 0.99
+    a = np.full(n, env.ref.full_config)
+    env.step(a)
+    plain.step(a)
+    assert np.all(env.temp[hot] > plain.temp[hot])
+    # the thermal rule: some shifted episodes are masked where their unshifted twin is not
+    env.temp[:] = plain.temp[:] = env.plant.t_max_c - 0.5
+    assert (env.action_masks().sum(1) < plain.action_masks().sum(1))[hot].any()
+    assert np.array_equal(env.action_masks()[~hot], plain.action_masks()[~hot])
+    env.reset_env(0, 0, 0)
+    assert env.amb_off[0] == 0.0
+    for bad in (1.5, -0.1, float("nan")):
+        try:
+            BatchedPowerEnv(n_envs=2, seed=0, hot_frac=bad)
+        except ValueError as e:
+            assert "hot_frac" in str(e)
+        else:
+            raise AssertionError(f"hot_frac {bad} accepted")
