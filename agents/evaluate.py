@@ -611,6 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="exported policy file (deploy.py export) to score through the runtime manager, shielded and "
                          "unshielded (agents.deployed); repeatable; its profile and env parameters are used unless "
                          "a --run or --profile says otherwise")
+    ap.add_argument("--policy-dwell", type=nonneg_int, action="append", default=None, metavar="N",
+                    help="with --policy: the shielded manager's dwell rule, decisions between two policy-driven "
+                         "switches (deploy.py run --min-dwell; default 3); repeat to score each value side by side "
+                         "(0: the shield's masks and hard limits without the dwell rule)")
     ap.add_argument("--traces", default=None,
                     help="trace-set folder (default: the run's, else traces/data/default)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -704,10 +708,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.deployed import DeployedPolicy
 
         label = Path(p).name if len(policies) == 1 else str(p)
-        for shield in (True, False):
-            name = f"policy:{label}{'' if shield else ' unshielded'}"
-            controllers[name] = lambda env, p=p, shield=shield, name=name: DeployedPolicy(p, shield=shield, name=name)
+        dwells = args.policy_dwell or [3]
+        for dwell in dwells:  # shielded, once per dwell rule asked for
+            name = f"policy:{label}" + (f" dwell {dwell}" if dwells != [3] else "")
+            controllers[name] = lambda env, p=p, name=name, d=dwell: DeployedPolicy(p, shield=True, name=name,
+                                                                                   min_dwell_decisions=d)
             rl_name = rl_name or name
+        name = f"policy:{label} unshielded"
+        controllers[name] = lambda env, p=p, name=name: DeployedPolicy(p, shield=False, name=name)
     for n in names:
         extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
                  if n == ORACLE else {})

@@ -84,3 +84,15 @@ def test_evaluate_policy_refuses_a_policy_over_other_configurations(tmp_path):
     with pytest.raises(SystemExit, match="configurations.*fix"):
         evaluate_main(["--policy", path, "--profile", "profiles/reference-cpu+split.json", "--policies", "random",
                        "--max-steps", "5", "--out", str(tmp_path / "ev"), "--no-progress"])
+
+
+def test_evaluate_policy_dwell_scores_each_dwell_rule_side_by_side(tmp_path):
+    """--policy-dwell N (repeatable): the shielded manager once per dwell rule, each its own decisions."""
+    path = random_policy_file(tmp_path / "p.npz", PROFILE)
+    out = tmp_path / "ev"
+    assert evaluate_main(["--policy", path, "--policy-dwell", "0", "--policy-dwell", "6", "--policies", "random",
+                          "--max-steps", "60", "--out", str(out), "--no-progress"]) == 0
+    pol = json.loads((out / "report.json").read_text())["policies"]
+    assert {"policy:p.npz dwell 0", "policy:p.npz dwell 6", "policy:p.npz unshielded"} <= set(pol)
+    assert "policy:p.npz" not in pol
+    assert pol["policy:p.npz dwell 6"]["return"] != pol["policy:p.npz dwell 0"]["return"]
