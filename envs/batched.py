@@ -135,14 +135,19 @@ class BatchedPowerEnv(VecEnv):
             arr[j] = v
         self.n_rows[j], self.deadline_s[j] = tr.n[trace], tr.deadline_s[trace]
         self.soc[j] = tr.soc0[trace] if soc is None else soc
-        amb, base, idle = tr.ambient[trace, start], tr.base[trace, start], tr.idle[trace]
-        self.temp[j] = start_temp_c(amb, idle, base, tr.r_th[trace]) if temp_c is None else temp_c
+        base, idle = tr.base[trace, start], tr.idle[trace]
+        self.speed[j], self.amb_off[j] = 1.0, 0.0
+        self.temp[j] = self._start_temp_c(j) if temp_c is None else temp_c
         self.backlog[j], self.budget_left[j], self.t[j] = 0.0, 0.0, 0
         self.a[j] = self.ref.full_config if config is None else config
-        self.speed[j], self.amb_off[j] = 1.0, 0.0
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
         self.dem_avg[j] = self.last_dem[j]
         self._set_objective(j, trace, start, objective)
+
+    def _start_temp_c(self, j: int) -> float:
+        """Env ``j``'s temperature at the start of its episode: steady state at its row's (shifted) ambient."""
+        tr, k, i = self.tr, self.k[j], self.i[j]
+        return start_temp_c(tr.ambient[k, i] + self.amb_off[j], tr.idle[k], tr.base[k, i], tr.r_th[k])
 
     def _set_objective(self, j: int, trace: int, start: int, kind: str | None) -> None:
         """As ``MicroLLMPowerEnv._set_objective``, from this batch's generator."""
@@ -162,9 +167,8 @@ class BatchedPowerEnv(VecEnv):
         if self.capacity_sigma > 0.0:
             self.plant.capacity_j[j] *= math.exp(self.capacity_sigma * float(self.rng.standard_normal()))
         if self.hot_frac > 0.0 and self.rng.random() < self.hot_frac:
-            tr, k, i = self.tr, self.k[j], self.i[j]
             self.amb_off[j] = self.rng.uniform(0.0, HOT_SHIFT_MAX_C)
-            self.temp[j] = start_temp_c(tr.ambient[k, i] + self.amb_off[j], tr.idle[k], tr.base[k, i], tr.r_th[k])
+            self.temp[j] = self._start_temp_c(j)
 
     def reset(self):
         for j in range(self.num_envs):
