@@ -135,6 +135,10 @@ class Args:
     """episodes collected per DAgger round"""
     dagger_beta: float = 0.3
     """probability the expert's own action is executed during DAgger collection"""
+    demo_dr: bool = False
+    """collect the warm start's episodes (behaviour cloning and DAgger) under the battery randomisation RL trains
+    under (--low-soc-frac, --capacity-sigma), so that the imitated policy, which --clone-kl anchors RL to, has
+    seen the states RL meets; off: every demonstration starts at its trace's charge and capacity"""
     bc_epochs: int = 20
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
@@ -621,7 +625,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     import gymnasium as gym
     from stable_baselines3.common.logger import configure
 
-    from agents.imitation import Demonstrations, collect, fit_normalisation, pretrain, student_fn
+    from agents.imitation import BatteryRandomisation, Demonstrations, collect, fit_normalisation, pretrain, student_fn
     env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     expert_kwargs = {}
@@ -629,14 +633,18 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         from agents.evaluate import _oracle_grid
 
         expert_kwargs = dict(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
+    randomise = (BatteryRandomisation(args.low_soc_frac, args.capacity_sigma, args.env.reserve_soc)
+                 if args.demo_dr else None)
+    if randomise and (args.hot_frac > 0 or args.speed_sigma > 0):
+        print("note: --demo-dr randomises the demonstrations' battery only; --hot-frac and --speed-sigma apply to RL")
     if args.bc_demos:
         demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
                                     int(env.action_space.n))
     else:
         demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.env.max_episode_steps,
                         progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers,
-                        expert_kwargs=expert_kwargs)
-    fit_normalisation(train_env, demos, float(model.gamma))
+                        expert_kwargs=expert_kwargs, randomise=randomise)
+    fit_normalisation(train_env, demos, float(model.gamma))  # --demo-dr: drawn as RL's episodes are
     fac = None
     if args.action_head == "factorised":
         from runtime.factorised import Factorisation
@@ -650,7 +658,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
                        student=student_fn(model, train_env, fac), beta=args.dagger_beta,
                        max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}",
-                       workers=args.workers, expert_kwargs=expert_kwargs)
+                       workers=args.workers, expert_kwargs=expert_kwargs, randomise=randomise)
         demos = demos.extend(more)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
@@ -662,7 +670,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                   else f"{rd['seconds']:.0f} s collecting")
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
-    return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None}
+    return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None,
+            "randomised": dataclasses.asdict(randomise) if randomise else None}
 
 
 def check_warm_start_args(args: Args) -> None:
@@ -676,6 +685,17 @@ def check_warm_start_args(args: Args) -> None:
         raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
     if args.clone_kl > 0 and args.algo != "maskable_ppo":
         raise SystemExit(f"--clone-kl needs --algo maskable_ppo (agents.clone_kl extends its update), not {args.algo}")
+    if args.demo_dr:
+        if not (args.low_soc_frac > 0 or args.capacity_sigma > 0):
+            raise SystemExit("--demo-dr collects the demonstrations under the battery randomisation, which is off: "
+                             "add --low-soc-frac and/or --capacity-sigma, or drop --demo-dr")
+        if args.bc_expert == "oracle" and args.capacity_sigma > 0:
+            raise SystemExit("--demo-dr with --capacity-sigma: the oracle plans with the trace's battery capacity, "
+                             "so its labels would be wrong; use another --bc-expert (e.g. schedutil) or "
+                             "--capacity-sigma 0")
+        if args.bc_demos:
+            raise SystemExit("--demo-dr applies when demonstrations are collected, not to --bc-demos "
+                             f"{args.bc_demos}: drop one of the two")
     if args.bc_demos and not Path(args.bc_demos).is_file():
         raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
@@ -710,6 +730,8 @@ def main(args: Args) -> Path:
         check_warm_start_args(args)
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
+    elif args.demo_dr:
+        raise SystemExit("--demo-dr randomises the warm start's demonstrations: it needs --bc-expert (e.g. schedutil)")
     check_splits(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)

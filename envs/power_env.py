@@ -112,7 +112,9 @@ Objective: ``EnvParams.objective.kind``, or drawn per episode from the env's gen
 (or ``options["objective"]``; ``options["quality_floor"]`` overrides the trace's floor). Trace: uniform
 over the split (or ``options["trace"]``); start row uniform over the trace
 (``random_start``) or 0 (or ``options["start"]``); SoC: the trace's ``initial_soc`` (or
-``options["soc"]``); temperature: ambient + R_th·(idle + base load) (or ``options["temp_c"]``).
+``options["soc"]``); battery capacity: the trace's (times ``options["capacity_scale"]``, > 0: the
+battery randomisation of ``envs.batched``); temperature: ambient + R_th·(idle + base load) (or
+``options["temp_c"]``).
 
 ## Episode End
 Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (registration:
@@ -138,6 +140,7 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -244,9 +247,13 @@ class MicroLLMPowerEnv(gym.Env):
             self._i = int(rng.integers(0, max(1, tr.n - 1))) if self.random_start else 0
         self._i0 = self._i
         self.soc = float(o.get("soc", tr.initial_soc))
+        scale = float(o.get("capacity_scale", 1.0))
+        if not (math.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"options['capacity_scale'] must be a finite number > 0, got {o['capacity_scale']!r}")
+        self._capacity_j = tr.capacity_j * scale
         dev = tr.device
         self._idle_w = dev.idle_power_w
-        self._plant = (tr.capacity_j, dev.r_th_c_per_w, dev.tau_s, dev.t_max_c, dev.throttle_per_c,
+        self._plant = (self._capacity_j, dev.r_th_c_per_w, dev.tau_s, dev.t_max_c, dev.throttle_per_c,
                        dev.throttle_min, dev.charge_efficiency, dev.idle_power_w)
         self._hot_c = dev.t_max_c - HOT_MARGIN_C  # the masks start this far below the trip point
         self._fits = self.rules.fits(dev.memory_mb * 1e6)  # this device's memory (read-only; all_ok if all fit)
@@ -317,7 +324,7 @@ class MicroLLMPowerEnv(gym.Env):
         b = self._budget[i]
         head = scalar_head_values(SCALAR, soc, self._supply[i], tr.plugged[i], self.temp_c, self._t_max_c, b,
                                   self._budget_left_j + (b * self._grace_s if b == b else 0.0),
-                                  self._deadline_s - i * dt, soc * tr.capacity_j, self._horizon_s, self._last_demand,
+                                  self._deadline_s - i * dt, soc * self._capacity_j, self._horizon_s, self._last_demand,
                                   self.backlog / self.backlog_cap, self._last_lat_ms / self.slo_ms,
                                   tr.bandwidth_mbps[i])
         ahead = [self._supply[min(i + k, self._n - 1)] for k in range(1, self.lookahead + 1)] if self.lookahead else ()
@@ -365,7 +372,7 @@ class MicroLLMPowerEnv(gym.Env):
             "latency_over_slo": self._last_lat_ms / self.slo_ms, "budget_w": float(b),
             "budget_left_j": self._budget_left_j + (b * self._grace_s if b == b else 0.0),
             "deadline_left_s": self._deadline_s - i * dt, "horizon_left_s": self._horizon_s,
-            "base_w": self._idle_w + float(self._base[i]), "capacity_j": float(tr.capacity_j),
+            "base_w": self._idle_w + float(self._base[i]), "capacity_j": float(self._capacity_j),
             "supply_ahead_w": [float(self._supply[min(i + k, self._n - 1)]) for k in range(1, self.lookahead + 1)],
             "procs_down": int(self._down[i]), "objective": self.objective, "quality_floor": float(self._qmin_obs),
             "device": tr.device, "device_kind": tr.device_kind,

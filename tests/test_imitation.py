@@ -56,3 +56,21 @@ def test_dagger_labels_the_students_states_with_the_expert(small_env):
                 student=lambda obs, mask: int(np.flatnonzero(mask)[0]), beta=0.0)
     # the student drove (expert return unknown), yet every label is the expert's single action
     assert np.isnan(d.expert_return) and np.unique(d.labels).size == 1
+
+
+def test_randomised_demos_start_low_and_scale_the_capacity_deterministically(small_env):
+    from agents.imitation import BatteryRandomisation
+
+    plain = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False)
+    dr = BatteryRandomisation(low_soc_frac=1.0, capacity_sigma=0.8, reserve_soc=0.05)
+    rand = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False, randomise=dr)
+    starts = [0] + rand.episode_ends[:-1]
+    soc0 = rand.obs[starts, 0]  # feature 0: soc
+    assert np.all((soc0 >= 0.05) & (soc0 <= 0.3)) and not np.allclose(soc0, plain.obs[starts, 0])
+    # affordable power (feature 9) scales with the stored energy: capacity x soc, so the ratio is the capacity's
+    ratio = (rand.obs[starts, 9] / rand.obs[starts, 0]) / (plain.obs[starts, 9] / plain.obs[starts, 0])
+    assert np.unique(np.round(ratio, 3)).size == 4 and not np.allclose(ratio, 1.0)
+    again = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False, randomise=dr)
+    np.testing.assert_array_equal(again.obs, rand.obs)  # each episode's draw is its own stream
+    with pytest.raises(ValueError, match="capacity_scale"):
+        small_env.reset(seed=0, options={"capacity_scale": 0.0})
