@@ -136,9 +136,10 @@ class Args:
     dagger_beta: float = 0.3
     """probability the expert's own action is executed during DAgger collection"""
     demo_dr: bool = False
-    """collect the warm start's episodes (behaviour cloning and DAgger) under the battery randomisation RL trains
-    under (--low-soc-frac, --capacity-sigma), so that the imitated policy, which --clone-kl anchors RL to, has
-    seen the states RL meets; off: every demonstration starts at its trace's charge and capacity"""
+    """collect the warm start's episodes (behaviour cloning and DAgger) under the randomisation RL trains under
+    (--low-soc-frac, --capacity-sigma, --hot-frac; not --speed-sigma), so that the imitated policy, which
+    --clone-kl anchors RL to, has seen the states RL meets; off: every demonstration at its trace's charge,
+    capacity and ambient"""
     bc_epochs: int = 20
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
@@ -625,7 +626,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     import gymnasium as gym
     from stable_baselines3.common.logger import configure
 
-    from agents.imitation import BatteryRandomisation, Demonstrations, collect, fit_normalisation, pretrain, student_fn
+    from agents.imitation import Demonstrations, DemoRandomisation, collect, fit_normalisation, pretrain, student_fn
     env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     expert_kwargs = {}
@@ -633,10 +634,10 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         from agents.evaluate import _oracle_grid
 
         expert_kwargs = dict(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
-    randomise = (BatteryRandomisation(args.low_soc_frac, args.capacity_sigma, args.env.reserve_soc)
+    randomise = (DemoRandomisation(args.low_soc_frac, args.capacity_sigma, args.env.reserve_soc, args.hot_frac)
                  if args.demo_dr else None)
-    if randomise and (args.hot_frac > 0 or args.speed_sigma > 0):
-        print("note: --demo-dr randomises the demonstrations' battery only; --hot-frac and --speed-sigma apply to RL")
+    if randomise and args.speed_sigma > 0:
+        print("note: --demo-dr does not randomise the demonstrations' host speed; --speed-sigma applies to RL only")
     if args.bc_demos:
         demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
                                     int(env.action_space.n))
@@ -686,13 +687,13 @@ def check_warm_start_args(args: Args) -> None:
     if args.clone_kl > 0 and args.algo != "maskable_ppo":
         raise SystemExit(f"--clone-kl needs --algo maskable_ppo (agents.clone_kl extends its update), not {args.algo}")
     if args.demo_dr:
-        if not (args.low_soc_frac > 0 or args.capacity_sigma > 0):
-            raise SystemExit("--demo-dr collects the demonstrations under the battery randomisation, which is off: "
-                             "add --low-soc-frac and/or --capacity-sigma, or drop --demo-dr")
-        if args.bc_expert == "oracle" and args.capacity_sigma > 0:
-            raise SystemExit("--demo-dr with --capacity-sigma: the oracle plans with the trace's battery capacity, "
-                             "so its labels would be wrong; use another --bc-expert (e.g. schedutil) or "
-                             "--capacity-sigma 0")
+        if not (args.low_soc_frac > 0 or args.capacity_sigma > 0 or args.hot_frac > 0):
+            raise SystemExit("--demo-dr collects the demonstrations under the training randomisation, which is off: "
+                             "add --low-soc-frac, --capacity-sigma and/or --hot-frac, or drop --demo-dr")
+        if args.bc_expert == "oracle" and (args.capacity_sigma > 0 or args.hot_frac > 0):
+            raise SystemExit("--demo-dr with --capacity-sigma or --hot-frac: the oracle plans with the trace's battery "
+                             "capacity and ambient, so its labels would be wrong; use another --bc-expert "
+                             "(e.g. schedutil), or set those to 0")
         if args.bc_demos:
             raise SystemExit("--demo-dr applies when demonstrations are collected, not to --bc-demos "
                              f"{args.bc_demos}: drop one of the two")

@@ -110,7 +110,7 @@ class Demonstrations:
 
 def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, beta: float = 1.0,
             max_steps: int = 720, progress: bool = True, desc: str = "demos", workers: int = 1,
-            expert_kwargs: dict | None = None, randomise: BatteryRandomisation | None = None) -> Demonstrations:
+            expert_kwargs: dict | None = None, randomise: DemoRandomisation | None = None) -> Demonstrations:
     """Runs ``episodes`` episodes of ``env`` (a ``MicroLLMPowerEnv``) and labels every state with
     the expert's action.
 
@@ -130,8 +130,9 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
             expert draws from one generator across episodes, so it is always collected here.
         expert_kwargs: Passed to the expert's factory (e.g. the oracle's grid ``n_soc``, ``n_temp``,
             ``n_backlog``).
-        randomise: The battery randomisation RL trains under (``train.py --demo-dr``): each episode draws its
-            start charge and capacity as ``envs.batched`` does, from its own stream ``default_rng([seed, ep, 1])``.
+        randomise: The randomisation RL trains under (``train.py --demo-dr``): each episode draws its start
+            charge, capacity and ambient shift as ``envs.batched`` does, from its own stream
+            ``default_rng([seed, ep, 1])``.
     """
     t0 = time.time()
     job = _CollectJob(env, expert_name, seed, student, beta, max_steps, dict(expert_kwargs or {}), randomise)
@@ -151,22 +152,25 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
 
 
 @dataclass(frozen=True)
-class BatteryRandomisation:
-    """The battery randomisation of ``envs.batched`` (``train.py --low-soc-frac``, ``--capacity-sigma``) as
-    reset options of the scalar env, so that demonstrations cover the states RL trains on."""
+class DemoRandomisation:
+    """The battery and weather randomisation of ``envs.batched`` (``train.py --low-soc-frac``, ``--capacity-sigma``,
+    ``--hot-frac``) as reset options of the scalar env, so that demonstrations cover the states RL trains on."""
 
     low_soc_frac: float = 0.0  # share of episodes that start with SoC ~ U(reserve_soc, LOW_SOC_MAX)
     capacity_sigma: float = 0.0  # capacity x exp(sigma N(0, 1))
     reserve_soc: float = 0.05  # the env's reserve (EnvParams.reserve_soc): the lowest start charge drawn
+    hot_frac: float = 0.0  # share of episodes whose ambient is raised by U(0, HOT_SHIFT_MAX_C) deg C
 
     def draw(self, rng: np.random.Generator) -> dict[str, float]:
-        from envs.batched import LOW_SOC_MAX
+        from envs.batched import HOT_SHIFT_MAX_C, LOW_SOC_MAX
 
         o: dict[str, float] = {}
         if self.low_soc_frac > 0.0 and rng.random() < self.low_soc_frac:
             o["soc"] = float(rng.uniform(self.reserve_soc, max(self.reserve_soc, LOW_SOC_MAX)))
         if self.capacity_sigma > 0.0:
             o["capacity_scale"] = float(np.exp(self.capacity_sigma * rng.standard_normal()))
+        if self.hot_frac > 0.0 and rng.random() < self.hot_frac:
+            o["ambient_shift_c"] = float(rng.uniform(0.0, HOT_SHIFT_MAX_C))
         return o
 
 
@@ -181,7 +185,7 @@ class _CollectJob:
     beta: float
     max_steps: int
     expert_kwargs: dict
-    randomise: BatteryRandomisation | None = None
+    randomise: DemoRandomisation | None = None
     expert: Any = None  # built on first use in each process, then reused (experts reset per episode)
 
 

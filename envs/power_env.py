@@ -113,8 +113,9 @@ Objective: ``EnvParams.objective.kind``, or drawn per episode from the env's gen
 over the split (or ``options["trace"]``); start row uniform over the trace
 (``random_start``) or 0 (or ``options["start"]``); SoC: the trace's ``initial_soc`` (or
 ``options["soc"]``); battery capacity: the trace's (times ``options["capacity_scale"]``, > 0: the
-battery randomisation of ``envs.batched``); temperature: ambient + R_th·(idle + base load) (or
-``options["temp_c"]``).
+battery randomisation of ``envs.batched``); ambient: the trace's (plus ``options["ambient_shift_c"]``, °C,
+everywhere it is read: the weather randomisation of ``envs.batched``); temperature: ambient + R_th·(idle + base
+load) (or ``options["temp_c"]``).
 
 ## Episode End
 Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (registration:
@@ -260,12 +261,17 @@ class MicroLLMPowerEnv(gym.Env):
         self._all_ok = self._fits
         # the trace's columns as attributes of the env: one attribute read less per use in step()
         self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
+        shift = float(o.get("ambient_shift_c", 0.0))
+        if not math.isfinite(shift):
+            raise ValueError(f"options['ambient_shift_c'] must be finite (deg C), got {o['ambient_shift_c']!r}")
+        if shift:
+            self._ambient = [a + shift for a in tr.ambient_c]  # lists: the fastest scalar indexing
         self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         self._down = tr.procs_down
         self._set_objective(o, tr)
         i = self._i
-        self.temp_c = float(o.get("temp_c", start_temp_c(tr.ambient_c[i], self._idle_w, tr.base_w[i],
+        self.temp_c = float(o.get("temp_c", start_temp_c(self._ambient[i], self._idle_w, tr.base_w[i],
                                                           dev.r_th_c_per_w)))
         self.backlog = 0.0
         self._a = int(o.get("config", self.full_config))
@@ -314,7 +320,7 @@ class MicroLLMPowerEnv(gym.Env):
 
     def _compute_mask(self) -> np.ndarray:
         tr, i = self._tr, self._i
-        return self.rules.mask(self._last_demand, self.temp_c, tr.ambient_c[i], tr.device.t_max_c,
+        return self.rules.mask(self._last_demand, self.temp_c, self._ambient[i], tr.device.t_max_c,
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
                                tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
                                down=self._down[i])

@@ -41,6 +41,41 @@ def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s):
             break
 
 
+def test_scalar_reset_options_match_the_batched_randomisation():
+    """The scalar env's ``capacity_scale`` and ``ambient_shift_c`` reset options (demonstrations under
+    ``train.py --demo-dr``) are the batched env's battery and weather draws: same observations, rewards and
+    masks step for step on a heat-wave trace."""
+    scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
+                              thermal_obs=True, thermal_cap=2.0)
+    batched = BatchedPowerEnv(n_envs=2, profile=PROFILE, split="train", max_episode_steps=10_000, thermal_obs=True,
+                              thermal_cap=2.0)
+    k = 4 * 3 % len(scalar.traces)
+    obs_s, _ = scalar.reset(seed=0, options={"trace": k, "start": 5, "soc": 0.2, "capacity_scale": 0.6,
+                                             "ambient_shift_c": 12.0})
+    for j in range(2):
+        batched.reset_env(j, k, 5, soc=0.2)
+    batched.amb_off[0] = 12.0
+    batched.temp[0] = batched._start_temp_c(0)
+    batched.plant.capacity_j[0] *= 0.6
+    np.testing.assert_allclose(batched._obs()[0], obs_s, rtol=1e-6, atol=1e-5)
+    plain = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, thermal_obs=True, thermal_cap=2.0)
+    plain.reset(seed=0, options={"trace": k, "start": 5, "soc": 0.2})
+    assert scalar.temp_c == pytest.approx(plain.temp_c + 12.0)  # steady state at the shifted ambient
+    rng = np.random.default_rng(1)
+    masked = 0
+    for _ in range(200):
+        a = int(rng.integers(scalar.action_space.n))
+        obs_s, r_s, term_s, trunc_s, _ = scalar.step(a)
+        r_b, term_b, trunc_b = batched._step(np.full(2, a))
+        np.testing.assert_allclose(batched._obs()[0], obs_s, rtol=1e-6, atol=1e-5)
+        assert r_b[0] == pytest.approx(r_s, rel=1e-12, abs=1e-12)
+        np.testing.assert_array_equal(batched.action_masks()[0], scalar.action_masks())
+        masked += int(not scalar.action_masks().all())
+        if term_s or trunc_s:
+            break
+    assert masked > 0  # the shifted heat wave reached the thermal (or reserve) rule
+
+
 def test_batched_env_runs_under_sb3_vecenv_api():
     from stable_baselines3.common.vec_env import VecMonitor
 

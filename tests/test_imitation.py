@@ -59,10 +59,10 @@ def test_dagger_labels_the_students_states_with_the_expert(small_env):
 
 
 def test_randomised_demos_start_low_and_scale_the_capacity_deterministically(small_env):
-    from agents.imitation import BatteryRandomisation
+    from agents.imitation import DemoRandomisation
 
     plain = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False)
-    dr = BatteryRandomisation(low_soc_frac=1.0, capacity_sigma=0.8, reserve_soc=0.05)
+    dr = DemoRandomisation(low_soc_frac=1.0, capacity_sigma=0.8, reserve_soc=0.05)
     rand = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False, randomise=dr)
     starts = [0] + rand.episode_ends[:-1]
     soc0 = rand.obs[starts, 0]  # feature 0: soc
@@ -72,5 +72,9 @@ def test_randomised_demos_start_low_and_scale_the_capacity_deterministically(sma
     assert np.unique(np.round(ratio, 3)).size == 4 and not np.allclose(ratio, 1.0)
     again = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False, randomise=dr)
     np.testing.assert_array_equal(again.obs, rand.obs)  # each episode's draw is its own stream
+    hot = collect(small_env, "schedutil", 4, seed=2, max_steps=5, progress=False,
+                  randomise=DemoRandomisation(hot_frac=1.0))
+    shift = hot.obs[starts, 18] - plain.obs[starts, 18]  # feature 18: ambient_c
+    assert np.all((shift > 0) & (shift <= 20)) and np.unique(np.round(shift, 6)).size == 4
     with pytest.raises(ValueError, match="capacity_scale"):
         small_env.reset(seed=0, options={"capacity_scale": 0.0})

@@ -94,7 +94,7 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(demo_dr=True, low_soc_frac=0.5, **base))
     with pytest.raises(SystemExit, match="randomisation, which is off"):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, **base))
-    with pytest.raises(SystemExit, match="oracle plans with the trace's battery capacity"):
+    with pytest.raises(SystemExit, match="oracle plans with the trace's battery"):
         train.main(train.Args(bc_expert="oracle", demo_dr=True, capacity_sigma=0.5, **base))
     with pytest.raises(SystemExit, match="not to --bc-demos"):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, low_soc_frac=0.5, bc_demos="d.npz", **base))
@@ -110,7 +110,8 @@ def test_demo_dr_collects_the_warm_start_on_nearly_empty_batteries(tmp_path):
                                 bc_expert="schedutil", bc_episodes=3, dagger_rounds=0, bc_epochs=1, demo_dr=True,
                                 low_soc_frac=1.0))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
-    assert ws["randomised"] == {"low_soc_frac": 1.0, "capacity_sigma": 0.0, "reserve_soc": 0.05}
+    assert ws["randomised"] == {"low_soc_frac": 1.0, "capacity_sigma": 0.0, "reserve_soc": 0.05,
+                              "hot_frac": 0.0}
     with np.load(run / "warm_start" / "demos.npz", allow_pickle=False) as z:
         starts = np.r_[0, z["episode_ends"][:-1]]
         assert np.all(z["obs"][starts, 0] <= 0.3)  # feature 0: every episode started nearly empty
