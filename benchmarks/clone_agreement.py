@@ -1,0 +1,154 @@
+"""Where does an imitated policy stop imitating? Agreement with its expert, by thermal headroom.
+
+    python benchmarks/clone_agreement.py --run runs/<run>/warm_start [--run ...] [--expert schedutil]
+                                         [--trace heat-00] [--split test] [--pool-sample 1000]
+                                         [--out benchmarks/results/clone_agreement.md]
+
+For each run: the policy drives one episode of ``--trace`` (row 0, ``--max-steps`` steps, the run's own profile and
+environment parameters, the default trace set unless ``--traces``); at every step the expert labels the state it is
+in, held to the action mask as ``agents.evaluate`` and the DAgger collector hold it (``runtime.rules.step_down``).
+Reported: the episode's return, the share of steps where the policy chose the expert's configuration, overall and
+by the thermal headroom the policy observes (``temp_headroom_c``: below 0, 0-1 °C where the masks' trip-point rule
+acts, 1 to ``THERMAL_CAP_C`` where schedutil's proportional thermal cap acts, above). With ``--pool-sample N`` and a
+``demos.npz`` in the run folder (a warm start's pooled demonstrations), also the policy's accuracy on N of the
+pool's states in each band: how well it fits the expert where it was trained, against the episode it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from agents.baselines import THERMAL_CAP_C  # noqa: E402
+
+BANDS = [(-np.inf, 0.0, "< 0 °C"), (0.0, 1.0, "0–1 °C"), (1.0, THERMAL_CAP_C, f"1–{THERMAL_CAP_C:g} °C"),
+         (THERMAL_CAP_C, np.inf, f"≥ {THERMAL_CAP_C:g} °C")]
+
+
+def _act(policy, obs, mask) -> int:
+    return int(np.asarray(policy.predict(obs, action_masks=mask)[0]).reshape(-1)[0])
+
+
+def episode_agreement(run: Path, expert_name: str, trace: str, split: str, traces: str | None,
+                      max_steps: int) -> dict:
+    """Drives ``trace`` with the run's policy; the expert labels every state (held to the masks)."""
+    from agents.registry import make_controller
+    from agents.run_io import env_from_config, load_config, load_controller
+    from runtime.rules import step_down
+
+    env = env_from_config(load_config(run), split=split, random_start=False,
+                          **({"traces": traces} if traces else {}))
+    names = [t.name for t in env.traces]
+    if trace not in names:
+        raise SystemExit(f"--trace {trace}: not in the {split} split ({', '.join(names)})")
+    policy, expert = load_controller(run), make_controller(expert_name, env)
+    col = env.layout.index["temp_headroom_c"]
+    obs, _ = env.reset(seed=0, options={"trace": names.index(trace), "start": 0})
+    head, agree, ret = [], [], 0.0
+    for t in range(max_steps):
+        mask = env.action_masks()
+        label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
+        if not mask[label]:
+            label = step_down(label, mask, env.costs.ept_j, env.costs.quality)
+        a = _act(policy, obs, mask)
+        head.append(float(obs[col]))
+        agree.append(a == label)
+        obs, r, term, trunc, _ = env.step(a)
+        ret += float(r)
+        if term or trunc:
+            break
+    head, agree = np.asarray(head), np.asarray(agree)
+    bands = {}
+    for lo, hi, name in BANDS:
+        s = (head >= lo) & (head < hi)
+        bands[name] = {"steps": int(s.sum()), "agreement": float(agree[s].mean()) if s.any() else None}
+    return {"return": ret, "steps": int(agree.size), "agreement": float(agree.mean()), "bands": bands}
+
+
+def pool_accuracy(run: Path, n: int, seed: int = 0) -> dict | None:
+    """The policy's accuracy on ``n`` sampled states per headroom band of the run's ``demos.npz``."""
+    from agents.run_io import load_config, load_controller
+
+    path = run / "demos.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:  # read each array once: NpzFile decompresses on every access
+        obs, masks, labels = z["obs"], z["masks"], z["labels"]
+    col = load_config(run)["obs_features"].index("temp_headroom_c")
+    policy, rng, out = load_controller(run), np.random.default_rng(seed), {}
+    for lo, hi, name in BANDS:
+        idx = np.flatnonzero((obs[:, col] >= lo) & (obs[:, col] < hi))
+        if idx.size:
+            idx = rng.choice(idx, min(n, idx.size), replace=False)
+            ok = np.mean([_act(policy, obs[i], masks[i]) == labels[i] for i in idx])
+        out[name] = {"share": float(idx.size and (((obs[:, col] >= lo) & (obs[:, col] < hi)).mean())),
+                     "accuracy": float(ok) if idx.size else None}
+    return out
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", action="append", required=True, help="a run folder (or its warm_start); repeatable")
+    ap.add_argument("--expert", default="schedutil", help="agents.registry controller name (default schedutil)")
+    ap.add_argument("--trace", default="heat-00", help="trace name in the split (default heat-00)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--traces", default=None, help="trace set folder (default: the run's)")
+    ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--pool-sample", type=int, default=0, help="states per band from the run's demos.npz (0: skip)")
+    ap.add_argument("--out", default=None, help="write the table (.md) and the numbers (.json beside it)")
+    a = ap.parse_args(argv)
+    if a.max_steps < 1 or a.pool_sample < 0:
+        ap.error("--max-steps must be >= 1 and --pool-sample >= 0")
+    rows = {}
+    for r in a.run:
+        run = Path(r)
+        if not (run / "config.json").is_file():
+            ap.error(f"--run {r}: no config.json there; pass a run folder written by train.py (or its warm_start)")
+        rows[r] = episode_agreement(run, a.expert, a.trace, a.split, a.traces, a.max_steps)
+        if a.pool_sample:
+            rows[r]["pool"] = pool_accuracy(run, a.pool_sample)
+    names = [b[2] for b in BANDS]
+    lines = [f"# Agreement with {a.expert} on {a.trace} ({a.split} split, row 0, {a.max_steps} steps)", "",
+             "Share of steps where the policy chose the configuration the expert chose in the same state (held to "
+             "the masks), by the thermal headroom observed; steps in brackets.", "",
+             "| run | return | all | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for r, v in rows.items():
+        cells = [f"{_pct(v['bands'][n]['agreement'])} ({v['bands'][n]['steps']})" for n in names]
+        lines.append(f"| `{r}` | {v['return']:.2f} | {_pct(v['agreement'])} | " + " | ".join(cells) + " |")
+    if any(v.get("pool") for v in rows.values()):
+        lines += ["", f"Accuracy on up to {a.pool_sample} sampled states per band of the run's pooled "
+                  "demonstrations (share of the pool in brackets):", "",
+                  "| run | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+        for r, v in rows.items():
+            if v.get("pool"):
+                p = v["pool"]
+                lines.append(f"| `{r}` | " + " | ".join(
+                    f"{_pct(p[n]['accuracy'])} ({_pct(p[n]['share'])})" if n in p else "—" for n in names) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        from runtime.safeio import atomic_writer
+
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(out, "w") as fh:
+            fh.write(text)
+        with atomic_writer(out.with_suffix(".json"), "w") as fh:
+            json.dump({"expert": a.expert, "trace": a.trace, "split": a.split, "max_steps": a.max_steps,
+                       "runs": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
