@@ -645,7 +645,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.env.max_episode_steps,
                         progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers,
                         expert_kwargs=expert_kwargs, randomise=randomise)
-    fit_normalisation(train_env, demos, float(model.gamma))  # --demo-dr: drawn as RL's episodes are
+    fit_normalisation(train_env, demos, float(model.gamma))
     fac = None
     if args.action_head == "factorised":
         from runtime.factorised import Factorisation

@@ -156,21 +156,22 @@ class DemoRandomisation:
     """The battery and weather randomisation of ``envs.batched`` (``train.py --low-soc-frac``, ``--capacity-sigma``,
     ``--hot-frac``) as reset options of the scalar env, so that demonstrations cover the states RL trains on."""
 
-    low_soc_frac: float = 0.0  # share of episodes that start with SoC ~ U(reserve_soc, LOW_SOC_MAX)
+    low_soc_frac: float = 0.0  # share of episodes that start with SoC ~ U(reserve_soc, envs.batched.LOW_SOC_MAX)
     capacity_sigma: float = 0.0  # capacity x exp(sigma N(0, 1))
     reserve_soc: float = 0.05  # the env's reserve (EnvParams.reserve_soc): the lowest start charge drawn
-    hot_frac: float = 0.0  # share of episodes whose ambient is raised by U(0, HOT_SHIFT_MAX_C) deg C
+    hot_frac: float = 0.0  # share of episodes whose ambient is raised by U(0, envs.batched.HOT_SHIFT_MAX_C) deg C
 
     def draw(self, rng: np.random.Generator) -> dict[str, float]:
-        from envs.batched import HOT_SHIFT_MAX_C, LOW_SOC_MAX
+        """This episode's reset options, drawn by ``envs.batched.draw_episode_randomisation``."""
+        from envs.batched import draw_episode_randomisation
 
-        o: dict[str, float] = {}
-        if self.low_soc_frac > 0.0 and rng.random() < self.low_soc_frac:
-            o["soc"] = float(rng.uniform(self.reserve_soc, max(self.reserve_soc, LOW_SOC_MAX)))
+        soc, scale, shift = draw_episode_randomisation(rng, self.reserve_soc, self.low_soc_frac, self.capacity_sigma,
+                                                       self.hot_frac)
+        o = {"soc": soc} if soc is not None else {}
         if self.capacity_sigma > 0.0:
-            o["capacity_scale"] = float(np.exp(self.capacity_sigma * rng.standard_normal()))
-        if self.hot_frac > 0.0 and rng.random() < self.hot_frac:
-            o["ambient_shift_c"] = float(rng.uniform(0.0, HOT_SHIFT_MAX_C))
+            o["capacity_scale"] = scale
+        if shift:
+            o["ambient_shift_c"] = shift
         return o
 
 

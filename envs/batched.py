@@ -46,6 +46,20 @@ LOW_SOC_MAX = 0.3
 HOT_SHIFT_MAX_C = 20.0
 
 
+def draw_episode_randomisation(rng: np.random.Generator, reserve_soc: float, low_soc_frac: float = 0.0,
+                               capacity_sigma: float = 0.0, hot_frac: float = 0.0) -> tuple[float | None, float, float]:
+    """One episode's battery and weather draws (``train.py --low-soc-frac``, ``--capacity-sigma``, ``--hot-frac``),
+    in this order, each drawn only when on: (start state of charge or None for the trace's, capacity scale, ambient
+    shift in deg C). The batched env's random resets and the warm start's demonstrations
+    (``agents.imitation.DemoRandomisation``, ``train.py --demo-dr``) both draw here."""
+    soc = None
+    if low_soc_frac > 0.0 and rng.random() < low_soc_frac:
+        soc = float(rng.uniform(reserve_soc, max(reserve_soc, LOW_SOC_MAX)))
+    scale = math.exp(capacity_sigma * float(rng.standard_normal())) if capacity_sigma > 0.0 else 1.0
+    shift = float(rng.uniform(0.0, HOT_SHIFT_MAX_C)) if hot_frac > 0.0 and rng.random() < hot_frac else 0.0
+    return soc, scale, shift
+
+
 class BatchedPowerEnv(VecEnv):
     """N copies of ``MicroLLMPowerEnv``'s dynamics in numpy.
 
@@ -162,12 +176,13 @@ class BatchedPowerEnv(VecEnv):
         self.reset_env(j, k, int(self.rng.integers(0, max(1, self.tr.n[k] - 1))))
         if self.speed_sigma > 0.0:  # drawn only when on: the batch's sequence is unchanged without it
             self.speed[j] = math.exp(self.speed_sigma * float(self.rng.standard_normal()))
-        if self.low_soc_frac > 0.0 and self.rng.random() < self.low_soc_frac:
-            self.soc[j] = self.rng.uniform(self.params.reserve_soc, max(self.params.reserve_soc, LOW_SOC_MAX))
-        if self.capacity_sigma > 0.0:
-            self.plant.capacity_j[j] *= math.exp(self.capacity_sigma * float(self.rng.standard_normal()))
-        if self.hot_frac > 0.0 and self.rng.random() < self.hot_frac:
-            self.amb_off[j] = self.rng.uniform(0.0, HOT_SHIFT_MAX_C)
+        soc, scale, shift = draw_episode_randomisation(self.rng, self.params.reserve_soc, self.low_soc_frac,
+                                                       self.capacity_sigma, self.hot_frac)
+        if soc is not None:
+            self.soc[j] = soc
+        self.plant.capacity_j[j] *= scale
+        if shift:
+            self.amb_off[j] = shift
             self.temp[j] = self._start_temp_c(j)
 
     def reset(self):
