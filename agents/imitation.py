@@ -209,9 +209,7 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
     ret = 0.0
     for t in range(job.max_steps):
         mask = env.unwrapped.action_masks()
-        label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
-        if held and not mask[label]:
-            label = step_down(label, mask, costs.ept_j, costs.quality)
+        label = expert_label(expert, obs, mask, costs, t == 0, held)
         act = label if (student is None or rng.random() < beta) else int(student(obs, mask))
         obs_l.append(obs)
         mask_l.append(mask)
@@ -223,6 +221,15 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
             break
     return (np.asarray(obs_l, np.float32), np.asarray(mask_l, bool), np.asarray(lab_l, np.int64),
             np.asarray(rew_l, np.float64), ret)
+
+
+def expert_label(expert, obs: np.ndarray, mask: np.ndarray, costs, episode_start: bool, held: bool) -> int:
+    """The expert's action for ``obs``. A rule that ignores the masks (``held``: ``agents.base.held_to_masks``) is
+    held to them, as in ``agents.evaluate``: its forbidden choice is stepped down to what it would run."""
+    label = int(np.asarray(expert.predict(obs, episode_start=np.array([episode_start]))[0]).reshape(-1)[0])
+    if held and not mask[label]:
+        label = step_down(label, mask, costs.ept_j, costs.quality)
+    return label
 
 
 def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:

@@ -39,9 +39,10 @@ def _act(policy, obs, mask) -> int:
 def episode_agreement(run: Path, expert_name: str, trace: str, split: str, traces: str | None,
                       max_steps: int) -> dict:
     """Drives ``trace`` with the run's policy; the expert labels every state (held to the masks)."""
+    from agents.base import held_to_masks
+    from agents.imitation import expert_label
     from agents.registry import make_controller
     from agents.run_io import env_from_config, load_config, load_controller
-    from runtime.rules import step_down
 
     env = env_from_config(load_config(run), split=split, random_start=False,
                           **({"traces": traces} if traces else {}))
@@ -49,14 +50,15 @@ def episode_agreement(run: Path, expert_name: str, trace: str, split: str, trace
     if trace not in names:
         raise SystemExit(f"--trace {trace}: not in the {split} split ({', '.join(names)})")
     policy, expert = load_controller(run), make_controller(expert_name, env)
+    if hasattr(expert, "bind"):  # as the demonstrations' collector does (the oracle plans from the env)
+        expert.bind(env)
+    held = held_to_masks(expert)
     col = env.layout.index["temp_headroom_c"]
     obs, _ = env.reset(seed=0, options={"trace": names.index(trace), "start": 0})
     head, agree, ret = [], [], 0.0
     for t in range(max_steps):
         mask = env.action_masks()
-        label = int(np.asarray(expert.predict(obs, episode_start=np.array([t == 0]))[0]).reshape(-1)[0])
-        if not mask[label]:
-            label = step_down(label, mask, env.costs.ept_j, env.costs.quality)
+        label = expert_label(expert, obs, mask, env.costs, t == 0, held)
         a = _act(policy, obs, mask)
         head.append(float(obs[col]))
         agree.append(a == label)
@@ -84,12 +86,12 @@ def pool_accuracy(run: Path, n: int, seed: int = 0) -> dict | None:
     col = load_config(run)["obs_features"].index("temp_headroom_c")
     policy, rng, out = load_controller(run), np.random.default_rng(seed), {}
     for lo, hi, name in BANDS:
-        idx = np.flatnonzero((obs[:, col] >= lo) & (obs[:, col] < hi))
+        in_band = (obs[:, col] >= lo) & (obs[:, col] < hi)
+        idx = np.flatnonzero(in_band)
         if idx.size:
             idx = rng.choice(idx, min(n, idx.size), replace=False)
-            ok = np.mean([_act(policy, obs[i], masks[i]) == labels[i] for i in idx])
-        out[name] = {"share": float(idx.size and (((obs[:, col] >= lo) & (obs[:, col] < hi)).mean())),
-                     "accuracy": float(ok) if idx.size else None}
+        ok = np.mean([_act(policy, obs[i], masks[i]) == labels[i] for i in idx]) if idx.size else None
+        out[name] = {"share": float(in_band.mean()), "accuracy": None if ok is None else float(ok)}
     return out
 
 
