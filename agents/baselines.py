@@ -30,45 +30,37 @@ import numpy as np
 
 from agents.base import BaseController
 from runtime.observation import HEAD
+from runtime.rules import SCHEDUTIL_HEADROOM, THERMAL_CAP_C, SchedutilRule, efficient_frontier
+from runtime.rules import local_configs as _local_configs
 
 #: observation feature name → index for the features before the configuration block
 #: (``runtime.observation.HEAD``: the same indices for every configuration space); the features
 #: after it (``power_w``, ``ambient_c``, look-ahead) are in ``ObsModel``, from the env's layout.
 F: dict[str, int] = {row[0]: i for i, row in enumerate(HEAD)}
 BATTERY_LADDER_SOC = (0.6, 0.3, 0.15)  # SoC thresholds of the ladder's four tiers
-SCHEDUTIL_HEADROOM = 1.25  # schedutil's 25 % capacity margin (kernel: util × 1.25)
-THERMAL_CAP_C = 5.0  # schedutil's thermal cap starts this far below the trip point
 
 
 def local_configs(costs) -> np.ndarray:
     """Indices of the configurations that run entirely on the device (all, without split ones)."""
-    off = getattr(costs, "offload", None)
-    return np.arange(len(costs.quality)) if off is None else np.flatnonzero(np.asarray(off) == 0)
+    return _local_configs(len(costs.quality), getattr(costs, "offload", None))
 
 
 def efficient_configs(costs) -> np.ndarray:
-    """Indices of the local configurations on the (quality ↑, energy/token ↓) Pareto frontier.
-
-    A configuration is dropped when another one has at least its quality at no more energy per
-    token (and is strictly better in one). Returned sorted by energy per token, ascending — which
-    on the frontier is also quality ascending.
+    """Indices of the local configurations on the (quality ↑, energy/token ↓) Pareto frontier, sorted by energy
+    per token ascending (``runtime.rules.efficient_frontier`` of the cost tables).
 
     Args:
         costs: ``envs.power_env.CostTables``.
     """
-    loc = local_configs(costs)
-    q, e = np.full(len(costs.quality), -np.inf), np.full(len(costs.quality), np.inf)
-    q[loc], e[loc] = np.asarray(costs.quality)[loc], np.asarray(costs.ept_j)[loc]
-    keep = []
-    for j in loc:
-        dominated = np.any((q >= q[j]) & (e <= e[j]) & ((q > q[j]) | (e < e[j])))
-        if not dominated:
-            keep.append(j)
-    keep = np.array(keep, dtype=int)
-    # equal (quality, energy) duplicates survive together: keep the first of each
-    _, first = np.unique(np.stack([q[keep], e[keep]], 1), axis=0, return_index=True)
-    keep = keep[np.sort(first)]
-    return keep[np.lexsort((-q[keep], e[keep]))]
+    return efficient_frontier(costs.quality, costs.ept_j, getattr(costs, "offload", None))
+
+
+def schedutil_rule(env, headroom: float = SCHEDUTIL_HEADROOM, thermal_cap_c: float = THERMAL_CAP_C) -> SchedutilRule:
+    """The schedutil-like rule (``runtime.rules.SchedutilRule``) over an env's cost tables and step."""
+    env = env.unwrapped
+    c = env.costs
+    return SchedutilRule(c.tps, c.ept_j, c.quality, env.step_s, env.backlog_cap, getattr(c, "offload", None),
+                         headroom, thermal_cap_c)
 
 
 def largest_config(costs) -> int:
@@ -301,34 +293,34 @@ class SchedutilController(BaseController):
     throughput ↓), pick the slowest whose throughput ≥ 1.25 × need (else the fastest). Thermal
     cap, like the kernel's thermal pressure on the max frequency: with headroom h < 5 °C only
     configurations whose token power ≤ (h / 5 °C) × the largest token power are allowed; the
-    choice steps down the frontier until allowed (the cheapest when none is).
+    choice steps down the frontier until allowed (the cheapest when none is). The rule itself is
+    ``runtime.rules.SchedutilRule`` (also the policy's rule hint, ``EnvParams.rule_hint``).
     """
 
     name = "schedutil"
 
     def __init__(self, env, headroom: float = SCHEDUTIL_HEADROOM, thermal_cap_c: float = THERMAL_CAP_C):
         self.m = ObsModel(env)
-        c = self.m.costs
-        self.front = efficient_configs(c)  # energy ascending = throughput roughly descending
+        self.rule = schedutil_rule(env, headroom, thermal_cap_c)
         self.headroom, self.thermal_cap_c = headroom, thermal_cap_c
 
+    @property
+    def front(self) -> np.ndarray:
+        """The frontier the rule walks, energy ascending = throughput roughly descending (a subclass may narrow it)."""
+        return self.rule.front
+
+    @front.setter
+    def front(self, front: np.ndarray) -> None:
+        self.rule.front = front
+
     def act(self, obs: np.ndarray, env_index: int) -> int:
-        c = self.m.costs
-        need = self.m.need_tps(obs)
-        tps = c.tps[self.front]
-        ok = np.flatnonzero(tps >= self.headroom * need)
-        pos = int(ok[np.argmin(tps[ok])]) if ok.size else int(np.argmax(tps))  # position on front
-        h = float(obs[F["temp_headroom_c"]])
-        if h < self.thermal_cap_c:
-            tok_w = np.minimum(need, tps) * c.ept_j[self.front]
-            allowed = tok_w <= max(h, 0.0) / self.thermal_cap_c * tok_w.max()
-            while pos > 0 and not allowed[pos]:
-                pos -= 1
-        return int(self.front[pos])
+        return self.rule.choose(float(obs[F["demand_tps"]]), float(obs[F["backlog_frac"]]),
+                                float(obs[F["temp_headroom_c"]]))
 
 
 __all__ = [
     "F", "efficient_configs", "local_configs", "largest_config", "smallest_config", "ObsModel", "BudgetEstimator",
     "RandomController", "StaticController", "static_largest", "static_smallest", "static_fit",
-    "static_fit_config", "BatteryLadderController", "GreedyBudgetController", "SchedutilController",
+    "static_fit_config", "BatteryLadderController", "GreedyBudgetController", "SchedutilController", "schedutil_rule",
+    "SCHEDUTIL_HEADROOM", "THERMAL_CAP_C",
 ]

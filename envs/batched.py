@@ -137,6 +137,9 @@ class BatchedPowerEnv(VecEnv):
         self.obj = np.zeros(n, int)  # index into OBJECTIVES
         self.wq, self.we, self.qmin = np.ones(n), np.zeros(n), np.full(n, np.nan)
         self.qmin_obs, self.until_row, self.deadline_eff = np.zeros(n), np.full(n, -1), np.full(n, np.nan)
+        # the rule hint (EnvParams.rule_hint; as MicroLLMPowerEnv): the rule's configuration per env
+        self._hint_rule = self.ref._hint_rule
+        self.hint_config = np.full(n, -1)
         # (n_traces, n_configs): the configurations that fit each trace's device memory
         self._fits = np.stack([self.ref.rules.fits(m) for m in self.tr.memory_bytes])
 
@@ -250,8 +253,15 @@ class BatchedPowerEnv(VecEnv):
                 therm = thermal_values(VECTOR, self.temp[rows], ambient, plant.t_max_c[rows], plant.r_th_c_per_w[rows],
                                        plant.tau_s[rows], dt, plant.idle_power_w[rows] + base,
                                        thermal_scale_w(VECTOR, p.thermal_cap, self.last_dem[rows], self.ref._costliest))
-        return self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
-                                 goal, therm, self.dem_avg[rows])
+        obs = self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
+                                goal, therm, self.dem_avg[rows])
+        if self._hint_rule is not None:  # the rule's choice from these observations, under their masks
+            r = self._hint_rule
+            with np.errstate(divide="ignore", invalid="ignore"):  # as the thermal block: rows not reset yet
+                masks = self._masks(rows)
+            self.hint_config[rows] = hint = r.masked_batch(r.choose_batch(*self.layout.hint_inputs(obs)), masks)
+            self.layout.set_hint(obs, self.costs.features[hint])
+        return obs
 
     # ---- VecEnv API ---------------------------------------------------------------------------
     def step_async(self, actions) -> None:
@@ -297,21 +307,27 @@ class BatchedPowerEnv(VecEnv):
 
     def action_masks(self) -> np.ndarray:
         """(n_envs, n_actions) feasibility masks (``runtime.rules``), for MaskablePPO."""
+        return self._masks()
+
+    def _masks(self, rows: Any = slice(None)) -> np.ndarray:
+        """(len(rows), n_actions) feasibility masks of the envs ``rows`` (default: all)."""
         from runtime.rules import HOT_MARGIN_C
 
         f, pl, reserve = self.tr.flat, self.plant, self.params.reserve_soc
-        out = self._fits[self.k].copy()  # each env's device memory (runtime.rules.Feasibility.fits)
-        hot = self.temp > pl.t_max_c - HOT_MARGIN_C
-        low = self.soc < reserve
-        bw = f["bandwidth"].take(self.fi)
+        idx = np.arange(self.num_envs)[rows]
+        fi, temp, soc = self.fi[idx], self.temp[idx], self.soc[idx]
+        out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
+        hot = temp > pl.t_max_c[idx] - HOT_MARGIN_C
+        low = soc < reserve
+        bw = f["bandwidth"].take(fi)
         down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)
-        procs = self.tr.procs_down.ravel().take(self.fi) if self.ref.rules.has_place else np.zeros(len(low), int)
-        for j in np.flatnonzero(hot | low | down | (procs != 0)):
-            x = self.fi[j]
+        procs = self.tr.procs_down.ravel().take(fi) if self.ref.rules.has_place else np.zeros(len(low), int)
+        for r in np.flatnonzero(hot | low | down | (procs != 0)):
+            j, x = idx[r], fi[r]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
                                 pl.r_th_c_per_w[j],
-                                f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[j],
-                                bandwidth_mbps=bw[j], fits=self._fits[self.k[j]], down=int(procs[j]))
+                                f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[r],
+                                bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]))
         return out
 
 

@@ -25,11 +25,11 @@ from runtime.observation import params_layout
 
 
 def describe(profile: Any = None, traces: str | None = None, lookahead: int = 0,
-             thermal_obs: bool = False, thermal_cap: float = 0.0) -> dict[str, Any]:
+             thermal_obs: bool = False, thermal_cap: float = 0.0, rule_hint: bool = False) -> dict[str, Any]:
     """Everything the command prints, as a JSON-ready dict."""
     costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
     sp = costs.space
-    params = EnvParams(lookahead=lookahead, thermal_obs=thermal_obs, thermal_cap=thermal_cap)
+    params = EnvParams(lookahead=lookahead, thermal_obs=thermal_obs, thermal_cap=thermal_cap, rule_hint=rule_hint)
     layout = params_layout(sp, params)
     docs, wdocs = field_docs(EnvParams), field_docs(RewardWeights)
     out: dict[str, Any] = {
@@ -100,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the thermal block as fractions of the costliest configuration's power at the observed "
                          "demand, clipped to ±this "
                          "(EnvParams.thermal_cap; 0: watts)")
+    ap.add_argument("--rule-hint", action="store_true",
+                    help="with the rule hint (EnvParams.rule_hint: the schedutil-like rule's choice under the masks)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
     a = ap.parse_args(argv)
     from model.profile_schema import ProfileError
 
     try:
-        d = describe(a.profile, a.traces, a.lookahead, a.thermal_obs, a.thermal_cap)
+        d = describe(a.profile, a.traces, a.lookahead, a.thermal_obs, a.thermal_cap, a.rule_hint)
     except (ProfileError, FileNotFoundError, ValueError) as exc:
         print(f"envs.describe: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ profile. For the elastic model's three knobs:
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
 | (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: model power at T_max, steady / next step | W | -100 | 500 |
+| (hint) | ``hint_<feature>``: the schedutil-like rule's choice under the mask, as its features | frac | 0 | 1 |
 | (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
 | (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
@@ -53,7 +54,10 @@ the one that brings it to T_max at the end of the next step) follows the tail on
 constant, which the rest of the observation does not carry (with ``EnvParams.thermal_cap`` > 0, as fractions of
 the costliest configuration's power at the observed demand, clipped to ±cap). The smoothed demand
 (``demand_avg_tps``, tok/s, 0..10000; an exponential average with time constant ``EnvParams.demand_avg_s``)
-follows it only when that is > 0. The processor block follows only for a space with
+follows it only when that is > 0. The rule hint follows only with ``EnvParams.rule_hint``: the configuration the
+schedutil-like rule (``runtime.rules.SchedutilRule``, the baseline ``schedutil``) would run from this observation,
+stepped down to the action mask as the evaluation holds the rule, given as its configuration features
+(``hint_config`` on the env is its index). The processor block follows only for a space with
 the ``place`` knob; the objective block (goal-conditioned policies) only with ``EnvParams.objective.goal_obs``
 or ``kind = "mix"``. Without them the layout is the one every earlier policy reads.
 
@@ -169,7 +173,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import HOT_MARGIN_C, Feasibility
+from runtime.rules import HOT_MARGIN_C, Feasibility, SchedutilRule
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
            "load_cost_tables", "make_params", "prepare_traces"]
@@ -227,6 +231,10 @@ class MicroLLMPowerEnv(gym.Env):
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
+        # the rule hint (EnvParams.rule_hint): the schedutil-like rule over the profile's tables
+        self.hint_config = -1  # the rule hint's configuration index in the last observation (-1: none)
+        self._hint_rule = SchedutilRule(c.tps, c.ept_j, c.quality, p.step_s, p.backlog_cap_tokens,
+                                        c.offload) if p.rule_hint else None
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
         self.decode_table = c.decode_table()
         self._tr: TraceArrays | None = None
@@ -339,8 +347,13 @@ class MicroLLMPowerEnv(gym.Env):
                                tr.device.tau_s, dt, self._idle_w + self._base[i],
                                thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._costliest)
                                ) if self.layout.thermal else ()
-        return self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
-                                 self._down[i], goal, therm, self._demand_avg)
+        obs = self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
+                                self._down[i], goal, therm, self._demand_avg)
+        if self._hint_rule is not None:  # the rule's choice from this observation, under this step's mask
+            r = self._hint_rule
+            self.hint_config = r.masked(r.choose(*(float(x) for x in self.layout.hint_inputs(obs))), self._mask)
+            self.layout.set_hint(obs, self._feat[self.hint_config])
+        return obs
 
     def _set_objective(self, o: dict, tr: TraceArrays) -> None:
         """This episode's objective (``EnvParams.objective``; ``options["objective"]`` overrides; ``mix``

@@ -274,6 +274,10 @@ class EnvParams:
     """time constant of the observation's smoothed demand (runtime.observation.DEMAND_AVG), s; 0: no such feature.
     Inside a burst the last step's demand swings between a few and hundreds of tokens per second, and a policy
     that reads only it drops to a small configuration at every lull (docs/agents.md)"""
+    rule_hint: bool = False
+    """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
+    (runtime.observation, "hint_" rows; runtime.rules.SchedutilRule): the policy builds on the rule's decision
+    instead of re-learning its thermal cap from a few hot traces (docs/agents.md, "The rule hint")"""
     max_episode_steps: int = 720
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()

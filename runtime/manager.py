@@ -63,6 +63,7 @@ from runtime.observation import (
 )
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
+from runtime.rules import SchedutilRule
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -264,6 +265,17 @@ class Telemetry:
         self.fh = None
 
 
+def hint_rule(pf: PolicyFile) -> SchedutilRule | None:
+    """The rule behind a policy's rule hint (``EnvParams.rule_hint``) over the policy file's tables, as the env
+    builds it from the profile; None for a policy without the hint."""
+    if not pf.params.rule_hint:
+        return None
+    sp = pf.space
+    offload = (np.array([float(c.split != SPLIT_LOCAL) for c in sp.configs]) if "split" in sp.knob_names else None)
+    return SchedutilRule(pf.decode_tokens_per_s, pf.energy_j_per_token, pf.quality, pf.params.step_s,
+                         pf.params.backlog_cap_tokens, offload)
+
+
 class RuntimeManager:
     """Decides the model configuration from sensors, a policy and the shield.
 
@@ -312,6 +324,7 @@ class RuntimeManager:
             self.layout: ObsLayout = policy.layout
             reserve = reserve_limit(self.cfg.reserve_soc, self.params.reserve_soc)
             self.correction: OnlineCorrection | None = OnlineCorrection.from_policy(policy)
+            self._hint_rule = hint_rule(policy)
         else:
             fb = fallback or FallbackSpec(["safe"], [1.0])
             dev = device if device is not None else (device_limits(device_kind) if device_kind else fb.device)
@@ -320,6 +333,7 @@ class RuntimeManager:
             self.layout = model_layout(0)
             self.features = [(1.0,) * self.layout.n_config] * len(names)
             self.policy = None
+            self._hint_rule = None
             reserve = fb.reserve_soc if self.cfg.reserve_soc is None else self.cfg.reserve_soc
             self.correction = None
         self.lookahead = self.layout.lookahead
@@ -379,6 +393,7 @@ class RuntimeManager:
         self.transitions: list[tuple[float, str, str, str]] = []
         self.last_policy_action = -1
         self.last_reason = Reason.NONE
+        self.hint_config = -1  # the rule hint's configuration in the last observation (-1: none)
         # online correction: corrected decode ms per configuration (the profile's until measured)
         self._profile_ept = self.shield.ept.copy()
         self._dec_ms = self.correction.decode_ms.copy() if self.correction is not None else None
@@ -423,6 +438,7 @@ class RuntimeManager:
                              and np.array_equal(c.ept_j, fresh.ept_j)):
             self.correction, self._dec_ms = fresh, fresh.decode_ms.copy()  # another profile: start over
         self.features = [tuple(float(x) for x in row) for row in pf.config_features]
+        self._hint_rule = hint_rule(pf)
         self.policy_error = None
         if self.state == State.FALLBACK:
             self._go(State.NORMAL, "policy_loaded", self._last_t or 0.0, pf.sha256[:12])
@@ -670,10 +686,14 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
-        if not self.cfg.shield:  # evaluation only: the policy alone
+        if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
+            if self._hint_rule is not None:
+                self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,
+                                       self.procs_down))
             a_pol = pol.act(self.obs)
             return a_pol, a_pol, Reason.NONE
         mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down)
+        self._set_hint(mask)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:
             return a_pol, self.safe, (hard if hard else Reason.EMERGENCY_HOLD)
@@ -683,6 +703,15 @@ class RuntimeManager:
                              or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
             return a_pol, cur, Reason.DWELL
         return a_pol, a_pol, Reason.NONE
+
+    def _set_hint(self, mask: np.ndarray | None) -> None:
+        """The rule hint (``EnvParams.rule_hint``): the schedutil-like rule's choice from this observation, held
+        to the shield's mask (None: nothing masked), written into the observation as in training."""
+        r = self._hint_rule
+        if r is None:
+            return
+        self.hint_config = r.masked(r.choose(*(float(x) for x in self.layout.hint_inputs(self.obs))), mask)
+        self.layout.set_hint(self.obs, self.features[self.hint_config])
 
     def _commit(self, now_s: float, st: State, a_pol: int, final: int, reason: Reason, soc: float, temp: float,
                 plugged: float, power: float) -> None:

@@ -7,8 +7,9 @@ same features, in the same order and units, on the device. numpy + standard libr
 The layout is: 14 device/workload features, then the "current configuration" block (one or more
 features per knob, declared in ``runtime.configspace``, so its length follows the number of
 knobs), then the last step's power and the ambient temperature, then the optional blocks: the thermal
-headroom (``EnvParams.thermal_obs``), the smoothed demand (``EnvParams.demand_avg_s``), the processors'
-availability (a space with placement), the objective (goal-conditioned policies) and ``lookahead`` supply-power
+headroom (``EnvParams.thermal_obs``), the smoothed demand (``EnvParams.demand_avg_s``), the rule hint
+(``EnvParams.rule_hint``), the processors' availability (a space with placement), the objective (goal-conditioned
+policies) and ``lookahead`` supply-power
 forecasts. For the elastic model's three
 knobs, without the optional blocks but the look-ahead:
 
@@ -56,6 +57,12 @@ the block is ``thermal_sustain_frac``, ``thermal_step_frac``: the same powers di
 configuration would draw at the current demand (:func:`thermal_scale_w`), clipped to ±cap. Above 1 the largest
 configuration fits; a laptop's ample headroom then reads like a cool phone's instead of lying far outside
 every value training saw.
+
+The rule hint (``hint_`` + each configuration feature, same units and bounds) is the configuration the
+schedutil-like rule (``runtime.rules.SchedutilRule``, the strongest hand-written baseline) would run now, held to
+the current action mask as the evaluation holds it (``runtime.rules.step_down``): computed from this observation's
+demand, backlog and thermal headroom and the profile's tables, after the rest is written (:meth:`ObsLayout.set_hint`).
+A policy that copies it plays the rule; RL only has to learn where to depart from it.
 """
 
 from __future__ import annotations
@@ -140,6 +147,9 @@ GOAL: tuple[tuple[str, str, float, float], ...] = (
     ("budget_w", "W", 0.0, 500.0),
 )
 GOAL_KINDS = ("max-quality", "min-energy", "last-until")
+#: the head features the rule hint's rule reads (runtime.rules.SchedutilRule.choose)
+_HINT_IN = tuple(next(i for i, r in enumerate(HEAD) if r[0] == n) for n in ("demand_tps", "backlog_frac",
+                                                                           "temp_headroom_c"))
 
 
 def goal_values(kind: str, quality_floor: float, budget_w: float) -> tuple[float, ...]:
@@ -212,11 +222,13 @@ class ObsLayout:
         goal: With the objective block.
         thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
         demand_avg: With the smoothed demand (``DEMAND_AVG``).
+        hint: With the rule hint: the configuration block again, ``hint_``-prefixed, for the schedutil-like
+            rule's choice under the masks (``EnvParams.rule_hint``; filled by :meth:`set_hint`).
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
                  goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0,
-                 demand_avg: bool = False) -> None:
+                 demand_avg: bool = False, hint: bool = False) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -231,8 +243,10 @@ class ObsLayout:
         therm = thermal_rows(thermal_cap) if self.thermal else ()
         self.demand_avg = bool(demand_avg)
         dem = (DEMAND_AVG,) if self.demand_avg else ()
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *procs, *goals,
-                                                                  *ahead)
+        self.hint = bool(hint)
+        hints = [(f"hint_{n}", u, lo, hi) for n, u, lo, hi in cfg] if self.hint else []
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *hints, *procs,
+                                                                  *goals, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
         self.dim = len(self.rows)
@@ -245,7 +259,8 @@ class ObsLayout:
         self.tail_start = self.cfg_start + self.n_config
         self.thermal_start = self.tail_start + len(TAIL)
         self.demand_avg_start = self.thermal_start + len(therm)
-        self.proc_start = self.demand_avg_start + len(dem)
+        self.hint_start = self.demand_avg_start + len(dem)
+        self.proc_start = self.hint_start + len(hints)
         self.goal_start = self.proc_start + len(self.processors)
         self.ahead_start = self.goal_start + len(goals)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
@@ -271,6 +286,8 @@ class ObsLayout:
             vals += thermal
         if self.demand_avg:
             vals.append(demand_avg_tps)
+        if self.hint:  # filled by set_hint once the masks are known
+            vals += config_features
         if self.processors:
             vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
         if self.goal:
@@ -285,6 +302,18 @@ class ObsLayout:
             return _clip(out, self.lo, self.hi, out)
         np.maximum(out, self.lo, out=out)
         return np.minimum(out, self.hi, out=out)
+
+    def set_hint(self, obs: np.ndarray, config_features: np.ndarray) -> np.ndarray:
+        """Writes the rule hint's knob features into ``obs`` ((dim,) with (n_config,), or (n, dim) with
+        (n, n_config)) in place; the features lie within the block's bounds (the configuration block's)."""
+        obs[..., self.hint_start:self.proc_start] = config_features
+        return obs
+
+    def hint_inputs(self, obs: np.ndarray) -> tuple:
+        """What the rule reads from an observation ((dim,) or (n, dim)): demand, backlog fraction and thermal
+        headroom, as float64 (the float32 values a rule-based controller would read)."""
+        o = np.asarray(obs, dtype=np.float64)
+        return o[..., _HINT_IN[0]], o[..., _HINT_IN[1]], o[..., _HINT_IN[2]]
 
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
               supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None,
@@ -307,6 +336,8 @@ class ObsLayout:
                 obs[self.thermal_start + j] = v
         if self.demand_avg:
             obs[self.demand_avg_start] = demand_avg_tps
+        if self.hint:  # filled by set_hint once the masks are known
+            obs[self.hint_start:self.proc_start] = config_features.T
         for j, b in enumerate(self._proc_bits):
             obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
         if self.goal:  # (n, len(GOAL)): goal_values per env
@@ -334,7 +365,8 @@ def params_layout(space: Any, params: Any) -> ObsLayout:
     forecasts. The environments, the policy file, the
     exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
-                     params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0)
+                     params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0,
+                     params.rule_hint)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:

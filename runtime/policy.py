@@ -458,6 +458,10 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     space, params = _space_and_params(p, meta)
     layout = _check_observation(p, meta, layers, space, params)
     _check_arrays(p, arrays, layout.dim, space)
+    if params.rule_hint and "quality" not in arrays:
+        raise PolicyFileError(p, "the policy reads the rule hint (env.rule_hint) but the file has no per-configuration "
+                                 "quality table, which the hint's rule needs; re-export it with `python deploy.py "
+                                 "export <run-dir>`")
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
                       arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"),

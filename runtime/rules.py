@@ -136,3 +136,120 @@ class Feasibility:
             return m
         out[:] = m
         return out
+
+
+# ---- the schedutil-like rule, in numpy: the baseline controller and the policy's rule hint --------------------------
+
+SCHEDUTIL_HEADROOM = 1.25  # schedutil's 25 % capacity margin (kernel: util × 1.25)
+THERMAL_CAP_C = 5.0  # schedutil's thermal cap starts this far below the trip point
+
+
+def local_configs(n_configs: int, offload: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the configurations that run entirely on the device (all, without split ones)."""
+    return np.arange(n_configs) if offload is None else np.flatnonzero(np.asarray(offload) == 0)
+
+
+def efficient_frontier(quality: np.ndarray, energy_j_per_token: np.ndarray,
+                       offload: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the local configurations on the (quality ↑, energy/token ↓) Pareto frontier.
+
+    A configuration is dropped when another one has at least its quality at no more energy per token (and is
+    strictly better in one); of equal (quality, energy) duplicates the first stays. Sorted by energy per token,
+    ascending — which on the frontier is also quality ascending.
+    """
+    quality, ept = np.asarray(quality, dtype=np.float64), np.asarray(energy_j_per_token, dtype=np.float64)
+    loc = local_configs(len(quality), offload)
+    q, e = np.full(len(quality), -np.inf), np.full(len(quality), np.inf)
+    q[loc], e[loc] = quality[loc], ept[loc]
+    keep = [j for j in loc if not np.any((q >= q[j]) & (e <= e[j]) & ((q > q[j]) | (e < e[j])))]
+    keep = np.array(keep, dtype=int)
+    _, first = np.unique(np.stack([q[keep], e[keep]], 1), axis=0, return_index=True)
+    keep = keep[np.sort(first)]
+    return keep[np.lexsort((-q[keep], e[keep]))]
+
+
+class SchedutilRule:
+    """schedutil-like: the lowest "frequency" (throughput) covering 1.25 × the needed token rate.
+
+    Needed rate = the demand just seen + the backlog drained in one step. Among the efficient configurations
+    (quality ↑ as throughput ↓; :func:`efficient_frontier`), pick the slowest whose throughput ≥ ``headroom`` ×
+    need (else the fastest). Thermal cap, like the kernel's thermal pressure on the maximum frequency: with
+    headroom h < ``thermal_cap_c`` only configurations whose token power ≤ (h / ``thermal_cap_c``) × the largest
+    token power are allowed; the choice steps down the frontier until allowed (the cheapest when none is).
+
+    One owner for the rule: ``agents.baselines.SchedutilController`` (the heuristic baseline) and the policy's
+    rule hint (``EnvParams.rule_hint``: the scalar env, the batched env and the runtime manager) all call it.
+    It reads only observation features (demand, backlog, thermal headroom) and the profile's tables.
+
+    Args:
+        decode_tokens_per_s, energy_j_per_token, quality: The profile's per-configuration tables.
+        step_s: The decision step (the backlog is drained over one step).
+        backlog_cap_tokens: The backlog the observation's ``backlog_frac`` is a fraction of.
+        offload: 1 for a split configuration (the rule runs the model on the device only); None: none.
+    """
+
+    def __init__(self, decode_tokens_per_s: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray,
+                 step_s: float, backlog_cap_tokens: float, offload: np.ndarray | None = None,
+                 headroom: float = SCHEDUTIL_HEADROOM, thermal_cap_c: float = THERMAL_CAP_C) -> None:
+        self.tps_all = np.asarray(decode_tokens_per_s, dtype=np.float64)
+        self.ept = np.asarray(energy_j_per_token, dtype=np.float64)
+        self.quality = np.asarray(quality, dtype=np.float64)
+        self.front = efficient_frontier(self.quality, self.ept, offload)  # energy ascending
+        self.dt, self.backlog_cap = float(step_s), float(backlog_cap_tokens)
+        self.headroom, self.thermal_cap_c = float(headroom), float(thermal_cap_c)
+
+    @property
+    def front(self) -> np.ndarray:
+        """The configurations the rule chooses among, by energy per token ascending (settable: e.g. the CPU's)."""
+        return self._front
+
+    @front.setter
+    def front(self, front: np.ndarray) -> None:
+        self._front = np.asarray(front, dtype=int)
+        self.tps, self.front_ept = self.tps_all[self._front], self.ept[self._front]
+
+    def need_tps(self, demand_tps, backlog_frac):
+        """Tokens/s to serve this step: the demand just seen plus the backlog, drained now (floats or arrays)."""
+        return demand_tps + backlog_frac * self.backlog_cap / self.dt
+
+    def choose(self, demand_tps: float, backlog_frac: float, headroom_c: float) -> int:
+        """The rule's configuration (an index into the tables) from three observation features."""
+        need = self.need_tps(demand_tps, backlog_frac)
+        tps = self.tps
+        ok = np.flatnonzero(tps >= self.headroom * need)
+        pos = int(ok[np.argmin(tps[ok])]) if ok.size else int(np.argmax(tps))  # position on the frontier
+        if headroom_c < self.thermal_cap_c:
+            tok_w = np.minimum(need, tps) * self.front_ept
+            allowed = tok_w <= max(headroom_c, 0.0) / self.thermal_cap_c * tok_w.max()
+            while pos > 0 and not allowed[pos]:
+                pos -= 1
+        return int(self.front[pos])
+
+    def choose_batch(self, demand_tps: np.ndarray, backlog_frac: np.ndarray, headroom_c: np.ndarray) -> np.ndarray:
+        """:meth:`choose` for (n,) arrays, vectorised (a parity test pins it to :meth:`choose`)."""
+        need = self.need_tps(np.asarray(demand_tps, dtype=np.float64), np.asarray(backlog_frac, dtype=np.float64))
+        h = np.asarray(headroom_c, dtype=np.float64)
+        tps = self.tps[None, :]
+        ok = tps >= self.headroom * need[:, None]
+        # the slowest sufficient one (first on ties, as argmin), else the fastest
+        pos = np.where(ok.any(1), np.where(ok, tps, np.inf).argmin(1), int(np.argmax(self.tps)))
+        capped = h < self.thermal_cap_c
+        if capped.any():
+            tok_w = np.minimum(need[capped, None], tps) * self.front_ept[None, :]
+            allowed = tok_w <= (np.maximum(h[capped], 0.0) / self.thermal_cap_c)[:, None] * tok_w.max(1)[:, None]
+            cols = np.arange(len(self.front))[None, :]
+            below = allowed & (cols <= pos[capped, None])  # allowed positions at or below the choice
+            last = len(self.front) - 1 - np.argmax(below[:, ::-1], axis=1)
+            pos[capped] = np.where(below.any(1), last, 0)
+        return self.front[pos]
+
+    def masked(self, choice: int, allowed: np.ndarray | None) -> int:
+        """The choice held to a feasibility mask as the evaluation holds the rule (:func:`step_down`)."""
+        return int(choice) if allowed is None else step_down(choice, allowed, self.ept, self.quality)
+
+    def masked_batch(self, choice: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """:meth:`masked` per row of (n,) choices and (n, n_configs) masks."""
+        out = np.asarray(choice).copy()
+        for j in np.flatnonzero(~allowed[np.arange(len(out)), out]):
+            out[j] = step_down(int(out[j]), allowed[j], self.ept, self.quality)
+        return out

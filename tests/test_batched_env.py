@@ -12,15 +12,19 @@ from model.profile_schema import example_profile
 PROFILE = example_profile(12)
 
 
-@pytest.mark.parametrize("trace_index,lookahead,thermal,cap,avg_s", [(k, 0, False, 0.0, 0.0) for k in range(6)]
-                         + [(1, 3, False, 0.0, 0.0), (4, 2, False, 0.0, 0.0), (4, 0, True, 0.0, 0.0),
-                            (2, 1, True, 0.0, 0.0), (4, 0, True, 2.0, 0.0), (0, 1, True, 2.0, 60.0)])
-def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s):
-    kw = dict(lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s)
+@pytest.mark.parametrize("trace_index,lookahead,thermal,cap,avg_s,hint",
+                         [(k, 0, False, 0.0, 0.0, False) for k in range(6)]
+                         + [(1, 3, False, 0.0, 0.0, False), (4, 2, False, 0.0, 0.0, False),
+                            (4, 0, True, 0.0, 0.0, False), (2, 1, True, 0.0, 0.0, False),
+                            (4, 0, True, 2.0, 0.0, False), (0, 1, True, 2.0, 60.0, False),
+                            (4, 0, True, 2.0, 60.0, True), (1, 0, False, 0.0, 0.0, True)])
+def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s, hint):
+    kw = dict(lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s, rule_hint=hint)
     scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
                               **kw)  # the same horizon_s
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000, **kw)
-    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + lookahead,) == batched._obs()[0].shape
+    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + 3 * hint + lookahead,) \
+        == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)
     start = int(rng.integers(0, scalar.traces[k].n // 2))
@@ -33,6 +37,8 @@ def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s):
         obs_s, r_s, term_s, trunc_s, info = scalar.step(a)
         r_b, term_b, trunc_b = batched._step(np.full(3, a))
         np.testing.assert_allclose(batched._obs()[1], obs_s, rtol=1e-6, atol=1e-5)
+        if hint:
+            assert batched.hint_config[1] == scalar.hint_config
         assert r_b[2] == pytest.approx(r_s, rel=1e-12, abs=1e-12)  # the same step_core on floats and arrays
         assert batched.soc[0] == pytest.approx(info["step"].soc, abs=1e-12)
         assert batched.temp[0] == pytest.approx(info["step"].temp_c, abs=1e-9)

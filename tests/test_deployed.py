@@ -34,11 +34,13 @@ def _episodes(env, ctrl, traces, steps):
     return out
 
 
-@pytest.mark.parametrize("thermal,cap,avg_s", [(False, 0.0, 0.0), (True, 0.0, 0.0), (True, 1.5, 120.0)])
+@pytest.mark.parametrize("thermal,cap,avg_s,hint", [(False, 0.0, 0.0, False), (True, 0.0, 0.0, False),
+                                                    (True, 1.5, 120.0, False), (True, 2.0, 60.0, True)])
 def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path, thermal, cap,
-                                                                                             avg_s):
+                                                                                             avg_s, hint):
     path = random_policy_file(tmp_path / "p.npz", PROFILE,
-                              params=EnvParams(thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s))
+                              params=EnvParams(thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s,
+                                               rule_hint=hint), with_quality=hint)
     pf = load_policy_file(path)
     env = gym.make(envs.ENV_ID, split="test", params=pf.params, random_start=False)
     ctrl = DeployedPolicy(path, shield=False)
@@ -47,11 +49,20 @@ def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_
     assert ("thermal_step_w" in pf.layout.names) == (thermal and not cap)
     assert ("thermal_step_frac" in pf.layout.names) == (thermal and cap > 0)
     assert ("demand_avg_tps" in pf.layout.names) == (avg_s > 0)
+    assert ("hint_config_bits_frac" in pf.layout.names) == hint
     steps = _episodes(env, ctrl, range(3), 120)
     assert len(steps) >= 200
     for m_obs, e_obs, a in steps:
         np.testing.assert_allclose(m_obs, e_obs, rtol=1e-5, atol=1e-4)
         assert a == pol.act(e_obs)
+
+
+def test_a_policy_reading_the_rule_hint_needs_the_quality_table(tmp_path):
+    from runtime.policy import PolicyFileError
+
+    path = random_policy_file(tmp_path / "p.npz", PROFILE, params=EnvParams(rule_hint=True))
+    with pytest.raises(PolicyFileError, match="rule hint.*quality table.*deploy.py export"):
+        load_policy_file(path)
 
 
 def test_the_shield_keeps_a_policy_that_insists_on_the_largest_model_off_the_thermal_limit(tmp_path):
