@@ -163,6 +163,11 @@ class Args:
     """val episodes per evaluation: the same fixed episodes every time, so evaluations are comparable; traces
     spread evenly over the val split from row 0, or, when the split has fewer traces, each trace from several
     start rows (spread_val_episodes), env.max_episode_steps long"""
+    val_hot_episodes: int = 0
+    """extra val episodes near the thermal trip point: copies of the first val episodes with the ambient raised so
+    that the trace's mean ambient lies 2 to 10 deg C (spread evenly) below its device's trip point
+    (hot_val_episodes). The default set's val split has no episode where a phone's thermal limit binds (its heat
+    wave is on a laptop), so without them model selection cannot see a policy's behaviour in the heat; 0: none"""
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
@@ -239,6 +244,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "hot_frac": float_in(0.0, 1.0),
     "eval_freq": positive_int,
     "eval_episodes": positive_int,
+    "val_hot_episodes": nonneg_int,
     "checkpoint_freq": positive_int,
     "threads": positive_int,
     "workers": positive_int,
@@ -316,6 +322,30 @@ def spread_val_episodes(rows: list[int], n: int, max_steps: int) -> list[dict]:
         m = n // n_tr + (k < n % n_tr)
         last = max(0, n_rows - max_steps // 2)
         out += [{"trace": k, "start": int(s)} for s in np.unique(np.linspace(0, last, m).round().astype(int))]
+    return out
+
+
+#: the margins below the trip point (deg C) that the hot val episodes' mean ambient is spread over
+HOT_VAL_MARGIN_C = (2.0, 10.0)
+
+
+def hot_val_episodes(episodes: list[dict], traces: list, n: int) -> list[dict]:
+    """``n`` val episodes near the thermal trip point: ``n`` of ``episodes`` spread evenly over the list (every trace
+    of the default val split gets its share; cycled when ``n`` is larger), each with the reset
+    option ``ambient_shift_c`` set so that its trace's mean ambient lies ``m`` deg C below the device's trip point,
+    ``m`` spread evenly over ``HOT_VAL_MARGIN_C`` (never a negative shift: a trace already that hot keeps its
+    ambient). The scalar env shifts the ambient, the start temperature and the masks with it."""
+    if n <= 0 or not episodes:
+        return []
+    lo, hi = HOT_VAL_MARGIN_C
+    margins = np.linspace(lo, hi, n) if n > 1 else np.array([lo])
+    picks = np.linspace(0, len(episodes) - 1, min(n, len(episodes))).round().astype(int)
+    out = []
+    for i, m in enumerate(margins):
+        ep = episodes[int(picks[i % len(picks)])]
+        tr = traces[ep["trace"]]
+        shift = max(0.0, tr.device.t_max_c - float(m) - float(np.mean(tr.ambient_c)))
+        out.append({**ep, "ambient_shift_c": round(shift, 3)})
     return out
 
 
@@ -776,6 +806,7 @@ def main(args: Args) -> Path:
     first = val_env()
     val_episodes = spread_val_episodes([t.n for t in first.unwrapped.traces], args.eval_episodes,
                                        args.env.max_episode_steps)
+    val_episodes += hot_val_episodes(val_episodes, first.unwrapped.traces, args.val_hot_episodes)
     shares = val_shares(len(val_episodes), VAL_ENVS)
     val_envs = [first] + [val_env() for _ in shares[1:]]
     # a few val envs side by side: one batched policy forward per step for all of them (SB3's evaluate_policy

@@ -149,6 +149,40 @@ def test_val_episodes_spread_over_start_rows_on_a_small_split():
         {"trace": 0, "start": 0}, {"trace": 1, "start": 0}, {"trace": 1, "start": 820}, {"trace": 1, "start": 1640}]
 
 
+def test_hot_val_episodes_put_each_trace_near_its_trip_point():
+    """--val-hot-episodes: copies of val episodes spread over the list, the mean ambient 2-10 deg C below the
+    device's trip point; the scalar env then runs hot there (and never cools a trace that is already hot)."""
+    import train
+    from envs.power_env import MicroLLMPowerEnv
+
+    env = MicroLLMPowerEnv(split="val", random_start=False)
+    base = train.spread_val_episodes([t.n for t in env.traces], 24, 720)
+    hot = train.hot_val_episodes(base, env.traces, 12)
+    assert len(hot) == 12 and train.hot_val_episodes(base, env.traces, 0) == []
+    assert {h["trace"] for h in hot} == set(range(len(env.traces)))  # every trace gets its share
+    margins = []
+    for h in hot:
+        tr = env.traces[h["trace"]]
+        assert {k: h[k] for k in ("trace", "start")} in base and h["ambient_shift_c"] >= 0
+        margins.append(tr.device.t_max_c - (np.mean(tr.ambient_c) + h["ambient_shift_c"]))
+    np.testing.assert_allclose(margins, np.linspace(2.0, 10.0, 12), atol=1e-3)
+    k = next(i for i, t in enumerate(env.traces) if t.device_kind == "phone")
+    cool, _ = env.reset(options={"trace": k, "start": 0})
+    shifted, _ = env.reset(options=train.hot_val_episodes([{"trace": k, "start": 0}], env.traces, 1)[0])
+    head = env.layout.index["temp_headroom_c"]
+    assert shifted[head] < 5.0 < cool[head]  # within schedutil's thermal-cap band only when shifted
+    already = [{"trace": k, "start": 0, "ambient_shift_c": 0.0}]
+    # a trace already hotter than its trip point keeps its ambient: the shift is 0, never negative
+    assert train.hot_val_episodes(already, [_Hot(env.traces[k])], 1)[0]["ambient_shift_c"] == 0
+
+
+class _Hot:
+    """A trace whose ambient already sits at its device's trip point."""
+
+    def __init__(self, tr):
+        self.device, self.ambient_c = tr.device, [tr.device.t_max_c + 1.0] * 10
+
+
 def test_val_envs_run_every_fixed_episode_once(tmp_path):
     """The val episodes split over several envs as SB3's evaluate_policy counts them: each runs once."""
     import gymnasium as gym
