@@ -171,6 +171,10 @@ class Args:
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
+    select_warm_start: bool = False
+    """with select_best and a warm start: the imitated policy is a candidate too, kept when no RL checkpoint beats
+    its val return (config.json says "selected": {"from": "warm start"}); off: the best RL checkpoint is kept even
+    when the RL step made the policy worse on val"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"
@@ -374,6 +378,13 @@ class KeepBest(BaseCallback):
         self.rms = (r.mean.copy(), r.var.copy(), r.count)
         self.at_step, self.val_return = int(self.model.num_timesteps), float(self.parent.best_mean_reward)
         return True
+
+    def take(self, model, train_env: VecNormalize, step: int, val_return: float) -> None:
+        """Snapshots ``model`` now (before learning: the imitated policy) as the candidate to beat."""
+        self.state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+        r = train_env.obs_rms
+        self.rms = (r.mean.copy(), r.var.copy(), r.count)
+        self.at_step, self.val_return = int(step), float(val_return)
 
     def restore(self) -> None:
         self.model.policy.load_state_dict(self.state)
@@ -836,11 +847,12 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"), clone_kl=args.clone_kl)
     keep_best = KeepBest(train_env)
     eval_cb_cls = algo(args.algo).eval_callback_class()
+    eval_cb = fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
+                                  eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
+                                  deterministic=True, verbose=0, callback_on_new_best=keep_best)
     callbacks = CallbackList([
         WattwiseLogger(total, lag, args, args.progress),
-        fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
-                            eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
-                            deterministic=True, verbose=0, callback_on_new_best=keep_best),
+        eval_cb,
         CheckpointCallback(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
                            name_prefix="model", save_vecnormalize=False),
     ])
@@ -860,11 +872,14 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         config["warm_start"] = warm_start(args, model, train_env, env_kwargs, str(run / "tb"))
         # the imitation-only policy, evaluable on its own: agents.evaluate --run <run>/warm_start
         save_run(run / "warm_start", model, train_env, {**config, "total_timesteps": 0})
-        # the imitated policy's own val return: what the RL step has to beat (reported, not a candidate)
-        config["warm_start"]["val_return"] = val_return(model, train_env, eval_env, len(val_episodes),
-                                                       algo(args.algo).uses_masks)
-        print(f"warm start alone: mean val return {config['warm_start']['val_return']:.2f} over "
-              f"{len(val_episodes)} fixed val episodes")
+        # the imitated policy's own val return: what the RL step has to beat; with --select-warm-start the
+        # imitated policy is also a candidate, kept unless a checkpoint does better on val
+        ws_val = config["warm_start"]["val_return"] = val_return(model, train_env, eval_env, len(val_episodes),
+                                                                 algo(args.algo).uses_masks)
+        print(f"warm start alone: mean val return {ws_val:.2f} over {len(val_episodes)} fixed val episodes")
+        if args.select_best and args.select_warm_start:
+            keep_best.take(model, train_env, 0, ws_val)
+            eval_cb.best_mean_reward = ws_val
         if args.clone_kl > 0:  # the penalty's anchor: the imitated policy, under its normalisation statistics
             from agents.run_io import vecnormalize_stats
 
@@ -886,10 +901,12 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
     if args.select_best and keep_best.state is not None:
         save_run(run / "last", model, train_env, {**config, "selected": "last"})
         keep_best.restore()
-        config["selected"] = {"from": "best val return", "step": keep_best.at_step,
+        ws = keep_best.at_step == 0
+        config["selected"] = {"from": "warm start" if ws else "best val return", "step": keep_best.at_step,
                               "val_return": keep_best.val_return, "val_episodes": len(val_episodes)}
-        print(f"kept the policy of step {keep_best.at_step} (best mean val return {keep_best.val_return:.2f} over "
-              f"{len(val_episodes)} fixed val episodes); the last one is in {run / 'last'}")
+        print(f"kept {'the warm start: no RL checkpoint beat its' if ws else f'the policy of step {keep_best.at_step}'}"
+              f" (best mean val return {keep_best.val_return:.2f} over {len(val_episodes)} fixed val episodes); "
+              f"the last one is in {run / 'last'}")
     save_run(run, model, train_env, config)
     print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); "
           f"run folder: {run}")

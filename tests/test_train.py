@@ -74,6 +74,30 @@ def test_warm_start_bc_then_dagger(tmp_path, capsys):
         train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "bc_expert": "oracle"}))
 
 
+@pytest.mark.parametrize("ws_val,kept", [(1e9, "warm start"), (-1e9, "best val return")])
+def test_select_warm_start_keeps_the_imitated_policy_unless_a_checkpoint_beats_it(tmp_path, monkeypatch, ws_val,
+                                                                                  kept):
+    """--select-warm-start: the warm start is a candidate with its val return (patched here to one no checkpoint
+    can beat, or to one every checkpoint beats); the kept policy is then the warm start's weights, or not."""
+    import torch
+
+    import train
+
+    monkeypatch.setattr(train, "val_return", lambda *a, **k: ws_val)
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=1024, n_envs=4,
+                                eval_freq=512, eval_episodes=1, checkpoint_freq=1024, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, env=EnvParams(max_episode_steps=24), progress=False,
+                                bc_expert="schedutil", bc_episodes=4, dagger_rounds=0, bc_epochs=2,
+                                learning_rate=1e-2, select_warm_start=True))
+    sel = json.loads((run / "config.json").read_text())["selected"]
+    assert sel["from"] == kept and (sel["step"] == 0) == (kept == "warm start")
+    final = torch.load(run / "policy_state.pt", weights_only=True)
+    ws = torch.load(run / "warm_start" / "policy_state.pt", weights_only=True)
+    same = all(torch.equal(final[k], ws[k]) for k in ws)
+    assert same == (kept == "warm start")
+
+
 def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
     import train
 
