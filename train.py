@@ -42,7 +42,7 @@ from tqdm import tqdm
 import envs
 from agents.algos import ALGOS, algo
 from agents.run_io import save_run
-from envs.batched import BatchedPowerEnv
+from envs.batched import HOT_TRIP_MARGIN_C, BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
 from model.cli import (
     check_value,
@@ -108,6 +108,10 @@ class Args:
     """domain randomisation over the weather: this share of the training episodes has its ambient temperature
     raised by U(0, 20) deg C (envs.batched), so that the policy runs near the thermal trip point far more often
     than the few heat-wave traces show it; 0: every episode at its trace's ambient"""
+    hot_trip: bool = False
+    """with --hot-frac: place a hot episode relative to its device's trip point, its mean ambient U(2, 10) deg C
+    below it (envs.batched.HOT_TRIP_MARGIN_C), instead of raising the ambient by U(0, 20) deg C: every device kind's
+    hot episodes then land where the thermal rules decide (a blind shift reaches a laptop's 70 deg C never)"""
     action_head: str = "auto"
     """factorised: one categorical per knob family (depth, heads, bits, place, split ...; agents.factorised), sum
     instead of product of the value counts, each knob's choice learnt from every configuration that shares it;
@@ -329,19 +333,16 @@ def spread_val_episodes(rows: list[int], n: int, max_steps: int) -> list[dict]:
     return out
 
 
-#: the margins below the trip point (deg C) that the hot val episodes' mean ambient is spread over
-HOT_VAL_MARGIN_C = (2.0, 10.0)
-
-
 def hot_val_episodes(episodes: list[dict], traces: list, n: int) -> list[dict]:
     """``n`` val episodes near the thermal trip point: ``n`` of ``episodes`` spread evenly over the list (every trace
-    of the default val split gets its share; cycled when ``n`` is larger), each with the reset
-    option ``ambient_shift_c`` set so that its trace's mean ambient lies ``m`` deg C below the device's trip point,
-    ``m`` spread evenly over ``HOT_VAL_MARGIN_C`` (never a negative shift: a trace already that hot keeps its
-    ambient). The scalar env shifts the ambient, the start temperature and the masks with it."""
+    of the default val split gets its share; cycled when ``n`` is larger), each with the reset option
+    ``ambient_shift_c`` set so that its trace's mean ambient lies ``m`` deg C below the device's trip point, ``m``
+    spread evenly over ``envs.batched.HOT_TRIP_MARGIN_C`` (the band of ``--hot-trip``; never a negative shift: a
+    trace already that hot keeps its ambient). The scalar env shifts the ambient, the start temperature and the
+    masks with it."""
     if n <= 0 or not episodes:
         return []
-    lo, hi = HOT_VAL_MARGIN_C
+    lo, hi = HOT_TRIP_MARGIN_C
     margins = np.linspace(lo, hi, n) if n > 1 else np.array([lo])
     picks = np.linspace(0, len(episodes) - 1, min(n, len(episodes))).round().astype(int)
     out = []
@@ -728,6 +729,9 @@ def check_warm_start_args(args: Args) -> None:
     if args.clone_kl > 0 and args.algo != "maskable_ppo":
         raise SystemExit(f"--clone-kl needs --algo maskable_ppo (agents.clone_kl extends its update), not {args.algo}")
     if args.demo_dr:
+        if args.hot_trip:
+            raise SystemExit("--demo-dr with --hot-trip: the demonstrations draw the blind ambient shift only; drop "
+                             "one of the two")
         if not (args.low_soc_frac > 0 or args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr collects the demonstrations under the training randomisation, which is off: "
                              "add --low-soc-frac, --capacity-sigma and/or --hot-frac, or drop --demo-dr")
@@ -768,6 +772,9 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def main(args: Args) -> Path:
+    if args.hot_trip and not args.hot_frac > 0:
+        raise SystemExit("--hot-trip places the hot episodes of --hot-frac, which is 0: add e.g. --hot-frac 0.3, or "
+                         "drop --hot-trip")
     if args.bc_expert:
         check_warm_start_args(args)
     elif args.clone_kl > 0:
@@ -792,7 +799,7 @@ def main(args: Args) -> Path:
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, speed_sigma=args.speed_sigma,
                            low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma, hot_frac=args.hot_frac,
-                           **env_kwargs)
+                           hot_trip=args.hot_trip, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)

@@ -44,19 +44,33 @@ LOW_SOC_MAX = 0.3
 #: the largest ambient shift a ``hot_frac`` episode draws (deg C): a 22 deg C indoor trace becomes a 42 deg C heat
 #: wave at most, and a heat-wave trace (peaks 36-44 deg C, sun spells +4-8) meets the trip point by day's end
 HOT_SHIFT_MAX_C = 20.0
+#: with ``hot_trip``: the range (deg C) of the margin below the device's trip point at which a hot episode's mean
+#: ambient is placed (the band where a rule's thermal cap and the masks decide; ``train.py --val-hot-episodes``
+#: spreads its val episodes over the same band)
+HOT_TRIP_MARGIN_C = (2.0, 10.0)
 
 
 def draw_episode_randomisation(rng: np.random.Generator, reserve_soc: float, low_soc_frac: float = 0.0,
-                               capacity_sigma: float = 0.0, hot_frac: float = 0.0) -> tuple[float | None, float, float]:
+                               capacity_sigma: float = 0.0, hot_frac: float = 0.0,
+                               trip_gap_c: float | None = None) -> tuple[float | None, float, float]:
     """One episode's battery and weather draws (``train.py --low-soc-frac``, ``--capacity-sigma``, ``--hot-frac``),
     in this order, each drawn only when on: (start state of charge or None for the trace's, capacity scale, ambient
     shift in deg C). The batched env's random resets and the warm start's demonstrations
-    (``agents.imitation.DemoRandomisation``, ``train.py --demo-dr``) both draw here."""
+    (``agents.imitation.DemoRandomisation``, ``train.py --demo-dr``) both draw here.
+
+    ``trip_gap_c`` (``--hot-trip``): the episode's trip point minus its trace's mean ambient; a hot episode then
+    draws a margin ``m ~ U(HOT_TRIP_MARGIN_C)`` and is shifted by ``max(0, trip_gap_c − m)``, so that its mean ambient
+    lies ``m`` below the trip point whatever the device kind (one uniform draw either way)."""
     soc = None
     if low_soc_frac > 0.0 and rng.random() < low_soc_frac:
         soc = float(rng.uniform(reserve_soc, max(reserve_soc, LOW_SOC_MAX)))
     scale = math.exp(capacity_sigma * float(rng.standard_normal())) if capacity_sigma > 0.0 else 1.0
-    shift = float(rng.uniform(0.0, HOT_SHIFT_MAX_C)) if hot_frac > 0.0 and rng.random() < hot_frac else 0.0
+    shift = 0.0
+    if hot_frac > 0.0 and rng.random() < hot_frac:
+        if trip_gap_c is None:
+            shift = float(rng.uniform(0.0, HOT_SHIFT_MAX_C))
+        else:
+            shift = max(0.0, float(trip_gap_c) - float(rng.uniform(*HOT_TRIP_MARGIN_C)))
     return soc, scale, shift
 
 
@@ -84,6 +98,10 @@ class BatchedPowerEnv(VecEnv):
             follows it), so that a policy runs near the thermal trip point far more often than the few heat-wave
             traces show it: the margin between the masks' trip-point rule and a rule's early thermal cap is only
             learnt where the device is hot. 0 (default): nothing drawn.
+        hot_trip: With ``hot_frac``: place a hot episode relative to its device's trip point instead (its mean ambient
+            ``U(HOT_TRIP_MARGIN_C)`` deg C below it; ``draw_episode_randomisation``), so that every device kind's
+            hot episodes land in the band where the thermal rules decide; a blind shift of up to 20 deg C puts a
+            22 deg C phone there only sometimes and a laptop (trip point 70 deg C) never.
         mask_actions: Unused; kept for the VecEnv constructor signature of callers.
         ref: Reuse an existing env's profile, traces and parameters.
     """
@@ -91,7 +109,7 @@ class BatchedPowerEnv(VecEnv):
     def __init__(self, n_envs: int = 64, profile=None, traces=None, split: str = "train",
                  params: EnvParams | dict | None = None, seed: int = 0, mask_actions: bool = False,
                  ref: MicroLLMPowerEnv | None = None, speed_sigma: float = 0.0, low_soc_frac: float = 0.0,
-                 capacity_sigma: float = 0.0, hot_frac: float = 0.0, **param_overrides: Any):
+                 capacity_sigma: float = 0.0, hot_frac: float = 0.0, hot_trip: bool = False, **param_overrides: Any):
         # one scalar env supplies the parsed profile and traces (a single source of both)
         self.ref = ref.unwrapped if ref is not None else MicroLLMPowerEnv(
             profile=profile, traces=traces, split=split, params=params, **param_overrides)
@@ -116,6 +134,9 @@ class BatchedPowerEnv(VecEnv):
         if not (math.isfinite(hot_frac) and 0.0 <= hot_frac <= 1.0):
             raise ValueError(f"hot_frac must be in [0, 1], got {hot_frac!r}")
         self.hot_frac = float(hot_frac)
+        # each trace's trip point minus its mean ambient (hot_trip); None: the blind shift
+        self._trip_gap = ([t.device.t_max_c - float(np.mean(t.ambient_c)) for t in self.ref.traces]
+                          if hot_trip else None)
         self.amb_off = np.zeros(n)  # this episode's ambient shift, deg C (domain randomisation)
         self.speed = np.ones(n)  # this episode's host slow-down factor (domain randomisation)
         self.k = np.zeros(n, int)
@@ -180,7 +201,8 @@ class BatchedPowerEnv(VecEnv):
         if self.speed_sigma > 0.0:  # drawn only when on: the batch's sequence is unchanged without it
             self.speed[j] = math.exp(self.speed_sigma * float(self.rng.standard_normal()))
         soc, scale, shift = draw_episode_randomisation(self.rng, self.params.reserve_soc, self.low_soc_frac,
-                                                       self.capacity_sigma, self.hot_frac)
+                                                       self.capacity_sigma, self.hot_frac,
+                                                       None if self._trip_gap is None else self._trip_gap[k])
         if soc is not None:
             self.soc[j] = soc
         self.plant.capacity_j[j] *= scale

@@ -207,3 +207,27 @@ def test_hot_randomisation_shifts_ambient_everywhere_it_is_read():
             assert "hot_frac" in str(e)
         else:
             raise AssertionError(f"hot_frac {bad} accepted")
+
+
+def test_hot_trip_places_hot_episodes_below_each_devices_trip_point():
+    """--hot-trip: a hot episode's mean ambient lies U(2, 10) deg C below its device's trip point, for every kind;
+    without it the blind shift is unchanged (the batch's random sequence too)."""
+    from envs.batched import HOT_SHIFT_MAX_C, HOT_TRIP_MARGIN_C, draw_episode_randomisation
+
+    b = BatchedPowerEnv(n_envs=64, profile=PROFILE, split="train", hot_frac=1.0, hot_trip=True, seed=3)
+    b.reset()
+    for _ in range(3):  # more episodes: end them all and draw again
+        gaps = [b.plant.t_max_c[j] - (np.mean(b.ref.traces[b.k[j]].ambient_c) + b.amb_off[j]) for j in range(64)]
+        kinds = {b.ref.traces[b.k[j]].device_kind for j in range(64) if b.amb_off[j] > 0}
+        already_hot = [b.plant.t_max_c[j] - np.mean(b.ref.traces[b.k[j]].ambient_c) < HOT_TRIP_MARGIN_C[1]
+                       for j in range(64)]
+        for g, hot in zip(gaps, already_hot):
+            assert HOT_TRIP_MARGIN_C[0] - 1e-9 <= g <= HOT_TRIP_MARGIN_C[1] + 1e-9 or hot
+        assert len(kinds) >= 2
+        for j in range(64):
+            b._random_reset(j)
+    blind = [draw_episode_randomisation(np.random.default_rng(s), 0.05, hot_frac=1.0)[2] for s in range(50)]
+    assert 0 <= min(blind) and max(blind) <= HOT_SHIFT_MAX_C
+    trip = [draw_episode_randomisation(np.random.default_rng(s), 0.05, hot_frac=1.0, trip_gap_c=30.0)[2]
+            for s in range(50)]
+    np.testing.assert_allclose(30.0 - np.array(trip), 30.0 - np.array(trip).clip(20.0, 28.0))  # gap - U(2, 10)

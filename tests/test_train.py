@@ -114,6 +114,10 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(clone_kl=0.5, **base))
     with pytest.raises(SystemExit, match="needs --algo maskable_ppo"):
         train.main(train.Args(algo="ppo", bc_expert="schedutil", clone_kl=0.5, **base))
+    with pytest.raises(SystemExit, match="--hot-trip places the hot episodes of --hot-frac, which is 0"):
+        train.main(train.Args(hot_trip=True, **base))
+    with pytest.raises(SystemExit, match="--demo-dr with --hot-trip"):
+        train.main(train.Args(bc_expert="schedutil", demo_dr=True, hot_frac=0.3, hot_trip=True, **base))
     with pytest.raises(SystemExit, match="--demo-dr randomises .* needs --bc-expert"):
         train.main(train.Args(demo_dr=True, low_soc_frac=0.5, **base))
     with pytest.raises(SystemExit, match="randomisation, which is off"):
