@@ -911,8 +911,8 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         ws = keep_best.at_step == 0
         config["selected"] = {"from": "warm start" if ws else "best val return", "step": keep_best.at_step,
                               "val_return": keep_best.val_return, "val_episodes": len(val_episodes)}
-        print(f"kept {'the warm start: no RL checkpoint beat its' if ws else f'the policy of step {keep_best.at_step}'}"
-              f" (best mean val return {keep_best.val_return:.2f} over {len(val_episodes)} fixed val episodes); "
+        what = "the warm start: no RL checkpoint beat its" if ws else f"the policy of step {keep_best.at_step}:"
+        print(f"kept {what} mean val return {keep_best.val_return:.2f} over {len(val_episodes)} fixed val episodes; "
               f"the last one is in {run / 'last'}")
     save_run(run, model, train_env, config)
     print(f"trained {total} steps in {train_s / 60:.1f} min ({total / max(train_s, 1e-9):.0f} steps/s); "

@@ -282,7 +282,7 @@ class BatchedPowerEnv(VecEnv):
             with np.errstate(divide="ignore", invalid="ignore"):  # as the thermal block: rows not reset yet
                 masks = self._masks(rows)
             self.hint_config[rows] = hint = r.masked_batch(r.choose_batch(*self.layout.hint_inputs(obs)), masks)
-            self.layout.set_hint(obs, self.costs.features[hint])
+            self.layout.set_hint(obs, self.ref._hint_table[hint])
         return obs
 
     # ---- VecEnv API ---------------------------------------------------------------------------

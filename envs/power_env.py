@@ -43,7 +43,7 @@ profile. For the elastic model's three knobs:
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
 | (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: model power at T_max, steady / next step | W | -100 | 500 |
-| (hint) | ``hint_<feature>``: the schedutil-like rule's choice under the mask, as its features | frac | 0 | 1 |
+| (hint) | ``hint_<knob>_<value>``: the schedutil-like rule's choice under the mask, one-hot per knob | 0/1 | 0 | 1 |
 | (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
 | (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
 | 19.. | supply power look-ahead, ``lookahead`` steps (optional) | W | 0 | 500 |
@@ -56,7 +56,7 @@ the costliest configuration's power at the observed demand, clipped to ±cap). T
 (``demand_avg_tps``, tok/s, 0..10000; an exponential average with time constant ``EnvParams.demand_avg_s``)
 follows it only when that is > 0. The rule hint follows only with ``EnvParams.rule_hint``: the configuration the
 schedutil-like rule (``runtime.rules.SchedutilRule``, the baseline ``schedutil``) would run from this observation,
-stepped down to the action mask as the evaluation holds the rule, given as its configuration features
+stepped down to the action mask as the evaluation holds the rule, given as its knob values one-hot
 (``hint_config`` on the env is its index). The processor block follows only for a space with
 the ``place`` knob; the objective block (goal-conditioned policies) only with ``EnvParams.objective.goal_obs``
 or ``kind = "mix"``. Without them the layout is the one every earlier policy reads.
@@ -168,6 +168,7 @@ from runtime.observation import (
     costliest_config,
     demand_avg_update,
     goal_values,
+    hint_table,
     params_layout,
     scalar_head_values,
     thermal_scale_w,
@@ -235,6 +236,7 @@ class MicroLLMPowerEnv(gym.Env):
         self.hint_config = -1  # the rule hint's configuration index in the last observation (-1: none)
         self._hint_rule = SchedutilRule(c.tps, c.ept_j, c.quality, p.step_s, p.backlog_cap_tokens,
                                         c.offload) if p.rule_hint else None
+        self._hint_table = hint_table(self.space) if p.rule_hint else None
         self.full_config = int(np.argmax(c.quality))  # the best-quality configuration starts an episode
         self.decode_table = c.decode_table()
         self._tr: TraceArrays | None = None
@@ -352,7 +354,7 @@ class MicroLLMPowerEnv(gym.Env):
         if self._hint_rule is not None:  # the rule's choice from this observation, under this step's mask
             r = self._hint_rule
             self.hint_config = r.masked(r.choose(*(float(x) for x in self.layout.hint_inputs(obs))), self._mask)
-            self.layout.set_hint(obs, self._feat[self.hint_config])
+            self.layout.set_hint(obs, self._hint_table[self.hint_config])
         return obs
 
     def _set_objective(self, o: dict, tr: TraceArrays) -> None:

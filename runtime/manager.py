@@ -57,6 +57,7 @@ from runtime.observation import (
     costliest_config,
     demand_avg_update,
     goal_values,
+    hint_table,
     model_layout,
     thermal_scale_w,
     thermal_values,
@@ -325,6 +326,7 @@ class RuntimeManager:
             reserve = reserve_limit(self.cfg.reserve_soc, self.params.reserve_soc)
             self.correction: OnlineCorrection | None = OnlineCorrection.from_policy(policy)
             self._hint_rule = hint_rule(policy)
+            self._hint_table = hint_table(policy.space) if self._hint_rule is not None else None
         else:
             fb = fallback or FallbackSpec(["safe"], [1.0])
             dev = device if device is not None else (device_limits(device_kind) if device_kind else fb.device)
@@ -439,6 +441,7 @@ class RuntimeManager:
             self.correction, self._dec_ms = fresh, fresh.decode_ms.copy()  # another profile: start over
         self.features = [tuple(float(x) for x in row) for row in pf.config_features]
         self._hint_rule = hint_rule(pf)
+        self._hint_table = hint_table(pf.space) if self._hint_rule is not None else None
         self.policy_error = None
         if self.state == State.FALLBACK:
             self._go(State.NORMAL, "policy_loaded", self._last_t or 0.0, pf.sha256[:12])
@@ -711,7 +714,7 @@ class RuntimeManager:
         if r is None:
             return
         self.hint_config = r.masked(r.choose(*(float(x) for x in self.layout.hint_inputs(self.obs))), mask)
-        self.layout.set_hint(self.obs, self.features[self.hint_config])
+        self.layout.set_hint(self.obs, self._hint_table[self.hint_config])
 
     def _commit(self, now_s: float, st: State, a_pol: int, final: int, reason: Reason, soc: float, temp: float,
                 plugged: float, power: float) -> None:

@@ -58,11 +58,13 @@ configuration would draw at the current demand (:func:`thermal_scale_w`), clippe
 configuration fits; a laptop's ample headroom then reads like a cool phone's instead of lying far outside
 every value training saw.
 
-The rule hint (``hint_`` + each configuration feature, same units and bounds) is the configuration the
-schedutil-like rule (``runtime.rules.SchedutilRule``, the strongest hand-written baseline) would run now, held to
-the current action mask as the evaluation holds it (``runtime.rules.step_down``): computed from this observation's
-demand, backlog and thermal headroom and the profile's tables, after the rest is written (:meth:`ObsLayout.set_hint`).
-A policy that copies it plays the rule; RL only has to learn where to depart from it.
+The rule hint (``hint_<knob>_<value>``, 0/1: one per value of each knob, :func:`hint_rows`) is the configuration
+the schedutil-like rule (``runtime.rules.SchedutilRule``, the strongest hand-written baseline) would run now, held
+to the current action mask as the evaluation holds it (``runtime.rules.step_down``), its knob values one-hot:
+computed from this observation's demand, backlog and thermal headroom and the profile's tables, after the rest is
+written (:meth:`ObsLayout.set_hint`). A policy that copies it plays the rule; RL only has to learn where to depart
+from it. One-hot rather than the configuration block's fractions: ``int4`` and ``int8`` are 0.125 and 0.25 as
+fractions, and a clone mixed them up in hot states it had rarely seen.
 """
 
 from __future__ import annotations
@@ -222,13 +224,13 @@ class ObsLayout:
         goal: With the objective block.
         thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
         demand_avg: With the smoothed demand (``DEMAND_AVG``).
-        hint: With the rule hint: the configuration block again, ``hint_``-prefixed, for the schedutil-like
-            rule's choice under the masks (``EnvParams.rule_hint``; filled by :meth:`set_hint`).
+        hint: The rule hint's rows (:func:`hint_rows`: one 0/1 feature per knob value) for the schedutil-like
+            rule's choice under the masks (``EnvParams.rule_hint``; filled by :meth:`set_hint`); empty: none.
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
                  goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0,
-                 demand_avg: bool = False, hint: bool = False) -> None:
+                 demand_avg: bool = False, hint: Sequence[tuple[str, str, float, float]] = ()) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -243,8 +245,8 @@ class ObsLayout:
         therm = thermal_rows(thermal_cap) if self.thermal else ()
         self.demand_avg = bool(demand_avg)
         dem = (DEMAND_AVG,) if self.demand_avg else ()
-        self.hint = bool(hint)
-        hints = [(f"hint_{n}", u, lo, hi) for n, u, lo, hi in cfg] if self.hint else []
+        hints = [tuple(r) for r in hint]
+        self.hint = bool(hints)
         self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *hints, *procs,
                                                                   *goals, *ahead)
         self.names = [r[0] for r in self.rows]
@@ -287,7 +289,7 @@ class ObsLayout:
         if self.demand_avg:
             vals.append(demand_avg_tps)
         if self.hint:  # filled by set_hint once the masks are known
-            vals += config_features
+            vals += [0.0] * (self.proc_start - self.hint_start)
         if self.processors:
             vals += [0.0 if down & b else 1.0 for b in self._proc_bits]
         if self.goal:
@@ -303,10 +305,10 @@ class ObsLayout:
         np.maximum(out, self.lo, out=out)
         return np.minimum(out, self.hi, out=out)
 
-    def set_hint(self, obs: np.ndarray, config_features: np.ndarray) -> np.ndarray:
-        """Writes the rule hint's knob features into ``obs`` ((dim,) with (n_config,), or (n, dim) with
-        (n, n_config)) in place; the features lie within the block's bounds (the configuration block's)."""
-        obs[..., self.hint_start:self.proc_start] = config_features
+    def set_hint(self, obs: np.ndarray, hint_values: np.ndarray) -> np.ndarray:
+        """Writes the rule hint into ``obs`` ((dim,) with one row of :func:`hint_table`, or (n, dim) with (n, ...)
+        rows) in place."""
+        obs[..., self.hint_start:self.proc_start] = hint_values
         return obs
 
     def hint_inputs(self, obs: np.ndarray) -> tuple:
@@ -337,7 +339,7 @@ class ObsLayout:
         if self.demand_avg:
             obs[self.demand_avg_start] = demand_avg_tps
         if self.hint:  # filled by set_hint once the masks are known
-            obs[self.hint_start:self.proc_start] = config_features.T
+            obs[self.hint_start:self.proc_start] = 0.0
         for j, b in enumerate(self._proc_bits):
             obs[self.proc_start + j] = 1.0 if down is None else (np.asarray(down) & b) == 0
         if self.goal:  # (n, len(GOAL)): goal_values per env
@@ -357,6 +359,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def hint_rows(space: Any) -> tuple[tuple[str, str, float, float], ...]:
+    """The rule hint's rows over a configuration space: ``hint_<knob>_<value>`` (0/1), one per value of each knob
+    (e.g. ``hint_bits_int4``), in the factorised head's order (``runtime.factorised``): a categorical input for
+    each categorical choice, which a policy maps to its knob's logits directly."""
+    return tuple((f"hint_{k.name}_{k.fragment(v)}", "0/1", 0.0, 1.0) for k in space.knobs for v in k.values)
+
+
+def hint_table(space: Any) -> np.ndarray:
+    """(n_configs, len(hint_rows(space))) float64: each configuration's rule-hint values (its knob values one-hot)."""
+    tab = np.zeros((len(space.configs), sum(len(k.values) for k in space.knobs)))
+    for i, cfg in enumerate(space.configs):
+        off = 0
+        for k, v in zip(space.knobs, cfg):
+            tab[i, off + k.values.index(v)] = 1.0
+            off += len(k.values)
+    return tab
+
+
 def params_layout(space: Any, params: Any) -> ObsLayout:
     """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads over a configuration
     space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
@@ -366,7 +386,7 @@ def params_layout(space: Any, params: Any) -> ObsLayout:
     exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
                      params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0,
-                     params.rule_hint)
+                     hint_rows(space) if params.rule_hint else ())
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -377,5 +397,6 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
 
 
 __all__ = ["DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "costliest_config",
-           "demand_avg_update", "goal_values", "head_values", "model_layout", "params_layout", "thermal_rows",
+           "demand_avg_update", "goal_values", "head_values", "hint_rows", "hint_table", "model_layout",
+           "params_layout", "thermal_rows",
            "thermal_scale_w", "thermal_values"]

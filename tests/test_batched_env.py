@@ -23,7 +23,8 @@ def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s, hin
     scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
                               **kw)  # the same horizon_s
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000, **kw)
-    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + 3 * hint + lookahead,) \
+    n_hint = sum(len(k.values) for k in batched.ref.space.knobs) if hint else 0
+    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + n_hint + lookahead,) \
         == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)

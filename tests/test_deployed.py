@@ -49,7 +49,7 @@ def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_
     assert ("thermal_step_w" in pf.layout.names) == (thermal and not cap)
     assert ("thermal_step_frac" in pf.layout.names) == (thermal and cap > 0)
     assert ("demand_avg_tps" in pf.layout.names) == (avg_s > 0)
-    assert ("hint_config_bits_frac" in pf.layout.names) == hint
+    assert ("hint_bits_int4" in pf.layout.names) == hint
     steps = _episodes(env, ctrl, range(3), 120)
     assert len(steps) >= 200
     for m_obs, e_obs, a in steps:

@@ -8,6 +8,7 @@ import pytest
 
 from agents.baselines import SchedutilController
 from envs.power_env import MicroLLMPowerEnv
+from runtime.observation import hint_rows, hint_table
 from runtime.rules import step_down
 
 PROFILE = "profiles/reference-cpu.json"
@@ -56,7 +57,10 @@ def test_the_hint_is_what_schedutil_runs_under_the_masks_on_a_heat_wave():
     env = MicroLLMPowerEnv(profile=PROFILE, split="test", random_start=False, **HINT_ENV)
     names = env.layout.names
     cols = [names.index(n) for n in names if n.startswith("hint_")]
-    assert [names[c] for c in cols] == [f"hint_{f.name}" for f in env.space.features]
+    assert [names[c] for c in cols] == [r[0] for r in hint_rows(env.space)]
+    assert "hint_bits_int4" in names and "hint_depth_L6" in names
+    table = hint_table(env.space)
+    assert (table.sum(1) == len(env.space.knobs)).all() and len(np.unique(table, axis=0)) == len(env.space)
     ctl = SchedutilController(env)
     obs, _ = env.reset(seed=0, options={"trace": "heat-00"})
     masked = stepped = 0
@@ -64,7 +68,7 @@ def test_the_hint_is_what_schedutil_runs_under_the_masks_on_a_heat_wave():
         mask = env.action_masks()
         a = step_down(ctl.act(obs, 0), mask, env.costs.ept_j, env.costs.quality)
         assert env.hint_config == a
-        np.testing.assert_array_equal(obs[cols], env.costs.features[a].astype(np.float32))
+        np.testing.assert_array_equal(obs[cols], table[a])
         masked += not mask.all()
         stepped += a != ctl.act(obs, 0)
         obs, _, term, trunc, _ = env.step(a)
@@ -77,7 +81,8 @@ def test_the_hint_is_off_by_default_and_rule_hint_adds_one_block():
     plain = MicroLLMPowerEnv(profile=PROFILE, split="test", random_start=False)
     hinted = MicroLLMPowerEnv(profile=PROFILE, split="test", random_start=False, rule_hint=True)
     assert not any(n.startswith("hint_") for n in plain.layout.names)
-    assert hinted.observation_space.shape[0] == plain.observation_space.shape[0] + len(plain.space.features)
+    assert hinted.observation_space.shape[0] == plain.observation_space.shape[0] + sum(
+        len(k.values) for k in plain.space.knobs)
     assert plain.hint_config == -1
 
 
@@ -111,4 +116,6 @@ def test_describe_lists_the_hint_rows():
     from envs.describe import describe
 
     names = [r["name"] for r in describe(rule_hint=True)["observation"]]
-    assert names[19:22] == ["hint_config_depth_frac", "hint_config_heads_frac", "hint_config_bits_frac"]
+    assert names[19:30] == ["hint_depth_L6", "hint_depth_L4", "hint_depth_L3", "hint_depth_L2", "hint_heads_H100",
+                            "hint_heads_H075", "hint_heads_H050", "hint_heads_H025", "hint_bits_fp32",
+                            "hint_bits_int8", "hint_bits_int4"]
