@@ -126,6 +126,13 @@ def load_controller(run_dir: str | Path) -> PolicyController:
     except ValueError as exc:
         raise ValueError(f"{run}/config.json: {exc}") from None
     env = env_from_config(cfg)
+    saved = cfg.get("obs_features")
+    if saved is not None and list(saved) != list(env.layout.names):
+        extra, missing = sorted(set(env.layout.names) - set(saved)), sorted(set(saved) - set(env.layout.names))
+        raise ValueError(f"{run}/config.json: the run was trained on {len(saved)} observation features, this code "
+                         f"builds {len(env.layout.names)} from its parameters (new: {extra[:4]}, gone: {missing[:4]}); "
+                         "the observation changed since the run was written: retrain it, or evaluate it with the "
+                         "code of its commit")
     policy_kwargs = dict(cfg.get("policy_kwargs") or {})
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = getattr(torch.nn, policy_kwargs["activation_fn"])

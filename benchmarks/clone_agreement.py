@@ -1,7 +1,7 @@
 """Where does an imitated policy stop imitating? Agreement with its expert, by thermal headroom.
 
     python benchmarks/clone_agreement.py --run runs/<run>/warm_start [--run ...] [--expert schedutil]
-                                         [--trace heat-00] [--split test] [--pool-sample 1000]
+                                         [--trace heat-00] [--split test] [--ambient-shift-c 0] [--pool-sample 1000]
                                          [--out benchmarks/results/clone_agreement.md]
 
 For each run: the policy drives one episode of ``--trace`` (row 0, ``--max-steps`` steps, the run's own profile and
@@ -12,6 +12,9 @@ by the thermal headroom the policy observes (``temp_headroom_c``: below 0, 0-1 �
 acts, 1 to ``THERMAL_CAP_C`` where schedutil's proportional thermal cap acts, above). With ``--pool-sample N`` and a
 ``demos.npz`` in the run folder (a warm start's pooled demonstrations), also the policy's accuracy on N of the
 pool's states in each band: how well it fits the expert where it was trained, against the episode it never saw.
+Also the expert's own return on the episode, and where the policy departs from the expert: how often toward a
+configuration with more energy per token ("costlier") or less, and the most frequent (expert's → policy's) pairs.
+``--ambient-shift-c`` raises the episode's ambient (the env's reset option, as ``train.py --val-hot-episodes``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _act(policy, obs, mask) -> int:
 
 
 def episode_agreement(run: Path, expert_name: str, trace: str, split: str, traces: str | None,
-                      max_steps: int) -> dict:
+                      max_steps: int, ambient_shift_c: float = 0.0) -> dict:
     """Drives ``trace`` with the run's policy; the expert labels every state (held to the masks)."""
     from agents.base import held_to_masks
     from agents.imitation import expert_label
@@ -54,16 +57,30 @@ def episode_agreement(run: Path, expert_name: str, trace: str, split: str, trace
         expert.bind(env)
     held = held_to_masks(expert)
     col = env.layout.index["temp_headroom_c"]
-    obs, _ = env.reset(seed=0, options={"trace": names.index(trace), "start": 0})
-    head, agree, ret = [], [], 0.0
+    options = {"trace": names.index(trace), "start": 0, "ambient_shift_c": float(ambient_shift_c)}
+    obs, _ = env.reset(seed=0, options=options)
+    head, agree, ret, pairs = [], [], 0.0, {}
+    ept, cfg = env.costs.ept_j, env.space.names
+    costlier = cheaper = 0
     for t in range(max_steps):
         mask = env.action_masks()
         label = expert_label(expert, obs, mask, env.costs, t == 0, held)
         a = _act(policy, obs, mask)
         head.append(float(obs[col]))
         agree.append(a == label)
+        if a != label:
+            costlier, cheaper = costlier + (ept[a] > ept[label]), cheaper + (ept[a] <= ept[label])
+            key = f"{cfg[label]} → {cfg[a]}"
+            pairs[key] = pairs.get(key, 0) + 1
         obs, r, term, trunc, _ = env.step(a)
         ret += float(r)
+        if term or trunc:
+            break
+    obs, _ = env.reset(seed=0, options=options)  # the expert alone, held to the masks, on the same episode
+    expert_ret = 0.0
+    for t in range(max_steps):
+        obs, r, term, trunc, _ = env.step(expert_label(expert, obs, env.action_masks(), env.costs, t == 0, held))
+        expert_ret += float(r)
         if term or trunc:
             break
     head, agree = np.asarray(head), np.asarray(agree)
@@ -71,7 +88,9 @@ def episode_agreement(run: Path, expert_name: str, trace: str, split: str, trace
     for lo, hi, name in BANDS:
         s = (head >= lo) & (head < hi)
         bands[name] = {"steps": int(s.sum()), "agreement": float(agree[s].mean()) if s.any() else None}
-    return {"return": ret, "steps": int(agree.size), "agreement": float(agree.mean()), "bands": bands}
+    top = dict(sorted(pairs.items(), key=lambda kv: -kv[1])[:3])
+    return {"return": ret, "expert_return": expert_ret, "steps": int(agree.size), "agreement": float(agree.mean()),
+            "bands": bands, "departures": {"costlier": int(costlier), "cheaper": int(cheaper), "top": top}}
 
 
 def pool_accuracy(run: Path, n: int, seed: int = 0) -> dict | None:
@@ -107,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--traces", default=None, help="trace set folder (default: the run's)")
     ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--ambient-shift-c", type=float, default=0.0, help="raise the episode's ambient by this (deg C)")
     ap.add_argument("--pool-sample", type=int, default=0, help="states per band from the run's demos.npz (0: skip)")
     ap.add_argument("--out", default=None, help="write the table (.md) and the numbers (.json beside it)")
     a = ap.parse_args(argv)
@@ -117,17 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(r)
         if not (run / "config.json").is_file():
             ap.error(f"--run {r}: no config.json there; pass a run folder written by train.py (or its warm_start)")
-        rows[r] = episode_agreement(run, a.expert, a.trace, a.split, a.traces, a.max_steps)
+        rows[r] = episode_agreement(run, a.expert, a.trace, a.split, a.traces, a.max_steps, a.ambient_shift_c)
         if a.pool_sample:
             rows[r]["pool"] = pool_accuracy(run, a.pool_sample)
     names = [b[2] for b in BANDS]
-    lines = [f"# Agreement with {a.expert} on {a.trace} ({a.split} split, row 0, {a.max_steps} steps)", "",
+    shift = f", ambient +{a.ambient_shift_c:g} °C" if a.ambient_shift_c else ""
+    lines = [f"# Agreement with {a.expert} on {a.trace} ({a.split} split, row 0, {a.max_steps} steps{shift})", "",
              "Share of steps where the policy chose the configuration the expert chose in the same state (held to "
-             "the masks), by the thermal headroom observed; steps in brackets.", "",
-             "| run | return | all | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+             "the masks), by the thermal headroom observed; steps in brackets. The expert's own return on the "
+             "episode; the policy's departures toward a costlier / cheaper configuration (energy per token), and "
+             "the most frequent ones (expert's → policy's).", "",
+             "| run | return | expert's | all | " + " | ".join(names) + " | costlier / cheaper | most frequent |",
+             "|---" * (6 + len(names)) + "|"]
     for r, v in rows.items():
         cells = [f"{_pct(v['bands'][n]['agreement'])} ({v['bands'][n]['steps']})" for n in names]
-        lines.append(f"| `{r}` | {v['return']:.2f} | {_pct(v['agreement'])} | " + " | ".join(cells) + " |")
+        d = v["departures"]
+        top = ", ".join(f"{k}: {c}" for k, c in d["top"].items()) or "—"
+        lines.append(f"| `{r}` | {v['return']:.2f} | {v['expert_return']:.2f} | {_pct(v['agreement'])} | "
+                     + " | ".join(cells) + f" | {d['costlier']} / {d['cheaper']} | {top} |")
     if any(v.get("pool") for v in rows.values()):
         lines += ["", f"Accuracy on up to {a.pool_sample} sampled states per band of the run's pooled "
                   "demonstrations (share of the pool in brackets):", "",
@@ -148,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(text)
         with atomic_writer(out.with_suffix(".json"), "w") as fh:
             json.dump({"expert": a.expert, "trace": a.trace, "split": a.split, "max_steps": a.max_steps,
-                       "runs": rows}, fh, indent=1)
+                       "ambient_shift_c": a.ambient_shift_c, "runs": rows}, fh, indent=1)
     return 0
 
 

@@ -37,9 +37,16 @@ def test_a_clone_of_a_constant_rule_agrees_everywhere(tmp_path, capsys):
     assert res["steps"] == 40 and res["agreement"] == 1.0
     assert sum(b["steps"] for b in res["bands"].values()) == 40
     assert all(b["accuracy"] == 1.0 for b in res["pool"].values() if b["accuracy"] is not None)
-    # against another expert the same clone disagrees somewhere
-    mod.main(["--run", str(run / "warm_start"), "--expert", "static-largest", "--max-steps", "40", "--out", str(out)])
-    assert json.loads(out.with_suffix(".json").read_text())["runs"][str(run / "warm_start")]["agreement"] < 1.0
+    assert res["departures"] == {"costlier": 0, "cheaper": 0, "top": {}}
+    assert res["expert_return"] == pytest.approx(res["return"])  # it plays the expert: the same episode
+    # against another expert the same clone disagrees somewhere, always toward a cheaper configuration
+    mod.main(["--run", str(run / "warm_start"), "--expert", "static-largest", "--max-steps", "40", "--out", str(out),
+              "--ambient-shift-c", "5"])
+    other = json.loads(out.with_suffix(".json").read_text())
+    res = other["runs"][str(run / "warm_start")]
+    assert res["agreement"] < 1.0 and other["ambient_shift_c"] == 5.0
+    d = res["departures"]
+    assert d["costlier"] == 0 and d["cheaper"] == round(40 * (1 - res["agreement"])) and d["top"]
     with pytest.raises(SystemExit):
         mod.main(["--run", str(tmp_path)])  # no config.json there
     assert "no config.json there" in capsys.readouterr().err

@@ -119,3 +119,20 @@ def test_describe_lists_the_hint_rows():
     assert names[19:30] == ["hint_depth_L6", "hint_depth_L4", "hint_depth_L3", "hint_depth_L2", "hint_heads_H100",
                             "hint_heads_H075", "hint_heads_H050", "hint_heads_H025", "hint_bits_fp32",
                             "hint_bits_int8", "hint_bits_int4"]
+
+
+def test_a_run_written_for_another_observation_is_refused_with_the_reason(tmp_path):
+    import json
+
+    import train
+    from agents.run_io import load_controller
+
+    run = train.main(train.Args(total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                                progress=False, bc_expert="static-smallest", bc_episodes=2, dagger_rounds=0,
+                                bc_epochs=1, eval_episodes=1))
+    cfg_path = run / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["obs_features"] = cfg["obs_features"][:-1] + ["hint_config_bits_frac"]  # an older encoding of the hint
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="observation changed since the run was written"):
+        load_controller(run)
