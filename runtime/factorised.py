@@ -46,6 +46,12 @@ class Factorisation:
         self._split = self._offsets[1:].tolist()  # np.split points: one slice per family
 
     @property
+    def onehot(self) -> np.ndarray:
+        """(n_configs, n_logits) float64: each configuration's knob values, one-hot per knob in logit order (the
+        rule hint's encoding, ``runtime.observation.hint_table``)."""
+        return self._has_t.astype(np.float64)
+
+    @property
     def n_logits(self) -> int:
         return int(self.dims.sum())
 

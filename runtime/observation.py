@@ -367,14 +367,11 @@ def hint_rows(space: Any) -> tuple[tuple[str, str, float, float], ...]:
 
 
 def hint_table(space: Any) -> np.ndarray:
-    """(n_configs, len(hint_rows(space))) float64: each configuration's rule-hint values (its knob values one-hot)."""
-    tab = np.zeros((len(space.configs), sum(len(k.values) for k in space.knobs)))
-    for i, cfg in enumerate(space.configs):
-        off = 0
-        for k, v in zip(space.knobs, cfg):
-            tab[i, off + k.values.index(v)] = 1.0
-            off += len(k.values)
-    return tab
+    """(n_configs, len(hint_rows(space))) float64: each configuration's rule-hint values, its knob values one-hot
+    (``runtime.factorised.Factorisation.onehot``: the factorised head's logit order)."""
+    from runtime.factorised import Factorisation
+
+    return Factorisation(space).onehot
 
 
 def params_layout(space: Any, params: Any) -> ObsLayout:

@@ -61,6 +61,9 @@ def test_the_hint_is_what_schedutil_runs_under_the_masks_on_a_heat_wave():
     assert "hint_bits_int4" in names and "hint_depth_L6" in names
     table = hint_table(env.space)
     assert (table.sum(1) == len(env.space.knobs)).all() and len(np.unique(table, axis=0)) == len(env.space)
+    for i, cfg in enumerate(env.space.configs):  # row i: configuration i's value of each knob
+        on = [names[cols[j]] for j in np.flatnonzero(table[i])]
+        assert on == [f"hint_{k.name}_{k.fragment(v)}" for k, v in zip(env.space.knobs, cfg)]
     ctl = SchedutilController(env)
     obs, _ = env.reset(seed=0, options={"trace": "heat-00"})
     masked = stepped = 0
