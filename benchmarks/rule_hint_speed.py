@@ -5,6 +5,7 @@
 
 The hint needs every observation's action mask (``BatchedPowerEnv._masks``) and the rule's vectorised choice,
 so its cost grows with the share of envs near a limit: ``--hot-frac`` (training's weather randomisation) sets it.
+Each step is followed by ``action_masks()``, as MaskablePPO does (with the hint they reuse the observation's).
 A rate is the best of ``--repeats`` runs; the ratio is the median over the pairs, so that a slow spell of the
 machine falls on both. Writes ``--out`` (JSON) and prints a line.
 """
@@ -30,6 +31,7 @@ def rate(env: BatchedPowerEnv, actions: np.ndarray) -> float:
     t0 = time.perf_counter()
     for a in actions:
         env.step(a)
+        env.action_masks()  # as MaskablePPO asks for them after every step
     return actions.size / (time.perf_counter() - t0)
 
 

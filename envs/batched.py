@@ -161,12 +161,16 @@ class BatchedPowerEnv(VecEnv):
         # the rule hint (EnvParams.rule_hint; as MicroLLMPowerEnv): the rule's configuration per env
         self._hint_rule = self.ref._hint_rule
         self.hint_config = np.full(n, -1)
+        # the masks the hint computed for the current states, reused by action_masks (rows valid until stepped/reset)
+        self._mask_cache: np.ndarray | None = None
+        self._mask_valid = np.zeros(n, bool)
         # (n_traces, n_configs): the configurations that fit each trace's device memory
         self._fits = np.stack([self.ref.rules.fits(m) for m in self.tr.memory_bytes])
 
     # ---- resets ------------------------------------------------------------------------------
     def reset_env(self, j: int, trace: int, start: int, soc: float | None = None,
                   temp_c: float | None = None, config: int | None = None, objective: str | None = None) -> None:
+        self._mask_valid[j] = False
         tr = self.tr
         self.k[j], self.i[j], self.fi[j] = trace, start, trace * tr.L + start
         for arr, v in zip(self.plant, tr.plant(trace)):
@@ -217,6 +221,7 @@ class BatchedPowerEnv(VecEnv):
 
     # ---- dynamics ------------------------------------------------------------------------------
     def _step(self, a: np.ndarray):
+        self._mask_valid[:] = False
         c = self.costs
         if self.tr.has_outages and c.has_place:  # a processor that is down: re-placed on the CPU
             a = runs_on(c, a, self.tr.procs_down.ravel().take(self.fi))
@@ -281,6 +286,9 @@ class BatchedPowerEnv(VecEnv):
             r = self._hint_rule
             with np.errstate(divide="ignore", invalid="ignore"):  # as the thermal block: rows not reset yet
                 masks = self._masks(rows)
+            if self._mask_cache is None:
+                self._mask_cache = np.empty((self.num_envs, masks.shape[1]), bool)
+            self._mask_cache[rows], self._mask_valid[rows] = masks, True  # action_masks reuses them
             self.hint_config[rows] = hint = r.masked_batch(r.choose_batch(*self.layout.hint_inputs(obs)), masks)
             self.layout.set_hint(obs, self.ref._hint_table[hint])
         return obs
@@ -328,8 +336,15 @@ class BatchedPowerEnv(VecEnv):
         return [indices] if isinstance(indices, int) else indices
 
     def action_masks(self) -> np.ndarray:
-        """(n_envs, n_actions) feasibility masks (``runtime.rules``), for MaskablePPO."""
-        return self._masks()
+        """(n_envs, n_actions) feasibility masks (``runtime.rules``), for MaskablePPO. With the rule hint the
+        observation already computed them: those of envs not stepped or reset since are reused."""
+        if self._mask_cache is None:
+            return self._masks()
+        out = self._mask_cache.copy()
+        stale = np.flatnonzero(~self._mask_valid)
+        if stale.size:
+            out[stale] = self._masks(stale)
+        return out
 
     def _masks(self, rows: Any = slice(None)) -> np.ndarray:
         """(len(rows), n_actions) feasibility masks of the envs ``rows`` (default: all)."""

@@ -232,3 +232,21 @@ def test_hot_trip_places_hot_episodes_below_each_devices_trip_point():
     trip = [draw_episode_randomisation(np.random.default_rng(s), 0.05, hot_frac=1.0, trip_gap_c=30.0)[2]
             for s in range(50)]
     np.testing.assert_allclose(30.0 - np.array(trip), 30.0 - np.array(trip).clip(20.0, 28.0))  # gap - U(2, 10)
+
+
+def test_action_masks_reuse_the_hints_masks_only_while_valid():
+    """With the rule hint the observation computes the masks; action_masks reuses them for envs not stepped or
+    reset since, and recomputes the rest: always what the masks of the current states are."""
+    b = BatchedPowerEnv(n_envs=16, profile=PROFILE, split="train", seed=1, hot_frac=0.5, rule_hint=True,
+                        thermal_obs=True, thermal_cap=2.0)
+    b.reset()
+    rng = np.random.default_rng(0)
+    masked = 0
+    for t in range(200):
+        np.testing.assert_array_equal(b.action_masks(), b._masks())
+        masked += int((~b._masks()).any())
+        if t % 50 == 7:  # an explicit reset after the observation: that env's masks are stale
+            b.reset_env(3, 0, 0, soc=0.01)
+            np.testing.assert_array_equal(b.action_masks(), b._masks())
+        b.step(rng.integers(0, b.action_space.n, 16))
+    assert masked > 20
