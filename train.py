@@ -123,13 +123,13 @@ class Args:
     environment's defaults with the thermal block as a fraction and the smoothed demand observed (turn them off
     with --no-env.thermal-obs --env.thermal-cap 0 --env.demand-avg-s 0)"""
     bc_expert: str = ""
-    """warm start: imitate this controller (agents.registry name, e.g. oracle, schedutil) before RL; none (or
-    empty, the default): start from scratch. A schedutil warm start was measured as the main job's default and
-    not kept (docs/agents.md, "The rules under the masks")"""
+    """warm start: imitate this controller (agents.registry name, e.g. oracle, oracle-masked, schedutil) before
+    RL; none (or empty, the default): start from scratch. A schedutil warm start was measured as the main job's
+    default and not kept (docs/agents.md, "The rules under the masks")"""
     bc_episodes: int = 200
     """expert-driven train-split episodes collected for behaviour cloning"""
     bc_oracle_grid: str = ""
-    """the oracle expert's grid n_soc,n_temp,n_backlog (e.g. 51,13,5: ~5x faster planning than the default,
+    """the oracle experts' grid n_soc,n_temp,n_backlog (e.g. 51,13,5: ~5x faster planning than the default,
     the evaluation grid of the benchmarks); empty: the oracle's default 101,25,7"""
     bc_demos: str = ""
     """reuse demonstrations saved by an earlier run (<run>/warm_start/demos.npz) instead of collecting"""
@@ -672,7 +672,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     expert_kwargs = {}
-    if args.bc_expert == "oracle" and args.bc_oracle_grid:
+    if args.bc_expert in ("oracle", "oracle-masked") and args.bc_oracle_grid:
         from agents.evaluate import _oracle_grid
 
         expert_kwargs = dict(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
@@ -735,7 +735,7 @@ def check_warm_start_args(args: Args) -> None:
         if not (args.low_soc_frac > 0 or args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr collects the demonstrations under the training randomisation, which is off: "
                              "add --low-soc-frac, --capacity-sigma and/or --hot-frac, or drop --demo-dr")
-        if args.bc_expert == "oracle" and (args.capacity_sigma > 0 or args.hot_frac > 0):
+        if args.bc_expert in ("oracle", "oracle-masked") and (args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr with --capacity-sigma or --hot-frac: the oracle plans with the trace's battery "
                              "capacity and ambient, so its labels would be wrong; use another --bc-expert "
                              "(e.g. schedutil), or set those to 0")

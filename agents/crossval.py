@@ -168,7 +168,7 @@ def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True, desc: str 
 # --- report -------------------------------------------------------------------------------------------
 def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
     """Per-fold scores from ``OUT/eval/fold-i/report.json``: the policy per seed, its warm start, each heuristic."""
-    from agents.registry import ORACLE, RANDOM
+    from agents.registry import REFERENCES
 
     folds = []
     for i in range(k):
@@ -191,7 +191,7 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
                 elif name.endswith(f":{run.name}/warm_start"):
                     row["warm_start"][seed] = m["score"]
         for name, m in pol.items():
-            if not name.startswith("rl:") and name not in (ORACLE, RANDOM):
+            if not name.startswith("rl:") and name not in REFERENCES:
                 row["heuristics"][name] = m["score"]
         h = row["heuristics"]
         row["best_heuristic"] = max(h, key=lambda n: h[n]) if h else None

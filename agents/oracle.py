@@ -59,6 +59,16 @@ clamped at SoC = 1 (``_continuation``).
   trajectory; with any supply on the block, pass 2 (``budget_passes``) re-linearises around the
   oracle's own trajectory from pass 1. The acting step always uses the true allowance.
 
+**Masked** (``masked=True``, the controller ``oracle-masked``): the same DP, with every action the env's
+action mask forbids in a state (``runtime.rules.Feasibility.mask``: the thermal rule near the trip point,
+the cheap set below the reserve, the link and the processors) left out of the max, and the acting step held
+to the bound env's mask. Its return is the best any policy that obeys the masks can reach (a masked learned
+policy, a rule stepped down to the mask, a policy behind the runtime's shield), where the plain oracle may run
+forbidden configurations: the gap between the two is out of reach for every masked controller. The mask reads
+the state only through two tests, hot (T above the trip point less ``HOT_MARGIN_C``) and low (SoC below the
+reserve with too little supply), so the DP asks ``Feasibility.mask`` for the four (hot, low) cases of each
+row and picks per grid point: the mask rules keep one owner.
+
 The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
 per VecEnv sub-env; by default the env it was built with). It reads ``env.trace`` and
 ``env.sim_state()`` (SoC, temperature, backlog, row, episode start row, current configuration,
@@ -78,6 +88,7 @@ import numpy as np
 from agents.baselines import smallest_config
 from envs.tables import PaddedTraces
 from runtime.dynamics import Dynamics, StepResult
+from runtime.rules import HOT_MARGIN_C
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
@@ -153,13 +164,14 @@ class OracleController:
             configuration's trajectory; 2: then the oracle's own trajectory).
         n_doomed: Spare-SoC points below the survival cliff (on [−1, 0)).
         cache_size: Plans kept (each ``(H+1)·n_temp·n_backlog·(n_soc+n_doomed)`` float32).
+        masked: Plan and act within the env's action masks (module docstring; ``oracle-masked``).
     """
 
     name = "oracle"
 
     def __init__(self, env, n_soc: int = 101, n_temp: int = 25, n_backlog: int = 7,
                  n_doomed: int = 10, horizon_steps: int = 720, budget_passes: int = 2,
-                 cache_size: int = 2):
+                 cache_size: int = 2, masked: bool = False):
         self.env = env.unwrapped
         self.envs = [self.env]
         self.dyn = Dynamics(self.env.costs, self.env.params)
@@ -179,6 +191,9 @@ class OracleController:
         self.cache_size = int(cache_size)
         self.current: dict[int, OraclePlan] = {}
         self.plans: list[dict] = []  # one record per plan made: trace, start, horizon, plan_s, value0
+        self.masked = bool(masked)
+        if self.masked:
+            self.name = "oracle-masked"
 
     # ---- binding -----------------------------------------------------------------------------
     def bind(self, envs) -> OracleController:
@@ -327,6 +342,12 @@ class OracleController:
                 Q += np.where(below, np.float32(-self.env.params.weights.reserve), np.float32(0.0))
             if off is not None:
                 Q[off[ia]] = -np.inf
+            cases = self._mask_cases(k, i, plan.episode_start) if self.masked else None
+            if cases is not None:  # the env's action mask at each grid point: (hot, low) picks the case
+                hot = (temp_p > tr.device.t_max_c - HOT_MARGIN_C).astype(np.int64)
+                low = (xg[None, :] + need_now[:, None] < self.env.reserve_soc) & cases[1]
+                allowed = np.where(low, cases[0][hot, 1, ia][:, None], cases[0][hot, 0, ia][:, None])
+                Q[~allowed] = -np.inf
             V[t] = Q.reshape(nT, nB, A, nX).max(2)
         plan.values, plan.soc_need = V, need
 
@@ -439,7 +460,43 @@ class OracleController:
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
         q = r.reward + np.where(r.dead, 0.0, cont)
         off = self._unavailable(plan.k, plan.start + t)
-        return q if off is None else np.where(off, -np.inf, q)
+        if off is not None:
+            q = np.where(off, -np.inf, q)
+        cases = self._mask_cases(plan.k, plan.start + t, plan.episode_start) if self.masked else None
+        if cases is not None:
+            hot = int(temp_c > self.env.traces[plan.k].device.t_max_c - HOT_MARGIN_C)
+            q = np.where(cases[0][hot, int(bool(soc < self.env.reserve_soc) and cases[1])], q, -np.inf)
+        return q
+
+    def _mask_cases(self, k: int, i: int, episode_start: int) -> tuple[np.ndarray, bool] | None:
+        """The env's action mask at row ``i`` of trace ``k`` for the four (hot, low) cases: ``(M, low_ok)``
+        with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, and whether the supply lets
+        ``low`` happen at all (low = SoC below the reserve and ``low_ok``). None: nothing is masked at this
+        row. As the env: no mask on an episode's first row (unless the link or a processor is down), and the
+        demand the rule reads is the last step's (the first row's own on the first row)."""
+        tr, dev, rules = self.env.traces[k], self.env.traces[k].device, self.env.rules
+        bw = float(tr.bandwidth_mbps[i])
+        down = int(self.padded.procs_down[k, i])
+        first = i == episode_start
+        if first and not ((rules.has_split and bw <= 0.0) or (rules.has_place and down)):
+            return None
+        demand = float(tr.demand_tps[i if first else i - 1])
+        base_w = float(tr.base_w[i]) + dev.idle_power_w
+        supply_w = float(tr.supply_w[i])
+        fits = rules.fits(dev.memory_mb * 1e6)
+        t_max, margin, reserve = dev.t_max_c, HOT_MARGIN_C, self.env.reserve_soc
+        M = np.empty((2, 2, self.n_actions), dtype=bool)
+        for hot in (0, 1):
+            for low in (0, 1):
+                # the mask reads temperature and SoC only through these two tests (runtime.rules)
+                temp = t_max if hot else t_max - margin - 1.0
+                soc = -1.0 if low else 2.0
+                if first:
+                    temp, soc = t_max - margin - 1.0, 2.0
+                M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
+                                         soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down)
+        low_ok = supply_w < base_w + demand * rules.ept_min
+        return M, bool(low_ok)
 
     def _unavailable(self, k: int, i: int) -> np.ndarray | None:
         """Actions that need a processor that is down at row ``i`` of trace ``k`` (None: all available)."""
@@ -494,6 +551,8 @@ class OracleController:
         plan, t = self.plan_for(env, env_index)
         st = self.true_state(env.unwrapped)
         q = self.q_values(plan, t, st["soc"], st["temp_c"], st["backlog"], st["config"], st["allowance_j"])
+        if self.masked:  # the bound env's own mask (the DP's agrees with it; tests/test_oracle_masked.py)
+            q = np.where(env.unwrapped.action_masks(), q, -np.inf)
         return int(np.argmax(q))
 
     def predict(self, observation, state=None, episode_start=None, deterministic=True):

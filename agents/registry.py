@@ -8,6 +8,7 @@ offline upper bound (knows the whole trace). ``ALL_CONTROLLERS = BASELINES + SPL
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,25 +48,31 @@ FACTORIES: dict[str, Callable[..., Controller]] = {
     "joint-split": JointSplitController,
     "qeil-greedy": QeilGreedyController,
     "oracle": OracleController,
+    # the oracle held to the env's action masks: the best a masked policy can reach (agents.oracle)
+    "oracle-masked": partial(OracleController, masked=True),
 }
 #: the split-aware rules (agents.split_baselines): each is the schedutil rule on a profile without split
 SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeon-energy", "joint-split"]
 #: the placement-aware rules (agents.placement_baselines): each is the schedutil rule on a profile without placement
 PLACE_BASELINES: list[str] = ["qeil-greedy"]
 ORACLE = "oracle"
+ORACLE_MASKED = "oracle-masked"
 RANDOM = "random"
-BASELINES: list[str] = [n for n in FACTORIES if n != ORACLE and n not in SPLIT_BASELINES + PLACE_BASELINES]
-ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE]
+#: the references a score is measured against, not heuristics: the oracles and random
+REFERENCES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, RANDOM)
+BASELINES: list[str] = [n for n in FACTORIES if n not in (ORACLE, ORACLE_MASKED)
+                        and n not in SPLIT_BASELINES + PLACE_BASELINES]
+ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED]
 
 
 def default_controllers(costs) -> list[str]:
     """The controllers an evaluation runs by default: the split rules only for a profile with split
     configurations, the placement rules only for one with placements (elsewhere each is the schedutil
-    rule again)."""
+    rule again). The masked oracle only when asked for (``--policies``): it costs a second oracle's planning."""
     has_split = bool(np.asarray(getattr(costs, "offload", [0])).any())
     has_place = bool(getattr(costs, "has_place", False))
     return [n for n in ALL_CONTROLLERS if (has_split or n not in SPLIT_BASELINES)
-            and (has_place or n not in PLACE_BASELINES)]
+            and (has_place or n not in PLACE_BASELINES) and n != ORACLE_MASKED]
 
 
 def make_controller(name: str, env, **kwargs: Any) -> Controller:
@@ -85,4 +92,4 @@ def make_controller(name: str, env, **kwargs: Any) -> Controller:
 
 
 __all__ = ["ALL_CONTROLLERS", "BASELINES", "SPLIT_BASELINES", "default_controllers",
-           "FACTORIES", "ORACLE", "RANDOM", "make_controller"]
+           "FACTORIES", "ORACLE", "ORACLE_MASKED", "RANDOM", "REFERENCES", "make_controller"]

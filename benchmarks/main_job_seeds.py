@@ -38,7 +38,7 @@ def eval_covers(ev: Path, run_args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.crossval import Job, completed_run, run_jobs, split_passthrough
-    from agents.registry import ORACLE, RANDOM
+    from agents.registry import REFERENCES
 
     argv, extra = split_passthrough(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rep = json.loads((ev / "report.json").read_text())
     pol = rep["policies"]
-    heur = {n: m["score"] for n, m in pol.items() if not n.startswith("rl:") and n not in (ORACLE, RANDOM)}
+    heur = {n: m["score"] for n, m in pol.items() if not n.startswith("rl:") and n not in REFERENCES}
     best = max(heur, key=heur.get)
     rows = []
     for s in seeds:

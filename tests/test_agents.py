@@ -18,7 +18,15 @@ from agents.baselines import (
     static_fit_config,
 )
 from agents.evaluate import evaluate_controllers, format_table, main, normalised_score, write_report
-from agents.registry import ALL_CONTROLLERS, BASELINES, ORACLE, PLACE_BASELINES, SPLIT_BASELINES, make_controller
+from agents.registry import (
+    ALL_CONTROLLERS,
+    BASELINES,
+    ORACLE,
+    ORACLE_MASKED,
+    PLACE_BASELINES,
+    SPLIT_BASELINES,
+    make_controller,
+)
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from traces.schema import TraceMeta, make_trace
@@ -77,7 +85,7 @@ def test_predict_takes_one_observation_or_a_batch(name):
 
 
 def test_registry_names():
-    assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE]
+    assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED]
     env = env_for()
     assert all(make_controller(n, env).name == n for n in ALL_CONTROLLERS)
     with pytest.raises(KeyError, match="unknown controller"):
