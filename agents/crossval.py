@@ -14,7 +14,8 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
    --total-timesteps T --learning-rate LR --no-final-eval`` — an oracle-distilled warm start, then
    MaskablePPO fine-tuning with best-on-val selection. The first seed of a fold collects the oracle's
    demonstrations; the other seeds reuse them (``--bc-demos``) and add a DAgger round of their own.
-   ``--recipe ppo`` trains from scratch instead (no warm start).
+   ``--expert oracle-masked`` distils the oracle held to the action masks instead. ``--recipe ppo`` trains from
+   scratch (no warm start).
 3. **Evaluate**, per fold, every seed's final policy *and* its warm start alone (so the RL step is measured,
    not assumed) with every heuristic and the oracle on the same held-out episodes
    (``agents.evaluate --run ... --oracle-grid G``): ``OUT/eval/fold-i/report.*``.
@@ -86,7 +87,7 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
             first = f"train fold {i} seed {a.seeds[0]}"
             extra = None
             if a.recipe == "dagger+ppo":
-                argv += ["--bc-expert", "oracle", "--bc-oracle-grid", a.oracle_grid, "--dagger-rounds", "1",
+                argv += ["--bc-expert", a.expert, "--bc-oracle-grid", a.oracle_grid, "--dagger-rounds", "1",
                          "--dagger-episodes", str(a.dagger_episodes), "--bc-episodes", str(a.bc_episodes)]
                 if j > 0:
                     first_dir = out / "runs" / f"fold-{i}" / f"seed-{a.seeds[0]}"
@@ -248,8 +249,9 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
           "(return − random) / (oracle − random) on each fold's held-out units (every trace from row 0).", ""]
     ra = res.get("args") or {}
     if ra:
-        md += [f"Training: recipe `{ra.get('recipe')}`, {float(ra.get('total_timesteps', 0)):.3g} RL steps at step "
-               f"size {float(ra.get('learning_rate', 0)):.3g}; further train.py arguments: "
+        expert = f" (expert `{ra['expert']}`)" if ra.get("recipe") == "dagger+ppo" and ra.get("expert") else ""
+        md += [f"Training: recipe `{ra.get('recipe')}`{expert}, {float(ra.get('total_timesteps', 0)):.3g} RL steps "
+               f"at step size {float(ra.get('learning_rate', 0)):.3g}; further train.py arguments: "
                f"`{' '.join(res.get('train_extra') or []) or 'none'}`.", ""]
     md += ["| fold | held-out units | episodes | " + " | ".join(f"RL seed {s}" for s in seeds)
           + " | warm start (mean) | best heuristic | its score |",
@@ -338,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds (>= 1 of them)")
     ap.add_argument("--out", required=True, help="output folder (folds, runs, logs, eval, crossval.*)")
     ap.add_argument("--recipe", choices=("dagger+ppo", "ppo"), default="dagger+ppo")
+    ap.add_argument("--expert", choices=("oracle", "oracle-masked"), default="oracle",
+                    help="the dagger+ppo recipe's expert: the oracle, or the oracle held to the action masks "
+                         "(agents.oracle; its labels are ones a masked policy can follow)")
     ap.add_argument("--total-timesteps", type=nonneg_float, default=1e6, help="RL steps per run (after the warm start)")
     ap.add_argument("--learning-rate", type=nonneg_float, default=3e-5, help="RL step size (0: the YAML's)")
     ap.add_argument("--bc-episodes", type=positive_int, default=64, help="oracle episodes per fold (first seed)")

@@ -75,3 +75,17 @@ def test_the_summary_takes_the_worst_fold_and_checks_every_heuristic_in_every_fo
     assert s["rl_minus_warm_start"] == pytest.approx(0.0)
     assert s["targets"] == {"mean>=0.95": False, "worst_fold>=0.93": False,
                             "above every heuristic in every fold": False, "no death the oracle avoids": False}
+
+
+def test_the_expert_option_reaches_every_training_job(tmp_path):
+    import argparse
+
+    from agents.crossval import plan
+
+    a = argparse.Namespace(out=str(tmp_path), k=3, seeds=[1, 2], total_timesteps=1e3, learning_rate=3e-5,
+                           recipe="dagger+ppo", expert="oracle-masked", oracle_grid="51,13,5", dagger_episodes=2,
+                           bc_episodes=2, max_steps=10)
+    trains = [j for j in plan(a, []) if j.name.startswith("train")]
+    assert len(trains) == 6
+    for j in trains:
+        assert j.argv[j.argv.index("--bc-expert") + 1] == "oracle-masked"
