@@ -179,6 +179,11 @@ class Args:
     """with select_best and a warm start: the imitated policy is a candidate too, kept when no RL checkpoint beats
     its val return (config.json says "selected": {"from": "warm start"}); off: the best RL checkpoint is kept even
     when the RL step made the policy worse on val"""
+    freeze_obs_norm: bool = False
+    """with a warm start: keep the observation normalisation statistics the imitated policy was fitted under for
+    the whole RL step (VecNormalize otherwise updates them with every RL step, so after 250 k steps the imitated
+    policy reads shifted inputs and acts differently before any gradient step; measured in docs/agents.md,
+    "Normalisation drift after a warm start"); off: they keep updating, as before"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"
@@ -781,6 +786,9 @@ def main(args: Args) -> Path:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.demo_dr:
         raise SystemExit("--demo-dr randomises the warm start's demonstrations: it needs --bc-expert (e.g. schedutil)")
+    elif args.freeze_obs_norm:
+        raise SystemExit("--freeze-obs-norm keeps the statistics a warm start was fitted under: it needs --bc-expert "
+                         "(e.g. schedutil); from scratch there is nothing to keep")
     check_splits(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
@@ -887,6 +895,10 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         if args.select_best and args.select_warm_start:
             keep_best.take(model, train_env, 0, ws_val)
             eval_cb.best_mean_reward = ws_val
+        if args.freeze_obs_norm and train_env.norm_obs:  # the imitated policy's inputs stay as it learnt them
+            from agents.imitation import freeze_obs_normalisation
+
+            freeze_obs_normalisation(train_env)
         if args.clone_kl > 0:  # the penalty's anchor: the imitated policy, under its normalisation statistics
             from agents.run_io import vecnormalize_stats
 

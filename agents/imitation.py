@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from tqdm import tqdm
 
 from agents.base import held_to_masks
@@ -230,6 +231,28 @@ def expert_label(expert, obs: np.ndarray, mask: np.ndarray, costs, episode_start
     if held and not mask[label]:
         label = step_down(label, mask, costs.ept_j, costs.quality)
     return label
+
+
+class FrozenRunningMeanStd(RunningMeanStd):
+    """A ``RunningMeanStd`` whose ``update`` does nothing: ``mean``, ``var`` and ``count`` stay as set (and can
+    still be set, e.g. by ``train.KeepBest.restore``)."""
+
+    def __init__(self, rms: RunningMeanStd) -> None:
+        super().__init__(shape=np.shape(rms.mean))
+        self.mean, self.var, self.count = np.array(rms.mean, np.float64), np.array(rms.var, np.float64), rms.count
+
+    def update(self, arr: np.ndarray) -> None:  # noqa: ARG002 - frozen on purpose
+        return None
+
+    def copy(self) -> FrozenRunningMeanStd:
+        return FrozenRunningMeanStd(self)
+
+
+def freeze_obs_normalisation(vecnorm) -> None:
+    """Stops ``vecnorm`` (a ``VecNormalize``) from updating its observation statistics; the return statistics
+    (reward normalisation) keep updating. ``train.py --freeze-obs-norm``: after a warm start the imitated policy
+    keeps reading its inputs as it was fitted to them."""
+    vecnorm.obs_rms = FrozenRunningMeanStd(vecnorm.obs_rms)
 
 
 def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:

@@ -98,6 +98,25 @@ def test_select_warm_start_keeps_the_imitated_policy_unless_a_checkpoint_beats_i
     assert same == (kept == "warm start")
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_obs_norm_keeps_the_warm_start_statistics_through_the_rl_step(tmp_path, freeze):
+    """--freeze-obs-norm: the last RL policy's observation statistics are the warm start's, bit for bit; without
+    it VecNormalize moves them with every RL step (randomised batteries here, so the inputs do differ)."""
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=1024, n_envs=4,
+                                eval_freq=512, eval_episodes=1, checkpoint_freq=1024, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, env=EnvParams(max_episode_steps=24), progress=False,
+                                bc_expert="schedutil", bc_episodes=4, dagger_rounds=0, bc_epochs=2,
+                                low_soc_frac=0.5, capacity_sigma=0.5, freeze_obs_norm=freeze))
+    ws = np.load(run / "warm_start" / "vecnormalize.npz", allow_pickle=False)
+    last = np.load(run / "last" / "vecnormalize.npz", allow_pickle=False)
+    ws_mean, ws_var, last_mean, last_var = ws["mean"], ws["var"], last["mean"], last["var"]
+    same = np.array_equal(ws_mean, last_mean) and np.array_equal(ws_var, last_var)
+    assert same == freeze
+
+
 def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
     import train
 
@@ -124,6 +143,8 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, **base))
     with pytest.raises(SystemExit, match="oracle plans with the trace's battery"):
         train.main(train.Args(bc_expert="oracle", demo_dr=True, capacity_sigma=0.5, **base))
+    with pytest.raises(SystemExit, match="--freeze-obs-norm keeps .* needs --bc-expert"):
+        train.main(train.Args(freeze_obs_norm=True, **base))
     with pytest.raises(SystemExit, match="not to --bc-demos"):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, low_soc_frac=0.5, bc_demos="d.npz", **base))
     assert not (tmp_path / "runs").exists()  # failed before building anything
