@@ -674,10 +674,11 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     from stable_baselines3.common.logger import configure
 
     from agents.imitation import Demonstrations, DemoRandomisation, collect, fit_normalisation, pretrain, student_fn
+    from agents.registry import ORACLES
     env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     expert_kwargs = {}
-    if args.bc_expert in ("oracle", "oracle-masked") and args.bc_oracle_grid:
+    if args.bc_expert in ORACLES and args.bc_oracle_grid:
         from agents.evaluate import _oracle_grid
 
         expert_kwargs = dict(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
@@ -724,7 +725,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
 
 def check_warm_start_args(args: Args) -> None:
     """Fails fast, before anything is built, on warm-start arguments that cannot work."""
-    from agents.registry import ALL_CONTROLLERS
+    from agents.registry import ALL_CONTROLLERS, ORACLES
 
     if args.bc_expert not in ALL_CONTROLLERS:
         raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}, "
@@ -740,7 +741,7 @@ def check_warm_start_args(args: Args) -> None:
         if not (args.low_soc_frac > 0 or args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr collects the demonstrations under the training randomisation, which is off: "
                              "add --low-soc-frac, --capacity-sigma and/or --hot-frac, or drop --demo-dr")
-        if args.bc_expert in ("oracle", "oracle-masked") and (args.capacity_sigma > 0 or args.hot_frac > 0):
+        if args.bc_expert in ORACLES and (args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr with --capacity-sigma or --hot-frac: the oracle plans with the trace's battery "
                              "capacity and ambient, so its labels would be wrong; use another --bc-expert "
                              "(e.g. schedutil), or set those to 0")

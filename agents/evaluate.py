@@ -51,7 +51,7 @@ from agents.registry import (
     ALL_CONTROLLERS,
     BASELINES,
     ORACLE,
-    ORACLE_MASKED,
+    ORACLES,
     RANDOM,
     SPLIT_BASELINES,
     default_controllers,
@@ -719,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         controllers[name] = lambda env, p=p, name=name: DeployedPolicy(p, shield=False, name=name)
     for n in names:
         extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
-                 if n in (ORACLE, ORACLE_MASKED) else {})
+                 if n in ORACLES else {})
         controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
     if policies:  # a policy over other configurations or features: one line with the fix, before any episode
         from agents.deployed import DeployedPolicy

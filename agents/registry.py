@@ -57,10 +57,12 @@ SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeo
 PLACE_BASELINES: list[str] = ["qeil-greedy"]
 ORACLE = "oracle"
 ORACLE_MASKED = "oracle-masked"
+#: the oracles: they plan with the whole trace and act from the env's true state (both take a grid)
+ORACLES: tuple[str, ...] = (ORACLE, ORACLE_MASKED)
 RANDOM = "random"
 #: the references a score is measured against, not heuristics: the oracles and random
-REFERENCES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, RANDOM)
-BASELINES: list[str] = [n for n in FACTORIES if n not in (ORACLE, ORACLE_MASKED)
+REFERENCES: tuple[str, ...] = (*ORACLES, RANDOM)
+BASELINES: list[str] = [n for n in FACTORIES if n not in ORACLES
                         and n not in SPLIT_BASELINES + PLACE_BASELINES]
 ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED]
 
@@ -92,4 +94,4 @@ def make_controller(name: str, env, **kwargs: Any) -> Controller:
 
 
 __all__ = ["ALL_CONTROLLERS", "BASELINES", "SPLIT_BASELINES", "default_controllers",
-           "FACTORIES", "ORACLE", "ORACLE_MASKED", "RANDOM", "REFERENCES", "make_controller"]
+           "FACTORIES", "ORACLE", "ORACLE_MASKED", "ORACLES", "RANDOM", "REFERENCES", "make_controller"]
