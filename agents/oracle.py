@@ -121,6 +121,9 @@ class OraclePlan:
     # the episode's objective (runtime.dynamics.objective_inputs): w_q, w_e, q_min, and the first row at
     # which a last-until deadline is no longer ahead (-1: none)
     objective: tuple = (1.0, 0.0, float("nan"), -1)
+    # masked oracle: per step, the env's action mask in its four (hot, low) cases (OracleController._mask_cases),
+    # computed once per plan for every backward pass and every acting step; empty when not masked
+    mask_cases: list = field(default_factory=list)
 
 
 def _okey(objective: tuple) -> tuple:
@@ -255,6 +258,8 @@ class OracleController:
                           h_alive=h, h_doomed=hd,
                           episode_start=start if episode_start is None else episode_start,
                           objective=tuple(objective))
+        if self.masked:
+            plan.mask_cases = [self._mask_cases(k, i, plan.episode_start) for i in rows]
         a0 = self.env.full_config if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
@@ -342,7 +347,7 @@ class OracleController:
                 Q += np.where(below, np.float32(-self.env.params.weights.reserve), np.float32(0.0))
             if off is not None:
                 Q[off[ia]] = -np.inf
-            cases = self._mask_cases(k, i, plan.episode_start) if self.masked else None
+            cases = plan.mask_cases[t] if plan.mask_cases else None
             if cases is not None:  # the env's action mask at each grid point: (hot, low) picks the case
                 hot = (temp_p > tr.device.t_max_c - HOT_MARGIN_C).astype(np.int64)
                 low = (xg[None, :] + need_now[:, None] < self.env.reserve_soc) & cases[1]
@@ -462,7 +467,7 @@ class OracleController:
         off = self._unavailable(plan.k, plan.start + t)
         if off is not None:
             q = np.where(off, -np.inf, q)
-        cases = self._mask_cases(plan.k, plan.start + t, plan.episode_start) if self.masked else None
+        cases = plan.mask_cases[t] if plan.mask_cases else None
         if cases is not None:
             hot = int(temp_c > self.env.traces[plan.k].device.t_max_c - HOT_MARGIN_C)
             q = np.where(cases[0][hot, int(bool(soc < self.env.reserve_soc) and cases[1])], q, -np.inf)
