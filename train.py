@@ -148,6 +148,11 @@ class Args:
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
     """Adam step size of the imitation fit"""
+    bc_temperature: float = 1.0
+    """with --bc-expert: divide the imitated policy's action logits by this before the RL step
+    (agents.imitation.temper_policy). Every deterministic decision stays the expert's, but above 1 the stochastic
+    policy PPO samples its rollouts from tries the alternatives: a clone fitted to 100 % accuracy puts nearly all
+    its mass on the expert's action, and PPO then has no advantage to follow. 1: unchanged"""
     clone_kl: float = 0.0
     """with --bc-expert: weight of a KL(imitated policy || policy) penalty in the RL loss (agents.clone_kl), so
     that RL moves away from the imitated rule only where the advantage pays for it; 0: plain MaskablePPO.
@@ -248,6 +253,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "dagger_beta": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
+    "bc_temperature": positive_float,
     "clone_kl": nonneg_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
@@ -711,6 +717,16 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         demos = demos.extend(more)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
+    tempered = None
+    if args.bc_temperature != 1.0:
+        from agents.imitation import chosen_probability, temper_policy
+
+        before = chosen_probability(model, train_env, demos, fac, seed=args.seed)
+        temper_policy(model, args.bc_temperature)
+        after = chosen_probability(model, train_env, demos, fac, seed=args.seed)
+        tempered = {"temperature": args.bc_temperature, "chosen_prob_before": before, "chosen_prob_after": after}
+        print(f"warm start tempered (--bc-temperature {args.bc_temperature:g}): the stochastic policy takes its "
+              f"deterministic action with probability {before:.4f} -> {after:.4f} (mean over demonstration states)")
     out = Path(tb_dir).parent / "warm_start"
     out.mkdir(parents=True, exist_ok=True)
     demos.save(out / "demos.npz", args.bc_expert)
@@ -720,7 +736,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None,
-            "randomised": dataclasses.asdict(randomise) if randomise else None}
+            "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered}
 
 
 def check_warm_start_args(args: Args) -> None:
@@ -787,6 +803,8 @@ def main(args: Args) -> Path:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.demo_dr:
         raise SystemExit("--demo-dr randomises the warm start's demonstrations: it needs --bc-expert (e.g. schedutil)")
+    elif args.bc_temperature != 1.0:
+        raise SystemExit("--bc-temperature tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.freeze_obs_norm:
         raise SystemExit("--freeze-obs-norm keeps the statistics a warm start was fitted under: it needs --bc-expert "
                          "(e.g. schedutil); from scratch there is nothing to keep")

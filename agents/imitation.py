@@ -255,6 +255,43 @@ def freeze_obs_normalisation(vecnorm) -> None:
     vecnorm.obs_rms = FrozenRunningMeanStd(vecnorm.obs_rms)
 
 
+def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None, n: int = 20_000,
+                       seed: int = 0) -> float:
+    """Mean probability the policy's stochastic action equals its deterministic one, over up to ``n`` demonstration
+    states (masks applied; for a factorised head, the product over the families): 1 when the policy never explores.
+    ``train.py`` prints it before and after ``--bc-temperature``."""
+    policy = model.policy
+    idx = np.random.default_rng(seed).choice(len(demos), size=min(n, len(demos)), replace=False)
+    obs = demos.obs[idx].copy()
+    obs = vecnorm.normalize_obs(obs) if vecnorm.norm_obs else obs
+    mask = demos.masks[idx] if factorisation is None else factorisation.masks(demos.masks[idx])
+    masked = "action_masks" in policy.evaluate_actions.__code__.co_varnames
+    with torch.no_grad():
+        x = torch.as_tensor(obs, dtype=torch.float32)
+        dist = policy.get_distribution(x, action_masks=mask) if masked else policy.get_distribution(x)
+        d = getattr(dist, "distribution", None)
+        parts = d if isinstance(d, list) else (dist.distributions if d is None else [d])
+        p = torch.ones(len(idx))
+        for c in parts:
+            p = p * c.probs.max(-1).values
+    return float(p.mean())
+
+
+def temper_policy(model, temperature: float) -> None:
+    """Divides the policy's action logits by ``temperature`` (the action head's weights and bias; every family's
+    for a factorised head). The ordering of each state's logits, and so every deterministic decision, is unchanged;
+    above 1 the stochastic policy spreads its probability over the alternatives. ``train.py --bc-temperature``:
+    a clone fitted to 100 % accuracy puts nearly all its mass on the expert's action, so PPO's rollouts never try
+    another and the RL step has no advantage to follow."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    head = model.policy.action_net
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if head.bias is not None:
+            head.bias.div_(temperature)
+
+
 def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
     """Sets the training ``VecNormalize``'s observation and return statistics from the demos, so the
     pretrained networks see the inputs and targets PPO will give them."""
@@ -365,4 +402,5 @@ def student_fn(model, vecnorm, factorisation=None) -> PolicyStudent:
     return PolicyStudent(model.policy, vecnorm, factorisation)
 
 
-__all__ = ["Demonstrations", "PolicyStudent", "collect", "fit_normalisation", "pretrain", "student_fn"]
+__all__ = ["Demonstrations", "PolicyStudent", "chosen_probability", "collect", "fit_normalisation", "pretrain",
+           "student_fn", "temper_policy"]

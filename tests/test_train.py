@@ -117,6 +117,49 @@ def test_freeze_obs_norm_keeps_the_warm_start_statistics_through_the_rl_step(tmp
     assert same == freeze
 
 
+def test_bc_temperature_divides_the_clone_s_logits(tmp_path):
+    """--bc-temperature: the same seed, demonstrations and fit, and the saved warm start's action head is the
+    untempered one divided by the temperature; the probability of the deterministic action falls (config.json)."""
+    import torch
+
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    runs = {t: train.main(train.Args(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
+                                     exp_name=f"t{t:g}", final_eval=False, progress=False,
+                                     env=EnvParams(max_episode_steps=24), bc_expert="schedutil", bc_episodes=4,
+                                     dagger_rounds=0, bc_epochs=3, bc_temperature=t))
+            for t in (1.0, 4.0)}
+    ws = json.loads((runs[4.0] / "config.json").read_text())["warm_start"]["tempered"]
+    assert ws["temperature"] == 4.0 and ws["chosen_prob_after"] < ws["chosen_prob_before"] <= 1.0
+    assert json.loads((runs[1.0] / "config.json").read_text())["warm_start"]["tempered"] is None
+    sd = {t: torch.load(run / "warm_start" / "policy_state.pt", weights_only=True) for t, run in runs.items()}
+    for k in ("action_net.weight", "action_net.bias"):
+        assert torch.allclose(sd[1.0][k] / 4.0, sd[4.0][k], rtol=1e-5, atol=1e-7)
+    assert torch.equal(sd[1.0]["mlp_extractor.policy_net.0.weight"], sd[4.0]["mlp_extractor.policy_net.0.weight"])
+
+
+def test_temper_policy_keeps_the_argmax_and_spreads_the_probabilities():
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from agents.imitation import temper_policy
+    from envs.power_env import MicroLLMPowerEnv
+
+    env = MicroLLMPowerEnv(profile=example_profile(12), split="train")
+    model = MaskablePPO("MlpPolicy", env, seed=0, device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(20.0)  # a peaked policy, as a clone fitted to 100 % accuracy is
+    x = torch.randn(256, env.observation_space.shape[0])
+    p0 = model.policy.get_distribution(x).distribution.probs.detach()
+    temper_policy(model, 5.0)
+    p1 = model.policy.get_distribution(x).distribution.probs.detach()
+    assert torch.equal(p0.argmax(-1), p1.argmax(-1))
+    assert float(p1.max(-1).values.mean()) < float(p0.max(-1).values.mean())
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        temper_policy(model, 0.0)
+
+
 def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
     import train
 
@@ -145,6 +188,8 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(bc_expert="oracle", demo_dr=True, capacity_sigma=0.5, **base))
     with pytest.raises(SystemExit, match="--freeze-obs-norm keeps .* needs --bc-expert"):
         train.main(train.Args(freeze_obs_norm=True, **base))
+    with pytest.raises(SystemExit, match="--bc-temperature tempers .* needs --bc-expert"):
+        train.main(train.Args(bc_temperature=3.0, **base))
     with pytest.raises(SystemExit, match="not to --bc-demos"):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, low_soc_frac=0.5, bc_demos="d.npz", **base))
     assert not (tmp_path / "runs").exists()  # failed before building anything
