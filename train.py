@@ -148,11 +148,13 @@ class Args:
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
     """Adam step size of the imitation fit"""
-    bc_temperature: float = 1.0
-    """with --bc-expert: divide the imitated policy's action logits by this before the RL step
-    (agents.imitation.temper_policy). Every deterministic decision stays the expert's, but above 1 the stochastic
-    policy PPO samples its rollouts from tries the alternatives: a clone fitted to 100 % accuracy puts nearly all
-    its mass on the expert's action, and PPO then has no advantage to follow. 1: unchanged"""
+    bc_explore: float = 0.0
+    """with --bc-expert: temper the imitated policy before the RL step so that its stochastic action departs from
+    its deterministic one with this probability on average over the demonstration states (its logits divided by
+    the temperature that gives it, agents.imitation.temper_to_explore). Every deterministic decision, and so the
+    warm start's val return, stays the expert's; but a clone fitted to 100 % accuracy takes its expert's action
+    with probability 1.0000, so without it PPO's rollouts never try another configuration and the RL step has no
+    advantage to follow. 0: the clone as fitted"""
     clone_kl: float = 0.0
     """with --bc-expert: weight of a KL(imitated policy || policy) penalty in the RL loss (agents.clone_kl), so
     that RL moves away from the imitated rule only where the advantage pays for it; 0: plain MaskablePPO.
@@ -253,7 +255,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "dagger_beta": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
-    "bc_temperature": positive_float,
+    "bc_explore": float_in(0.0, 0.99),
     "clone_kl": nonneg_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
@@ -718,15 +720,13 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
     tempered = None
-    if args.bc_temperature != 1.0:
-        from agents.imitation import chosen_probability, temper_policy
+    if args.bc_explore > 0:
+        from agents.imitation import temper_to_explore
 
-        before = chosen_probability(model, train_env, demos, fac, seed=args.seed)
-        temper_policy(model, args.bc_temperature)
-        after = chosen_probability(model, train_env, demos, fac, seed=args.seed)
-        tempered = {"temperature": args.bc_temperature, "chosen_prob_before": before, "chosen_prob_after": after}
-        print(f"warm start tempered (--bc-temperature {args.bc_temperature:g}): the stochastic policy takes its "
-              f"deterministic action with probability {before:.4f} -> {after:.4f} (mean over demonstration states)")
+        tempered = temper_to_explore(model, train_env, demos, args.bc_explore, fac, seed=args.seed)
+        print(f"warm start tempered (--bc-explore {args.bc_explore:g}): temperature {tempered['temperature']:.3g}, "
+              f"the stochastic policy takes its deterministic action with probability "
+              f"{tempered['chosen_prob_before']:.4f} -> {tempered['chosen_prob_after']:.4f} (demonstration states)")
     out = Path(tb_dir).parent / "warm_start"
     out.mkdir(parents=True, exist_ok=True)
     demos.save(out / "demos.npz", args.bc_expert)
@@ -803,8 +803,8 @@ def main(args: Args) -> Path:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.demo_dr:
         raise SystemExit("--demo-dr randomises the warm start's demonstrations: it needs --bc-expert (e.g. schedutil)")
-    elif args.bc_temperature != 1.0:
-        raise SystemExit("--bc-temperature tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
+    elif args.bc_explore > 0:
+        raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.freeze_obs_norm:
         raise SystemExit("--freeze-obs-norm keeps the statistics a warm start was fitted under: it needs --bc-expert "
                          "(e.g. schedutil); from scratch there is nothing to keep")

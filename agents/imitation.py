@@ -259,7 +259,7 @@ def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None
                        seed: int = 0) -> float:
     """Mean probability the policy's stochastic action equals its deterministic one, over up to ``n`` demonstration
     states (masks applied; for a factorised head, the product over the families): 1 when the policy never explores.
-    ``train.py`` prints it before and after ``--bc-temperature``."""
+    ``train.py`` prints it before and after ``--bc-explore``."""
     policy = model.policy
     idx = np.random.default_rng(seed).choice(len(demos), size=min(n, len(demos)), replace=False)
     obs = demos.obs[idx].copy()
@@ -280,9 +280,7 @@ def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None
 def temper_policy(model, temperature: float) -> None:
     """Divides the policy's action logits by ``temperature`` (the action head's weights and bias; every family's
     for a factorised head). The ordering of each state's logits, and so every deterministic decision, is unchanged;
-    above 1 the stochastic policy spreads its probability over the alternatives. ``train.py --bc-temperature``:
-    a clone fitted to 100 % accuracy puts nearly all its mass on the expert's action, so PPO's rollouts never try
-    another and the RL step has no advantage to follow."""
+    above 1 the stochastic policy spreads its probability over the alternatives."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     head = model.policy.action_net
@@ -290,6 +288,43 @@ def temper_policy(model, temperature: float) -> None:
         head.weight.div_(temperature)
         if head.bias is not None:
             head.bias.div_(temperature)
+
+
+def temper_to_explore(model, vecnorm, demos: Demonstrations, explore: float, factorisation=None, seed: int = 0,
+                      max_temperature: float = 1e4) -> dict[str, float]:
+    """Tempers the policy (:func:`temper_policy`) so that its stochastic action departs from its deterministic one
+    with probability ``explore`` on average over demonstration states (:func:`chosen_probability`; bisection on the
+    log-temperature, which the probability falls with monotonically; never below temperature 1).
+    ``train.py --bc-explore``: a clone fitted to 100 % accuracy takes its expert's action with probability 1.0000,
+    so PPO's rollouts never try another configuration and the RL step has no advantage to follow; a temperature is
+    meaningless across clones (their logit gaps differ), a departure rate is not.
+    Returns ``{"explore", "temperature", "chosen_prob_before", "chosen_prob_after"}``."""
+    if not 0.0 < explore < 1.0:
+        raise ValueError(f"explore must be in (0, 1), got {explore}")
+    head = model.policy.action_net
+    w0 = head.weight.detach().clone()
+    b0 = head.bias.detach().clone() if head.bias is not None else None
+
+    def chosen_at(t: float) -> float:
+        with torch.no_grad():
+            head.weight.copy_(w0 / t)
+            if b0 is not None:
+                head.bias.copy_(b0 / t)
+        return chosen_probability(model, vecnorm, demos, factorisation, seed=seed)
+
+    before = chosen_at(1.0)
+    target = 1.0 - explore
+    lo, hi = 0.0, float(np.log(max_temperature))  # log-temperature bracket
+    if before <= target:
+        hi = 0.0  # already explores that much: leave it as fitted
+    elif chosen_at(max_temperature) > target:
+        lo = hi  # cannot reach it (states where the masks leave one choice): the most it can
+    for _ in range(40 if lo < hi else 0):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if chosen_at(float(np.exp(mid))) > target else (lo, mid)
+    t = float(np.exp(hi))
+    after = chosen_at(t)
+    return {"explore": explore, "temperature": t, "chosen_prob_before": before, "chosen_prob_after": after}
 
 
 def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
@@ -403,4 +438,4 @@ def student_fn(model, vecnorm, factorisation=None) -> PolicyStudent:
 
 
 __all__ = ["Demonstrations", "PolicyStudent", "chosen_probability", "collect", "fit_normalisation", "pretrain",
-           "student_fn", "temper_policy"]
+           "student_fn", "temper_policy", "temper_to_explore"]
