@@ -42,7 +42,7 @@ from tqdm import tqdm
 import envs
 from agents.algos import ALGOS, algo
 from agents.run_io import save_run
-from envs.batched import HOT_TRIP_MARGIN_C, BatchedPowerEnv
+from envs.batched import HOT_TRIP_MARGIN_C, LOW_SOC_MAX, BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
 from model.cli import (
     check_value,
@@ -179,6 +179,11 @@ class Args:
     that the trace's mean ambient lies 2 to 10 deg C (spread evenly) below its device's trip point
     (hot_val_episodes). The default set's val split has no episode where a phone's thermal limit binds (its heat
     wave is on a laptop), so without them model selection cannot see a policy's behaviour in the heat; 0: none"""
+    val_low_soc_episodes: int = 0
+    """extra val episodes on a nearly empty battery: copies of the first val episodes started at a charge spread
+    evenly over (reserve, envs.batched.LOW_SOC_MAX] (low_soc_val_episodes; the band --low-soc-frac trains on). From
+    its traces' own charge no val episode of the default set reaches the battery reserve, so without them model
+    selection cannot see whether a policy saves charge for the end of an episode; 0: none"""
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
@@ -266,6 +271,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "eval_freq": positive_int,
     "eval_episodes": positive_int,
     "val_hot_episodes": nonneg_int,
+    "val_low_soc_episodes": nonneg_int,
     "checkpoint_freq": positive_int,
     "threads": positive_int,
     "workers": positive_int,
@@ -365,6 +371,18 @@ def hot_val_episodes(episodes: list[dict], traces: list, n: int) -> list[dict]:
         shift = max(0.0, tr.device.t_max_c - float(m) - float(np.mean(tr.ambient_c)))
         out.append({**ep, "ambient_shift_c": round(shift, 3)})
     return out
+
+
+def low_soc_val_episodes(episodes: list[dict], n: int, reserve_soc: float) -> list[dict]:
+    """``n`` val episodes on a nearly empty battery: ``n`` of ``episodes`` spread evenly over the list (as
+    :func:`hot_val_episodes` picks them), each with the reset option ``soc`` (the start charge) spread evenly over
+    ``(reserve_soc, LOW_SOC_MAX]``, the band ``--low-soc-frac`` draws from."""
+    if n <= 0 or not episodes:
+        return []
+    top = max(reserve_soc, LOW_SOC_MAX)
+    socs = np.linspace(top, reserve_soc, n + 1)[:-1][::-1]  # reserve excluded: an episode that can run at all
+    picks = np.linspace(0, len(episodes) - 1, min(n, len(episodes))).round().astype(int)
+    return [{**episodes[int(picks[i % len(picks)])], "soc": round(float(soc), 4)} for i, soc in enumerate(socs)]
 
 
 def val_shares(n: int, n_envs: int) -> list[list[int]]:
@@ -851,7 +869,9 @@ def main(args: Args) -> Path:
     first = val_env()
     val_episodes = spread_val_episodes([t.n for t in first.unwrapped.traces], args.eval_episodes,
                                        args.env.max_episode_steps)
-    val_episodes += hot_val_episodes(val_episodes, first.unwrapped.traces, args.val_hot_episodes)
+    base_val = list(val_episodes)
+    val_episodes += hot_val_episodes(base_val, first.unwrapped.traces, args.val_hot_episodes)
+    val_episodes += low_soc_val_episodes(base_val, args.val_low_soc_episodes, args.env.reserve_soc)
     shares = val_shares(len(val_episodes), VAL_ENVS)
     val_envs = [first] + [val_env() for _ in shares[1:]]
     # a few val envs side by side: one batched policy forward per step for all of them (SB3's evaluate_policy

@@ -272,6 +272,27 @@ def test_hot_val_episodes_put_each_trace_near_its_trip_point():
     assert train.hot_val_episodes(already, [_Hot(env.traces[k])], 1)[0]["ambient_shift_c"] == 0
 
 
+def test_low_soc_val_episodes_start_each_copy_nearly_empty():
+    """--val-low-soc-episodes: copies of val episodes spread over the list, started at a charge spread evenly over
+    (reserve, LOW_SOC_MAX]; the scalar env starts there."""
+    import train
+    from envs.batched import LOW_SOC_MAX
+    from envs.power_env import MicroLLMPowerEnv
+
+    env = MicroLLMPowerEnv(split="val", random_start=False)
+    base = train.spread_val_episodes([t.n for t in env.traces], 24, 720)
+    low = train.low_soc_val_episodes(base, 6, 0.05)
+    assert len(low) == 6 and train.low_soc_val_episodes(base, 0, 0.05) == []
+    assert {lo["trace"] for lo in low} == set(range(len(env.traces)))
+    assert all({k: lo[k] for k in ("trace", "start")} in base for lo in low)
+    socs = [lo["soc"] for lo in low]
+    np.testing.assert_allclose(socs, np.linspace(0.05, LOW_SOC_MAX, 7)[1:], atol=1e-4)
+    soc_i = env.layout.index["soc"]
+    for lo in low[:2]:
+        obs, _ = env.reset(options=lo)
+        assert obs[soc_i] == pytest.approx(lo["soc"], abs=1e-4)
+
+
 class _Hot:
     """A trace whose ambient already sits at its device's trip point."""
 
