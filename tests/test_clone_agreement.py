@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from bench_helpers import load_benchmark
 
 from model.profile_schema import example_profile, save_profile
 from runtime.dynamics import EnvParams
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "clone_agreement.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("clone_agreement", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("clone_agreement")
 
 
 def test_a_clone_of_a_constant_rule_agrees_everywhere(tmp_path, capsys):

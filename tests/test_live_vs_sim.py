@@ -5,7 +5,6 @@ same live score from the run's telemetry file alone."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench_helpers import load_benchmark
 
 import traces as T
 from envs.tables import load_cost_tables
@@ -27,14 +27,7 @@ POLICY = REPO / "reports" / "real-oracle-dagger-only-seed3" / "policy.npz"
 CALIBRATED = REPO / "profiles" / "calibrated-amd-epyc-2c.json"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("live_vs_sim", REPO / "benchmarks" / "live_vs_sim.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-L = _load_bench()
+L = load_benchmark("live_vs_sim")
 
 
 @pytest.fixture(scope="module")
