@@ -255,6 +255,11 @@ def freeze_obs_normalisation(vecnorm) -> None:
     vecnorm.obs_rms = FrozenRunningMeanStd(vecnorm.obs_rms)
 
 
+def _takes_masks(policy) -> bool:
+    """Whether ``policy`` (an SB3 / sb3-contrib actor-critic) takes action masks: sb3-contrib's maskable ones do."""
+    return "action_masks" in policy.evaluate_actions.__code__.co_varnames
+
+
 def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None, n: int = 20_000,
                        seed: int = 0) -> float:
     """Mean probability the policy's stochastic action equals its deterministic one, over up to ``n`` demonstration
@@ -265,7 +270,7 @@ def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None
     obs = demos.obs[idx].copy()
     obs = vecnorm.normalize_obs(obs) if vecnorm.norm_obs else obs
     mask = demos.masks[idx] if factorisation is None else factorisation.masks(demos.masks[idx])
-    masked = "action_masks" in policy.evaluate_actions.__code__.co_varnames
+    masked = _takes_masks(policy)
     with torch.no_grad():
         x = torch.as_tensor(obs, dtype=torch.float32)
         dist = policy.get_distribution(x, action_masks=mask) if masked else policy.get_distribution(x)
@@ -364,7 +369,7 @@ def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_s
     y = torch.as_tensor(demos.labels if fac is None else fac.values[demos.labels])
     m = torch.as_tensor(demos.masks if fac is None else fac.masks(demos.masks))
     v = torch.as_tensor(ret, dtype=torch.float32)
-    masked = "action_masks" in policy.evaluate_actions.__code__.co_varnames
+    masked = _takes_masks(policy)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     policy.set_training_mode(True)
