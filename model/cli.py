@@ -34,6 +34,8 @@ def _add_fields(p: argparse.ArgumentParser, cls, default_obj, prefix: str, dests
         dest = name.replace(".", "__")
         dests[dest] = name
         doc = docs.get(f.name)
+        if doc:  # a docstring is prose, not an argparse template: "100 % accuracy" must print as written
+            doc = doc.replace("%", "%%")
         if isinstance(default, bool):
             p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default, help=doc)
         elif default is None:

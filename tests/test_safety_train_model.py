@@ -129,6 +129,19 @@ def test_train_args_in_range_are_accepted():
     assert parse_dataclass_args(train.Args, []).total_timesteps == -1
 
 
+def test_help_prints_a_percent_sign_in_a_field_docstring_as_written(capsys):
+    """A field docstring is prose: "100 % accuracy" must not be read as an argparse template ("% a" is a valid
+    %-conversion, which printed the option's whole dict into train.py --help)."""
+    import train
+    from model.cli import parse_dataclass_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_dataclass_args(train.Args, ["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fitted to 100 % accuracy" in out and "option_strings" not in out
+
+
 # ---- checkpoint integrity ------------------------------------------------------------------------
 
 TINY = ModelConfig(block_size=128, n_layer=2, n_head=4, n_embd=128, depths=(1, 2), head_fractions=(1.0,))
