@@ -64,7 +64,7 @@ RANDOM = "random"
 REFERENCES: tuple[str, ...] = (*ORACLES, RANDOM)
 BASELINES: list[str] = [n for n in FACTORIES if n not in ORACLES
                         and n not in SPLIT_BASELINES + PLACE_BASELINES]
-ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED]
+ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + list(ORACLES)
 
 
 def default_controllers(costs) -> list[str]:

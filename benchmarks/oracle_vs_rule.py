@@ -11,8 +11,8 @@ could learn only if the observation tells the two situations apart.
     python benchmarks/oracle_vs_rule.py --split val --low-soc 12 \
         --out benchmarks/results/oracle_vs_schedutil_val_low_soc.md
 
-``--low-soc N``: the N val-style episodes of ``train.py --val-low-soc-episodes N`` (24 spread episodes' copies
-started nearly empty) instead of ``--trace``.
+``--low-soc N``: the N episodes of ``train.py --val-low-soc-episodes N`` (copies of train.py's default val
+episodes, started nearly empty) instead of ``--trace``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     if a.low_soc > 0:
         import train
 
-        base = train.spread_val_episodes([t.n for t in u.traces], 24, a.max_steps)
+        base = train.spread_val_episodes([t.n for t in u.traces], train.Args().eval_episodes, a.max_steps)
         episodes = train.low_soc_val_episodes(base, a.low_soc, u.params.reserve_soc)
     else:
         short = [n.removeprefix("gen-") for n in names]
