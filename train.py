@@ -159,6 +159,12 @@ class Args:
     """with --bc-expert: weight of a KL(imitated policy || policy) penalty in the RL loss (agents.clone_kl), so
     that RL moves away from the imitated rule only where the advantage pays for it; 0: plain MaskablePPO.
     maskable_ppo only"""
+    shape_energy: float = 0.0
+    """potential-based reward shaping by the battery's energy deficit (agents.shaping): while the charge above the
+    reserve falls short of what the full model would draw on the trace's demand until the episode ends, every
+    joule saved earns this multiple of the profile's cheapest quality-for-energy exchange rate at once, instead of
+    300-600 steps later when the shield would force the smallest configuration. Policy-invariant (Ng et al. 1999):
+    it only moves credit; episode returns, val and every score stay unshaped. 0: off"""
     workers: int = 1
     """Ray workers for the expert-labelled episodes of --bc-expert and DAgger (1: this process, Ray is not
     imported; > 1 needs pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same demonstrations either way"""
@@ -262,6 +268,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "bc_lr": positive_float,
     "bc_explore": float_in(0.0, 0.99),
     "clone_kl": nonneg_float,
+    "shape_energy": nonneg_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
     "speed_sigma": nonneg_float,
@@ -456,9 +463,9 @@ def fixed_eval_callback(base_cls, eval_env, **kwargs):
 class WattwiseLogger(BaseCallback):
     """TensorBoard: reward terms, violations, quality, energy, SPS, λ; a tqdm progress bar."""
 
-    def __init__(self, total: int, lagrangian: LagrangianCost | None, args: Args, progress: bool):
+    def __init__(self, total: int, lagrangian: LagrangianCost | None, args: Args, progress: bool, shaping=None):
         super().__init__()
-        self.total, self.lag, self.args = total, lagrangian, args
+        self.total, self.lag, self.args, self.shaping = total, lagrangian, args, shaping
         self.bar = tqdm(total=total, unit="step", desc="train", disable=not progress)
         self.sums: dict[str, float] = {}
         self.n = 0
@@ -493,6 +500,10 @@ class WattwiseLogger(BaseCallback):
                 self.logger.record(k, v / self.n)
         self.logger.record("charts/quality_per_token", self.sums["_q"] / max(self.sums["_served"], 1e-9))
         self.logger.record("charts/SPS", int(self.num_timesteps / (time.time() - self.t0)))
+        if self.shaping is not None:  # agents.shaping: mean |gamma Phi' - Phi| per env step of this rollout
+            sh = self.shaping
+            self.logger.record("charts/shaping_abs_mean", sh.shaping_sum / max(sh.shaping_n, 1))
+            sh.shaping_sum, sh.shaping_n = 0.0, 0
         if self.lag is not None:
             mean_cost = self.lag.cost_sum / max(self.lag.cost_n, 1)
             self.lag.lam = max(0.0, self.lag.lam + self.args.lagrange_lr * (mean_cost - self.args.cost_limit))
@@ -853,6 +864,13 @@ def main(args: Args) -> Path:
         train_env = VecMonitor(FactorisedVecEnv(venv))
     else:
         train_env = VecMonitor(venv)
+    shaping = None
+    if args.shape_energy > 0:  # outside VecMonitor: the logged episode returns stay the env's own
+        from agents.shaping import EnergyDeficitShaping
+
+        train_env = shaping = EnergyDeficitShaping(train_env, args.shape_energy, hp.get("gamma", 0.99))
+        print(f"reward shaping (--shape-energy {args.shape_energy:g}): {shaping.price_per_j:.3g} reward per J saved "
+              f"in a deficit ({args.shape_energy:g} x the profile's {shaping.kappa:.3g})")
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 
@@ -878,7 +896,8 @@ def main(args: Args) -> Path:
     # gives env i the i-th share of the episodes, val_shares splits them the same way)
     eval_inner = VecMonitor(DummyVecEnv([lambda e=e, idx=idx: FixedEpisodes(e, [val_episodes[j] for j in idx])
                                          for e, idx in zip(val_envs, shares)]))
-    for _ in range((lag is not None) + factorised):  # same wrapper depth as training: VecNormalize stats sync
+    # same wrapper depth as training: VecNormalize stats sync
+    for _ in range((lag is not None) + factorised + (shaping is not None)):
         eval_inner = PassThrough(eval_inner)
     eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 
@@ -887,7 +906,7 @@ def main(args: Args) -> Path:
     run = exclusive_dir(args.runs_dir, run_name)
     try:
         return _train(args, run, hp, n_envs, total, norm_obs, env_kwargs, ref_env, train_env, lag, val_episodes,
-                      eval_env)
+                      eval_env, shaping)
     except BaseException:
         _remove_if_empty(run)
         raise
@@ -895,7 +914,7 @@ def main(args: Args) -> Path:
 
 def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: bool, env_kwargs: dict,
            ref_env: MicroLLMPowerEnv, train_env: VecNormalize, lag: LagrangianCost | None, val_episodes: list[dict],
-           eval_env: VecNormalize) -> Path:
+           eval_env: VecNormalize, shaping=None) -> Path:
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"), clone_kl=args.clone_kl)
@@ -905,7 +924,7 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
                                   eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
                                   deterministic=True, verbose=0, callback_on_new_best=keep_best)
     callbacks = CallbackList([
-        WattwiseLogger(total, lag, args, args.progress),
+        WattwiseLogger(total, lag, args, args.progress, shaping),
         eval_cb,
         CheckpointCallback(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
                            name_prefix="model", save_vecnormalize=False),
