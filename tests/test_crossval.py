@@ -75,6 +75,25 @@ def test_the_summary_takes_the_worst_fold_and_checks_every_heuristic_in_every_fo
     assert s["rl_minus_warm_start"] == pytest.approx(0.0)
     assert s["targets"] == {"mean>=0.95": False, "worst_fold>=0.93": False,
                             "above every heuristic in every fold": False, "no death the oracle avoids": False}
+    assert not s["partial"] and summarise(folds, [1, 2], k=2)["targets"]
+    part = summarise(folds, [1, 2], k=4)  # two of four folds (--folds, or an unfinished run): nothing is judged
+    assert part["partial"] and part["targets"] == {} and part["mean"] == pytest.approx(0.93)
+
+
+def test_folds_option_plans_only_those_folds_and_refuses_bad_ones(tmp_path, capsys):
+    import argparse
+
+    from agents.crossval import main, plan
+
+    a = argparse.Namespace(out=str(tmp_path), k=4, folds=[1], seeds=[1, 2], total_timesteps=1e3, learning_rate=3e-5,
+                           recipe="dagger+ppo", expert="oracle", oracle_grid="51,13,5", dagger_episodes=2,
+                           bc_episodes=2, max_steps=10)
+    names = [j.name for j in plan(a, [])]
+    assert names == ["train fold 1 seed 1", "train fold 1 seed 2", "evaluate fold 1"]
+    for bad in ("4", "1,1", "x", "-1"):
+        with pytest.raises(SystemExit):
+            main(["--traces", str(tmp_path), "--out", str(tmp_path / "o"), "--folds", bad, "--report-only"])
+        assert "--folds" in capsys.readouterr().err
 
 
 def test_the_expert_option_reaches_every_training_job(tmp_path):
@@ -82,9 +101,9 @@ def test_the_expert_option_reaches_every_training_job(tmp_path):
 
     from agents.crossval import plan
 
-    a = argparse.Namespace(out=str(tmp_path), k=3, seeds=[1, 2], total_timesteps=1e3, learning_rate=3e-5,
-                           recipe="dagger+ppo", expert="oracle-masked", oracle_grid="51,13,5", dagger_episodes=2,
-                           bc_episodes=2, max_steps=10)
+    a = argparse.Namespace(out=str(tmp_path), k=3, folds=[0, 1, 2], seeds=[1, 2], total_timesteps=1e3,
+                           learning_rate=3e-5, recipe="dagger+ppo", expert="oracle-masked", oracle_grid="51,13,5",
+                           dagger_episodes=2, bc_episodes=2, max_steps=10)
     trains = [j for j in plan(a, []) if j.name.startswith("train")]
     assert len(trains) == 6
     for j in trains:
