@@ -164,7 +164,12 @@ class Args:
     reserve falls short of what the full model would draw on the trace's demand until the episode ends, every
     joule saved earns this multiple of the profile's cheapest quality-for-energy exchange rate at once, instead of
     300-600 steps later when the shield would force the smallest configuration. Policy-invariant (Ng et al. 1999):
-    it only moves credit; episode returns, val and every score stay unshaped. 0: off"""
+    it only moves credit; episode returns, val and every score stay unshaped. With --shape-potential dual, the
+    multiple of the dual potential instead (1: the value the energy constraint costs). 0: off"""
+    shape_potential: str = "deficit"
+    """the potential of --shape-energy (agents.shaping): deficit (one constant price per joule while the full model
+    cannot run to the end) or dual (the Lagrangian dual of the remaining energy budget: a price per state, high where
+    the battery barely covers the smallest configuration)"""
     workers: int = 1
     """Ray workers for the expert-labelled episodes of --bc-expert and DAgger (1: this process, Ray is not
     imported; > 1 needs pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same demonstrations either way"""
@@ -234,6 +239,8 @@ class Args:
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
         if self.action_head not in ("auto", "flat", "factorised"):
             raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat or factorised")
+        if self.shape_potential not in ("deficit", "dual"):  # agents.shaping.POTENTIALS (not imported here: torch-free)
+            raise ValueError(f"argument --shape-potential: {self.shape_potential!r}; choose deficit or dual")
         if self.bc_expert == "none":
             self.bc_expert = ""
         if self.action_head == "auto":  # resolved here, so the run folder records the head it trained
@@ -868,9 +875,12 @@ def main(args: Args) -> Path:
     if args.shape_energy > 0:  # outside VecMonitor: the logged episode returns stay the env's own
         from agents.shaping import EnergyDeficitShaping
 
-        train_env = shaping = EnergyDeficitShaping(train_env, args.shape_energy, hp.get("gamma", 0.99))
-        print(f"reward shaping (--shape-energy {args.shape_energy:g}): {shaping.price_per_j:.3g} reward per J saved "
-              f"in a deficit ({args.shape_energy:g} x the profile's {shaping.kappa:.3g})")
+        train_env = shaping = EnergyDeficitShaping(train_env, args.shape_energy, hp.get("gamma", 0.99),
+                                                   potential=args.shape_potential)
+        print(f"reward shaping (--shape-energy {args.shape_energy:g}, potential {args.shape_potential}): "
+              + (f"{shaping.price_per_j:.3g} reward per J saved in a deficit ({args.shape_energy:g} x the profile's "
+                 f"{shaping.kappa:.3g})" if args.shape_potential == "deficit" else
+                 f"{args.shape_energy:g} x the dual value of the remaining energy budget"))
     lag = LagrangianCost(train_env) if args.lagrangian else None
     train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
 

@@ -17,6 +17,22 @@ How. Ng, Harada & Russell (1999): adding ``F = gamma * Phi(s') - Phi(s)`` to the
   of the supply: the sum over the episode's remaining rows of ``(min(demand, tps_full) * ept_full + base + idle
   - supply) * dt`` (prefix sums over the trace rows; charge efficiency and a full battery ignored).
 
+``--shape-potential dual`` (a price per state instead of one constant): the value the energy constraint costs,
+from the Lagrangian dual of "maximise the remaining quality reward subject to the remaining energy":
+
+    Phi(s) = scale * min over lambda in LAMBDAS of  sum over the remaining rows of h_lambda(row) + lambda * avail_j
+    h_lambda(row) = max_j (r_j - lambda * E_j) - max_j r_j - lambda * (idle + base - supply) * dt
+
+with ``r_j = q_j * min(demand, tps_j) / TOK_SCALE`` and ``E_j = min(demand, tps_j) * dt * ept_j`` the reward and
+energy of configuration j serving the row's demand (device configurations that fit the trace's device; queueing,
+heat and switching ignored). lambda = 0 gives 0, so Phi <= 0 and is 0 wherever the remaining energy lets every
+row run its best configuration; where it does not, the minimising lambda is that state's shadow price of a joule,
+``avail_j`` is the energy above the reserve, as for the deficit (below it the shield forces the smallest
+configuration, which is what saving avoids; deadline-00 is only tight against the reserve). The price is high where
+the battery barely covers the smallest configuration (a phone session that starts at 15 %) and low
+where int8 for a while suffices (deadline-00). Precomputed per trace as prefix sums over ``LAMBDAS`` (float32,
+restarting at each trace so that the sums stay small); a step reads two rows per env.
+
 The potential reads the trace's future (privileged information). That is allowed: it only shapes training
 rewards, the policy never sees it, and the env, the val split and every score use the unshaped reward.
 
@@ -33,7 +49,14 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from runtime.dynamics import TOK_SCALE
 
-__all__ = ["EnergyDeficitShaping", "quality_per_joule"]
+__all__ = ["LAMBDAS", "POTENTIALS", "EnergyDeficitShaping", "dual_prefix_sums", "quality_per_joule"]
+
+#: the potentials of ``train.py --shape-potential``
+POTENTIALS = ("deficit", "dual")
+#: the dual potential's grid of energy prices, reward per J: 0, then log-spaced up to 0.02 (a shortfall of 2.5 kJ below
+#: what the smallest configuration needs, about a phone battery's last 5 %, then costs about the death weight, 50;
+#: a higher cap makes the potential of a hopeless episode, e.g. a solar node at night, hundreds of rewards deep)
+LAMBDAS = np.concatenate([[0.0], np.geomspace(3e-5, 0.02, 15)])
 
 
 def quality_per_joule(quality: np.ndarray, ept_j: np.ndarray, full: int, dt: float) -> float:
@@ -48,17 +71,42 @@ def quality_per_joule(quality: np.ndarray, ept_j: np.ndarray, full: int, dt: flo
     return float(max(0.0, rate.min()))
 
 
+def dual_prefix_sums(env, lambdas: np.ndarray = LAMBDAS) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, H)`` of the dual potential for a ``BatchedPowerEnv``'s traces: ``H[offsets[k] + i, l]`` is the sum
+    of ``h_lambda_l`` over rows ``0..i-1`` of trace ``k`` (``n_k + 1`` entries per trace, float32)."""
+    c, tr, dt = env.costs, env.tr, env.dt
+    dev = np.flatnonzero(np.asarray(c.offload) == 0)  # configurations that run on the device
+    lam = np.asarray(lambdas, float)
+    offsets = np.concatenate([[0], np.cumsum(tr.n + 1)[:-1]]).astype(np.int64)
+    out = np.zeros((int((tr.n + 1).sum()), len(lam)), np.float32)
+    for k, n in enumerate(tr.n):
+        ok = dev[env._fits[k][dev]]  # the ones that fit this trace's device
+        d = np.nan_to_num(tr.demand[k, :n])[:, None]
+        served = np.minimum(d, c.tps[ok][None, :])  # tok/s, (n, configs)
+        r = c.quality[ok][None, :] * served / TOK_SCALE
+        e = served * dt * c.ept_j[ok][None, :]
+        rest_j = (tr.idle[k] + np.nan_to_num(tr.base[k, :n]) - np.nan_to_num(tr.supply[k, :n])) * dt
+        h = np.empty((n, len(lam)))
+        r_max = r.max(axis=1)
+        for li, x in enumerate(lam):
+            h[:, li] = (r - x * e).max(axis=1) - r_max - x * rest_j
+        out[offsets[k] + 1: offsets[k] + n + 1] = np.cumsum(h, axis=0)
+    return offsets, out
+
+
 class EnergyDeficitShaping(VecEnvWrapper):
-    """``r <- r + gamma * Phi(s') - Phi(s)`` with the energy-deficit potential of the module docstring.
+    """``r <- r + gamma * Phi(s') - Phi(s)`` with the energy-deficit (default) or dual potential of the module
+    docstring.
 
     Args:
         venv: A vec env whose ``unwrapped`` is an ``envs.batched.BatchedPowerEnv`` (it reads the batch's state:
             row, step, charge, capacity); wrap it outside ``VecMonitor`` so that episode returns stay unshaped.
-        scale: ``K``, the multiple of the profile's ``kappa`` (> 0).
+        scale: ``K``, the multiple of the profile's ``kappa`` (deficit) or of the dual value (dual); > 0.
         gamma: The agent's discount factor (the shaping is policy-invariant for this gamma).
+        potential: ``"deficit"`` or ``"dual"`` (``POTENTIALS``).
     """
 
-    def __init__(self, venv, scale: float, gamma: float):
+    def __init__(self, venv, scale: float, gamma: float, potential: str = "deficit"):
         super().__init__(venv)
         from envs.batched import BatchedPowerEnv  # lazy: keeps this module importable without the env's imports
 
@@ -69,6 +117,9 @@ class EnergyDeficitShaping(VecEnvWrapper):
             raise ValueError(f"the shaping scale must be a finite number > 0, got {scale!r}")
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        if potential not in POTENTIALS:
+            raise ValueError(f"potential must be one of {', '.join(POTENTIALS)}, got {potential!r}")
+        self.kind, self.scale = potential, float(scale)
         self.env, self.gamma = env, float(gamma)
         c, full, tr = env.costs, env.ref.full_config, env.tr
         self.kappa = quality_per_joule(c.quality, c.ept_j, full, env.dt)
@@ -76,18 +127,40 @@ class EnergyDeficitShaping(VecEnvWrapper):
         f = {k: np.nan_to_num(tr.flat[k]) for k in ("demand", "supply", "base")}  # padding rows: 0
         need_w = np.minimum(f["demand"], c.tps[full]) * c.ept_j[full] + f["base"] - f["supply"]
         self._cum_j = np.concatenate([[0.0], np.cumsum(need_w * env.dt)])  # exclusive prefix sums over flat rows
+        if potential == "dual":
+            self._lam = LAMBDAS
+            self._off, self._h = dual_prefix_sums(env, LAMBDAS)
         self._phi = np.zeros(env.num_envs)
         self.shaping_sum, self.shaping_n = 0.0, 0  # for the run's log: mean |F| per step
+
+    def _rows_left(self) -> np.ndarray:
+        e = self.env
+        return np.maximum(np.minimum(e.n_rows - e.i, e.max_steps - e.t), 0)  # rows left, this one included
+
+    def _avail_j(self) -> np.ndarray:
+        e = self.env
+        return (e.soc - e.params.reserve_soc) * e.plant.capacity_j
 
     def deficit_j(self) -> np.ndarray:
         """(n_envs,) energy the full model would lack until each episode ends, J (0 where it would not)."""
         e = self.env
-        rem = np.maximum(np.minimum(e.n_rows - e.i, e.max_steps - e.t), 0)  # rows left, this one included
+        rem = self._rows_left()
         need = self._cum_j[e.fi + rem] - self._cum_j[e.fi] + e.plant.idle_power_w * rem * e.dt
-        avail = (e.soc - e.params.reserve_soc) * e.plant.capacity_j
-        return np.maximum(0.0, need - avail)
+        return np.maximum(0.0, need - self._avail_j())
+
+    def dual_value(self) -> np.ndarray:
+        """(n_envs,) the dual potential before ``scale``: what the energy constraint costs the rest of the episode
+        (<= 0), and the minimising price per env (reward per J)."""
+        e = self.env
+        a = self._off[e.k] + e.i
+        h = self._h[a + self._rows_left()].astype(float) - self._h[a]  # (n_envs, lambdas)
+        v = h + self._lam[None, :] * self._avail_j()[:, None]
+        best = v.argmin(axis=1)
+        return v[np.arange(len(best)), best], self._lam[best]
 
     def potential(self) -> np.ndarray:
+        if self.kind == "dual":
+            return self.scale * self.dual_value()[0]
         return -self.price_per_j * self.deficit_j()
 
     def reset(self):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import VecMonitor
 
-from agents.shaping import EnergyDeficitShaping, quality_per_joule
+from agents.shaping import LAMBDAS, EnergyDeficitShaping, dual_prefix_sums, quality_per_joule
+from runtime.dynamics import TOK_SCALE
 from envs.batched import BatchedPowerEnv
 from runtime.dynamics import EnvParams
 
@@ -70,11 +71,12 @@ def test_no_deficit_no_shaping():
         np.testing.assert_array_equal(r_a, r_b)
 
 
-def test_the_shaping_telescopes_over_an_episode_and_the_monitor_keeps_the_env_return():
+@pytest.mark.parametrize("potential", ["deficit", "dual"])
+def test_the_shaping_telescopes_over_an_episode_and_the_monitor_keeps_the_env_return(potential):
     """With gamma 1 the shaped return is the env's return minus Phi(s0) (Phi of the end is 0: policy-invariant),
     and VecMonitor underneath logs the env's own return."""
     env = BatchedPowerEnv(n_envs=1, seed=1, params=EnvParams(max_episode_steps=40))
-    sh = EnergyDeficitShaping(VecMonitor(env), scale=4.0, gamma=1.0)
+    sh = EnergyDeficitShaping(VecMonitor(env), scale=4.0, gamma=1.0, potential=potential)
     sh.reset()
     _low_battery(env, 0)
     phi0 = float(sh.potential()[0])
@@ -94,12 +96,47 @@ def test_the_shaping_telescopes_over_an_episode_and_the_monitor_keeps_the_env_re
     assert info["episode"]["r"] == pytest.approx(raw_sum, rel=1e-4, abs=1e-4)
 
 
+def test_dual_prefix_sums_are_the_per_row_dual_terms():
+    env = BatchedPowerEnv(n_envs=1, seed=0)
+    off, H = dual_prefix_sums(env)
+    tr, c, dt = env.tr, env.costs, env.dt
+    assert H.shape == (int((tr.n + 1).sum()), len(LAMBDAS)) and not H[:, 0].any()  # lambda 0: no cost at all
+    k, i, li = 1, 5, 7
+    d = tr.demand[k, i]
+    served = np.minimum(d, c.tps)
+    r, e = c.quality * served / TOK_SCALE, served * dt * c.ept_j
+    lam = LAMBDAS[li]
+    h = (r - lam * e).max() - r.max() - lam * (tr.idle[k] + tr.base[k, i] - tr.supply[k, i]) * dt
+    assert H[off[k] + i + 1, li] - H[off[k] + i, li] == pytest.approx(h, rel=1e-4, abs=1e-5)
+
+
+def test_the_dual_potential_prices_a_joule_only_where_the_battery_is_short():
+    env = BatchedPowerEnv(n_envs=2, seed=0)
+    sh = EnergyDeficitShaping(env, scale=1.0, gamma=0.99, potential="dual")
+    sh.reset()
+    full, cheap = env.ref.full_config, int(np.argmin(env.costs.ept_j))
+    env.reset_env(0, 0, 0, soc=1.0)
+    env.plant.capacity_j[0] *= 100.0  # plenty: every row can run its best configuration
+    _low_battery(env, 1)
+    value, price = sh.dual_value()
+    assert value[0] == 0.0 and price[0] == 0.0
+    assert value[1] < 0.0 and price[1] > 0.0
+    for j, cfg in ((0, full), (1, cheap)):  # from the same short state: the cheap step is shaped up, the full one not
+        _low_battery(env, j, config=cfg)
+    sh._phi = sh.potential()
+    _, shaped, _, _ = sh.step(np.array([full, cheap]))
+    bonus = shaped - env.last.reward
+    assert bonus[1] > bonus[0]
+
+
 def test_bad_arguments_are_refused():
     env = BatchedPowerEnv(n_envs=1, seed=0)
     with pytest.raises(ValueError, match="> 0"):
         EnergyDeficitShaping(env, scale=0.0, gamma=0.99)
     with pytest.raises(ValueError, match="gamma"):
         EnergyDeficitShaping(env, scale=1.0, gamma=1.5)
+    with pytest.raises(ValueError, match="deficit, dual"):
+        EnergyDeficitShaping(env, scale=1.0, gamma=0.99, potential="nope")
     with pytest.raises(TypeError, match="BatchedPowerEnv"):
         EnergyDeficitShaping(VecMonitor(_dummy()), scale=1.0, gamma=0.99)
 
@@ -118,8 +155,10 @@ def test_train_records_the_shaping_and_logs_it(tmp_path):
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     run = train.main(train.Args(profile=str(prof), total_timesteps=512, n_envs=4, runs_dir=str(tmp_path / "runs"),
                                 final_eval=False, progress=False, eval_freq=256, eval_episodes=2,
-                                low_soc_frac=1.0, env=EnvParams(max_episode_steps=24), shape_energy=2.0))
-    assert json.loads((run / "config.json").read_text())["args"]["shape_energy"] == 2.0
+                                low_soc_frac=1.0, env=EnvParams(max_episode_steps=24), shape_energy=2.0,
+                                shape_potential="dual"))
+    args = json.loads((run / "config.json").read_text())["args"]
+    assert args["shape_energy"] == 2.0 and args["shape_potential"] == "dual"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tb = EventAccumulator(str(next((run / "tb").iterdir())))
