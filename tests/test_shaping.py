@@ -9,9 +9,8 @@ import pytest
 from stable_baselines3.common.vec_env import VecMonitor
 
 from agents.shaping import LAMBDAS, EnergyDeficitShaping, dual_prefix_sums, quality_per_joule
-from runtime.dynamics import TOK_SCALE
 from envs.batched import BatchedPowerEnv
-from runtime.dynamics import EnvParams
+from runtime.dynamics import TOK_SCALE, EnvParams
 
 
 def test_quality_per_joule_is_the_cheapest_exchange_from_the_full_configuration():
