@@ -873,9 +873,9 @@ def main(args: Args) -> Path:
         train_env = VecMonitor(venv)
     shaping = None
     if args.shape_energy > 0:  # outside VecMonitor: the logged episode returns stay the env's own
-        from agents.shaping import EnergyDeficitShaping
+        from agents.shaping import EnergyShaping
 
-        train_env = shaping = EnergyDeficitShaping(train_env, args.shape_energy, hp.get("gamma", 0.99),
+        train_env = shaping = EnergyShaping(train_env, args.shape_energy, hp.get("gamma", 0.99),
                                                    potential=args.shape_potential)
         print(f"reward shaping (--shape-energy {args.shape_energy:g}, potential {args.shape_potential}): "
               + (f"{shaping.price_per_j:.3g} reward per J saved in a deficit ({args.shape_energy:g} x the profile's "

@@ -49,7 +49,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from runtime.dynamics import TOK_SCALE
 
-__all__ = ["LAMBDAS", "POTENTIALS", "EnergyDeficitShaping", "dual_prefix_sums", "quality_per_joule"]
+__all__ = ["LAMBDAS", "POTENTIALS", "EnergyShaping", "dual_prefix_sums", "quality_per_joule"]
 
 #: the potentials of ``train.py --shape-potential``
 POTENTIALS = ("deficit", "dual")
@@ -94,7 +94,7 @@ def dual_prefix_sums(env, lambdas: np.ndarray = LAMBDAS) -> tuple[np.ndarray, np
     return offsets, out
 
 
-class EnergyDeficitShaping(VecEnvWrapper):
+class EnergyShaping(VecEnvWrapper):
     """``r <- r + gamma * Phi(s') - Phi(s)`` with the energy-deficit (default) or dual potential of the module
     docstring.
 
@@ -112,7 +112,7 @@ class EnergyDeficitShaping(VecEnvWrapper):
 
         env = venv.unwrapped
         if not isinstance(env, BatchedPowerEnv):
-            raise TypeError(f"EnergyDeficitShaping needs a BatchedPowerEnv underneath, got {type(env).__name__}")
+            raise TypeError(f"EnergyShaping needs a BatchedPowerEnv underneath, got {type(env).__name__}")
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"the shaping scale must be a finite number > 0, got {scale!r}")
         if not 0.0 < gamma <= 1.0:
@@ -148,9 +148,9 @@ class EnergyDeficitShaping(VecEnvWrapper):
         need = self._cum_j[e.fi + rem] - self._cum_j[e.fi] + e.plant.idle_power_w * rem * e.dt
         return np.maximum(0.0, need - self._avail_j())
 
-    def dual_value(self) -> np.ndarray:
-        """(n_envs,) the dual potential before ``scale``: what the energy constraint costs the rest of the episode
-        (<= 0), and the minimising price per env (reward per J)."""
+    def dual_value(self) -> tuple[np.ndarray, np.ndarray]:
+        """Two (n_envs,) arrays: the dual potential before ``scale`` (what the energy constraint costs the rest of
+        the episode, <= 0) and the minimising price per env (reward per J)."""
         e = self.env
         a = self._off[e.k] + e.i
         h = self._h[a + self._rows_left()].astype(float) - self._h[a]  # (n_envs, lambdas)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import VecMonitor
 
-from agents.shaping import LAMBDAS, EnergyDeficitShaping, dual_prefix_sums, quality_per_joule
+from agents.shaping import LAMBDAS, EnergyShaping, dual_prefix_sums, quality_per_joule
 from envs.batched import BatchedPowerEnv
 from runtime.dynamics import TOK_SCALE, EnvParams
 
@@ -32,7 +32,7 @@ def _low_battery(env: BatchedPowerEnv, j: int, soc: float = 0.2, capacity_scale:
 
 def test_a_cheaper_step_in_a_deficit_earns_the_price_of_the_energy_it_saved():
     env = BatchedPowerEnv(n_envs=2, seed=0)
-    sh = EnergyDeficitShaping(env, scale=3.0, gamma=0.99)
+    sh = EnergyShaping(env, scale=3.0, gamma=0.99)
     sh.reset()
     full = env.ref.full_config
     cheap = int(np.argmin(env.costs.ept_j))
@@ -55,7 +55,7 @@ def test_a_cheaper_step_in_a_deficit_earns_the_price_of_the_energy_it_saved():
 def test_no_deficit_no_shaping():
     """A full battery that can run the full model to the end: the shaped reward is the env's, step for step."""
     a, b = BatchedPowerEnv(n_envs=4, seed=3), BatchedPowerEnv(n_envs=4, seed=3)
-    sh = EnergyDeficitShaping(b, scale=5.0, gamma=0.99)
+    sh = EnergyShaping(b, scale=5.0, gamma=0.99)
     a.reset(), sh.reset()
     for j in range(4):
         for env in (a, b):
@@ -75,7 +75,7 @@ def test_the_shaping_telescopes_over_an_episode_and_the_monitor_keeps_the_env_re
     """With gamma 1 the shaped return is the env's return minus Phi(s0) (Phi of the end is 0: policy-invariant),
     and VecMonitor underneath logs the env's own return."""
     env = BatchedPowerEnv(n_envs=1, seed=1, params=EnvParams(max_episode_steps=40))
-    sh = EnergyDeficitShaping(VecMonitor(env), scale=4.0, gamma=1.0, potential=potential)
+    sh = EnergyShaping(VecMonitor(env), scale=4.0, gamma=1.0, potential=potential)
     sh.reset()
     _low_battery(env, 0)
     phi0 = float(sh.potential()[0])
@@ -111,7 +111,7 @@ def test_dual_prefix_sums_are_the_per_row_dual_terms():
 
 def test_the_dual_potential_prices_a_joule_only_where_the_battery_is_short():
     env = BatchedPowerEnv(n_envs=2, seed=0)
-    sh = EnergyDeficitShaping(env, scale=1.0, gamma=0.99, potential="dual")
+    sh = EnergyShaping(env, scale=1.0, gamma=0.99, potential="dual")
     sh.reset()
     full, cheap = env.ref.full_config, int(np.argmin(env.costs.ept_j))
     env.reset_env(0, 0, 0, soc=1.0)
@@ -131,13 +131,13 @@ def test_the_dual_potential_prices_a_joule_only_where_the_battery_is_short():
 def test_bad_arguments_are_refused():
     env = BatchedPowerEnv(n_envs=1, seed=0)
     with pytest.raises(ValueError, match="> 0"):
-        EnergyDeficitShaping(env, scale=0.0, gamma=0.99)
+        EnergyShaping(env, scale=0.0, gamma=0.99)
     with pytest.raises(ValueError, match="gamma"):
-        EnergyDeficitShaping(env, scale=1.0, gamma=1.5)
+        EnergyShaping(env, scale=1.0, gamma=1.5)
     with pytest.raises(ValueError, match="deficit, dual"):
-        EnergyDeficitShaping(env, scale=1.0, gamma=0.99, potential="nope")
+        EnergyShaping(env, scale=1.0, gamma=0.99, potential="nope")
     with pytest.raises(TypeError, match="BatchedPowerEnv"):
-        EnergyDeficitShaping(VecMonitor(_dummy()), scale=1.0, gamma=0.99)
+        EnergyShaping(VecMonitor(_dummy()), scale=1.0, gamma=0.99)
 
 
 def _dummy():
