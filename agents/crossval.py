@@ -372,12 +372,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         ap.error(f"argument --seeds: {a.seeds!r}; allowed: comma-separated whole numbers >= 0, e.g. 1,2,3")
+    folds_text = a.folds
     try:
         a.folds = [int(s) for s in a.folds.split(",") if s.strip()] if a.folds.strip() else list(range(a.k))
         if not a.folds or min(a.folds) < 0 or max(a.folds) >= a.k or len(set(a.folds)) < len(a.folds):
             raise ValueError
     except ValueError:
-        ap.error(f"argument --folds: {a.folds!r}; allowed: distinct whole numbers 0..{a.k - 1} (k = {a.k}), "
+        ap.error(f"argument --folds: {folds_text!r}; allowed: distinct whole numbers 0..{a.k - 1} (k = {a.k}), "
                  "comma-separated, e.g. 1 or 0,2")
     try:
         _oracle_grid(a.oracle_grid)
