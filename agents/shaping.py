@@ -71,27 +71,48 @@ def quality_per_joule(quality: np.ndarray, ept_j: np.ndarray, full: int, dt: flo
     return float(max(0.0, rate.min()))
 
 
+def _trace_prefix_sums(tr, row_terms, width: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, S)``: ``S[offsets[k] + i]`` is the sum of ``row_terms(k, n_k)`` (an ``(n_k, width)`` array) over
+    rows ``0..i-1`` of trace ``k`` (``n_k + 1`` entries per trace, restarting at each trace so the sums stay small)."""
+    offsets = np.concatenate([[0], np.cumsum(tr.n + 1)[:-1]]).astype(np.int64)
+    out = np.zeros((int((tr.n + 1).sum()), width), dtype)
+    for k, n in enumerate(tr.n):
+        out[offsets[k] + 1: offsets[k] + n + 1] = np.cumsum(row_terms(k, n), axis=0)
+    return offsets, out
+
+
 def dual_prefix_sums(env, lambdas: np.ndarray = LAMBDAS) -> tuple[np.ndarray, np.ndarray]:
     """``(offsets, H)`` of the dual potential for a ``BatchedPowerEnv``'s traces: ``H[offsets[k] + i, l]`` is the sum
     of ``h_lambda_l`` over rows ``0..i-1`` of trace ``k`` (``n_k + 1`` entries per trace, float32)."""
     c, tr, dt = env.costs, env.tr, env.dt
     dev = np.flatnonzero(np.asarray(c.offload) == 0)  # configurations that run on the device
     lam = np.asarray(lambdas, float)
-    offsets = np.concatenate([[0], np.cumsum(tr.n + 1)[:-1]]).astype(np.int64)
-    out = np.zeros((int((tr.n + 1).sum()), len(lam)), np.float32)
-    for k, n in enumerate(tr.n):
+
+    def terms(k: int, n: int) -> np.ndarray:
         ok = dev[env._fits[k][dev]]  # the ones that fit this trace's device
         d = np.nan_to_num(tr.demand[k, :n])[:, None]
         served = np.minimum(d, c.tps[ok][None, :])  # tok/s, (n, configs)
         r = c.quality[ok][None, :] * served / TOK_SCALE
         e = served * dt * c.ept_j[ok][None, :]
         rest_j = (tr.idle[k] + np.nan_to_num(tr.base[k, :n]) - np.nan_to_num(tr.supply[k, :n])) * dt
-        h = np.empty((n, len(lam)))
         r_max = r.max(axis=1)
-        for li, x in enumerate(lam):
-            h[:, li] = (r - x * e).max(axis=1) - r_max - x * rest_j
-        out[offsets[k] + 1: offsets[k] + n + 1] = np.cumsum(h, axis=0)
-    return offsets, out
+        return np.stack([(r - x * e).max(axis=1) - r_max - x * rest_j for x in lam], axis=1)
+
+    return _trace_prefix_sums(tr, terms, len(lam), np.float32)
+
+
+def deficit_prefix_sums(env) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, N)``: ``N[offsets[k] + i, 0]`` is what the full configuration would draw on trace ``k``'s demand,
+    net of the supply and the other load, over rows ``0..i-1``, J (float64; the device's idle power is added per
+    env)."""
+    c, tr, full = env.costs, env.tr, env.ref.full_config
+
+    def terms(k: int, n: int) -> np.ndarray:
+        need_w = (np.minimum(np.nan_to_num(tr.demand[k, :n]), c.tps[full]) * c.ept_j[full]
+                  + np.nan_to_num(tr.base[k, :n]) - np.nan_to_num(tr.supply[k, :n]))
+        return (need_w * env.dt)[:, None]
+
+    return _trace_prefix_sums(tr, terms, 1, np.float64)
 
 
 class EnergyShaping(VecEnvWrapper):
@@ -121,15 +142,15 @@ class EnergyShaping(VecEnvWrapper):
             raise ValueError(f"potential must be one of {', '.join(POTENTIALS)}, got {potential!r}")
         self.kind, self.scale = potential, float(scale)
         self.env, self.gamma = env, float(gamma)
-        c, full, tr = env.costs, env.ref.full_config, env.tr
+        c, full = env.costs, env.ref.full_config
         self.kappa = quality_per_joule(c.quality, c.ept_j, full, env.dt)
         self.price_per_j = float(scale) * self.kappa
-        f = {k: np.nan_to_num(tr.flat[k]) for k in ("demand", "supply", "base")}  # padding rows: 0
-        need_w = np.minimum(f["demand"], c.tps[full]) * c.ept_j[full] + f["base"] - f["supply"]
-        self._cum_j = np.concatenate([[0.0], np.cumsum(need_w * env.dt)])  # exclusive prefix sums over flat rows
+        # one table of per-trace prefix sums, for the potential asked for only (built once, at start-up)
         if potential == "dual":
             self._lam = LAMBDAS
-            self._off, self._h = dual_prefix_sums(env, LAMBDAS)
+            self._off, self._table = dual_prefix_sums(env, LAMBDAS)
+        else:
+            self._off, self._table = deficit_prefix_sums(env)
         self._phi = np.zeros(env.num_envs)
         self.shaping_sum, self.shaping_n = 0.0, 0  # for the run's log: mean |F| per step
 
@@ -137,24 +158,30 @@ class EnergyShaping(VecEnvWrapper):
         e = self.env
         return np.maximum(np.minimum(e.n_rows - e.i, e.max_steps - e.t), 0)  # rows left, this one included
 
+    def _remaining(self) -> np.ndarray:
+        """(n_envs, width): the table's sums over each episode's remaining rows (this one included)."""
+        e = self.env
+        a = self._off[e.k] + e.i
+        return self._table[a + self._rows_left()].astype(float) - self._table[a]
+
     def _avail_j(self) -> np.ndarray:
         e = self.env
         return (e.soc - e.params.reserve_soc) * e.plant.capacity_j
 
     def deficit_j(self) -> np.ndarray:
         """(n_envs,) energy the full model would lack until each episode ends, J (0 where it would not)."""
+        if self.kind != "deficit":
+            raise RuntimeError("deficit_j needs potential='deficit' (this wrapper built the dual's table)")
         e = self.env
-        rem = self._rows_left()
-        need = self._cum_j[e.fi + rem] - self._cum_j[e.fi] + e.plant.idle_power_w * rem * e.dt
+        need = self._remaining()[:, 0] + e.plant.idle_power_w * self._rows_left() * e.dt
         return np.maximum(0.0, need - self._avail_j())
 
     def dual_value(self) -> tuple[np.ndarray, np.ndarray]:
         """Two (n_envs,) arrays: the dual potential before ``scale`` (what the energy constraint costs the rest of
         the episode, <= 0) and the minimising price per env (reward per J)."""
-        e = self.env
-        a = self._off[e.k] + e.i
-        h = self._h[a + self._rows_left()].astype(float) - self._h[a]  # (n_envs, lambdas)
-        v = h + self._lam[None, :] * self._avail_j()[:, None]
+        if self.kind != "dual":
+            raise RuntimeError("dual_value needs potential='dual' (this wrapper built the deficit's table)")
+        v = self._remaining() + self._lam[None, :] * self._avail_j()[:, None]  # (n_envs, lambdas)
         best = v.argmin(axis=1)
         return v[np.arange(len(best)), best], self._lam[best]
 
