@@ -139,6 +139,7 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         raise ExportError(f"{run}/config.json env_params: {exc}") from None
     obs_dim = layers[0][0].shape[1]
     stats = load_vecnormalize(run / "vecnormalize.npz")
+    support = None
     if stats is None:
         mean, var = np.zeros(obs_dim), np.ones(obs_dim)
         norm = {"norm_obs": False, "clip_obs": 10.0, "epsilon": 1e-8}
@@ -146,6 +147,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         mean, var = stats["mean"], stats["var"]
         norm = {"norm_obs": bool(stats["norm_obs"]), "clip_obs": float(stats["clip_obs"]),
                 "epsilon": float(stats["epsilon"])}
+        if "obs_min" in stats:  # train.py --clamp-obs: the range each feature is clipped to first
+            support = (stats["obs_min"], stats["obs_max"])
     if mean.shape != (obs_dim,):
         raise ExportError(f"vecnormalize mean has shape {mean.shape}, the policy takes {obs_dim} inputs")
     # profile: per-configuration costs, exactly as the environment read them (or --profile's)
@@ -209,7 +212,7 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
                                "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes,
                                "quality": costs.quality},
-                              space.feature_matrix())
+                              space.feature_matrix(), obs_support=support)
     summary = {"out": str(out), "sha256": digest, "algo": algo, "activation": activation,
                "layers": [list(w.shape) for w, _ in layers], "n_actions": len(space),
                "knobs": list(space.knob_names),
@@ -292,7 +295,8 @@ def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: 
                               {"energy_j_per_token": costs.ept_j, "power_w": costs.power_w,
                                "decode_tokens_per_s": costs.tps, "device_bytes": costs.device_bytes,
                                "quality": costs.quality},
-                              costs.space.feature_matrix())
+                              costs.space.feature_matrix(),
+                              obs_support=None if pf.obs_min is None else (pf.obs_min, pf.obs_max))
     summary = {"out": str(out), "sha256": digest, "from_policy": str(src), "algo": pf.meta.get("algo"),
                "n_actions": pf.n_actions, "device_kind": pf.meta["mask_rules"]["device_kind"], "profile": str(prof),
                "bytes": Path(out).stat().st_size, "checkpoint_sha256": meta["model"]["checkpoint_sha256"]}

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import envs
 from agents.algos import ALGOS, algo
+from agents.obs_support import SupportVecNormalize
 from agents.run_io import save_run
 from envs.batched import HOT_TRIP_MARGIN_C, LOW_SOC_MAX, BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
@@ -207,6 +208,16 @@ class Args:
     the whole RL step (VecNormalize otherwise updates them with every RL step, so after 250 k steps the imitated
     policy reads shifted inputs and acts differently before any gradient step; measured in docs/agents.md,
     "Normalisation drift after a warm start"); off: they keep updating, as before"""
+    clamp_obs: bool = False
+    """clip each observation feature to the range of the raw values its normalisation statistics were fitted on,
+    before normalising (agents.obs_support): a device unlike any in training (the held-out laptop) reads as the
+    nearest one seen instead of reaching the network at the ±10 σ clip through untrained weights; saved as
+    vecnormalize.npz obs_min / obs_max and exported to the policy file; off: VecNormalize alone, as before"""
+    obs_drop: str = ""
+    """comma-separated observation features the policy never reads: held at 0 before normalising (implies
+    --clamp-obs; the file's obs_min = obs_max = 0 holds them on the device too). With --env.power-cap, e.g.
+    "power_w,affordable_power_w": the power block says the same relative to the device, and the watts that put a
+    laptop 9-11 σ outside every phone are gone from the policy's view (the hand-written rules still read them)"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"
@@ -420,22 +431,44 @@ class KeepBest(BaseCallback):
 
     def _on_step(self) -> bool:
         self.state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
-        r = self.train_env.obs_rms
-        self.rms = (r.mean.copy(), r.var.copy(), r.count)
+        self.rms = _rms_snapshot(self.train_env.obs_rms)
         self.at_step, self.val_return = int(self.model.num_timesteps), float(self.parent.best_mean_reward)
         return True
 
     def take(self, model, train_env: VecNormalize, step: int, val_return: float) -> None:
         """Snapshots ``model`` now (before learning: the imitated policy) as the candidate to beat."""
         self.state = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
-        r = train_env.obs_rms
-        self.rms = (r.mean.copy(), r.var.copy(), r.count)
+        self.rms = _rms_snapshot(train_env.obs_rms)
         self.at_step, self.val_return = int(step), float(val_return)
 
     def restore(self) -> None:
         self.model.policy.load_state_dict(self.state)
         r = self.train_env.obs_rms
-        r.mean, r.var, r.count = self.rms
+        r.mean, r.var, r.count = self.rms[:3]
+        if self.rms[3] is not None:  # --clamp-obs: the support goes with the statistics
+            r.lo, r.hi = self.rms[3:]
+
+
+def obs_drop_mask(obs_drop: str, names: list[str], norm_obs: bool) -> np.ndarray | None:
+    """``--obs-drop``'s features as a (obs_dim,) bool mask over the layout ``names``; None for none. Refuses an
+    unknown name (listing the layout) and a run without observation normalisation (the clamp lives there)."""
+    want = [n.strip() for n in obs_drop.split(",") if n.strip()]
+    if not want:
+        return None
+    unknown = [n for n in want if n not in names]
+    if unknown:
+        raise SystemExit(f"--obs-drop {obs_drop!r}: no feature {', '.join(map(repr, unknown))} in this observation; "
+                         f"it has {', '.join(names)}")
+    if not norm_obs:
+        raise SystemExit("--obs-drop holds features at 0 inside the observation normalisation, which these "
+                         "hyperparameters turn off (normalize: false): turn it on, or drop --obs-drop")
+    return np.isin(np.array(names), want)
+
+
+def _rms_snapshot(r) -> tuple:
+    """Copies of the observation statistics: mean, var, count and (``--clamp-obs``) the support, else None, None."""
+    lo, hi = getattr(r, "lo", None), getattr(r, "hi", None)
+    return (r.mean.copy(), r.var.copy(), r.count, None if lo is None else lo.copy(), None if hi is None else hi.copy())
 
 
 def val_return(model, train_env: VecNormalize, eval_env: VecNormalize, n_episodes: int, masks: bool) -> float:
@@ -753,6 +786,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                        max_steps=args.env.max_episode_steps, progress=args.progress, desc=f"DAgger {r + 1}",
                        workers=args.workers, expert_kwargs=expert_kwargs, randomise=randomise)
         demos = demos.extend(more)
+        if hasattr(train_env.obs_rms, "set_support"):  # --clamp-obs: the range the network is now fitted on
+            train_env.obs_rms.set_support(demos.obs)
         stats = pretrain(model, train_env, demos, **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
     tempered = None
@@ -882,7 +917,10 @@ def main(args: Args) -> Path:
                  f"{shaping.kappa:.3g})" if args.shape_potential == "deficit" else
                  f"{args.shape_energy:g} x the dual value of the remaining energy budget"))
     lag = LagrangianCost(train_env) if args.lagrangian else None
-    train_env = VecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
+    pinned = obs_drop_mask(args.obs_drop, ref_env.layout.names, norm_obs)
+    train_env = SupportVecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew,
+                                    gamma=hp.get("gamma", 0.99), clamp_obs=args.clamp_obs or pinned is not None,
+                                    pinned=pinned)
 
     import traces as T
 
@@ -909,7 +947,7 @@ def main(args: Args) -> Path:
     # same wrapper depth as training: VecNormalize stats sync
     for _ in range((lag is not None) + factorised + (shaping is not None)):
         eval_inner = PassThrough(eval_inner)
-    eval_env = VecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
+    eval_env = SupportVecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 
     # ---- run folder: created exclusively (two runs started in the same second get two folders) ----
     run_name = f"{envs.ENV_ID.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"

@@ -240,6 +240,8 @@ class FrozenRunningMeanStd(RunningMeanStd):
     def __init__(self, rms: RunningMeanStd) -> None:
         super().__init__(shape=np.shape(rms.mean))
         self.mean, self.var, self.count = np.array(rms.mean, np.float64), np.array(rms.var, np.float64), rms.count
+        if hasattr(rms, "lo"):  # agents.obs_support: the support frozen with the statistics
+            self.lo, self.hi = np.array(rms.lo, np.float64), np.array(rms.hi, np.float64)
 
     def update(self, arr: np.ndarray) -> None:  # noqa: ARG002 - frozen on purpose
         return None
@@ -339,6 +341,8 @@ def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
         vecnorm.obs_rms.mean = demos.obs.mean(axis=0).astype(np.float64)
         vecnorm.obs_rms.var = demos.obs.var(axis=0).astype(np.float64)
         vecnorm.obs_rms.count = float(len(demos))
+        if hasattr(vecnorm.obs_rms, "set_support"):  # train.py --clamp-obs: the demos' range, as seen
+            vecnorm.obs_rms.set_support(demos.obs)
     if vecnorm.norm_reward:
         rr = demos.running_returns(gamma)
         vecnorm.ret_rms.mean = float(rr.mean())

@@ -7,7 +7,7 @@ A run folder holds::
                          config_space, observation feature table, decode table, profile identity
                          (path, sha256), policy architecture
     policy_state.pt      the SB3 policy's state_dict (tensors only: loads with weights_only=True)
-    vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon (or absent)
+    vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon [obs_min, obs_max] (or absent)
     model.zip            SB3's own save, for resuming training (never needed for evaluation)
     best/, checkpoints/  EvalCallback's best model and CheckpointCallback's snapshots
     report.md/.csv/.json the evaluation against the baselines
@@ -30,10 +30,16 @@ from agents.algos import algo
 
 def vecnormalize_stats(vecnorm) -> dict[str, np.ndarray]:
     """VecNormalize's observation statistics now, as plain arrays (copies): what ``normalize_obs`` reads."""
+    from agents.obs_support import support
+
     rms = vecnorm.obs_rms
-    return dict(mean=rms.mean.astype(np.float64), var=rms.var.astype(np.float64),
-                count=np.array(rms.count, dtype=np.float64), clip_obs=np.array(vecnorm.clip_obs),
-                epsilon=np.array(vecnorm.epsilon), norm_obs=np.array(bool(vecnorm.norm_obs)))
+    out = dict(mean=rms.mean.astype(np.float64), var=rms.var.astype(np.float64),
+               count=np.array(rms.count, dtype=np.float64), clip_obs=np.array(vecnorm.clip_obs),
+               epsilon=np.array(vecnorm.epsilon), norm_obs=np.array(bool(vecnorm.norm_obs)))
+    s = support(rms)
+    if s is not None:  # train.py --clamp-obs: each feature is clipped to this range before it is normalised
+        out.update(obs_min=s[0].astype(np.float64), obs_max=s[1].astype(np.float64))
+    return out
 
 
 def save_vecnormalize(vecnorm, path: str | Path) -> None:
@@ -54,6 +60,8 @@ def normalize_obs(obs: np.ndarray, stats: dict[str, np.ndarray] | None) -> np.nd
     if stats is None or not bool(stats["norm_obs"]):
         return obs.astype(np.float32)
     clip = float(stats["clip_obs"])
+    if "obs_min" in stats:  # train.py --clamp-obs (agents.obs_support)
+        obs = np.clip(obs, stats["obs_min"], stats["obs_max"])
     out = (obs - stats["mean"]) / np.sqrt(stats["var"] + float(stats["epsilon"]))
     return np.clip(out, -clip, clip).astype(np.float32)
 

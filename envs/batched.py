@@ -35,7 +35,14 @@ from runtime.dynamics import (
     start_temp_c,
     step_core,
 )
-from runtime.observation import demand_avg_update, head_values, thermal_scale_w, thermal_values
+from runtime.observation import (
+    AFFORDABLE_I,
+    demand_avg_update,
+    head_values,
+    power_values,
+    thermal_scale_w,
+    thermal_values,
+)
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -280,8 +287,13 @@ class BatchedPowerEnv(VecEnv):
                 therm = thermal_values(VECTOR, self.temp[rows], ambient, plant.t_max_c[rows], plant.r_th_c_per_w[rows],
                                        plant.tau_s[rows], dt, plant.idle_power_w[rows] + base,
                                        thermal_scale_w(VECTOR, p.thermal_cap, self.last_dem[rows], self.ref._costliest))
+        pw = None
+        if self.layout.power:  # as the thermal block: a row not reset yet means nothing until reset
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pw = power_values(VECTOR, self.last_p[rows], head[AFFORDABLE_I], plant.idle_power_w[rows] + base,
+                                  self.last_dem[rows], self.ref._costliest)
         obs = self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
-                                goal, therm, self.dem_avg[rows])
+                                goal, therm, self.dem_avg[rows], pw)
         if self._hint_rule is not None:  # the rule's choice from these observations, under their masks
             r = self._hint_rule
             with np.errstate(divide="ignore", invalid="ignore"):  # as the thermal block: rows not reset yet

@@ -274,6 +274,11 @@ class EnvParams:
     """time constant of the observation's smoothed demand (runtime.observation.DEMAND_AVG), s; 0: no such feature.
     Inside a burst the last step's demand swings between a few and hundreds of tokens per second, and a policy
     that reads only it drops to a small configuration at every lull (docs/agents.md)"""
+    power_cap: float = 0.0
+    """> 0 adds the power block (runtime.observation.POWER): the last step's draw and the affordable power divided by
+    what the device would draw running the costliest configuration at the current demand (its own load included),
+    clipped to [0, this]. In watts a laptop's draw and battery lie 9-11 σ outside every phone's, and a policy that
+    never saw a laptop reads them through untrained weights (docs/agents.md, "A device never seen"); 0: none"""
     rule_hint: bool = False
     """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
     (runtime.observation, "hint_" rows; runtime.rules.SchedutilRule): the policy builds on the rule's decision
@@ -313,6 +318,8 @@ class EnvParams:
         elif self.thermal_cap and not self.thermal_obs:
             problems.append(f"thermal_cap {self.thermal_cap!r} shapes the thermal block: set thermal_obs too, "
                             "or thermal_cap 0 for no block")
+        if not (math.isfinite(self.power_cap) and 0.0 <= self.power_cap <= 100.0):
+            problems.append(f"power_cap must be in [0, 100] (0: no power block), got {self.power_cap!r}")
         if not (math.isfinite(self.demand_avg_s) and self.demand_avg_s >= 0.0):
             problems.append(f"demand_avg_s must be >= 0 s (0: none), got {self.demand_avg_s!r}")
         if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:

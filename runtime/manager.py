@@ -53,12 +53,14 @@ from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.objective import ObjectiveTracker
 from runtime.observation import (
+    AFFORDABLE_I,
     ObsLayout,
     costliest_config,
     demand_avg_update,
     goal_values,
     hint_table,
     model_layout,
+    power_values,
     thermal_scale_w,
     thermal_values,
 )
@@ -678,8 +680,10 @@ class RuntimeManager:
         if self.layout.demand_avg:  # the smoothed demand, from the first decision's demand on (as the env's reset)
             self.demand_avg_tps = self.demand_tps if self.demand_avg_tps is None else demand_avg_update(
                 _SCALAR, self.demand_avg_tps, self.demand_tps, dt, self.params.demand_avg_s)
+        pw = power_values(_SCALAR, power, head[AFFORDABLE_I], base_w, self.demand_tps,
+                          self._costliest) if self.layout.power else ()
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
-                                     self.procs_down, goal, therm, self.demand_avg_tps or 0.0)
+                                     self.procs_down, goal, therm, self.demand_avg_tps or 0.0, pw)
         return supply, base_w
 
     def _choose(self, now_s: float, st: State, hard: Reason, temp: float, soc: float, ambient: float,

@@ -7,7 +7,8 @@ same features, in the same order and units, on the device. numpy + standard libr
 The layout is: 14 device/workload features, then the "current configuration" block (one or more
 features per knob, declared in ``runtime.configspace``, so its length follows the number of
 knobs), then the last step's power and the ambient temperature, then the optional blocks: the thermal
-headroom (``EnvParams.thermal_obs``), the smoothed demand (``EnvParams.demand_avg_s``), the rule hint
+headroom (``EnvParams.thermal_obs``), the smoothed demand (``EnvParams.demand_avg_s``), the power block
+(``EnvParams.power_cap``), the rule hint
 (``EnvParams.rule_hint``), the processors' availability (a space with placement), the objective (goal-conditioned
 policies) and ``lookahead`` supply-power
 forecasts. For the elastic model's three
@@ -130,6 +131,26 @@ def thermal_rows(cap: float = 0.0) -> tuple[tuple[str, str, float, float], ...]:
 #: the demand over the past, the schedutil-like signal a policy needs where the last step's demand swings from a
 #: few to hundreds of tokens per second inside one burst; after the thermal block, before the processors.
 DEMAND_AVG = ("demand_avg_tps", "tok/s", 0.0, 10000.0)
+#: The power block (``EnvParams.power_cap``; :func:`power_values`): the last step's draw and the affordable power
+#: as fractions of what the device would draw running the costliest configuration at the current demand, its base
+#: load included, clipped to ``[0, cap]``; after the smoothed demand, before the rule hint.
+POWER = (("power_frac", "frac"), ("affordable_power_frac", "frac"))
+
+
+def power_rows(cap: float) -> tuple[tuple[str, str, float, float], ...]:
+    """The power block's rows, clipped to ``[0, cap]`` (``EnvParams.power_cap``; none for 0)."""
+    return tuple((n, u, 0.0, float(cap)) for n, u in POWER) if cap else ()
+
+
+def power_values(o: Ops, power_w, affordable_w, base_w, demand_tps, costliest: tuple[float, float]):
+    """The power block, unclipped, for floats (``SCALAR``) or arrays (``VECTOR``): the last step's draw
+    (``power_w``) and the affordable power (``affordable_w``, the head's ``affordable_power_w``) divided by
+    ``base_w`` (idle + other load) plus the power the costliest configuration would draw serving ``demand_tps``
+    (:func:`thermal_scale_w`), at least 1 mW. In watts a laptop (6 W of its own load, a 60 Wh battery) lies far
+    outside every phone; as fractions "the largest model fits the battery" reads the same on both."""
+    tps, ept_j = costliest
+    scale = o.maximum(base_w + o.minimum(demand_tps, tps) * ept_j, 1e-3)
+    return power_w / scale, affordable_w / scale
 
 
 def demand_avg_update(o: Ops, avg_tps, demand_tps, dt_s, tau_s):
@@ -150,6 +171,8 @@ GOAL: tuple[tuple[str, str, float, float], ...] = (
 )
 GOAL_KINDS = ("max-quality", "min-energy", "last-until")
 #: the head features the rule hint's rule reads (runtime.rules.SchedutilRule.choose)
+#: where the head keeps ``affordable_power_w`` (what :func:`power_values` divides)
+AFFORDABLE_I = next(i for i, r in enumerate(HEAD) if r[0] == "affordable_power_w")
 _HINT_IN = tuple(next(i for i, r in enumerate(HEAD) if r[0] == n) for n in ("demand_tps", "backlog_frac",
                                                                            "temp_headroom_c"))
 
@@ -224,13 +247,15 @@ class ObsLayout:
         goal: With the objective block.
         thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
         demand_avg: With the smoothed demand (``DEMAND_AVG``).
+        power_cap: With the power block clipped to ``[0, power_cap]`` (:func:`power_rows`); 0: none.
         hint: The rule hint's rows (:func:`hint_rows`: one 0/1 feature per knob value) for the schedutil-like
             rule's choice under the masks (``EnvParams.rule_hint``; filled by :meth:`set_hint`); empty: none.
     """
 
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
                  goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0,
-                 demand_avg: bool = False, hint: Sequence[tuple[str, str, float, float]] = ()) -> None:
+                 demand_avg: bool = False, hint: Sequence[tuple[str, str, float, float]] = (),
+                 power_cap: float = 0.0) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -245,9 +270,11 @@ class ObsLayout:
         therm = thermal_rows(thermal_cap) if self.thermal else ()
         self.demand_avg = bool(demand_avg)
         dem = (DEMAND_AVG,) if self.demand_avg else ()
+        pw = power_rows(power_cap)
+        self.power = bool(pw)
         hints = [tuple(r) for r in hint]
         self.hint = bool(hints)
-        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *hints, *procs,
+        self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *pw, *hints, *procs,
                                                                   *goals, *ahead)
         self.names = [r[0] for r in self.rows]
         self.units = [r[1] for r in self.rows]
@@ -261,7 +288,8 @@ class ObsLayout:
         self.tail_start = self.cfg_start + self.n_config
         self.thermal_start = self.tail_start + len(TAIL)
         self.demand_avg_start = self.thermal_start + len(therm)
-        self.hint_start = self.demand_avg_start + len(dem)
+        self.power_start = self.demand_avg_start + len(dem)
+        self.hint_start = self.power_start + len(pw)
         self.proc_start = self.hint_start + len(hints)
         self.goal_start = self.proc_start + len(self.processors)
         self.ahead_start = self.goal_start + len(goals)
@@ -273,7 +301,8 @@ class ObsLayout:
 
     def write(self, out: np.ndarray | None, head: tuple, config_features: Sequence[float], power_w: float,
               ambient_c: float, supply_ahead_w: Sequence[float] = (), down: int = 0,
-              goal: Sequence[float] = (), thermal: Sequence[float] = (), demand_avg_tps: float = 0.0) -> np.ndarray:
+              goal: Sequence[float] = (), thermal: Sequence[float] = (), demand_avg_tps: float = 0.0,
+              power: Sequence[float] = ()) -> np.ndarray:
         """The observation from floats, clipped to the bounds: into ``out`` (float32, ``dim``) in
         place, or a new array when ``out`` is None.
 
@@ -281,13 +310,16 @@ class ObsLayout:
         roles (``runtime.placement.ROLES`` order). Clipping after the float32 conversion equals
         clipping before it (the bounds are float32 numbers and rounding is monotone). ``thermal``:
         :func:`thermal_values` with ``SCALAR`` when the layout has the thermal block; ``demand_avg_tps`` the
-        smoothed demand when it has that feature.
+        smoothed demand when it has that feature; ``power`` :func:`power_values` with ``SCALAR`` when it has the
+        power block.
         """
         vals = [*head, *config_features, power_w, ambient_c]
         if self.thermal:
             vals += thermal
         if self.demand_avg:
             vals.append(demand_avg_tps)
+        if self.power:
+            vals += power
         if self.hint:  # filled by set_hint once the masks are known
             vals += [0.0] * (self.proc_start - self.hint_start)
         if self.processors:
@@ -320,7 +352,7 @@ class ObsLayout:
     def batch(self, head: tuple, config_features: np.ndarray, power_w: np.ndarray, ambient_c: np.ndarray,
               supply_ahead_w: np.ndarray | None = None, down: np.ndarray | None = None,
               goal: np.ndarray | None = None, thermal: tuple | None = None,
-              demand_avg_tps: np.ndarray | None = None) -> np.ndarray:
+              demand_avg_tps: np.ndarray | None = None, power: tuple | None = None) -> np.ndarray:
         """(n, dim) float32 from arrays (``head``: :func:`head_values` with ``VECTOR``).
 
         Built feature-major, (dim, n), so that every feature is one contiguous write, then
@@ -338,6 +370,9 @@ class ObsLayout:
                 obs[self.thermal_start + j] = v
         if self.demand_avg:
             obs[self.demand_avg_start] = demand_avg_tps
+        if self.power:  # power_values(VECTOR, ...)
+            for j, v in enumerate(power):
+                obs[self.power_start + j] = v
         if self.hint:  # filled by set_hint once the masks are known
             obs[self.hint_start:self.proc_start] = 0.0
         for j, b in enumerate(self._proc_bits):
@@ -378,12 +413,13 @@ def params_layout(space: Any, params: Any) -> ObsLayout:
     """The layout a policy trained with ``params`` (``runtime.dynamics.EnvParams``) reads over a configuration
     space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
     ``params.thermal_obs`` (in watts, or fractions clipped to ``params.thermal_cap``), the objective block when
-    ``params.objective.observed``, the smoothed demand when ``params.demand_avg_s`` and ``params.lookahead``
+    ``params.objective.observed``, the smoothed demand when ``params.demand_avg_s``, the power block when
+    ``params.power_cap`` and ``params.lookahead``
     forecasts. The environments, the policy file, the
     exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
                      params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0,
-                     hint_rows(space) if params.rule_hint else ())
+                     hint_rows(space) if params.rule_hint else (), params.power_cap)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -393,7 +429,7 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "TAIL", "THERMAL", "ObsLayout", "costliest_config",
-           "demand_avg_update", "goal_values", "head_values", "hint_rows", "hint_table", "model_layout",
-           "params_layout", "thermal_rows",
+__all__ = ["AFFORDABLE_I", "DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "POWER", "TAIL", "THERMAL",
+           "ObsLayout", "costliest_config", "demand_avg_update", "goal_values", "head_values", "hint_rows",
+           "hint_table", "model_layout", "params_layout", "power_rows", "power_values", "thermal_rows",
            "thermal_scale_w", "thermal_values"]

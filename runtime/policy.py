@@ -15,6 +15,8 @@ A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
   configuration, or with ``meta.action_head = "factorised"`` one per knob value, family by family in the
   space's knob order (``runtime.factorised``: per-family masked argmax, then the nearest allowed configuration);
 * ``obs_mean`` / ``obs_var`` float64 (obs_dim,) — VecNormalize running statistics;
+* ``obs_min`` / ``obs_max`` float64 (obs_dim,), optional (``train.py --clamp-obs``) — the range of the raw
+  observations those statistics were fitted on; each feature is clipped to it before it is normalised;
 * ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` float64 (n_actions,) (optional:
   ``device_bytes``, the memory each configuration needs on the device) and
   ``config_features`` float64 (n_actions, n_config_features) — per-configuration figures from
@@ -52,6 +54,8 @@ ACTIVATIONS = ("Tanh", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Identity")
 PER_CONFIG_ARRAYS = ("energy_j_per_token", "power_w", "decode_tokens_per_s")
 #: per-configuration arrays a file may carry (older files: absent, read as zeros)
 OPTIONAL_PER_CONFIG = ("device_bytes", "quality")
+#: per-feature arrays a file may carry (older files, or runs without ``--clamp-obs``: absent, no extra clip)
+OPTIONAL_PER_FEATURE = ("obs_min", "obs_max")
 #: Logit given to masked-out actions (sb3-contrib's MaskableCategorical uses -1e8).
 MASKED_LOGIT = -1e8
 
@@ -91,7 +95,7 @@ def content_hash(arrays: dict[str, np.ndarray]) -> str:
 
 def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray]], meta: dict[str, Any],
                      obs_mean: np.ndarray, obs_var: np.ndarray, per_config: dict[str, np.ndarray],
-                     config_features: np.ndarray) -> str:
+                     config_features: np.ndarray, obs_support: tuple[np.ndarray, np.ndarray] | None = None) -> str:
     """Writes a policy file atomically (temp file + rename) and returns its content hash.
 
     Args:
@@ -102,6 +106,8 @@ def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray
         obs_var: VecNormalize variance (obs_dim,).
         per_config: ``energy_j_per_token``, ``power_w``, ``decode_tokens_per_s`` arrays.
         config_features: (n_actions, n_config_features): the space's feature matrix.
+        obs_support: ``(obs_min, obs_max)`` (obs_dim,) each, or None: the raw range each feature is clipped to
+            before it is normalised (``agents.obs_support``).
     """
     import os
 
@@ -115,6 +121,8 @@ def save_policy_file(path: str | Path, layers: list[tuple[np.ndarray, np.ndarray
         arrays[f"layer{k}_bias"] = np.ascontiguousarray(b, dtype=np.float32)
     arrays["obs_mean"] = np.asarray(obs_mean, dtype=np.float64)
     arrays["obs_var"] = np.asarray(obs_var, dtype=np.float64)
+    if obs_support is not None:
+        arrays["obs_min"], arrays["obs_max"] = (np.asarray(a, dtype=np.float64) for a in obs_support)
     for name in PER_CONFIG_ARRAYS:
         arrays[name] = np.asarray(per_config[name], dtype=np.float64)
     for name in OPTIONAL_PER_CONFIG:
@@ -172,6 +180,8 @@ class PolicyFile:
     layout: ObsLayout
     device_bytes: np.ndarray | None = None  # memory each configuration needs on the device (None: unknown)
     quality: np.ndarray | None = None  # each configuration's quality (skill above chance; None: unknown)
+    obs_min: np.ndarray | None = None  # each feature's raw range in training (--clamp-obs; None: not clipped to it)
+    obs_max: np.ndarray | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -373,7 +383,10 @@ def _check_observation(p: Path, meta: dict[str, Any], layers: list, space: Confi
 
 def _check_arrays(p: Path, arrays: dict[str, np.ndarray], obs_dim: int, space: ConfigSpace) -> None:
     n_act = len(space)
-    for k in ("obs_mean", "obs_var"):
+    if ("obs_min" in arrays) != ("obs_max" in arrays):
+        raise PolicyFileError(p, "obs_min and obs_max come together (the training range of each feature); the file "
+                                 "has only one: re-export it with `python deploy.py export <run-dir>`")
+    for k in ("obs_mean", "obs_var") + tuple(k for k in OPTIONAL_PER_FEATURE if k in arrays):
         if arrays[k].shape != (obs_dim,):
             raise PolicyFileError(p, f"{k} has shape {arrays[k].shape}, expected ({obs_dim},)")
     for k in PER_CONFIG_ARRAYS + tuple(k for k in OPTIONAL_PER_CONFIG if k in arrays):
@@ -387,6 +400,9 @@ def _check_arrays(p: Path, arrays: dict[str, np.ndarray], obs_dim: int, space: C
             raise PolicyFileError(p, f"{k} contains NaN or infinity")
     if (arrays["obs_var"] < 0).any() or (arrays["energy_j_per_token"] <= 0).any():
         raise PolicyFileError(p, "negative variance or non-positive energy per token")
+    if "obs_min" in arrays and (arrays["obs_min"] > arrays["obs_max"]).any():
+        k = int(np.argmax(arrays["obs_min"] > arrays["obs_max"]))
+        raise PolicyFileError(p, f"obs_min > obs_max for feature {k}: not a range")
     if not np.allclose(arrays["config_features"], space.feature_matrix(), atol=1e-12):
         raise PolicyFileError(p, "config_features differ from the configuration space's encoding")
 
@@ -465,7 +481,7 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
                       arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"),
-                      arrays.get("quality"))
+                      arrays.get("quality"), arrays.get("obs_min"), arrays.get("obs_max"))
 
 
 class NumpyPolicy:
@@ -473,9 +489,10 @@ class NumpyPolicy:
 
     VecNormalize is folded into the first layer: ``clip((x − μ)/σ, −c, c)`` equals
     ``(clip(x, μ − cσ, μ + cσ) − μ)/σ``, so the device clips the raw observation to per-feature
-    bounds and the first layer absorbs ``1/σ`` and ``−μ/σ``. Biases ride on a constant-1 input
-    (augmented matrices), so one decision is: 2 clip ufuncs + one ``np.dot`` and one activation
-    per layer + ``argmax`` — all into preallocated float64 buffers, no allocation.
+    bounds and the first layer absorbs ``1/σ`` and ``−μ/σ``. A file with ``obs_min`` / ``obs_max``
+    (``--clamp-obs``) narrows those bounds to the training range: the same two clip ufuncs.
+    Biases ride on a constant-1 input (augmented matrices), so one decision is: 2 clip ufuncs + one
+    ``np.dot`` and one activation per layer + ``argmax`` — all into preallocated float64 buffers, no allocation.
 
     Args:
         pf: A loaded :class:`PolicyFile`.
@@ -493,6 +510,9 @@ class NumpyPolicy:
             std = np.sqrt(pf.obs_var.astype(np.float64) + float(norm["epsilon"]))
             scale, shift = 1.0 / std, -mean / std
             self.lo, self.hi = mean - clip * std, mean + clip * std
+            if pf.obs_min is not None:  # clip(clip(x, m, M) ...) then the z-clip: one clip to the intersection
+                self.lo = np.minimum(np.maximum(self.lo, pf.obs_min), self.hi)
+                self.hi = np.maximum(np.minimum(self.hi, pf.obs_max), self.lo)
         else:
             scale, shift = np.ones(d), np.zeros(d)
             self.lo, self.hi = np.full(d, -np.inf), np.full(d, np.inf)

@@ -229,6 +229,29 @@ def test_thermal_block_as_a_fraction_is_the_watts_over_the_largest_configuration
         make_env(flat_trace(), thermal_cap=2.0)
 
 
+def test_power_block_is_the_draw_and_the_affordable_power_over_the_costliest_configurations_draw():
+    """power_cap > 0: two more features, the last step's draw and the affordable power divided by the device's own
+    load plus what the costliest configuration would draw at the observed demand, clipped to [0, cap]; a laptop
+    (several W of its own load) and a phone running the same model read alike where watts would not."""
+    env = make_env(flat_trace(ambient_c=25.0, base_w=0.3, kind="phone", demand_tps=60.0), power_cap=4.0)
+    c, names = env.costs, env.feature_names
+    big = int(np.argmax(c.ept_j))
+    o, _ = env.reset(seed=0)
+    for _ in range(3):
+        o, *_ = env.step(big)
+    p_big = min(float(o[names.index("demand_tps")]), float(c.tps[big])) * float(c.ept_j[big])
+    scale = env.device_view()["base_w"] + p_big
+    pf, af = names.index("power_frac"), names.index("affordable_power_frac")
+    assert float(o[pf]) == pytest.approx(float(o[names.index("power_w")]) / scale, rel=1e-4)
+    afford_w = float(o[names.index("affordable_power_w")])
+    assert float(o[af]) == pytest.approx(min(4.0, afford_w / scale), rel=1e-4)
+    assert 0.5 < float(o[pf]) <= 1.0 + 1e-6  # running the costliest configuration: about its own draw
+    assert env.observation_space.low[pf] == 0.0 and env.observation_space.high[af] == 4.0
+    assert make_env(flat_trace(), power_cap=0.0).observation_space.shape[0] == len(names) - 2
+    with pytest.raises(ValueError, match="power_cap"):
+        make_env(flat_trace(), power_cap=-1.0)
+
+
 def test_smoothed_demand_is_an_exponential_average_of_the_demand_seen():
     """demand_avg_s > 0: one more feature, the demand averaged with that time constant, starting from the first
     row's demand; a step of constant demand moves it by the factor 1 − exp(−dt/τ) towards it."""
