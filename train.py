@@ -217,7 +217,7 @@ class Args:
     """comma-separated observation features the policy never reads: held at 0 before normalising (implies
     --clamp-obs; the file's obs_min = obs_max = 0 holds them on the device too). With --env.power-cap, e.g.
     "power_w,affordable_power_w": the power block says the same relative to the device, and the watts that put a
-    laptop 9-11 σ outside every phone are gone from the policy's view (the hand-written rules still read them)"""
+    laptop 14-27 σ outside every phone are gone from the policy's view (the hand-written rules still read them)"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"

@@ -2,14 +2,16 @@
 
 Why. ``VecNormalize`` divides each feature by its training standard deviation and clips at ±10. A feature that
 barely moves in training — the backlog and the latency over the SLO, which are zero for every phone and station in
-the real data, or the affordable power, which a laptop's 60 Wh battery puts 11 σ above any phone's — reaches the
+the real data, or the affordable power, which a laptop's 60 Wh battery puts 14 σ above any phone's — reaches the
 network at the clip, through weights that were never trained on it. Cross-validation by unit shows what follows:
 the one laptop in the data, held out in fold 0, is run at the oracle's score by two seeds and near the random
-policy's by the third (docs/agents.md, "Inputs held to the training range").
+policy's by the third (docs/agents.md, "A device never seen").
 
 What. Each feature is first clipped to ``[min, max]`` of the raw values the normalisation statistics were fitted
-on, then normalised as before: an unseen device reads as the nearest device training saw (a laptop as a phone with
-a full battery), not as an extrapolation. On the device this costs nothing: the runtime already clips the raw
+on, then normalised as before: each input of an unseen device is the nearest value training saw, not an
+extrapolation. That alone does not make the device read like any one device seen (the laptop then reads as a phone
+that is both the richest and the most draining, and the seeds still disagree: docs/agents.md); dropping the watts for
+the device-relative power block does. On the device this costs nothing: the runtime already clips the raw
 observation to per-feature bounds (``runtime.policy.NumpyPolicy``); the file's ``obs_min`` / ``obs_max`` narrow
 them.
 

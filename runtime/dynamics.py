@@ -277,7 +277,7 @@ class EnvParams:
     power_cap: float = 0.0
     """> 0 adds the power block (runtime.observation.POWER): the last step's draw and the affordable power divided by
     what the device would draw running the costliest configuration at the current demand (its own load included),
-    clipped to [0, this]. In watts a laptop's draw and battery lie 9-11 σ outside every phone's, and a policy that
+    clipped to [0, this]. In watts a laptop's draw and battery lie 14-27 σ outside every phone's, and a policy that
     never saw a laptop reads them through untrained weights (docs/agents.md, "A device never seen"); 0: none"""
     rule_hint: bool = False
     """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
