@@ -32,27 +32,22 @@ sys.path.insert(0, str(REPO))
 GROUPS = (("temp_c", "ambient_c"), ("power_w", "affordable_power_w"))
 
 
-class _Clipped:
-    """A controller whose observation is clipped to ``[lo, hi]`` before ``ctrl`` reads it (``--clamp-obs`` after
-    the fact)."""
+class _Seen:
+    """A controller that reads ``fn(observation)`` instead of the observation (``fn`` may also record it)."""
 
-    def __init__(self, ctrl, lo: np.ndarray, hi: np.ndarray) -> None:
-        self.ctrl, self.lo, self.hi, self.uses_masks = ctrl, lo, hi, getattr(ctrl, "uses_masks", False)
-
-    def predict(self, obs, **kw):
-        return self.ctrl.predict(np.clip(np.asarray(obs, np.float32), self.lo, self.hi), **kw)
-
-
-class _HeldAtMean:
-    """A controller whose observation has features ``idx`` replaced by ``mean`` before ``ctrl`` reads it."""
-
-    def __init__(self, ctrl, idx: list[int], mean: np.ndarray) -> None:
-        self.ctrl, self.idx, self.mean, self.uses_masks = ctrl, idx, mean, getattr(ctrl, "uses_masks", False)
+    def __init__(self, ctrl, fn) -> None:
+        self.ctrl, self.fn, self.uses_masks = ctrl, fn, getattr(ctrl, "uses_masks", False)
 
     def predict(self, obs, **kw):
-        o = np.array(obs, dtype=np.float32, copy=True)
-        o[..., self.idx] = self.mean[self.idx]
-        return self.ctrl.predict(o, **kw)
+        return self.ctrl.predict(self.fn(np.array(obs, dtype=np.float32, copy=True)), **kw)
+
+
+def _held_at(idx: list[int], mean: np.ndarray):
+    """``fn`` for :class:`_Seen`: features ``idx`` replaced by their training ``mean``."""
+    def fn(o: np.ndarray) -> np.ndarray:
+        o[..., idx] = mean[idx]
+        return o
+    return fn
 
 
 def ablate(run: Path, traces: str, split: str, match: str, max_steps: int) -> dict:
@@ -72,29 +67,20 @@ def ablate(run: Path, traces: str, split: str, match: str, max_steps: int) -> di
     def total(c) -> float:
         return float(sum(run_episode(env, c, {"trace": k, "start": 0}, max_steps)["return"] for k in idx))
 
-    # the raw observations the policy reads as trained, for the |z| table
-    obs = []
-    for k in idx:
-        o, _ = env.reset(options={"trace": k, "start": 0})
-        for _ in range(max_steps):
-            obs.append(o)
-            a, _ = ctrl.predict(o[None], deterministic=True, action_masks=env.unwrapped.action_masks()[None]) \
-                if ctrl.uses_masks else ctrl.predict(o[None], deterministic=True)
-            o, _, term, trunc, _ = env.step(int(np.asarray(a).reshape(-1)[0]))
-            if term or trunc:
-                break
-    z = (np.array(obs) - ctrl.stats["mean"]) / np.sqrt(ctrl.stats["var"] + float(ctrl.stats["epsilon"]))
-    rows = {"as trained": total(ctrl)}
+    seen: list[np.ndarray] = []  # the raw observations the policy reads as trained, for the |z| table
+    rows = {"as trained": total(_Seen(ctrl, lambda o: seen.append(o.copy()) or o))}
+    st = ctrl.stats
+    z = (np.stack(seen).reshape(-1, len(names)) - st["mean"]) / np.sqrt(st["var"] + float(st["epsilon"]))
     for k, n in enumerate(names):
-        rows[n] = total(_HeldAtMean(ctrl, [k], mean))
+        rows[n] = total(_Seen(ctrl, _held_at([k], mean)))
     for g in GROUPS:
         if all(n in names for n in g):
-            rows[" + ".join(g)] = total(_HeldAtMean(ctrl, [names.index(n) for n in g], mean))
+            rows[" + ".join(g)] = total(_Seen(ctrl, _held_at([names.index(n) for n in g], mean)))
     demos = run / "demos.npz"
     if demos.exists():  # a warm start: every input clipped to the range of the demonstrations it was fitted on
         with np.load(demos, allow_pickle=False) as d:
             lo, hi = d["obs"].min(axis=0), d["obs"].max(axis=0)
-        rows["(all clipped to the demonstrations' range)"] = total(_Clipped(ctrl, lo, hi))
+        rows["(all clipped to the demonstrations' range)"] = total(_Seen(ctrl, lambda o: np.clip(o, lo, hi)))
     return {"run": str(run), "episodes": [env.unwrapped.traces[k].name for k in idx], "returns": rows,
             "max_abs_z": {n: float(np.abs(z[:, k]).max()) for k, n in enumerate(names)}}
 

@@ -146,10 +146,9 @@ def power_values(o: Ops, power_w, affordable_w, base_w, demand_tps, costliest: t
     """The power block, unclipped, for floats (``SCALAR``) or arrays (``VECTOR``): the last step's draw
     (``power_w``) and the affordable power (``affordable_w``, the head's ``affordable_power_w``) divided by
     ``base_w`` (idle + other load) plus the power the costliest configuration would draw serving ``demand_tps``
-    (:func:`thermal_scale_w`), at least 1 mW. In watts a laptop (6 W of its own load, a 60 Wh battery) lies far
+    (:func:`costliest_power_w`), at least 1 mW. In watts a laptop (6 W of its own load, a 60 Wh battery) lies far
     outside every phone; as fractions "the largest model fits the battery" reads the same on both."""
-    tps, ept_j = costliest
-    scale = o.maximum(base_w + o.minimum(demand_tps, tps) * ept_j, 1e-3)
+    scale = o.maximum(base_w + costliest_power_w(o, demand_tps, costliest), 1e-3)
     return power_w / scale, affordable_w / scale
 
 
@@ -206,8 +205,14 @@ def thermal_scale_w(o: Ops, cap: float, demand_tps, costliest: tuple[float, floa
     the six-layer model at fp32 (``L6-H075-fp32``)."""
     if not cap:
         return 1.0
+    return o.maximum(costliest_power_w(o, demand_tps, costliest), 1e-3)
+
+
+def costliest_power_w(o: Ops, demand_tps, costliest: tuple[float, float]):
+    """The power (W) the costliest configuration (:func:`costliest_config`) draws serving ``demand_tps``:
+    ``min(demand, its tokens/s) × its energy per token``; what the thermal and power blocks measure against."""
     tps, ept_j = costliest
-    return o.maximum(o.minimum(demand_tps, tps) * ept_j, 1e-3)
+    return o.minimum(demand_tps, tps) * ept_j
 
 
 def costliest_config(tps: Any, ept_j: Any) -> tuple[float, float]:
@@ -430,6 +435,6 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
 
 
 __all__ = ["AFFORDABLE_I", "DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "POWER", "TAIL", "THERMAL",
-           "ObsLayout", "costliest_config", "demand_avg_update", "goal_values", "head_values", "hint_rows",
-           "hint_table", "model_layout", "params_layout", "power_rows", "power_values", "thermal_rows",
+           "ObsLayout", "costliest_config", "costliest_power_w", "demand_avg_update", "goal_values", "head_values",
+           "hint_rows", "hint_table", "model_layout", "params_layout", "power_rows", "power_values", "thermal_rows",
            "thermal_scale_w", "thermal_values"]
