@@ -338,6 +338,25 @@ def split_passthrough(argv: list[str] | None) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1:]
 
 
+#: the options that say how the runs were trained: a report rebuilt with --report-only takes them from args.json
+TRAINING_KEYS = ("recipe", "expert", "total_timesteps", "learning_rate", "bc_episodes", "dagger_episodes",
+                 "oracle_grid", "max_steps")
+
+
+def recorded_training(out: Path) -> tuple[dict, list[str]] | None:
+    """(training options, further train.py arguments) as ``OUT/args.json`` recorded them when the runs were
+    started, or None when there is no readable record. ``--report-only`` describes the runs with these, not with
+    its own command line (which need not repeat the training options)."""
+    try:
+        rec = json.loads((out / "args.json").read_text())
+        extra = rec.get("train_extra") or []
+        if not isinstance(rec, dict) or not all(isinstance(x, str) for x in extra):
+            return None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return {k: rec[k] for k in TRAINING_KEYS if k in rec}, list(extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     from agents.evaluate import _oracle_grid
     from model.cli import int_in, nonneg_float, positive_int
@@ -363,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 1)),
                     help="subprocesses at a time (each uses one thread)")
     ap.add_argument("--resume", action="store_true", help="keep finished steps in an existing --out and do the rest")
-    ap.add_argument("--report-only", action="store_true", help="only rebuild crossval.* from what has finished")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild crossval.* from what has finished; the training line is "
+                                                            "taken from OUT/args.json, as the runs were started")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -405,6 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     res = collect(out, a.k, a.seeds)
     res["args"] = {k: v for k, v in vars(a).items() if k != "report_only"}
     res["train_extra"] = train_extra
+    if a.report_only:
+        recorded = recorded_training(out)
+        if recorded is None:
+            print(f"python -m agents.crossval: {out / 'args.json'} is missing or unreadable; the report's training "
+                  "line shows this command's options, which may not be what the runs were trained with",
+                  file=sys.stderr)
+        else:
+            res["args"].update(recorded[0])
+            res["train_extra"] = recorded[1]
     paths = write_report(res, out, f"Cross-validation by unit: {a.traces}, k = {a.k}, recipe {a.recipe}")
     print((out / "crossval.md").read_text())
     print(f"wrote {', '.join(map(str, paths))}")

@@ -108,3 +108,22 @@ def test_the_expert_option_reaches_every_training_job(tmp_path):
     assert len(trains) == 6
     for j in trains:
         assert j.argv[j.argv.index("--bc-expert") + 1] == "oracle-masked"
+
+
+def test_a_rebuilt_report_describes_the_training_that_was_recorded_not_its_own_options(tmp_path, capsys):
+    import json
+
+    from agents.crossval import main
+
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "args.json").write_text(json.dumps({"recipe": "dagger+ppo", "expert": "oracle", "total_timesteps": 2e6,
+                                               "learning_rate": 1e-4, "train_extra": ["--freeze-obs-norm"]}))
+    assert main(["--traces", str(tmp_path), "--out", str(out), "--report-only", "--no-progress"]) == 0
+    md = (out / "crossval.md").read_text()
+    assert "2e+06 RL steps at step size 0.0001" in md and "`--freeze-obs-norm`" in md
+    assert "1e+06 RL steps" not in md
+    (out / "args.json").write_text("not json")
+    assert main(["--traces", str(tmp_path), "--out", str(out), "--report-only", "--no-progress"]) == 0
+    assert "args.json is missing or unreadable" in capsys.readouterr().err
+    assert "1e+06 RL steps" in (out / "crossval.md").read_text()
