@@ -382,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 1)),
                     help="subprocesses at a time (each uses one thread)")
     ap.add_argument("--resume", action="store_true", help="keep finished steps in an existing --out and do the rest")
-    ap.add_argument("--report-only", action="store_true", help="only rebuild crossval.* from what has finished; the training line is "
-                                                            "taken from OUT/args.json, as the runs were started")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only rebuild crossval.* from what has finished; the training line is taken from "
+                         "OUT/args.json, as the runs were started")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
