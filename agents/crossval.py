@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         ap.error(f"argument --oracle-grid: {exc}")
     out = Path(a.out)
+    if a.report_only and not ((out / "folds").is_dir() or (out / "runs").is_dir()):
+        ap.error(f"argument --out: {out} holds no cross-validation (no folds/ or runs/ folder); --report-only rebuilds "
+                 "the report of an existing --out, e.g. the folder a run was started with")
     if not a.report_only:
         if out.exists() and any(out.iterdir()) and not a.resume:
             ap.error(f"argument --out: {out} exists and is not empty; pass --resume to finish it or choose another")

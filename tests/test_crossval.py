@@ -116,7 +116,10 @@ def test_a_rebuilt_report_describes_the_training_that_was_recorded_not_its_own_o
     from agents.crossval import main
 
     out = tmp_path / "cv"
-    out.mkdir()
+    with pytest.raises(SystemExit):  # no such cross-validation: refused, nothing written
+        main(["--traces", str(tmp_path), "--out", str(out), "--report-only", "--no-progress"])
+    assert "holds no cross-validation" in capsys.readouterr().err and not out.exists()
+    (out / "runs").mkdir(parents=True)
     (out / "args.json").write_text(json.dumps({"recipe": "dagger+ppo", "expert": "oracle", "total_timesteps": 2e6,
                                                "learning_rate": 1e-4, "train_extra": ["--freeze-obs-norm"]}))
     assert main(["--traces", str(tmp_path), "--out", str(out), "--report-only", "--no-progress"]) == 0
