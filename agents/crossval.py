@@ -438,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res["args"].update(recorded[0])
             res["train_extra"] = recorded[1]
-    paths = write_report(res, out, f"Cross-validation by unit: {a.traces}, k = {a.k}, recipe {res['args'].get('recipe')}")
+    recipe = res["args"].get("recipe")
+    paths = write_report(res, out, f"Cross-validation by unit: {a.traces}, k = {a.k}, recipe {recipe}")
     print((out / "crossval.md").read_text())
     print(f"wrote {', '.join(map(str, paths))}")
     return 0
