@@ -250,7 +250,7 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
         return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
     md = [f"# {title}", "",
-          f"{len(folds)} folds by unit (`traces.folds`), seeds {', '.join(map(str, seeds))}; score = "
+          f"{res.get('k', len(folds))} folds by unit (`traces.folds`), seeds {', '.join(map(str, seeds))}; score = "
           "(return − random) / (oracle − random) on each fold's held-out units (every trace from row 0).", ""]
     ra = res.get("args") or {}
     if ra:
@@ -268,7 +268,8 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
                   + f" | {fmt(float(np.mean(wsv)) if wsv else None)} | {f['best_heuristic']} | "
                   f"{fmt(f['heuristics'].get(f['best_heuristic']))} |")
     if res.get("partial"):
-        md += ["", f"Only {len(folds)} of the {res['k']} folds were run: the targets (over every fold) are not "
+        verb = "was" if len(folds) == 1 else "were"
+        md += ["", f"Only {len(folds)} of the {res['k']} folds {verb} run: the targets (over every fold) are not "
                "judged here."]
     if res.get("mean") is not None:
         md += ["", f"* **mean over folds and seeds: {res['mean']:.3f}** (target ≥ {TARGET_MEAN}); "
