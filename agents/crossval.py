@@ -250,7 +250,7 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
         return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
     md = [f"# {title}", "",
-          f"{res.get('k', len(folds))} folds by unit (`traces.folds`), seeds {', '.join(map(str, seeds))}; score = "
+          f"{res['k']} folds by unit (`traces.folds`), seeds {', '.join(map(str, seeds))}; score = "
           "(return − random) / (oracle − random) on each fold's held-out units (every trace from row 0).", ""]
     ra = res.get("args") or {}
     if ra:
@@ -350,12 +350,12 @@ def recorded_training(out: Path) -> tuple[dict, list[str]] | None:
     its own command line (which need not repeat the training options)."""
     try:
         rec = json.loads((out / "args.json").read_text())
-        extra = rec.get("train_extra") or []
-        if not isinstance(rec, dict) or not all(isinstance(x, str) for x in extra):
-            return None
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (OSError, ValueError):
         return None
-    return {k: rec[k] for k in TRAINING_KEYS if k in rec}, list(extra)
+    extra = rec.get("train_extra") or [] if isinstance(rec, dict) else None
+    if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+        return None
+    return {k: rec[k] for k in TRAINING_KEYS if k in rec}, extra
 
 
 def main(argv: list[str] | None = None) -> int:
