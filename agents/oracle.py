@@ -572,4 +572,77 @@ class OracleController:
         return (acts[0] if single else acts), state
 
 
-__all__ = ["OracleController", "OraclePlan"]
+class ChargerBlindOracle(OracleController):
+    """The oracle without foresight of chargers (``oracle-charger-blind``): an expert that knows no more about
+    the next plug-in than the device does.
+
+    The plain oracle plans with the whole trace, so on a phone at 19 % it runs the full model when a charger
+    arrives in 80 minutes and int4 when none does; the observation cannot tell the two apart, and a student
+    cloning it learns their average (on the real phone traces the students die on exactly such episodes, where
+    the oracle survives). This expert plans each stretch as if no charger were plugged in later than now: on
+    every row after the next plug-in (``plugged`` going 0 → 1) of a trace with a charger, the supply is taken
+    as 0 W. When a charger really is plugged in, it re-plans from that row with what is then known. Everything
+    else (demand, weather, the end of the block) it still knows, as the oracle does.
+
+    Solar nodes keep the supply as the trace has it: their ``plugged`` is daylight, which a device can forecast
+    from the clock (and ``lookahead`` forecasts supply). Same grid and arguments as the oracle; the masked
+    variant is not offered (``_mask_cases`` reads the trace's own supply).
+    """
+
+    name = "oracle-charger-blind"
+
+    def __init__(self, env, **kwargs):
+        if kwargs.get("masked"):
+            raise ValueError("oracle-charger-blind has no masked variant")
+        super().__init__(env, **kwargs)
+        pl = np.asarray(self.padded.plugged) > 0
+        charger = np.array([t.device_kind != "solar-node" for t in self.env.traces])
+        rise = np.zeros_like(pl)
+        rise[:, 1:] = pl[:, 1:] & ~pl[:, :-1]
+        #: per trace, the rows where a charger is plugged in (none for a solar node)
+        self.plug_rows = [np.flatnonzero(rise[k]) if charger[k] else np.zeros(0, np.int64)
+                          for k in range(len(charger))]
+
+    def next_plug_in(self, k: int, i: int) -> int:
+        """The first row after ``i`` where a charger is plugged in on trace ``k`` (a row past the trace: none)."""
+        r = self.plug_rows[k]
+        j = int(np.searchsorted(r, i, side="right"))
+        return int(r[j]) if j < r.size else int(self.padded.supply.shape[1])
+
+    def plan(self, k: int, start: int, horizon: int, *args, **kwargs) -> OraclePlan:
+        """The oracle's plan with the supply after the next plug-in taken as 0 W (restored afterwards)."""
+        j = self.next_plug_in(k, start)
+        sup = self.padded.supply
+        if j >= sup.shape[1]:
+            plan = super().plan(k, start, horizon, *args, **kwargs)
+        else:
+            keep = sup[k, j:].copy()
+            try:
+                sup[k, j:] = 0.0
+                plan = super().plan(k, start, horizon, *args, **kwargs)
+            finally:
+                sup[k, j:] = keep
+        plan.info["blind_from"] = j
+        return plan
+
+    def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
+        """As the oracle's, and a fresh plan from the current row when a charger was plugged in since the
+        current plan was made."""
+        env = env.unwrapped
+        st = self.true_state(env)
+        k, i, i0 = self._trace_index(env), st["row"], st["episode_start"]
+        block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
+        end = int(min(block + self.horizon_steps, env.trace.n))
+        obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
+        plan = self.current.get(env_index)
+        stale = plan is None or (plan.k, plan.episode_start, _okey(plan.objective)) != (k, i0, _okey(obj)) \
+            or not plan.start <= i < plan.start + plan.horizon or plan.start + plan.horizon != end \
+            or i >= plan.info["blind_from"]
+        if stale:
+            plan = self.plan(k, i, end - i, st["soc"], st["temp_c"], st["backlog"], st["config"],
+                             st["allowance_j"], episode_start=i0, objective=obj)
+            self.current[env_index] = plan
+        return plan, i - plan.start
+
+
+__all__ = ["ChargerBlindOracle", "OracleController", "OraclePlan"]

@@ -1,0 +1,78 @@
+"""The oracle without foresight of chargers (``oracle-charger-blind``): before a plug-in it acts as the oracle
+does on the same trace with no charger at all, it re-plans when the charger arrives, it leaves a solar node's
+supply alone, and it never changes the traces it plans on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_oracle import rollout, trace
+
+from agents.oracle import ChargerBlindOracle, OracleController
+from agents.registry import ORACLE_CHARGER_BLIND, REFERENCES, default_controllers, make_controller
+from envs.power_env import MicroLLMPowerEnv
+from model.profile_schema import example_profile
+
+N, PLUG = 60, 30  # rows, and the row where the charger is plugged in
+
+
+def charger_trace(kind="phone", charger=True, name="t", capacity_wh=0.5):
+    """A small battery, half full, that a charger reaches at row ``PLUG`` (or never)."""
+    supply = np.where(np.arange(N) >= PLUG, 10.0, 0.0) if charger else np.zeros(N)
+    return trace(N, supply_w=supply, demand_tps=30.0, capacity_wh=capacity_wh, soc=0.5, kind=kind, name=name)
+
+
+def env_of(*traces):
+    return MicroLLMPowerEnv(profile=example_profile(12), traces=list(traces), random_start=False)
+
+
+def test_before_the_plug_in_it_acts_as_the_oracle_on_the_trace_without_a_charger():
+    env = env_of(charger_trace(), charger_trace(charger=False, name="none"))
+    blind = ChargerBlindOracle(env, n_soc=101, n_temp=13, n_backlog=5)
+    _, acts = rollout(env, blind, k=0)
+    _, acts_none = rollout(env, OracleController(env, n_soc=101, n_temp=13, n_backlog=5), k=1)
+    _, acts_seen = rollout(env, OracleController(env, n_soc=101, n_temp=13, n_backlog=5), k=0)
+    assert acts[:PLUG] == acts_none[:PLUG]
+    # the charger matters on this trace: the oracle that sees it coming spends more before it arrives
+    assert acts_seen[:PLUG] != acts[:PLUG]
+    # one plan at the start, one when the charger is plugged in
+    assert [(p["start"], p["horizon"]) for p in blind.plans] == [(0, N), (PLUG, N - PLUG)]
+
+
+def test_without_foresight_a_doomed_battery_is_spent_on_quality():
+    """The oracle survives this battery only because it knows the charger comes: planning without that
+    knowledge, death before the end is certain (it costs ``w_death`` whenever it happens), so the best plan
+    spends the charge on quality and dies before the charger arrives. This is the case of the real phone traces
+    on which the learned policies die and the oracle does not."""
+    env = env_of(charger_trace(capacity_wh=0.2))
+    ret_seen, acts_seen = rollout(env, OracleController(env, n_soc=101, n_temp=13, n_backlog=5))
+    ret_blind, acts_blind = rollout(env, ChargerBlindOracle(env, n_soc=101, n_temp=13, n_backlog=5))
+    assert len(acts_seen) == N and ret_seen > 0
+    assert len(acts_blind) < PLUG and ret_blind < -env.unwrapped.w.death + 5
+
+
+def test_the_plans_leave_the_traces_supply_as_it_was():
+    env = env_of(charger_trace())
+    blind = ChargerBlindOracle(env, n_soc=51, n_temp=5, n_backlog=5)
+    before = blind.padded.supply.copy()
+    rollout(env, blind)
+    np.testing.assert_array_equal(blind.padded.supply, before)
+    assert blind.next_plug_in(0, 0) == PLUG and blind.next_plug_in(0, PLUG) >= N
+
+
+def test_a_solar_node_keeps_its_supply():
+    env = env_of(charger_trace(kind="solar-node"))
+    blind = ChargerBlindOracle(env, n_soc=51, n_temp=5, n_backlog=5)
+    ret_b, acts_b = rollout(env, blind)
+    ret_o, acts_o = rollout(env, OracleController(env, n_soc=51, n_temp=5, n_backlog=5))
+    assert acts_b == acts_o and ret_b == pytest.approx(ret_o)
+    assert len(blind.plans) == 1
+
+
+def test_registered_as_a_reference_not_run_by_default():
+    env = env_of(charger_trace())
+    assert isinstance(make_controller(ORACLE_CHARGER_BLIND, env), ChargerBlindOracle)
+    assert ORACLE_CHARGER_BLIND in REFERENCES
+    assert ORACLE_CHARGER_BLIND not in default_controllers(env.costs)
+    with pytest.raises(ValueError, match="no masked variant"):
+        ChargerBlindOracle(env, masked=True)
