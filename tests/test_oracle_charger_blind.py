@@ -76,3 +76,28 @@ def test_registered_as_a_reference_not_run_by_default():
     assert ORACLE_CHARGER_BLIND not in default_controllers(env.costs)
     with pytest.raises(ValueError, match="no masked variant"):
         ChargerBlindOracle(env, masked=True)
+
+
+def test_the_foresight_benchmark_scores_and_ranks_the_losses(tmp_path):
+    """``benchmarks/charger_foresight.py``: scores normalised as the evaluator's, deaths counted only where the
+    oracle lives, losses ranked; and it refuses a folder that is not a cross-validation, writing nothing."""
+    from bench_helpers import load_benchmark
+
+    cf = load_benchmark("charger_foresight")
+
+    def ep(ret, death=False):
+        return {"return": ret, "death": death}
+
+    report = {"episodes": [{"trace_name": n} for n in ("a", "b", "c")],
+              "per_episode": {"random": [ep(0.0), ep(0.0), ep(0.0)], "oracle": [ep(10.0), ep(10.0), ep(5.0, True)],
+                              "oracle-charger-blind": [ep(10.0), ep(2.0, True), ep(4.0, True)],
+                              "schedutil": [ep(9.0), ep(8.0), ep(1.0, True)]}}
+    s = cf.summarise(report)
+    assert s["score"]["oracle"] == 1.0 and s["score"]["random"] == 0.0
+    assert s["score"]["oracle-charger-blind"] == pytest.approx(16 / 25)
+    assert s["deaths_the_oracle_avoids"] == {"oracle-charger-blind": 1, "schedutil": 0}
+    assert [r["trace"] for r in s["top_losses"]] == ["b", "c"]
+    assert s["blind_loss_in_deaths"] == pytest.approx(8 / 25)
+    with pytest.raises(SystemExit, match="no folds/"):
+        cf.main(["--cv", str(tmp_path), "--out", str(tmp_path / "out" / "x")])
+    assert not (tmp_path / "out").exists()
