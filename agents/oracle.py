@@ -69,6 +69,10 @@ the state only through two tests, hot (T above the trip point less ``HOT_MARGIN_
 reserve with too little supply), so the DP asks ``Feasibility.mask`` for the four (hot, low) cases of each
 row and picks per grid point: the mask rules keep one owner.
 
+**Charger-blind** (:class:`ChargerBlindOracle`, the controller ``oracle-charger-blind``): the same DP planning as
+if no charger were plugged in later than now, re-planning when one is; what the oracle's lead owes to foresight
+of chargers (``benchmarks/charger_foresight.py``).
+
 The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
 per VecEnv sub-env; by default the env it was built with). It reads ``env.trace`` and
 ``env.sim_state()`` (SoC, temperature, backlog, row, episode start row, current configuration,
