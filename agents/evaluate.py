@@ -264,10 +264,14 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
         m["score"] = (normalised_score(m["return"], pol[RANDOM]["return"], pol[ORACLE]["return"])
                       if RANDOM in pol and ORACLE in pol else math.nan)
     per = result["per_episode"]
-    for name, m in pol.items():  # episodes this policy dies in although the oracle survives them
-        m["deaths_not_oracle"] = (sum(bool(e["death"]) and not bool(o["death"]) for e, o in zip(per[name], per[ORACLE]))
-                                  if ORACLE in per else math.nan)
+    for name, m in pol.items():
+        m["deaths_not_oracle"] = deaths_not_oracle(per[name], per[ORACLE]) if ORACLE in per else math.nan
     return result
+
+
+def deaths_not_oracle(episodes: Sequence[dict], oracle_episodes: Sequence[dict]) -> int:
+    """Episodes a policy dies in although the oracle survives them (per-episode records, same order)."""
+    return sum(bool(e["death"]) and not bool(o["death"]) for e, o in zip(episodes, oracle_episodes))
 
 
 class _EvalJob:

@@ -532,16 +532,21 @@ class OracleController:
         return s_hat, a_hat
 
     # ---- acting ------------------------------------------------------------------------------
-    def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
-        """The plan covering the bound env's current row (planned now if needed) and the step
-        index into it."""
-        env = env.unwrapped
+    def _position(self, env) -> tuple[dict, int, int, int, int, int, tuple]:
+        """Where the bound env is: its true state, trace index, row, episode start row, the start and length of the
+        block covering the row, and the objective the plan is made for."""
         st = self.true_state(env)
         k, i, i0 = self._trace_index(env), st["row"], st["episode_start"]
         block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
         H = int(min(self.horizon_steps, env.trace.n - block))
-        plan = self.current.get(env_index)
         obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
+        return st, k, i, i0, block, H, obj
+
+    def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
+        """The plan covering the bound env's current row (planned now if needed) and the step
+        index into it."""
+        st, k, i, i0, block, H, obj = self._position(env.unwrapped)
+        plan = self.current.get(env_index)
         if plan is None or (plan.k, plan.start, plan.horizon, plan.episode_start, _okey(plan.objective)) != \
                 (k, block, H, i0, _okey(obj)):
             key = (k, block, H, i0, round(st["soc"], 9), round(st["temp_c"], 6), round(st["backlog"], 6), _okey(obj))
@@ -632,12 +637,8 @@ class ChargerBlindOracle(OracleController):
     def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
         """As the oracle's, and a fresh plan from the current row when a charger was plugged in since the
         current plan was made."""
-        env = env.unwrapped
-        st = self.true_state(env)
-        k, i, i0 = self._trace_index(env), st["row"], st["episode_start"]
-        block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
-        end = int(min(block + self.horizon_steps, env.trace.n))
-        obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
+        st, k, i, i0, block, H, obj = self._position(env.unwrapped)
+        end = block + H
         plan = self.current.get(env_index)
         stale = plan is None or (plan.k, plan.episode_start, _okey(plan.objective)) != (k, i0, _okey(obj)) \
             or not plan.start <= i < plan.start + plan.horizon or plan.start + plan.horizon != end \

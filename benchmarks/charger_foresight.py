@@ -35,8 +35,10 @@ def fold_report(cv: Path, fold: int, eval_dir: Path, grid: str, max_steps: int) 
     """The fold's ``agents.evaluate`` report with ``POLICIES`` (run now unless one is already there)."""
     out = eval_dir / f"fold-{fold}"
     rep = out / "report.json"
-    if rep.is_file() and set(POLICIES) <= set(json.loads(rep.read_text())["per_episode"]):
-        return json.loads(rep.read_text())
+    if rep.is_file():
+        report = json.loads(rep.read_text())
+        if set(POLICIES) <= set(report["per_episode"]):
+            return report
     cmd = [sys.executable, "-m", "agents.evaluate", "--traces", str(cv / "folds" / f"fold-{fold}"), "--split", "test",
            "--out", str(out), "--oracle-grid", grid, "--max-steps", str(max_steps), "--policies", ",".join(POLICIES),
            "--no-progress", "--force"]
@@ -48,10 +50,12 @@ def fold_report(cv: Path, fold: int, eval_dir: Path, grid: str, max_steps: int) 
 def summarise(report: dict, top: int = 3) -> dict:
     """Scores (normalised by the oracle, as ``agents.evaluate``), deaths, and the episodes where the blind
     oracle loses most against the oracle."""
+    from agents.evaluate import deaths_not_oracle, normalised_score
+
     pe, eps = report["per_episode"], report["episodes"]
     total = {n: sum(e["return"] for e in pe[n]) for n in POLICIES}
-    den = total["oracle"] - total["random"]
-    score = {n: (total[n] - total["random"]) / den for n in POLICIES}
+    den = total["oracle"] - total["random"]  # an episode's share of the score: its return over this
+    score = {n: normalised_score(total[n], total["random"], total["oracle"]) for n in POLICIES}
     o, b, s = pe["oracle"], pe[BLIND], pe["schedutil"]
     rows = []
     for i, (eo, eb, es) in enumerate(zip(o, b, s, strict=True)):
@@ -61,8 +65,7 @@ def summarise(report: dict, top: int = 3) -> dict:
                      "blind_dies": bool(eb["death"]), "oracle_dies": bool(eo["death"]),
                      "schedutil_dies": bool(es["death"])})
     rows.sort(key=lambda r: -r["loss"])
-    deaths = {n: sum(bool(e["death"]) and not bool(x["death"]) for e, x in zip(pe[n], o, strict=True))
-              for n in (BLIND, "schedutil")}
+    deaths = {n: deaths_not_oracle(pe[n], o) for n in (BLIND, "schedutil")}
     return {"episodes": len(o), "score": score, "deaths_the_oracle_avoids": deaths,
             "blind_loss_total": sum(r["loss"] for r in rows),
             "blind_loss_in_deaths": sum(r["loss"] for r in rows if r["blind_dies"] and not r["oracle_dies"]),
