@@ -9,7 +9,9 @@ next plug-in; where it dies and the oracle does not, the oracle survived by fore
 For each fold of a cross-validation folder (``agents.crossval --out``), this scores random, the oracle, the
 charger-blind oracle and schedutil on the fold's held-out units (``agents.evaluate``; a report already in
 ``--eval-dir`` with those controllers is reused), and sets beside them the fold's learned policies from
-``crossval.json``. Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``::
+``crossval.json``, and how often chargers are plugged in on the fold's training units and on its held-out ones: the
+rate a planner without foresight could learn, against the rate it is judged on. Writes ``OUT.md``, ``OUT.json``
+and ``OUT.png``::
 
     python benchmarks/charger_foresight.py --cv runs/cv_keeptemp_f2 --eval-dir runs/blind \\
         --out benchmarks/results/charger_foresight
@@ -72,6 +74,36 @@ def summarise(report: dict, top: int = 3) -> dict:
             "top_losses": [r for r in rows[:top] if r["loss"] > 1e-4]}
 
 
+def plug_in_rates(fold_dir: Path, splits: tuple[str, ...] = ("train", "test")) -> dict:
+    """Per split and device kind with a charger (solar nodes left out: their ``plugged`` is daylight): traces,
+    plug-ins (``plugged`` 0 → 1), hours unplugged, plug-ins per unplugged hour, and the chance of one within an hour
+    at that rate (a Poisson arrival: 1 − exp(−rate · 1 h))."""
+    import math
+
+    import numpy as np
+
+    from traces.store import TraceSet
+
+    ts = TraceSet.load(fold_dir)
+    out: dict = {}
+    for split in splits:
+        kinds: dict = {}
+        for t in ts.split(split):
+            if t.meta.device_kind == "solar-node":
+                continue
+            pl = np.asarray(t.plugged) > 0
+            dt = np.diff(np.asarray(t.time_s, dtype=float))
+            k = kinds.setdefault(t.meta.device_kind, {"traces": 0, "plug_ins": 0, "unplugged_h": 0.0})
+            k["traces"] += 1
+            k["plug_ins"] += int(np.sum(pl[1:] & ~pl[:-1]))
+            k["unplugged_h"] += float(np.sum(dt[~pl[:-1]])) / 3600.0
+        for k in kinds.values():
+            k["per_h"] = k["plug_ins"] / k["unplugged_h"] if k["unplugged_h"] > 0 else float("nan")
+            k["p_within_1h"] = 1.0 - math.exp(-k["per_h"]) if k["per_h"] == k["per_h"] else float("nan")
+        out[split] = kinds
+    return out
+
+
 def plot(folds: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -125,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in folds:
         s = summarise(fold_report(a.cv, f, eval_dir, a.oracle_grid, a.max_steps))
         s["fold"] = f
+        s["plug_ins"] = plug_in_rates(a.cv / "folds" / f"fold-{f}")
         if f in rl:
             seeds = rl[f]["rl"]
             s["rl"] = seeds
@@ -156,6 +189,19 @@ def main(argv: list[str] | None = None) -> int:
             md.append(f"| {s['fold']} | `{r['trace']}` | {r['oracle']:.1f}{d[r['oracle_dies']]} | "
                       f"{r['blind']:.1f}{d[r['blind_dies']]} | {r['schedutil']:.1f}{d[r['schedutil_dies']]} | "
                       f"{r['loss']:.3f} |")
+    md += ["", "How often a charger is plugged in (devices with a charger; `plugged` 0 → 1 per hour unplugged), on the "
+           "fold's training units and on its held-out ones:", "",
+           "| fold | kind | training: plug-ins / unplugged h | per h | P(one within 1 h) | held out: plug-ins / "
+           "unplugged h | per h | P(one within 1 h) |", "|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        tr, te = s["plug_ins"]["train"], s["plug_ins"]["test"]
+        for kind in sorted(set(tr) | set(te)):
+            cells = []
+            for part in (tr, te):
+                k = part.get(kind)
+                cells += (["—", "—", "—"] if k is None else
+                          [f"{k['plug_ins']} / {k['unplugged_h']:.0f}", f"{k['per_h']:.3f}", f"{k['p_within_1h']:.3f}"])
+            md.append(f"| {s['fold']} | {kind} | " + " | ".join(cells) + " |")
     md += ["", f"![scores per fold]({outs[2].name})", "",
            f"`python benchmarks/charger_foresight.py --cv {a.cv} --eval-dir {eval_dir} --out {a.out}` (the per-fold "
            f"reports are in `{eval_dir}`, not committed)."]

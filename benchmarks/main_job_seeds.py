@@ -1,12 +1,13 @@
 """Does the main job beat every heuristic, seed after seed? ``python train.py`` (the defaults) over several seeds.
 
     python benchmarks/main_job_seeds.py [--seeds 1,2,3] [--jobs 2] [--out runs/main-seeds]
-                                        [--oracle-grid 101,25,7] [-- extra train.py arguments]
+                                        [--oracle-grid 101,25,7] [--traces DIR] [-- extra train.py arguments]
 
 Each seed is ``python train.py --seed S --no-final-eval`` plus the extra arguments (the defaults when there are
 none), ``--jobs`` at a time (``agents.crossval.run_jobs``; logs in ``OUT/logs``). Then one
 ``python -m agents.evaluate`` scores every seed's policy with every baseline and the oracle on the default test
-split (the main job's own evaluation, same episodes, same grid). Writes ``OUT/main_job_seeds.md/.json``: per seed
+split (the main job's own evaluation, same episodes, same grid). ``--traces DIR`` trains and scores on another trace
+set's own train / val / test split instead (e.g. ``data/real``). Writes ``OUT/main_job_seeds.md/.json``: per seed
 its score, the best heuristic's, the margin, and whether the seed beats every heuristic. ``--resume`` keeps
 finished seeds. ``{seed}`` in an extra argument is replaced by the seed
 (e.g. ``--bc-demos runs/A/seed-{seed}/demos.npz``).
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--oracle-grid", default="101,25,7")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--title", default="python train.py (the defaults)")
+    ap.add_argument("--traces", default=None, help="a trace set folder to train and score on (default: the embedded "
+                    "default set)")
     a = ap.parse_args(argv)
+    if a.traces is not None and not Path(a.traces).is_dir():
+        ap.error(f"--traces {a.traces}: no such folder (build the real-data set with `python -m traces.build_real "
+                 f"--shared ../shared/traces --out data/real`)")
+    set_args = ["--traces", a.traces] if a.traces else []
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     out = Path(a.out)
     if out.exists() and any(out.iterdir()) and not a.resume:
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in seeds:
         d = out / f"seed-{s}"
         jobs.append(Job(f"seed {s}", [py, "train.py", "--seed", str(s), "--runs-dir", str(d), "--no-final-eval",
-                                      "--no-progress", *(x.replace("{seed}", str(s)) for x in extra)],
+                                      "--no-progress", *set_args, *(x.replace("{seed}", str(s)) for x in extra)],
                         out / "logs" / f"seed-{s}.log", done_if=lambda d=d: completed_run(d) is not None))
     ev = out / "eval"
 
@@ -70,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 args += ["--run", str(r)]
         return args
 
-    jobs.append(Job("evaluate", [py, "-m", "agents.evaluate", "--split", "test", "--out", str(ev), "--oracle-grid",
-                                 a.oracle_grid, "--no-progress", "--force"], out / "logs" / "eval.log",
+    jobs.append(Job("evaluate", [py, "-m", "agents.evaluate", *set_args, "--split", "test", "--out", str(ev),
+                                 "--oracle-grid", a.oracle_grid, "--no-progress", "--force"], out / "logs" / "eval.log",
                     after=[f"seed {s}" for s in seeds], done_if=lambda: eval_covers(ev, eval_args()),
                     extra=eval_args))
     t0 = time.time()
@@ -94,13 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"seed": s, "run": str(r), "score": sc, "beats_every_heuristic": sc is not None and sc > heur[best],
                      "margin": None if sc is None else sc - heur[best], "train_wall_s": cfg.get("train_wall_s"),
                      "deaths_not_oracle": pol[name]["deaths_not_oracle"] if name else None})
-    res = {"title": a.title, "extra_args": extra, "seeds": rows, "heuristics": heur, "best_heuristic": best,
+    res = {"title": a.title, "extra_args": extra, "traces": a.traces or "default", "seeds": rows, "heuristics": heur,
+           "best_heuristic": best,
            "oracle_grid": a.oracle_grid, "episodes": len(rep["episodes"]), "wall_s": time.time() - t0,
            "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
     (out / "main_job_seeds.json").write_text(json.dumps(res, indent=1, default=float))
     n_ok = sum(r["beats_every_heuristic"] for r in rows)
     md = [f"# {a.title}: {n_ok} of {len(rows)} seeds beat every heuristic ({res['date']})", "",
-          f"Default test split, {res['episodes']} traces from row 0, oracle grid {a.oracle_grid}; extra train.py "
+          f"{'Default' if not a.traces else f'`{a.traces}`'} test split, {res['episodes']} traces from row 0, "
+          f"oracle grid {a.oracle_grid}; extra train.py "
           f"arguments: `{' '.join(extra) or 'none'}`. Best heuristic: {best} ({heur[best]:.3f}).", "",
           "| seed | score | margin over the best heuristic | beats every heuristic | deaths the oracle avoids | "
           "training (min) |", "|---|---|---|---|---|---|"]

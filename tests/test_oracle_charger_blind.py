@@ -101,3 +101,28 @@ def test_the_foresight_benchmark_scores_and_ranks_the_losses(tmp_path):
     with pytest.raises(SystemExit, match="no folds/"):
         cf.main(["--cv", str(tmp_path), "--out", str(tmp_path / "out" / "x")])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_foresight_benchmark_counts_plug_ins_per_unplugged_hour_by_split(tmp_path):
+    """``plug_in_rates``: a 0 → 1 edge of ``plugged`` is a plug-in, only unplugged time counts, each split apart,
+    solar nodes left out (their ``plugged`` is daylight)."""
+    from bench_helpers import load_benchmark
+
+    from traces.store import TraceSet
+
+    cf = load_benchmark("charger_foresight")
+    n = 361  # 360 steps of 10 s: one hour
+    one = np.where((np.arange(n) >= 180) & (np.arange(n) < 240), 5.0, 0.0)  # plugged in once, for 10 minutes
+    two = np.where((np.arange(n) % 120) >= 100, 5.0, 0.0)  # plugged in at rows 100, 220, 340
+    traces = [trace(n, supply_w=one, name="u1"), trace(n, supply_w=two, name="u2"),
+              trace(n, supply_w=0.0, name="u3"), trace(n, supply_w=two, kind="solar-node", name="s1")]
+    TraceSet.from_traces(traces, splits={"u1": "train", "u2": "train", "u3": "test", "s1": "train"}).save(tmp_path)
+    r = cf.plug_in_rates(tmp_path)
+    ph = r["train"]["phone"]
+    assert set(r["train"]) == {"phone"} and ph["traces"] == 2 and ph["plug_ins"] == 4
+    unplugged_rows = np.sum(one[:-1] == 0) + np.sum(two[:-1] == 0)
+    assert ph["unplugged_h"] == pytest.approx(unplugged_rows * 10 / 3600)
+    assert ph["per_h"] == pytest.approx(4 / ph["unplugged_h"])
+    assert ph["p_within_1h"] == pytest.approx(1 - np.exp(-ph["per_h"]))
+    assert r["test"]["phone"] == {"traces": 1, "plug_ins": 0, "unplugged_h": pytest.approx(1.0), "per_h": 0.0,
+                                  "p_within_1h": 0.0}
