@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             r = completed_run(out / f"seed-{s}")
             if r is not None:
                 args += ["--run", str(r)]
+                if (r / "warm_start" / "config.json").exists():  # a warm-started recipe: its clone alone too
+                    args += ["--run", str(r / "warm_start")]
         return args
 
     jobs.append(Job("evaluate", [py, "-m", "agents.evaluate", *set_args, "--split", "test", "--out", str(ev),
@@ -98,13 +100,18 @@ def main(argv: list[str] | None = None) -> int:
             name = next(n for n in pol if n.startswith("rl:"))
         sc = pol[name]["score"] if name else None
         cfg = json.loads((r / "config.json").read_text()) if r else {}
+        ws = next((n for n in pol if n.endswith(f":{r.name}/warm_start")), None) if r is not None else None
         rows.append({"seed": s, "run": str(r), "score": sc, "beats_every_heuristic": sc is not None and sc > heur[best],
+                     "warm_start_score": pol[ws]["score"] if ws else None,
                      "margin": None if sc is None else sc - heur[best], "train_wall_s": cfg.get("train_wall_s"),
                      "deaths_not_oracle": pol[name]["deaths_not_oracle"] if name else None})
     res = {"title": a.title, "extra_args": extra, "traces": a.traces or "default", "seeds": rows, "heuristics": heur,
            "best_heuristic": best,
            "oracle_grid": a.oracle_grid, "episodes": len(rep["episodes"]), "wall_s": time.time() - t0,
            "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
+    scored = [r for r in rows if r["score"] is not None and r["warm_start_score"] is not None]
+    gain = sum(r["score"] - r["warm_start_score"] for r in scored) / len(scored) if scored else None
+    res["rl_minus_warm_start"] = gain
     (out / "main_job_seeds.json").write_text(json.dumps(res, indent=1, default=float))
     n_ok = sum(r["beats_every_heuristic"] for r in rows)
     md = [f"# {a.title}: {n_ok} of {len(rows)} seeds beat every heuristic ({res['date']})", "",
@@ -112,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
           f"oracle grid {a.oracle_grid}; extra train.py "
           f"arguments: `{' '.join(extra) or 'none'}`. Best heuristic: {best} ({heur[best]:.3f}).", "",
           "| seed | score | margin over the best heuristic | beats every heuristic | deaths the oracle avoids | "
-          "training (min) |", "|---|---|---|---|---|---|"]
+          "warm start alone | training (min) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         ok = "yes" if r["beats_every_heuristic"] else "no"
-        md.append(f"| {r['seed']} | {r['score']:.3f} | {r['margin']:+.3f} | {ok} | {r['deaths_not_oracle']} | "
+        ws = "—" if r["warm_start_score"] is None else f"{r['warm_start_score']:.3f}"
+        md.append(f"| {r['seed']} | {r['score']:.3f} | {r['margin']:+.3f} | {ok} | {r['deaths_not_oracle']} | {ws} | "
                   f"{(r['train_wall_s'] or 0) / 60:.1f} |")
+    if gain is not None:
+        md += ["", f"The RL step over the warm start alone: {gain:+.3f} on average over {len(scored)} seeds."]
     md += ["", "Heuristics: " + ", ".join(f"{n} {v:.3f}" for n, v in sorted(heur.items(), key=lambda x: -x[1])), ""]
     (out / "main_job_seeds.md").write_text("\n".join(md))
     print("\n".join(md))
