@@ -890,11 +890,19 @@ class RunSession:
                                                    "bandwidth_mbps": 0.0}, clock=self.clock)
         self.capacity_j = a.capacity_wh * 3600.0
 
+    def min_dwell(self) -> int:
+        """The dwell rule's decisions between policy-driven switches: ``--min-dwell``, else the window the policy
+        was trained under (``EnvParams.min_dwell_steps`` > 1), else 3."""
+        if self.args.min_dwell is not None:
+            return int(self.args.min_dwell)
+        trained = int(self.params.min_dwell_steps) if self.pf is not None else 0
+        return trained if trained > 1 else 3
+
     def _open_manager(self) -> None:
         from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
 
         a = self.args
-        mcfg = ManagerConfig(min_dwell_decisions=a.min_dwell, capacity_wh=self.capacity_j / 3600.0)
+        mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -1522,7 +1530,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-tokens", type=positive_int, default=200, help="tokens per prompt")
     r.add_argument("--every-tokens", type=positive_int, default=8, help="decide every N tokens")
     r.add_argument("--every-ms", type=nonneg_float, default=0.0, help="decide every T ms instead (wall clock)")
-    r.add_argument("--min-dwell", type=nonneg_int, default=3, help="decisions between policy-driven switches")
+    r.add_argument("--min-dwell", type=nonneg_int, default=None,
+                   help="decisions between policy-driven switches (default: the window the policy was trained "
+                        "under, --env.min-dwell-steps, else 3)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

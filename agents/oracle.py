@@ -201,6 +201,10 @@ class OracleController:
         self.masked = bool(masked)
         if self.masked:
             self.name = "oracle-masked"
+            if self.env.params.min_dwell_steps > 1:
+                raise ValueError("oracle-masked: the dwell rule (min_dwell_steps "
+                                 f"{self.env.params.min_dwell_steps}) depends on the steps since the last switch, "
+                                 "which is not a state of the DP; evaluate it with min_dwell_steps 0")
 
     # ---- binding -----------------------------------------------------------------------------
     def bind(self, envs) -> OracleController:

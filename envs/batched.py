@@ -43,6 +43,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
+from runtime.rules import NO_SWITCH_YET, dwell_mask
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -154,6 +155,7 @@ class BatchedPowerEnv(VecEnv):
         self.n_rows, self.deadline_s = np.zeros(n, int), np.zeros(n)
         self.soc, self.temp, self.backlog = np.zeros(n), np.zeros(n), np.zeros(n)
         self.a = np.full(n, self.ref.full_config)
+        self.since_switch = np.full(n, NO_SWITCH_YET)  # the dwell rule (EnvParams.min_dwell_steps)
         self.budget_left = np.zeros(n)
         self.last_p, self.last_lat, self.last_dem = np.zeros(n), np.zeros(n), np.zeros(n)
         self.dem_avg = np.zeros(n)  # the smoothed demand (EnvParams.demand_avg_s)
@@ -189,6 +191,7 @@ class BatchedPowerEnv(VecEnv):
         self.temp[j] = self._start_temp_c(j) if temp_c is None else temp_c
         self.backlog[j], self.budget_left[j], self.t[j] = 0.0, 0.0, 0
         self.a[j] = self.ref.full_config if config is None else config
+        self.since_switch[j] = NO_SWITCH_YET
         self.last_p[j], self.last_lat[j], self.last_dem[j] = idle + base, 0.0, tr.demand[trace, start]
         self.dem_avg[j] = self.last_dem[j]
         self._set_objective(j, trace, start, objective)
@@ -245,6 +248,8 @@ class BatchedPowerEnv(VecEnv):
                       bandwidth, self.wq, self.we, self.qmin, (self.i < self.until_row) * 1.0, *self.plant)
         self.last = r
         self.soc, self.temp, self.backlog, self.budget_left = r.soc, r.temp_c, r.backlog, r.budget_left_j
+        if self.params.min_dwell_steps > 1:
+            self.since_switch = np.where(a != self.a, 0, self.since_switch) + 1
         self.a, self.last_p, self.last_lat, self.last_dem = a.copy(), r.power_w, r.latency_ms, demand
         if self.params.demand_avg_s:
             self.dem_avg = demand_avg_update(VECTOR, self.dem_avg, demand, self.dt, self.params.demand_avg_s)
@@ -351,12 +356,14 @@ class BatchedPowerEnv(VecEnv):
         """(n_envs, n_actions) feasibility masks (``runtime.rules``), for MaskablePPO. With the rule hint the
         observation already computed them: those of envs not stepped or reset since are reused."""
         if self._mask_cache is None:
-            return self._masks()
-        out = self._mask_cache.copy()
-        stale = np.flatnonzero(~self._mask_valid)
-        if stale.size:
-            out[stale] = self._masks(stale)
-        return out
+            out = self._masks()
+        else:
+            out = self._mask_cache.copy()
+            stale = np.flatnonzero(~self._mask_valid)
+            if stale.size:
+                out[stale] = self._masks(stale)
+        # the dwell rule last: the rule hint reads the masks without it, as the runtime manager's does
+        return dwell_mask(out, self.a, self.since_switch, self.params.min_dwell_steps)
 
     def _masks(self, rows: Any = slice(None)) -> np.ndarray:
         """(len(rows), n_actions) feasibility masks of the envs ``rows`` (default: all)."""

@@ -176,7 +176,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import HOT_MARGIN_C, Feasibility, SchedutilRule
+from runtime.rules import HOT_MARGIN_C, NO_SWITCH_YET, Feasibility, SchedutilRule, dwell_mask
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
            "load_cost_tables", "make_params", "prepare_traces"]
@@ -234,6 +234,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
+        self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
         # the rule hint (EnvParams.rule_hint): the schedutil-like rule over the profile's tables
         self.hint_config = -1  # the rule hint's configuration index in the last observation (-1: none)
         self._hint_rule = SchedutilRule(c.tps, c.ept_j, c.quality, p.step_s, p.backlog_cap_tokens,
@@ -287,6 +288,7 @@ class MicroLLMPowerEnv(gym.Env):
                                                           dev.r_th_c_per_w)))
         self.backlog = 0.0
         self._a = int(o.get("config", self.full_config))
+        self._since_switch = NO_SWITCH_YET  # the dwell rule (EnvParams.min_dwell_steps): none before a switch
         self._budget_left_j = 0.0
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
@@ -323,8 +325,12 @@ class MicroLLMPowerEnv(gym.Env):
             self._mask = self._compute_mask()
         else:
             self._mask = self._all_ok
+        obs = self._obs()  # the rule hint reads the mask before the dwell rule, as the runtime manager's does
+        if self._min_dwell > 1:
+            self._since_switch = (0 if a != prev else self._since_switch) + 1
+            self._mask = dwell_mask(self._mask, a, self._since_switch, self._min_dwell)
         info = {"step": r, "config": a, "switched": a != prev, "action_mask": self._mask.copy(), "cost": r[_COST]}
-        return self._obs(), reward, dead, truncated and not dead, info
+        return obs, reward, dead, truncated and not dead, info
 
     def action_masks(self) -> np.ndarray:
         """Configurations allowed now (sb3-contrib MaskablePPO convention)."""

@@ -283,6 +283,12 @@ class EnvParams:
     """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
     (runtime.observation, "hint_" rows; runtime.rules.SchedutilRule): the policy builds on the rule's decision
     instead of re-learning its thermal cap from a few hot traces (docs/agents.md, "The rule hint")"""
+    min_dwell_steps: int = 0
+    """the runtime manager's dwell rule in the action masks (runtime.rules.dwell_mask): within this many steps of a
+    switch only the current configuration is allowed, unless the other rules forbid it. 0 or 1: no rule (the
+    default, as every committed score). ``deploy.py run`` holds a policy to 3 decisions (``--min-dwell``); a policy
+    trained without the rule meets on the device states it never saw in training (held in a configuration it left
+    after one step), and one measured policy stayed in such a state for 88 decisions (docs/agents.md)"""
     max_episode_steps: int = 720
     """episode length of training and evaluation (720 = 2 h at 10 s)"""
     weights: RewardWeights = RewardWeights()
@@ -322,6 +328,9 @@ class EnvParams:
             problems.append(f"power_cap must be in [0, 100] (0: no power block), got {self.power_cap!r}")
         if not (math.isfinite(self.demand_avg_s) and self.demand_avg_s >= 0.0):
             problems.append(f"demand_avg_s must be >= 0 s (0: none), got {self.demand_avg_s!r}")
+        if int(self.min_dwell_steps) != self.min_dwell_steps or not 0 <= self.min_dwell_steps <= 1000:
+            problems.append(f"min_dwell_steps must be an integer in 0..1000 (0: no dwell rule), got "
+                            f"{self.min_dwell_steps!r}")
         if int(self.max_episode_steps) != self.max_episode_steps or self.max_episode_steps < 1:
             problems.append(f"max_episode_steps must be a positive integer, got {self.max_episode_steps!r}")
         for f in fields(RewardWeights):

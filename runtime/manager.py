@@ -66,7 +66,7 @@ from runtime.observation import (
 )
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
-from runtime.rules import SchedutilRule
+from runtime.rules import NO_SWITCH_YET, SchedutilRule
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -386,7 +386,7 @@ class RuntimeManager:
         self.state_since_s = -math.inf
         self._t0: float | None = None
         self._last_t: float | None = None
-        self._since_switch = 1 << 30
+        self._since_switch = NO_SWITCH_YET
         self._switch_t = -math.inf
         self._ok_run = 0
         self._energy_used_j = 0.0

@@ -30,6 +30,29 @@ import numpy as np
 from runtime.dynamics import max_power_for_temp_w
 
 HOT_MARGIN_C = 1.0  # start masking this far below the trip point: the model lags by τ
+NO_SWITCH_YET = 1 << 30  # decisions since the last switch before the first one: no dwell at the start
+
+
+def dwell_mask(mask: np.ndarray, current, since_switch, min_dwell: int) -> np.ndarray:
+    """The dwell rule as an action mask: within ``min_dwell`` decisions of the last switch only the current
+    configuration stays allowed, unless ``mask`` forbids it (then ``mask``: the other rules force a switch at once).
+
+    The runtime manager's rule (``runtime.manager.RuntimeManager``: a policy-driven switch needs
+    ``min_dwell_decisions`` decisions since the previous switch, counting the decision that switched as the first),
+    for the environments (``EnvParams.min_dwell_steps``). ``since_switch`` counts the decisions since the last
+    switch, the one that switched included (``NO_SWITCH_YET`` before any). Scalar (``mask`` (A,), ``current`` and
+    ``since_switch`` ints) or batched (``mask`` (n, A), the others (n,)); returns a new array when it holds, else
+    ``mask`` itself.
+    """
+    if min_dwell <= 1:
+        return mask
+    mask = np.asarray(mask)
+    cur = np.asarray(current)
+    held = (np.asarray(since_switch) < min_dwell) & np.take_along_axis(mask, cur[..., None], -1)[..., 0]
+    if not np.any(held):
+        return mask
+    only_cur = np.arange(mask.shape[-1]) == cur[..., None]
+    return np.where(held[..., None], only_cur, mask)
 
 
 def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:
