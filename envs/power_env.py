@@ -15,7 +15,9 @@ workload and link bandwidth.
 ## Action Space
 ``Discrete(n_configs)``: index into the profile's configuration space (``runtime.configspace``;
 ``env.decode_table`` gives each index's canonical name and knob values). ``action_masks()`` (sb3-contrib) and
-``info["action_mask"]`` (Gymnasium) mark configurations infeasible now (``runtime.rules``).
+``info["action_mask"]`` (Gymnasium) mark configurations infeasible now (``runtime.rules``); with
+``EnvParams.min_dwell_steps`` N > 1 they also hold the current configuration for the N − 1 steps after a switch, as
+the runtime manager's dwell rule does on the device (``runtime.rules.dwell_mask``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
