@@ -39,6 +39,7 @@ def eval_covers(ev: Path, run_args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.crossval import Job, completed_run, run_jobs, split_passthrough
+    from agents.evaluate import run_label
     from agents.registry import REFERENCES
 
     argv, extra = split_passthrough(argv)
@@ -100,15 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             name = next(n for n in pol if n.startswith("rl:"))
         sc = pol[name]["score"] if name else None
         cfg = json.loads((r / "config.json").read_text()) if r else {}
-        ws = next((n for n in pol if n.endswith(f":{r.name}/warm_start")), None) if r is not None else None
+        ws = next((n for n in pol if n.endswith(f":{run_label(r / 'warm_start')}")), None) if r is not None else None
         rows.append({"seed": s, "run": str(r), "score": sc, "beats_every_heuristic": sc is not None and sc > heur[best],
                      "warm_start_score": pol[ws]["score"] if ws else None,
                      "margin": None if sc is None else sc - heur[best], "train_wall_s": cfg.get("train_wall_s"),
                      "deaths_not_oracle": pol[name]["deaths_not_oracle"] if name else None})
     res = {"title": a.title, "extra_args": extra, "traces": a.traces or "default", "seeds": rows, "heuristics": heur,
-           "best_heuristic": best,
-           "oracle_grid": a.oracle_grid, "episodes": len(rep["episodes"]), "wall_s": time.time() - t0,
-           "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
+           "best_heuristic": best, "oracle_grid": a.oracle_grid, "episodes": len(rep["episodes"]),
+           "wall_s": time.time() - t0, "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
     scored = [r for r in rows if r["score"] is not None and r["warm_start_score"] is not None]
     gain = sum(r["score"] - r["warm_start_score"] for r in scored) / len(scored) if scored else None
     res["rl_minus_warm_start"] = gain

@@ -43,7 +43,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import NO_SWITCH_YET, dwell_mask
+from runtime.rules import NO_SWITCH_YET, dwell_mask, since_switch_after
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -249,7 +249,7 @@ class BatchedPowerEnv(VecEnv):
         self.last = r
         self.soc, self.temp, self.backlog, self.budget_left = r.soc, r.temp_c, r.backlog, r.budget_left_j
         if self.params.min_dwell_steps > 1:
-            self.since_switch = np.where(a != self.a, 0, self.since_switch) + 1
+            self.since_switch = since_switch_after(self.since_switch, a != self.a)
         self.a, self.last_p, self.last_lat, self.last_dem = a.copy(), r.power_w, r.latency_ms, demand
         if self.params.demand_avg_s:
             self.dem_avg = demand_avg_update(VECTOR, self.dem_avg, demand, self.dt, self.params.demand_avg_s)

@@ -178,7 +178,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import HOT_MARGIN_C, NO_SWITCH_YET, Feasibility, SchedutilRule, dwell_mask
+from runtime.rules import HOT_MARGIN_C, NO_SWITCH_YET, Feasibility, SchedutilRule, dwell_mask, since_switch_after
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
            "load_cost_tables", "make_params", "prepare_traces"]
@@ -329,7 +329,7 @@ class MicroLLMPowerEnv(gym.Env):
             self._mask = self._all_ok
         obs = self._obs()  # the rule hint reads the mask before the dwell rule, as the runtime manager's does
         if self._min_dwell > 1:
-            self._since_switch = (0 if a != prev else self._since_switch) + 1
+            self._since_switch = since_switch_after(self._since_switch, a != prev)
             self._mask = dwell_mask(self._mask, a, self._since_switch, self._min_dwell)
         info = {"step": r, "config": a, "switched": a != prev, "action_mask": self._mask.copy(), "cost": r[_COST]}
         return obs, reward, dead, truncated and not dead, info

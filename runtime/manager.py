@@ -66,7 +66,7 @@ from runtime.observation import (
 )
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
-from runtime.rules import NO_SWITCH_YET, SchedutilRule
+from runtime.rules import NO_SWITCH_YET, SchedutilRule, since_switch_after
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -723,12 +723,12 @@ class RuntimeManager:
     def _commit(self, now_s: float, st: State, a_pol: int, final: int, reason: Reason, soc: float, temp: float,
                 plugged: float, power: float) -> None:
         """Phase 4: switch, count, record."""
-        if final != self.current:
+        switched = final != self.current
+        if switched:
             self.switches += 1
-            self._since_switch = 0
             self._switch_t = now_s
             self.current = final
-        self._since_switch += 1
+        self._since_switch = since_switch_after(self._since_switch, switched)
         self.decisions += 1
         self.overrides[reason] += 1
         self.state_decisions[st] += 1

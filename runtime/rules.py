@@ -33,6 +33,15 @@ HOT_MARGIN_C = 1.0  # start masking this far below the trip point: the model lag
 NO_SWITCH_YET = 1 << 30  # decisions since the last switch before the first one: no dwell at the start
 
 
+def since_switch_after(since_switch, switched):
+    """The dwell rule's count after one more decision: 1 when it switched (the switching decision is the first),
+    else one more. Scalar (ints and a bool) or batched (arrays); the runtime manager and both environments count
+    with it."""
+    if isinstance(switched, np.ndarray):
+        return np.where(switched, 1, since_switch + 1)
+    return 1 if switched else since_switch + 1
+
+
 def dwell_mask(mask: np.ndarray, current, since_switch, min_dwell: int) -> np.ndarray:
     """The dwell rule as an action mask: within ``min_dwell`` decisions of the last switch only the current
     configuration stays allowed, unless ``mask`` forbids it (then ``mask``: the other rules force a switch at once).
