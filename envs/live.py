@@ -17,6 +17,9 @@ configurations must be the model's, and its ``model.checkpoint_sha256`` the chec
 measurements: the report gives both profiles' errors side by side. Before measuring, the host is compared with
 the profile's ``machine.fingerprint`` (``model.profile.host_check_warning``): a profile from another host (or
 one without a fingerprint) gets one warning line on stderr naming the calibrate command.
+With two repeats or more, each profile is also scored as the runtime uses it: corrected online by the runtime
+manager's estimator (``runtime.correction``), each sample predicted from the samples measured before it
+(:func:`online_corrected`).
 Each run adds a dated section at the top of the report; earlier sections are kept below it.
 """
 
@@ -163,6 +166,7 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
     env.reset(seed=0)
     names = list(env.costs.names)
     lat: dict[str, list[float]] = {n: [] for n in names}
+    order: list[tuple[int, float]] = []  # (configuration, its repeat's median ms/token), in the order measured
     for name in names:  # warm every configuration once
         env.model.set_config(name)
         env._fresh_cache()
@@ -172,7 +176,13 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
             env.model.set_config(name)
             env._fresh_cache()
             env._generate(1)  # the first step after a switch repairs nothing here, but pays the dispatch warm-up
-            lat[name].extend(env._generate(tokens_per_config))
+            sample = env._generate(tokens_per_config)
+            lat[name].extend(sample)
+            order.append((names.index(name), float(statistics.median(sample))))
+    online = {"online": online_corrected(env.costs, env.costs.decode_ms, order)}
+    if cal is not None:
+        online["calibrated_online"] = online_corrected(
+            env.costs, [float(cal[n]["decode_ms_per_token_median"]) for n in names], order)
     rows = []
     for a, name in enumerate(names):
         pred, meas = float(env.costs.decode_ms[a]), float(statistics.median(lat[name]))
@@ -182,8 +192,40 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
             cp = float(cal[name]["decode_ms_per_token_median"])
             row.update({"calibrated_predicted_ms_per_token": cp, "calibrated_error_pct": 100.0 * (cp - meas) / meas,
                         "calibrated_source": cal[name].get("source", "measured")})
+        for key, per_config in online.items():
+            if per_config[a] is not None:
+                row[f"{key}_error_pct"] = per_config[a]
         rows.append(row)
     return rows
+
+
+def online_corrected(costs, predicted_ms, order: list[tuple[int, float]]) -> list[float | None]:
+    """The error of a profile as the runtime uses it: corrected online (``runtime.correction.OnlineCorrection``,
+    the manager's estimator) by every sample measured before the one it predicts.
+
+    ``costs`` is the environment's cost tables (``envs.tables``: names, configuration space, features).
+    Each sample of ``order`` ((configuration, measured ms/token), in the order measured) is predicted by the
+    profile's ``predicted_ms`` times the correction's current ratio for that configuration (its own once it has
+    ``MIN_SAMPLES``, else borrowed from the nearest measured one of the same precision, else the global ratio, else
+    1), then fed to it. A prequential figure: no sample corrects its own prediction. Per configuration: the median
+    signed error (%) of its samples after the first round (the runtime starts uncorrected too), ``None`` for a
+    configuration measured only once.
+    """
+    from runtime.correction import OnlineCorrection
+
+    n = len(costs.names)
+    bits = [costs.space.values_of(i).get("bits", 0) for i in range(n)]
+    pred = np.asarray(predicted_ms, dtype=np.float64)
+    corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits)
+    seen = np.zeros(n, dtype=np.int64)
+    errs: list[list[float]] = [[] for _ in range(n)]
+    for a, meas in order:
+        if seen[a] >= 1:
+            guess = float(corr.corrected_decode_ms(a))
+            errs[a].append(100.0 * (guess - meas) / meas)
+        corr.observe(a, latency_ms=meas)
+        seen[a] += 1
+    return [float(np.median(e)) if e else None for e in errs]
 
 
 _TITLE = "# Sim-to-real: predicted vs measured decode latency"
@@ -216,15 +258,28 @@ def write_report(rows: list[dict], path: Path, meta: dict, keep_earlier: bool = 
         perrs = np.array([abs(r["calibrated_error_pct"]) for r in rows if r["calibrated_source"] == "predicted"])
         lines.append(f"Calibrated `{meta['calibrated']}`: {_summary(cerrs)}"
                      + (f"; its predicted configurations only: {_summary(perrs)}" if perrs.size else "") + ".")
-        lines += ["", "| configuration | measured ms/token | base predicted | base error % | calibrated predicted | "
-                  "calibrated error % | calibrated source |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['measured_ms_per_token']:.3f} | {r['predicted_ms_per_token']:.3f} | "
-                  f"{r['error_pct']:+.1f} | {r['calibrated_predicted_ms_per_token']:.3f} | "
-                  f"{r['calibrated_error_pct']:+.1f} | {r['calibrated_source']} |" for r in rows]
-    else:
-        lines += ["", "| configuration | predicted ms/token | measured ms/token | error % |", "|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['predicted_ms_per_token']:.3f} | {r['measured_ms_per_token']:.3f} | "
-                  f"{r['error_pct']:+.1f} |" for r in rows]
+    online = [k for k in ("online_error_pct", "calibrated_online_error_pct") if rows and k in rows[0]]
+    for k in online:
+        label = "Calibrated" if k.startswith("calibrated") else "Profile"
+        oerrs = np.array([abs(r[k]) for r in rows if k in r])
+        lines.append(f"{label} corrected online by the runtime's estimator (`runtime.correction`, each sample "
+                     f"predicted from the earlier ones, after the first round): {_summary(oerrs)}.")
+    cols = [("base predicted", lambda r: f"{r['predicted_ms_per_token']:.3f}"),
+            ("base error %", lambda r: f"{r['error_pct']:+.1f}")]
+    if "online_error_pct" in online:
+        cols.append(("base + online error %", lambda r: f"{r['online_error_pct']:+.1f}" if "online_error_pct" in r
+                     else ""))
+    if has_cal:
+        cols += [("calibrated predicted", lambda r: f"{r['calibrated_predicted_ms_per_token']:.3f}"),
+                 ("calibrated error %", lambda r: f"{r['calibrated_error_pct']:+.1f}")]
+        if "calibrated_online_error_pct" in online:
+            cols.append(("calibrated + online error %", lambda r: f"{r['calibrated_online_error_pct']:+.1f}"
+                         if "calibrated_online_error_pct" in r else ""))
+        cols.append(("calibrated source", lambda r: r["calibrated_source"]))
+    lines += ["", "| configuration | measured ms/token | " + " | ".join(c for c, _ in cols) + " |",
+              "|---|---|" + "---|" * len(cols)]
+    lines += [f"| {r['name']} | {r['measured_ms_per_token']:.3f} | " + " | ".join(f(r) for _, f in cols) + " |"
+              for r in rows]
     earlier = _earlier_sections(path) if keep_earlier else ""
     from runtime.safeio import atomic_write_text
 

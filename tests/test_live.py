@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,39 @@ def test_sim_to_real_times_every_sample_at_the_same_context_round_robin(tiny_liv
     names = list(env.costs.names)
     assert [c for c, _ in seen] == names + names  # round-robin
     assert {length for _, length in seen} == {8 + 1}  # the context and the one warm-up step, every time
+
+
+def test_online_correction_predicts_a_slower_host_from_earlier_samples():
+    """The prequential online figure: a host 3x slower than the profile is predicted to within 1 % from the second
+    round on (the global ratio is trusted after MIN_SAMPLES samples), where the profile alone is 67 % off; a
+    configuration measured once has no corrected figure (its only sample is the uncorrected first round); a host
+    that changes speed mid-run is followed."""
+    from envs.live import online_corrected
+    from envs.power_env import load_cost_tables
+    from model.profile_schema import example_profile
+
+    costs = load_cost_tables(example_profile(12))
+    pred = np.asarray(costs.decode_ms, dtype=float)
+    n = len(pred)
+    order = [(a, 3.0 * pred[a]) for _ in range(3) for a in range(n)]
+    errs = online_corrected(costs, pred, order)
+    assert all(e is not None and abs(e) < 1.0 for e in errs)
+    assert online_corrected(costs, pred, order[:n]) == [None] * n
+    # twice as slow again from the third round on: a ratio frozen at 3x would be 50 % off on rounds 3-5 (the
+    # median of each configuration's rounds 2-5); followed, every configuration's median is within 25 %
+    order = [(a, f * pred[a]) for f in (3.0, 3.0, 6.0, 6.0, 6.0) for a in range(n)]
+    late = np.abs(online_corrected(costs, pred, order))
+    assert late.max() < 25.0 and np.median(late) < 10.0
+
+
+def test_sim_to_real_reports_the_online_corrected_error(tiny_live, tmp_path):
+    m, path = tiny_live
+    env = LiveMicroLLMPowerEnv(model=m, profile=str(path))
+    one = sim_to_real(env, tokens_per_config=2, repeats=1)
+    assert not any("online_error_pct" in r for r in one)  # nothing to predict from with a single round
+    rows = sim_to_real(env, tokens_per_config=2, repeats=2)
+    assert all(np.isfinite(r["online_error_pct"]) for r in rows)
+    out = tmp_path / "s2r.md"
+    write_report(rows, out, {"profile": "tiny", "threads": 1, "tokens": 2, "repeats": 2, "date": "2026-12-04"})
+    text = out.read_text()
+    assert "base + online error %" in text and "corrected online by the runtime's estimator" in text
