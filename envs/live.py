@@ -187,7 +187,8 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
     for a, name in enumerate(names):
         pred, meas = float(env.costs.decode_ms[a]), float(statistics.median(lat[name]))
         row = {"name": name, "predicted_ms_per_token": pred, "measured_ms_per_token": meas,
-               "error_pct": 100.0 * (pred - meas) / meas}
+               "error_pct": 100.0 * (pred - meas) / meas,
+               "samples_ms": [v for c, v in order if c == a]}  # each repeat's median, round-robin order
         if cal is not None:
             cp = float(cal[name]["decode_ms_per_token_median"])
             row.update({"calibrated_predicted_ms_per_token": cp, "calibrated_error_pct": 100.0 * (cp - meas) / meas,
@@ -199,7 +200,8 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
     return rows
 
 
-def online_corrected(costs, predicted_ms, order: list[tuple[int, float]]) -> list[float | None]:
+def online_corrected(costs, predicted_ms, order: list[tuple[int, float]],
+                     precision_level: bool = True) -> list[float | None]:
     """The error of a profile as the runtime uses it: corrected online (``runtime.correction.OnlineCorrection``,
     the manager's estimator) by every sample measured before the one it predicts.
 
@@ -209,14 +211,15 @@ def online_corrected(costs, predicted_ms, order: list[tuple[int, float]]) -> lis
     ``MIN_SAMPLES``, else borrowed from the nearest measured one of the same precision, else the global ratio, else
     1), then fed to it. A prequential figure: no sample corrects its own prediction. Per configuration: the median
     signed error (%) of its samples after the first round (the runtime starts uncorrected too), ``None`` for a
-    configuration measured only once.
+    configuration measured only once. ``precision_level=False``: the estimator without its precision level
+    (``runtime.correction.OnlineCorrection``), for comparisons.
     """
     from runtime.correction import OnlineCorrection
 
     n = len(costs.names)
     bits = [costs.space.values_of(i).get("bits", 0) for i in range(n)]
     pred = np.asarray(predicted_ms, dtype=np.float64)
-    corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits)
+    corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits, precision_level)
     seen = np.zeros(n, dtype=np.int64)
     errs: list[list[float]] = [[] for _ in range(n)]
     for a, meas in order:

@@ -24,8 +24,13 @@ multiply):
 A configuration with too few samples of its own **borrows**: the mean log-ratio of the nearest
 trusted configurations (Euclidean distance of the configuration features, all those at the
 minimum distance) *of the same precision* (bits: a precision has its own kernels, so its slowdown
-is shared); without one, the **global** ratio — the same estimator fed with every sample of every
-configuration; without a trusted global ratio, 1 (the profile as it is).
+is shared); without one, the **precision's** ratio — the same estimator fed with every sample of
+every configuration of that precision, trusted after ``MIN_SAMPLES`` of them; without it, the
+**global** ratio — fed with every sample of every configuration; without a trusted global ratio, 1
+(the profile as it is). The precision's level matters while few configurations have samples of
+their own: a host whose int8 kernels are slower, relative to the profile's, than its fp32 ones
+(this project's 2-core hosts against the reference profile, docs/sim2real.md) is followed per
+precision after a handful of samples, where the global ratio would mix the precisions.
 """
 
 from __future__ import annotations
@@ -111,11 +116,14 @@ class OnlineCorrection:
         features: (n, f) configuration features (distance for borrowing); default: none (every
             configuration of the same precision is equally near).
         precision: Precision group per configuration (e.g. bits); default: one group.
+        precision_level: Use each precision's pooled ratio before the global one (default); False gives the
+            estimator before 2026-12-04 (borrowed, else global), for comparisons.
     """
 
     def __init__(self, names: Sequence[str], decode_ms: Sequence[float], power_w: Sequence[float],
                  energy_j_per_token: Sequence[float], features: np.ndarray | None = None,
-                 precision: Sequence[Any] | None = None) -> None:
+                 precision: Sequence[Any] | None = None, precision_level: bool = True) -> None:
+        self.precision_level = bool(precision_level)
         self.names = list(names)
         n = len(self.names)
         self.decode_ms = np.asarray(decode_ms, dtype=np.float64).reshape(n)
@@ -126,12 +134,18 @@ class OnlineCorrection:
         self.lat = [RobustLogRatio() for _ in range(n)]
         self.pow = [RobustLogRatio() for _ in range(n)]
         self.lat_all, self.pow_all = RobustLogRatio(), RobustLogRatio()
+        # the precision groups (index per configuration) and their pooled estimators
+        keys = np.array([hash(p) for p in self.precision])
+        self._group_keys, self._group = np.unique(keys, return_inverse=True)
+        self._group_label = {int(g): str(self.precision[int(np.flatnonzero(self._group == g)[0])])
+                             for g in range(len(self._group_keys))}
+        self.lat_prec = [RobustLogRatio() for _ in self._group_keys]
+        self.pow_prec = [RobustLogRatio() for _ in self._group_keys]
         self.samples = 0
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         # (n, n): distances between configurations and "same precision" (the borrowing rule)
         self._dist = np.linalg.norm(self.features[:, None, :] - self.features[None, :, :], axis=2)
-        prec = np.array([hash(p) for p in self.precision])
-        self._same = prec[:, None] == prec[None, :]
+        self._same = self._group[:, None] == self._group[None, :]
 
     @classmethod
     def from_policy(cls, pf: Any) -> OnlineCorrection:
@@ -153,11 +167,13 @@ class OnlineCorrection:
         if _valid(latency_ms) and self.decode_ms[i] > 0:
             x = math.log(latency_ms / self.decode_ms[i])
             self.lat[i].add(x)
+            self.lat_prec[self._group[i]].add(x)
             self.lat_all.add(x)
             used = True
         if _valid(power_w) and self.power_w[i] > 0:
             x = math.log(power_w / self.power_w[i])
             self.pow[i].add(x)
+            self.pow_prec[self._group[i]].add(x)
             self.pow_all.add(x)
             used = True
         if used:
@@ -166,7 +182,8 @@ class OnlineCorrection:
         return used
 
     # ---- ratios -------------------------------------------------------------------------------
-    def _resolve(self, est: list[RobustLogRatio], glob: RobustLogRatio) -> tuple[np.ndarray, np.ndarray]:
+    def _resolve(self, est: list[RobustLogRatio], prec: list[RobustLogRatio],
+                 glob: RobustLogRatio) -> tuple[np.ndarray, np.ndarray]:
         """(ratios (n,), nearest (n, n) bool: the measured configurations each one borrows from).
 
         Vectorised over the precomputed distances: this runs on the manager's update path."""
@@ -177,10 +194,13 @@ class OnlineCorrection:
         near = cand & (dist <= dist.min(axis=1, initial=np.inf)[:, None] + 1e-12)
         cnt = near.sum(axis=1)
         g = glob.log_ratio if glob.trusted else 0.0
-        borrowed = np.where(cnt > 0, (near * own[None, :]).sum(axis=1) / np.maximum(cnt, 1), g)
+        pooled = np.array([p.log_ratio if p.trusted and self.precision_level else g
+                           for p in prec])[self._group]  # the precision's, else global
+        borrowed = np.where(cnt > 0, (near * own[None, :]).sum(axis=1) / np.maximum(cnt, 1), pooled)
         return np.exp(np.where(trusted, own, borrowed)), np.where(trusted[:, None], False, near)
 
-    def _basis(self, est: list[RobustLogRatio], glob: RobustLogRatio, near: np.ndarray) -> list[str]:
+    def _basis(self, est: list[RobustLogRatio], prec: list[RobustLogRatio], glob: RobustLogRatio,
+               near: np.ndarray) -> list[str]:
         """Where each ratio comes from, in words (for state() and saved profiles)."""
         out = []
         for i, e in enumerate(est):
@@ -188,27 +208,30 @@ class OnlineCorrection:
                 out.append("measured")
             elif near[i].any():
                 out.append("borrowed:" + ",".join(self.names[j] for j in np.flatnonzero(near[i])))
+            elif self.precision_level and prec[self._group[i]].trusted:
+                out.append("precision:" + self._group_label[int(self._group[i])])
             else:
                 out.append("global" if glob.trusted else "none")
         return out
 
     def _ratios(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         if self._cache is None:
-            lr, ln = self._resolve(self.lat, self.lat_all)
-            pr, pn = self._resolve(self.pow, self.pow_all)
+            lr, ln = self._resolve(self.lat, self.lat_prec, self.lat_all)
+            pr, pn = self._resolve(self.pow, self.pow_prec, self.pow_all)
             self._cache = (lr, pr, ln, pn)
         return self._cache
 
     def _ratios_with_basis(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         lr, pr, ln, pn = self._ratios()
-        return lr, pr, self._basis(self.lat, self.lat_all, ln), self._basis(self.pow, self.pow_all, pn)
+        return (lr, pr, self._basis(self.lat, self.lat_prec, self.lat_all, ln),
+                self._basis(self.pow, self.pow_prec, self.pow_all, pn))
 
     def latency_ratios(self) -> np.ndarray:
-        """(n,) measured/predicted decode latency (own, borrowed, global or 1)."""
+        """(n,) measured/predicted decode latency (own, borrowed, precision, global or 1)."""
         return self._ratios()[0]
 
     def power_ratios(self) -> np.ndarray:
-        """(n,) measured/predicted model power (own, borrowed, global or 1)."""
+        """(n,) measured/predicted model power (own, borrowed, precision, global or 1)."""
         return self._ratios()[1]
 
     def latency_ratio(self, i: int) -> float:
@@ -248,6 +271,11 @@ class OnlineCorrection:
                 "latency_ratio_global": round(self.lat_all.ratio, 5) if self.lat_all.trusted else None,
                 "power_ratio_global": round(self.pow_all.ratio, 5) if self.pow_all.trusted else None,
                 "latency_samples_global": self.lat_all.n, "power_samples_global": self.pow_all.n,
+                "precision": {self._group_label[g]: {
+                    "latency_ratio": round(self.lat_prec[g].ratio, 5) if self.lat_prec[g].trusted else None,
+                    "power_ratio": round(self.pow_prec[g].ratio, 5) if self.pow_prec[g].trusted else None,
+                    "latency_samples": self.lat_prec[g].n, "power_samples": self.pow_prec[g].n}
+                    for g in range(len(self._group_keys))},
                 "configs": cfgs}
 
     def to_profile(self, base_profile: Mapping[str, Any], decisions: int | None = None,
@@ -259,7 +287,7 @@ class OnlineCorrection:
         latency ratio, ``decode_tokens_per_s`` ÷ it, ``power_w`` × the power ratio,
         ``energy_j_per_token`` × both; each record gets its ``"correction"`` (ratios and basis) and
         ``"source"``: ``"measured"`` when its own latency or power ratio is trusted, else
-        ``"predicted"`` (borrowed, global or none) — the profile schema's record sources. Profile
+        ``"predicted"`` (borrowed, precision, global or none) — the profile schema's record sources. Profile
         configurations outside this space get the global ratios. The top level gets
         ``calibration`` (``source: "runtime online correction"``, decisions, samples, ratios,
         constants, ``base_profile``, the ``measured`` / ``predicted`` partition; ``budget_s`` and

@@ -118,10 +118,15 @@ def test_online_correction_predicts_a_slower_host_from_earlier_samples():
     assert all(e is not None and abs(e) < 1.0 for e in errs)
     assert online_corrected(costs, pred, order[:n]) == [None] * n
     # twice as slow again from the third round on: a ratio frozen at 3x would be 50 % off on rounds 3-5 (the
-    # median of each configuration's rounds 2-5); followed, every configuration's median is within 25 %
-    order = [(a, f * pred[a]) for f in (3.0, 3.0, 6.0, 6.0, 6.0) for a in range(n)]
-    late = np.abs(online_corrected(costs, pred, order))
-    assert late.max() < 25.0 and np.median(late) < 10.0
+    # median of each configuration's rounds 2-5); followed (each precision's ratio, 4 samples a round here), less
+    late = np.abs(online_corrected(costs, pred, order=[(a, f * pred[a]) for f in (3.0, 3.0, 6.0, 6.0, 6.0)
+                                                       for a in range(n)]))
+    assert late.max() < 45.0 and np.median(late) < 25.0
+    # a host whose precisions are slowed differently (2x, 3x, 4x): each precision's own ratio, not their mix
+    bits = [costs.space.values_of(i)["bits"] for i in range(n)]
+    factor = {32: 2.0, 8: 3.0, 4: 4.0}
+    errs = online_corrected(costs, pred, [(a, factor[bits[a]] * pred[a]) for _ in range(3) for a in range(n)])
+    assert all(abs(e) < 1e-6 for e in errs[3:])  # from the second round's fourth sample on, every precision trusted
 
 
 def test_sim_to_real_reports_the_online_corrected_error(tiny_live, tmp_path):
@@ -135,3 +140,24 @@ def test_sim_to_real_reports_the_online_corrected_error(tiny_live, tmp_path):
     write_report(rows, out, {"profile": "tiny", "threads": 1, "tokens": 2, "repeats": 2, "date": "2026-12-04"})
     text = out.read_text()
     assert "base + online error %" in text and "corrected online by the runtime's estimator" in text
+
+
+def test_online_correction_benchmark_replays_a_live_report(tiny_live):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("online_correction", "benchmarks/online_correction.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    m, path = tiny_live
+    env = LiveMicroLLMPowerEnv(model=m, profile=str(path))
+    rows = sim_to_real(env, tokens_per_config=2, repeats=2)
+    assert all(len(r["samples_ms"]) == 2 for r in rows)
+    res = bench.replay({"meta": {"profile": str(path)}, "rows": rows})
+    assert set(res) == {"profile", "profile + online (global level only)", "profile + online (precision level)"}
+    # the replay of the live run's own order reproduces envs.live's online figure
+    want = np.median(np.abs([r["online_error_pct"] for r in rows]))
+    assert res["profile + online (precision level)"]["median_pct"] == pytest.approx(want)
+    for r in rows:
+        del r["samples_ms"]
+    with pytest.raises(SystemExit, match="no per-repeat samples"):
+        bench.replay({"meta": {"profile": str(path)}, "rows": rows})

@@ -118,6 +118,39 @@ def test_unmeasured_configurations_borrow() -> None:
     assert c.lat[i].n == 0 and c.pow[i].n == 0
 
 
+def test_a_precision_is_followed_before_any_configuration_has_samples_of_its_own() -> None:
+    """One sample each of several int8 configurations (2x) and int4 ones (4x): no configuration is trusted, but
+    each precision's pooled ratio is, and is used for every configuration of it; fp32 has no samples: global."""
+    prec = [COSTS.space.values_of(i)["bits"] for i in range(len(COSTS.names))]
+    c = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec)
+    int8 = [i for i, b in enumerate(prec) if b == 8]
+    int4 = [i for i, b in enumerate(prec) if b == 4]
+    for k in range(MIN_SAMPLES):  # round-robin over the precision's configurations: none gets MIN_SAMPLES
+        a, b = int8[k % len(int8)], int4[k % len(int4)]
+        c.observe(a, latency_ms=2.0 * DEC_MS[a])
+        c.observe(b, latency_ms=4.0 * DEC_MS[b])
+    assert not any(e.trusted for e in c.lat)
+    st = c.state(measured_only=False)
+    for i, b in enumerate(prec):
+        basis = st["configs"][COSTS.names[i]]["latency_basis"]
+        if b == 8:
+            assert basis == "precision:8" and c.latency_ratio(i) == pytest.approx(2.0)
+        elif b == 4:
+            assert basis == "precision:4" and c.latency_ratio(i) == pytest.approx(4.0)
+        else:
+            assert basis == "global" and 2.0 < c.latency_ratio(i) < 4.0
+    assert st["precision"]["8"]["latency_ratio"] == pytest.approx(2.0) and st["precision"]["8"]["latency_samples"] == 5
+    assert st["precision"]["32"]["latency_ratio"] is None
+    # without the precision level (the estimator before 2026-12-04): the global ratio for all of them
+    old = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec,
+                           precision_level=False)
+    for k in range(MIN_SAMPLES):
+        a, b = int8[k % len(int8)], int4[k % len(int4)]
+        old.observe(a, latency_ms=2.0 * DEC_MS[a])
+        old.observe(b, latency_ms=4.0 * DEC_MS[b])
+    assert {v["latency_basis"] for v in old.state(measured_only=False)["configs"].values()} == {"global"}
+
+
 # ---- the manager -----------------------------------------------------------------------------------
 def test_three_times_slower_host_converges(tmp_path: Path) -> None:
     """Cool device (no mask): the policy keeps EXPENSIVE; its corrected figures are within 10 % of the
