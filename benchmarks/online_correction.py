@@ -60,7 +60,16 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| live run | predicted by | median abs error % | worst abs error % |", "|---|---|---|---|"]
     res = {}
     for f in a.reports:
-        rep = json.loads(Path(f).read_text())
+        try:
+            rep = json.loads(Path(f).read_text())
+        except OSError as exc:
+            raise SystemExit(f"{f}: cannot read it ({exc.strerror}); fix: pass the .json an envs.live run wrote "
+                             "beside its report") from None
+        except ValueError as exc:
+            raise SystemExit(f"{f}: not JSON ({exc}); fix: pass the .json an envs.live run wrote, "
+                             "not its .md") from None
+        if not isinstance(rep, dict) or not isinstance(rep.get("rows"), list) or "profile" not in rep.get("meta", {}):
+            raise SystemExit(f"{f}: not an envs.live report (no meta.profile / rows)")
         r = res[f] = replay(rep)
         for k, v in r.items():
             lines.append(f"| `{Path(f).name}` | {k} | {v['median_pct']:.1f} | {v['worst_pct']:.1f} |")

@@ -209,10 +209,10 @@ def online_corrected(costs, predicted_ms, order: list[tuple[int, float]],
     Each sample of ``order`` ((configuration, measured ms/token), in the order measured) is predicted by the
     profile's ``predicted_ms`` times the correction's current ratio for that configuration (its own once it has
     ``MIN_SAMPLES``, else borrowed from the nearest measured one of the same precision, else its precision's ratio,
-    else the global ratio, else 1), then fed to it. A prequential figure: no sample corrects its own prediction. Per configuration: the median
-    signed error (%) of its samples after the first round (the runtime starts uncorrected too), ``None`` for a
-    configuration measured only once. ``precision_level=False``: the estimator without its precision level
-    (``runtime.correction.OnlineCorrection``), for comparisons.
+    else the global ratio, else 1), then fed to it. A prequential figure: no sample corrects its own prediction.
+    Per configuration: the median signed error (%) of its samples after the first round (the runtime starts
+    uncorrected too), ``None`` for a configuration measured only once. ``precision_level=False``: the estimator
+    without its precision level (``runtime.correction.OnlineCorrection``), for comparisons.
     """
     from runtime.correction import OnlineCorrection
 

@@ -161,3 +161,7 @@ def test_online_correction_benchmark_replays_a_live_report(tiny_live):
         del r["samples_ms"]
     with pytest.raises(SystemExit, match="no per-repeat samples"):
         bench.replay({"meta": {"profile": str(path)}, "rows": rows})
+    with pytest.raises(SystemExit, match="cannot read it"):
+        bench.main([str(path.parent / "missing.json")])
+    with pytest.raises(SystemExit, match="not an envs.live report"):
+        bench.main([str(path)])  # a profile, not a report
