@@ -214,10 +214,10 @@ def online_corrected(costs, predicted_ms, order: list[tuple[int, float]],
     uncorrected too), ``None`` for a configuration measured only once. ``precision_level=False``: the estimator
     without its precision level (``runtime.correction.OnlineCorrection``), for comparisons.
     """
-    from runtime.correction import OnlineCorrection
+    from runtime.correction import OnlineCorrection, precision_of
 
     n = len(costs.names)
-    bits = [costs.space.values_of(i).get("bits", 0) for i in range(n)]
+    bits = precision_of(costs.space)
     pred = np.asarray(predicted_ms, dtype=np.float64)
     corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits, precision_level)
     seen = np.zeros(n, dtype=np.int64)

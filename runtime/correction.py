@@ -101,6 +101,12 @@ class RobustLogRatio:
         return math.exp(self.log_ratio)
 
 
+def precision_of(space: Any) -> list[Any]:
+    """Each configuration's precision group (its weight bits; 0 for a space without that knob): the groups within
+    which the correction borrows and pools (``runtime.configspace.ConfigSpace``)."""
+    return [space.values_of(i).get("bits", 0) for i in range(len(space))]
+
+
 def _valid(v: float | None) -> bool:
     return v is not None and v == v and 0.0 < v < math.inf
 
@@ -150,7 +156,7 @@ class OnlineCorrection:
     @classmethod
     def from_policy(cls, pf: Any) -> OnlineCorrection:
         """From a :class:`runtime.policy.PolicyFile` (its per-configuration arrays and space)."""
-        prec = [pf.space.values_of(i).get("bits", 0) for i in range(len(pf.names))]
+        prec = precision_of(pf.space)
         return cls(pf.names, 1000.0 / np.asarray(pf.decode_tokens_per_s, dtype=np.float64), pf.power_w,
                    pf.energy_j_per_token, pf.config_features, prec)
 
