@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def replay(report: dict) -> dict:
-    """{variant: {"median_pct", "worst_pct", "per_config"}} for one envs.live report (its JSON)."""
+    """{variant: {"median_pct", "worst_pct"}} for one envs.live report (its JSON): the profile(s) as they are and
+    corrected online with and without the estimator's precision level."""
     from envs.live import online_corrected
     from envs.power_env import load_cost_tables
 

@@ -172,13 +172,13 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
         env._fresh_cache()
         env._generate(4)
     for _ in range(repeats):
-        for name in names:
+        for a, name in enumerate(names):
             env.model.set_config(name)
             env._fresh_cache()
             env._generate(1)  # the first step after a switch repairs nothing here, but pays the dispatch warm-up
             sample = env._generate(tokens_per_config)
             lat[name].extend(sample)
-            order.append((names.index(name), float(statistics.median(sample))))
+            order.append((a, float(statistics.median(sample))))
     online = {"online": online_corrected(env.costs, env.costs.decode_ms, order)}
     if cal is not None:
         online["calibrated_online"] = online_corrected(

@@ -141,12 +141,11 @@ class OnlineCorrection:
         self.pow = [RobustLogRatio() for _ in range(n)]
         self.lat_all, self.pow_all = RobustLogRatio(), RobustLogRatio()
         # the precision groups (index per configuration) and their pooled estimators
-        keys = np.array([hash(p) for p in self.precision])
-        self._group_keys, self._group = np.unique(keys, return_inverse=True)
-        self._group_label = {int(g): str(self.precision[int(np.flatnonzero(self._group == g)[0])])
-                             for g in range(len(self._group_keys))}
-        self.lat_prec = [RobustLogRatio() for _ in self._group_keys]
-        self.pow_prec = [RobustLogRatio() for _ in self._group_keys]
+        keys, first, self._group = np.unique([hash(p) for p in self.precision], return_index=True,
+                                             return_inverse=True)
+        self._group_label = {g: str(self.precision[int(i)]) for g, i in enumerate(first)}
+        self.lat_prec = [RobustLogRatio() for _ in keys]
+        self.pow_prec = [RobustLogRatio() for _ in keys]
         self.samples = 0
         self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         # (n, n): distances between configurations and "same precision" (the borrowing rule)
@@ -281,7 +280,7 @@ class OnlineCorrection:
                     "latency_ratio": round(self.lat_prec[g].ratio, 5) if self.lat_prec[g].trusted else None,
                     "power_ratio": round(self.pow_prec[g].ratio, 5) if self.pow_prec[g].trusted else None,
                     "latency_samples": self.lat_prec[g].n, "power_samples": self.pow_prec[g].n}
-                    for g in range(len(self._group_keys))},
+                    for g in range(len(self.lat_prec))},
                 "configs": cfgs}
 
     def to_profile(self, base_profile: Mapping[str, Any], decisions: int | None = None,
