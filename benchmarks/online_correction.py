@@ -1,7 +1,8 @@
 """How well the runtime's online correction predicts a live run: the samples of an ``envs.live`` report
 (``--repeats`` ≥ 2; each configuration's per-repeat medians, ``samples_ms``), replayed in the order they were
 measured through ``runtime.correction.OnlineCorrection`` on top of the base profile and, when the run had one,
-the calibrated profile, with and without the estimator's precision level. Each sample is predicted from the
+the calibrated profile, with the estimator's global level only, with its precision level, and with its
+precision level and size curve. Each sample is predicted from the
 samples measured before it (``envs.live.online_corrected``); per configuration the median error after the first
 round; over configurations the median and the worst.
 
@@ -23,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def replay(report: dict) -> dict:
     """{variant: {"median_pct", "worst_pct"}} for one envs.live report (its JSON): the profile(s) as they are and
-    corrected online with and without the estimator's precision level."""
+    corrected online by the estimator at three levels of detail (global only; per precision; per precision with
+    the size curve)."""
     from envs.live import online_corrected
     from envs.power_env import load_cost_tables
 
@@ -46,10 +48,11 @@ def replay(report: dict) -> dict:
     for label, pred in profiles.items():
         err = np.abs(100.0 * (pred - meas) / meas)
         out[label] = {"median_pct": float(np.median(err)), "worst_pct": float(err.max())}
-        for level in (False, True):
-            e = np.abs([v for v in online_corrected(costs, pred, order, precision_level=level) if v is not None])
-            key = f"{label} + online" + (" (precision level)" if level else " (global level only)")
-            out[key] = {"median_pct": float(np.median(e)), "worst_pct": float(e.max())}
+        for level, curve, what in ((False, False, "global level only"), (True, False, "precision level"),
+                                   (True, True, "precision level and size curve")):
+            e = np.abs([v for v in online_corrected(costs, pred, order, precision_level=level, size_curve=curve)
+                        if v is not None])
+            out[f"{label} + online ({what})"] = {"median_pct": float(np.median(e)), "worst_pct": float(e.max())}
     return out
 
 

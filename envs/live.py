@@ -201,25 +201,28 @@ def sim_to_real(env: LiveMicroLLMPowerEnv, tokens_per_config: int = 64, repeats:
 
 
 def online_corrected(costs, predicted_ms, order: list[tuple[int, float]],
-                     precision_level: bool = True) -> list[float | None]:
+                     precision_level: bool = True, size_curve: bool = True) -> list[float | None]:
     """The error of a profile as the runtime uses it: corrected online (``runtime.correction.OnlineCorrection``,
     the manager's estimator) by every sample measured before the one it predicts.
 
     ``costs`` is the environment's cost tables (``envs.tables``: names, configuration space, features).
     Each sample of ``order`` ((configuration, measured ms/token), in the order measured) is predicted by the
     profile's ``predicted_ms`` times the correction's current ratio for that configuration (its own once it has
-    ``MIN_SAMPLES``, else borrowed from the nearest measured one of the same precision, else its precision's ratio,
-    else the global ratio, else 1), then fed to it. A prequential figure: no sample corrects its own prediction.
+    ``MIN_SAMPLES``, else borrowed from the nearest measured one of the same precision, else its precision's size
+    curve or ratio, else the global ratio, else 1), then fed to it. A prequential figure: no sample corrects its
+    own prediction.
     Per configuration: the median signed error (%) of its samples after the first round (the runtime starts
     uncorrected too), ``None`` for a configuration measured only once. ``precision_level=False``: the estimator
-    without its precision level (``runtime.correction.OnlineCorrection``), for comparisons.
+    without its precision level, ``size_curve=False`` without its size curve (``runtime.correction.OnlineCorrection``),
+    for comparisons.
     """
     from runtime.correction import OnlineCorrection, precision_of
 
     n = len(costs.names)
     bits = precision_of(costs.space)
     pred = np.asarray(predicted_ms, dtype=np.float64)
-    corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits, precision_level)
+    corr = OnlineCorrection(costs.names, pred, np.ones(n), np.ones(n), costs.features, bits, precision_level,
+                            size_curve)
     seen = np.zeros(n, dtype=np.int64)
     errs: list[list[float]] = [[] for _ in range(n)]
     for a, meas in order:

@@ -25,12 +25,29 @@ A configuration with too few samples of its own **borrows**: the mean log-ratio 
 trusted configurations (Euclidean distance of the configuration features, all those at the
 minimum distance) *of the same precision* (bits: a precision has its own kernels, so its slowdown
 is shared); without one, the **precision's** ratio — the same estimator fed with every sample of
-every configuration of that precision, trusted after ``MIN_SAMPLES`` of them; without it, the
+every configuration of that precision, trusted after ``MIN_SAMPLES`` of them, and shaped by size as below; without
+it, the
 **global** ratio — fed with every sample of every configuration; without a trusted global ratio, 1
 (the profile as it is). The precision's level matters while few configurations have samples of
 their own: a host whose int8 kernels are slower, relative to the profile's, than its fp32 ones
 (this project's 2-core hosts against the reference profile, docs/sim2real.md) is followed per
 precision after a handful of samples, where the global ratio would mix the precisions.
+
+Within a precision the ratio also depends on size: on those hosts the reference profile is right for the
+six-layer fp32 model and 1.5× too fast for the small fp32 ones (fixed costs per token weigh more in a small
+model). So the precision's level is a **size curve**, not one ratio, once it can be fitted: the pooled ratio plus
+``b·(z − z̄)``, with ``z`` the log of the profile's prediction and ``b`` the weighted least-squares slope of the
+configurations' residuals (the median of each one's last ``MIN_SAMPLES`` log-ratios less the pooled estimate just
+after each was added, so that a host that speeds up or slows down moves the level, not the shape; weight = its
+samples up to ``MIN_SAMPLES``). It is fitted once the pooled ratio is trusted and at least
+:data:`CURVE_MIN_CONFIGS` configurations of the precision have samples; with predictions spanning less than
+:data:`CURVE_MIN_SPREAD` in log units it is flat, and its slope is clipped to ±:data:`CURVE_MAX_SLOPE`. A
+configuration with a few samples of its own (fewer than ``MIN_SAMPLES``) pools its residual (less the group's mean)
+with the curve, the curve counting as :data:`CURVE_PRIOR_SAMPLES` samples: one wild first sample moves it by a
+sixth of its deviation, not all of it. A uniform slowdown fits a flat curve: the pooled ratio again. The curve is
+what the quick calibration fits per precision (``model.profile --calibrate``), learned from the runtime's own
+samples. Borrowing from a trusted configuration of the same precision still comes first: it follows a host whose
+speed changes within a few samples, where the curve's residuals lag.
 """
 
 from __future__ import annotations
@@ -54,6 +71,15 @@ SCALE_FLOOR = 0.02
 #: The ratio is clamped to [1/RATIO_CLAMP, RATIO_CLAMP].
 RATIO_CLAMP = 8.0
 _LOG_CLAMP = math.log(RATIO_CLAMP)
+#: Configurations of a precision with samples before its size curve is fitted (a line through two is exact).
+CURVE_MIN_CONFIGS = 3
+#: Weighted standard deviation of the log predictions below which the curve is flat (no size to regress on).
+CURVE_MIN_SPREAD = 0.05
+#: The size curve's slope is clipped to ±this (log ratio per log of predicted cost): no steeper law is extrapolated.
+CURVE_MAX_SLOPE = 1.0
+#: An untrusted configuration's own samples are pooled with its size curve's prediction, which counts as this many
+#: samples: with 1 of its own it weighs 1/6, with 4 of them 4/9; at MIN_SAMPLES its own estimate takes over.
+CURVE_PRIOR_SAMPLES = float(MIN_SAMPLES)
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # mean absolute deviation → standard deviation (Gaussian)
 
 
@@ -107,6 +133,13 @@ def precision_of(space: Any) -> list[Any]:
     return [space.values_of(i).get("bits", 0) for i in range(len(space))]
 
 
+def _keep_last(values: list[float], x: float) -> None:
+    """Append ``x``, keeping the last ``MIN_SAMPLES`` values."""
+    values.append(x)
+    if len(values) > MIN_SAMPLES:
+        del values[0]
+
+
 def _valid(v: float | None) -> bool:
     return v is not None and v == v and 0.0 < v < math.inf
 
@@ -124,12 +157,16 @@ class OnlineCorrection:
         precision: Precision group per configuration (e.g. bits); default: one group.
         precision_level: Use each precision's pooled ratio before the global one (default); False gives the
             estimator before 2026-12-04 (borrowed, else global), for comparisons.
+        size_curve: The precision's level as a size curve (default); False gives the estimator of 2026-12-04
+            (borrowed, else the precision's pooled ratio), for comparisons. Needs ``precision_level``.
     """
 
     def __init__(self, names: Sequence[str], decode_ms: Sequence[float], power_w: Sequence[float],
                  energy_j_per_token: Sequence[float], features: np.ndarray | None = None,
-                 precision: Sequence[Any] | None = None, precision_level: bool = True) -> None:
+                 precision: Sequence[Any] | None = None, precision_level: bool = True,
+                 size_curve: bool = True) -> None:
         self.precision_level = bool(precision_level)
+        self.size_curve = bool(size_curve) and self.precision_level
         self.names = list(names)
         n = len(self.names)
         self.decode_ms = np.asarray(decode_ms, dtype=np.float64).reshape(n)
@@ -147,7 +184,13 @@ class OnlineCorrection:
         self.lat_prec = [RobustLogRatio() for _ in keys]
         self.pow_prec = [RobustLogRatio() for _ in keys]
         self.samples = 0
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the size variable of each quantity's curve: log of the profile's prediction (0 where it has none)
+        self._z_lat = np.log(np.where(self.decode_ms > 0, self.decode_ms, 1.0))
+        self._z_pow = np.log(np.where(self.power_w > 0, self.power_w, 1.0))
+        # per configuration, its last MIN_SAMPLES log-ratios less its precision's pooled estimate (the size curve)
+        self._res_lat: list[list[float]] = [[] for _ in range(n)]
+        self._res_pow: list[list[float]] = [[] for _ in range(n)]
+        self._cache: tuple[np.ndarray, np.ndarray, tuple, tuple] | None = None
         # (n, n): distances between configurations and "same precision" (the borrowing rule)
         self._dist = np.linalg.norm(self.features[:, None, :] - self.features[None, :, :], axis=2)
         self._same = self._group[:, None] == self._group[None, :]
@@ -172,13 +215,17 @@ class OnlineCorrection:
         if _valid(latency_ms) and self.decode_ms[i] > 0:
             x = math.log(latency_ms / self.decode_ms[i])
             self.lat[i].add(x)
-            self.lat_prec[self._group[i]].add(x)
+            pool = self.lat_prec[self._group[i]]
+            pool.add(x)
+            _keep_last(self._res_lat[i], x - pool.m)
             self.lat_all.add(x)
             used = True
         if _valid(power_w) and self.power_w[i] > 0:
             x = math.log(power_w / self.power_w[i])
             self.pow[i].add(x)
-            self.pow_prec[self._group[i]].add(x)
+            pool = self.pow_prec[self._group[i]]
+            pool.add(x)
+            _keep_last(self._res_pow[i], x - pool.m)
             self.pow_all.add(x)
             used = True
         if used:
@@ -187,13 +234,55 @@ class OnlineCorrection:
         return used
 
     # ---- ratios -------------------------------------------------------------------------------
+    def _curves(self, est: list[RobustLogRatio], prec: list[RobustLogRatio], res: list[list[float]],
+                z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log ratio (n,) from its precision's size curve, whether that precision's curve was fitted (n,)).
+
+        Per precision group with a trusted pooled ratio and samples of at least ``CURVE_MIN_CONFIGS``
+        configurations: each configuration's residual (the median of its samples' log-ratios less the pooled
+        estimate just after each was added, so that a host that speeds up or slows down moves the level, not the
+        shape), a weighted least-squares slope on ``z`` (module docstring), anchored at the pooled ratio."""
+        n = len(est)
+        out, fitted = np.zeros(n), np.zeros(n, bool)
+        if not self.size_curve:
+            return out, fitted
+        cnt = np.fromiter((e.n for e in est), float, n)
+        for g, pool in enumerate(prec):
+            members = self._group == g
+            has = members & (cnt > 0)
+            if not pool.trusted or has.sum() < CURVE_MIN_CONFIGS:
+                continue
+            idx = np.flatnonzero(has)
+            r = np.array([float(np.median(res[i])) for i in idx])
+            w = np.minimum(cnt[idx], MIN_SAMPLES)
+            zg = z[idx]
+            zbar = float((w * zg).sum() / w.sum())
+            rbar = float((w * r).sum() / w.sum())
+            var = float((w * (zg - zbar) ** 2).sum() / w.sum())
+            b = 0.0
+            if var >= CURVE_MIN_SPREAD ** 2:
+                b = float((w * (zg - zbar) * (r - rbar)).sum() / w.sum()) / var
+                b = min(CURVE_MAX_SLOPE, max(-CURVE_MAX_SLOPE, b))
+            shape = b * (z[members] - zbar)
+            # an untrusted configuration's own samples (their residual about the group's) pooled with the curve
+            own = np.zeros(n)
+            own[idx] = r - rbar
+            k = cnt[members]
+            dev = (k * own[members] + CURVE_PRIOR_SAMPLES * shape) / (k + CURVE_PRIOR_SAMPLES)
+            out[members] = np.clip(pool.log_ratio + dev, -_LOG_CLAMP, _LOG_CLAMP)
+            fitted[members] = True
+        return out, fitted
+
     def _resolve(self, est: list[RobustLogRatio], prec: list[RobustLogRatio],
-                 glob: RobustLogRatio) -> tuple[np.ndarray, np.ndarray]:
-        """(ratios (n,), nearest (n, n) bool: the measured configurations each one borrows from).
+                 glob: RobustLogRatio, res: list[list[float]],
+                 z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ratios (n,), nearest (n, n) bool: the measured configurations each one borrows from, whether each
+        untrusted one takes its precision's size curve (n,)).
 
         Vectorised over the precomputed distances: this runs on the manager's update path."""
         trusted = np.fromiter((e.trusted for e in est), bool, len(est))
         own = np.fromiter((e.log_ratio if e.trusted else 0.0 for e in est), float, len(est))
+        curve, fitted = self._curves(est, prec, res, z)
         cand = self._same & trusted[None, :]
         dist = np.where(cand, self._dist, np.inf)
         near = cand & (dist <= dist.min(axis=1, initial=np.inf)[:, None] + 1e-12)
@@ -201,16 +290,20 @@ class OnlineCorrection:
         g = glob.log_ratio if glob.trusted else 0.0
         pooled = np.array([p.log_ratio if p.trusted and self.precision_level else g
                            for p in prec])[self._group]  # the precision's, else global
+        pooled = np.where(fitted, curve, pooled)  # the precision's size curve, where it was fitted
         borrowed = np.where(cnt > 0, (near * own[None, :]).sum(axis=1) / np.maximum(cnt, 1), pooled)
-        return np.exp(np.where(trusted, own, borrowed)), np.where(trusted[:, None], False, near)
+        use_curve = fitted & ~trusted & (cnt == 0)
+        return np.exp(np.where(trusted, own, borrowed)), np.where(trusted[:, None], False, near), use_curve
 
     def _basis(self, est: list[RobustLogRatio], prec: list[RobustLogRatio], glob: RobustLogRatio,
-               near: np.ndarray) -> list[str]:
+               near: np.ndarray, curve: np.ndarray) -> list[str]:
         """Where each ratio comes from, in words (for state() and saved profiles)."""
         out = []
         for i, e in enumerate(est):
             if e.trusted:
                 out.append("measured")
+            elif curve[i]:
+                out.append("curve:" + self._group_label[int(self._group[i])])
             elif near[i].any():
                 out.append("borrowed:" + ",".join(self.names[j] for j in np.flatnonzero(near[i])))
             elif self.precision_level and prec[self._group[i]].trusted:
@@ -221,22 +314,22 @@ class OnlineCorrection:
 
     def _ratios(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         if self._cache is None:
-            lr, ln = self._resolve(self.lat, self.lat_prec, self.lat_all)
-            pr, pn = self._resolve(self.pow, self.pow_prec, self.pow_all)
-            self._cache = (lr, pr, ln, pn)
+            lr, ln, lc = self._resolve(self.lat, self.lat_prec, self.lat_all, self._res_lat, self._z_lat)
+            pr, pn, pc = self._resolve(self.pow, self.pow_prec, self.pow_all, self._res_pow, self._z_pow)
+            self._cache = (lr, pr, (ln, lc), (pn, pc))
         return self._cache
 
     def _ratios_with_basis(self) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-        lr, pr, ln, pn = self._ratios()
-        return (lr, pr, self._basis(self.lat, self.lat_prec, self.lat_all, ln),
-                self._basis(self.pow, self.pow_prec, self.pow_all, pn))
+        lr, pr, (ln, lc), (pn, pc) = self._ratios()
+        return (lr, pr, self._basis(self.lat, self.lat_prec, self.lat_all, ln, lc),
+                self._basis(self.pow, self.pow_prec, self.pow_all, pn, pc))
 
     def latency_ratios(self) -> np.ndarray:
-        """(n,) measured/predicted decode latency (own, borrowed, precision, global or 1)."""
+        """(n,) measured/predicted decode latency (own, borrowed, precision's size curve or ratio, global or 1)."""
         return self._ratios()[0]
 
     def power_ratios(self) -> np.ndarray:
-        """(n,) measured/predicted model power (own, borrowed, precision, global or 1)."""
+        """(n,) measured/predicted model power (own, borrowed, precision's size curve or ratio, global or 1)."""
         return self._ratios()[1]
 
     def latency_ratio(self, i: int) -> float:
@@ -292,7 +385,7 @@ class OnlineCorrection:
         latency ratio, ``decode_tokens_per_s`` ÷ it, ``power_w`` × the power ratio,
         ``energy_j_per_token`` × both; each record gets its ``"correction"`` (ratios and basis) and
         ``"source"``: ``"measured"`` when its own latency or power ratio is trusted, else
-        ``"predicted"`` (borrowed, precision, global or none) — the profile schema's record sources. Profile
+        ``"predicted"`` (borrowed, curve, precision, global or none) — the profile schema's record sources. Profile
         configurations outside this space get the global ratios. The top level gets
         ``calibration`` (``source: "runtime online correction"``, decisions, samples, ratios,
         constants, ``base_profile``, the ``measured`` / ``predicted`` partition; ``budget_s`` and

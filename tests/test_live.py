@@ -153,10 +153,11 @@ def test_online_correction_benchmark_replays_a_live_report(tiny_live):
     rows = sim_to_real(env, tokens_per_config=2, repeats=2)
     assert all(len(r["samples_ms"]) == 2 for r in rows)
     res = bench.replay({"meta": {"profile": str(path)}, "rows": rows})
-    assert set(res) == {"profile", "profile + online (global level only)", "profile + online (precision level)"}
+    assert set(res) == {"profile", "profile + online (global level only)", "profile + online (precision level)",
+                        "profile + online (precision level and size curve)"}
     # the replay of the live run's own order reproduces envs.live's online figure
     want = np.median(np.abs([r["online_error_pct"] for r in rows]))
-    assert res["profile + online (precision level)"]["median_pct"] == pytest.approx(want)
+    assert res["profile + online (precision level and size curve)"]["median_pct"] == pytest.approx(want)
     for r in rows:
         del r["samples_ms"]
     with pytest.raises(SystemExit, match="no per-repeat samples"):

@@ -120,16 +120,24 @@ def test_unmeasured_configurations_borrow() -> None:
 
 def test_a_precision_is_followed_before_any_configuration_has_samples_of_its_own() -> None:
     """One sample each of several int8 configurations (2x) and int4 ones (4x): no configuration is trusted, but
-    each precision's pooled ratio is, and is used for every configuration of it; fp32 has no samples: global."""
+    each precision's pooled ratio is, and is used for every configuration of it (without the size curve; with it,
+    the uniform slowdown fits a flat curve, the same ratios); fp32 has no samples: global."""
     prec = [COSTS.space.values_of(i)["bits"] for i in range(len(COSTS.names))]
-    c = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec)
+    c = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec, size_curve=False)
+    curved = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec)
     int8 = [i for i, b in enumerate(prec) if b == 8]
     int4 = [i for i, b in enumerate(prec) if b == 4]
     for k in range(MIN_SAMPLES):  # round-robin over the precision's configurations: none gets MIN_SAMPLES
         a, b = int8[k % len(int8)], int4[k % len(int4)]
-        c.observe(a, latency_ms=2.0 * DEC_MS[a])
-        c.observe(b, latency_ms=4.0 * DEC_MS[b])
+        for est in (c, curved):
+            est.observe(a, latency_ms=2.0 * DEC_MS[a])
+            est.observe(b, latency_ms=4.0 * DEC_MS[b])
     assert not any(e.trusted for e in c.lat)
+    cst = curved.state(measured_only=False)["configs"]
+    for i, b in enumerate(prec):
+        if b in (8, 4):
+            assert cst[COSTS.names[i]]["latency_basis"] == f"curve:{b}"
+            assert curved.latency_ratio(i) == pytest.approx(2.0 if b == 8 else 4.0)
     st = c.state(measured_only=False)
     for i, b in enumerate(prec):
         basis = st["configs"][COSTS.names[i]]["latency_basis"]
@@ -149,6 +157,68 @@ def test_a_precision_is_followed_before_any_configuration_has_samples_of_its_own
         old.observe(a, latency_ms=2.0 * DEC_MS[a])
         old.observe(b, latency_ms=4.0 * DEC_MS[b])
     assert {v["latency_basis"] for v in old.state(measured_only=False)["configs"].values()} == {"global"}
+
+
+def size_dependent_host(prec: list[int], slope: float = -0.3) -> np.ndarray:
+    """A host whose slowdown against the profile depends on size within a precision: ratio = k_bits ×
+    (predicted ms / median predicted ms)^slope (small configurations relatively slower for a negative slope)."""
+    k = {32: 1.2, 8: 1.6, 4: 1.1}
+    ref = float(np.median(DEC_MS))
+    return np.array([k[b] * (DEC_MS[i] / ref) ** slope for i, b in enumerate(prec)])
+
+
+def test_the_size_curve_follows_a_slowdown_that_depends_on_size() -> None:
+    """Three sizes of each precision measured twice (none trusted): the fourth size of each precision is predicted
+    from its precision's size curve to within 5 % of the host's ratio, where the pooled ratio of the precision (the
+    estimator without the curve) is off by more than 10 % for some; the curve's basis is reported."""
+    prec = [COSTS.space.values_of(i)["bits"] for i in range(len(COSTS.names))]
+    truth = size_dependent_host(prec)
+    cur = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec)
+    old = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec, size_curve=False)
+    measured = [i for i, n in enumerate(COSTS.names) if not n.startswith("L3-")]
+    for _ in range(2):
+        for i in measured:
+            for est in (cur, old):
+                est.observe(i, latency_ms=truth[i] * DEC_MS[i])
+    assert not any(e.trusted for e in cur.lat)
+    rest = [i for i in range(len(prec)) if i not in measured]
+    err_cur = np.abs(cur.latency_ratios()[rest] / truth[rest] - 1.0)
+    err_old = np.abs(old.latency_ratios()[rest] / truth[rest] - 1.0)
+    assert err_cur.max() < 0.05, err_cur.max()
+    assert err_old.max() > 0.10, err_old.max()
+    st = cur.state(measured_only=False)["configs"]
+    assert all(st[COSTS.names[i]]["latency_basis"] == f"curve:{prec[i]}" for i in rest)
+
+
+def test_the_size_curve_needs_three_configurations_and_clips_its_slope() -> None:
+    """Two int8 configurations sampled (five samples, 1x and 8x: a slope far steeper than CURVE_MAX_SLOPE), none
+    trusted: no curve yet, the pooled ratio. One sample of a third: the curve is fitted; the unsampled fourth lies on
+    the clipped line through the pooled ratio; the third's own sample is pooled with the curve; once a configuration
+    is trusted, the others borrow from it again, as before the curve."""
+    from runtime.correction import CURVE_MAX_SLOPE
+
+    prec = [COSTS.space.values_of(i)["bits"] for i in range(len(COSTS.names))]
+    c = OnlineCorrection(COSTS.names, DEC_MS, COSTS.power_w, COSTS.ept_j, COSTS.features, prec)
+    names = list(COSTS.names)
+    lo, two, three, hi = (names.index(n) for n in ("L1-H100-int8", "L2-H050-int8", "L3-H100-int8", "L4-H050-int8"))
+    for _ in range(2):
+        c.observe(lo, latency_ms=1.0 * DEC_MS[lo])
+        c.observe(hi, latency_ms=8.0 * DEC_MS[hi])
+    c.observe(lo, latency_ms=1.0 * DEC_MS[lo])
+    assert c.state(measured_only=False)["configs"]["L3-H100-int8"]["latency_basis"] == "precision:8"
+    c.observe(two, latency_ms=1.0 * DEC_MS[two])
+    st = c.state(measured_only=False)["configs"]
+    assert st["L3-H100-int8"]["latency_basis"] == "curve:8" and not any(e.trusted for e in c.lat)
+    pool = c.lat_prec[c._group[lo]].log_ratio
+    w, z = np.array([3.0, 1.0, 2.0]), np.log(DEC_MS[[lo, two, hi]])
+    zbar = (w * z).sum() / w.sum()
+    expect3 = pool + CURVE_MAX_SLOPE * (np.log(DEC_MS[three]) - zbar)
+    assert np.log(c.latency_ratio(three)) == pytest.approx(expect3, abs=1e-9)
+    curve2 = pool + CURVE_MAX_SLOPE * (np.log(DEC_MS[two]) - zbar)
+    assert np.log(c.latency_ratio(two)) != pytest.approx(curve2, abs=1e-3)  # its own sample counts
+    for _ in range(2):  # the smallest is trusted now: the others borrow from the nearest trusted int8
+        c.observe(lo, latency_ms=1.0 * DEC_MS[lo])
+    assert c.state(measured_only=False)["configs"]["L3-H100-int8"]["latency_basis"].startswith("borrowed:")
 
 
 # ---- the manager -----------------------------------------------------------------------------------
