@@ -25,10 +25,9 @@ A configuration with too few samples of its own **borrows**: the mean log-ratio 
 trusted configurations (Euclidean distance of the configuration features, all those at the
 minimum distance) *of the same precision* (bits: a precision has its own kernels, so its slowdown
 is shared); without one, the **precision's** ratio — the same estimator fed with every sample of
-every configuration of that precision, trusted after ``MIN_SAMPLES`` of them, and shaped by size as below; without
-it, the
-**global** ratio — fed with every sample of every configuration; without a trusted global ratio, 1
-(the profile as it is). The precision's level matters while few configurations have samples of
+every configuration of that precision, trusted after ``MIN_SAMPLES`` of them, and shaped by size as below;
+without it, the **global** ratio — fed with every sample of every configuration; without a trusted global ratio,
+1 (the profile as it is). The precision's level matters while few configurations have samples of
 their own: a host whose int8 kernels are slower, relative to the profile's, than its fp32 ones
 (this project's 2-core hosts against the reference profile, docs/sim2real.md) is followed per
 precision after a handful of samples, where the global ratio would mix the precisions.
