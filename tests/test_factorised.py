@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from agents.factorised import Factorisation, FactorisedController, FactorisedVecEnv
 from runtime.configspace import place_space, split_space
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("space", [place_space(), split_space()], ids=["place", "split"])
@@ -123,6 +127,16 @@ def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_
             if term or trunc:
                 break
     assert n > 100
+    # benchmarks/factorised_remaps.py on the same run: its counts are consistent with the controller's decisions
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("factorised_remaps", REPO / "benchmarks" / "factorised_remaps.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.remaps(str(run), None, "test", 40)
+    assert r["steps"] == sum(e["steps"] for e in r["episodes"]) > 0
+    assert 0 <= r["forbidden"] <= r["masked_steps"] <= r["steps"]
+    assert sum(c for _, _, c in r["pairs"]) <= r["forbidden"]
 
 
 def test_a_factorised_file_with_the_wrong_number_of_outputs_is_refused(tmp_path):
