@@ -2,9 +2,9 @@
 (``--repeats`` ≥ 2; each configuration's per-repeat medians, ``samples_ms``), replayed in the order they were
 measured through ``runtime.correction.OnlineCorrection`` on top of the base profile and, when the run had one,
 the calibrated profile, with the estimator's global level only, with its precision level, and with its
-precision level and size curve. Each sample is predicted from the
-samples measured before it (``envs.live.online_corrected``); per configuration the median error after the first
-round; over configurations the median and the worst.
+precision level and size curve. Each sample is predicted from the samples measured before it
+(``envs.live.online_corrected``); per configuration the median error after the first round; over configurations
+the median and the worst.
 
     python benchmarks/online_correction.py benchmarks/results/live_calibrated_2026-12-04c.json \
         --out benchmarks/results/online_correction_2026-12-04c.md
