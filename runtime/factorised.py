@@ -64,7 +64,8 @@ class Factorisation:
             return idx
         allowed = np.asarray(allowed, bool).reshape(len(a), -1)
         bad = ~allowed[np.arange(len(a)), idx]
-        for j in np.flatnonzero(bad):  # rare: only when the per-family masks allow a forbidden joint choice
+        for j in np.flatnonzero(bad):  # the per-family masks allowed a forbidden joint choice (near the trip point
+            # often: benchmarks/factorised_remaps.py)
             ok = np.flatnonzero(allowed[j])
             if not len(ok):
                 continue
