@@ -19,7 +19,6 @@ quality less what ran, the profile's), and the most frequent (chosen → run) pa
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -94,13 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         top = "; ".join(f"{x} → {y} ({n})" for x, y, n in r["pairs"][:3])
         lines.append(f"| `{Path(r['run']).name}` | {r['steps']} | {r['masked_steps']} | {r['forbidden']} "
                      f"| {r['quality_lost']:.2f} | {top} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        from runtime.safeio import atomic_write_text
+    from runtime.safeio import write_table_and_json
 
-        atomic_write_text(Path(a.out), text)
-        atomic_write_text(Path(a.out).with_suffix(".json"), json.dumps(res, indent=1))
+    write_table_and_json(a.out, "\n".join(lines) + "\n", res)
 
 
 if __name__ == "__main__":

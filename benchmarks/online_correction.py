@@ -77,13 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         r = res[f] = replay(rep)
         for k, v in r.items():
             lines.append(f"| `{Path(f).name}` | {k} | {v['median_pct']:.1f} | {v['worst_pct']:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        from runtime.safeio import atomic_write_text
+    from runtime.safeio import write_table_and_json
 
-        atomic_write_text(Path(a.out), text)
-        atomic_write_text(Path(a.out).with_suffix(".json"), json.dumps(res, indent=1))
+    write_table_and_json(a.out, "\n".join(lines) + "\n", res)
 
 
 if __name__ == "__main__":

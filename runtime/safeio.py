@@ -8,12 +8,13 @@ then ``os.replace``); run folders are created exclusively.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["ExistsError", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "exclusive_dir",
            "file_sha256", "refuse_existing"]
@@ -73,6 +74,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_writer(path, "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+def write_table_and_json(out: str | Path | None, text: str, data: Any) -> None:
+    """A benchmark's output: print the Markdown ``text``; with ``out``, write it there and ``data`` as JSON beside it
+    (``.json``), each atomically."""
+    print(text)
+    if out:
+        atomic_write_text(Path(out), text)
+        atomic_write_text(Path(out).with_suffix(".json"), json.dumps(data, indent=1))
 
 
 def exclusive_dir(parent: str | Path, name: str, suffix: Callable[[int], str] = lambda k: f"-{k}") -> Path:
