@@ -207,6 +207,40 @@ def load_quality(path: Path, checkpoint_sha: str, names: list[str]) -> dict[str,
     return by_name
 
 
+def device_block(m, threads: int) -> dict:
+    """A profile's ``device`` block for where ``m`` runs: the CPU's model name, or the CUDA GPU's name with a
+    note on how the int8/int4 weights run there."""
+    dev = _dev(m)
+    if dev.type == "cpu":
+        return {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None}
+    return {"kind": "cuda", "name": torch.cuda.get_device_name(dev), "spec": None,
+            "int_kernels": "int8/int4 weights stored quantised and dequantised per matmul "
+                           "(model.quant.pack generic path); no GPU integer kernel"}
+
+
+#: Seconds of ``measure_idle_power_w``: NVML's power reading is a ~1 s running average on recent GPUs, so a
+#: few seconds settle it; a counter meter integrates the whole window.
+IDLE_SECONDS = 3.0
+
+
+def measure_idle_power_w(meter, seconds: float | None = None, sleep=time.sleep) -> float | None:
+    """The mean power (W) the meter reads over ``seconds`` (default :data:`IDLE_SECONDS`) with the model
+    resident and nothing running, or ``None`` for the modelled meter (its idle power is an assumption)."""
+    if meter is None or meter.energy_source == "modelled":
+        return None
+    with meter.measure() as ms:
+        sleep(IDLE_SECONDS if seconds is None else seconds)
+    return float(ms.energy_j / ms.elapsed_s) if ms.elapsed_s > 0 else None
+
+
+def _idle_fields(meter, fallback_w: float, fallback_basis: str, measured_w: float | None) -> tuple[float, str]:
+    """(idle_power_w, its basis) for a profile: the meter's reading when there is one, else the fallback."""
+    if measured_w is None:
+        return fallback_w, fallback_basis
+    return measured_w, (f"measured: mean {meter.energy_source} power over {IDLE_SECONDS:.0f} s with the model "
+                        "resident and no work (the device's static power; every energy_j_per_token includes it)")
+
+
 def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens: int,
             quality: dict[str, dict], name: str, idle_power_w: float, progress: bool = True,
             meter=None) -> dict:
@@ -217,6 +251,8 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
     dev = _dev(m)
     meter = meter or best_available_meter()
     proc = psutil.Process()
+    _sync(m)
+    idle_measured_w = measure_idle_power_w(meter)
     cfgs = m.configs()
     for cfg in tqdm(cfgs, desc="warm-up", unit="config", disable=not progress):
         m.set_config(cfg)
@@ -231,6 +267,10 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
         n_tok = decode_tokens * repeats
         dec_med = float(np.median(lat))
         e_tok = energy_j / n_tok
+        if e_tok <= 0:  # a counter that did not tick: NVML's updates every ~0.1 s (benchmarks/nvml_resolution.py)
+            raise ValueError(f"{m.name(cfg)}: the meter ({meter.energy_source}) read no energy over {n_tok} decode "
+                             f"steps ({sum(lat) / 1e3:.3f} s): shorter than its update interval; raise "
+                             "--decode-tokens or --repeats")
         rec = {
             "name": m.name(cfg), "depth": cfg.depth, "heads": cfg.heads, "bits": cfg.bits,
             "device": dev.type, "layers": list(m.layers_for(cfg.depth)),
@@ -254,21 +294,18 @@ def profile(m, *, threads: int, repeats: int, decode_tokens: int, prefill_tokens
     for r in records:  # resident set is shared by all configs: report the process peak
         r["peak_rss_bytes"] = peak
     assumptions = meter.assumptions() if hasattr(meter, "assumptions") else None
-    if meter.energy_source == "modelled":
-        assumptions = dict(assumptions or {})
-        assumptions["idle_power_w_basis"] = (
-            "assumption (not measured): idle power of the device's compute package; "
-            f"{idle_power_w} W, set with --idle-power-w")
+    idle_power_w, idle_basis = _idle_fields(
+        meter, idle_power_w, "assumption (not measured): idle power of the device's compute package; "
+        f"{idle_power_w} W, set with --idle-power-w", idle_measured_w)
+    assumptions = dict(assumptions or {})
+    assumptions["idle_power_w_basis"] = idle_basis
     ckpt = getattr(m, "checkpoint_path", None)
     c = m.config
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
         "created_utc": utc_now_iso(),
         "machine": {**machine_info(threads, str(torch.__version__)), "fingerprint": host_fingerprint(threads)},
-        "device": ({"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None} if dev.type == "cpu"
-                   else {"kind": "cuda", "name": torch.cuda.get_device_name(dev), "spec": None,
-                         "int_kernels": "int8/int4 weights stored quantised and dequantised per matmul "
-                                        "(model.quant.pack generic path); no GPU integer kernel"}),
+        "device": device_block(m, threads),
         "model": {"checkpoint_sha256": _checkpoint_sha(m) if ckpt else "unsaved",
                   "n_params": sum(p.numel() for p in m.parameters()),
                   "arch": {"n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
@@ -482,7 +519,7 @@ def _sha256_of_json(data: dict) -> str:
 def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: int = 64, prefill_tokens: int = 128,
               method: str = DEFAULT_CALIBRATION_METHOD, per_bits: int = 3, max_repeats: int = 200,
               name: str = "calibrated", base_label: str | None = None, base_sha256: str | None = None,
-              measure=measure_config, clock=time.perf_counter, progress: bool = True) -> dict:
+              measure=measure_config, clock=time.perf_counter, progress: bool = True, meter=None) -> dict:
     """A profile of every configuration for this host from a few measured ones (see the module docstring).
 
     Measures :func:`calibration_subset` of ``base``'s configurations (a short warm-up, one timed repeat to
@@ -490,12 +527,21 @@ def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: in
     precision how this host differs (``method``: :data:`CALIBRATION_METHODS`), and predicts the others.
     Quality fields are the base's (the host does not change them); energy follows the time with the same
     energy model (:func:`_energy_for`). ``measure`` and ``clock`` are injectable for tests.
+
+    ``meter`` (default :func:`model.energy_model.best_available_meter`) measures the energy of the measured
+    records; with a real meter (RAPL, NVML, a battery) their energy per token is measured, the predicted
+    records' energy is the predicted time × the measured records' effective power of the precision, and the
+    idle power is read from the meter (:func:`measure_idle_power_w`). ``m`` may be on a CUDA GPU
+    (:func:`gpu_model`): the records and the ``device`` block then say ``cuda``.
     """
     t_start = clock()
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(threads)
-    meter = best_available_meter()
-    base_recs = [dict(r) for r in base["configs"]]
+    meter = meter or best_available_meter()
+    # m is None only in tests that inject ``measure``: no model, no device to read idle power from
+    idle_measured_w = measure_idle_power_w(meter) if m is not None else None
+    dev_type = _dev(m).type if m is not None else "cpu"
+    base_recs = [dict(r, device=dev_type) for r in base["configs"]]
     subset = calibration_subset(base_recs, per_bits)
     bar = tqdm(total=len(subset) * 2, desc="calibrate", unit="config", disable=not progress)
     samples: dict[str, dict] = {}
@@ -577,7 +623,7 @@ def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: in
     energy_source = meter.energy_source if all_measured else "modelled"
     assumptions = dict(meter.assumptions()) if hasattr(meter, "assumptions") else {}
     assumptions["predicted_records"] = (
-        "energy_j_per_token = predicted decode ms / 1000 x this host's effective CPU power of the precision "
+        "energy_j_per_token = predicted decode ms / 1000 x this device's effective power of the precision "
         "(median over its measured records of (energy - DRAM term) / mean decode time) + resident_bytes x "
         "dram_pj_per_byte x 1e-12 (the DRAM term only when the meter is the model)")
     if meter.energy_source == "modelled":
@@ -585,7 +631,8 @@ def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: in
                                 "measured records' energy is modelled too")
     else:
         assumptions["meter"] = f"measured records: {meter.energy_source}; predicted records: modelled as above"
-    assumptions["idle_power_w_basis"] = "copied from the base profile"
+    idle_w, assumptions["idle_power_w_basis"] = _idle_fields(meter, base.get("idle_power_w", 1.5),
+                                                             "copied from the base profile", idle_measured_w)
     fp = host_fingerprint(threads)
     used = clock() - t_start
     order = [r["name"] for r in base_recs]
@@ -605,13 +652,14 @@ def calibrate(m, base: dict, *, threads: int, budget_s: float, decode_tokens: in
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name, "created_utc": utc_now_iso(),
         "machine": {**machine_info(threads, str(torch.__version__)), "fingerprint": fp},
-        "device": {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
+        "device": device_block(m, threads) if m is not None else
+        {"kind": "cpu", "name": machine_info(threads, "")["cpu_model"], "spec": None},
         "model": base["model"],
         "energy_source": energy_source,
         "energy_meter": meter.describe() if hasattr(meter, "describe") else {"name": meter.name},
         "meters_probed": probe_meters(),
         "energy_assumptions": assumptions,
-        "idle_power_w": base.get("idle_power_w", 1.5),
+        "idle_power_w": idle_w,
         "method": {"repeats": repeats, "warmup": 1, "prefill_tokens": prefill_tokens, "decode_tokens": decode_tokens,
                    "decode_prompt_tokens": PROMPT_TOKENS, "threads": threads, "wall_s": float(used),
                    "samples": "calibrated: the measured records as model.profile times them; the others predicted "
@@ -646,9 +694,12 @@ def _main_calibrate(a, p: argparse.ArgumentParser) -> None:
     if a.prefill_tokens > m.config.block_size or a.decode_tokens + PROMPT_TOKENS > m.config.block_size:
         p.error(f"argument --prefill-tokens/--decode-tokens: at most {m.config.block_size} prompt tokens and "
                 f"{m.config.block_size - PROMPT_TOKENS} decode tokens fit the model's context")
+    meter = None
+    if a.device == "cuda":
+        m, meter = gpu_model(m), gpu_meter()
     prof = calibrate(m, base.data, threads=a.threads, budget_s=a.budget_s, decode_tokens=a.decode_tokens,
                      prefill_tokens=a.prefill_tokens, method=a.method, name=a.name or Path(a.out).stem,
-                     base_label=str(a.calibrate), base_sha256=_fsha(a.calibrate))
+                     base_label=str(a.calibrate), base_sha256=_fsha(a.calibrate), meter=meter)
     out = save_profile(prof, a.out)
     c = prof["calibration"]
     load = c["load_avg_1min"]["before"]
@@ -709,8 +760,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--device cuda: torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False; "
                          "a CPU-only torch build, or no driver); profile on cpu, or project onto a GPU with "
                          "python -m model.placement_profile --hardware host")
-    if a.device == "cuda" and a.calibrate:
-        raise SystemExit("--device cuda with --calibrate: calibration measures the CPU; drop one of them")
     try:  # before anything is measured
         refuse_existing(a.out, a.force, "profile")
     except FileExistsError as exc:

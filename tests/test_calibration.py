@@ -193,3 +193,58 @@ def test_host_fingerprint_is_quick():
     assert set(fp) == set(FP) and fp["bench_score_us"] > 0
     json.dumps(fp)
     assert np.isfinite(fp["bench_score_us"])
+
+
+class _WattMeter:
+    """A meter that reads a constant ``power_w`` (a real meter's interface: ``measure()`` and its source)."""
+
+    energy_source = "nvml"  # a source the schema knows; the readings are this fake's
+    name = "fake-nvml"
+
+    def __init__(self, power_w: float) -> None:
+        self.power_w = power_w
+
+    def measure(self):
+        import contextlib
+
+        from runtime.meters import Measurement
+
+        @contextlib.contextmanager
+        def block():
+            m = Measurement(energy_source=self.energy_source, meter=self.name)
+            t0 = time.perf_counter()
+            yield m
+            m.elapsed_s = time.perf_counter() - t0
+            m.energy_j = self.power_w * m.elapsed_s
+        return block()
+
+
+def test_idle_power_is_read_from_a_real_meter_and_never_from_the_model():
+    assert P.measure_idle_power_w(_WattMeter(120.0), seconds=0.02) == pytest.approx(120.0)
+    from model.energy_model import ModelledCpuEnergy
+
+    assert P.measure_idle_power_w(ModelledCpuEnergy(), seconds=0.02) is None
+    assert P.measure_idle_power_w(None) is None
+
+
+def test_calibrate_with_a_meter_measures_energy_and_idle_power(tiny, monkeypatch):
+    m, _, base_path = tiny
+    base = load_profile(base_path)
+    monkeypatch.setattr(P, "IDLE_SECONDS", 0.02)
+    prof = P.calibrate(m, base.data, threads=1, budget_s=2.0, decode_tokens=3, prefill_tokens=8, name="cal",
+                       progress=False, meter=_WattMeter(50.0))
+    validate_profile(prof)
+    assert prof["idle_power_w"] == pytest.approx(50.0)
+    assert prof["energy_assumptions"]["idle_power_w_basis"].startswith("measured: mean nvml power")
+    assert prof["energy_source"] == "modelled"  # the predicted records are modelled, so the profile is
+    assert prof["device"]["kind"] == "cpu" and all(r["device"] == "cpu" for r in prof["configs"])
+    meas = [r for r in prof["configs"] if r["source"] == "measured"]
+    pred = [r for r in prof["configs"] if r["source"] == "predicted"]
+    assert meas and pred
+    for r in meas:  # the meter's energy over the timed decode steps: 50 W x their mean time
+        assert r["energy_source"] == "nvml"
+        assert 30.0 < r["power_w"] < 80.0, r
+    for r in pred:  # the predicted time x the measured records' effective power of the precision
+        assert r["energy_source"] == "modelled"
+        w = [q["power_w"] for q in meas if q["bits"] == r["bits"]]
+        assert min(w) * 0.5 < r["power_w"] < max(w) * 1.5
