@@ -177,7 +177,9 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         raise ExportError("config.json has no decode_table")
     if [r["name"] for r in table] != list(space.names):
         raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {list(space.names)}")
-    head = cfg.get("action_head", "flat")
+    trained_head = cfg.get("action_head", "flat")
+    # the joint head (agents.joint_head) saves its summed knob logits as a flat layer: on the device it is flat
+    head = "flat" if trained_head == "joint" else trained_head
     n_out = len(space) if head == "flat" else sum(len(k.values) for k in space.knobs)
     if n_out != layers[-1][0].shape[0]:
         raise ExportError(f"{n_out} {'configurations' if head == 'flat' else 'knob values'} but the policy has "
@@ -189,7 +191,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     if device_kind not in DEVICES:
         raise ExportError(f"device kind {device_kind!r} not in {sorted(DEVICES)}")
     meta = {
-        "algo": algo, "activation": activation, "action_head": head, "obs_features": layout.table(),
+        "algo": algo, "activation": activation, "action_head": head, "trained_head": trained_head,
+        "obs_features": layout.table(),
         "config_space": space.to_json(), "decode_table": space.decode_table(), "env_params": params.to_dict(),
         "normalization": norm,
         "mask_rules": {"device_kind": device_kind, "device": asdict(DEVICES[device_kind]),
