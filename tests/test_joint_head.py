@@ -36,7 +36,8 @@ def test_logits_are_the_sum_of_each_configurations_knob_logits():
 def test_the_state_is_a_flat_layer_that_a_plain_linear_and_a_fresh_joint_head_both_load():
     h, sel = _head()
     st = h.state_dict()
-    assert set(st) == {"weight", "bias"} and st["weight"].shape == (sel.shape[0], 8) and st["bias"].shape == (sel.shape[0],)
+    assert set(st) == {"weight", "bias"}
+    assert st["weight"].shape == (sel.shape[0], 8) and st["bias"].shape == (sel.shape[0],)
     x = torch.randn(7, 8)
     flat = torch.nn.Linear(8, sel.shape[0])
     flat.load_state_dict(st)
