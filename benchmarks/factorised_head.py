@@ -9,8 +9,8 @@ same steps. The profile is ``profiles/phone-sd8gen2+place.json``: 464 configurat
 flat against 4 + 4 + 3 + 17 = 28 factorised; the joint head (``agents.joint_head``) has the factorised head's 28
 rows of weights and the flat head's 464 masked logits (their sums). Processor outages are on
 (``EnvParams.avail``: busy 2x/h, lost 0.1x/h), as in ``benchmarks/placement_rl.py``. Each policy is trained,
-then evaluated on the default test split (every trace from row 0, 720 steps) next to schedutil, qeil-greedy and the oracle
-(grid 51x13x5). Reported: the oracle-normalised score, training wall time and steps/s. Writes OUT.json
+then evaluated on the default test split (every trace from row 0, 720 steps) next to schedutil, qeil-greedy
+and the oracle (grid 51x13x5). Reported: the oracle-normalised score, training wall time and steps/s. Writes OUT.json
 and OUT.md.
 """
 
