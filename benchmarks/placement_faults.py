@@ -1,6 +1,7 @@
 """Fault recovery of live placement: ≥ 1000 injected processor faults, no token lost, time to recover.
 
     python benchmarks/placement_faults.py [--faults 1000] [--mirror-off-faults 150] [--seed 0]
+        [--processors fake-gpu|host]
 
 The committed model runs under ``model.placement.PlacedModel`` on the **fake-GPU test double**
 (``ProcessorMap.fake_gpu``: role ``gpu`` runs on the CPU; its memory is treated as device memory), one torch
@@ -20,6 +21,10 @@ deadline check, after the overrun. Phase 1 keeps host mirrors of device-memory s
 Quarantine uses a virtual clock (0.5 s per token) with back-off 0.5 s doubling to 4 s, forgiven after 3 s
 (1–8 tokens), so that both processors keep failing and returning within a generation.
 The host is a shared 2-core VM (other jobs run beside it); its load average is recorded.
+
+``--processors host`` runs the role ``gpu`` on this machine's CUDA GPU (``ProcessorMap()``: weights copied
+there, KV caches moved across, ``torch.cuda.synchronize`` in the deadline check) instead of the test double;
+it refuses when torch sees no GPU.
 """
 
 from __future__ import annotations
@@ -66,10 +71,20 @@ class VClock:
         return self.t
 
 
+def processors(kind: str) -> ProcessorMap:
+    """``fake-gpu``: the test double (role ``gpu`` on the CPU); ``host``: this machine's CUDA GPU."""
+    if kind == "fake-gpu":
+        return ProcessorMap.fake_gpu(cpu_threads=1)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/placement_faults.py --processors host: torch sees no CUDA GPU here; use "
+                         "--processors fake-gpu")
+    return ProcessorMap({"cpu": "cpu", "gpu": "cuda"}, cpu_threads=1)
+
+
 def generation(m, rnd: random.Random, seed: int, n_tokens: int, p_fault: float, mirror: bool, kinds, roles,
-               deadline_ms, per_token_ms, clock: VClock, health: ProcessorHealth) -> dict:
+               deadline_ms, per_token_ms, clock: VClock, health: ProcessorHealth, procs_kind: str = "fake-gpu") -> dict:
     """One faulty generation and its uninterrupted replay."""
-    procs = ProcessorMap.fake_gpu(cpu_threads=1)
+    procs = processors(procs_kind)
     inj = FaultInjector(seed=seed)
     pm = PlacedModel(m, procs, injector=inj, health=health, deadline_ms=deadline_ms,
                      deadline_ms_per_token=per_token_ms, mirror=mirror, poison_lost=True)
@@ -130,7 +145,7 @@ def phase(m, name, target_faults, seed, args, mirror, kinds, roles) -> dict:
     gens, faults, t0 = [], [], time.perf_counter()
     while len(faults) < target_faults:
         g = generation(m, rnd, seed * 1000 + len(gens), args.tokens, args.p_fault, mirror, kinds, roles,
-                       args.deadline_ms, args.deadline_ms_per_token, clock, health)
+                       args.deadline_ms, args.deadline_ms_per_token, clock, health, args.processors)
         gens.append(g)
         faults += g["faults"]
         print(f"{name}: generation {len(gens)}: {len(g['faults'])} faults ({len(faults)} total), text equal "
@@ -174,8 +189,10 @@ def markdown(res: dict) -> str:
     lines = [f"# Placement faults: recovery on the surviving processor ({res['date']}, {h['cpu']}, "
              f"{h['cores']} logical cores, Python {h['python']}, torch {h['torch']})", "",
              f"`python benchmarks/placement_faults.py {res['argv']}` — the committed model, greedy, "
-             f"{res['args']['tokens']} tokens per generation, one torch thread, **fake-GPU test double** (role `gpu` "
-             "runs on the CPU; its memory is treated as device memory). Load average "
+             f"{res['args']['tokens']} tokens per generation, one torch thread, "
+             + ("**fake-GPU test double** (role `gpu` runs on the CPU; its memory is treated as device memory)"
+                if res["args"].get("processors", "fake-gpu") == "fake-gpu" else
+                f"role `gpu` on this machine's CUDA GPU ({res.get('gpu') or 'cuda'})") + ". Load average "
              f"{h['load_start']} at start, {h['load_end']} at the end (shared host: other jobs ran beside it, so "
              "times are upper bounds of this machine's quiet figures).", "",
              f"Deadline per segment call: {res['args']['deadline_ms']:g} ms + "
@@ -217,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-ms-per-token", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/placement_faults", help="path without suffix (.md, .json)")
+    p.add_argument("--processors", choices=("fake-gpu", "host"), default="fake-gpu",
+                   help="the gpu role on the CPU test double (default) or on this machine's CUDA GPU")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -231,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
            "host": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads": 1, "load_start": load_start,
                     "load_end": [round(x, 2) for x in os.getloadavg()]},
-           "processors": ProcessorMap.fake_gpu(cpu_threads=1).describe(), "phases": phases}
+           "processors": processors(a.processors).describe(), "phases": phases,
+           "gpu": torch.cuda.get_device_name(0) if a.processors == "host" else None}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out.with_suffix(".md"), markdown(res))
