@@ -178,8 +178,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
     if [r["name"] for r in table] != list(space.names):
         raise ExportError(f"decode table {[r['name'] for r in table]} differs from the profile's {list(space.names)}")
     trained_head = cfg.get("action_head", "flat")
-    # the joint head (agents.joint_head) saves its summed knob logits as a flat layer: on the device it is flat
-    head = "flat" if trained_head == "joint" else trained_head
+    # the joint and hybrid heads (agents.joint_head) save their summed logits as a flat layer: flat on the device
+    head = "flat" if trained_head in ("joint", "hybrid") else trained_head
     n_out = len(space) if head == "flat" else sum(len(k.values) for k in space.knobs)
     if n_out != layers[-1][0].shape[0]:
         raise ExportError(f"{n_out} {'configurations' if head == 'flat' else 'knob values'} but the policy has "

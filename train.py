@@ -118,7 +118,8 @@ class Args:
     instead of product of the value counts, each knob's choice learnt from every configuration that shares it;
     flat: one logit per configuration; joint: the factorised head's per-knob logits summed into one logit per
     configuration and masked jointly (agents.joint_head: the factorised parameters, the flat head's exact masked
-    distribution; saved and exported as a flat layer); auto (default): factorised for the actor-critics
+    distribution; saved and exported as a flat layer); hybrid: joint plus a free per-configuration layer from zero
+    (as expressive as flat, the knob rows shared); auto (default): factorised for the actor-critics
     (maskable_ppo, ppo), flat for dqn (a Q-network needs one value per action)"""
     env: EnvParams = field(default_factory=lambda: MAIN_JOB_ENV)
     """environment parameters (runtime.dynamics.EnvParams): --env.step-s, --env.slo-ms, --env.lookahead,
@@ -250,8 +251,9 @@ class Args:
                              ">= 0 (e.g. 2e6)")
         for name, parse in _RANGES.items():
             check_value(f"--{name.replace('_', '-')}", getattr(self, name), parse)
-        if self.action_head not in ("auto", "flat", "factorised", "joint"):
-            raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat, factorised or joint")
+        if self.action_head not in ("auto", "flat", "factorised", "joint", "hybrid"):
+            raise ValueError(f"argument --action-head: {self.action_head!r}; choose auto, flat, factorised, joint or "
+                             "hybrid")
         if self.shape_potential not in ("deficit", "dual"):  # agents.shaping.POTENTIALS (not imported here: torch-free)
             raise ValueError(f"argument --shape-potential: {self.shape_potential!r}; choose deficit or dual")
         if self.bc_expert == "none":
@@ -261,9 +263,9 @@ class Args:
         if self.action_head == "factorised" and self.algo not in FACTORISED_ALGOS:
             raise ValueError(f"argument --action-head: factorised needs a MultiDiscrete-capable actor-critic, not "
                              f"{self.algo}; choose --algo maskable_ppo or ppo")
-        if self.action_head == "joint" and self.algo not in FACTORISED_ALGOS:
-            raise ValueError(f"argument --action-head: joint needs an actor-critic with an action net, not "
-                             f"{self.algo}; choose --algo maskable_ppo or ppo")
+        if self.action_head in ("joint", "hybrid") and self.algo not in FACTORISED_ALGOS:
+            raise ValueError(f"argument --action-head: {self.action_head} needs an actor-critic with an action net, "
+                             f"not {self.algo}; choose --algo maskable_ppo or ppo")
         if self.bc_oracle_grid:
             from agents.evaluate import _oracle_grid
 
@@ -971,10 +973,10 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
     # ---- agent ------------------------------------------------------------------------------
     policy_kwargs = dict(hp.get("policy_kwargs", {}))
     model = make_agent(args.algo, train_env, dict(hp), args.seed, str(run / "tb"), clone_kl=args.clone_kl)
-    if args.action_head == "joint":  # knob logits summed per configuration, masked jointly (agents.joint_head)
+    if args.action_head in ("joint", "hybrid"):  # knob logits summed per configuration, masked jointly
         from agents.joint_head import install_joint_head
 
-        install_joint_head(model, ref_env.space)
+        install_joint_head(model, ref_env.space, residual=args.action_head == "hybrid")
     keep_best = KeepBest(train_env)
     eval_cb_cls = algo(args.algo).eval_callback_class()
     eval_cb = fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),

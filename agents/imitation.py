@@ -285,16 +285,15 @@ def chosen_probability(model, vecnorm, demos: Demonstrations, factorisation=None
 
 
 def temper_policy(model, temperature: float) -> None:
-    """Divides the policy's action logits by ``temperature`` (the action head's weights and bias; every family's
-    for a factorised head). The ordering of each state's logits, and so every deterministic decision, is unchanged;
-    above 1 the stochastic policy spreads its probability over the alternatives."""
+    """Divides the policy's action logits by ``temperature`` (every parameter of the action head, which is linear in
+    them: a Linear's weights and bias, every family's for a factorised head, ``agents.joint_head``'s). The ordering
+    of each state's logits, and so every deterministic decision, is unchanged; above 1 the stochastic policy spreads
+    its probability over the alternatives."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    head = model.policy.action_net
-    with torch.no_grad():
-        head.weight.div_(temperature)
-        if head.bias is not None:
-            head.bias.div_(temperature)
+    with torch.no_grad():  # every parameter of the head (a Linear's weight and bias; agents.joint_head's too)
+        for p in model.policy.action_net.parameters():
+            p.div_(temperature)
 
 
 def temper_to_explore(model, vecnorm, demos: Demonstrations, explore: float, factorisation=None, seed: int = 0,
@@ -308,15 +307,13 @@ def temper_to_explore(model, vecnorm, demos: Demonstrations, explore: float, fac
     Returns ``{"explore", "temperature", "chosen_prob_before", "chosen_prob_after"}``."""
     if not 0.0 < explore < 1.0:
         raise ValueError(f"explore must be in (0, 1), got {explore}")
-    head = model.policy.action_net
-    w0 = head.weight.detach().clone()
-    b0 = head.bias.detach().clone() if head.bias is not None else None
+    params = list(model.policy.action_net.parameters())  # the head is linear in all of them
+    p0 = [p.detach().clone() for p in params]
 
     def chosen_at(t: float) -> float:
         with torch.no_grad():
-            head.weight.copy_(w0 / t)
-            if b0 is not None:
-                head.bias.copy_(b0 / t)
+            for p, v in zip(params, p0):
+                p.copy_(v / t)
         return chosen_probability(model, vecnorm, demos, factorisation, seed=seed)
 
     before = chosen_at(1.0)

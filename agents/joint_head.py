@@ -20,6 +20,15 @@ linear, ``S·W`` and ``S·b`` are an ordinary flat layer: :meth:`JointKnobHead.s
 flat-head policy to ``agents.run_io``, ``deploy.py export``, the evaluators and the device runtime, none of
 which changes. Loading such a state back (a warm start, a checkpoint) recovers an equivalent ``W`` with
 ``pinv(S)`` (exact on the logits: ``S · pinv(S) · S = S``).
+
+``residual=True`` (``--action-head hybrid``) adds a free flat layer, initialised at zero::
+
+    logits = S · (W · latent + b) + (R · latent + r)
+
+as expressive as the flat head (the additive part alone cannot rank every allowed set the way the flat head can:
+on the real-data split the joint head loses the same ~10 return as the factorised one on the thermally masked
+trace), with the shared knob rows still carrying what configurations have in common. It saves as the flat layer
+``S·W + R``, ``S·b + r``; loading splits a flat layer into its projection on the knob rows and the residual.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ class JointKnobHead(nn.Module):
     """``logits = S (W x + b)``: ``weight`` (sum(dims), latent) and ``bias`` (sum(dims),) are the trained
     parameters (so ``agents.imitation.temper_policy`` divides them as it does a flat head's); ``S`` is fixed."""
 
-    def __init__(self, latent_dim: int, selection: np.ndarray, init_gain: float = 0.01) -> None:
+    def __init__(self, latent_dim: int, selection: np.ndarray, init_gain: float = 0.01, residual: bool = False) -> None:
         super().__init__()
         sel = torch.as_tensor(np.asarray(selection, dtype=np.float32))
         if sel.ndim != 2 or not torch.all((sel == 0) | (sel == 1)):
@@ -44,13 +53,20 @@ class JointKnobHead(nn.Module):
         nn.init.orthogonal_(self.weight, gain=init_gain)  # SB3's gain for the action net
         self.register_buffer("selection", sel, persistent=False)  # (n_configs, n_logits)
         self.register_buffer("selection_pinv", torch.linalg.pinv(sel), persistent=False)  # (n_logits, n_configs)
+        self.residual = bool(residual)
+        if self.residual:  # a free per-configuration layer on top, from zero: the knob rows lead at first
+            self.res_weight = nn.Parameter(torch.zeros(self.out_features, self.in_features))
+            self.res_bias = nn.Parameter(torch.zeros(self.out_features))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:  # (..., latent) -> (..., n_configs)
-        return nn.functional.linear(latent, self.selection @ self.weight, self.selection @ self.bias)
+        return nn.functional.linear(latent, *self.flat())
 
     def flat(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The equivalent flat layer: ``(S·W, S·b)``."""
-        return self.selection @ self.weight, self.selection @ self.bias
+        """The equivalent flat layer: ``(S·W [+ R], S·b [+ r])``."""
+        w, b = self.selection @ self.weight, self.selection @ self.bias
+        if self.residual:
+            w, b = w + self.res_weight, b + self.res_bias
+        return w, b
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # the flat layer, under the flat names
         w, b = self.flat()
@@ -68,19 +84,26 @@ class JointKnobHead(nn.Module):
             if tuple(w.shape) == (self.out_features, self.in_features) and tuple(b.shape) == (self.out_features,):
                 self.weight.copy_(self.selection_pinv @ w.to(self.weight))  # a flat layer (this head's own save)
                 self.bias.copy_(self.selection_pinv @ b.to(self.bias))
+                if self.residual:  # what the knob rows cannot carry
+                    self.res_weight.copy_(w.to(self.weight) - self.selection @ self.weight)
+                    self.res_bias.copy_(b.to(self.bias) - self.selection @ self.bias)
             elif tuple(w.shape) == tuple(self.weight.shape) and tuple(b.shape) == tuple(self.bias.shape):
                 self.weight.copy_(w)
                 self.bias.copy_(b)
+                if self.residual:
+                    self.res_weight.zero_()
+                    self.res_bias.zero_()
             else:
                 error_msgs.append(f"{kw}: shape {tuple(w.shape)} is neither the flat layer "
                                   f"({self.out_features}, {self.in_features}) nor the knob layer "
                                   f"({self.n_logits}, {self.in_features})")
 
     def extra_repr(self) -> str:
-        return f"latent={self.in_features}, knob_logits={self.n_logits}, configurations={self.out_features}"
+        return (f"latent={self.in_features}, knob_logits={self.n_logits}, configurations={self.out_features}, "
+                f"residual={self.residual}")
 
 
-def install_joint_head(model, space) -> JointKnobHead:
+def install_joint_head(model, space, residual: bool = False) -> JointKnobHead:
     """Replaces ``model.policy.action_net`` (an SB3 actor-critic with a flat ``Discrete`` action over ``space``'s
     configurations) by a :class:`JointKnobHead` and rebuilds the policy's optimiser over the new parameters."""
     from runtime.factorised import Factorisation
@@ -92,7 +115,7 @@ def install_joint_head(model, space) -> JointKnobHead:
     sel = Factorisation(space).onehot
     if sel.shape[0] != old.out_features:
         raise ValueError(f"the policy has {old.out_features} actions, the space {sel.shape[0]} configurations")
-    head = JointKnobHead(old.in_features, sel).to(old.weight.device)
+    head = JointKnobHead(old.in_features, sel, residual=residual).to(old.weight.device)
     pol.action_net = head
     lr = pol.optimizer.param_groups[0]["lr"]
     pol.optimizer = pol.optimizer_class(pol.parameters(), lr=lr, **pol.optimizer_kwargs)

@@ -50,10 +50,10 @@ def train_one(head: str, seed: int, steps: int, params):
     inner = FactorisedVecEnv(venv) if head == "factorised" else venv
     env = VecNormalize(VecMonitor(inner), norm_obs=norm_obs, norm_reward=norm_rew, gamma=hp.get("gamma", 0.99))
     model = train.make_agent("maskable_ppo", env, dict(hp), seed, None)
-    if head == "joint":
+    if head in ("joint", "hybrid"):
         from agents.joint_head import install_joint_head
 
-        install_joint_head(model, space)
+        install_joint_head(model, space, residual=head == "hybrid")
     t0 = time.time()
     model.learn(total_timesteps=steps)
     wall = time.time() - t0
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=float, default=1e6)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--heads", nargs="+", default=["flat", "factorised", "joint"],
-                    choices=["flat", "factorised", "joint"])
+                    choices=["flat", "factorised", "joint", "hybrid"])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "factorised_head"))
     a = ap.parse_args(argv)
     params = EnvParams(avail=Availability(busy_per_h=2.0, busy_mean_s=300.0, lost_per_h=0.1))

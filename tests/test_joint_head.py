@@ -134,3 +134,28 @@ def test_install_joint_head_rebuilds_the_optimiser_over_the_knob_parameters():
     assert not torch.allclose(head.weight, w0)  # trained through the summed logits
     with pytest.raises(ValueError, match="replaces a Linear"):
         install_joint_head(model, env.space)
+
+
+def test_the_hybrid_head_is_as_expressive_as_flat_and_round_trips_exactly():
+    torch.manual_seed(0)
+    sel = Factorisation(place_space()).onehot
+    h = JointKnobHead(8, sel, residual=True)
+    x = torch.randn(6, 8)
+    target = torch.nn.Linear(8, sel.shape[0])  # any flat layer: beyond the additive family
+    h.load_state_dict(target.state_dict())
+    assert torch.allclose(h(x), target(x), atol=1e-5)  # split into knob rows + residual, exactly
+    r_norm = float(h.res_weight.norm())
+    assert r_norm > 0  # a random flat layer is not additive: the residual carries the rest
+    h_joint = JointKnobHead(8, sel)
+    h_joint.load_state_dict(target.state_dict())
+    assert not torch.allclose(h_joint(x), target(x), atol=1e-3)  # the joint head alone cannot represent it
+
+    from agents.imitation import temper_policy
+
+    class _M:
+        class policy:  # noqa: N801
+            action_net = h
+
+    before = h(x).detach()
+    temper_policy(_M, 2.0)
+    assert torch.allclose(h(x), before / 2.0, atol=1e-5)
