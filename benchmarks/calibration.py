@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{out['date']}, host {fp['cpu_model']} ({fp['cores_logical']} cores, torch {fp['torch_version']}, "
           f"{fp['threads']} threads, bench_score_us {fp['bench_score_us']}), model on {out['device']['name']}; "
           f"calibration {t_cal:.0f} s "
-          f"(budget {a.budget_s:.0f} s, {out['calibration_repeats']} repeats), ground truth {t_truth:.0f} s\n")
+          f"(budget {a.budget_s:.0f} s, {out['calibration_repeats']} repeats), ground truth "
+          + (f"{t_truth:.0f} s\n" if truth_prof is None else f"from {a.truth}\n"))
     print("| profile | median abs error | worst abs error |\n|---|---|---|")
     for label, s in (("base (uncalibrated)", summary["base"]), (f"calibrated ({DEFAULT_CALIBRATION_METHOD})",
                                                                 summary["calibrated"]),
