@@ -37,3 +37,36 @@ def random_policy_file(path: str | Path, profile: str | Path, params=None, favou
         arrays["quality"] = c.quality
     save_policy_file(path, layers, meta, np.zeros(d), np.ones(d), arrays, c.features)
     return str(path)
+
+
+def train_tiny_warm_run(tmp_path: str | Path, action_head: str) -> Path:
+    """A seconds-long ``train.py`` run with the ``action_head``: a schedutil warm start (2 episodes, one DAgger
+    round) and 2,048 RL steps on 40-step episodes, no final evaluation. Returns the run folder."""
+    import train
+    from model.cli import parse_dataclass_args
+
+    args = parse_dataclass_args(train.Args, argv=[
+        "--action-head", action_head, "--total-timesteps", "2048", "--n-envs", "8", "--eval-freq", "1024",
+        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(Path(tmp_path) / "runs"), "--bc-expert",
+        "schedutil", "--bc-episodes", "2", "--dagger-rounds", "1", "--dagger-episodes", "1",
+        "--env.max-episode-steps", "40", "--no-progress"])
+    return train.main(args)
+
+
+def steps_where_numpy_decides_as_torch(pol, ctrl, env, traces: int, steps: int) -> int:
+    """Runs ``env`` over the first ``traces`` test traces (at most ``steps`` each), asserting at every step that the
+    device's ``NumpyPolicy`` ``pol`` picks the torch controller's configuration and that it is allowed. Returns
+    the number of steps checked."""
+    n = 0
+    for k in range(traces):
+        obs, _ = env.reset(seed=0, options={"trace": k, "start": 0})
+        for _ in range(steps):
+            m = env.unwrapped.action_masks()
+            a = pol.act(obs, m)
+            assert a == int(ctrl.predict(obs, action_masks=m)[0])
+            assert m[a]
+            obs, _, term, trunc, _ = env.step(a)
+            n += 1
+            if term or trunc:
+                break
+    return n

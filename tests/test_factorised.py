@@ -93,18 +93,14 @@ def test_choose_is_the_per_family_masked_argmax_then_the_nearest_allowed_configu
 def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_torch_one(tmp_path):
     """train.py --action-head factorised (with an imitation warm start) -> run folder -> deploy.py export ->
     the device's NumpyPolicy chooses the torch controller's configuration at every step."""
+    from policy_helpers import steps_where_numpy_decides_as_torch, train_tiny_warm_run
+
     import deploy
     import train
     from agents.run_io import env_from_config, load_config, load_controller
-    from model.cli import parse_dataclass_args
     from runtime.policy import NumpyPolicy, load_policy_file
 
-    args = parse_dataclass_args(train.Args, argv=[
-        "--action-head", "factorised", "--total-timesteps", "2048", "--n-envs", "8", "--eval-freq", "1024",
-        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--bc-expert", "schedutil",
-        "--bc-episodes", "2", "--dagger-rounds", "1", "--dagger-episodes", "1", "--env.max-episode-steps", "40",
-        "--no-progress"])
-    run = train.main(args)
+    run = train_tiny_warm_run(tmp_path, "factorised")
     assert load_config(run)["action_head"] == "factorised"
     ctrl = load_controller(run)
     assert isinstance(ctrl, FactorisedController)
@@ -114,19 +110,7 @@ def test_train_py_factorised_head_exports_to_a_numpy_policy_that_decides_as_the_
     pol = NumpyPolicy(pf)
     env = env_from_config(load_config(run), split="test", random_start=False)  # the run's parameters (MAIN_JOB_ENV)
     assert env.unwrapped.params.demand_avg_s == train.MAIN_JOB_ENV.demand_avg_s > 0  # train.py's default env
-    n = 0
-    for k in range(3):
-        obs, _ = env.reset(seed=0, options={"trace": k, "start": 0})
-        for _ in range(60):
-            m = env.unwrapped.action_masks()
-            a = pol.act(obs, m)
-            assert a == int(ctrl.predict(obs, action_masks=m)[0])
-            assert m[a]
-            obs, _, term, trunc, _ = env.step(a)
-            n += 1
-            if term or trunc:
-                break
-    assert n > 100
+    assert steps_where_numpy_decides_as_torch(pol, ctrl, env, traces=3, steps=60) > 100
     # benchmarks/factorised_remaps.py on the same run: its counts are consistent with the controller's decisions
     import importlib.util
 

@@ -82,18 +82,13 @@ def test_temper_divides_the_joint_logits():
 def test_train_py_joint_head_trains_exports_flat_and_the_device_decides_as_torch(tmp_path):
     """train.py --action-head joint (warm start + RL) -> run folder -> deploy.py export: a flat policy file, whose
     numpy decisions are the torch controller's."""
+    from policy_helpers import steps_where_numpy_decides_as_torch, train_tiny_warm_run
+
     import deploy
-    import train
     from agents.run_io import env_from_config, load_config, load_controller
-    from model.cli import parse_dataclass_args
     from runtime.policy import NumpyPolicy, load_policy_file
 
-    args = parse_dataclass_args(train.Args, argv=[
-        "--action-head", "joint", "--total-timesteps", "2048", "--n-envs", "8", "--eval-freq", "1024",
-        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--bc-expert", "schedutil",
-        "--bc-episodes", "2", "--dagger-rounds", "1", "--dagger-episodes", "1", "--env.max-episode-steps", "40",
-        "--no-progress"])
-    run = train.main(args)
+    run = train_tiny_warm_run(tmp_path, "joint")
     assert load_config(run)["action_head"] == "joint"
     state = torch.load(run / "policy_state.pt", weights_only=True)
     assert state["action_net.weight"].shape[0] == 48  # saved as the flat layer
@@ -103,18 +98,7 @@ def test_train_py_joint_head_trains_exports_flat_and_the_device_decides_as_torch
     assert pf.meta["action_head"] == "flat" and pf.meta["trained_head"] == "joint"
     pol = NumpyPolicy(pf)
     env = env_from_config(load_config(run), split="test", random_start=False)
-    n = 0
-    for k in range(2):
-        obs, _ = env.reset(seed=0, options={"trace": k, "start": 0})
-        for _ in range(50):
-            m = env.unwrapped.action_masks()
-            a = pol.act(obs, m)
-            assert a == int(ctrl.predict(obs, action_masks=m)[0]) and m[a]
-            obs, _, term, trunc, _ = env.step(a)
-            n += 1
-            if term or trunc:
-                break
-    assert n > 50
+    assert steps_where_numpy_decides_as_torch(pol, ctrl, env, traces=2, steps=50) > 50
 
 
 def test_install_joint_head_rebuilds_the_optimiser_over_the_knob_parameters():
