@@ -819,7 +819,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
 
 def check_warm_start_args(args: Args) -> None:
     """Fails fast, before anything is built, on warm-start arguments that cannot work."""
-    from agents.registry import ALL_CONTROLLERS, ORACLES
+    from agents.registry import ALL_CONTROLLERS
 
     if args.bc_expert not in ALL_CONTROLLERS:
         raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}, "
@@ -835,10 +835,6 @@ def check_warm_start_args(args: Args) -> None:
         if not (args.low_soc_frac > 0 or args.capacity_sigma > 0 or args.hot_frac > 0):
             raise SystemExit("--demo-dr collects the demonstrations under the training randomisation, which is off: "
                              "add --low-soc-frac, --capacity-sigma and/or --hot-frac, or drop --demo-dr")
-        if args.bc_expert in ORACLES and (args.capacity_sigma > 0 or args.hot_frac > 0):
-            raise SystemExit("--demo-dr with --capacity-sigma or --hot-frac: the oracle plans with the trace's battery "
-                             "capacity and ambient, so its labels would be wrong; use another --bc-expert "
-                             "(e.g. schedutil), or set those to 0")
         if args.bc_demos:
             raise SystemExit("--demo-dr applies when demonstrations are collected, not to --bc-demos "
                              f"{args.bc_demos}: drop one of the two")

@@ -79,10 +79,18 @@ per VecEnv sub-env; by default the env it was built with). It reads ``env.trace`
 budget allowance) — the env's public state, never its private fields. Plans are cached per (trace,
 start, horizon, start state); a block of ``horizon_steps`` is planned on its first step, and an
 episode longer than that is re-planned block by block.
+
+**Randomised episodes.** An episode reset with ``options["ambient_shift_c"]`` or ``options["capacity_scale"]``
+(the weather and battery randomisation of ``envs.batched``, ``train.py --hot-frac`` / ``--capacity-sigma``, and of
+the demonstrations, ``--demo-dr``) runs on a variant of its trace: the ambient raised by the shift, the capacity
+scaled. The oracle reads both from ``sim_state()`` and plans on that variant (its own copy of the trace, kept
+beside the env's, at most ``MAX_VARIANTS`` at a time), so its labels on such an episode are as exact as on the
+trace itself (tests/test_oracle_variants.py pins them to the oracle on a trace shifted beforehand).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -96,6 +104,7 @@ from runtime.rules import HOT_MARGIN_C
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
+MAX_VARIANTS = 64  # randomised trace variants kept at once (module docstring); then the table starts afresh
 NO_LIMIT_J = 1e30  # an allowance so negative that any overdraw is a violation
 SOC_EPS = 1e-5  # least SoC that counts as alive at the end (> SEAM_TOL: float32 round-off can't kill)
 FAST_MAX_GROUPS = 16  # more distinct per-pair shifts than this: gather element-wise instead
@@ -106,7 +115,7 @@ SEAM_TOL = 1e-6  # spare SoC this close below 0 is round-off (float32) of a stat
 class OraclePlan:
     """Value function of one (trace, start, horizon) block."""
 
-    k: int  # trace index in env.traces
+    k: int  # trace index in the oracle's traces (the env's, then the randomised variants)
     start: int  # first trace row
     horizon: int  # steps planned
     episode_start: int  # the env's _i0 when planned
@@ -182,7 +191,12 @@ class OracleController:
         self.env = env.unwrapped
         self.envs = [self.env]
         self.dyn = Dynamics(self.env.costs, self.env.params)
-        self.padded = PaddedTraces(self.env.traces)
+        #: the traces the oracle plans on: the env's, then the randomised variants met (module docstring)
+        self.traces = list(self.env.traces)
+        self.n_base = len(self.traces)
+        self.variants: dict[tuple, int] = {}  # (base index, shift, scale) -> index into self.traces
+        self._base_of: dict[int, int] = {}  # variant index -> base index
+        self.padded = PaddedTraces(self.traces)
         c = self.env.costs
         self.n_actions = len(c.names)
         self.actions = np.arange(self.n_actions)
@@ -235,6 +249,31 @@ class OracleController:
         names = [t.name for t in self.env.traces]
         return names.index(env.trace.name)  # a different env object over the same traces
 
+    def base_index(self, k: int) -> int:
+        """The env's trace that trace ``k`` of ``self.traces`` is (a variant of)."""
+        return k if k < self.n_base else self._base_of[k]
+
+    def _variant(self, k: int, shift_c: float, scale: float) -> int:
+        """Index in ``self.traces`` of trace ``k`` with its ambient raised by ``shift_c`` and its capacity × ``scale``
+        (``k`` itself when neither applies); made on first use (module docstring, "Randomised episodes")."""
+        if shift_c == 0.0 and scale == 1.0:
+            return k
+        key = (k, float(shift_c), float(scale))
+        if key not in self.variants:
+            if len(self.variants) >= MAX_VARIANTS:  # start afresh: plans refer to indices that are about to go
+                del self.traces[self.n_base:]
+                self.variants.clear()
+                self.cache.clear()
+                self.current.clear()
+            tr = self.traces[k]
+            self.traces.append(dataclasses.replace(
+                tr, name=f"{tr.name} (ambient {shift_c:+.2f} C, capacity x{scale:.4f})",
+                ambient_c=[a + shift_c for a in tr.ambient_c], capacity_j=tr.capacity_j * scale))
+            self.variants[key] = len(self.traces) - 1
+            self._base_of = {v: kk for (kk, _, _), v in self.variants.items()}
+            self.padded = PaddedTraces(self.traces)
+        return self.variants[key]
+
     # ---- planning ----------------------------------------------------------------------------
     def plan(self, k: int, start: int, horizon: int, soc: float, temp_c: float, backlog: float = 0.0,
              config: int | None = None, allowance_j: float = 0.0, episode_start: int | None = None,
@@ -245,7 +284,7 @@ class OracleController:
         nominal trajectory; the value function covers the whole grid.
         """
         t0 = time.perf_counter()
-        tr = self.env.traces[k]
+        tr = self.traces[k]
         H = int(min(horizon, tr.n - start))
         rows = np.arange(start, start + H)
         dev = tr.device
@@ -292,7 +331,7 @@ class OracleController:
     def _backward(self, plan: OraclePlan) -> None:
         """Fill ``plan.values`` and ``plan.soc_need`` by backward induction (module docstring)."""
         k, H = plan.k, plan.horizon
-        tr = self.env.traces[k]
+        tr = self.traces[k]
         tg, bg, xg = plan.temp_grid, plan.backlog_grid, plan.spare_grid
         nT, nB, nX, A = len(tg), len(bg), len(xg), self.n_actions
         it, ib, ia = (x.ravel() for x in np.meshgrid(np.arange(nT), np.arange(nB), self.actions, indexing="ij"))
@@ -477,7 +516,7 @@ class OracleController:
             q = np.where(off, -np.inf, q)
         cases = plan.mask_cases[t] if plan.mask_cases else None
         if cases is not None:
-            hot = int(temp_c > self.env.traces[plan.k].device.t_max_c - HOT_MARGIN_C)
+            hot = int(temp_c > self.traces[plan.k].device.t_max_c - HOT_MARGIN_C)
             q = np.where(cases[0][hot, int(bool(soc < self.env.reserve_soc) and cases[1])], q, -np.inf)
         return q
 
@@ -487,7 +526,7 @@ class OracleController:
         ``low`` happen at all (low = SoC below the reserve and ``low_ok``). None: nothing is masked at this
         row. As the env: no mask on an episode's first row (unless the link or a processor is down), and the
         demand the rule reads is the last step's (the first row's own on the first row)."""
-        tr, dev, rules = self.env.traces[k], self.env.traces[k].device, self.env.rules
+        tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
         bw = float(tr.bandwidth_mbps[i])
         down = int(self.padded.procs_down[k, i])
         first = i == episode_start
@@ -540,7 +579,8 @@ class OracleController:
         """Where the bound env is: its true state, trace index, row, episode start row, the start and length of the
         block covering the row, and the objective the plan is made for."""
         st = self.true_state(env)
-        k, i, i0 = self._trace_index(env), st["row"], st["episode_start"]
+        k = self._variant(self._trace_index(env), st.get("ambient_shift_c", 0.0), st.get("capacity_scale", 1.0))
+        i, i0 = st["row"], st["episode_start"]
         block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
         H = int(min(self.horizon_steps, env.trace.n - block))
         obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
@@ -618,7 +658,7 @@ class ChargerBlindOracle(OracleController):
 
     def next_plug_in(self, k: int, i: int) -> int:
         """The first row after ``i`` where a charger is plugged in on trace ``k`` (a row past the trace: none)."""
-        r = self.plug_rows[k]
+        r = self.plug_rows[self.base_index(k)]
         j = int(np.searchsorted(r, i, side="right"))
         return int(r[j]) if j < r.size else int(self.padded.supply.shape[1])
 

@@ -267,6 +267,7 @@ class MicroLLMPowerEnv(gym.Env):
         if not (math.isfinite(scale) and scale > 0.0):
             raise ValueError(f"options['capacity_scale'] must be a finite number > 0, got {o['capacity_scale']!r}")
         self._capacity_j = tr.capacity_j * scale
+        self._capacity_scale = scale
         dev = tr.device
         self._idle_w = dev.idle_power_w
         self._plant = (self._capacity_j, dev.r_th_c_per_w, dev.tau_s, dev.t_max_c, dev.throttle_per_c,
@@ -281,6 +282,7 @@ class MicroLLMPowerEnv(gym.Env):
             raise ValueError(f"options['ambient_shift_c'] must be finite (deg C), got {o['ambient_shift_c']!r}")
         if shift:
             self._ambient = [a + shift for a in tr.ambient_c]  # lists: the fastest scalar indexing
+        self._ambient_shift_c = shift
         self._base, self._budget, self._n, self._bw = tr.base_w, tr.budget_w, tr.n, tr.bandwidth_mbps
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         self._down = tr.procs_down
@@ -416,5 +418,6 @@ class MicroLLMPowerEnv(gym.Env):
         return {"soc": float(self.soc), "temp_c": float(self.temp_c), "backlog": float(self.backlog),
                 "config": int(self._a), "allowance_j": float(self._budget_left_j), "row": int(self._i),
                 "episode_start": int(self._i0), "objective": self.objective,
-                "objective_inputs": (self._wq, self._we, self._qmin), "until_row": int(self._until_row)}
+                "objective_inputs": (self._wq, self._we, self._qmin), "until_row": int(self._until_row),
+                "ambient_shift_c": float(self._ambient_shift_c), "capacity_scale": float(self._capacity_scale)}
 

@@ -186,8 +186,6 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(demo_dr=True, low_soc_frac=0.5, **base))
     with pytest.raises(SystemExit, match="randomisation, which is off"):
         train.main(train.Args(bc_expert="schedutil", demo_dr=True, **base))
-    with pytest.raises(SystemExit, match="oracle plans with the trace's battery"):
-        train.main(train.Args(bc_expert="oracle", demo_dr=True, capacity_sigma=0.5, **base))
     with pytest.raises(SystemExit, match="--freeze-obs-norm keeps .* needs --bc-expert"):
         train.main(train.Args(freeze_obs_norm=True, **base))
     with pytest.raises(SystemExit, match="--bc-explore tempers .* needs --bc-expert"):
@@ -211,6 +209,20 @@ def test_demo_dr_collects_the_warm_start_on_nearly_empty_batteries(tmp_path):
     with np.load(run / "warm_start" / "demos.npz", allow_pickle=False) as z:
         starts = np.r_[0, z["episode_ends"][:-1]]
         assert np.all(z["obs"][starts, 0] <= 0.3)  # feature 0: every episode started nearly empty
+
+
+def test_demo_dr_with_the_masked_oracle_labels_hot_and_resized_episodes(tmp_path):
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, progress=False, env=EnvParams(max_episode_steps=6),
+                                bc_expert="oracle-masked", bc_oracle_grid="11,5,3", bc_episodes=3, dagger_rounds=0,
+                                bc_epochs=1, demo_dr=True, hot_frac=1.0, capacity_sigma=0.5))
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert ws["randomised"]["hot_frac"] == 1.0 and ws["randomised"]["capacity_sigma"] == 0.5
+    with np.load(run / "warm_start" / "demos.npz", allow_pickle=False) as z:
+        assert z["masks"][np.arange(len(z["labels"])), z["labels"]].all()  # every label one the env allowed
 
 
 def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
