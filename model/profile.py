@@ -393,8 +393,12 @@ def host_check_warning(data: dict, threads: int, label: str, current: dict | Non
 
 # ---- calibration -----------------------------------------------------------------------------
 
-#: Prediction methods of :func:`calibrate` (docs/profiles.md compares them on this host).
-CALIBRATION_METHODS = ("scale", "ratio", "refit", "blend")
+#: Prediction methods of :func:`calibrate` (docs/profiles.md compares them on this host and on a GPU).
+#: ``blend`` and the laws it mixes are power laws in active parameters: compute- and memory-bound processors, such as
+#: the CPUs the project calibrates on. ``depth`` is a power law in depth: launch-bound processors, such as a GPU at
+#: batch 1, whose time follows the kernels launched per layer, not the parameters they touch
+#: (benchmarks/calibration_replay.py; docs/profiles.md).
+CALIBRATION_METHODS = ("scale", "ratio", "refit", "blend", "depth")
 #: The default: chosen by benchmarks/calibration.py (benchmarks/results/calibration.json, docs/profiles.md):
 #: the smallest worst-case error on this host over repeated runs, with a median error as good as the others'.
 DEFAULT_CALIBRATION_METHOD = "blend"
@@ -404,7 +408,9 @@ _TIMING = ("decode_ms_per_token_median", "prefill_ms_per_token_median")
 def calibration_subset(records: list[dict], per_bits: int = 3) -> list[str]:
     """Names of the configurations to measure: per ``bits`` value, ``per_bits`` configurations spread
     evenly in log active parameters (smallest, largest, and the nearest to the middle for 3): the two
-    ends fix a power law's slope with the longest lever arm, the middle one checks its curvature."""
+    ends fix a power law's slope with the longest lever arm, the middle one checks its curvature. In this
+    project's profiles the ends are also the shallowest and the deepest configurations, so a power law in
+    depth (``depth``) gets the same lever arm."""
     by_bits: dict[int, list[dict]] = {}
     for r in records:
         by_bits.setdefault(int(r["bits"]), []).append(r)
@@ -430,14 +436,20 @@ def measure_config(m, name: str, *, repeats: int, decode_tokens: int, prefill_to
     return {"prefill": pre, "decode": lat, "energy_j": energy_j}
 
 
-def _fit_curve(method: str, x: np.ndarray, base_y: np.ndarray, meas_y: np.ndarray) -> dict:
+def _fit_curve(method: str, x: np.ndarray, base_y: np.ndarray, meas_y: np.ndarray, depth: np.ndarray) -> dict:
     """The fitted curve of one precision and one quantity: ``scale`` (one measured/base factor, the geometric
-    mean), ``ratio`` (measured/base = c·x^d, least squares in log-log), ``refit`` (measured = a·x^b) or
-    ``blend`` (the geometric mean of the ``ratio`` and ``refit`` predictions: the base profile's
-    per-configuration shape, shrunk halfway towards this host's own power law)."""
+    mean), ``ratio`` (measured/base = c·x^d, least squares in log-log), ``refit`` (measured = a·x^b), ``blend``
+    (the geometric mean of the ``ratio`` and ``refit`` predictions: the base profile's per-configuration shape,
+    shrunk halfway towards this host's own power law) or ``depth`` (measured = a·depth^b); ``x`` are the
+    records' active parameters, ``depth`` their depths."""
     from model.scaling import fit_power_law
 
     ratio = meas_y / base_y
+    if method == "depth":
+        if np.ptp(np.log(depth)) == 0:
+            return {"method": "scale", "factor": float(np.exp(np.mean(np.log(ratio))))}
+        f = fit_power_law(depth, meas_y)
+        return {"method": "depth", "a": f.a, "b": f.b, "r2": f.r2}
     if method == "scale" or (method == "ratio" and np.ptp(np.log(x)) == 0):
         return {"method": "scale", "factor": float(np.exp(np.mean(np.log(ratio))))}
     if method == "ratio":
@@ -446,21 +458,35 @@ def _fit_curve(method: str, x: np.ndarray, base_y: np.ndarray, meas_y: np.ndarra
     if np.ptp(np.log(x)) == 0:
         return {"method": "scale", "factor": float(np.exp(np.mean(np.log(ratio))))}
     if method == "blend":
-        return {"method": "blend", "ratio": _fit_curve("ratio", x, base_y, meas_y),
-                "refit": _fit_curve("refit", x, base_y, meas_y)}
+        return {"method": "blend", "ratio": _fit_curve("ratio", x, base_y, meas_y, depth),
+                "refit": _fit_curve("refit", x, base_y, meas_y, depth)}
     f = fit_power_law(x, meas_y)
     return {"method": "refit", "a": f.a, "b": f.b, "r2": f.r2}
 
 
-def _predict(fit: dict, x: np.ndarray, base_y: np.ndarray) -> np.ndarray:
+def _predict(fit: dict, x: np.ndarray, base_y: np.ndarray, depth: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if fit["method"] == "blend":  # the geometric mean of the two
-        return np.sqrt(_predict(fit["ratio"], x, base_y) * _predict(fit["refit"], x, base_y))
+        return np.sqrt(_predict(fit["ratio"], x, base_y, depth) * _predict(fit["refit"], x, base_y, depth))
     if fit["method"] == "scale":
         return base_y * fit["factor"]
     if fit["method"] == "ratio":
         return base_y * fit["c"] * np.power(x, fit["d"])
+    if fit["method"] == "depth":
+        return fit["a"] * np.power(np.asarray(depth, dtype=np.float64), fit["b"])
     return fit["a"] * np.power(x, fit["b"])
+
+
+def _loo_residuals(method: str, x, by, my, depth) -> list[float]:
+    """Each measured point predicted from the others (``ln measured − ln predicted``); empty under 3 points."""
+    if len(x) < 3:
+        return []
+    out = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        f_i = _fit_curve(method, x[keep], by[keep], my[keep], depth[keep])
+        out.append(float(np.log(my[i]) - np.log(_predict(f_i, x[i:i + 1], by[i:i + 1], depth[i:i + 1])[0])))
+    return out
 
 
 def predict_from_measured(base_records: list[dict], measured: dict[str, dict[str, float]],
@@ -482,6 +508,8 @@ def predict_from_measured(base_records: list[dict], measured: dict[str, dict[str
     by_bits: dict[int, list[dict]] = {}
     for r in base_records:
         by_bits.setdefault(int(r["bits"]), []).append(r)
+    if method == "depth" and any("depth" not in r for r in base_records):
+        raise ValueError(f"method {method!r} needs every base record's 'depth'; use method 'blend'")
     pred: dict[str, dict[str, float]] = {r["name"]: {} for r in base_records}
     fits: dict = {}
     for bits, grp in sorted(by_bits.items()):
@@ -489,23 +517,19 @@ def predict_from_measured(base_records: list[dict], measured: dict[str, dict[str
         if not mrec:
             raise ValueError(f"no measured configuration of {bits}-bit precision: cannot calibrate it")
         x = np.array([float(r["active_params"]) for r in mrec])
+        d = np.array([float(r.get("depth", 1)) for r in mrec])
+        ga = np.array([float(r["active_params"]) for r in grp])
+        gd = np.array([float(r.get("depth", 1)) for r in grp])
         fits[str(bits)] = {}
         for fld in _TIMING:
             by = np.array([float(r[fld]) for r in mrec])
             my = np.array([float(measured[r["name"]][fld]) for r in mrec])
-            fit = _fit_curve(method, x, by, my)
-            resid = np.log(my) - np.log(_predict(fit, x, by))
-            loo = []
-            if len(mrec) >= 3:
-                for i in range(len(mrec)):
-                    keep = np.arange(len(mrec)) != i
-                    f_i = _fit_curve(method, x[keep], by[keep], my[keep])
-                    loo.append(float(np.log(my[i]) - np.log(_predict(f_i, x[i:i + 1], by[i:i + 1])[0])))
+            fit = _fit_curve(method, x, by, my, d)
+            resid = np.log(my) - np.log(_predict(fit, x, by, d))
             fits[str(bits)][fld] = {**fit, "n": len(mrec), "residuals_ln": [float(v) for v in resid],
-                                    "loo_residuals_ln": loo}
-            ga = np.array([float(r["active_params"]) for r in grp])
+                                    "loo_residuals_ln": _loo_residuals(method, x, by, my, d)}
             gy = np.array([float(r[fld]) for r in grp])
-            for r, v in zip(grp, _predict(fit, ga, gy)):
+            for r, v in zip(grp, _predict(fit, ga, gy, gd)):
                 pred[r["name"]][fld] = float(v)
     return pred, fits
 

@@ -113,6 +113,43 @@ def test_host_k_times_slower_is_recovered(method, tol):
     assert prof["calibration"]["repeats"] == 3  # max_repeats caps the repeats a generous budget allows
 
 
+def test_depth_law_follows_a_launch_bound_host_that_a_power_law_in_parameters_misses():
+    """A host whose time per token follows depth only (a GPU at batch 1: kernels per layer, not the parameters
+    they touch): ``depth`` predicts every configuration from the subset; ``blend`` (the law in active
+    parameters) cannot."""
+    base = example_profile(24)
+    by = {r["name"]: r for r in base["configs"]}
+    per_bits = {32: 0.4, 8: 0.6, 4: 1.0}
+
+    def launch_bound(m, name, *, repeats, decode_tokens, prefill_tokens, meter=None):
+        r = by[name]
+        ms = per_bits[r["bits"]] * r["depth"] ** 0.8
+        return {"decode": [ms] * (repeats * decode_tokens), "prefill": [0.1 * ms] * repeats, "energy_j": 0.0}
+
+    def worst_error(method):
+        prof = P.calibrate(None, base, threads=1, budget_s=10.0, method=method, max_repeats=3,
+                           measure=launch_bound, progress=False)
+        truth = {n: per_bits[r["bits"]] * r["depth"] ** 0.8 for n, r in by.items()}
+        return prof, max(abs(r["decode_ms_per_token_median"] / truth[r["name"]] - 1) for r in prof["configs"])
+
+    prof, err = worst_error("depth")
+    assert err < 1e-6
+    for fits in prof["calibration"]["fits"].values():
+        assert fits["decode_ms_per_token_median"]["method"] == "depth"
+        assert max(abs(v) for v in fits["decode_ms_per_token_median"]["loo_residuals_ln"]) < 1e-9
+    assert worst_error("blend")[1] > 0.10
+
+
+def test_depth_methods_need_the_depth_of_every_record():
+    base = example_profile(12)
+    recs = [{k: v for k, v in r.items() if k != "depth"} for r in base["configs"]]
+    measured = {r["name"]: {f: r[f] for f in ("decode_ms_per_token_median", "prefill_ms_per_token_median")}
+                for r in recs}
+    with pytest.raises(ValueError, match="needs every base record's 'depth'"):
+        P.predict_from_measured(recs, measured, "depth")
+    assert P.predict_from_measured(recs, measured, "blend")[0]  # the parameter laws do not
+
+
 def test_budget_limits_the_repeats():
     base = example_profile(12)
     clock_t = [0.0]
