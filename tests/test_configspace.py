@@ -143,6 +143,7 @@ def test_a_toy_knob_runs_end_to_end_through_its_declaration_alone(toy_knob, tmp_
     assert obs[17] == pytest.approx(1.0) and obs[14] == pytest.approx(1.0)  # T = 1.0, depth 2/2
     # a short training on the batched env, then export and a runtime decision
     run = train.main(train.Args(profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256, eval_episodes=1,
+                                bc_expert="none",
                                 checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
                                 progress=False, env=EnvParams(max_episode_steps=16)))
     cfg = json.loads((run / "config.json").read_text())

@@ -167,7 +167,8 @@ def test_a_goal_conditioned_run_exports_with_its_objective_block_and_decides_as_
 
     run = train.main(parse_dataclass_args(train.Args, argv=[
         "--env.objective.kind", "mix", "--total-timesteps", "1024", "--n-envs", "8", "--eval-freq", "1024",
-        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--no-progress"]))
+        "--eval-episodes", "2", "--no-final-eval", "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--bc-expert",
+        "none"]))
     deploy.export_run(run, tmp_path / "goal.npz")
     pf = load_policy_file(tmp_path / "goal.npz")
     assert pf.layout.goal and "obj_min_energy" in pf.layout.names

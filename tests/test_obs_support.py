@@ -86,7 +86,7 @@ def test_clamp_obs_trains_exports_and_the_device_policy_reads_the_same_inputs(tm
     from runtime.policy import NumpyPolicy, PolicyFileError, load_policy_file, save_policy_file
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    run = train.main(train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=512, n_envs=4,
+    run = train.main(train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=512, n_envs=4, obs_drop="",
                                 eval_freq=512, eval_episodes=1, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"),
                                 final_eval=False, env=EnvParams(max_episode_steps=24), progress=False,
                                 bc_expert="schedutil", bc_episodes=4, dagger_rounds=1, dagger_episodes=2,
@@ -142,8 +142,8 @@ def test_dropped_features_read_zero_in_training_and_on_the_device(tmp_path):
                 checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False, progress=False,
                 env=EnvParams(max_episode_steps=16, power_cap=4.0))
     with pytest.raises(SystemExit, match="no feature 'power_kw'.*it has soc"):
-        train.main(train.Args(obs_drop="power_w,power_kw", **base))
-    run = train.main(train.Args(obs_drop="power_w,affordable_power_w", **base))
+        train.main(train.Args(bc_expert="none", obs_drop="power_w,power_kw", **base))
+    run = train.main(train.Args(bc_expert="none", obs_drop="power_w,affordable_power_w", **base))
     names = json.loads((run / "config.json").read_text())["obs_features"]
     assert "power_frac" in names and "affordable_power_frac" in names
     import deploy

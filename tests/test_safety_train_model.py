@@ -29,7 +29,8 @@ def _train_args(tmp_path, **kw):
     prof = tmp_path / "p.json"
     if not prof.exists():
         save_profile(example_profile(12), prof)
-    base = dict(profile=str(prof), total_timesteps=0, n_envs=2, eval_freq=64, eval_episodes=1, checkpoint_freq=64,
+    base = dict(profile=str(prof), bc_expert="none", total_timesteps=0, n_envs=2, eval_freq=64, eval_episodes=1,
+                checkpoint_freq=64,
                 runs_dir=str(tmp_path / "runs"), final_eval=False, progress=False,
                 env=EnvParams(max_episode_steps=8))
     return train.Args(**{**base, **kw})

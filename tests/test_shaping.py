@@ -153,6 +153,7 @@ def test_train_records_the_shaping_and_logs_it(tmp_path):
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     run = train.main(train.Args(profile=str(prof), total_timesteps=512, n_envs=4, runs_dir=str(tmp_path / "runs"),
+                                bc_expert="none",
                                 final_eval=False, progress=False, eval_freq=256, eval_episodes=2,
                                 low_soc_frac=1.0, env=EnvParams(max_episode_steps=24), shape_energy=2.0,
                                 shape_potential="dual"))

@@ -34,7 +34,8 @@ def _config(tmp_path: Path, **over) -> Path:
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     cfg = {"name": "s", "out": str(tmp_path / "sweeps"), "scheduler": "fifo", "max_failures": 1,
            "grid": {"hyperparams.batch_size": [64, 1]},
-           "train": {"algo": "ppo", "profile": str(prof), "total_timesteps": 1024, "n_envs": 4, "eval_freq": 512,
+           "train": {"algo": "ppo", "bc_expert": "none", "profile": str(prof), "total_timesteps": 1024, "n_envs": 4,
+                     "eval_freq": 512,
                      "eval_episodes": 2, "checkpoint_freq": 1024, "final_eval": False, "env.max_episode_steps": 24}}
     for k, v in over.items():  # "train" is merged into the base train arguments, other keys replace
         cfg[k] = {**cfg["train"], **v} if k == "train" else v

@@ -16,7 +16,7 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     import train
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
-    args = train.Args(algo=algo, profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
+    args = train.Args(bc_expert="none", algo=algo, profile=str(prof), total_timesteps=1024, n_envs=4, eval_freq=512,
                       lagrangian=lagrangian, eval_episodes=2, checkpoint_freq=512, runs_dir=str(tmp_path / "runs"),
                       final_eval=algo == "ppo", env=EnvParams(max_episode_steps=12), progress=False)
     run = train.main(args)
@@ -175,23 +175,15 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
     with pytest.raises(SystemExit, match="no such file; fix"):
         train.main(train.Args(bc_expert="oracle", bc_demos=str(tmp_path / "none.npz"), **base))
     with pytest.raises(SystemExit, match="needs --bc-expert"):
-        train.main(train.Args(clone_kl=0.5, **base))
+        train.main(train.Args(bc_expert="none", clone_kl=0.5, **base))
     with pytest.raises(SystemExit, match="needs --algo maskable_ppo"):
         train.main(train.Args(algo="ppo", bc_expert="schedutil", clone_kl=0.5, **base))
     with pytest.raises(SystemExit, match="--hot-trip places the hot episodes of --hot-frac, which is 0"):
-        train.main(train.Args(hot_trip=True, **base))
-    with pytest.raises(SystemExit, match="--demo-dr with --hot-trip"):
-        train.main(train.Args(bc_expert="schedutil", demo_dr=True, hot_frac=0.3, hot_trip=True, **base))
-    with pytest.raises(SystemExit, match="--demo-dr randomises .* needs --bc-expert"):
-        train.main(train.Args(demo_dr=True, low_soc_frac=0.5, **base))
-    with pytest.raises(SystemExit, match="randomisation, which is off"):
-        train.main(train.Args(bc_expert="schedutil", demo_dr=True, **base))
-    with pytest.raises(SystemExit, match="--freeze-obs-norm keeps .* needs --bc-expert"):
-        train.main(train.Args(freeze_obs_norm=True, **base))
+        train.main(train.Args(bc_expert="none", hot_frac=0.0, hot_trip=True, **base))
+    with pytest.raises(SystemExit, match="--demo-dr .on by default. with --hot-trip.*fix: add --no-demo-dr"):
+        train.main(train.Args(bc_expert="schedutil", hot_frac=0.3, hot_trip=True, **base))
     with pytest.raises(SystemExit, match="--bc-explore tempers .* needs --bc-expert"):
-        train.main(train.Args(bc_explore=0.1, **base))
-    with pytest.raises(SystemExit, match="not to --bc-demos"):
-        train.main(train.Args(bc_expert="schedutil", demo_dr=True, low_soc_frac=0.5, bc_demos="d.npz", **base))
+        train.main(train.Args(bc_expert="none", bc_explore=0.1, **base))
     assert not (tmp_path / "runs").exists()  # failed before building anything
 
 
@@ -202,7 +194,7 @@ def test_demo_dr_collects_the_warm_start_on_nearly_empty_batteries(tmp_path):
     run = train.main(train.Args(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
                                 final_eval=False, progress=False, env=EnvParams(max_episode_steps=6),
                                 bc_expert="schedutil", bc_episodes=3, dagger_rounds=0, bc_epochs=1, demo_dr=True,
-                                low_soc_frac=1.0))
+                                low_soc_frac=1.0, capacity_sigma=0.0, hot_frac=0.0))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
     assert ws["randomised"] == {"low_soc_frac": 1.0, "capacity_sigma": 0.0, "reserve_soc": 0.05,
                               "hot_frac": 0.0}
@@ -363,6 +355,7 @@ def test_lookahead_trains_exports_and_decides(tmp_path):
 
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     run = train.main(train.Args(profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256, eval_episodes=1,
+                                bc_expert="none",
                                 checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
                                 progress=False, env=EnvParams(lookahead=3, max_episode_steps=16)))
     cfg = json.loads((run / "config.json").read_text())
@@ -379,21 +372,24 @@ def test_lookahead_trains_exports_and_decides(tmp_path):
 
 
 def test_the_main_jobs_defaults():
-    """`python train.py` trains the factorised head on MAIN_JOB_ENV; --action-head auto resolves per algorithm
-    (a Q-network needs one value per action) and the run folder records the resolved head."""
+    """`python train.py` warm-starts the flat head from the masked oracle (demonstrations and DAgger under the
+    training randomisation) on MAIN_JOB_ENV; --action-head auto resolves per algorithm and warm start (a Q-network
+    needs one value per action) and the run folder records the resolved head."""
     import train
     from runtime.dynamics import EnvParams
 
     a = train.Args()
-    assert a.action_head == "factorised" and a.env == train.MAIN_JOB_ENV
-    assert a.env.thermal_obs and a.env.thermal_cap > 0 and a.env.demand_avg_s > 0
-    assert train.Args(algo="ppo").action_head == "factorised"
-    assert train.Args(algo="dqn").action_head == "flat"
-    assert train.Args(action_head="flat").action_head == "flat"
-    # from scratch unless asked; "none" is the same as empty
-    assert a.bc_expert == "" and a.dagger_rounds == 2
+    assert a.action_head == "flat" and a.env == train.MAIN_JOB_ENV
+    assert a.env.thermal_obs and a.env.thermal_cap > 0 and a.env.demand_avg_s > 0 and a.env.power_cap > 0
+    assert a.bc_expert == "oracle-masked" and a.dagger_rounds == 3 and a.demo_dr and a.freeze_obs_norm
+    assert a.hot_frac > 0 and a.low_soc_frac > 0 and a.capacity_sigma > 0 and a.obs_drop == "power_w"
+    assert train.Args(bc_expert="none").action_head == "factorised"
+    assert train.Args(bc_expert="none", algo="ppo").action_head == "factorised"
+    assert train.Args(bc_expert="none", algo="dqn").action_head == "flat"
+    assert train.Args(bc_expert="none", action_head="flat").action_head == "flat"
+    # "none" (from scratch) is the same as empty
     assert train.Args(bc_expert="none").bc_expert == "" and train.Args(bc_expert="oracle").bc_expert == "oracle"
     with pytest.raises(ValueError, match="factorised needs a MultiDiscrete"):
-        train.Args(algo="dqn", action_head="factorised")
+        train.Args(bc_expert="none", algo="dqn", action_head="factorised")
     # the environment's own defaults keep the base observation (policy files written before read as they did)
     assert not EnvParams().thermal_obs and EnvParams().demand_avg_s == 0
