@@ -17,7 +17,8 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
    demonstrations; the other seeds reuse them (``--bc-demos``) and add a DAgger round of their own.
    ``--expert oracle-masked`` distils the oracle held to the action masks instead, ``--expert
    oracle-charger-blind`` the oracle without foresight of chargers. ``--recipe ppo`` trains from
-   scratch (no warm start).
+   scratch (``--bc-expert none``). Every other ``train.py`` option is its default (since 2026-12-04 the main
+   job's randomisation, randomised demonstrations and observation; docs/CHANGELOG.md) unless given after ``--``.
 3. **Evaluate**, per fold, every seed's final policy *and* its warm start alone (so the RL step is measured,
    not assumed) with every heuristic and the oracle on the same held-out episodes
    (``agents.evaluate --run ... --oracle-grid G``): ``OUT/eval/fold-i/report.*``.
@@ -97,6 +98,8 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
                     def extra(first_dir=first_dir):
                         run = completed_run(first_dir)
                         return ["--bc-demos", str(run / "warm_start" / "demos.npz")] if run else []
+            else:  # from scratch (train.py's default is a warm start)
+                argv += ["--bc-expert", "none"]
             name = f"train fold {i} seed {seed}"
             jobs.append(Job(name, argv + train_extra, out / "logs" / f"train-fold{i}-seed{seed}.log",
                             after=[first] if (j > 0 and a.recipe == "dagger+ppo") else [],
