@@ -106,7 +106,8 @@ def test_sweep_runs_on_both_nodes_of_a_two_node_cluster(tmp_path, two_nodes):
     prof = save_profile(example_profile(12), tmp_path / "p.json")
     cfg = {"name": "two-nodes", "out": str(tmp_path / "sweeps"), "scheduler": "fifo", "max_failures": 0,
            "grid": {"seed": [1, 2]},
-           "train": {"algo": "ppo", "profile": str(prof), "total_timesteps": 1024, "n_envs": 4, "eval_freq": 512,
+           "train": {"algo": "ppo", "bc_expert": "none", "profile": str(prof), "total_timesteps": 1024, "n_envs": 4,
+                     "eval_freq": 512,
                      "eval_episodes": 2, "checkpoint_freq": 1024, "final_eval": False, "env.max_episode_steps": 24}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     out = subprocess.run([sys.executable, "-m", "agents.sweep", str(tmp_path / "sweep.yaml"), "--address", address,
