@@ -52,13 +52,16 @@ def brute_force(env, n_steps):
     return best, best_seq
 
 
-def rollout(env, ctrl, k=0, max_steps=10_000):
-    obs, _ = env.reset(options={"trace": k, "start": 0})
+def rollout(env, ctrl, k=0, max_steps=10_000, options=None, masked=False):
+    """(return, actions) of ``ctrl`` on trace ``k`` from row 0 (``options``: further reset options); ``masked``:
+    every action must be one the env's mask allows."""
+    obs, _ = env.reset(options={"trace": k, "start": 0, **(options or {})})
     if hasattr(ctrl, "bind"):
         ctrl.bind(env)
     ret, acts = 0.0, []
     for t in range(max_steps):
         a, _ = ctrl.predict(obs, episode_start=np.array([t == 0]))
+        assert not masked or env.action_masks()[int(a)], f"step {t}: action {int(a)} is masked"
         acts.append(int(a))
         obs, r, term, trunc, _ = env.step(a)
         ret += r

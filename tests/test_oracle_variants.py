@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_oracle import three_config_profile, trace
+from test_oracle import rollout, three_config_profile, trace
 
 import agents.oracle as oracle_mod
 from agents.oracle import ChargerBlindOracle, OracleController
@@ -19,18 +19,7 @@ SHIFT_C, SCALE = 11.5, 0.35
 
 
 def run(env, ctrl, options):
-    obs, _ = env.reset(options={"trace": 0, "start": 0, **options})
-    ctrl.bind(env)
-    ret, acts = 0.0, []
-    for t in range(N):
-        a, _ = ctrl.predict(obs, episode_start=np.array([t == 0]))
-        assert env.action_masks()[int(a)] or not getattr(ctrl, "masked", False)
-        acts.append(int(a))
-        obs, r, term, trunc, _ = env.step(a)
-        ret += r
-        if term or trunc:
-            break
-    return ret, acts
+    return rollout(env, ctrl, max_steps=N, options=options, masked=getattr(ctrl, "masked", False))
 
 
 def envs_pair():
