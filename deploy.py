@@ -905,7 +905,8 @@ class RunSession:
         from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
 
         a = self.args
-        mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0)
+        mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
+                             saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -918,8 +919,9 @@ class RunSession:
                                         policy_error=self.policy_error, device_kind=self.device_kind)
         print(f"[deploy] sensors: {json.dumps(self.hub.describe())}", file=sys.stderr)
         print(f"[deploy] device {self.device_kind}: T_max {self.device.t_max_c} °C, ceiling "
-              f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}; safe config {self.names[mgr.safe]}",
-              file=sys.stderr)
+              f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}"
+              + (f", battery saver {mgr.shield.p.saver_s / 60.0:g} min" if mgr.shield.p.saver_s else "")
+              + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
         if a.objective:
@@ -1536,6 +1538,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-dwell", type=nonneg_int, default=None,
                    help="decisions between policy-driven switches (default: the window the policy was trained "
                         "under, --env.min-dwell-steps, else 3)")
+    r.add_argument("--battery-saver-min", type=nonneg_float, default=0.0, metavar="MIN",
+                   help="battery saver: only the cheapest quarter of configurations while the device's own load "
+                        "and the smallest one would bring the battery to its reserve within MIN minutes "
+                        "(EnvParams.saver_s; the longer of this and the policy's; default 0: the policy's, off "
+                        "unless trained with it). Costs quality where a session ends early; buys time where it "
+                        "does not (docs/agents.md, \"The battery saver\")")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

@@ -57,7 +57,7 @@ from agents.registry import (
     default_controllers,
     make_controller,
 )
-from model.cli import nonneg_int, positive_int
+from model.cli import nonneg_float, nonneg_int, positive_int
 from runtime.rules import step_down
 from runtime.safeio import atomic_write_text, atomic_writer
 
@@ -575,6 +575,8 @@ def _env_factory(args, cfg: dict | None):
     from agents.run_io import env_from_config
 
     over: dict[str, Any] = {"split": args.split, "random_start": False}
+    if args.battery_saver_min:  # EnvParams.saver_s for every controller (and the deployed policies' shield)
+        over["saver_s"] = 60.0 * args.battery_saver_min
     if args.profile is not None:
         over["profile"] = args.profile
     if args.traces is not None:  # else the run's own set (None: the env's default set)
@@ -643,6 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="run the hand-written rules as written, ignoring the env's action masks (reports before "
                          "2026-12-02); default: a rule's choice that the mask forbids is stepped down to an allowed "
                          "one, as a device's shield would, and counted (mask steps)")
+    ap.add_argument("--battery-saver-min", type=nonneg_float, default=0.0, metavar="MIN",
+                    help="score every controller under the battery saver (EnvParams.saver_s = 60 x MIN: only the "
+                         "cheapest quarter of configurations while the device's own load and the smallest one would "
+                         "bring the battery to its reserve within MIN minutes; deployed policies' shields too); "
+                         "default 0: the run's or policy's own")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
@@ -751,7 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "policy": policies or None, "traces": str(traces), "split": args.split,
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
-            "rules_under_masks": not args.rules_ignore_masks, "best_baseline": best}
+            "rules_under_masks": not args.rules_ignore_masks, "best_baseline": best,
+            "battery_saver_min": args.battery_saver_min}
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
                          t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]], space=env.space)
     print(format_table(result))

@@ -100,7 +100,7 @@ import numpy as np
 from agents.baselines import smallest_config
 from envs.tables import PaddedTraces
 from runtime.dynamics import Dynamics, StepResult
-from runtime.rules import HOT_MARGIN_C
+from runtime.rules import HOT_MARGIN_C, saver_soc
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
@@ -397,7 +397,7 @@ class OracleController:
             cases = plan.mask_cases[t] if plan.mask_cases else None
             if cases is not None:  # the env's action mask at each grid point: (hot, low) picks the case
                 hot = (temp_p > tr.device.t_max_c - HOT_MARGIN_C).astype(np.int64)
-                low = (xg[None, :] + need_now[:, None] < self.env.reserve_soc) & cases[1]
+                low = (xg[None, :] + need_now[:, None] < cases[2]) & cases[1]
                 allowed = np.where(low, cases[0][hot, 1, ia][:, None], cases[0][hot, 0, ia][:, None])
                 Q[~allowed] = -np.inf
             V[t] = Q.reshape(nT, nB, A, nX).max(2)
@@ -517,13 +517,14 @@ class OracleController:
         cases = plan.mask_cases[t] if plan.mask_cases else None
         if cases is not None:
             hot = int(temp_c > self.traces[plan.k].device.t_max_c - HOT_MARGIN_C)
-            q = np.where(cases[0][hot, int(bool(soc < self.env.reserve_soc) and cases[1])], q, -np.inf)
+            q = np.where(cases[0][hot, int(bool(soc < cases[2]) and cases[1])], q, -np.inf)
         return q
 
-    def _mask_cases(self, k: int, i: int, episode_start: int) -> tuple[np.ndarray, bool] | None:
-        """The env's action mask at row ``i`` of trace ``k`` for the four (hot, low) cases: ``(M, low_ok)``
-        with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, and whether the supply lets
-        ``low`` happen at all (low = SoC below the reserve and ``low_ok``). None: nothing is masked at this
+    def _mask_cases(self, k: int, i: int, episode_start: int) -> tuple[np.ndarray, bool, float] | None:
+        """The env's action mask at row ``i`` of trace ``k`` for the four (hot, low) cases: ``(M, low_ok, low_soc)``
+        with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, whether the supply lets
+        ``low`` happen at all (low = SoC below ``low_soc`` and ``low_ok``), and ``low_soc``: the reserve, raised by
+        the battery saver (``runtime.rules.saver_soc``, as the env). None: nothing is masked at this
         row. As the env: no mask on an episode's first row (unless the link or a processor is down), and the
         demand the rule reads is the last step's (the first row's own on the first row)."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
@@ -548,7 +549,8 @@ class OracleController:
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
                                          soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down)
         low_ok = supply_w < base_w + demand * rules.ept_min
-        return M, bool(low_ok)
+        lo = saver_soc(reserve, self.env.params.saver_s, tr.capacity_j, base_w, demand, rules.ept_min, supply_w)
+        return M, bool(low_ok), float(lo)
 
     def _unavailable(self, k: int, i: int) -> np.ndarray | None:
         """Actions that need a processor that is down at row ``i`` of trace ``k`` (None: all available)."""

@@ -43,7 +43,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import NO_SWITCH_YET, dwell_mask, since_switch_after
+from runtime.rules import NO_SWITCH_YET, dwell_mask, saver_soc, since_switch_after
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -374,7 +374,10 @@ class BatchedPowerEnv(VecEnv):
         fi, temp, soc = self.fi[idx], self.temp[idx], self.soc[idx]
         out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
         hot = temp > pl.t_max_c[idx] - HOT_MARGIN_C
-        low = soc < reserve
+        base = f["base"].take(fi) + pl.idle_power_w[idx]
+        lo = saver_soc(reserve, self.params.saver_s, pl.capacity_j[idx], base, self.last_dem[idx],
+                       self.ref.rules.ept_min, f["supply"].take(fi))  # the reserve, raised by the battery saver
+        low = soc < lo
         bw = f["bandwidth"].take(fi)
         down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)
         procs = self.tr.procs_down.ravel().take(fi) if self.ref.rules.has_place else np.zeros(len(low), int)
@@ -382,7 +385,8 @@ class BatchedPowerEnv(VecEnv):
             j, x = idx[r], fi[r]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
                                 pl.r_th_c_per_w[j],
-                                f["base"][x] + pl.idle_power_w[j], self.soc[j], reserve, f["supply"][x], out=out[r],
+                                base[r], self.soc[j], lo if not self.params.saver_s else lo[r], f["supply"][x],
+                                out=out[r],
                                 bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]))
         return out
 

@@ -178,7 +178,15 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import HOT_MARGIN_C, NO_SWITCH_YET, Feasibility, SchedutilRule, dwell_mask, since_switch_after
+from runtime.rules import (
+    HOT_MARGIN_C,
+    NO_SWITCH_YET,
+    Feasibility,
+    SchedutilRule,
+    dwell_mask,
+    saver_soc,
+    since_switch_after,
+)
 
 __all__ = ["DEFAULT_PROFILE", "TOK_SCALE", "CostTables", "MicroLLMPowerEnv", "RewardWeights", "TraceArrays",
            "load_cost_tables", "make_params", "prepare_traces"]
@@ -236,6 +244,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
+        self._saver_s = float(p.saver_s)  # the battery saver raises the reserve of the masks (runtime.rules.saver_soc)
         self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
         # the rule hint (EnvParams.rule_hint): the schedutil-like rule over the profile's tables
         self.hint_config = -1  # the rule hint's configuration index in the last observation (-1: none)
@@ -324,7 +333,7 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        if self.temp_c > self._hot_c or self.soc < self.reserve_soc or (self._has_split and self._bw[self._i] <= 0.0) \
+        if self.temp_c > self._hot_c or self.soc < self._low_soc() or (self._has_split and self._bw[self._i] <= 0.0) \
                 or (self._has_place and self._down[self._i]):
             self._mask = self._compute_mask()
         else:
@@ -340,10 +349,18 @@ class MicroLLMPowerEnv(gym.Env):
         """Configurations allowed now (sb3-contrib MaskablePPO convention)."""
         return self._mask.copy()
 
+    def _low_soc(self) -> float:
+        """The state of charge below which the battery rule holds now: the reserve, raised by the battery saver."""
+        if not self._saver_s:
+            return self.reserve_soc
+        i = self._i
+        return saver_soc(self.reserve_soc, self._saver_s, self._capacity_j, self._tr.base_w[i] + self._idle_w,
+                         self._last_demand, self.rules.ept_min, self._tr.supply_w[i])
+
     def _compute_mask(self) -> np.ndarray:
         tr, i = self._tr, self._i
         return self.rules.mask(self._last_demand, self.temp_c, self._ambient[i], tr.device.t_max_c,
-                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self.reserve_soc,
+                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self._low_soc(),
                                tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
                                down=self._down[i])
 

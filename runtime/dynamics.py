@@ -257,6 +257,13 @@ class EnvParams:
     """queued tokens beyond this are dropped (about a minute of demand at the default rates)"""
     reserve_soc: float = 0.05
     """battery reserve: below it only the cheapest configurations are allowed (masks, shield)"""
+    saver_s: float = 0.0
+    """battery saver, seconds: the reserve of the masks and the shield is raised by the charge that the device's own
+    load and the safe configuration, less the supply, would take in this time (runtime.rules.saver_soc), so that only
+    the cheap set runs while the battery would reach its reserve within it. A device does not know when its session
+    ends or when a charger comes; hedging like this is how a policy without that foresight outlives a nearly empty
+    battery, at a measured cost in quality (docs/agents.md, "The battery saver"). 0: off (the default, as every
+    committed score)"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
@@ -315,6 +322,9 @@ class EnvParams:
                 problems.append(f"{name} must be a positive finite number, got {v!r}")
         if not 0.0 <= self.reserve_soc < 1.0:
             problems.append(f"reserve_soc must be in [0, 1), got {self.reserve_soc!r}")
+        if not (isinstance(self.saver_s, (int, float)) and math.isfinite(self.saver_s) and self.saver_s >= 0):
+            problems.append(f"saver_s must be a finite number of seconds >= 0 (0: no battery saver), got "
+                            f"{self.saver_s!r}")
         if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:

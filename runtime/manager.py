@@ -128,6 +128,8 @@ class ManagerConfig:
         soc_hyst: Hysteresis above the reserve to leave EMERGENCY.
         reserve_soc: The device's battery reserve (None: ``runtime.shield.DEFAULT_RESERVE_SOC``); the
             shield enforces the higher of this and the policy file's (the training env's).
+        saver_s: The device's (or user's) battery saver, s (``EnvParams.saver_s``; None: none of its own); the
+            shield uses the longer of this and the policy file's. ``deploy.py run --battery-saver-min``.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -153,6 +155,7 @@ class ManagerConfig:
     temp_hyst_c: float = 3.0
     soc_hyst: float = 0.02
     reserve_soc: float | None = None
+    saver_s: float | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -348,8 +351,9 @@ class RuntimeManager:
                    if sp is not None and "split" in sp.knob_names else None)
         roles = (np.array([role_mask(c.place) for c in sp.configs])
                  if sp is not None and "place" in sp.knob_names else None)
+        saver = max(float(self.cfg.saver_s or 0.0), float(self.params.saver_s))
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
-                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst), ept,
+                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles)
@@ -696,10 +700,11 @@ class RuntimeManager:
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,
-                                       self.procs_down))
+                                       self.procs_down, self.full_charge_j(soc)))
             a_pol = pol.act(self.obs)
             return a_pol, a_pol, Reason.NONE
-        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down)
+        mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down,
+                       self.full_charge_j(soc))
         self._set_hint(mask)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:
@@ -710,6 +715,14 @@ class RuntimeManager:
                              or now_s - self._switch_t < self.cfg.min_dwell_s) and (mask is None or mask[cur]):
             return a_pol, cur, Reason.DWELL
         return a_pol, a_pol, Reason.NONE
+
+    def full_charge_j(self, soc: float) -> float:
+        """The battery's full charge, J: stored energy / SoC when the sensors report both, else
+        ``ManagerConfig.capacity_wh``. The battery saver sizes its raise of the reserve with it."""
+        stored = self.stored_energy_j
+        if stored is not None and soc > 0.01:
+            return stored / soc
+        return self.capacity_j
 
     def _set_hint(self, mask: np.ndarray | None) -> None:
         """The rule hint (``EnvParams.rule_hint``): the schedutil-like rule's choice from this observation, held

@@ -8,6 +8,8 @@ A configuration is infeasible *now* when running it at the current demand would
   at or below ``t_max_c`` are allowed;
 * drain a battery that is already at its reserve: below ``reserve_soc`` while the supply does
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
+  the battery saver (``EnvParams.saver_s``) raises that reserve by the charge the device's own load and the safe
+  configuration, less the supply, would take in ``saver_s`` seconds (:func:`saver_soc`);
 * need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed;
 * need a processor that is unavailable (busy, lost or quarantined; ``down``, a bit mask over
   ``runtime.placement.ROLES``): a placement on it is not allowed (the CPU is never down);
@@ -62,6 +64,26 @@ def dwell_mask(mask: np.ndarray, current, since_switch, min_dwell: int) -> np.nd
         return mask
     only_cur = np.arange(mask.shape[-1]) == cur[..., None]
     return np.where(held[..., None], only_cur, mask)
+
+
+def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_min: float, supply_w):
+    """The state of charge below which the battery rule holds: ``reserve_soc`` raised by the battery saver, the
+    charge that the device's own load and the safe configuration (``base_w + demand · ept_min``), less the supply,
+    would take in ``saver_s`` seconds (``EnvParams.saver_s``; 0: the reserve itself). Scalars or numpy arrays.
+
+    The environments, the oracle's masks and the runtime shield all call it; ``base_w`` is every power that is not
+    the model's tokens (device base load + idle), ``capacity_j`` the battery's full charge."""
+    if not saver_s:
+        return reserve_soc
+    if isinstance(base_w, np.ndarray) or isinstance(capacity_j, np.ndarray):
+        need_w = np.maximum(base_w + demand_tps * ept_min - supply_w, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a row not reset yet has capacity 0
+            return reserve_soc + np.where(capacity_j > 0, saver_s * need_w / np.where(capacity_j > 0, capacity_j,
+                                                                                          1.0), 0.0)
+    need_w = float(base_w) + float(demand_tps) * ept_min - float(supply_w)
+    if need_w <= 0.0 or not capacity_j > 0.0:
+        return reserve_soc
+    return reserve_soc + saver_s * need_w / float(capacity_j)
 
 
 def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:

@@ -29,6 +29,7 @@ holds (judged on the last valid readings, with LOST readings counted as the wors
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from enum import IntEnum
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
-from runtime.rules import HOT_MARGIN_C, Feasibility
+from runtime.rules import HOT_MARGIN_C, Feasibility, saver_soc
 
 #: The battery reserve a device keeps when nobody configured one (the environment's default).
 DEFAULT_RESERVE_SOC = EnvParams().reserve_soc
@@ -136,6 +137,9 @@ class ShieldParams:
         temp_margin_c: The hard ceiling is ``t_max_c + temp_margin_c``.
         temp_hyst_c: Leave EMERGENCY only below ``ceiling − temp_hyst_c``.
         soc_hyst: Leave EMERGENCY only above ``reserve_soc + soc_hyst`` (or when plugged).
+        saver_s: Battery saver, s (``EnvParams.saver_s``): the feasibility masks' reserve is raised by the charge
+            the device's own load and the safe configuration, less the supply, would take in this time (the hard
+            limit stays at ``reserve_soc``); 0: off.
     """
 
     t_max_c: float
@@ -144,6 +148,7 @@ class ShieldParams:
     temp_margin_c: float = 2.0
     temp_hyst_c: float = 3.0
     soc_hyst: float = 0.02
+    saver_s: float = 0.0
 
     @property
     def ceiling_c(self) -> float:
@@ -177,6 +182,7 @@ class Shield:
         self.hot_c = params.t_max_c - HOT_MARGIN_C
         self.ceiling_c = params.ceiling_c
         self.reserve = params.reserve_soc
+        self.low_soc = params.reserve_soc  # the masks' reserve at the last mask(): raised by the battery saver
 
     def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
@@ -203,13 +209,17 @@ class Shield:
                 and (plugged >= 0.5 or soc >= p.reserve_soc + p.soc_hyst))
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
-             supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0) -> np.ndarray | None:
+             supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0,
+             capacity_j: float = math.inf) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, the link down with split
-        configurations, or a processor down with placements), else None."""
-        if self.rules.active(temp_c, self.p.t_max_c, soc, self.reserve, bandwidth_mbps, down) \
+        configurations, or a processor down with placements), else None. ``capacity_j`` (the battery's full
+        charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``)."""
+        lo = self.low_soc = saver_soc(self.reserve, self.p.saver_s, capacity_j, base_w, demand_tps,
+                                      self.rules.ept_min, supply_w)
+        if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok:
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
-                                   base_w, soc, self.reserve, supply_w, out=self._mask,
+                                   base_w, soc, lo, supply_w, out=self._mask,
                                    bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
         return None
 
@@ -220,7 +230,7 @@ class Shield:
             return Reason.PROCESSOR_MASK
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK
-        return Reason.BATTERY_MASK if soc < self.reserve else Reason.LINK_MASK
+        return Reason.BATTERY_MASK if soc < self.low_soc else Reason.LINK_MASK
 
 
 def is_breach(final_action: int, safe_action: int, params: ShieldParams, temp_c: float, soc: float,

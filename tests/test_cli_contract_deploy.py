@@ -46,6 +46,8 @@ BAD = [
     ([*RUN, "--every-ms", "-1"], 2, "--every-ms"),
     ([*RUN, "--temperature", "-1"], 2, "--temperature"),
     ([*RUN, "--min-dwell", "-3"], 2, "--min-dwell"),
+    ([*RUN, "--battery-saver-min", "-5"], 2, "--battery-saver-min"),
+    ([*RUN, "--battery-saver-min", "inf"], 2, "--battery-saver-min"),
     ([*RUN, "--budget-w", "-5"], 2, "--budget-w"),
     ([*RUN, "--deadline-s", "-1"], 2, "--deadline-s"),
     ([*RUN, "--device-kind", "toaster"], 2, "--device-kind"),
