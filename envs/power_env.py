@@ -17,7 +17,9 @@ workload and link bandwidth.
 ``env.decode_table`` gives each index's canonical name and knob values). ``action_masks()`` (sb3-contrib) and
 ``info["action_mask"]`` (Gymnasium) mark configurations infeasible now (``runtime.rules``); with
 ``EnvParams.min_dwell_steps`` N > 1 they also hold the current configuration for the N − 1 steps after a switch, as
-the runtime manager's dwell rule does on the device (``runtime.rules.dwell_mask``).
+the runtime manager's dwell rule does on the device (``runtime.rules.dwell_mask``). With ``EnvParams.saver_s`` > 0
+(the battery saver) the battery rule's reserve is raised by the charge the device's own load and the cheapest
+configuration, less the supply, would take in that many seconds (``runtime.rules.saver_soc``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -131,7 +133,7 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``, ``avail``,
+``reserve_soc``, ``saver_s``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``, ``avail``,
 ``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
@@ -142,7 +144,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   ``info["step"].radio_j``; profiles without split records step exactly as before (2026-12-01).
   Placement (knob ``place``, ``EnvParams.avail``, the processor block) and the user's objective
   (``EnvParams.objective``, reward terms ``r_energy``, ``r_floor``, ``r_reserve``, the objective block);
-  single-processor max-quality episodes step exactly as before (2026-12-01).
+  single-processor max-quality episodes step exactly as before (2026-12-01). The battery saver
+  (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04).
 """
 
 from __future__ import annotations
