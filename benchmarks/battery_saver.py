@@ -131,7 +131,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    from model.cli import nonneg_int, positive_int
+    from model.cli import positive_int
     from runtime.safeio import atomic_write_text
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold the folder has)")
     ap.add_argument("--max-steps", type=positive_int, default=720)
     ap.add_argument("--out", required=True, help="output path without suffix (OUT.md, .csv, .json, .png)")
-    ap.add_argument("--seed", type=nonneg_int, default=0, help="unused by the deterministic policies; recorded")
+    ap.add_argument("--force", action="store_true", help="replace an existing OUT.md / .csv / .json / .png")
     args = ap.parse_args(argv)
     cv = Path(args.cv)
     try:
@@ -149,10 +149,17 @@ def main(argv=None) -> int:
         ap.error(f"argument --minutes: {args.minutes!r}: comma-separated numbers of minutes, e.g. 0,10,30")
     if not minutes or any(not (m >= 0 and m < float("inf")) for m in minutes):
         ap.error(f"argument --minutes: {args.minutes!r}: finite numbers >= 0")
-    folds = ([int(f) for f in args.folds.split(",")] if args.folds
-             else sorted(int(p.name.split("-")[1]) for p in (cv / "runs").glob("fold-*")))
+    try:
+        folds = ([int(f) for f in args.folds.split(",")] if args.folds
+                 else sorted(int(p.name.split("-")[1]) for p in (cv / "runs").glob("fold-*")))
+    except ValueError:
+        ap.error(f"argument --folds: {args.folds!r}: comma-separated fold numbers, e.g. 1,2")
     if not folds:
         ap.error(f"--cv {cv}: no runs/fold-* folders; fix: point it at an agents.crossval --out folder")
+    out = Path(args.out)
+    existing = [str(out.with_suffix(x)) for x in (".md", ".csv", ".json", ".png") if out.with_suffix(x).exists()]
+    if existing and not args.force:
+        raise SystemExit(f"{existing[0]}: already exists; choose another --out or pass --force to replace it")
     from tqdm import tqdm
 
     results: dict = {}
@@ -165,7 +172,6 @@ def main(argv=None) -> int:
                 results[m][f] = score_fold(cv, f, m, args.max_steps)
                 bar.update(1)
     rows = summary_rows(results)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/battery_saver.py " + " ".join(argv if argv is not None else sys.argv[1:])
     title = f"Battery saver on {cv.name}: folds {','.join(map(str, folds))}"

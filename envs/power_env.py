@@ -133,8 +133,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``saver_s``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``, ``avail``,
-``objective``; any of
+``reserve_soc``, ``saver_s``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``,
+``avail``, ``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
 ## Version History
