@@ -336,7 +336,8 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        if self.temp_c > self._hot_c or self.soc < self._low_soc() or (self._has_split and self._bw[self._i] <= 0.0) \
+        low_soc = self._low_soc() if self._saver_s else self.reserve_soc  # no call on the hot path when off
+        if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[self._i] <= 0.0) \
                 or (self._has_place and self._down[self._i]):
             self._mask = self._compute_mask()
         else:
