@@ -339,7 +339,7 @@ class MicroLLMPowerEnv(gym.Env):
         low_soc = self._low_soc() if self._saver_s else self.reserve_soc  # no call on the hot path when off
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[self._i] <= 0.0) \
                 or (self._has_place and self._down[self._i]):
-            self._mask = self._compute_mask()
+            self._mask = self._compute_mask(low_soc)
         else:
             self._mask = self._all_ok
         obs = self._obs()  # the rule hint reads the mask before the dwell rule, as the runtime manager's does
@@ -361,10 +361,12 @@ class MicroLLMPowerEnv(gym.Env):
         return saver_soc(self.reserve_soc, self._saver_s, self._capacity_j, self._tr.base_w[i] + self._idle_w,
                          self._last_demand, self.rules.ept_min, self._tr.supply_w[i])
 
-    def _compute_mask(self) -> np.ndarray:
+    def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
+        """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""
         tr, i = self._tr, self._i
         return self.rules.mask(self._last_demand, self.temp_c, self._ambient[i], tr.device.t_max_c,
-                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc, self._low_soc(),
+                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc,
+                               self._low_soc() if low_soc is None else low_soc,
                                tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
                                down=self._down[i])
 
