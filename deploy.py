@@ -906,7 +906,8 @@ class RunSession:
 
         a = self.args
         mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
-                             saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None)
+                             saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
+                             saver_to_deadline=True if a.saver_to_deadline else None)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -921,6 +922,7 @@ class RunSession:
         print(f"[deploy] device {self.device_kind}: T_max {self.device.t_max_c} °C, ceiling "
               f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}"
               + (f", battery saver {mgr.shield.p.saver_s / 60.0:g} min" if mgr.shield.p.saver_s else "")
+              + (", battery saver to the deadline" if mgr.shield.p.saver_to_deadline else "")
               + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
@@ -1544,6 +1546,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(EnvParams.saver_s; the longer of this and the policy's; default 0: the policy's, off "
                         "unless trained with it). Costs quality where a session ends early; buys time where it "
                         "does not (docs/agents.md, \"The battery saver\")")
+    r.add_argument("--saver-to-deadline", action="store_true",
+                   help="the battery saver holds until the deadline (--objective last-until --until HH:MM, or a "
+                        "replayed trace's): only the cheapest quarter of configurations while the device's own load "
+                        "and the smallest one would bring the battery to its reserve before it "
+                        "(EnvParams.saver_to_deadline; default: the policy's, off unless trained with it)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

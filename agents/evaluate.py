@@ -577,6 +577,8 @@ def _env_factory(args, cfg: dict | None):
     over: dict[str, Any] = {"split": args.split, "random_start": False}
     if args.battery_saver_min:  # EnvParams.saver_s for every controller (and the deployed policies' shield)
         over["saver_s"] = 60.0 * args.battery_saver_min
+    if args.saver_to_deadline:  # EnvParams.saver_to_deadline: the saver's horizon reaches a deadline ahead
+        over["saver_to_deadline"] = True
     if args.profile is not None:
         over["profile"] = args.profile
     if args.traces is not None:  # else the run's own set (None: the env's default set)
@@ -650,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "cheapest quarter of configurations while the device's own load and the smallest one would "
                          "bring the battery to its reserve within MIN minutes; deployed policies' shields too); "
                          "default 0: the run's or policy's own")
+    ap.add_argument("--saver-to-deadline", action="store_true",
+                    help="score every controller with the battery saver's horizon reaching the trace's deadline, "
+                         "where it has one (EnvParams.saver_to_deadline: the user said when the session ends; "
+                         "deployed policies' shields too); default: the run's or policy's own")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
@@ -759,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
             "rules_under_masks": not args.rules_ignore_masks, "best_baseline": best,
-            "battery_saver_min": args.battery_saver_min}
+            "battery_saver_min": args.battery_saver_min, "saver_to_deadline": args.saver_to_deadline}
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
                          t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]], space=env.space)
     print(format_table(result))

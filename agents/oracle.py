@@ -100,7 +100,7 @@ import numpy as np
 from agents.baselines import smallest_config
 from envs.tables import PaddedTraces
 from runtime.dynamics import Dynamics, StepResult
-from runtime.rules import HOT_MARGIN_C, saver_soc
+from runtime.rules import HOT_MARGIN_C, saver_horizon_s, saver_soc
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
@@ -306,7 +306,8 @@ class OracleController:
                           episode_start=start if episode_start is None else episode_start,
                           objective=tuple(objective))
         if self.masked:
-            plan.mask_cases = [self._mask_cases(k, i, plan.episode_start) for i in rows]
+            deadline_s = self._deadline_s(k, plan.objective[3])
+            plan.mask_cases = [self._mask_cases(k, i, plan.episode_start, deadline_s) for i in rows]
         a0 = self.env.full_config if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
@@ -520,11 +521,21 @@ class OracleController:
             q = np.where(cases[0][hot, int(bool(soc < cases[2]) and cases[1])], q, -np.inf)
         return q
 
-    def _mask_cases(self, k: int, i: int, episode_start: int) -> tuple[np.ndarray, bool, float] | None:
+    def _deadline_s(self, k: int, until_row: int) -> float:
+        """The episode's deadline as the env has it (``runtime.dynamics.episode_objective``): the trace's, else for
+        last-until the episode's end (``until_row`` rows); NaN: none."""
+        d = float(self.traces[k].deadline_s)
+        if d != d and until_row >= 0:
+            d = until_row * self.env.params.step_s
+        return d
+
+    def _mask_cases(self, k: int, i: int, episode_start: int,
+                    deadline_s: float = float("nan")) -> tuple[np.ndarray, bool, float] | None:
         """The env's action mask at row ``i`` of trace ``k`` for the four (hot, low) cases: ``(M, low_ok, low_soc)``
         with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, whether the supply lets
         ``low`` happen at all (low = SoC below ``low_soc`` and ``low_ok``), and ``low_soc``: the reserve, raised by
-        the battery saver (``runtime.rules.saver_soc``, as the env). None: nothing is masked at this
+        the battery saver (``runtime.rules.saver_soc``, as the env; up to ``deadline_s`` with
+        ``EnvParams.saver_to_deadline``). None: nothing is masked at this
         row. As the env: no mask on an episode's first row (unless the link or a processor is down), and the
         demand the rule reads is the last step's (the first row's own on the first row)."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
@@ -549,7 +560,9 @@ class OracleController:
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
                                          soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down)
         low_ok = supply_w < base_w + demand * rules.ept_min
-        lo = saver_soc(reserve, self.env.params.saver_s, tr.capacity_j, base_w, demand, rules.ept_min, supply_w)
+        p = self.env.params
+        horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)
+        lo = saver_soc(reserve, horizon, tr.capacity_j, base_w, demand, rules.ept_min, supply_w)
         return M, bool(low_ok), float(lo)
 
     def _unavailable(self, k: int, i: int) -> np.ndarray | None:

@@ -42,6 +42,20 @@ def fold_runs(cv: Path, fold: int) -> list[Path]:
     return runs
 
 
+def fold_reference(cv: Path, fold: int) -> tuple[dict, float, float, list[bool]]:
+    """The fold's report without the saver (``eval/fold-i/report.json``): the report, the random and oracle mean
+    returns that normalise every score, and per episode whether the oracle died."""
+    import numpy as np
+
+    rep_path = cv / "eval" / f"fold-{fold}" / "report.json"
+    if not rep_path.is_file():
+        raise SystemExit(f"{rep_path}: missing; fix: run agents.crossval --report-only --out {cv} first")
+    ref = json.loads(rep_path.read_text())
+    pe = ref["per_episode"]
+    rand, orc = (float(np.mean([e["return"] for e in pe[k]])) for k in ("random", "oracle"))
+    return ref, rand, orc, [bool(e["death"]) for e in pe["oracle"]]
+
+
 def score_fold(cv: Path, fold: int, minutes: float, max_steps: int) -> dict:
     """Every seed's policy and the rule on the fold's held-out units under a ``minutes`` saver."""
     import numpy as np
@@ -50,14 +64,8 @@ def score_fold(cv: Path, fold: int, minutes: float, max_steps: int) -> dict:
     from agents.registry import make_controller
     from agents.run_io import env_from_config, load_config, load_controller
 
+    ref, rand, orc, oracle_dead = fold_reference(cv, fold)
     rep_path = cv / "eval" / f"fold-{fold}" / "report.json"
-    if not rep_path.is_file():
-        raise SystemExit(f"{rep_path}: missing; fix: run agents.crossval --report-only --out {cv} first")
-    ref = json.loads(rep_path.read_text())
-    pe = ref["per_episode"]
-    rand = float(np.mean([e["return"] for e in pe["random"]]))
-    orc = float(np.mean([e["return"] for e in pe["oracle"]]))
-    oracle_dead = [bool(e["death"]) for e in pe["oracle"]]
     runs = fold_runs(cv, fold)
     cfg = load_config(runs[0])  # the fold's env (every seed trains under the same parameters)
     traces = str(cv / "folds" / f"fold-{fold}")

@@ -43,7 +43,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import NO_SWITCH_YET, dwell_mask, saver_soc, since_switch_after
+from runtime.rules import NO_SWITCH_YET, dwell_mask, saver_horizon_s, saver_soc, since_switch_after
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -375,7 +375,10 @@ class BatchedPowerEnv(VecEnv):
         out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
         hot = temp > pl.t_max_c[idx] - HOT_MARGIN_C
         base = f["base"].take(fi) + pl.idle_power_w[idx]
-        lo = saver_soc(reserve, self.params.saver_s, pl.capacity_j[idx], base, self.last_dem[idx],
+        saver = self.params.saver_s
+        if self.params.saver_to_deadline:  # the saver's horizon reaches each env's deadline (as the scalar env)
+            saver = saver_horizon_s(saver, self.deadline_eff[idx] - self.i[idx] * self.dt, True)
+        lo = saver_soc(reserve, saver, pl.capacity_j[idx], base, self.last_dem[idx],
                        self.ref.rules.ept_min, f["supply"].take(fi))  # the reserve, raised by the battery saver
         low = soc < lo
         bw = f["bandwidth"].take(fi)
@@ -385,7 +388,7 @@ class BatchedPowerEnv(VecEnv):
             j, x = idx[r], fi[r]
             self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
                                 pl.r_th_c_per_w[j],
-                                base[r], self.soc[j], lo if not self.params.saver_s else lo[r], f["supply"][x],
+                                base[r], self.soc[j], lo[r] if isinstance(lo, np.ndarray) else lo, f["supply"][x],
                                 out=out[r],
                                 bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]))
         return out

@@ -19,7 +19,10 @@ workload and link bandwidth.
 ``EnvParams.min_dwell_steps`` N > 1 they also hold the current configuration for the N − 1 steps after a switch, as
 the runtime manager's dwell rule does on the device (``runtime.rules.dwell_mask``). With ``EnvParams.saver_s`` > 0
 (the battery saver) the battery rule's reserve is raised by the charge the device's own load and the cheapest
-configuration, less the supply, would take in that many seconds (``runtime.rules.saver_soc``).
+configuration, less the supply, would take in that many seconds (``runtime.rules.saver_soc``); with
+``EnvParams.saver_to_deadline`` that time reaches the episode's deadline while one is ahead (the one the observation
+shows: the trace's, e.g. a session's end the user told, ``traces.objectives --session-end``; for last-until without
+one, the episode's end; ``runtime.rules.saver_horizon_s``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -133,8 +136,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``saver_s``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``, ``weights``, ``link``,
-``avail``, ``objective``; any of
+``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``,
+``weights``, ``link``, ``avail``, ``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
 ## Version History
@@ -145,7 +148,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   Placement (knob ``place``, ``EnvParams.avail``, the processor block) and the user's objective
   (``EnvParams.objective``, reward terms ``r_energy``, ``r_floor``, ``r_reserve``, the objective block);
   single-processor max-quality episodes step exactly as before (2026-12-01). The battery saver
-  (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04).
+  (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04); its horizon to the deadline
+  (``EnvParams.saver_to_deadline``, default off; 2026-12-05).
 """
 
 from __future__ import annotations
@@ -187,6 +191,7 @@ from runtime.rules import (
     Feasibility,
     SchedutilRule,
     dwell_mask,
+    saver_horizon_s,
     saver_soc,
     since_switch_after,
 )
@@ -248,6 +253,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
         self._saver_s = float(p.saver_s)  # the battery saver raises the reserve of the masks (runtime.rules.saver_soc)
+        self._saver_dl = False  # this episode's saver reaches its deadline (EnvParams.saver_to_deadline; reset)
         self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
         # the rule hint (EnvParams.rule_hint): the schedutil-like rule over the profile's tables
         self.hint_config = -1  # the rule hint's configuration index in the last observation (-1: none)
@@ -299,6 +305,8 @@ class MicroLLMPowerEnv(gym.Env):
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         self._down = tr.procs_down
         self._set_objective(o, tr)
+        # the saver's horizon reaches the deadline when the episode has one (runtime.rules.saver_horizon_s)
+        self._saver_dl = bool(self.params.saver_to_deadline) and self._deadline_s == self._deadline_s
         i = self._i
         self.temp_c = float(o.get("temp_c", start_temp_c(self._ambient[i], self._idle_w, tr.base_w[i],
                                                           dev.r_th_c_per_w)))
@@ -336,7 +344,7 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        low_soc = self._low_soc() if self._saver_s else self.reserve_soc  # no call on the hot path when off
+        low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[self._i] <= 0.0) \
                 or (self._has_place and self._down[self._i]):
             self._mask = self._compute_mask(low_soc)
@@ -354,11 +362,13 @@ class MicroLLMPowerEnv(gym.Env):
         return self._mask.copy()
 
     def _low_soc(self) -> float:
-        """The state of charge below which the battery rule holds now: the reserve, raised by the battery saver."""
-        if not self._saver_s:
+        """The state of charge below which the battery rule holds now: the reserve, raised by the battery saver
+        (up to the deadline with ``EnvParams.saver_to_deadline``)."""
+        if not (self._saver_s or self._saver_dl):
             return self.reserve_soc
         i = self._i
-        return saver_soc(self.reserve_soc, self._saver_s, self._capacity_j, self._tr.base_w[i] + self._idle_w,
+        horizon = saver_horizon_s(self._saver_s, self._deadline_s - i * self.step_s, self._saver_dl)
+        return saver_soc(self.reserve_soc, horizon, self._capacity_j, self._tr.base_w[i] + self._idle_w,
                          self._last_demand, self.rules.ept_min, self._tr.supply_w[i])
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:

@@ -130,6 +130,8 @@ class ManagerConfig:
             shield enforces the higher of this and the policy file's (the training env's).
         saver_s: The device's (or user's) battery saver, s (``EnvParams.saver_s``; None: none of its own); the
             shield uses the longer of this and the policy file's. ``deploy.py run --battery-saver-min``.
+        saver_to_deadline: The saver's horizon reaches the deadline (``EnvParams.saver_to_deadline``): on when
+            this or the policy file's says so (None: the policy file's). ``deploy.py run --saver-to-deadline``.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -156,6 +158,7 @@ class ManagerConfig:
     soc_hyst: float = 0.02
     reserve_soc: float | None = None
     saver_s: float | None = None
+    saver_to_deadline: bool | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -352,8 +355,10 @@ class RuntimeManager:
         roles = (np.array([role_mask(c.place) for c in sp.configs])
                  if sp is not None and "place" in sp.knob_names else None)
         saver = max(float(self.cfg.saver_s or 0.0), float(self.params.saver_s))
+        to_deadline = bool(self.cfg.saver_to_deadline) or bool(self.params.saver_to_deadline)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
-                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver), ept,
+                                          self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
+                                          to_deadline), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles)
@@ -700,11 +705,11 @@ class RuntimeManager:
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,
-                                       self.procs_down, self.full_charge_j(soc)))
+                                       self.procs_down, self.full_charge_j(soc), self.deadline_left_s))
             a_pol = pol.act(self.obs)
             return a_pol, a_pol, Reason.NONE
         mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down,
-                       self.full_charge_j(soc))
+                       self.full_charge_j(soc), self.deadline_left_s)
         self._set_hint(mask)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:

@@ -9,7 +9,8 @@ A configuration is infeasible *now* when running it at the current demand would
 * drain a battery that is already at its reserve: below ``reserve_soc`` while the supply does
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
   the battery saver (``EnvParams.saver_s``) raises that reserve by the charge the device's own load and the safe
-  configuration, less the supply, would take in ``saver_s`` seconds (:func:`saver_soc`);
+  configuration, less the supply, would take in ``saver_s`` seconds (:func:`saver_soc`); with
+  ``EnvParams.saver_to_deadline`` that time reaches a deadline ahead (:func:`saver_horizon_s`);
 * need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed;
 * need a processor that is unavailable (busy, lost or quarantined; ``down``, a bit mask over
   ``runtime.placement.ROLES``): a placement on it is not allowed (the CPU is never down);
@@ -73,9 +74,12 @@ def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_m
 
     The environments, the oracle's masks and the runtime shield all call it; ``base_w`` is every power that is not
     the model's tokens (device base load + idle), ``capacity_j`` the battery's full charge."""
-    if not saver_s:
+    if isinstance(saver_s, np.ndarray):  # a horizon per row (saver_horizon_s): the array path
+        if not saver_s.any():
+            return reserve_soc
+    elif not saver_s:
         return reserve_soc
-    if isinstance(base_w, np.ndarray) or isinstance(capacity_j, np.ndarray):
+    if isinstance(base_w, np.ndarray) or isinstance(capacity_j, np.ndarray) or isinstance(saver_s, np.ndarray):
         need_w = np.maximum(base_w + demand_tps * ept_min - supply_w, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):  # a row not reset yet has capacity 0
             return reserve_soc + np.where(capacity_j > 0, saver_s * need_w / np.where(capacity_j > 0, capacity_j,
@@ -84,6 +88,19 @@ def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_m
     if need_w <= 0.0 or not capacity_j > 0.0:
         return reserve_soc
     return reserve_soc + saver_s * need_w / float(capacity_j)
+
+
+def saver_horizon_s(saver_s: float, deadline_left_s, to_deadline: bool):
+    """The battery saver's horizon, s: ``saver_s``, or with ``to_deadline`` (``EnvParams.saver_to_deadline``) the time
+    left to a deadline ahead when that is longer: the user said the session goes on until then (``deploy.py run
+    --until``), so the cheap set runs while the device's own load and the safe configuration would take the battery
+    to its reserve before it. ``deadline_left_s`` NaN (no deadline) or ≤ 0 (passed): ``saver_s``. Scalars or numpy
+    arrays; the environments, the oracle's masks and the runtime shield all call it."""
+    if not to_deadline:
+        return saver_s
+    if isinstance(deadline_left_s, np.ndarray):
+        return np.where(deadline_left_s > saver_s, deadline_left_s, saver_s)  # NaN compares False: saver_s
+    return deadline_left_s if deadline_left_s > saver_s else saver_s
 
 
 def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:

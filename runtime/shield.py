@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
-from runtime.rules import HOT_MARGIN_C, Feasibility, saver_soc
+from runtime.rules import HOT_MARGIN_C, Feasibility, saver_horizon_s, saver_soc
 
 #: The battery reserve a device keeps when nobody configured one (the environment's default).
 DEFAULT_RESERVE_SOC = EnvParams().reserve_soc
@@ -140,6 +140,8 @@ class ShieldParams:
         saver_s: Battery saver, s (``EnvParams.saver_s``): the feasibility masks' reserve is raised by the charge
             the device's own load and the safe configuration, less the supply, would take in this time (the hard
             limit stays at ``reserve_soc``); 0: off.
+        saver_to_deadline: The saver's horizon reaches a deadline ahead (``EnvParams.saver_to_deadline``;
+            ``runtime.rules.saver_horizon_s``): the ``deadline_left_s`` that :meth:`Shield.mask` is given.
     """
 
     t_max_c: float
@@ -149,6 +151,7 @@ class ShieldParams:
     temp_hyst_c: float = 3.0
     soc_hyst: float = 0.02
     saver_s: float = 0.0
+    saver_to_deadline: bool = False
 
     @property
     def ceiling_c(self) -> float:
@@ -210,11 +213,13 @@ class Shield:
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
              supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0,
-             capacity_j: float = math.inf) -> np.ndarray | None:
+             capacity_j: float = math.inf, deadline_left_s: float = math.nan) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, the link down with split
         configurations, or a processor down with placements), else None. ``capacity_j`` (the battery's full
-        charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``)."""
-        lo = self.low_soc = saver_soc(self.reserve, self.p.saver_s, capacity_j, base_w, demand_tps,
+        charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``); ``deadline_left_s`` (NaN:
+        none) its horizon with ``ShieldParams.saver_to_deadline``."""
+        horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
+        lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w)
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok:

@@ -71,15 +71,21 @@ def test_batched_masks_are_the_scalar_envs(saver_s):
     scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
                               saver_s=saver_s)
     batched = BatchedPowerEnv(n_envs=2, profile=PROFILE, split="train", max_episode_steps=10_000, saver_s=saver_s)
-    rng = np.random.default_rng(4)
+    assert batched_masks_match(scalar, batched, np.random.default_rng(4), range(0, len(scalar.traces), 2),
+                               (0.1, 0.2), 150) > 20  # the rules bound somewhere
+
+
+def batched_masks_match(scalar, batched, rng, traces, soc_range, steps) -> int:
+    """Random actions on two batched envs and the scalar env from the same start (SoC drawn in ``soc_range``): the
+    batched env's masks equal the scalar env's at every step. Returns the steps on which a rule bound."""
     bound = 0
-    for k in range(0, len(scalar.traces), 2):
-        soc = float(rng.uniform(0.1, 0.2))
+    for k in traces:
+        soc = float(rng.uniform(*soc_range))
         scalar.reset(seed=0, options={"trace": k, "start": 0, "soc": soc})
         for j in range(2):
             batched.reset_env(j, k, 0)
             batched.soc[j] = soc
-        for _ in range(150):
+        for _ in range(steps):
             a = int(rng.integers(scalar.action_space.n))
             _, _, term, trunc, _ = scalar.step(a)
             batched._step(np.full(2, a))
@@ -88,7 +94,7 @@ def test_batched_masks_are_the_scalar_envs(saver_s):
             bound += int(not want.all())
             if term or trunc:
                 break
-    assert bound > 20  # the rules bound somewhere
+    return bound
 
 
 def test_masked_oracle_is_optimal_under_the_saver_and_its_masks_are_the_envs():
@@ -104,15 +110,21 @@ def test_masked_oracle_is_optimal_under_the_saver_and_its_masks_are_the_envs():
     assert rollout(free, OracleController(free, n_soc=401, n_temp=49, n_backlog=7, masked=True))[0] > ret + 1e-6
     # the DP's mask cases along a random episode on the default set with nearly empty batteries
     env = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, saver_s=1800.0)
-    oracle = OracleController(env, masked=True)
+    assert oracle_mask_cases_match(env, OracleController(env, masked=True), range(len(env.traces)), 0.15) > 20
+
+
+def oracle_mask_cases_match(env, oracle, traces, soc, deadline=False) -> int:
+    """Random episodes from ``soc``: the masked oracle's DP mask cases (``_mask_cases``, with each trace's deadline
+    when ``deadline``) give the env's own mask at every step. Returns the steps on which a rule bound."""
     rng = np.random.default_rng(0)
     bound = 0
-    for k in range(len(env.traces)):
-        env.reset(options={"trace": k, "start": 0, "soc": 0.15})
+    for k in traces:
+        env.reset(options={"trace": k, "start": 0, "soc": soc})
+        deadline_s = oracle._deadline_s(k, -1) if deadline else float("nan")
         for _ in range(60):
             st = env.sim_state()
             want = env.action_masks()
-            cases = oracle._mask_cases(k, st["row"], st["episode_start"])
+            cases = oracle._mask_cases(k, st["row"], st["episode_start"], deadline_s)
             if cases is None:
                 got = env.rules.fits(env.traces[k].device.memory_mb * 1e6)
             else:
@@ -123,7 +135,7 @@ def test_masked_oracle_is_optimal_under_the_saver_and_its_masks_are_the_envs():
             _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
             if term or trunc:
                 break
-    assert bound > 20
+    return bound
 
 
 class Battery(Sensor):
@@ -137,23 +149,30 @@ class Battery(Sensor):
 @pytest.mark.parametrize("own_s,policy_s,binds", [(None, 0.0, False), (36000.0, 0.0, True), (None, 36000.0, True),
                                                   (600.0, 0.0, False)])
 def test_shield_takes_the_longer_of_the_devices_and_the_policys_saver(tmp_path: Path, own_s, policy_s, binds):
+    mgr = shield_decides(tmp_path, EnvParams(saver_s=policy_s), ManagerConfig(saver_s=own_s, capacity_wh=15.0), binds)
+    assert mgr.shield.p.saver_s == max(own_s or 0.0, policy_s)
+
+
+def shield_decides(tmp_path: Path, params: EnvParams, cfg: ManagerConfig, binds: bool, **workload) -> RuntimeManager:
+    """One decision of a runtime manager whose policy favours the costliest configuration, on a battery 0.55 × 15 Wh
+    above its reserve at about 1 W (about 8 h): the shield holds it to the cheap set (``binds``) or lets it run."""
     prof = tmp_path / "p.json"
     prof.write_text(json.dumps(PROFILE))
     costs = MicroLLMPowerEnv(profile=PROFILE).costs
     big = costs.names[int(np.argmax(costs.ept_j))]
-    pf = load_policy_file(random_policy_file(tmp_path / "p.npz", prof, EnvParams(saver_s=policy_s), favour=big))
+    pf = load_policy_file(random_policy_file(tmp_path / "p.npz", prof, params, favour=big))
     t = [0.0]
     hub = SensorHub([Battery(lambda: t[0])], hold_s=1.0, stale_after_s=1.0, clock=lambda: t[0])
-    mgr = RuntimeManager(pf, hub, ManagerConfig(saver_s=own_s, capacity_wh=15.0), clock=lambda: t[0])
-    mgr.set_workload(demand_tps=5.0)
-    mgr.base_w = 1.0  # 0.55 × 15 Wh above the reserve at ~1 W: about 8 h
-    assert mgr.shield.p.saver_s == max(own_s or 0.0, policy_s)
+    mgr = RuntimeManager(pf, hub, cfg, clock=lambda: t[0])
+    mgr.set_workload(demand_tps=5.0, **workload)
+    mgr.base_w = 1.0
     t[0] += 0.1
     a = mgr.decide(t[0])
     if binds:
         assert mgr.shield.rules.cheap[a] and mgr.last_reason == Reason.BATTERY_MASK
     else:
         assert costs.names[a] == big and mgr.last_reason == Reason.NONE
+    return mgr
 
 
 def test_evaluate_scores_under_the_saver_it_is_given():
@@ -161,7 +180,8 @@ def test_evaluate_scores_under_the_saver_it_is_given():
 
     from agents.evaluate import _env_factory, main
 
-    args = argparse.Namespace(split="test", profile=None, traces=None, battery_saver_min=30.0)
+    args = argparse.Namespace(split="test", profile=None, traces=None, battery_saver_min=30.0,
+                              saver_to_deadline=False)
     factory, _ = _env_factory(args, None)
     assert factory().params.saver_s == 1800.0
     args.battery_saver_min = 0.0

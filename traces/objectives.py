@@ -2,6 +2,7 @@
 
     python -m traces.objectives IN_SET OUT_SET [--seed 0] [--force]
     python -m traces.build_real --objectives ...        # the same rules on the real-data set
+    python -m traces.objectives IN_SET OUT_SET --session-end 0.5   # the user's word on when the charger comes
 
 The generated traces' budgets (0.8-2.5 W) never bind: the micro-LLM draws a few tenths of a watt. A
 user who sets a budget, a floor or a deadline sets one that matters to them. These seeded rules
@@ -18,6 +19,14 @@ other traces) write, per trace:
   the initial charge, without supply) times U(1.1, 2.0), capped at the trace's end. Past the time the
   full model would last, only a smaller model keeps the battery above the reserve.
 
+``--session-end P`` is a different overlay, the user's word on when the session ends: instead of the rules
+above, each battery device's trace (phone, laptop) gets, with probability P, a deadline at its session's end (its
+last row; ``meta.deadline_s``), and nothing else changes. A replayed session ends where its log ends (a charger, or
+the logging stopped); only the oracle knows that time, unless the user says it (``deploy.py run --until``).
+Under ``max-quality`` the deadline is information (the observation's ``has_deadline``, ``time_to_deadline_h``,
+``affordable_power_w``; the reward and the oracle are unchanged) and, with ``EnvParams.saver_to_deadline``, the
+battery saver's horizon. ``benchmarks/session_end.py`` measures what it is worth.
+
 The constants are the rules; a trace set's manifest records the seed and the constants
 (``info["objectives"]``). How often each constraint binds for the oracle is measured by
 ``benchmarks/objectives.py``.
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import random
 import sys
 import zlib
@@ -77,12 +87,38 @@ def overlay(trace, seed: int = 0):
     return trace.replace(meta=meta, **changes)
 
 
-def overlay_set(ts, seed: int = 0):
-    """A new ``TraceSet`` with every trace overlaid, the same splits, and the rules in its manifest."""
+SESSION_END_KINDS = ("phone", "laptop")  # battery devices whose sessions end (a solar node's run does not)
+
+
+def session_end(trace, p: float, seed: int = 0):
+    """``trace`` with a deadline at its session's end (its last row), with probability ``p`` (one
+    ``random.Random(crc32("session-end/seed/name"))`` draw per trace) on a battery device without a deadline of
+    its own; else ``trace`` unchanged (module docstring)."""
+    if trace.meta.device_kind not in SESSION_END_KINDS or trace.meta.deadline_s is not None:
+        return trace
+    if random.Random(zlib.crc32(f"session-end/{int(seed)}/{trace.name}".encode())).random() >= p:
+        return trace
+    end = round(float(trace.time_s[-1] - trace.time_s[0]), 1)
+    extra = {**(trace.meta.extra or {}), "session_end_deadline": True}
+    return trace.replace(meta=dataclasses.replace(trace.meta, deadline_s=end, extra=extra))
+
+
+def overlay_set(ts, seed: int = 0, session_end_p: float | None = None):
+    """A new ``TraceSet`` with every trace overlaid (the budget, floor and deadline rules; or, with
+    ``session_end_p``, only the session-end deadlines), the same splits, and the rules in its manifest."""
     from traces.store import TraceSet
 
-    traces = [overlay(t, seed) for t in ts]
     splits = {e.meta.unit: e.split for e in ts.entries}
+    if session_end_p is not None:
+        if not 0.0 <= session_end_p <= 1.0:
+            raise ValueError(f"--session-end must be a probability in [0, 1], got {session_end_p!r}")
+        traces = [session_end(t, session_end_p, seed) for t in ts]
+        info = {**ts.info, "session_end": {"seed": int(seed), "p": float(session_end_p),
+                                           "kinds": list(SESSION_END_KINDS), "by": "python -m traces.objectives"}}
+        return TraceSet.from_traces(traces, name=f"{ts.name}+session-end", splits=splits, info=info,
+                                    description=(ts.description + " " if ts.description else "")
+                                    + "Deadlines at the sessions' ends overlaid by traces.objectives --session-end.")
+    traces = [overlay(t, seed) for t in ts]
     info = {**ts.info, "objectives": {"seed": int(seed), **rules(), "by": "python -m traces.objectives"}}
     return TraceSet.from_traces(traces, name=f"{ts.name}+objectives", splits=splits, info=info,
                                 description=(ts.description + " " if ts.description else "")
@@ -93,22 +129,37 @@ def main(argv: list[str] | None = None) -> int:
     from model.cli import nonneg_int
     from traces.store import TraceSet
 
+    def probability(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1] (e.g. 0.5)")
+        return v
+
     ap = argparse.ArgumentParser(prog="python -m traces.objectives", description=__doc__.split("\n")[0])
     ap.add_argument("src", type=Path, help="trace-set folder to read (e.g. traces/data/default or data/real)")
     ap.add_argument("out", type=Path, help="trace-set folder to write")
     ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--force", action="store_true", help="replace an existing output set")
+    ap.add_argument("--session-end", type=probability, default=None, metavar="P",
+                    help="instead of budgets, floors and deadlines: a deadline at the session's end on each phone or "
+                         "laptop trace, with probability P (the user's word on when the charger comes)")
     a = ap.parse_args(argv)
     try:
         ts = TraceSet.load(a.src)
-        new = overlay_set(ts, a.seed)
+        new = overlay_set(ts, a.seed, a.session_end)
         new.save(a.out, force=a.force)
     except (OSError, ValueError) as exc:  # a missing or broken set, an existing output (the other CLIs' contract)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     n_b = sum(t.budget_w is not None and np.isfinite(t.budget_w).any() for t in new)
     n_d = sum(t.meta.deadline_s is not None for t in new)
-    print(f"wrote {a.out}: {len(new)} traces; {n_b} with a budget, {n_d} with a deadline, every one with a floor")
+    if a.session_end is not None:
+        print(f"wrote {a.out}: {len(new)} traces; {n_d} with a deadline at the session's end")
+    else:
+        print(f"wrote {a.out}: {len(new)} traces; {n_b} with a budget, {n_d} with a deadline, every one with a floor")
     return 0
 
 

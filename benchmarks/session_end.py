@@ -1,0 +1,254 @@
+"""What the user's word on when a session ends is worth: scores and battery deaths with and without it.
+
+A replayed session ends where its log ends (a charger, or the logging stopped). The oracle that scores every controller
+knows that time and a device does not, and the deaths the learned policies still have on the real data are on a
+nearly empty phone whose session went on longer than they bet (docs/agents.md, "The battery saver"). A user can say
+when it ends ("until 01:50", ``deploy.py run --until``): ``traces.objectives --session-end P`` writes that deadline
+into a trace set, the observation shows it (``has_deadline``, ``time_to_deadline_h``, ``affordable_power_w``), and
+``EnvParams.saver_to_deadline`` (``--saver-to-deadline``) holds the battery for it in the masks and the shield.
+
+For each fold of one or more cross-validation folders (``agents.crossval --out``, the same folds), this scores every
+seed's policy and every heuristic on the fold's held-out units in three settings, all under ``max-quality`` (the
+cross-validation's reward):
+
+* ``not told``: no deadline (the held-out traces as the plain real-data set has them);
+* ``told``: a deadline at every phone's and laptop's session end, in the observation only;
+* ``told + saver``: the same, with the battery saver's horizon reaching the deadline (masks and shield).
+
+Scores are normalised by the first folder's fold report (``eval/fold-i/report.json``: random and oracle on the same
+episodes, the oracle with the whole trace known, as always); a death counts where that oracle survives. Writes
+``OUT.md``, ``OUT.csv``, ``OUT.json`` and ``OUT.png``::
+
+    python benchmarks/session_end.py --cv runs/cv_se50 --cv runs/cv_om_hotdr_f31 \\
+        --out benchmarks/results/session_end
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from battery_saver import fold_reference, fold_runs  # noqa: E402 - the same fold reports and run folders
+
+SETTINGS = (("not told", False, False), ("told", True, False), ("told + saver", True, True))
+HEURISTICS = ("static-largest", "static-smallest", "static-fit", "battery-ladder", "greedy-budget", "schedutil",
+              "mpc")
+
+
+def held_out_set(cv: Path, fold: int, told: bool, dest: Path) -> Path:
+    """The fold's trace set with every session-end deadline removed (``told`` False) or one on every phone's and
+    laptop's session (``told``); a deadline of the trace's own, not a session end, is kept."""
+    import dataclasses
+
+    from traces.objectives import session_end
+    from traces.store import TraceSet
+
+    ts = TraceSet.load(cv / "folds" / f"fold-{fold}")
+    traces = []
+    for t in ts:
+        if (t.meta.extra or {}).get("session_end_deadline"):
+            extra = {k: v for k, v in t.meta.extra.items() if k != "session_end_deadline"}
+            t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=None, extra=extra))
+        traces.append(session_end(t, 1.0) if told else t)
+    splits = {e.meta.unit: e.split for e in ts.entries}
+    out = dest / f"fold-{fold}-{'told' if told else 'not-told'}"
+    TraceSet.from_traces(traces, name=out.name, splits=splits, info=ts.info).save(out, force=True)
+    return out
+
+
+def score_fold(cvs: list[Path], fold: int, told: bool, to_deadline: bool, max_steps: int, tmp: Path) -> dict:
+    """Every folder's seeds and every heuristic on the fold's held-out units in one setting."""
+    import numpy as np
+
+    from agents.evaluate import evaluate_controllers, normalised_score
+    from agents.registry import make_controller
+    from agents.run_io import env_from_config, load_config, load_controller
+
+    ref, rand, orc, oracle_dead = fold_reference(cvs[0], fold)
+    rep_path = cvs[0] / "eval" / f"fold-{fold}" / "report.json"
+    traces = str(held_out_set(cvs[0], fold, told, tmp))
+    controllers, group = {}, {}
+    for cv in cvs:
+        for r in fold_runs(cv, fold):
+            name = f"{cv.name}/seed-{r.parent.name.split('-')[-1]}"
+            controllers[name], group[name] = load_controller(r), cv.name
+    cfg = load_config(fold_runs(cvs[0], fold)[0])
+
+    def factory():
+        return env_from_config(cfg, split="test", traces=traces, random_start=False, saver_to_deadline=to_deadline)
+
+    for h in HEURISTICS:
+        controllers[h] = (lambda name: lambda env: make_controller(name, env))(h)
+        group[h] = "heuristic"
+    res = evaluate_controllers(factory, controllers, max_steps=max_steps, progress=False)
+    names = [e["trace_name"] for e in ref["episodes"]]
+    if [e["trace_name"] for e in res["episodes"]] != names:
+        raise SystemExit(f"{rep_path}: its episodes are not the fold's held-out traces; fix: use folders with the "
+                         "same folds (agents.crossval --k and the same trace set)")
+    out = {}
+    for name, eps in res["per_episode"].items():
+        ret = float(np.mean([e["return"] for e in eps]))
+        dead = [n for n, e, o in zip(names, eps, oracle_dead) if e["death"] and not o]
+        out[name] = {"group": group[name], "score": normalised_score(ret, rand, orc), "return": ret,
+                     "deaths_not_oracle": len(dead), "died_on": dead}
+    return out
+
+
+def summary_rows(results: dict, groups: list[str]) -> list[dict]:
+    """One row per (setting, policy folder): mean and worst fold over seeds, deaths the oracle avoids, and whether
+    every seed beats every heuristic in every fold."""
+    import numpy as np
+
+    rows = []
+    for setting, folds in results.items():
+        for g in groups:
+            per_fold, beats, deaths, died = {}, True, 0, set()
+            for f, r in folds.items():
+                seeds = {k: v for k, v in r.items() if v["group"] == g}
+                best_h = max(v["score"] for v in r.values() if v["group"] == "heuristic")
+                per_fold[int(f)] = float(np.mean([v["score"] for v in seeds.values()]))
+                beats &= all(v["score"] > best_h for v in seeds.values())
+                deaths += sum(v["deaths_not_oracle"] for v in seeds.values())
+                died |= {d for v in seeds.values() for d in v["died_on"]}
+            rows.append({"setting": setting, "policies": g, "mean": float(np.mean(list(per_fold.values()))),
+                         "worst_fold": float(min(per_fold.values())), "per_fold": per_fold,
+                         "beats_every_heuristic": bool(beats), "deaths_not_oracle": int(deaths),
+                         "died_on": sorted(died),
+                         "best_heuristic": {int(f): max(((k, v["score"]) for k, v in r.items()
+                                                         if v["group"] == "heuristic"), key=lambda x: x[1])
+                                            for f, r in folds.items()}})
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    groups = list(dict.fromkeys(r["policies"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(1, len(groups))
+    for gi, g in enumerate(groups):
+        rs = [next(r for r in rows if r["setting"] == s and r["policies"] == g) for s in settings]
+        x = [i + (gi - (len(groups) - 1) / 2) * width for i in range(len(settings))]
+        axes[0].bar(x, [r["mean"] for r in rs], width, label=f"{g}: mean", alpha=0.8)
+        axes[0].plot(x, [r["worst_fold"] for r in rs], "kv", ms=6)
+        axes[1].bar(x, [r["deaths_not_oracle"] for r in rs], width, label=g, alpha=0.8)
+    best = [sum(r["best_heuristic"][f][1] for f in r["best_heuristic"]) / len(r["best_heuristic"])
+            for r in (next(r for r in rows if r["setting"] == s) for s in settings)]
+    axes[0].plot(range(len(settings)), best, "r_", ms=30, mew=2, label="best heuristic per fold, mean")
+    lo = min(min(r["worst_fold"] for r in rows), min(best)) - 0.02
+    axes[0].set_ylim(lo, 1.0)
+    axes[0].set_ylabel("oracle-normalised score (▼ worst fold)")
+    axes[1].set_ylabel("battery deaths the oracle avoids (all seeds)")
+    for ax in axes:
+        ax.set_xticks(range(len(settings)), settings)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    from model.cli import positive_int
+    from runtime.safeio import atomic_write_text
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cv", action="append", required=True, type=Path,
+                    help="agents.crossval --out folder with trained folds; repeat to compare folders trained on the "
+                         "same folds (the first one's fold reports normalise every score)")
+    ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold the first folder has)")
+    ap.add_argument("--max-steps", type=positive_int, default=720)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/session_end"),
+                    help="output path without extension")
+    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    a = ap.parse_args(argv)
+    for cv in a.cv:
+        if not (cv / "folds").is_dir():
+            ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
+    if a.folds is None:
+        folds = sorted(int(p.name.split("-")[1]) for p in (a.cv[0] / "folds").glob("fold-*"))
+    else:
+        try:
+            folds = [int(x) for x in a.folds.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"--folds {a.folds!r}: comma-separated fold numbers, e.g. 0,1,2,3")
+    for cv in a.cv[1:]:
+        for f in folds:
+            units = [json.loads((c / "folds" / f"fold-{f}" / "manifest.json").read_text())["splits"]["test"]
+                     for c in (a.cv[0], cv)]
+            if units[0] != units[1]:
+                ap.error(f"--cv {cv}: fold {f} holds out other units than {a.cv[0]}'s; fix: compare folders built "
+                         "with the same --k from the same units")
+    if a.out.with_suffix(".md").exists() and not a.force:
+        ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
+    t0 = time.perf_counter()
+    results: dict[str, dict[int, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="session_end_") as tmp:
+        for setting, told, to_deadline in SETTINGS:
+            results[setting] = {}
+            for f in folds:
+                t1 = time.perf_counter()
+                results[setting][f] = score_fold(a.cv, f, told, to_deadline, a.max_steps, Path(tmp))
+                print(f"[session_end] {setting}, fold {f}: {time.perf_counter() - t1:.0f} s", file=sys.stderr)
+    groups = [cv.name for cv in a.cv]
+    rows = summary_rows(results, groups)
+    wall = time.perf_counter() - t0
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    date = time.strftime("%Y-%m-%d")
+    cmd = ("python benchmarks/session_end.py " + " ".join(f"--cv {c}" for c in a.cv)
+           + (f" --folds {a.folds}" if a.folds else "") + f" --out {a.out}")
+    md = [f"# The user's word on when a session ends: {', '.join(groups)}, folds {', '.join(map(str, folds))} "
+          f"({date})", "",
+          "max-quality on each fold's held-out units from row 0, up to "
+          f"{a.max_steps} steps; score = (return − random) / (oracle − random), both from "
+          f"`{a.cv[0]}/eval/fold-i/report.json`; a death counts where that oracle survives. *told*: a deadline at "
+          "every phone's and laptop's session end, in the observation; *+ saver*: the battery saver's horizon "
+          "reaches it (`EnvParams.saver_to_deadline`). Every heuristic runs under the same masks.", "",
+          "| setting | policies | mean | worst fold | per fold | every seed above every heuristic, every fold "
+          "| deaths the oracle avoids | died on |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['setting']} | `{r['policies']}` | {r['mean']:.3f} | {r['worst_fold']:.3f} | "
+                  + " / ".join(f"{r['per_fold'][f]:.3f}" for f in sorted(r["per_fold"]))
+                  + f" | {'yes' if r['beats_every_heuristic'] else 'no'} | {r['deaths_not_oracle']} | "
+                  + (", ".join(f"{d[:8]}…{d[-19:]}" for d in r["died_on"]) or "–") + " |")
+    md += ["", "Best heuristic per fold (same setting):", "",
+           "| setting | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---|" * len(folds)]
+    for setting in results:
+        r = next(x for x in rows if x["setting"] == setting)
+        md.append(f"| {setting} | " + " | ".join(f"{r['best_heuristic'][f][0]} {r['best_heuristic'][f][1]:.3f}"
+                                                for f in folds) + " |")
+    md += ["", f"![score and deaths per setting]({a.out.name}.png)", "", f"`{cmd}` ({wall:.0f} s)"]
+    atomic_write_text(a.out.with_suffix(".md"), "\n".join(md) + "\n")
+    atomic_write_text(a.out.with_suffix(".json"), json.dumps(
+        {"date": date, "cv": [str(c) for c in a.cv], "folds": folds, "max_steps": a.max_steps, "rows": rows,
+         "per_fold": {s: {str(f): v for f, v in r.items()} for s, r in results.items()}, "wall_s": wall},
+        indent=1) + "\n")
+    with open(a.out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["setting", "fold", "controller", "group", "score", "deaths_not_oracle"])
+        for s, r in results.items():
+            for f, ctl in r.items():
+                for name, v in ctl.items():
+                    w.writerow([s, f, name, v["group"], f"{v['score']:.4f}", v["deaths_not_oracle"]])
+    plot(rows, a.out.with_suffix(".png"), f"the user's word on the session's end: {', '.join(groups)}")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
