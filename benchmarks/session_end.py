@@ -26,6 +26,7 @@ episodes, the oracle with the whole trace known, as always); a death counts wher
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import json
 import sys
@@ -61,6 +62,7 @@ def held_out_set(cv: Path, fold: int, told: bool, dest: Path) -> Path:
         traces.append(session_end(t, 1.0) if told else t)
     splits = {e.meta.unit: e.split for e in ts.entries}
     out = dest / f"fold-{fold}-{'told' if told else 'not-told'}"
+    out.parent.mkdir(parents=True, exist_ok=True)
     TraceSet.from_traces(traces, name=out.name, splits=splits, info=ts.info).save(out, force=True)
     return out
 
@@ -172,6 +174,7 @@ def main(argv=None) -> int:
                          "same folds (the first one's fold reports normalise every score)")
     ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold the first folder has)")
     ap.add_argument("--max-steps", type=positive_int, default=720)
+    ap.add_argument("--jobs", type=positive_int, default=1, help="(setting, fold) tasks at once, one process each")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/session_end"),
                     help="output path without extension")
     ap.add_argument("--force", action="store_true", help="replace an existing report")
@@ -196,21 +199,26 @@ def main(argv=None) -> int:
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()
-    results: dict[str, dict[int, dict]] = {}
-    with tempfile.TemporaryDirectory(prefix="session_end_") as tmp:
-        for setting, told, to_deadline in SETTINGS:
-            results[setting] = {}
-            for f in folds:
-                t1 = time.perf_counter()
-                results[setting][f] = score_fold(a.cv, f, told, to_deadline, a.max_steps, Path(tmp))
-                print(f"[session_end] {setting}, fold {f}: {time.perf_counter() - t1:.0f} s", file=sys.stderr)
+    results: dict[str, dict[int, dict]] = {s: {} for s, _, _ in SETTINGS}
+    tasks = [(s, told, dl, f) for s, told, dl in SETTINGS for f in folds]
+    with tempfile.TemporaryDirectory(prefix="session_end_") as tmp, \
+            concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
+        # one folder per task: two settings of a fold write their held-out sets side by side
+        futs = {pool.submit(score_fold, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}"): (s, f)
+                for n, (s, told, dl, f) in enumerate(tasks)}
+        for fut in concurrent.futures.as_completed(futs):
+            s, f = futs[fut]
+            results[s][f] = fut.result()
+            print(f"[session_end] {s}, fold {f}: done at {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    results = {s: dict(sorted(r.items())) for s, r in results.items()}
     groups = [cv.name for cv in a.cv]
     rows = summary_rows(results, groups)
     wall = time.perf_counter() - t0
     a.out.parent.mkdir(parents=True, exist_ok=True)
     date = time.strftime("%Y-%m-%d")
     cmd = ("python benchmarks/session_end.py " + " ".join(f"--cv {c}" for c in a.cv)
-           + (f" --folds {a.folds}" if a.folds else "") + f" --out {a.out}")
+           + (f" --folds {a.folds}" if a.folds else "") + (f" --max-steps {a.max_steps}" if a.max_steps != 720 else "")
+           + (f" --jobs {a.jobs}" if a.jobs > 1 else "") + f" --out {a.out}")
     md = [f"# The user's word on when a session ends: {', '.join(groups)}, folds {', '.join(map(str, folds))} "
           f"({date})", "",
           "max-quality on each fold's held-out units from row 0, up to "
