@@ -1574,7 +1574,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quality-floor", type=float, default=None,
                    help="min-energy: the floor on the served quality per token over the last minute (0..1)")
     r.add_argument("--until", default=None, metavar="HH:MM|+N[s|m|h]",
-                   help="last-until: the deadline, a local time (18:30) or a duration from now (+90m)")
+                   help="the deadline, a local time (18:30) or a duration from now (+90m): last-until's; with "
+                        "--budget-wh the budget's time; otherwise when the session ends (the policy observes it, and "
+                        "--saver-to-deadline holds the battery for it)")
     r.add_argument("--capacity-wh", type=positive_float, default=15.0, help="live: battery capacity if not sensed")
     r.add_argument("--ambient-c", type=float_in(-40.0, 80.0), default=25.0, help="live: ambient if not sensed")
     r.add_argument("--nvml", action="store_true", help="live: probe NVML for GPU power/temperature")

@@ -13,7 +13,9 @@ cross-validation's reward):
 
 * ``not told``: no deadline (the held-out traces as the plain real-data set has them);
 * ``told``: a deadline at every phone's and laptop's session end, in the observation only;
-* ``told + saver``: the same, with the battery saver's horizon reaching the deadline (masks and shield).
+* ``told + saver``: the same, with the battery saver's horizon reaching the deadline (masks and shield);
+* ``15 min early + saver``, ``15 min late + saver``: a user who misjudges the end by a quarter of an hour (the
+  deadline at the session's end − or + 900 s; at least one step into the session).
 
 Scores are normalised by the first folder's fold report (``eval/fold-i/report.json``: random and oracle on the same
 episodes, the oracle with the whole trace known, as always); a death counts where that oracle survives. Writes
@@ -40,14 +42,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from battery_saver import fold_reference, fold_runs  # noqa: E402 - the same fold reports and run folders
 
-SETTINGS = (("not told", False, False), ("told", True, False), ("told + saver", True, True))
+#: (name, the deadline's offset from the session's end in s (None: no deadline), the saver's horizon to it)
+SETTINGS = (("not told", None, False), ("told", 0.0, False), ("told + saver", 0.0, True),
+            ("15 min early + saver", -900.0, True), ("15 min late + saver", 900.0, True))
 HEURISTICS = ("static-largest", "static-smallest", "static-fit", "battery-ladder", "greedy-budget", "schedutil",
               "mpc")
 
 
-def held_out_set(cv: Path, fold: int, told: bool, dest: Path) -> Path:
-    """The fold's trace set with every session-end deadline removed (``told`` False) or one on every phone's and
-    laptop's session (``told``); a deadline of the trace's own, not a session end, is kept."""
+def held_out_set(cv: Path, fold: int, told: float | None, dest: Path) -> Path:
+    """The fold's trace set with every session-end deadline removed (``told`` None) or one on every phone's and
+    laptop's session, ``told`` seconds after its end (at least one step in); a deadline of the trace's own, not a
+    session end, is kept."""
     import dataclasses
 
     from traces.objectives import session_end
@@ -59,15 +64,20 @@ def held_out_set(cv: Path, fold: int, told: bool, dest: Path) -> Path:
         if (t.meta.extra or {}).get("session_end_deadline"):
             extra = {k: v for k, v in t.meta.extra.items() if k != "session_end_deadline"}
             t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=None, extra=extra))
-        traces.append(session_end(t, 1.0) if told else t)
+        if told is not None:
+            t = session_end(t, 1.0)
+            if told and (t.meta.extra or {}).get("session_end_deadline"):
+                t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=max(t.meta.deadline_s + told, 10.0)))
+        traces.append(t)
     splits = {e.meta.unit: e.split for e in ts.entries}
-    out = dest / f"fold-{fold}-{'told' if told else 'not-told'}"
+    out = dest / f"fold-{fold}"
     out.parent.mkdir(parents=True, exist_ok=True)
     TraceSet.from_traces(traces, name=out.name, splits=splits, info=ts.info).save(out, force=True)
     return out
 
 
-def score_fold(cvs: list[Path], fold: int, told: bool, to_deadline: bool, max_steps: int, tmp: Path) -> dict:
+def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool, max_steps: int,
+               tmp: Path) -> dict:
     """Every folder's seeds and every heuristic on the fold's held-out units in one setting."""
     import numpy as np
 
@@ -224,8 +234,9 @@ def main(argv=None) -> int:
           "max-quality on each fold's held-out units from row 0, up to "
           f"{a.max_steps} steps; score = (return − random) / (oracle − random), both from "
           f"`{a.cv[0]}/eval/fold-i/report.json`; a death counts where that oracle survives. *told*: a deadline at "
-          "every phone's and laptop's session end, in the observation; *+ saver*: the battery saver's horizon "
-          "reaches it (`EnvParams.saver_to_deadline`). Every heuristic runs under the same masks.", "",
+          "every phone's and laptop's session end, in the observation; *15 min early / late*: 900 s before / after "
+          "it; *+ saver*: the battery saver's horizon reaches it (`EnvParams.saver_to_deadline`). Every heuristic "
+          "runs under the same masks and sees the same deadline (the MPC plans to it).", "",
           "| setting | policies | mean | worst fold | per fold | every seed above every heuristic, every fold "
           "| deaths the oracle avoids | died on |",
           "|---|---|---|---|---|---|---|---|"]
