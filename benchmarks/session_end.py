@@ -187,7 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=positive_int, default=1, help="(setting, fold) tasks at once, one process each")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/session_end"),
                     help="output path without extension")
-    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing report (the (setting, fold) results kept in OUT.parts/ from an earlier "
+                         "run with the same --cv and --max-steps are reused; delete the folder to score afresh)")
     a = ap.parse_args(argv)
     for cv in a.cv:
         if not (cv / "folds").is_dir():
@@ -210,7 +212,25 @@ def main(argv=None) -> int:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()
     results: dict[str, dict[int, dict]] = {s: {} for s, _, _ in SETTINGS}
-    tasks = [(s, told, dl, f) for s, told, dl in SETTINGS for f in folds]
+    # each (setting, fold) is kept as it finishes, so an interrupted run (or one over more folds) resumes
+    parts = a.out.parent / f"{a.out.name}.parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    key = {"cv": [str(c) for c in a.cv], "max_steps": a.max_steps}
+
+    def part(s: str, f: int) -> Path:
+        return parts / f"{s.replace(' ', '_').replace('+', 'plus')}-fold-{f}.json"
+
+    tasks = []
+    for s, told, dl in SETTINGS:
+        for f in folds:
+            kept = json.loads(part(s, f).read_text()) if part(s, f).is_file() else None
+            if kept is not None and kept.get("key") == key:
+                results[s][f] = kept["result"]
+            else:
+                tasks.append((s, told, dl, f))
+    if len(tasks) < len(SETTINGS) * len(folds):
+        print(f"[session_end] {len(SETTINGS) * len(folds) - len(tasks)} (setting, fold) results kept in {parts}",
+              file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="session_end_") as tmp, \
             concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
         # one folder per task: two settings of a fold write their held-out sets side by side
@@ -219,6 +239,7 @@ def main(argv=None) -> int:
         for fut in concurrent.futures.as_completed(futs):
             s, f = futs[fut]
             results[s][f] = fut.result()
+            atomic_write_text(part(s, f), json.dumps({"key": key, "result": results[s][f]}) + "\n")
             print(f"[session_end] {s}, fold {f}: done at {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = {s: dict(sorted(r.items())) for s, r in results.items()}
     groups = [cv.name for cv in a.cv]
