@@ -49,10 +49,10 @@ HEURISTICS = ("static-largest", "static-smallest", "static-fit", "battery-ladder
               "mpc")
 
 
-def held_out_set(cv: Path, fold: int, told: float | None, dest: Path) -> Path:
+def held_out_set(cv: Path, fold: int, told: float | None, dest: Path, max_s: float | None = None) -> Path:
     """The fold's trace set with every session-end deadline removed (``told`` None) or one on every phone's and
     laptop's session, ``told`` seconds after its end (at least one step in); a deadline of the trace's own, not a
-    session end, is kept."""
+    session end, is kept. With ``max_s`` only sessions no longer than that are told."""
     import dataclasses
 
     from traces.objectives import session_end
@@ -65,7 +65,7 @@ def held_out_set(cv: Path, fold: int, told: float | None, dest: Path) -> Path:
             extra = {k: v for k, v in t.meta.extra.items() if k != "session_end_deadline"}
             t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=None, extra=extra))
         if told is not None:
-            t = session_end(t, 1.0)
+            t = session_end(t, 1.0, max_s=max_s)
             if told and (t.meta.extra or {}).get("session_end_deadline"):
                 t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=max(t.meta.deadline_s + told, 10.0)))
         traces.append(t)
@@ -77,7 +77,7 @@ def held_out_set(cv: Path, fold: int, told: float | None, dest: Path) -> Path:
 
 
 def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool, max_steps: int,
-               tmp: Path) -> dict:
+               tmp: Path, max_s: float | None = None) -> dict:
     """Every folder's seeds and every heuristic on the fold's held-out units in one setting."""
     import numpy as np
 
@@ -87,7 +87,7 @@ def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool
 
     ref, rand, orc, oracle_dead = fold_reference(cvs[0], fold)
     rep_path = cvs[0] / "eval" / f"fold-{fold}" / "report.json"
-    traces = str(held_out_set(cvs[0], fold, told, tmp))
+    traces = str(held_out_set(cvs[0], fold, told, tmp, max_s))
     controllers, group = {}, {}
     for cv in cvs:
         for r in fold_runs(cv, fold):
@@ -175,7 +175,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    from model.cli import positive_int
+    from model.cli import positive_float, positive_int
     from runtime.safeio import atomic_write_text
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -184,6 +184,11 @@ def main(argv=None) -> int:
                          "same folds (the first one's fold reports normalise every score)")
     ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold the first folder has)")
     ap.add_argument("--max-steps", type=positive_int, default=720)
+    ap.add_argument("--settings", default=None, type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                    help=f"comma-separated subset of {[x[0] for x in SETTINGS]} (default: all)")
+    ap.add_argument("--session-max-h", type=positive_float, default=None, metavar="H",
+                    help="tell only the sessions of at most H hours (traces.objectives --session-max-h; 2: those the "
+                         "720-step episode scores whole); default: every session")
     ap.add_argument("--jobs", type=positive_int, default=1, help="(setting, fold) tasks at once, one process each")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/session_end"),
                     help="output path without extension")
@@ -191,6 +196,9 @@ def main(argv=None) -> int:
                     help="replace an existing report (the (setting, fold) results kept in OUT.parts/ from an earlier "
                          "run with the same --cv and --max-steps are reused; delete the folder to score afresh)")
     a = ap.parse_args(argv)
+    bad = sorted(set(a.settings or ()) - {x[0] for x in SETTINGS})
+    if bad:
+        ap.error(f"--settings {bad}: not a setting; choose from {[x[0] for x in SETTINGS]}")
     for cv in a.cv:
         if not (cv / "folds").is_dir():
             ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
@@ -211,30 +219,32 @@ def main(argv=None) -> int:
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()
-    results: dict[str, dict[int, dict]] = {s: {} for s, _, _ in SETTINGS}
+    settings = [x for x in SETTINGS if a.settings is None or x[0] in a.settings]
+    results: dict[str, dict[int, dict]] = {s: {} for s, _, _ in settings}
     # each (setting, fold) is kept as it finishes, so an interrupted run (or one over more folds) resumes
     parts = a.out.parent / f"{a.out.name}.parts"
     parts.mkdir(parents=True, exist_ok=True)
-    key = {"cv": [str(c) for c in a.cv], "max_steps": a.max_steps}
+    max_s = None if a.session_max_h is None else 3600.0 * a.session_max_h
+    key = {"cv": [str(c) for c in a.cv], "max_steps": a.max_steps, **({"max_s": max_s} if max_s else {})}
 
     def part(s: str, f: int) -> Path:
         return parts / f"{s.replace(' ', '_').replace('+', 'plus')}-fold-{f}.json"
 
     tasks = []
-    for s, told, dl in SETTINGS:
+    for s, told, dl in settings:
         for f in folds:
             kept = json.loads(part(s, f).read_text()) if part(s, f).is_file() else None
             if kept is not None and kept.get("key") == key:
                 results[s][f] = kept["result"]
             else:
                 tasks.append((s, told, dl, f))
-    if len(tasks) < len(SETTINGS) * len(folds):
-        print(f"[session_end] {len(SETTINGS) * len(folds) - len(tasks)} (setting, fold) results kept in {parts}",
+    if len(tasks) < len(settings) * len(folds):
+        print(f"[session_end] {len(settings) * len(folds) - len(tasks)} (setting, fold) results kept in {parts}",
               file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="session_end_") as tmp, \
             concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
         # one folder per task: two settings of a fold write their held-out sets side by side
-        futs = {pool.submit(score_fold, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}"): (s, f)
+        futs = {pool.submit(score_fold, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}", max_s): (s, f)
                 for n, (s, told, dl, f) in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futs):
             s, f = futs[fut]
@@ -249,13 +259,17 @@ def main(argv=None) -> int:
     date = time.strftime("%Y-%m-%d")
     cmd = ("python benchmarks/session_end.py " + " ".join(f"--cv {c}" for c in a.cv)
            + (f" --folds {a.folds}" if a.folds else "") + (f" --max-steps {a.max_steps}" if a.max_steps != 720 else "")
+           + (f" --settings '{','.join(a.settings)}'" if a.settings else "")
+           + (f" --session-max-h {a.session_max_h:g}" if a.session_max_h else "")
            + (f" --jobs {a.jobs}" if a.jobs > 1 else "") + f" --out {a.out}")
     md = [f"# The user's word on when a session ends: {', '.join(groups)}, folds {', '.join(map(str, folds))} "
           f"({date})", "",
           "max-quality on each fold's held-out units from row 0, up to "
           f"{a.max_steps} steps; score = (return − random) / (oracle − random), both from "
           f"`{a.cv[0]}/eval/fold-i/report.json`; a death counts where that oracle survives. *told*: a deadline at "
-          "every phone's and laptop's session end, in the observation; *15 min early / late*: 900 s before / after "
+          "every phone's and laptop's session end"
+          + (f" (sessions of at most {a.session_max_h:g} h; longer ones are not told)" if a.session_max_h else "")
+          + ", in the observation; *15 min early / late*: 900 s before / after "
           "it; *+ saver*: the battery saver's horizon reaches it (`EnvParams.saver_to_deadline`). Every heuristic "
           "runs under the same masks and sees the same deadline (the MPC plans to it).", "",
           "| setting | policies | mean | worst fold | per fold | every seed above every heuristic, every fold "

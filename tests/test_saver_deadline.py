@@ -116,6 +116,16 @@ def test_session_end_overlay_sets_a_deadline_at_the_end_of_battery_sessions_only
     assert half == [t.meta.deadline_s is not None for t in overlay_set(ts, seed=0, session_end_p=0.5)]  # seeded
     assert 0 < sum(half) < sum(t.meta.deadline_s is not None for t in every)
     assert [t.meta.deadline_s for t in overlay_set(ts, seed=0, session_end_p=0.0)] == [t.meta.deadline_s for t in ts]
+    # only sessions no longer than max_s are told
+    lengths = sorted(float(t.time_s[-1] - t.time_s[0]) for t, n in zip(ts, every)
+                     if n.meta.deadline_s is not None and t.meta.deadline_s is None)
+    cut = lengths[len(lengths) // 2]
+    capped = overlay_set(ts, seed=0, session_end_p=1.0, session_max_s=cut)
+    for old, new in zip(ts, capped):
+        told = new.meta.deadline_s is not None and old.meta.deadline_s is None
+        assert told == (old.meta.device_kind in ("phone", "laptop") and old.meta.deadline_s is None
+                        and float(old.time_s[-1] - old.time_s[0]) <= cut)
+    assert capped.info["session_end"]["max_s"] == cut
     with pytest.raises(SystemExit) as exc:
         main(["traces/data/default", str(tmp_path / "x"), "--session-end", "1.5"])
     assert exc.value.code == 2

@@ -90,20 +90,22 @@ def overlay(trace, seed: int = 0):
 SESSION_END_KINDS = ("phone", "laptop")  # battery devices whose sessions end (a solar node's run does not)
 
 
-def session_end(trace, p: float, seed: int = 0):
+def session_end(trace, p: float, seed: int = 0, max_s: float | None = None):
     """``trace`` with a deadline at its session's end (its last row), with probability ``p`` (one
     ``random.Random(crc32("session-end/seed/name"))`` draw per trace) on a battery device without a deadline of
-    its own; else ``trace`` unchanged (module docstring)."""
+    its own and, with ``max_s``, a session no longer than that; else ``trace`` unchanged (module docstring)."""
     if trace.meta.device_kind not in SESSION_END_KINDS or trace.meta.deadline_s is not None:
+        return trace
+    end = round(float(trace.time_s[-1] - trace.time_s[0]), 1)
+    if max_s is not None and end > max_s:
         return trace
     if random.Random(zlib.crc32(f"session-end/{int(seed)}/{trace.name}".encode())).random() >= p:
         return trace
-    end = round(float(trace.time_s[-1] - trace.time_s[0]), 1)
     extra = {**(trace.meta.extra or {}), "session_end_deadline": True}
     return trace.replace(meta=dataclasses.replace(trace.meta, deadline_s=end, extra=extra))
 
 
-def overlay_set(ts, seed: int = 0, session_end_p: float | None = None):
+def overlay_set(ts, seed: int = 0, session_end_p: float | None = None, session_max_s: float | None = None):
     """A new ``TraceSet`` with every trace overlaid (the budget, floor and deadline rules; or, with
     ``session_end_p``, only the session-end deadlines), the same splits, and the rules in its manifest."""
     from traces.store import TraceSet
@@ -112,8 +114,8 @@ def overlay_set(ts, seed: int = 0, session_end_p: float | None = None):
     if session_end_p is not None:
         if not 0.0 <= session_end_p <= 1.0:
             raise ValueError(f"--session-end must be a probability in [0, 1], got {session_end_p!r}")
-        traces = [session_end(t, session_end_p, seed) for t in ts]
-        info = {**ts.info, "session_end": {"seed": int(seed), "p": float(session_end_p),
+        traces = [session_end(t, session_end_p, seed, session_max_s) for t in ts]
+        info = {**ts.info, "session_end": {"seed": int(seed), "p": float(session_end_p), "max_s": session_max_s,
                                            "kinds": list(SESSION_END_KINDS), "by": "python -m traces.objectives"}}
         return TraceSet.from_traces(traces, name=f"{ts.name}+session-end", splits=splits, info=info,
                                     description=(ts.description + " " if ts.description else "")
@@ -126,7 +128,7 @@ def overlay_set(ts, seed: int = 0, session_end_p: float | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.cli import nonneg_int
+    from model.cli import nonneg_int, positive_float
     from traces.store import TraceSet
 
     def probability(text: str) -> float:
@@ -146,10 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--session-end", type=probability, default=None, metavar="P",
                     help="instead of budgets, floors and deadlines: a deadline at the session's end on each phone or "
                          "laptop trace, with probability P (the user's word on when the charger comes)")
+    ap.add_argument("--session-max-h", type=positive_float, default=None, metavar="H",
+                    help="with --session-end: only sessions of at most H hours (e.g. 2, the scored episode: a "
+                         "deadline past the episode's end tells a policy to save for a time the score never sees)")
     a = ap.parse_args(argv)
+    if a.session_max_h is not None and a.session_end is None:
+        ap.error("--session-max-h applies to --session-end")
     try:
         ts = TraceSet.load(a.src)
-        new = overlay_set(ts, a.seed, a.session_end)
+        new = overlay_set(ts, a.seed, a.session_end, None if a.session_max_h is None else 3600.0 * a.session_max_h)
         new.save(a.out, force=a.force)
     except (OSError, ValueError) as exc:  # a missing or broken set, an existing output (the other CLIs' contract)
         print(f"error: {exc}", file=sys.stderr)
