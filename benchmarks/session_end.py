@@ -115,6 +115,12 @@ def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool
     return out
 
 
+def timed_score(*args) -> tuple[dict, float]:
+    """``score_fold(*args)`` and the seconds it took (kept with its part, so a resumed report still says)."""
+    t0 = time.perf_counter()
+    return score_fold(*args), time.perf_counter() - t0
+
+
 def summary_rows(results: dict, groups: list[str]) -> list[dict]:
     """One row per (setting, policy folder): mean and worst fold over seeds, deaths the oracle avoids, and whether
     every seed beats every heuristic in every fold."""
@@ -165,7 +171,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     axes[0].set_ylabel("oracle-normalised score (▼ worst fold)")
     axes[1].set_ylabel("battery deaths the oracle avoids (all seeds)")
     for ax in axes:
-        ax.set_xticks(range(len(settings)), settings)
+        ax.set_xticks(range(len(settings)), [s.replace(" + ", "\n+ ") for s in settings], fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title, fontsize=10)
@@ -230,12 +236,13 @@ def main(argv=None) -> int:
     def part(s: str, f: int) -> Path:
         return parts / f"{s.replace(' ', '_').replace('+', 'plus')}-fold-{f}.json"
 
-    tasks = []
+    tasks, seconds = [], 0.0
     for s, told, dl in settings:
         for f in folds:
             kept = json.loads(part(s, f).read_text()) if part(s, f).is_file() else None
             if kept is not None and kept.get("key") == key:
                 results[s][f] = kept["result"]
+                seconds += kept.get("seconds", 0.0)
             else:
                 tasks.append((s, told, dl, f))
     if len(tasks) < len(settings) * len(folds):
@@ -244,12 +251,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="session_end_") as tmp, \
             concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
         # one folder per task: two settings of a fold write their held-out sets side by side
-        futs = {pool.submit(score_fold, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}", max_s): (s, f)
+        futs = {pool.submit(timed_score, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}", max_s): (s, f)
                 for n, (s, told, dl, f) in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futs):
             s, f = futs[fut]
-            results[s][f] = fut.result()
-            atomic_write_text(part(s, f), json.dumps({"key": key, "result": results[s][f]}) + "\n")
+            results[s][f], took = fut.result()
+            seconds += took
+            atomic_write_text(part(s, f), json.dumps({"key": key, "result": results[s][f], "seconds": took}) + "\n")
             print(f"[session_end] {s}, fold {f}: done at {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     results = {s: dict(sorted(r.items())) for s, r in results.items()}
     groups = [cv.name for cv in a.cv]
@@ -286,11 +294,13 @@ def main(argv=None) -> int:
         r = next(x for x in rows if x["setting"] == setting)
         md.append(f"| {setting} | " + " | ".join(f"{r['best_heuristic'][f][0]} {r['best_heuristic'][f][1]:.3f}"
                                                 for f in folds) + " |")
-    md += ["", f"![score and deaths per setting]({a.out.name}.png)", "", f"`{cmd}` ({wall:.0f} s)"]
+    md += ["", f"![score and deaths per setting]({a.out.name}.png)", "",
+           f"`{cmd}` ({seconds:.0f} s of scoring in {len(settings) * len(folds)} (setting, fold) tasks)"]
     atomic_write_text(a.out.with_suffix(".md"), "\n".join(md) + "\n")
     atomic_write_text(a.out.with_suffix(".json"), json.dumps(
         {"date": date, "cv": [str(c) for c in a.cv], "folds": folds, "max_steps": a.max_steps, "rows": rows,
-         "per_fold": {s: {str(f): v for f, v in r.items()} for s, r in results.items()}, "wall_s": wall},
+         "per_fold": {s: {str(f): v for f, v in r.items()} for s, r in results.items()}, "wall_s": wall,
+         "scoring_s": seconds},
         indent=1) + "\n")
     with open(a.out.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.writer(fh)
