@@ -1547,9 +1547,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "unless trained with it). Costs quality where a session ends early; buys time where it "
                         "does not (docs/agents.md, \"The battery saver\")")
     r.add_argument("--saver-to-deadline", action="store_true",
-                   help="the battery saver holds until the deadline (--objective last-until --until HH:MM, or a "
-                        "replayed trace's): only the cheapest quarter of configurations while the device's own load "
-                        "and the smallest one would bring the battery to its reserve before it "
+                   help="the battery saver holds until the deadline (--until HH:MM, or a replayed trace's): only "
+                        "the cheapest quarter of configurations while the device's own load and the smallest one "
+                        "would bring the battery to its reserve before it "
                         "(EnvParams.saver_to_deadline; default: the policy's, off unless trained with it)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",

@@ -268,7 +268,7 @@ class EnvParams:
     """the battery saver's horizon reaches a deadline ahead (the observation's, runtime.rules.saver_horizon_s): when
     the user says when the session ends or the charger comes (``deploy.py run --until``), the cheap set runs while
     the device's own load and the safe configuration would take the battery to its reserve before then. Off by
-    default, as every committed score (docs/agents.md, "The user's deadline")"""
+    default, as every committed score (docs/agents.md, "The user's word on the session's end")"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
