@@ -112,6 +112,16 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
+def save_figure(fig, title: str, path: Path) -> None:
+    """The benchmarks' figure ending: the title, a tight layout, 120 dpi, the figure closed."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -132,10 +142,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, title, path)
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from battery_saver import fold_reference, fold_runs  # noqa: E402 - the same fold reports and run folders
+from battery_saver import fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
 
 #: (name, the deadline's offset from the session's end in s (None: no deadline), the saver's horizon to it)
 SETTINGS = (("not told", None, False), ("told", 0.0, False), ("told + saver", 0.0, True),
@@ -174,10 +174,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xticks(range(len(settings)), [s.replace(" + ", "\n+ ") for s in settings], fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, title, path)
 
 
 def main(argv=None) -> int:
