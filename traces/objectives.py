@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import random
 import sys
 import zlib
@@ -128,24 +127,15 @@ def overlay_set(ts, seed: int = 0, session_end_p: float | None = None, session_m
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.cli import nonneg_int, positive_float
+    from model.cli import float_in, nonneg_int, positive_float
     from traces.store import TraceSet
-
-    def probability(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not 0.0 <= v <= 1.0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1] (e.g. 0.5)")
-        return v
 
     ap = argparse.ArgumentParser(prog="python -m traces.objectives", description=__doc__.split("\n")[0])
     ap.add_argument("src", type=Path, help="trace-set folder to read (e.g. traces/data/default or data/real)")
     ap.add_argument("out", type=Path, help="trace-set folder to write")
     ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--force", action="store_true", help="replace an existing output set")
-    ap.add_argument("--session-end", type=probability, default=None, metavar="P",
+    ap.add_argument("--session-end", type=float_in(0.0, 1.0), default=None, metavar="P",
                     help="instead of budgets, floors and deadlines: a deadline at the session's end on each phone or "
                          "laptop trace, with probability P (the user's word on when the charger comes)")
     ap.add_argument("--session-max-h", type=positive_float, default=None, metavar="H",
