@@ -907,7 +907,8 @@ class RunSession:
         a = self.args
         mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
                              saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
-                             saver_to_deadline=True if a.saver_to_deadline else None)
+                             saver_to_deadline=True if a.saver_to_deadline else None,
+                             saver_floor_frac=a.saver_floor)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -923,6 +924,9 @@ class RunSession:
               f"{mgr.shield.ceiling_c} °C, reserve SoC {mgr.shield.reserve:.2f}"
               + (f", battery saver {mgr.shield.p.saver_s / 60.0:g} min" if mgr.shield.p.saver_s else "")
               + (", battery saver to the deadline" if mgr.shield.p.saver_to_deadline else "")
+              + (f" from {mgr.shield.p.saver_floor_frac:g} x the reserve"
+                 if (mgr.shield.p.saver_s or mgr.shield.p.saver_to_deadline) and mgr.shield.p.saver_floor_frac != 1.0
+                 else "")
               + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
@@ -1551,6 +1555,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the cheapest quarter of configurations while the device's own load and the smallest one "
                         "would bring the battery to its reserve before it "
                         "(EnvParams.saver_to_deadline; default: the policy's, off unless trained with it)")
+    r.add_argument("--saver-floor", type=float_in(0.0, 1.0), default=None, metavar="FRAC",
+                   help="where the battery saver counts from, as a share of the reserve (EnvParams.saver_floor_frac): "
+                        "1 holds the reserve for the saver's time, 0 only keeps the device alive that long and "
+                        "spends the reserve before it (default: the policy's, 1 unless trained otherwise; "
+                        "docs/agents.md, \"The saver that spends the reserve\")")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

@@ -57,7 +57,7 @@ from agents.registry import (
     default_controllers,
     make_controller,
 )
-from model.cli import nonneg_float, nonneg_int, positive_int
+from model.cli import float_in, nonneg_float, nonneg_int, positive_int
 from runtime.rules import step_down
 from runtime.safeio import atomic_write_text, atomic_writer
 
@@ -579,6 +579,8 @@ def _env_factory(args, cfg: dict | None):
         over["saver_s"] = 60.0 * args.battery_saver_min
     if args.saver_to_deadline:  # EnvParams.saver_to_deadline: the saver's horizon reaches a deadline ahead
         over["saver_to_deadline"] = True
+    if args.saver_floor is not None:  # EnvParams.saver_floor_frac: where the saver counts its charge from
+        over["saver_floor_frac"] = args.saver_floor
     if args.profile is not None:
         over["profile"] = args.profile
     if args.traces is not None:  # else the run's own set (None: the env's default set)
@@ -656,6 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="score every controller with the battery saver's horizon reaching the trace's deadline, "
                          "where it has one (EnvParams.saver_to_deadline: the user said when the session ends; "
                          "deployed policies' shields too); default: the run's or policy's own")
+    ap.add_argument("--saver-floor", type=float_in(0.0, 1.0), default=None, metavar="FRAC",
+                    help="score every controller with the battery saver counting from FRAC x the reserve "
+                         "(EnvParams.saver_floor_frac: 1 holds the reserve for the saver's time, 0 only keeps the "
+                         "device alive that long; deployed policies' shields too); default: the run's or policy's own")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
@@ -765,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "profile": profile if isinstance(profile, (str, type(None))) else str(profile),
             "max_steps": args.max_steps, "seed": args.seed, "oracle_grid": [n_soc, n_temp, n_backlog],
             "rules_under_masks": not args.rules_ignore_masks, "best_baseline": best,
-            "battery_saver_min": args.battery_saver_min, "saver_to_deadline": args.saver_to_deadline}
+            "battery_saver_min": args.battery_saver_min, "saver_to_deadline": args.saver_to_deadline,
+            "saver_floor": args.saver_floor}
     paths = write_report(result, out, meta, plot_policies, step_s=env.step_s,
                          t_max_c=[env.traces[e["trace"]].device.t_max_c for e in result["episodes"]], space=env.space)
     print(format_table(result))

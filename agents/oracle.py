@@ -562,7 +562,7 @@ class OracleController:
         low_ok = supply_w < base_w + demand * rules.ept_min
         p = self.env.params
         horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)
-        lo = saver_soc(reserve, horizon, tr.capacity_j, base_w, demand, rules.ept_min, supply_w)
+        lo = saver_soc(reserve, horizon, tr.capacity_j, base_w, demand, rules.ept_min, supply_w, p.saver_floor_frac)
         return M, bool(low_ok), float(lo)
 
     def _unavailable(self, k: int, i: int) -> np.ndarray | None:

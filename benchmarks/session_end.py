@@ -8,7 +8,7 @@ into a trace set, the observation shows it (``has_deadline``, ``time_to_deadline
 ``EnvParams.saver_to_deadline`` (``--saver-to-deadline``) holds the battery for it in the masks and the shield.
 
 For each fold of one or more cross-validation folders (``agents.crossval --out``, the same folds), this scores every
-seed's policy and every heuristic on the fold's held-out units in three settings, all under ``max-quality`` (the
+seed's policy and every heuristic on the fold's held-out units in these settings, all under ``max-quality`` (the
 cross-validation's reward):
 
 * ``not told``: no deadline (the held-out traces as the plain real-data set has them);
@@ -16,6 +16,10 @@ cross-validation's reward):
 * ``told + saver``: the same, with the battery saver's horizon reaching the deadline (masks and shield);
 * ``15 min early + saver``, ``15 min late + saver``: a user who misjudges the end by a quarter of an hour (the
   deadline at the session's end − or + 900 s; at least one step into the session).
+* ``told + saver from empty``: the saver counts from empty, not the reserve (``EnvParams.saver_floor_frac`` 0): it
+  keeps the device alive until the deadline and may spend the reserve before it, as the oracle does;
+* ``told the charger + saver`` (``… from empty``): the deadline at the first plug-in where a charger comes before
+  the session ends (``traces.objectives --to-charger``: the user says when the charger comes).
 
 Scores are normalised by the first folder's fold report (``eval/fold-i/report.json``: random and oracle on the same
 episodes, the oracle with the whole trace known, as always); a death counts where that oracle survives. Writes
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,17 +47,31 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from battery_saver import fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
 
-#: (name, the deadline's offset from the session's end in s (None: no deadline), the saver's horizon to it)
-SETTINGS = (("not told", None, False), ("told", 0.0, False), ("told + saver", 0.0, True),
-            ("15 min early + saver", -900.0, True), ("15 min late + saver", 900.0, True))
+
+class Setting(NamedTuple):
+    name: str
+    told: float | None  # the deadline's offset from the session's end, s (None: no deadline)
+    to_deadline: bool  # the saver's horizon reaches it (EnvParams.saver_to_deadline)
+    floor_frac: float = 1.0  # where the saver counts from, x the reserve (EnvParams.saver_floor_frac)
+    to_charger: bool = False  # the deadline at the first plug-in where a charger comes first (--to-charger)
+
+
+SETTINGS = (Setting("not told", None, False), Setting("told", 0.0, False), Setting("told + saver", 0.0, True),
+            Setting("15 min early + saver", -900.0, True), Setting("15 min late + saver", 900.0, True),
+            Setting("told + saver from empty", 0.0, True, 0.0),
+            Setting("15 min early + saver from empty", -900.0, True, 0.0),
+            Setting("told the charger + saver", 0.0, True, 1.0, True),
+            Setting("told the charger + saver from empty", 0.0, True, 0.0, True))
 HEURISTICS = ("static-largest", "static-smallest", "static-fit", "battery-ladder", "greedy-budget", "schedutil",
               "mpc")
 
 
-def held_out_set(cv: Path, fold: int, told: float | None, dest: Path, max_s: float | None = None) -> Path:
+def held_out_set(cv: Path, fold: int, told: float | None, dest: Path, max_s: float | None = None,
+                 to_charger: bool = False) -> Path:
     """The fold's trace set with every session-end deadline removed (``told`` None) or one on every phone's and
     laptop's session, ``told`` seconds after its end (at least one step in); a deadline of the trace's own, not a
-    session end, is kept. With ``max_s`` only sessions no longer than that are told."""
+    session end, is kept. With ``max_s`` only deadlines no later than that are told; with ``to_charger`` the
+    deadline is the first plug-in where a charger comes before the session ends."""
     import dataclasses
 
     from traces.objectives import session_end
@@ -65,7 +84,7 @@ def held_out_set(cv: Path, fold: int, told: float | None, dest: Path, max_s: flo
             extra = {k: v for k, v in t.meta.extra.items() if k != "session_end_deadline"}
             t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=None, extra=extra))
         if told is not None:
-            t = session_end(t, 1.0, max_s=max_s)
+            t = session_end(t, 1.0, max_s=max_s, to_charger=to_charger)
             if told and (t.meta.extra or {}).get("session_end_deadline"):
                 t = t.replace(meta=dataclasses.replace(t.meta, deadline_s=max(t.meta.deadline_s + told, 10.0)))
         traces.append(t)
@@ -76,8 +95,8 @@ def held_out_set(cv: Path, fold: int, told: float | None, dest: Path, max_s: flo
     return out
 
 
-def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool, max_steps: int,
-               tmp: Path, max_s: float | None = None) -> dict:
+def score_fold(cvs: list[Path], fold: int, setting: Setting, max_steps: int, tmp: Path,
+               max_s: float | None = None) -> dict:
     """Every folder's seeds and every heuristic on the fold's held-out units in one setting."""
     import numpy as np
 
@@ -87,7 +106,7 @@ def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool
 
     ref, rand, orc, oracle_dead = fold_reference(cvs[0], fold)
     rep_path = cvs[0] / "eval" / f"fold-{fold}" / "report.json"
-    traces = str(held_out_set(cvs[0], fold, told, tmp, max_s))
+    traces = str(held_out_set(cvs[0], fold, setting.told, tmp, max_s, setting.to_charger))
     controllers, group = {}, {}
     for cv in cvs:
         for r in fold_runs(cv, fold):
@@ -96,7 +115,8 @@ def score_fold(cvs: list[Path], fold: int, told: float | None, to_deadline: bool
     cfg = load_config(fold_runs(cvs[0], fold)[0])
 
     def factory():
-        return env_from_config(cfg, split="test", traces=traces, random_start=False, saver_to_deadline=to_deadline)
+        return env_from_config(cfg, split="test", traces=traces, random_start=False,
+                               saver_to_deadline=setting.to_deadline, saver_floor_frac=setting.floor_frac)
 
     for h in HEURISTICS:
         controllers[h] = (lambda name: lambda env: make_controller(name, env))(h)
@@ -188,7 +208,7 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default=None, help="comma-separated folds (default: every fold the first folder has)")
     ap.add_argument("--max-steps", type=positive_int, default=720)
     ap.add_argument("--settings", default=None, type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
-                    help=f"comma-separated subset of {[x[0] for x in SETTINGS]} (default: all)")
+                    help=f"comma-separated subset of {[x.name for x in SETTINGS]} (default: all)")
     ap.add_argument("--session-max-h", type=positive_float, default=None, metavar="H",
                     help="tell only the sessions of at most H hours (traces.objectives --session-max-h; 2: those the "
                          "720-step episode scores whole); default: every session")
@@ -199,9 +219,9 @@ def main(argv=None) -> int:
                     help="replace an existing report (the (setting, fold) results kept in OUT.parts/ from an earlier "
                          "run with the same --cv and --max-steps are reused; delete the folder to score afresh)")
     a = ap.parse_args(argv)
-    bad = sorted(set(a.settings or ()) - {x[0] for x in SETTINGS})
+    bad = sorted(set(a.settings or ()) - {x.name for x in SETTINGS})
     if bad:
-        ap.error(f"--settings {bad}: not a setting; choose from {[x[0] for x in SETTINGS]}")
+        ap.error(f"--settings {bad}: not a setting; choose from {[x.name for x in SETTINGS]}")
     for cv in a.cv:
         if not (cv / "folds").is_dir():
             ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
@@ -222,8 +242,8 @@ def main(argv=None) -> int:
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()
-    settings = [x for x in SETTINGS if a.settings is None or x[0] in a.settings]
-    results: dict[str, dict[int, dict]] = {s: {} for s, _, _ in settings}
+    settings = [x for x in SETTINGS if a.settings is None or x.name in a.settings]
+    results: dict[str, dict[int, dict]] = {x.name: {} for x in settings}
     # each (setting, fold) is kept as it finishes, so an interrupted run (or one over more folds) resumes
     parts = a.out.parent / f"{a.out.name}.parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -234,22 +254,22 @@ def main(argv=None) -> int:
         return parts / f"{s.replace(' ', '_').replace('+', 'plus')}-fold-{f}.json"
 
     tasks, seconds = [], 0.0
-    for s, told, dl in settings:
+    for x in settings:
         for f in folds:
-            kept = json.loads(part(s, f).read_text()) if part(s, f).is_file() else None
+            kept = json.loads(part(x.name, f).read_text()) if part(x.name, f).is_file() else None
             if kept is not None and kept.get("key") == key:
-                results[s][f] = kept["result"]
+                results[x.name][f] = kept["result"]
                 seconds += kept.get("seconds", 0.0)
             else:
-                tasks.append((s, told, dl, f))
+                tasks.append((x, f))
     if len(tasks) < len(settings) * len(folds):
         print(f"[session_end] {len(settings) * len(folds) - len(tasks)} (setting, fold) results kept in {parts}",
               file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="session_end_") as tmp, \
             concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
         # one folder per task: two settings of a fold write their held-out sets side by side
-        futs = {pool.submit(timed_score, a.cv, f, told, dl, a.max_steps, Path(tmp) / f"task-{n}", max_s): (s, f)
-                for n, (s, told, dl, f) in enumerate(tasks)}
+        futs = {pool.submit(timed_score, a.cv, f, x, a.max_steps, Path(tmp) / f"task-{n}", max_s): (x.name, f)
+                for n, (x, f) in enumerate(tasks)}
         for fut in concurrent.futures.as_completed(futs):
             s, f = futs[fut]
             results[s][f], took = fut.result()
@@ -275,7 +295,11 @@ def main(argv=None) -> int:
           "every phone's and laptop's session end"
           + (f" (sessions of at most {a.session_max_h:g} h; longer ones are not told)" if a.session_max_h else "")
           + ", in the observation; *15 min early / late*: 900 s before / after "
-          "it; *+ saver*: the battery saver's horizon reaches it (`EnvParams.saver_to_deadline`). Every heuristic "
+          "it; *told the charger*: the deadline at the first plug-in where a charger comes before the session "
+          "ends (`traces.objectives --to-charger`); *+ saver*: the battery saver's horizon reaches it "
+          "(`EnvParams.saver_to_deadline`), holding the reserve until then; *from empty*: the saver counts from "
+          "empty instead (`EnvParams.saver_floor_frac` 0: it keeps the device alive until the deadline and may "
+          "spend the reserve before it). Every heuristic "
           "runs under the same masks and sees the same deadline (the MPC plans to it).", "",
           "| setting | policies | mean | worst fold | per fold | every seed above every heuristic, every fold "
           "| deaths the oracle avoids | died on |",

@@ -379,7 +379,8 @@ class BatchedPowerEnv(VecEnv):
         if self.params.saver_to_deadline:  # the saver's horizon reaches each env's deadline (as the scalar env)
             saver = saver_horizon_s(saver, self.deadline_eff[idx] - self.i[idx] * self.dt, True)
         lo = saver_soc(reserve, saver, pl.capacity_j[idx], base, self.last_dem[idx],
-                       self.ref.rules.ept_min, f["supply"].take(fi))  # the reserve, raised by the battery saver
+                       self.ref.rules.ept_min, f["supply"].take(fi),
+                       self.params.saver_floor_frac)  # the reserve, raised by the battery saver
         low = soc < lo
         bw = f["bandwidth"].take(fi)
         down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)

@@ -369,7 +369,7 @@ class MicroLLMPowerEnv(gym.Env):
         i = self._i
         horizon = saver_horizon_s(self._saver_s, self._deadline_s - i * self.step_s, self._saver_dl)
         return saver_soc(self.reserve_soc, horizon, self._capacity_j, self._tr.base_w[i] + self._idle_w,
-                         self._last_demand, self.rules.ept_min, self._tr.supply_w[i])
+                         self._last_demand, self.rules.ept_min, self._tr.supply_w[i], self.params.saver_floor_frac)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

@@ -269,6 +269,13 @@ class EnvParams:
     the user says when the session ends or the charger comes (``deploy.py run --until``), the cheap set runs while
     the device's own load and the safe configuration would take the battery to its reserve before then. Off by
     default, as every committed score (docs/agents.md, "The user's word on the session's end")"""
+    saver_floor_frac: float = 1.0
+    """where the battery saver counts its charge from, as a share of reserve_soc (runtime.rules.saver_soc): 1 keeps
+    the whole reserve until the saver's horizon (the cheap set runs while the battery would reach its reserve
+    within it); 0 only keeps the device alive that long (the cheap set runs while the battery would be empty
+    within it), and the reserve may be spent before the horizon, as the oracle spends it. The hard limit stays at
+    the reserve either way. 1 by default, as every committed score (docs/agents.md, "The saver that spends the
+    reserve")"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
@@ -330,6 +337,9 @@ class EnvParams:
         if not (isinstance(self.saver_s, (int, float)) and math.isfinite(self.saver_s) and self.saver_s >= 0):
             problems.append(f"saver_s must be a finite number of seconds >= 0 (0: no battery saver), got "
                             f"{self.saver_s!r}")
+        if not (isinstance(self.saver_floor_frac, (int, float)) and 0.0 <= self.saver_floor_frac <= 1.0):
+            problems.append(f"saver_floor_frac must be in [0, 1] (1: the reserve, 0: empty), got "
+                            f"{self.saver_floor_frac!r}")
         if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:

@@ -132,6 +132,9 @@ class ManagerConfig:
             shield uses the longer of this and the policy file's. ``deploy.py run --battery-saver-min``.
         saver_to_deadline: The saver's horizon reaches the deadline (``EnvParams.saver_to_deadline``): on when
             this or the policy file's says so (None: the policy file's). ``deploy.py run --saver-to-deadline``.
+        saver_floor_frac: Where the saver counts its charge from, as a share of the reserve
+            (``EnvParams.saver_floor_frac``; 1 the reserve, 0 empty); None: the policy file's.
+            ``deploy.py run --saver-floor``.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -159,6 +162,7 @@ class ManagerConfig:
     reserve_soc: float | None = None
     saver_s: float | None = None
     saver_to_deadline: bool | None = None
+    saver_floor_frac: float | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -356,9 +360,11 @@ class RuntimeManager:
                  if sp is not None and "place" in sp.knob_names else None)
         saver = max(float(self.cfg.saver_s or 0.0), float(self.params.saver_s))
         to_deadline = bool(self.cfg.saver_to_deadline) or bool(self.params.saver_to_deadline)
+        floor_frac = float(self.params.saver_floor_frac if self.cfg.saver_floor_frac is None
+                           else self.cfg.saver_floor_frac)  # the user's word, else the policy's
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
-                                          to_deadline), ept,
+                                          to_deadline, floor_frac), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles)

@@ -10,7 +10,8 @@ A configuration is infeasible *now* when running it at the current demand would
   not cover the draw, only the cheapest quarter of configurations (energy per token) is allowed;
   the battery saver (``EnvParams.saver_s``) raises that reserve by the charge the device's own load and the safe
   configuration, less the supply, would take in ``saver_s`` seconds (:func:`saver_soc`); with
-  ``EnvParams.saver_to_deadline`` that time reaches a deadline ahead (:func:`saver_horizon_s`);
+  ``EnvParams.saver_to_deadline`` that time reaches a deadline ahead (:func:`saver_horizon_s`), and with
+  ``EnvParams.saver_floor_frac`` < 1 that charge is counted from below the reserve (down to empty);
 * need a link that is down: at 0 Mbit/s a split configuration (``offload``) is not allowed;
 * need a processor that is unavailable (busy, lost or quarantined; ``down``, a bit mask over
   ``runtime.placement.ROLES``): a placement on it is not allowed (the CPU is never down);
@@ -67,10 +68,16 @@ def dwell_mask(mask: np.ndarray, current, since_switch, min_dwell: int) -> np.nd
     return np.where(held[..., None], only_cur, mask)
 
 
-def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_min: float, supply_w):
+def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_min: float, supply_w,
+              floor_frac: float = 1.0):
     """The state of charge below which the battery rule holds: ``reserve_soc`` raised by the battery saver, the
     charge that the device's own load and the safe configuration (``base_w + demand · ept_min``), less the supply,
     would take in ``saver_s`` seconds (``EnvParams.saver_s``; 0: the reserve itself). Scalars or numpy arrays.
+
+    ``floor_frac`` (``EnvParams.saver_floor_frac``) is where that charge is counted from, as a share of the reserve:
+    1 (the default) from the reserve itself (the saver holds the battery above its reserve for ``saver_s``); 0 from
+    empty (it only keeps the device alive for ``saver_s``, and the reserve may be spent within the horizon, as the
+    oracle spends it). The threshold is never below the reserve.
 
     The environments, the oracle's masks and the runtime shield all call it; ``base_w`` is every power that is not
     the model's tokens (device base load + idle), ``capacity_j`` the battery's full charge."""
@@ -79,15 +86,16 @@ def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_m
             return reserve_soc
     elif not saver_s:
         return reserve_soc
+    floor = reserve_soc if floor_frac == 1.0 else reserve_soc * floor_frac
     if isinstance(base_w, np.ndarray) or isinstance(capacity_j, np.ndarray) or isinstance(saver_s, np.ndarray):
         need_w = np.maximum(base_w + demand_tps * ept_min - supply_w, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):  # a row not reset yet has capacity 0
-            return reserve_soc + np.where(capacity_j > 0, saver_s * need_w / np.where(capacity_j > 0, capacity_j,
-                                                                                          1.0), 0.0)
+            lo = floor + np.where(capacity_j > 0, saver_s * need_w / np.where(capacity_j > 0, capacity_j, 1.0), 0.0)
+        return lo if floor_frac == 1.0 else np.maximum(lo, reserve_soc)
     need_w = float(base_w) + float(demand_tps) * ept_min - float(supply_w)
     if need_w <= 0.0 or not capacity_j > 0.0:
         return reserve_soc
-    return reserve_soc + saver_s * need_w / float(capacity_j)
+    return max(reserve_soc, floor + saver_s * need_w / float(capacity_j))
 
 
 def saver_horizon_s(saver_s: float, deadline_left_s, to_deadline: bool):

@@ -142,6 +142,8 @@ class ShieldParams:
             limit stays at ``reserve_soc``); 0: off.
         saver_to_deadline: The saver's horizon reaches a deadline ahead (``EnvParams.saver_to_deadline``;
             ``runtime.rules.saver_horizon_s``): the ``deadline_left_s`` that :meth:`Shield.mask` is given.
+        saver_floor_frac: Where the saver counts its charge from, as a share of ``reserve_soc``
+            (``EnvParams.saver_floor_frac``): 1 the reserve, 0 empty.
     """
 
     t_max_c: float
@@ -152,6 +154,7 @@ class ShieldParams:
     soc_hyst: float = 0.02
     saver_s: float = 0.0
     saver_to_deadline: bool = False
+    saver_floor_frac: float = 1.0
 
     @property
     def ceiling_c(self) -> float:
@@ -220,7 +223,7 @@ class Shield:
         none) its horizon with ``ShieldParams.saver_to_deadline``."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
-                                      self.rules.ept_min, supply_w)
+                                      self.rules.ept_min, supply_w, self.p.saver_floor_frac)
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok:
             return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,

@@ -46,17 +46,23 @@ def low_trace(n=60, soc=0.4, capacity_wh=0.5, supply_w=0.0):
                  base_w=1.0)
 
 
+def cheap_set_binds(env) -> bool:
+    """One step of the costliest configuration from the first trace's start (no mask on an episode's first row):
+    whether the masks then hold the model to the cheap set (asserted to be exactly it when they hold)."""
+    env.reset(options={"trace": 0, "start": 0})
+    env.step(int(np.argmax(env.costs.ept_j)))
+    m = env.action_masks()
+    if not m.all():
+        np.testing.assert_array_equal(m, env.rules.cheap)
+    return not m.all()
+
+
 def test_env_masks_the_cheap_set_only_while_the_battery_would_reach_its_reserve_within_saver_s():
     tr = low_trace()
     hours_left = (0.4 - 0.05) * 0.5 / (1.0 + 0.2)  # Wh above the reserve / (own load + idle), ~0.15 h: < 540 s
     for saver_s, binds in ((0.0, False), (60.0, False), (3600.0, True)):
         env = MicroLLMPowerEnv(profile=PROFILE, traces=[tr], random_start=False, saver_s=saver_s)
-        env.reset(options={"trace": 0, "start": 0})
-        env.step(int(np.argmax(env.costs.ept_j)))  # no mask on an episode's first row
-        m = env.action_masks()
-        assert (not m.all()) == binds, (saver_s, hours_left)
-        if binds:
-            np.testing.assert_array_equal(m, env.rules.cheap)
+        assert cheap_set_binds(env) == binds, (saver_s, hours_left)
     # a charger that covers the draw lifts it
     env = MicroLLMPowerEnv(profile=PROFILE, traces=[low_trace(supply_w=20.0)], random_start=False, saver_s=3600.0)
     env.reset(options={"trace": 0, "start": 0})
@@ -181,11 +187,14 @@ def test_evaluate_scores_under_the_saver_it_is_given():
     from agents.evaluate import _env_factory, main
 
     args = argparse.Namespace(split="test", profile=None, traces=None, battery_saver_min=30.0,
-                              saver_to_deadline=False)
+                              saver_to_deadline=False, saver_floor=None)
     factory, _ = _env_factory(args, None)
     assert factory().params.saver_s == 1800.0
-    args.battery_saver_min = 0.0
+    assert factory().params.saver_floor_frac == 1.0
+    args.battery_saver_min, args.saver_floor = 0.0, 0.0
     assert _env_factory(args, None)[0]().params.saver_s == 0.0
-    with pytest.raises(SystemExit) as exc:
-        main(["--battery-saver-min", "-1", "--out", "/nonexistent"])
-    assert exc.value.code == 2
+    assert _env_factory(args, None)[0]().params.saver_floor_frac == 0.0
+    for bad in (["--battery-saver-min", "-1"], ["--saver-floor", "1.5"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*bad, "--out", "/nonexistent"])
+        assert exc.value.code == 2

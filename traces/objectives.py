@@ -25,7 +25,8 @@ last row; ``meta.deadline_s``), and nothing else changes. A replayed session end
 the logging stopped); only the oracle knows that time, unless the user says it (``deploy.py run --until``).
 Under ``max-quality`` the deadline is information (the observation's ``has_deadline``, ``time_to_deadline_h``,
 ``affordable_power_w``; the reward and the oracle are unchanged) and, with ``EnvParams.saver_to_deadline``, the
-battery saver's horizon. ``benchmarks/session_end.py`` measures what it is worth.
+battery saver's horizon. With ``--to-charger`` the deadline is the first plug-in where a charger comes before the
+session ends: the user says when the charger comes. ``benchmarks/session_end.py`` measures what it is worth.
 
 The constants are the rules; a trace set's manifest records the seed and the constants
 (``info["objectives"]``). How often each constraint binds for the oracle is measured by
@@ -89,22 +90,36 @@ def overlay(trace, seed: int = 0):
 SESSION_END_KINDS = ("phone", "laptop")  # battery devices whose sessions end (a solar node's run does not)
 
 
-def session_end(trace, p: float, seed: int = 0, max_s: float | None = None):
+def first_plug_in_s(trace) -> float | None:
+    """Seconds from the trace's start to its first plug-in (``plugged`` going 0 → 1 after the first row), else
+    None: the time a user who knows when the charger comes would say."""
+    pl = np.asarray(trace.plugged) > 0
+    rows = np.flatnonzero(pl[1:] & ~pl[:-1])
+    return None if rows.size == 0 else round(float(trace.time_s[rows[0] + 1] - trace.time_s[0]), 1)
+
+
+def session_end(trace, p: float, seed: int = 0, max_s: float | None = None, to_charger: bool = False):
     """``trace`` with a deadline at its session's end (its last row), with probability ``p`` (one
     ``random.Random(crc32("session-end/seed/name"))`` draw per trace) on a battery device without a deadline of
-    its own and, with ``max_s``, a session no longer than that; else ``trace`` unchanged (module docstring)."""
+    its own and, with ``max_s``, a deadline no later than that; else ``trace`` unchanged (module docstring). With
+    ``to_charger`` the deadline is the first plug-in when a charger comes before the session ends (the same draw:
+    the same traces are told)."""
     if trace.meta.device_kind not in SESSION_END_KINDS or trace.meta.deadline_s is not None:
         return trace
     end = round(float(trace.time_s[-1] - trace.time_s[0]), 1)
+    at = "end"
+    if to_charger and (plug := first_plug_in_s(trace)) is not None:
+        end, at = plug, "charger"
     if max_s is not None and end > max_s:
         return trace
     if random.Random(zlib.crc32(f"session-end/{int(seed)}/{trace.name}".encode())).random() >= p:
         return trace
-    extra = {**(trace.meta.extra or {}), "session_end_deadline": True}
+    extra = {**(trace.meta.extra or {}), "session_end_deadline": True, "deadline_at": at}
     return trace.replace(meta=dataclasses.replace(trace.meta, deadline_s=end, extra=extra))
 
 
-def overlay_set(ts, seed: int = 0, session_end_p: float | None = None, session_max_s: float | None = None):
+def overlay_set(ts, seed: int = 0, session_end_p: float | None = None, session_max_s: float | None = None,
+                to_charger: bool = False):
     """A new ``TraceSet`` with every trace overlaid (the budget, floor and deadline rules; or, with
     ``session_end_p``, only the session-end deadlines), the same splits, and the rules in its manifest."""
     from traces.store import TraceSet
@@ -113,8 +128,9 @@ def overlay_set(ts, seed: int = 0, session_end_p: float | None = None, session_m
     if session_end_p is not None:
         if not 0.0 <= session_end_p <= 1.0:
             raise ValueError(f"--session-end must be a probability in [0, 1], got {session_end_p!r}")
-        traces = [session_end(t, session_end_p, seed, session_max_s) for t in ts]
+        traces = [session_end(t, session_end_p, seed, session_max_s, to_charger) for t in ts]
         info = {**ts.info, "session_end": {"seed": int(seed), "p": float(session_end_p), "max_s": session_max_s,
+                                           "to_charger": bool(to_charger),
                                            "kinds": list(SESSION_END_KINDS), "by": "python -m traces.objectives"}}
         return TraceSet.from_traces(traces, name=f"{ts.name}+session-end", splits=splits, info=info,
                                     description=(ts.description + " " if ts.description else "")
@@ -139,14 +155,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of budgets, floors and deadlines: a deadline at the session's end on each phone or "
                          "laptop trace, with probability P (the user's word on when the charger comes)")
     ap.add_argument("--session-max-h", type=positive_float, default=None, metavar="H",
-                    help="with --session-end: only sessions of at most H hours (e.g. 2, the scored episode: a "
+                    help="with --session-end: only deadlines at most H hours in (e.g. 2, the scored episode: a "
                          "deadline past the episode's end tells a policy to save for a time the score never sees)")
+    ap.add_argument("--to-charger", action="store_true",
+                    help="with --session-end: the deadline at the first plug-in when a charger comes before the "
+                         "session ends (the user says when the charger comes), else at the session's end")
     a = ap.parse_args(argv)
     if a.session_max_h is not None and a.session_end is None:
         ap.error("--session-max-h applies to --session-end")
+    if a.to_charger and a.session_end is None:
+        ap.error("--to-charger applies to --session-end")
     try:
         ts = TraceSet.load(a.src)
-        new = overlay_set(ts, a.seed, a.session_end, None if a.session_max_h is None else 3600.0 * a.session_max_h)
+        new = overlay_set(ts, a.seed, a.session_end, None if a.session_max_h is None else 3600.0 * a.session_max_h,
+                          a.to_charger)
         new.save(a.out, force=a.force)
     except (OSError, ValueError) as exc:  # a missing or broken set, an existing output (the other CLIs' contract)
         print(f"error: {exc}", file=sys.stderr)
@@ -154,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     n_b = sum(t.budget_w is not None and np.isfinite(t.budget_w).any() for t in new)
     n_d = sum(t.meta.deadline_s is not None for t in new)
     if a.session_end is not None:
-        print(f"wrote {a.out}: {len(new)} traces; {n_d} with a deadline at the session's end")
+        n_c = sum((t.meta.extra or {}).get("deadline_at") == "charger" for t in new)
+        print(f"wrote {a.out}: {len(new)} traces; {n_d} with a deadline at the session's end"
+              + (f" ({n_c} of them at the first plug-in)" if a.to_charger else ""))
     else:
         print(f"wrote {a.out}: {len(new)} traces; {n_b} with a budget, {n_d} with a deadline, every one with a floor")
     return 0
