@@ -37,6 +37,7 @@ import csv
 import json
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -175,7 +176,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     groups = list(dict.fromkeys(r["policies"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(max(11.0, 1.9 * len(settings)), 4.4))
     width = 0.8 / max(1, len(groups))
     for gi, g in enumerate(groups):
         rs = [next(r for r in rows if r["setting"] == s and r["policies"] == g) for s in settings]
@@ -191,7 +192,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     axes[0].set_ylabel("oracle-normalised score (▼ worst fold)")
     axes[1].set_ylabel("battery deaths the oracle avoids (all seeds)")
     for ax in axes:
-        ax.set_xticks(range(len(settings)), [s.replace(" + ", "\n+ ") for s in settings], fontsize=8)
+        ax.set_xticks(range(len(settings)), [textwrap.fill(s, 13) for s in settings], fontsize=8)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     save_figure(fig, title, path)

@@ -22,7 +22,8 @@ the runtime manager's dwell rule does on the device (``runtime.rules.dwell_mask`
 configuration, less the supply, would take in that many seconds (``runtime.rules.saver_soc``); with
 ``EnvParams.saver_to_deadline`` that time reaches the episode's deadline while one is ahead (the one the observation
 shows: the trace's, e.g. a session's end the user told, ``traces.objectives --session-end``; for last-until without
-one, the episode's end; ``runtime.rules.saver_horizon_s``).
+one, the episode's end; ``runtime.rules.saver_horizon_s``); with ``EnvParams.saver_floor_frac`` < 1 that charge is
+counted from that share of the reserve (0: from empty) instead of the reserve itself.
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -136,7 +137,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``budget_grace_s``, ``lookahead``, ``max_episode_steps``,
+``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``saver_floor_frac``, ``budget_grace_s``, ``lookahead``,
+``max_episode_steps``,
 ``weights``, ``link``, ``avail``, ``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
 
@@ -149,7 +151,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   (``EnvParams.objective``, reward terms ``r_energy``, ``r_floor``, ``r_reserve``, the objective block);
   single-processor max-quality episodes step exactly as before (2026-12-01). The battery saver
   (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04); its horizon to the deadline
-  (``EnvParams.saver_to_deadline``, default off; 2026-12-05).
+  (``EnvParams.saver_to_deadline``, default off; 2026-12-05); where it counts from
+  (``EnvParams.saver_floor_frac``, default 1: the reserve, as before; 2026-12-05).
 """
 
 from __future__ import annotations
