@@ -73,6 +73,10 @@ row and picks per grid point: the mask rules keep one owner.
 if no charger were plugged in later than now, re-planning when one is; what the oracle's lead owes to foresight
 of chargers (``benchmarks/charger_foresight.py``).
 
+**Foresight-free** (:class:`ForesightFreeOracle`, the controller ``oracle-blind``): charger-blind, and planning each
+phone's and laptop's session as if it went on to the episode's cap; a death the policies have where it survives is one
+that control would have avoided (``benchmarks/foresight_free.py``).
+
 The oracle needs the env's true state, not just the observation: ``bind(env)`` (or a list, one
 per VecEnv sub-env; by default the env it was built with). It reads ``env.trace`` and
 ``env.sim_state()`` (SoC, temperature, backlog, row, episode start row, current configuration,
@@ -98,7 +102,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.baselines import smallest_config
-from envs.tables import PaddedTraces
+from envs.tables import PaddedTraces, TraceArrays
 from runtime.dynamics import Dynamics, StepResult
 from runtime.rules import HOT_MARGIN_C, saver_horizon_s, saver_soc
 
@@ -709,4 +713,54 @@ class ChargerBlindOracle(OracleController):
         return plan, i - plan.start
 
 
-__all__ = ["ChargerBlindOracle", "OracleController", "OraclePlan"]
+#: device kinds whose replayed session ends where its log ends (a phone's or laptop's battery session); a solar
+#: node's trace is its station's whole record, and its episode ends only at the episode's cap
+SESSION_KINDS = ("phone", "laptop")
+
+
+def extend_session(tr: TraceArrays, rows: int) -> TraceArrays:
+    """``tr`` with ``rows`` more rows, as a planner that does not know where the session ends would expect them: no
+    charger (supply 0 W, unplugged), the trace's mean demand and own load, its last ambient and link."""
+    if rows <= 0:
+        return tr
+    last = tr.n - 1
+
+    def more(col, value):
+        return list(col) + [value] * rows
+
+    return dataclasses.replace(
+        tr, n=tr.n + rows, supply_w=more(tr.supply_w, 0.0), plugged=more(tr.plugged, 0.0),
+        ambient_c=more(tr.ambient_c, tr.ambient_c[last]), demand_tps=more(tr.demand_tps, float(np.mean(tr.demand_tps))),
+        bandwidth_mbps=more(tr.bandwidth_mbps, tr.bandwidth_mbps[last]), budget_w=more(tr.budget_w, tr.budget_w[last]),
+        base_w=more(tr.base_w, float(np.mean(tr.base_w))),
+        procs_down=None if tr.procs_down is None else more(tr.procs_down, 0))
+
+
+class ForesightFreeOracle(ChargerBlindOracle):
+    """The oracle without foresight of chargers or of the session's end (``oracle-blind``): it knows what a device
+    knows of both.
+
+    As :class:`ChargerBlindOracle` for chargers; and on a phone's or laptop's trace (a battery session, which ends
+    where its log ends) it plans as if the session went on to the episode's cap (``horizon_steps``), with no
+    charger, the session's mean demand and own load (:func:`extend_session`). Its plan for the rows the trace has is
+    then the best plan for a session of unknown end. It still knows the demand, weather and own load within the
+    session, as the charger-blind oracle does. A death the policies have where this planner survives is a death
+    that control, not foresight, would have avoided (``benchmarks/foresight_free.py``). Scores stay normalised by
+    the plain oracle. No masked variant.
+    """
+
+    name = "oracle-blind"
+
+    def __init__(self, env, **kwargs):
+        super().__init__(env, **kwargs)
+        self.traces = [extend_session(t, self.horizon_steps) if t.device_kind in SESSION_KINDS else t
+                       for t in self.traces]
+        self.padded = PaddedTraces(self.traces)
+
+    def _position(self, env) -> tuple[dict, int, int, int, int, int, tuple]:
+        """As the oracle's, with the block's length from the extended trace: the plan runs past the session's end."""
+        st, k, i, i0, block, _, obj = super()._position(env)
+        return st, k, i, i0, block, int(min(self.horizon_steps, self.traces[k].n - block)), obj
+
+
+__all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "OracleController", "OraclePlan", "extend_session"]

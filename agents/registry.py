@@ -24,7 +24,7 @@ from agents.baselines import (
     static_smallest,
 )
 from agents.mpc import ForecastMPC
-from agents.oracle import ChargerBlindOracle, OracleController
+from agents.oracle import ChargerBlindOracle, ForesightFreeOracle, OracleController
 from agents.placement_baselines import QeilGreedyController
 from agents.split_baselines import (
     AllServerController,
@@ -53,6 +53,9 @@ FACTORIES: dict[str, Callable[..., Controller]] = {
     # the oracle without foresight of chargers: an expert to imitate that knows what a device knows of the next
     # plug-in (agents.oracle.ChargerBlindOracle)
     "oracle-charger-blind": ChargerBlindOracle,
+    # ... and of the session's end: a reference for the deaths that control, not foresight, would avoid
+    # (agents.oracle.ForesightFreeOracle)
+    "oracle-blind": ForesightFreeOracle,
 }
 #: the split-aware rules (agents.split_baselines): each is the schedutil rule on a profile without split
 SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeon-energy", "joint-split"]
@@ -61,8 +64,9 @@ PLACE_BASELINES: list[str] = ["qeil-greedy"]
 ORACLE = "oracle"
 ORACLE_MASKED = "oracle-masked"
 ORACLE_CHARGER_BLIND = "oracle-charger-blind"
+ORACLE_BLIND = "oracle-blind"
 #: the oracles: they plan with the trace and act from the env's true state (all take a grid)
-ORACLES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, ORACLE_CHARGER_BLIND)
+ORACLES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND)
 RANDOM = "random"
 #: the references a score is measured against, not heuristics: the oracles and random
 REFERENCES: tuple[str, ...] = (*ORACLES, RANDOM)
@@ -74,12 +78,13 @@ ALL_CONTROLLERS: list[str] = BASELINES + SPLIT_BASELINES + PLACE_BASELINES + lis
 def default_controllers(costs) -> list[str]:
     """The controllers an evaluation runs by default: the split rules only for a profile with split
     configurations, the placement rules only for one with placements (elsewhere each is the schedutil
-    rule again). The masked and charger-blind oracles only when asked for (``--policies``): each costs a second
-    oracle's planning."""
+    rule again). The masked, charger-blind and foresight-free oracles only when asked for (``--policies``): each
+    costs a second oracle's planning."""
     has_split = bool(np.asarray(getattr(costs, "offload", [0])).any())
     has_place = bool(getattr(costs, "has_place", False))
     return [n for n in ALL_CONTROLLERS if (has_split or n not in SPLIT_BASELINES)
-            and (has_place or n not in PLACE_BASELINES) and n not in (ORACLE_MASKED, ORACLE_CHARGER_BLIND)]
+            and (has_place or n not in PLACE_BASELINES)
+            and n not in (ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND)]
 
 
 def make_controller(name: str, env, **kwargs: Any) -> Controller:
@@ -99,5 +104,5 @@ def make_controller(name: str, env, **kwargs: Any) -> Controller:
 
 
 __all__ = ["ALL_CONTROLLERS", "BASELINES", "SPLIT_BASELINES", "default_controllers",
-           "FACTORIES", "ORACLE", "ORACLE_CHARGER_BLIND", "ORACLE_MASKED", "ORACLES", "RANDOM", "REFERENCES",
-           "make_controller"]
+           "FACTORIES", "ORACLE", "ORACLE_BLIND", "ORACLE_CHARGER_BLIND", "ORACLE_MASKED", "ORACLES", "RANDOM",
+           "REFERENCES", "make_controller"]

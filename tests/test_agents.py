@@ -22,6 +22,7 @@ from agents.registry import (
     ALL_CONTROLLERS,
     BASELINES,
     ORACLE,
+    ORACLE_BLIND,
     ORACLE_CHARGER_BLIND,
     ORACLE_MASKED,
     PLACE_BASELINES,
@@ -87,7 +88,7 @@ def test_predict_takes_one_observation_or_a_batch(name):
 
 def test_registry_names():
     assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED,
-                                                                               ORACLE_CHARGER_BLIND]
+                                                                               ORACLE_CHARGER_BLIND, ORACLE_BLIND]
     env = env_for()
     assert all(make_controller(n, env).name == n for n in ALL_CONTROLLERS)
     with pytest.raises(KeyError, match="unknown controller"):

@@ -9,7 +9,6 @@ import pytest
 from test_oracle import rollout, trace
 
 from agents.oracle import ChargerBlindOracle, OracleController
-from agents.registry import ORACLE_CHARGER_BLIND, REFERENCES, default_controllers, make_controller
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 
@@ -67,15 +66,6 @@ def test_a_solar_node_keeps_its_supply():
     ret_o, acts_o = rollout(env, OracleController(env, n_soc=51, n_temp=5, n_backlog=5))
     assert acts_b == acts_o and ret_b == pytest.approx(ret_o)
     assert len(blind.plans) == 1
-
-
-def test_registered_as_a_reference_not_run_by_default():
-    env = env_of(charger_trace())
-    assert isinstance(make_controller(ORACLE_CHARGER_BLIND, env), ChargerBlindOracle)
-    assert ORACLE_CHARGER_BLIND in REFERENCES
-    assert ORACLE_CHARGER_BLIND not in default_controllers(env.costs)
-    with pytest.raises(ValueError, match="no masked variant"):
-        ChargerBlindOracle(env, masked=True)
 
 
 def test_the_foresight_benchmark_scores_and_ranks_the_losses(tmp_path):
