@@ -51,6 +51,7 @@ from agents.registry import (
     ALL_CONTROLLERS,
     BASELINES,
     ORACLE,
+    ORACLE_BLIND,
     ORACLES,
     RANDOM,
     SPLIT_BASELINES,
@@ -81,6 +82,11 @@ SPLIT_METRICS: tuple[tuple[str, str, str], ...] = (
     ("offload_frac", "offloaded", "{:.1%}"),
     ("radio_j", "radio (J)", "{:.0f}"),
     ("server_j", "server (J, modelled)", "{:.0f}"),
+)
+#: shown when the foresight-free oracle ran (``--policies …,oracle-blind``): the deaths that control, not foresight of
+#: the session's end or of a charger, would have avoided (docs/agents.md, "Deaths that control would avoid")
+BLIND_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("deaths_not_blind", "deaths oracle-blind avoids", "{:.0f}"),
 )
 N_PLOT_TRACES = 3
 
@@ -266,6 +272,8 @@ def evaluate_controllers(env_factory: Callable[[], Any], controllers: Mapping[st
     per = result["per_episode"]
     for name, m in pol.items():
         m["deaths_not_oracle"] = deaths_not_oracle(per[name], per[ORACLE]) if ORACLE in per else math.nan
+        if ORACLE_BLIND in per:
+            m["deaths_not_blind"] = deaths_not_oracle(per[name], per[ORACLE_BLIND])
     return result
 
 
@@ -345,9 +353,9 @@ def _sort_key(item):
 
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table of the policies, best oracle-normalised score first (with the split columns when a
-    policy offloaded)."""
+    policy offloaded, and the deaths the foresight-free oracle avoids when it ran)."""
     metrics = METRICS + (SPLIT_METRICS if any(m.get("offload_frac", 0) > 0 for m in result["policies"].values())
-                         else ())
+                         else ()) + (BLIND_METRICS if ORACLE_BLIND in result["policies"] else ())
     head = "| policy | " + " | ".join(h for _, h, _ in metrics) + " |"
     lines = [head, "|---" * (len(metrics) + 1) + "|"]
     for name, m in sorted(result["policies"].items(), key=_sort_key):
@@ -513,7 +521,7 @@ def write_report(result: dict[str, Any], out_dir: str | Path, meta: dict[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pol = result["policies"]
-    keys = (["policy"] + [k for k, _, _ in METRICS + SPLIT_METRICS]
+    keys = (["policy"] + [k for k, _, _ in METRICS + SPLIT_METRICS + BLIND_METRICS]
             + ["return_std", "steps", "decision_us_mean", "decision_us_max", "mask_steps"])
     with atomic_writer(out / "report.csv", "w") as fh:  # atomic: a crash never leaves half a report
         w = csv.writer(fh)

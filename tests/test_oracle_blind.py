@@ -6,6 +6,8 @@ planned as the charger-blind oracle plans it; both blind oracles are references,
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from test_oracle import rollout
@@ -88,3 +90,23 @@ def test_the_benchmark_counts_deaths_against_both_oracles(tmp_path):
     with pytest.raises(SystemExit):
         ff.main(["--cv", str(tmp_path), "--out", str(tmp_path / "out" / "x")])
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_reports_the_deaths_the_foresight_free_oracle_avoids():
+    """With ``oracle-blind`` among the policies, ``agents.evaluate`` counts each policy's deaths against it beside the
+    oracle's count, and shows the column; without it, neither."""
+    from agents.evaluate import evaluate_controllers, format_table
+
+    def factory():
+        return env_of(charger_trace(charger=False, capacity_wh=0.3))
+
+    names = ("oracle", "oracle-blind", "static-largest", "random")
+    res = evaluate_controllers(factory, {n: partial(make_controller, n) for n in names}, max_steps=N, progress=False)
+    pol = res["policies"]
+    assert pol["static-largest"]["deaths_not_oracle"] == 1 and pol["static-largest"]["deaths_not_blind"] == 0
+    assert pol["oracle-blind"]["deaths_not_oracle"] == 1
+    assert "deaths oracle-blind avoids" in format_table(res)
+    res = evaluate_controllers(factory, {n: partial(make_controller, n) for n in ("oracle", "random")}, max_steps=N,
+                               progress=False)
+    assert "deaths_not_blind" not in res["policies"]["oracle"]
+    assert "deaths oracle-blind avoids" not in format_table(res)
