@@ -601,9 +601,13 @@ class OracleController:
         k = self._variant(self._trace_index(env), st.get("ambient_shift_c", 0.0), st.get("capacity_scale", 1.0))
         i, i0 = st["row"], st["episode_start"]
         block = i0 + self.horizon_steps * ((i - i0) // self.horizon_steps)
-        H = int(min(self.horizon_steps, env.trace.n - block))
+        H = int(min(self.horizon_steps, self._rows(env, k) - block))
         obj = (*st.get("objective_inputs", (1.0, 0.0, float("nan"))), int(st.get("until_row", -1)))
         return st, k, i, i0, block, H, obj
+
+    def _rows(self, env, k: int) -> int:
+        """The rows a plan may cover on trace ``k``: the bound env's trace's (a subclass may plan past them)."""
+        return env.trace.n
 
     def plan_for(self, env, env_index: int = 0) -> tuple[OraclePlan, int]:
         """The plan covering the bound env's current row (planned now if needed) and the step
@@ -757,10 +761,9 @@ class ForesightFreeOracle(ChargerBlindOracle):
                        for t in self.traces]
         self.padded = PaddedTraces(self.traces)
 
-    def _position(self, env) -> tuple[dict, int, int, int, int, int, tuple]:
-        """As the oracle's, with the block's length from the extended trace: the plan runs past the session's end."""
-        st, k, i, i0, block, _, obj = super()._position(env)
-        return st, k, i, i0, block, int(min(self.horizon_steps, self.traces[k].n - block)), obj
+    def _rows(self, env, k: int) -> int:
+        """The extended trace's rows: the plan runs past the session's end."""
+        return self.traces[k].n
 
 
 __all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "OracleController", "OraclePlan", "extend_session"]
