@@ -112,6 +112,28 @@ def summary_rows(results: dict) -> list[dict]:
     return rows
 
 
+def cv_folds(ap: argparse.ArgumentParser, cvs: list[Path], folds: str | None) -> list[int]:
+    """The folds of ``--folds`` (default: every fold the first folder has), after checking that every ``--cv`` is an
+    ``agents.crossval --out`` folder and that all hold out the same units in those folds (``ap.error`` otherwise).
+    Shared by the benchmarks that compare cross-validation folders fold by fold."""
+    for cv in cvs:
+        if not (cv / "folds").is_dir():
+            ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
+    try:
+        out = ([int(x) for x in folds.split(",") if x.strip()] if folds else
+               sorted(int(p.name.split("-")[1]) for p in (cvs[0] / "folds").glob("fold-*")))
+    except ValueError:
+        ap.error(f"--folds {folds!r}: comma-separated fold numbers, e.g. 0,1,2,3")
+    for cv in cvs[1:]:
+        for f in out:
+            units = [json.loads((c / "folds" / f"fold-{f}" / "manifest.json").read_text())["splits"]["test"]
+                     for c in (cvs[0], cv)]
+            if units[0] != units[1]:
+                ap.error(f"--cv {cv}: fold {f} holds out other units than {cvs[0]}'s; fix: compare folders built "
+                         "with the same --k from the same units")
+    return out
+
+
 def save_figure(fig, title: str, path: Path) -> None:
     """The benchmarks' figure ending: the title, a tight layout, 120 dpi, the figure closed."""
     import matplotlib.pyplot as plt

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from battery_saver import fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
+from battery_saver import cv_folds, fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
 
 BLIND = "oracle-blind"
 
@@ -139,6 +139,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    from agents.evaluate import _oracle_grid
     from model.cli import positive_int
     from runtime.safeio import atomic_write_text
 
@@ -154,18 +155,10 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="replace an existing report")
     a = ap.parse_args(argv)
     try:
-        grid = tuple(int(x) for x in a.oracle_grid.split(","))
-        assert len(grid) == 3 and min(grid) > 1
-    except (ValueError, AssertionError):
-        ap.error(f"--oracle-grid {a.oracle_grid!r}: three integers > 1, e.g. 51,13,5 (SoC, temperature, backlog)")
-    for cv in a.cv:
-        if not (cv / "folds").is_dir():
-            ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
-    try:
-        folds = ([int(x) for x in a.folds.split(",") if x.strip()] if a.folds else
-                 sorted(int(p.name.split("-")[1]) for p in (a.cv[0] / "folds").glob("fold-*")))
-    except ValueError:
-        ap.error(f"--folds {a.folds!r}: comma-separated fold numbers, e.g. 0,1,2,3")
+        grid = _oracle_grid(a.oracle_grid)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"argument --oracle-grid: {exc}")
+    folds = cv_folds(ap, a.cv, a.folds)
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()

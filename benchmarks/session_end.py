@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from battery_saver import fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
+from battery_saver import cv_folds, fold_reference, fold_runs, save_figure  # noqa: E402 - the same folds, runs, figures
 
 
 class Setting(NamedTuple):
@@ -223,23 +223,7 @@ def main(argv=None) -> int:
     bad = sorted(set(a.settings or ()) - {x.name for x in SETTINGS})
     if bad:
         ap.error(f"--settings {bad}: not a setting; choose from {[x.name for x in SETTINGS]}")
-    for cv in a.cv:
-        if not (cv / "folds").is_dir():
-            ap.error(f"--cv {cv}: no folds/ folder; fix: pass an agents.crossval --out folder")
-    if a.folds is None:
-        folds = sorted(int(p.name.split("-")[1]) for p in (a.cv[0] / "folds").glob("fold-*"))
-    else:
-        try:
-            folds = [int(x) for x in a.folds.split(",") if x.strip()]
-        except ValueError:
-            ap.error(f"--folds {a.folds!r}: comma-separated fold numbers, e.g. 0,1,2,3")
-    for cv in a.cv[1:]:
-        for f in folds:
-            units = [json.loads((c / "folds" / f"fold-{f}" / "manifest.json").read_text())["splits"]["test"]
-                     for c in (a.cv[0], cv)]
-            if units[0] != units[1]:
-                ap.error(f"--cv {cv}: fold {f} holds out other units than {a.cv[0]}'s; fix: compare folders built "
-                         "with the same --k from the same units")
+    folds = cv_folds(ap, a.cv, a.folds)
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()

@@ -86,12 +86,12 @@ def saver_soc(reserve_soc, saver_s: float, capacity_j, base_w, demand_tps, ept_m
             return reserve_soc
     elif not saver_s:
         return reserve_soc
-    floor = reserve_soc if floor_frac == 1.0 else reserve_soc * floor_frac
+    floor = reserve_soc * floor_frac  # 1: the reserve itself, exactly
     if isinstance(base_w, np.ndarray) or isinstance(capacity_j, np.ndarray) or isinstance(saver_s, np.ndarray):
         need_w = np.maximum(base_w + demand_tps * ept_min - supply_w, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):  # a row not reset yet has capacity 0
-            lo = floor + np.where(capacity_j > 0, saver_s * need_w / np.where(capacity_j > 0, capacity_j, 1.0), 0.0)
-        return lo if floor_frac == 1.0 else np.maximum(lo, reserve_soc)
+            return np.maximum(reserve_soc, floor + np.where(capacity_j > 0, saver_s * need_w
+                                                            / np.where(capacity_j > 0, capacity_j, 1.0), 0.0))
     need_w = float(base_w) + float(demand_tps) * ept_min - float(supply_w)
     if need_w <= 0.0 or not capacity_j > 0.0:
         return reserve_soc
