@@ -179,6 +179,12 @@ class Args:
     """the potential of --shape-energy (agents.shaping): deficit (one constant price per joule while the full model
     cannot run to the end) or dual (the Lagrangian dual of the remaining energy budget: a price per state, high where
     the battery barely covers the smallest configuration)"""
+    train_death_weight: float = 0.0
+    """a price on battery death in the training reward only (agents.shaping.DeathWeight), in place of the env's
+    --env.weights.death: the expert that labels the warm start knows when each session ends and spends a low
+    battery to its last joule where it ends in time; a higher price asks the policy to hedge where it cannot tell.
+    Changes the optimal policy (it is not shaping); episode returns, val and every score keep the env's weight.
+    0: off (the env's weight)"""
     workers: int = 1
     """Ray workers for the expert-labelled episodes of --bc-expert and DAgger (1: this process, Ray is not
     imported; > 1 needs pip install -e '.[cluster]'; a cluster via RAY_ADDRESS); the same demonstrations either way"""
@@ -263,6 +269,9 @@ class Args:
                              "hybrid")
         if self.shape_potential not in ("deficit", "dual"):  # agents.shaping.POTENTIALS (not imported here: torch-free)
             raise ValueError(f"argument --shape-potential: {self.shape_potential!r}; choose deficit or dual")
+        if 0 < self.train_death_weight < self.env.weights.death:
+            raise ValueError(f"argument --train-death-weight: {self.train_death_weight:g} is below the env's death "
+                             f"weight ({self.env.weights.death:g}); allowed: 0 (off) or >= it")
         if self.bc_expert == "none":
             self.bc_expert = ""
         if self.action_head == "auto":  # resolved here, so the run folder records the head it trained
@@ -301,6 +310,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "bc_explore": float_in(0.0, 0.99),
     "clone_kl": nonneg_float,
     "shape_energy": nonneg_float,
+    "train_death_weight": nonneg_float,
     "cost_limit": nonneg_float,
     "lagrange_lr": nonneg_float,
     "speed_sigma": nonneg_float,
@@ -917,6 +927,13 @@ def main(args: Args) -> Path:
               + (f"{shaping.price_per_j:.3g} reward per J saved in a deficit ({args.shape_energy:g} x the profile's "
                  f"{shaping.kappa:.3g})" if args.shape_potential == "deficit" else
                  f"{args.shape_energy:g} x the dual value of the remaining energy budget"))
+    death_w = None
+    if args.train_death_weight > 0:  # outside VecMonitor, as the shaping: logged returns keep the env's weight
+        from agents.shaping import DeathWeight
+
+        train_env = death_w = DeathWeight(train_env, args.train_death_weight, args.env.weights.death)
+        print(f"training death weight {args.train_death_weight:g} (the env's {args.env.weights.death:g}: val and "
+              "scores keep it)")
     lag = LagrangianCost(train_env) if args.lagrangian else None
     pinned = obs_drop_mask(args.obs_drop, ref_env.layout.names, norm_obs)
     train_env = SupportVecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew,
@@ -946,7 +963,7 @@ def main(args: Args) -> Path:
     eval_inner = VecMonitor(DummyVecEnv([lambda e=e, idx=idx: FixedEpisodes(e, [val_episodes[j] for j in idx])
                                          for e, idx in zip(val_envs, shares)]))
     # same wrapper depth as training: VecNormalize stats sync
-    for _ in range((lag is not None) + factorised + (shaping is not None)):
+    for _ in range((lag is not None) + factorised + (shaping is not None) + (death_w is not None)):
         eval_inner = PassThrough(eval_inner)
     eval_env = SupportVecNormalize(eval_inner, norm_obs=norm_obs, norm_reward=False, training=False)
 

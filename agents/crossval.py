@@ -25,6 +25,11 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
 4. **Report**: ``OUT/crossval.md/.json/.csv/.png``: per fold, the oracle-normalised score of each seed, the
    warm start, every heuristic; mean and worst fold; whether the policy beats every heuristic in every
    fold; battery deaths the oracle avoids. Targets (issue 16): mean ≥ 0.95, worst fold ≥ 0.93.
+   With ``--foresight-free`` every fold also scores ``oracle-blind`` (``agents.oracle.ForesightFreeOracle``: no
+   foresight of chargers or of the session's end) and the report counts the deaths *it* avoids, the ones control
+   would have avoided, beside those the oracle avoids (docs/agents.md, "Deaths that control would avoid").
+   ``--resume --foresight-free`` on a finished folder re-scores its folds without training; each earlier fold
+   report is kept, renamed ``eval/fold-i.without-blind``.
 
 Nothing is overwritten: a finished step (a run folder with ``config.json``, a fold's ``report.json``) is kept and
 skipped with ``--resume``; without it an existing ``OUT`` is refused.
@@ -74,6 +79,8 @@ def completed_run(runs_dir: Path) -> Path | None:
 
 def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
     """The jobs of one cross-validation (folds are built before, in-process)."""
+    from agents.registry import ORACLE_BLIND
+
     out = Path(a.out)
     py = sys.executable
     jobs: list[Job] = []
@@ -121,10 +128,37 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
         jobs.append(Job(f"evaluate fold {i}",
                         [py, "-m", "agents.evaluate", "--traces", str(fold), "--split", "test", "--out", str(ev),
                          "--oracle-grid", a.oracle_grid, "--max-steps", str(a.max_steps), "--no-progress",
-                         "--force"],
+                         "--force"] + (["--also", ORACLE_BLIND] if a.foresight_free else []),
                         out / "logs" / f"eval-fold{i}.log", after=seed_jobs,
-                        done_if=lambda ev=ev: (ev / "report.json").exists(), extra=eval_extra))
+                        done_if=lambda ev=ev: (ev / "report.json").exists() and (
+                            not a.foresight_free or scored_blind(ev)), extra=eval_extra))
     return jobs
+
+
+def scored_blind(ev: Path) -> bool:
+    """Whether the fold report in ``ev`` scored the foresight-free oracle (``--foresight-free``)."""
+    from agents.registry import ORACLE_BLIND
+
+    try:
+        return ORACLE_BLIND in json.loads((ev / "report.json").read_text())["policies"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def keep_unblind_reports(out: Path, folds: list[int]) -> list[Path]:
+    """Before ``--foresight-free`` re-scores a finished fold: its report without ``oracle-blind`` is renamed
+    ``eval/fold-i.without-blind`` (``-2``, ``-3`` … if taken), so that nothing is overwritten. The renamed folders."""
+    kept = []
+    for i in folds:
+        ev = out / "eval" / f"fold-{i}"
+        if (ev / "report.json").exists() and not scored_blind(ev):
+            dest, n = ev.with_name(f"fold-{i}.without-blind"), 1
+            while dest.exists():
+                n += 1
+                dest = ev.with_name(f"fold-{i}.without-blind-{n}")
+            ev.rename(dest)
+            kept.append(dest)
+    return kept
 
 
 def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True, desc: str = "cross-validation") -> dict[str, int]:
@@ -174,7 +208,7 @@ def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True, desc: str 
 # --- report -------------------------------------------------------------------------------------------
 def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
     """Per-fold scores from ``OUT/eval/fold-i/report.json``: the policy per seed, its warm start, each heuristic."""
-    from agents.registry import REFERENCES
+    from agents.registry import ORACLE_BLIND, REFERENCES
 
     folds = []
     for i in range(k):
@@ -186,6 +220,9 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
         cv = json.loads((out / "folds" / f"fold-{i}" / "manifest.json").read_text())["info"]["cv"]
         row: dict[str, Any] = {"fold": i, "test_units": cv["test_units"], "episodes": len(rep["episodes"]),
                                "rl": {}, "warm_start": {}, "heuristics": {}, "deaths_not_oracle": {}}
+        if ORACLE_BLIND in pol:  # --foresight-free: the deaths control would have avoided
+            row["deaths_not_blind"] = {}
+            row["oracle_blind"] = pol[ORACLE_BLIND]["score"]
         for seed in seeds:
             run = completed_run(out / "runs" / f"fold-{i}" / f"seed-{seed}")
             if run is None:
@@ -194,6 +231,8 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
                 if name.endswith(f":{run.name}"):
                     row["rl"][seed] = m["score"]
                     row["deaths_not_oracle"][seed] = m["deaths_not_oracle"]
+                    if "deaths_not_blind" in row:
+                        row["deaths_not_blind"][seed] = m["deaths_not_blind"]
                 elif name.endswith(f":{run.name}/warm_start"):
                     row["warm_start"][seed] = m["score"]
         for name, m in pol.items():
@@ -217,6 +256,8 @@ def summarise(folds: list[dict], seeds: list[int], k: int | None = None) -> dict
     per_fold = np.nanmean(rl, axis=1)
     beats = [bool(np.all(rl[i] > best_h[i])) for i in range(len(folds))]
     deaths = sum(int(v or 0) for f in folds for v in f["deaths_not_oracle"].values())
+    blind = (sum(int(v or 0) for f in folds for v in f["deaths_not_blind"].values())
+             if all("deaths_not_blind" in f for f in folds) else None)  # --foresight-free in every fold
     s = {
         "mean": float(np.nanmean(rl)), "worst_fold": float(np.nanmin(per_fold)),
         "per_seed_mean": [float(np.nanmean(rl[:, j])) for j in range(len(seeds))],
@@ -225,12 +266,15 @@ def summarise(folds: list[dict], seeds: list[int], k: int | None = None) -> dict
         "rl_minus_warm_start": float(np.nanmean(rl - ws)) if np.isfinite(ws).any() else None,
         "best_heuristic_mean": float(np.nanmean(best_h)),
         "beats_every_heuristic_every_fold_every_seed": all(beats), "beats_per_fold": beats,
-        "deaths_the_oracle_avoids": deaths,
+        "deaths_the_oracle_avoids": deaths, "deaths_the_blind_oracle_avoids": blind,
+        "oracle_blind_mean": float(np.mean([f["oracle_blind"] for f in folds])) if blind is not None else None,
     }
     s["partial"] = k is not None and len(folds) < k
     s["targets"] = {} if s["partial"] else {
         "mean>=0.95": s["mean"] >= TARGET_MEAN, "worst_fold>=0.93": s["worst_fold"] >= TARGET_WORST,
         "above every heuristic in every fold": all(beats), "no death the oracle avoids": deaths == 0}
+    # not one of the targets (the issue counts against the oracle): the same count against the foresight-free one
+    s["no_death_the_blind_oracle_avoids"] = None if s["partial"] or blind is None else blind == 0
     return s
 
 
@@ -285,6 +329,10 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
                f"* best heuristic per fold, mean: {fmt(res['best_heuristic_mean'])}; every seed above every heuristic "
                f"in each fold: {res['beats_per_fold']}",
                f"* battery deaths the oracle avoids (all folds and seeds): {res['deaths_the_oracle_avoids']}",
+               *([f"* battery deaths the foresight-free oracle (`oracle-blind`, no foresight of chargers or of the "
+                  f"session's end) avoids: {res['deaths_the_blind_oracle_avoids']}; its own score, mean over folds: "
+                  f"{fmt(res['oracle_blind_mean'])}"] if res.get("deaths_the_blind_oracle_avoids") is not None
+                 else []),
                "* targets met: " + (", ".join(f"{k} {'yes' if v else 'no'}" for k, v in res["targets"].items())
                                     or "not judged (a subset of the folds)"), "",
                "Every heuristic's score per fold is in `crossval.csv`; the per-fold reports in `eval/fold-i/`."]
@@ -391,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="only rebuild crossval.* from what has finished; the training line is taken from "
                          "OUT/args.json, as the runs were started")
+    ap.add_argument("--foresight-free", action="store_true",
+                    help="also score oracle-blind (no foresight of chargers or of the session's end) in every fold "
+                         "and count the deaths it avoids; with --resume on a finished folder, re-score its folds "
+                         "(earlier reports kept as eval/fold-i.without-blind)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -428,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         (out / "logs").mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**vars(a), "train_extra": train_extra}, indent=1))
+        if a.foresight_free:
+            for kept in keep_unblind_reports(out, a.folds):
+                print(f"kept {kept} (the fold's report without oracle-blind); re-scoring the fold", file=sys.stderr)
         rc = run_jobs(plan(a, train_extra), a.jobs, progress=not a.no_progress)
         failed = [n for n, c in rc.items() if c]
         if failed:

@@ -643,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--policies", default=None,
                     help=f"comma-separated subset of {ALL_CONTROLLERS} (default: all; the split rules only "
                          "for a profile with split configurations)")
+    ap.add_argument("--also", default="", metavar="NAMES",
+                    help="comma-separated controllers scored besides --policies (or the default set), e.g. "
+                         "oracle-blind: each policy's deaths that the foresight-free oracle avoids")
     ap.add_argument("--oracle-grid", type=_oracle_grid, default="101,25,7",
                     help="oracle grid: n_soc,n_temp,n_backlog (each >= 2)")
     ap.add_argument("--objectives", default=None,
@@ -678,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad or not names:
         ap.error(f"argument --policies: unknown policies {bad}; choose from {ALL_CONTROLLERS}" if bad else
                  f"argument --policies: empty; choose from {ALL_CONTROLLERS}")
+    also = [n.strip() for n in args.also.split(",") if n.strip()]
+    if [n for n in also if n not in ALL_CONTROLLERS]:
+        ap.error(f"argument --also: unknown policies {[n for n in also if n not in ALL_CONTROLLERS]}; choose from "
+                 f"{ALL_CONTROLLERS}")
     if args.workers > 1:
         from agents.parallel import INSTALL_HINT, ray_available
 
@@ -723,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_factory, kw = _env_factory(args, cfg)
     if args.policies is None:
         names = default_controllers(env_factory().costs)
+    names += [n for n in also if n not in names]
     n_soc, n_temp, n_backlog = args.oracle_grid
     controllers: dict[str, Any] = {}
     rl_name = None

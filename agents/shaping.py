@@ -49,7 +49,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from runtime.dynamics import TOK_SCALE
 
-__all__ = ["LAMBDAS", "POTENTIALS", "EnergyShaping", "dual_prefix_sums", "quality_per_joule"]
+__all__ = ["LAMBDAS", "POTENTIALS", "DeathWeight", "EnergyShaping", "dual_prefix_sums", "quality_per_joule"]
 
 #: the potentials of ``train.py --shape-potential``
 POTENTIALS = ("deficit", "dual")
@@ -203,3 +203,37 @@ class EnergyShaping(VecEnvWrapper):
         self.shaping_sum += float(np.abs(f).sum())
         self.shaping_n += f.size
         return obs, (rew + f).astype(np.float32), done, infos
+
+
+class DeathWeight(VecEnvWrapper):
+    """A training-only price on battery death (``train.py --train-death-weight W``): ``r <- r - extra`` on the step
+    an episode ends in death, with ``extra = W - weights.death`` (the env's own weight is already in ``r``).
+
+    Why. A device knows neither when its session ends nor when a charger comes; the oracle that labels the warm
+    start does, and spends a low battery to the last joule where the session ends in time. A policy that imitates
+    it dies where the session goes on. A higher price on death in training only asks the policy to hedge where its
+    observations cannot tell the two apart; unlike shaping it changes the optimal policy, on purpose. Episode
+    returns (outside, in ``VecMonitor``), val and every score keep the env's weight.
+
+    A death is an episode end that is not a truncation: the batched env terminates only at death
+    (``envs.batched``: ``term`` is ``dead``) and marks every other end ``TimeLimit.truncated``.
+    """
+
+    def __init__(self, venv, weight: float, env_weight: float):
+        super().__init__(venv)
+        if not (np.isfinite(weight) and weight >= env_weight):
+            raise ValueError(f"the training death weight must be a finite number >= the env's ({env_weight:g}), "
+                             f"got {weight!r}")
+        self.extra = float(weight) - float(env_weight)
+        self.deaths = 0  # for the run's log: deaths in training rollouts since the last read
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rew, done, infos = self.venv.step_wait()
+        dead = np.array([bool(d) and not info.get("TimeLimit.truncated", True) for d, info in zip(done, infos)])
+        if dead.any():
+            rew = rew - self.extra * dead
+            self.deaths += int(dead.sum())
+        return obs, np.asarray(rew, dtype=np.float32), done, infos

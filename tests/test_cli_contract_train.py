@@ -49,6 +49,8 @@ BAD = [
     ("agents.evaluate", ["--split", "holdout"], "--split"),
     ("agents.evaluate", ["--policies", "nope"], "--policies"),
     ("agents.evaluate", ["--objectives", "fastest"], "--objectives"),
+    ("agents.evaluate", ["--also", "nope"], "--also"),
+    ("train.py", ["--train-death-weight", "10"], "--train-death-weight"),
     ("envs.live", ["--tokens", "0"], "--tokens"),
     ("envs.live", ["--repeats", "0"], "--repeats"),
     ("envs.live", ["--threads", "0"], "--threads"),

@@ -87,7 +87,7 @@ def test_folds_option_plans_only_those_folds_and_refuses_bad_ones(tmp_path, caps
 
     a = argparse.Namespace(out=str(tmp_path), k=4, folds=[1], seeds=[1, 2], total_timesteps=1e3, learning_rate=3e-5,
                            recipe="dagger+ppo", expert="oracle", oracle_grid="51,13,5", dagger_episodes=2,
-                           bc_episodes=2, max_steps=10)
+                           bc_episodes=2, max_steps=10, foresight_free=False)
     names = [j.name for j in plan(a, [])]
     assert names == ["train fold 1 seed 1", "train fold 1 seed 2", "evaluate fold 1"]
     for bad in ("4", "1,1", "x", "-1"):
@@ -103,7 +103,7 @@ def test_the_expert_option_reaches_every_training_job(tmp_path):
 
     a = argparse.Namespace(out=str(tmp_path), k=3, folds=[0, 1, 2], seeds=[1, 2], total_timesteps=1e3,
                            learning_rate=3e-5, recipe="dagger+ppo", expert="oracle-masked", oracle_grid="51,13,5",
-                           dagger_episodes=2, bc_episodes=2, max_steps=10)
+                           dagger_episodes=2, bc_episodes=2, max_steps=10, foresight_free=False)
     trains = [j for j in plan(a, []) if j.name.startswith("train")]
     assert len(trains) == 6
     for j in trains:
@@ -130,3 +130,76 @@ def test_a_rebuilt_report_describes_the_training_that_was_recorded_not_its_own_o
     assert main(["--traces", str(tmp_path), "--out", str(out), "--report-only", "--no-progress"]) == 0
     assert "args.json is missing or unreadable" in capsys.readouterr().err
     assert "1e+06 RL steps" in (out / "crossval.md").read_text()
+
+
+def _fake_cv(out, blind: bool, deaths_blind=(0, 1)):
+    """A finished two-fold cross-validation folder: runs, folds and fold reports (with oracle-blind or not)."""
+    import json
+
+    for i in range(2):
+        (out / "folds" / f"fold-{i}").mkdir(parents=True)
+        (out / "folds" / f"fold-{i}" / "manifest.json").write_text(
+            json.dumps({"info": {"cv": {"test_units": [f"unit-{i}"]}}}))
+        run = out / "runs" / f"fold-{i}" / "seed-1" / f"run{i}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"train_wall_s": 1.0}))
+        pol = {f"rl:maskable_ppo:run{i}": {"score": 0.96, "deaths_not_oracle": 1, "deaths_not_blind": deaths_blind[i]},
+               "schedutil": {"score": 0.9, "deaths_not_oracle": 0, "deaths_not_blind": 0},
+               "oracle": {"score": 1.0, "deaths_not_oracle": 0}}
+        if blind:
+            pol["oracle-blind"] = {"score": 0.97 - 0.02 * i, "deaths_not_oracle": 1, "deaths_not_blind": 0}
+        else:
+            for m in pol.values():
+                m.pop("deaths_not_blind", None)
+        (out / "eval" / f"fold-{i}").mkdir(parents=True)
+        (out / "eval" / f"fold-{i}" / "report.json").write_text(json.dumps({"policies": pol, "episodes": [{}] * 3}))
+
+
+def test_foresight_free_counts_the_deaths_the_blind_oracle_avoids_beside_the_oracles(tmp_path):
+    from agents.crossval import collect, write_report
+
+    _fake_cv(tmp_path, blind=True)
+    res = collect(tmp_path, 2, [1])
+    assert [f["deaths_not_blind"] for f in res["folds"]] == [{1: 0}, {1: 1}]
+    assert "oracle-blind" not in res["folds"][0]["heuristics"]  # a reference, not a heuristic to beat
+    assert res["deaths_the_oracle_avoids"] == 2 and res["deaths_the_blind_oracle_avoids"] == 1
+    assert res["oracle_blind_mean"] == pytest.approx(0.96)
+    assert res["targets"]["no death the oracle avoids"] is False  # the issue's target is unchanged
+    assert res["no_death_the_blind_oracle_avoids"] is False
+    write_report(res, tmp_path, "t")
+    assert "the foresight-free oracle (`oracle-blind`" in (tmp_path / "crossval.md").read_text()
+
+
+def test_without_foresight_free_there_is_no_blind_count(tmp_path):
+    from agents.crossval import collect, write_report
+
+    _fake_cv(tmp_path, blind=False)
+    res = collect(tmp_path, 2, [1])
+    assert res["deaths_the_blind_oracle_avoids"] is None and res["no_death_the_blind_oracle_avoids"] is None
+    write_report(res, tmp_path, "t")
+    assert "oracle-blind" not in (tmp_path / "crossval.md").read_text()
+
+
+def test_foresight_free_rescores_a_finished_fold_and_keeps_its_old_report(tmp_path):
+    import argparse
+
+    from agents.crossval import keep_unblind_reports, plan
+
+    _fake_cv(tmp_path, blind=False)
+    a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
+                           recipe="dagger+ppo", expert="oracle", oracle_grid="51,13,5", dagger_episodes=2,
+                           bc_episodes=2, max_steps=10, foresight_free=True)
+    evals = [j for j in plan(a, []) if j.name.startswith("evaluate")]
+    assert all(j.argv[j.argv.index("--also") + 1] == "oracle-blind" for j in evals)
+    assert not any(j.done_if() for j in evals)  # the reports without oracle-blind do not count as done
+    old = (tmp_path / "eval" / "fold-0" / "report.json").read_text()
+    (tmp_path / "eval" / "fold-1.without-blind").mkdir()  # taken: the next free name is used
+    kept = keep_unblind_reports(tmp_path, [0, 1])
+    assert [k.name for k in kept] == ["fold-0.without-blind", "fold-1.without-blind-2"]
+    assert (kept[0] / "report.json").read_text() == old and not (tmp_path / "eval" / "fold-0").exists()
+    _fake_cv(tmp_path / "b", blind=True)
+    assert all(j.done_if() for j in plan(argparse.Namespace(**{**vars(a), "out": str(tmp_path / "b")}), [])
+               if j.name.startswith("evaluate"))
+    assert keep_unblind_reports(tmp_path / "b", [0, 1]) == []
+    a.foresight_free = False
+    assert all("--also" not in j.argv for j in plan(a, []))

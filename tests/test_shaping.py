@@ -164,3 +164,38 @@ def test_train_records_the_shaping_and_logs_it(tmp_path):
     tb = EventAccumulator(str(next((run / "tb").iterdir())))
     tb.Reload()
     assert "charts/shaping_abs_mean" in tb.Tags()["scalars"]
+
+
+def test_the_training_death_weight_prices_a_death_and_nothing_else():
+    """``DeathWeight``: a death's step costs ``W - weights.death`` more; the other env (same steps, a battery that
+    lasts, cut by the step limit) is untouched; VecMonitor underneath logs the env's own return."""
+    from agents.shaping import DeathWeight
+
+    p = EnvParams(max_episode_steps=30)
+    env = BatchedPowerEnv(n_envs=2, seed=1, params=p)
+    dw = DeathWeight(VecMonitor(env), 200.0, p.weights.death)
+    dw.reset()
+    _low_battery(env, 0, soc=0.02, capacity_scale=0.01)  # dies within a few steps at the full configuration
+    _low_battery(env, 1, soc=1.0, capacity_scale=100.0)  # lasts until the step limit
+    raw, seen = np.zeros(2), {}
+    for _ in range(30):
+        _, r, done, infos = dw.step(np.full(2, env.ref.full_config))
+        raw_r = env.last.reward.copy()
+        for j in range(2):
+            if j in seen:
+                continue
+            if done[j]:
+                dead = not infos[j]["TimeLimit.truncated"]
+                assert r[j] == pytest.approx(raw_r[j] - (150.0 if dead else 0.0), abs=1e-4)
+                seen[j] = (dead, infos[j]["episode"]["r"], raw[j] + raw_r[j])
+            else:
+                assert r[j] == pytest.approx(raw_r[j], abs=1e-5)
+                raw[j] += raw_r[j]
+        if len(seen) == 2:
+            break
+    assert seen[0][0] and not seen[1][0], "env 0 should die, env 1 reach the step limit"
+    assert dw.deaths == 1
+    for _, logged, env_return in seen.values():
+        assert logged == pytest.approx(env_return, rel=1e-4, abs=1e-3)
+    with pytest.raises(ValueError, match="death weight"):
+        DeathWeight(env, 10.0, 50.0)
