@@ -6,6 +6,7 @@
     python -m agents.crossval ... --resume          # finish an interrupted cross-validation
     python -m agents.crossval ... -- --env.lookahead 12   # anything after -- goes to every train.py
     python -m agents.crossval ... --folds 1       # only fold 1 (an ablation on the fold that fails)
+    python -m agents.crossval ... --resume --foresight-free   # count the deaths oracle-blind avoids too
 
 Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
 
@@ -30,6 +31,10 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
    would have avoided, beside those the oracle avoids (docs/agents.md, "Deaths that control would avoid").
    ``--resume --foresight-free`` on a finished folder re-scores its folds without training; each earlier fold
    report is kept, renamed ``eval/fold-i.without-blind``.
+
+``--resume`` finishes a folder with the training options it was started with (``OUT/args.json``): with nothing
+after ``--`` it reuses the recorded ``train.py`` arguments, and a training option that differs from the record is
+refused, naming the recorded value.
 
 Nothing is overwritten: a finished step (a run folder with ``config.json``, a fold's ``report.json``) is kept and
 skipped with ``--resume``; without it an existing ``OUT`` is refused.
@@ -470,6 +475,20 @@ def main(argv: list[str] | None = None) -> int:
     if not a.report_only:
         if out.exists() and any(out.iterdir()) and not a.resume:
             ap.error(f"argument --out: {out} exists and is not empty; pass --resume to finish it or choose another")
+        recorded = recorded_training(out) if a.resume else None
+        if recorded is not None:  # finish the runs as they were started, not with this command line's defaults
+            rec, rec_extra = recorded
+            if not train_extra and rec_extra:
+                train_extra = list(rec_extra)
+                print(f"--resume: the further train.py arguments recorded in {out / 'args.json'}: "
+                      f"{' '.join(rec_extra)}", file=sys.stderr)
+            diff = [f"--{k.replace('_', '-')} {rec[k]:g}" if isinstance(rec[k], float) else
+                    f"--{k.replace('_', '-')} {rec[k]}" for k in rec if rec[k] != getattr(a, k)]
+            if train_extra != rec_extra:
+                diff.append(f"the train.py arguments after -- `{' '.join(rec_extra) or 'none'}`")
+            if diff:
+                ap.error(f"argument --resume: {out} was started with {'; '.join(diff)}; fix: pass the same options "
+                         "(or none after --, to reuse the recorded ones) to finish it")
         from traces.folds import make_folds
 
         if not all((out / "folds" / f"fold-{i}" / "manifest.json").exists() for i in range(a.k)):

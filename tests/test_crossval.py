@@ -203,3 +203,38 @@ def test_foresight_free_rescores_a_finished_fold_and_keeps_its_old_report(tmp_pa
     assert keep_unblind_reports(tmp_path / "b", [0, 1]) == []
     a.foresight_free = False
     assert all("--also" not in j.argv for j in plan(a, []))
+
+
+def test_resume_finishes_with_the_recorded_training_options(tmp_path, monkeypatch, capsys):
+    import json
+
+    import agents.crossval as cv
+
+    out = tmp_path / "cv"
+    for i in range(3):
+        (out / "folds" / f"fold-{i}").mkdir(parents=True)
+        (out / "folds" / f"fold-{i}" / "manifest.json").write_text("{}")
+    (out / "args.json").write_text(json.dumps({"recipe": "dagger+ppo", "expert": "oracle-masked",
+                                               "total_timesteps": 2e6, "train_extra": ["--hot-frac", "0.3"]}))
+    base = ["--traces", str(tmp_path), "--k", "3", "--out", str(out), "--resume", "--no-progress",
+            "--expert", "oracle-masked"]
+    with pytest.raises(SystemExit):  # 1e6 steps by default: not how the folder was started
+        cv.main(base)
+    err = capsys.readouterr().err
+    assert "--total-timesteps 2e+06" in err and "fix: pass the same options" in err
+    with pytest.raises(SystemExit):  # other train.py arguments after --
+        cv.main(base + ["--total-timesteps", "2e6", "--", "--hot-frac", "0.5"])
+    assert "`--hot-frac 0.3`" in capsys.readouterr().err
+
+    class Planned(Exception):
+        pass
+
+    def fake_run_jobs(jobs, *args, **kw):
+        raise Planned(jobs)
+
+    monkeypatch.setattr(cv, "run_jobs", fake_run_jobs)
+    with pytest.raises(Planned) as planned:  # nothing after --: the recorded arguments reach every train.py
+        cv.main(base + ["--total-timesteps", "2e6"])
+    trains = [j for j in planned.value.args[0] if j.name.startswith("train")]
+    assert trains and all(j.argv[-2:] == ["--hot-frac", "0.3"] for j in trains)
+    assert "the further train.py arguments recorded" in capsys.readouterr().err
