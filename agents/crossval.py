@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=positive_int, default=720)
     ap.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 1)),
                     help="subprocesses at a time (each uses one thread)")
-    ap.add_argument("--resume", action="store_true", help="keep finished steps in an existing --out and do the rest")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep finished steps in an existing --out and do the rest, with the training options it "
+                         "was started with (OUT/args.json; nothing after -- reuses its train.py arguments)")
     ap.add_argument("--report-only", action="store_true",
                     help="only rebuild crossval.* from what has finished; the training line is taken from "
                          "OUT/args.json, as the runs were started")
