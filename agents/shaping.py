@@ -224,8 +224,7 @@ class DeathWeight(VecEnvWrapper):
         if not (np.isfinite(weight) and weight >= env_weight):
             raise ValueError(f"the training death weight must be a finite number >= the env's ({env_weight:g}), "
                              f"got {weight!r}")
-        self.extra = float(weight) - float(env_weight)
-        self.deaths = 0  # for the run's log: deaths in training rollouts since the last read
+        self.extra = float(weight) - float(env_weight)  # deaths are logged already: reward_terms/death
 
     def reset(self):
         return self.venv.reset()
@@ -235,5 +234,4 @@ class DeathWeight(VecEnvWrapper):
         dead = np.array([bool(d) and not info.get("TimeLimit.truncated", True) for d, info in zip(done, infos)])
         if dead.any():
             rew = rew - self.extra * dead
-            self.deaths += int(dead.sum())
         return obs, np.asarray(rew, dtype=np.float32), done, infos

@@ -194,7 +194,6 @@ def test_the_training_death_weight_prices_a_death_and_nothing_else():
         if len(seen) == 2:
             break
     assert seen[0][0] and not seen[1][0], "env 0 should die, env 1 reach the step limit"
-    assert dw.deaths == 1
     for _, logged, env_return in seen.values():
         assert logged == pytest.approx(env_return, rel=1e-4, abs=1e-3)
     with pytest.raises(ValueError, match="death weight"):
