@@ -54,9 +54,10 @@ def run_session(cv: Path, fold: int, trace: str, grid: tuple[int, int, int], max
     names = [t.name for t in env.unwrapped.traces]
     hits = [k for k, n in enumerate(names) if trace in n]
     if len(hits) != 1:
+        shown = ", ".join(names[k] for k in hits[:3]) + (f" and {len(hits) - 3} more" if len(hits) > 3 else "")
         raise SystemExit(f"--trace {trace!r}: {'no' if not hits else len(hits)} traces of fold {fold}'s test split "
-                         f"match{'' if not hits else ': ' + ', '.join(names[k] for k in hits)}; fix: give a longer "
-                         f"part of one name, e.g. {names[0]}")
+                         f"match{': ' + shown if hits else ''}; fix: give a longer part of one name, e.g. "
+                         f"{names[hits[0] if hits else 0]}")
     k = hits[0]
     ctl = {ORACLE: partial(make_controller, ORACLE, n_soc=grid[0], n_temp=grid[1], n_backlog=grid[2]),
            SMALLEST: partial(make_controller, SMALLEST), RULE: partial(make_controller, RULE)}
@@ -119,7 +120,8 @@ def write(s: dict, summ: dict, out: Path, cmd: str, seconds: float) -> list[Path
           f"draws {s['smallest_j'] / 1e3:.2f} kJ of the {s['charge_j'] / 1e3:.2f} kJ until it ends. "
           "**The room above the smallest configuration: "
           f"{summ['room_j'] / 1e3:.2f} kJ** ({summ['room_j'] / (s['steps'] * s['dt_s']):.2f} W on average over the "
-          "session).", "",
+          "session)." + (" Even the smallest configuration does not last this session: there is no room, and "
+                         "every controller dies." if summ["room_j"] <= 0 else ""), "",
           "| controller | steps | death | return | energy, kJ | above the smallest: first "
           f"{summ['half_min']:.0f} min, kJ | above the smallest: all, kJ | the room spent at, min |",
           "|---|---|---|---|---|---|---|---|"]
