@@ -69,7 +69,7 @@ def run_session(cv: Path, fold: int, trace: str, grid: tuple[int, int, int], max
     dt = float(env.unwrapped.step_s)
     sm = res["series"][SMALLEST][0]
     if np.any(np.asarray(sm["supply_w"], float) > 0):
-        raise SystemExit(f"{names[k]}: a charger or panel supplies power in this session; the room is defined for a "
+        raise SystemExit(f"{names[k]}: a charger or panel supplies power during the trace; the room is defined for a "
                          "session on battery alone")
     small_j = np.asarray(sm["power_w"], float) * dt
     soc = np.asarray(sm["soc"], float)  # after each step
@@ -120,7 +120,7 @@ def write(s: dict, summ: dict, out: Path, cmd: str, seconds: float) -> list[Path
           f"draws {s['smallest_j'] / 1e3:.2f} kJ of the {s['charge_j'] / 1e3:.2f} kJ until it ends. "
           "**The room above the smallest configuration: "
           f"{summ['room_j'] / 1e3:.2f} kJ** ({summ['room_j'] / (s['steps'] * s['dt_s']):.2f} W on average over the "
-          "session)." + (" Even the smallest configuration does not last this session: there is no room, and "
+          "session)." + (" Even the smallest configuration does not last to the end: there is no room, and "
                          "every controller dies." if summ["room_j"] <= 0 else ""), "",
           "| controller | steps | death | return | energy, kJ | above the smallest: first "
           f"{summ['half_min']:.0f} min, kJ | above the smallest: all, kJ | the room spent at, min |",
