@@ -11,7 +11,9 @@ For each fold of one or more cross-validation folders (``agents.crossval --out``
 fold's held-out units (the first folder's folds; every folder must hold out the same units) and sets it beside the
 folder's own fold report (``eval/fold-i/report.json``: every seed's policy, its warm start, the heuristics, random and
 the oracle on the same episodes). Per folder it writes the scores (unchanged: normalised by the oracle) and both death
-counts; per fold, the foresight-free oracle's score and deaths. Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``::
+counts; per fold, the foresight-free oracle's score and deaths. A fold report that scored ``oracle-blind`` already
+(``agents.crossval --foresight-free``, same grid and step limit) is read instead of planning it again. Writes
+``OUT.md``, ``OUT.json`` and ``OUT.png``::
 
     python benchmarks/foresight_free.py --cv runs/cv_om_hotdr_f31 --cv runs/cv_se50_2h --jobs 2 \\
         --out benchmarks/results/foresight_free
@@ -55,6 +57,22 @@ def blind_fold(cv: Path, fold: int, grid: tuple[int, int, int], max_steps: int) 
             "death": [bool(e["death"]) for e in res["per_episode"][BLIND]], "seconds": time.perf_counter() - t0}
 
 
+def blind_from_report(cv: Path, fold: int, grid: tuple[int, int, int], max_steps: int) -> dict | None:
+    """``blind_fold``'s result read from the fold's report when it scored ``oracle-blind`` already
+    (``agents.crossval --foresight-free``) on the same grid and step limit; None otherwise (it must be run)."""
+    try:
+        rep = json.loads((cv / "eval" / f"fold-{fold}" / "report.json").read_text())
+        eps = rep["per_episode"][BLIND]
+        same = (tuple(rep["meta"]["oracle_grid"]) == tuple(grid) and rep["meta"]["max_steps"] == max_steps
+                and rep["meta"].get("battery_saver_min", 0) in (0, 0.0, None))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not same:
+        return None
+    return {"episodes": [e["trace_name"] for e in rep["episodes"]], "return": [float(e["return"]) for e in eps],
+            "death": [bool(e["death"]) for e in eps], "seconds": 0.0, "from_report": True}
+
+
 def fold_rows(cv: Path, fold: int, blind: dict) -> dict:
     """Per controller of the folder's fold report: score, deaths the oracle avoids, deaths the foresight-free
     oracle avoids (and on which traces)."""
@@ -69,7 +87,7 @@ def fold_rows(cv: Path, fold: int, blind: dict) -> dict:
                          "foresight-free oracle ran; fix: compare folders built with the same --k from the same units")
     out = {}
     for name, eps in ref["per_episode"].items():
-        if name in ("random", "oracle"):
+        if name in ("random", "oracle", BLIND):  # the foresight-free oracle's row is built below
             continue
         ret = float(np.mean([e["return"] for e in eps]))
         died = [bool(e["death"]) for e in eps]
@@ -162,9 +180,12 @@ def main(argv=None) -> int:
     if a.out.with_suffix(".md").exists() and not a.force:
         ap.error(f"{a.out.with_suffix('.md')} exists; pass --force to replace it")
     t0 = time.perf_counter()
+    # a fold report that scored oracle-blind already (agents.crossval --foresight-free) is read, not run again
+    blind = {f: b for f in folds if (b := blind_from_report(a.cv[0], f, grid, a.max_steps)) is not None}
+    for f in blind:
+        print(f"[foresight_free] fold {f}: oracle-blind read from {a.cv[0]}/eval/fold-{f}/report.json", file=sys.stderr)
     with concurrent.futures.ProcessPoolExecutor(a.jobs) as pool:
-        futs = {f: pool.submit(blind_fold, a.cv[0], f, grid, a.max_steps) for f in folds}
-        blind = {}
+        futs = {f: pool.submit(blind_fold, a.cv[0], f, grid, a.max_steps) for f in folds if f not in blind}
         for f, fut in futs.items():
             blind[f] = fut.result()
             print(f"[foresight_free] fold {f}: {blind[f]['seconds']:.0f} s", file=sys.stderr)
@@ -196,7 +217,8 @@ def main(argv=None) -> int:
         md.append("")
     md += [f"![deaths per controller]({a.out.name}.png)", "",
            f"`{cmd}` ({sum(b['seconds'] for b in blind.values()):.0f} s of the foresight-free oracle over "
-           f"{len(folds)} folds)"]
+           f"{len(folds)} folds" + (f"; {n_read} read from the folds' reports" if (n_read := sum(
+               bool(b.get("from_report")) for b in blind.values())) else "") + ")"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out.with_suffix(".md"), "\n".join(md) + "\n")
     atomic_write_text(a.out.with_suffix(".json"), json.dumps(

@@ -2,7 +2,8 @@
 
 A battery death that the oracle avoids can be one that control would have avoided, or one that needed knowing when
 the session ends (``benchmarks/foresight_free.py``). This measures the second kind directly on one held-out session
-of a cross-validation fold: the battery's charge at the start, what the device's own load with the smallest
+of a cross-validation fold: the battery's charge at the start (the env's ``device_view()``: SoC x capacity), what
+the device's own load with the smallest
 configuration draws until the session ends (the static-smallest controller's recorded power), and so the session's
 *room*: the energy a controller may spend above the smallest configuration and still last. For the oracle, the
 fold's trained policies (every seed, as they are) and the schedutil-like rule, it writes the energy each spends above
@@ -72,11 +73,10 @@ def run_session(cv: Path, fold: int, trace: str, grid: tuple[int, int, int], max
         raise SystemExit(f"{names[k]}: a charger or panel supplies power during the trace; the room is defined for a "
                          "session on battery alone")
     small_j = np.asarray(sm["power_w"], float) * dt
-    soc = np.asarray(sm["soc"], float)  # after each step
-    if len(soc) < 2 or soc[0] <= soc[-1]:
-        raise SystemExit(f"{names[k]}: the smallest configuration does not drain the battery here; nothing to measure")
-    capacity_j = small_j[1:].sum() / (soc[0] - soc[-1])  # on battery alone, discharged at 100 % (runtime.dynamics)
-    charge_j = (soc[0] + small_j[0] / capacity_j) * capacity_j  # before the first step
+    view = env.unwrapped
+    view.reset(seed=k, options={"trace": k, "start": 0})  # the episode's start, as evaluate_controllers resets it
+    start = view.device_view()
+    capacity_j, charge_j = start["capacity_j"], start["soc_frac"] * start["capacity_j"]
     out = {"trace": names[k], "fold": fold, "dt_s": dt, "controllers": {}}
     for name in ctl:
         ep, ser = res["per_episode"][name][0], res["series"][name][0]
@@ -88,7 +88,7 @@ def run_session(cv: Path, fold: int, trace: str, grid: tuple[int, int, int], max
     out["steps"] = int(res["per_episode"][SMALLEST][0]["steps"])
     out["smallest_j"] = float(small_j.sum())
     out["charge_j"], out["capacity_j"] = float(charge_j), float(capacity_j)
-    out["soc0"] = float(charge_j / capacity_j)
+    out["soc0"] = float(start["soc_frac"])
     return out
 
 

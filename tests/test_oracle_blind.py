@@ -92,6 +92,30 @@ def test_the_benchmark_counts_deaths_against_both_oracles(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_benchmark_reads_the_foresight_free_oracle_from_a_fold_report_that_scored_it(tmp_path):
+    """A fold report written with ``agents.crossval --foresight-free`` already holds oracle-blind's episodes: the
+    benchmark reads them (same grid and step limit) instead of planning again; otherwise it must run it."""
+    import json
+
+    from bench_helpers import load_benchmark
+
+    ff = load_benchmark("foresight_free")
+    ev = tmp_path / "eval" / "fold-0"
+    ev.mkdir(parents=True)
+    rep = {"meta": {"oracle_grid": [51, 13, 5], "max_steps": 720, "battery_saver_min": 0.0},
+           "episodes": [{"trace_name": "a"}, {"trace_name": "b"}],
+           "per_episode": {"oracle-blind": [{"return": 3.0, "death": False}, {"return": 1.0, "death": True}]}}
+    (ev / "report.json").write_text(json.dumps(rep))
+    got = ff.blind_from_report(tmp_path, 0, (51, 13, 5), 720)
+    assert got["episodes"] == ["a", "b"] and got["return"] == [3.0, 1.0] and got["death"] == [False, True]
+    assert ff.blind_from_report(tmp_path, 0, (101, 25, 7), 720) is None  # another grid: run it
+    assert ff.blind_from_report(tmp_path, 0, (51, 13, 5), 100) is None
+    assert ff.blind_from_report(tmp_path, 1, (51, 13, 5), 720) is None  # no report
+    del rep["per_episode"]["oracle-blind"]
+    (ev / "report.json").write_text(json.dumps(rep))
+    assert ff.blind_from_report(tmp_path, 0, (51, 13, 5), 720) is None
+
+
 def test_evaluate_reports_the_deaths_the_foresight_free_oracle_avoids():
     """With ``oracle-blind`` among the policies, ``agents.evaluate`` counts each policy's deaths against it beside the
     oracle's count, and shows the column; without it, neither."""
