@@ -124,6 +124,9 @@ def cv_folds(ap: argparse.ArgumentParser, cvs: list[Path], folds: str | None) ->
                sorted(int(p.name.split("-")[1]) for p in (cvs[0] / "folds").glob("fold-*")))
     except ValueError:
         ap.error(f"--folds {folds!r}: comma-separated fold numbers, e.g. 0,1,2,3")
+    have = sorted(int(p.name.split("-")[1]) for p in (cvs[0] / "folds").glob("fold-*"))
+    if not out or any(f not in have for f in out):
+        ap.error(f"--folds {folds!r}: {cvs[0]} has folds {','.join(map(str, have)) or 'none'}; fix: choose among them")
     for cv in cvs[1:]:
         for f in out:
             units = [json.loads((c / "folds" / f"fold-{f}" / "manifest.json").read_text())["splits"]["test"]

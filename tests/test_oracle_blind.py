@@ -134,3 +134,16 @@ def test_evaluate_reports_the_deaths_the_foresight_free_oracle_avoids():
                                progress=False)
     assert "deaths_not_blind" not in res["policies"]["oracle"]
     assert "deaths oracle-blind avoids" not in format_table(res)
+
+
+def test_the_benchmarks_refuse_a_fold_the_folder_does_not_have(tmp_path, capsys):
+    """``battery_saver.cv_folds`` (shared by the fold-by-fold benchmarks): a fold missing from the folder is a usage
+    error naming the folds it has, before anything runs."""
+    from bench_helpers import load_benchmark
+
+    ff = load_benchmark("foresight_free")
+    for i in (0, 1):
+        (tmp_path / "folds" / f"fold-{i}").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        ff.main(["--cv", str(tmp_path), "--folds", "9", "--out", str(tmp_path / "out" / "x")])
+    assert "has folds 0,1" in capsys.readouterr().err and not (tmp_path / "out").exists()
