@@ -748,7 +748,7 @@ def linear_start(value) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str, clone_kl: float = 0.0):
+def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str | None, clone_kl: float = 0.0):
     """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``; ``lin_<start>`` values become SB3's
     ``LinearSchedule`` from the start to 0 over the run (RL Zoo's ``linear_schedule``). ``clone_kl`` > 0:
     ``agents.clone_kl.CloneKLMaskablePPO`` (maskable_ppo only; its anchor is set after the warm start)."""
@@ -764,8 +764,13 @@ def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str, clone_kl: float
         from agents.clone_kl import CloneKLMaskablePPO
 
         cls, extra = CloneKLMaskablePPO, {"clone_kl": clone_kl}
-    return cls("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu",
-               **extra)
+    model = cls("MlpPolicy", env, **hp, policy_kwargs=pk, seed=seed, verbose=0, tensorboard_log=tb_dir, device="cpu",
+                **extra)
+    if tb_dir is None:  # SB3 would log to a fresh empty SB3-<date> folder in the temp dir on every learn()
+        from stable_baselines3.common.logger import Logger
+
+        model.set_logger(Logger(None, []))
+    return model
 
 
 def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_dir: str) -> dict:

@@ -128,3 +128,24 @@ def test_linear_schedule_is_rl_zoos(tmp_path, monkeypatch):
     except ImportError:
         return
     assert all(linear_schedule(3e-4)(p) == pytest.approx(model.lr_schedule(p)) for p in (1.0, 0.7, 0.1))
+
+
+def test_an_agent_without_a_log_folder_writes_nothing_to_the_temp_dir(tmp_path, monkeypatch):
+    """SB3 logs an agent made without ``tensorboard_log`` to a fresh ``SB3-<date>`` folder in the temp dir on every
+    ``learn()``; ``make_agent`` gives it a logger with no folder instead."""
+    import tempfile
+
+    import gymnasium as gym
+
+    import envs
+    import train
+
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    hp = train.load_hyperparams("ppo")
+    for k in ("n_envs", "normalize_obs", "normalize_reward", "n_timesteps"):
+        hp.pop(k, None)
+    hp.update(n_steps=16, batch_size=16, n_epochs=1)
+    model = train.make_agent("ppo", gym.make(envs.ENV_ID), dict(hp), seed=0, tb_dir=None)
+    model.learn(16)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")] == []
