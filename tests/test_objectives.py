@@ -179,3 +179,16 @@ def test_overlay_is_seeded_per_trace_and_sets_constraints_that_bind(tmp_path):
     back = TraceSet.load(tmp_path / "set")
     assert back.info["objectives"]["seed"] == 0
     assert next(iter(back)).meta.extra["quality_floor"] == next(iter(a)).meta.extra["quality_floor"]
+
+
+def test_overlay_gives_a_finite_deadline_to_a_trace_without_a_base_load():
+    """``base_load_w`` is optional (absent = all NaN): the deadline is then set from the idle and the model alone."""
+    from traces.objectives import overlay
+    from traces.schema import TraceMeta, make_trace
+
+    meta = TraceMeta(capacity_wh=15.0, initial_soc=0.8, device_kind="phone", source="x", license="CC0", unit="u")
+    tr = make_trace("nobase", meta, np.arange(0, 3600, 10.0), supply_w=0.0, plugged=0.0, ambient_c=22.0,
+                    demand_tps=20.0, bandwidth_mbps=10.0)
+    deadlines = [overlay(tr.replace(name=f"nobase{s}"), seed=s).meta.deadline_s for s in range(8)]
+    assert any(d is not None for d in deadlines)
+    assert all(d is None or (math.isfinite(d) and d > 0) for d in deadlines)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runtime.dynamics import DEVICES, battery_step, device_constants
 from traces import TraceSet, shared_traces_dir
 from traces.build_real import build_real
 from traces.importers import (
@@ -23,7 +24,7 @@ from traces.importers import (
     route_unit,
 )
 from traces.importers.android import SELF_HEATING, self_heating_c
-from traces.importers.solar import detect_sample_period_s
+from traces.importers.solar import MAX_IRRADIANCE_W_M2, detect_sample_period_s
 
 FIX = Path(__file__).parent / "fixtures" / "traces"
 
@@ -113,7 +114,8 @@ def test_linux_power_supply_log() -> None:
         assert t.meta.seed is not None  # demand seeded (no usage columns)
     first, second = trs
     assert first.meta.initial_soc == pytest.approx(39.9 / 45.0, abs=0.01)
-    assert 4.0 < np.median(first.base_load_w) < 7.5  # ~90-110 mWh per minute
+    # ~90-110 mWh per minute, the whole laptop: the env adds the platform idle to the base load itself
+    assert 4.0 < np.median(first.base_load_w) + DEVICES["laptop"].idle_power_w < 7.5
     assert second.plugged.max() == 1 and second.supply_w.max() > 30  # 600 mWh/min charging = 36 W
     # Same file, same result (seed from the file name).
     again = import_linux_power_supply(FIX / "linux" / "my-laptop" / "battery-synthetic.log")
@@ -209,3 +211,50 @@ def test_build_real_from_shared_traces(tmp_path: Path) -> None:
     info = json.loads((tmp_path / "real" / "manifest.json").read_text())["info"]
     assert info["files_by_format"]["android-batteryapp"] == 6
     assert (tmp_path / "real" / "radio_energy_per_bit.json").exists()
+
+
+def _replay_model_off(tr) -> np.ndarray:
+    """The env's battery with the model off (idle + base load, the trace's supply): SoC after each row."""
+    d = device_constants(tr.meta.device_kind)
+    soc, out = tr.meta.initial_soc, []
+    for i in range(len(tr)):
+        soc, _ = battery_step(soc, tr.supply_w[i], d.idle_power_w + np.nan_to_num(tr.base_load_w[i]), tr.hold_s[i],
+                              tr.meta.capacity_wh * 3600.0, d.charge_efficiency)
+        out.append(soc)
+    return np.array(out)
+
+
+def test_a_replay_with_the_model_off_reproduces_the_logged_charge() -> None:
+    """The battery logs' consumption already holds the platform idle, and their charge power is what was stored: the
+    importers write base load and supply so that the env (which adds the idle and stores η of a surplus) replays the
+    log's own SoC, discharging and charging."""
+    trs = import_linux_power_supply(FIX / "linux") + import_android_batteryapp(FIX / "android") \
+        + import_android_batteryapp(FIX / "android-adb")
+    assert {t.meta.device_kind for t in trs} == {"laptop", "phone"} and any(t.plugged.max() == 1 for t in trs)
+    for tr in trs:
+        sim, logged = _replay_model_off(tr), tr.soc_frac
+        assert np.nanmax(np.abs(sim[:-1] - logged[1:])) < 0.016, tr.name
+
+
+def test_android_level_of_one_percent_is_a_percentage(tmp_path) -> None:
+    """A phone logged at 1 % and then 0 % (its last minutes) is not a fraction 1.0 -> 0.0."""
+    rows = ["ID,level,temperature,voltage,status,usage,isInteractive,brandModel,Timestamp"]
+    rows += [f"abcdef0123456789,{1 if k < 120 else 0},35.0,3.55,3,40,true,google-Nexus 5X,{1594113568585 + k * 10000}"
+             for k in range(130)]
+    (tmp_path / "abcdef0123456789-2020-07-07-10-00-00.csv").write_text("\n".join(rows) + "\n")
+    (tr,) = import_android_batteryapp(tmp_path)
+    assert tr.meta.initial_soc == pytest.approx(0.01) and np.nanmax(tr.base_load_w) < 2.0
+
+
+def test_pvdaq_skips_a_window_with_impossible_irradiance(tmp_path) -> None:
+    """Irradiance far above what sunlight reaches is a sensor fault: its window is skipped with a warning naming the
+    file and the time; the other windows keep their names."""
+    t0 = 1685577600  # 2023-06-01 00:00 UTC
+    day = [max(0.0, 1000.0 * np.sin(np.pi * (h - 6) / 12)) for h in np.arange(0, 24, 0.25)]
+    vals = day + [v * 5.0 for v in day] + day  # the second day's sensor reads five times the sun
+    lines = ["measured_on,poa_irradiance"] + [f"{t0 + 900 * k},{v:.1f}" for k, v in enumerate(vals)]
+    (tmp_path / "system_99_poa_irradiance.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"system_99_poa_irradiance.csv: 1 window\(s\) skipped .* w1 at 2023-06-02"):
+        trs = import_pvdaq(tmp_path, window_h=24, windows=0)
+    assert [t.name.rsplit("-", 1)[1] for t in trs] == ["w0", "w2"]
+    assert max(t.supply_w.max() for t in trs) <= MAX_IRRADIANCE_W_M2 * 0.05 * 0.18

@@ -255,3 +255,14 @@ def test_default_set_loads_fast_and_has_all_splits() -> None:
     scen = {e.meta.extra["scenario"] for e in ts.entries if e.split == "test"}
     assert len(scen) == len(gen.SCENARIOS)  # every scenario is evaluated held-out
     assert any(t.meta.deadline_s for t in ts) and any(t.has_budget for t in ts)
+
+
+@pytest.mark.parametrize("col", ["budget_w", "base_load_w"])
+def test_an_infinity_in_an_optional_column_is_refused_not_taken_as_absent(col):
+    """NaN means "absent" in an optional column; an infinity is a glitch, named with its row and the fix."""
+    x = np.full(50, np.nan)
+    x[31] = np.inf
+    with pytest.raises(TraceValidationError, match=rf"row 32: {col} is inf.*NaN"):
+        small_trace(**{col: x}).validate()
+    x[31] = np.nan
+    small_trace(**{col: x}).validate()  # all absent is fine

@@ -76,7 +76,8 @@ def overlay(trace, seed: int = 0):
     deadline = trace.meta.deadline_s
     if deadline is None and u_dl < P_DEADLINE:
         dev = device_constants(trace.meta.device_kind)
-        base = float(np.nanmean(trace.base_load_w)) if trace.base_load_w is not None else 0.0
+        bl = trace.base_load_w
+        base = float(np.nanmean(bl)) if bl is not None and np.isfinite(bl).any() else 0.0  # absent: all NaN
         p_w = dev.idle_power_w + base + llm_w
         t_empty = trace.meta.initial_soc * trace.meta.capacity_wh * 3600.0 / max(p_w, 1e-6)
         end = float(trace.time_s[-1] - trace.time_s[0])

@@ -605,8 +605,8 @@ def validate_columns(
                 bad |= x < lo - 1e-9
             if hi is not None:
                 bad |= x > hi + 1e-9
-        if c in OPTIONAL_COLUMNS:
-            bad &= np.isfinite(x)
+        if c in OPTIONAL_COLUMNS:  # NaN = absent; an infinity is a value, and out of range
+            bad &= ~np.isnan(x)
         if bad.any():
             i = _first(bad)
             raise err(f"{c} is {x[i]:g}; {what}", row0=i, column=c, value=float(x[i]), fix=fix)

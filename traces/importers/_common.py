@@ -313,3 +313,27 @@ def read_provenance_license(folder: Path) -> str | None:
 
 
 Progress = Callable[[Iterable], Iterable]
+
+
+def device_side_power(kind: str, measured_w: np.ndarray, charge_w: np.ndarray,
+                      plugged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(base_load_w, supply_w)`` of a trace from a battery log, in the env's own terms.
+
+    ``measured_w`` is the whole device's consumption as the battery log shows it (the discharge power while
+    unplugged, an estimate while plugged), ``charge_w`` the power stored in the battery while plugged. The env
+    (``runtime.dynamics.step_core``) draws ``idle + base_load_w + LLM`` and stores ``charge_efficiency`` of a
+    surplus ``supply − draw``. So that a replay with the model off reproduces the log:
+
+    * ``base_load_w = max(measured − idle, 0)``: the measured consumption already holds the platform's idle
+      power, which the env adds itself (``DEVICES[kind].idle_power_w``);
+    * ``supply_w = charge / η + measured`` while plugged (0 unplugged): the surplus the env stores at efficiency
+      ``η`` is then the charge the log saw.
+    """
+    from runtime.dynamics import device_constants
+
+    d = device_constants(kind)
+    measured_w = np.asarray(measured_w, dtype=float)
+    on = np.asarray(plugged, dtype=float) >= 0.5
+    base = np.maximum(measured_w - d.idle_power_w, 0.0)
+    supply = np.where(on, np.maximum(np.asarray(charge_w, dtype=float), 0.0) / d.charge_efficiency + measured_w, 0.0)
+    return base, supply

@@ -70,6 +70,7 @@ from traces.demand import chat_sessions, from_usage
 from traces.importers._common import (
     ImportFormatError,
     clean_order,
+    device_side_power,
     ffill,
     find_column,
     list_files,
@@ -291,7 +292,9 @@ def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, ma
     level, temp, volt, usage, cur, plugged_raw, screen, wifi, cell = cols
     if t.size < 2:
         return []
-    if np.nanmax(level) <= 1.0:
+    fin_level = level[np.isfinite(level)]
+    # a fraction (0.57), not a dying phone's last percent (1 -> 0): BatteryManager's level is a whole percentage
+    if np.nanmax(level) <= 1.0 and np.any(fin_level != np.round(fin_level)):
         level = level * 100.0
     fin_temp = temp[np.isfinite(temp)]
     if fin_temp.size and np.median(fin_temp) > 100.0:  # tenths of a degree (dumpsys)
@@ -397,9 +400,9 @@ def _derive(t: np.ndarray, level: np.ndarray, temp: np.ndarray, volt: np.ndarray
         base_plugged = typical * weight / np.mean(weight[unplugged])
     else:
         base_plugged = 0.5 + 1.5 * util
-    base = np.where(unplugged, discharge, base_plugged)
+    measured = np.where(unplugged, discharge, base_plugged)
     charge_w = np.where(unplugged, 0.0, np.maximum(direct if direct is not None else batt_s, 0.0))
-    supply = np.where(unplugged, 0.0, charge_w + base)
+    base, supply = device_side_power("phone", measured, charge_w, plugged)
 
     if has_usage:
         demand = from_usage(util, scr)

@@ -44,6 +44,7 @@ from traces.demand import chat_sessions
 from traces.importers._common import (
     ImportFormatError,
     clean_order,
+    device_side_power,
     find_column,
     list_files,
     looks_numeric,
@@ -248,8 +249,8 @@ def _import_one(f: Path, *, max_gap_s: float, min_duration_s: float, smooth_samp
             p = moving_average(p, smooth_samples)
         pr = plug_raw[sg]
         plugged = np.where(np.isfinite(pr), pr, (p < 0).astype(float))
-        base = np.where(plugged < 0.5, np.maximum(p, 0.0), typical_w)
-        supply = np.where(plugged >= 0.5, np.maximum(-p, 0.0) + typical_w, 0.0)
+        base, supply = device_side_power(device_kind, np.where(plugged < 0.5, np.maximum(p, 0.0), typical_w),
+                                         np.maximum(-p, 0.0), plugged)
         m = ts.size
         hold = float(np.median(dt))
         s = base_seed + k

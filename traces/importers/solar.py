@@ -31,6 +31,8 @@ The split unit is the station / system (from the file name), never a window.
 from __future__ import annotations
 
 import re
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,10 @@ def import_irradiance(
     return out
 
 
+#: Irradiance above this (W/m²) is taken as a sensor fault: the solar constant is 1361 W/m², and brief cloud-edge
+#: enhancement on the ground stays below about 1,800 (the window is skipped, with a warning naming file and time).
+MAX_IRRADIANCE_W_M2 = 1800.0
+
 _POWER_COLS = ("ac_power", "acpower", "ac_power_kw", "dc_power", "power")
 _IRR_COLS = ("poa_irradiance", "poa", "plane of array", "ghi", "global horizontal", "irradiance",
              "global cmp22", "global")
@@ -320,6 +326,7 @@ def import_pvdaq(
             supply = v * panel_area_m2 * panel_efficiency
             irr_proxy = v
             how = f"irradiance x {panel_area_m2} m2 x {panel_efficiency}"
+        faulty: list[tuple[int, float, float]] = []  # (window index, unix s, W/m2) of windows skipped as faulty
         unit_id = unit or _unit_of_pv_file(f)
         base_seed = seed if seed is not None else stable_seed("pvdaq", f.name)
         j = 0
@@ -334,6 +341,12 @@ def import_pvdaq(
             for s0 in _window_starts(ts.size, per_day, window, windows):
                 w = slice(sg.start + s0, min(sg.start + s0 + window, sg.stop))
                 tw = t[w]
+                if kind == "irradiance" and np.nanmax(v[w]) > MAX_IRRADIANCE_W_M2:
+                    # a sensor fault, not weather: skipped (its index too, so the other windows keep their names)
+                    k_bad = int(np.argmax(v[w] > MAX_IRRADIANCE_W_M2))
+                    faulty.append((j, float(tw[k_bad]), float(v[w][k_bad])))
+                    j += 1
+                    continue
                 ambient = amb[w]
                 if not np.isfinite(ambient).mean() > 0.9:
                     ambient = ambient_proxy(tw, irr_proxy[w], ambient_mean_c)
@@ -349,6 +362,12 @@ def import_pvdaq(
                 out.append(_node_trace(f"pvdaq-{slug(stem_of(f))}-w{j}", tw, supply[w],
                                        ambient, meta, base_seed + j))
                 j += 1
+        if faulty:
+            j0, t0, v0 = faulty[0]
+            warnings.warn(f"{f.name}: {len(faulty)} window(s) skipped with irradiance above {MAX_IRRADIANCE_W_M2:g} W/m2, "
+                          f"which sunlight never reaches (a sensor fault), the first w{j0} at "
+                          f"{datetime.fromtimestamp(t0, UTC).isoformat()} ({v0:.0f} W/m2); fix: repair or drop "
+                          "those rows at the source", stacklevel=2)
     return out
 
 
