@@ -364,7 +364,8 @@ def import_pvdaq(
                 j += 1
         if faulty:
             j0, t0, v0 = faulty[0]
-            warnings.warn(f"{f.name}: {len(faulty)} window(s) skipped with irradiance above {MAX_IRRADIANCE_W_M2:g} W/m2, "
+            warnings.warn(f"{f.name}: {len(faulty)} window(s) skipped with irradiance above "
+                          f"{MAX_IRRADIANCE_W_M2:g} W/m2, "
                           f"which sunlight never reaches (a sensor fault), the first w{j0} at "
                           f"{datetime.fromtimestamp(t0, UTC).isoformat()} ({v0:.0f} W/m2); fix: repair or drop "
                           "those rows at the source", stacklevel=2)
