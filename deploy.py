@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # runtime/ is imported lazily (docs/runtime.md: import time)
     from runtime.dynamics import DeviceConstants, EnvParams
 
 REPO = Path(__file__).resolve().parent
+#: Battery capacity a live run assumes when neither --capacity-wh nor the battery itself says it, Wh.
+DEFAULT_CAPACITY_WH = 15.0
 
 
 class ExportError(RuntimeError):
@@ -451,14 +453,18 @@ def parse_until(text: str, now: Any = None) -> float:
     t = text.strip()
     m = re.fullmatch(r"\+(\d+(?:\.\d+)?)([smh]?)", t)
     if m:
-        return float(m.group(1)) * {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+        s = float(m.group(1)) * {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+        if s <= 0:
+            raise ValueError(f"--until {text!r}: the deadline must be after now (e.g. +90m)")
+        return s
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", t)
     if m and int(m.group(1)) < 24 and int(m.group(2)) < 60:
         now = now or _dt.datetime.now()
         at = now.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=0, microsecond=0)
         if at <= now:
             at += _dt.timedelta(days=1)
-        return (at - now).total_seconds()
+        # through timestamps: wall-clock arithmetic is an hour off on a night the clocks change (DST)
+        return at.timestamp() - now.timestamp()
     raise ValueError(f"--until {text!r}: write a local time HH:MM (18:30) or a duration +N[s|m|h] (+90m)")
 
 
@@ -523,6 +529,9 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
         if args.start_s >= end:
             usage_error("run", f"argument --start-s: {args.start_s:g} is beyond the end of the trace "
                                f"({tp.name}: {end:g} s long); allowed: [0, {end:g})")
+        if getattr(args, "objective", None) == "last-until" and not args.deadline_s and trace.meta.deadline_s is None:
+            usage_error("run", f"--objective last-until: the replayed trace {tp.name} has no deadline; pass --until "
+                               "(allowed: a local time HH:MM, or +N[s|m|h] from now)")
         out["trace"] = trace
     elif sensors != "live":
         usage_error("run", f"argument --sensors: {sensors!r} is not allowed; use live or replay:<trace.csv>")
@@ -539,9 +548,14 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
         url = args.split_server
         if not re.match(r"^wss?://[^/\s]+:\d+/?$", url):
             usage_error("run", f"argument --split-server: {url!r}: use ws://HOST:PORT (loopback) or wss://HOST:PORT")
+        from model.split_client import TokenFileError, check_url, read_token
+
+        try:
+            check_url(url)
+        except ValueError as exc:
+            usage_error("run", f"argument --split-server: {exc}")
         if not args.split_token_file:
             usage_error("run", "argument --split-server needs --split-token-file (the server's shared secret)")
-        from model.split_client import TokenFileError, read_token
 
         try:
             read_token(args.split_token_file)
@@ -891,7 +905,32 @@ class RunSession:
             sensors = [self._link_sensor(), *sensors]
         self.hub = SensorHub(sensors, assumptions={"soc_frac": 1.0, "plugged": 1.0, "ambient_c": a.ambient_c,
                                                    "bandwidth_mbps": 0.0}, clock=self.clock)
-        self.capacity_j = a.capacity_wh * 3600.0
+        self.capacity_j = self.live_capacity_wh(sensors) * 3600.0
+        src = self.hub.owner.get("temp_c", "")
+        if src in ("psutil_temperature", "nvml") and not a.device_kind and not a.device_config:
+            print(f"[deploy] warning: temp_c is this machine's processor die ({src}), and the thermal limits are the "
+                  f"policy's simulated {self.device_kind} (T_max {dev.t_max_c:g} °C, a skin/battery limit): a die "
+                  "runs hotter; pass --device-kind laptop, or --device-config with the die's own trip point",
+                  file=sys.stderr)
+
+    def live_capacity_wh(self, sensors: list) -> float:
+        """``--capacity-wh`` when given, else the battery's own full energy (``energy_full``, or ``charge_full`` ×
+        ``voltage_min_design``), else 15 Wh; says which."""
+        from runtime.sensors import PowerSupplySensor
+
+        a = self.args
+        if a.capacity_wh is not None:
+            return float(a.capacity_wh)
+        for s in sensors:
+            if isinstance(s, PowerSupplySensor) and s.available():
+                wh = s.capacity_wh()
+                if wh is not None and wh > 0:
+                    print(f"[deploy] battery capacity {wh:.1f} Wh, sensed ({s.meter.name}); --capacity-wh overrides it",
+                          file=sys.stderr)
+                    return float(wh)
+        print(f"[deploy] battery capacity {DEFAULT_CAPACITY_WH:g} Wh, assumed (none sensed); set it with --capacity-wh",
+              file=sys.stderr)
+        return DEFAULT_CAPACITY_WH
 
     def min_dwell(self) -> int:
         """The dwell rule's decisions between policy-driven switches: ``--min-dwell``, else the window the policy
@@ -931,7 +970,15 @@ class RunSession:
         if a.budget_w:
             mgr.budget_w = a.budget_w
         if a.objective:
-            self._open_objective(mgr)
+            try:
+                self._open_objective(mgr)
+            except BaseException:  # a usage error this late: leave no empty telemetry file to refuse the re-run
+                if tel is not None:
+                    tel.close()
+                    p = Path(a.telemetry)
+                    if p.is_file() and p.stat().st_size == 0:
+                        p.unlink()
+                raise
 
     def _open_objective(self, mgr: Any) -> None:
         """The user's objective (``--objective``): tracked by the manager (``runtime.objective``); a
@@ -1586,7 +1633,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the deadline, a local time (18:30) or a duration from now (+90m): last-until's; with "
                         "--budget-wh the budget's time; otherwise when the session ends (the policy observes it, and "
                         "--saver-to-deadline holds the battery for it)")
-    r.add_argument("--capacity-wh", type=positive_float, default=15.0, help="live: battery capacity if not sensed")
+    r.add_argument("--capacity-wh", type=positive_float, default=None,
+                   help=f"live: battery capacity, Wh (default: the battery's own, sensed; "
+                        f"else {DEFAULT_CAPACITY_WH:g})")
     r.add_argument("--ambient-c", type=float_in(-40.0, 80.0), default=25.0, help="live: ambient if not sensed")
     r.add_argument("--nvml", action="store_true", help="live: probe NVML for GPU power/temperature")
     r.add_argument("--echo", action="store_true", help="stream the text as it is generated")

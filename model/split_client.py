@@ -254,6 +254,21 @@ class LinkShaper:
         return self.rtt_ms / 1000.0 + (bytes_up + bytes_down) * 8 / (self.bandwidth_mbps * 1e6)
 
 
+def check_url(url: str) -> None:
+    """Raises ValueError unless ``url`` is ``wss://HOST:PORT``, or ``ws://HOST:PORT`` with a loopback host: over
+    ``ws://`` the bearer token and the activations cross the network in clear text."""
+    from urllib.parse import urlsplit
+
+    from model.split_server import is_loopback
+
+    if not (isinstance(url, str) and url.startswith(("ws://", "wss://"))):
+        raise ValueError(f"url {url!r} must start with ws:// or wss://")
+    host = urlsplit(url).hostname or ""
+    if url.startswith("ws://") and not is_loopback(host):
+        raise ValueError(f"url {url!r}: ws:// to {host!r}, which is not this machine, would send the token and the "
+                         "activations in clear text; use wss:// (TLS) for a server on another host")
+
+
 class SplitClient:
     """One split session with a ``model.split_server`` over one websocket connection.
 
@@ -270,8 +285,7 @@ class SplitClient:
 
     def __init__(self, url: str, token: str | bytes, *, shaper: LinkShaper | None = None, timeout_s: float = 10.0,
                  ssl_context: ssl.SSLContext | None = None):
-        if not (isinstance(url, str) and url.startswith(("ws://", "wss://"))):
-            raise ValueError(f"url {url!r} must start with ws:// or wss://")
+        check_url(url)
         if not timeout_s > 0:
             raise ValueError(f"timeout_s {timeout_s} must be > 0")
         tok = token.encode() if isinstance(token, str) else bytes(token)

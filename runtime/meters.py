@@ -577,11 +577,47 @@ class PowerSupplyMeter(EnergyMeter):
                 kind = self._open(d / "type").strip()
             except OSError:
                 continue
-            if kind == "Battery" and self._usable(d):
+            if kind == "Battery" and self._usable(d) and not self._peripheral(d):
                 return d
         raise FileNotFoundError(
             f"no Battery supply with power_now, current_now+voltage_now or energy_now under {self.root}"
         )
+
+    def _peripheral(self, d: Path) -> bool:
+        """A wireless mouse's or keyboard's battery (``scope`` Device), not the machine's."""
+        try:
+            return self._open(d / "scope").strip() == "Device"
+        except OSError:
+            return False
+
+    def has_power(self) -> bool:
+        """True when the battery found reports power (``power_now``, or ``current_now`` and ``voltage_now``)."""
+        d = self._dir
+        return d is not None and (self._has(d, "power_now") or (self._has(d, "current_now") and
+                                                                 self._has(d, "voltage_now")))
+
+    def external_online(self) -> bool | None:
+        """Whether a mains or USB supply under ``root`` is ``online`` (True if any is), or None without one.
+
+        This is what "plugged in" means; the battery's ``status`` is not: a laptop at its charge threshold says
+        "Not charging", a second battery or a confused gauge "Unknown", with the adapter in or out."""
+        seen = False
+        try:
+            dirs = sorted(self.root.iterdir(), key=lambda p: p.name)
+        except OSError:
+            return None
+        for d in dirs:
+            try:
+                kind = self._open(d / "type").strip()
+                if not (kind == "Mains" or kind.startswith("USB") or kind == "Wireless") or self._peripheral(d):
+                    continue
+                online = self._open(d / "online").strip()
+            except OSError:
+                continue
+            seen = True
+            if online not in ("", "0"):
+                return True
+        return False if seen else None
 
     def _probe(self) -> tuple[bool, str]:
         try:
@@ -666,13 +702,15 @@ class PowerSupplyMeter(EnergyMeter):
         return int(raw) / 100.0 if raw is not None and raw.lstrip("-").isdigit() else None
 
     def energy_full_wh(self) -> float | None:
-        """Returns the battery's full energy in Wh (``energy_full``, µWh), or None.
-
-        None when the supply has not been found, has no ``energy_full`` or it does not parse.
+        """Returns the battery's full energy in Wh: ``energy_full`` (µWh), else ``charge_full`` (µAh) ×
+        ``voltage_min_design`` (µV), as gauges that count charge report it; None without either, or unparsable.
         """
-        raw = self._attr("energy_full")
         try:
-            return int(raw) * 1e-6 if raw is not None else None
+            raw = self._attr("energy_full")
+            if raw is not None:
+                return int(raw) * 1e-6
+            q, v = self._attr("charge_full"), self._attr("voltage_min_design")
+            return int(q) * int(v) * 1e-12 if q is not None and v is not None else None
         except ValueError:
             return None
 
@@ -696,6 +734,23 @@ class BatteryStatus:
     percent: float | None = None
     plugged: bool | None = None
     secsleft_s: float | None = None
+
+
+def _psutil_battery_is_a_peripheral(psutil: Any) -> str | None:
+    """On Linux, the supply ``psutil.sensors_battery()`` reads (the first by name that starts with ``BAT`` or holds
+    ``battery``, as psutil picks it) when its ``scope`` is Device; else None."""
+    lin = getattr(psutil, "_pslinux", None)
+    root = getattr(lin, "POWER_SUPPLY_PATH", None) if lin is not None else None
+    if not root:
+        return None
+    try:
+        names = sorted(x for x in os.listdir(root) if x.startswith("BAT") or "battery" in x.lower())
+        if not names:
+            return None
+        with open(os.path.join(root, names[0], "scope")) as fh:
+            return names[0] if fh.read().strip() == "Device" else None
+    except OSError:
+        return None
 
 
 class PsutilBattery:
@@ -727,6 +782,12 @@ class PsutilBattery:
             return None
         if batt is None:
             self.reason = "no battery reported by psutil"
+            return None
+        peripheral = _psutil_battery_is_a_peripheral(psutil)
+        if peripheral:
+            self.reason = (f"psutil's battery {peripheral} is a peripheral's (scope Device: a wireless mouse or "
+                           "keyboard), not this machine's")
+            return None
         return batt
 
     def available(self) -> bool:

@@ -79,6 +79,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "bandwidth_mbps": (0.0, 10000.0),
     "secsleft_s": (0.0, 1e7),
 }
+#: Optional fields for which a sensor's NaN means "not known now" (psutil's time left on AC), not a failed read.
+NAN_MEANS_UNKNOWN: frozenset[str] = frozenset({"secsleft_s"})
 #: Fields the safety shield depends on: unknown beyond the hold time means "assume the worst".
 REQUIRED: tuple[str, ...] = ("soc_frac", "plugged", "temp_c")
 #: Conservative defaults used once a field is LOST (worst case for the shield).
@@ -235,14 +237,25 @@ class PsutilBatterySensor(BatterySensor):
 
     def read_battery(self) -> BatteryReading:
         s = self.battery.read()
-        return BatteryReading(soc_frac=s.percent / 100.0 if s.percent is not None else NAN,
+        pct = s.percent
+        if pct is not None and 100.0 < pct <= 110.0:  # psutil's charge_now / charge_full just after a full charge
+            pct = 100.0
+        return BatteryReading(soc_frac=pct / 100.0 if pct is not None else NAN,
                               plugged=(1.0 if s.plugged else 0.0) if s.plugged is not None else NAN,
                               secsleft_s=s.secsleft_s if s.secsleft_s is not None else NAN)
 
 
+#: A battery ``status`` that means external power (when no mains/USB supply says ``online``).
+EXTERNAL_POWER_STATUS: frozenset[str] = frozenset({"Charging", "Full", "Not charging"})
+
+
 class PowerSupplySensor(BatterySensor):
-    """Linux ``/sys/class/power_supply`` battery: power (via :class:`PowerSupplyMeter`), SoC from
-    ``capacity`` (%), plugged from ``status`` (anything but "Discharging" means external power).
+    """Linux ``/sys/class/power_supply`` battery: SoC from ``capacity`` (%); plugged: not while the battery's
+    ``status`` is "Discharging", else from the mains/USB supplies' ``online`` (else from the status: "Charging",
+    "Full" and "Not charging" mean external power, anything else none, so the battery rules apply); power (via
+    :class:`PowerSupplyMeter`) only while discharging, when the battery's power is the machine's draw (on external
+    power it is the charge rate: the hub then takes the field from the next sensor that has it). A battery without
+    a power file does not provide ``power_w`` at all.
 
     Args:
         meter: The wrapped meter (default: the first Battery supply under ``root``).
@@ -262,7 +275,9 @@ class PowerSupplySensor(BatterySensor):
         self.meter = meter or PowerSupplyMeter(root)
 
     def _probe(self) -> tuple[bool, str]:
-        return self.meter.available(), self.meter.reason
+        ok = self.meter.available()
+        self.provides = ("soc_frac", "plugged", "power_w") if ok and self.meter.has_power() else ("soc_frac", "plugged")
+        return ok, self.meter.reason
 
     def capacity_wh(self) -> float | None:
         """Design/full energy of the battery in Wh (``energy_full``, µWh), or None."""
@@ -271,20 +286,34 @@ class PowerSupplySensor(BatterySensor):
     def read_battery(self) -> BatteryReading:
         from runtime.meters import MeterError
 
-        try:
-            p = self.meter.read_power_w()
-        except MeterError:
-            p = NAN
         soc = self.meter.capacity_frac()
+        ext = self.meter.external_online()
         status = self.meter.status()
-        return BatteryReading(soc_frac=NAN if soc is None else soc, power_w=p,
-                              plugged=NAN if status is None else (0.0 if status == "Discharging" else 1.0))
+        if status == "Discharging":  # draining whatever an adapter says (one too weak for the load): on battery
+            plugged = 0.0
+        elif ext is not None:
+            plugged = 1.0 if ext else 0.0
+        else:
+            plugged = NAN if status is None else (1.0 if status in EXTERNAL_POWER_STATUS else 0.0)
+        p = NAN
+        if plugged == 0.0 and "power_w" in self.provides:
+            try:
+                p = self.meter.read_power_w()
+            except MeterError:
+                pass
+        return BatteryReading(soc_frac=NAN if soc is None else soc, power_w=p, plugged=plugged)
 
 
 # ---- temperature -------------------------------------------------------------------------------
 #: psutil temperature chips in order of preference (CPU package sensors first).
 TEMP_CHIPS: tuple[str, ...] = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "cpu-thermal", "soc_thermal",
                                "acpitz", "thermal_zone0")
+
+
+#: psutil labels of a CPU's own die/package temperature, in order of preference.
+DIE_LABELS: tuple[str, ...] = ("Tdie", "Package id 0")
+#: psutil labels that are not temperatures (k10temp's Tctl: the die plus a fan-control offset).
+OFFSET_LABELS: frozenset[str] = frozenset({"Tctl"})
 
 
 class TemperatureSensor(Sensor):
@@ -302,7 +331,8 @@ class TemperatureSensor(Sensor):
 
 
 class PsutilTemperatureSensor(TemperatureSensor):
-    """``psutil.sensors_temperatures()``: the hottest current reading of the preferred chip.
+    """``psutil.sensors_temperatures()``: the preferred chip's die reading (:data:`DIE_LABELS`), else its hottest
+    reading that is a temperature (not k10temp's offset ``Tctl``).
 
     Args:
         chips: Chip names in order of preference; the first present is used (else every chip).
@@ -336,8 +366,15 @@ class PsutilTemperatureSensor(TemperatureSensor):
     def read_temp_c(self, t_s: float) -> float:
         temps = self._temps()
         chip = next((c for c in self.chips if temps.get(c)), None)
-        entries = temps[chip] if chip else [e for v in temps.values() for e in v]
-        vals = [float(e.current) for e in entries if e.current is not None]
+        entries = [e for e in (temps[chip] if chip else [e for v in temps.values() for e in v])
+                   if e.current is not None]
+        by_label = {getattr(e, "label", "") or "": float(e.current) for e in entries}
+        for label in DIE_LABELS:  # the die's own reading where the chip names it
+            if label in by_label:
+                return by_label[label]
+        # AMD's Tctl carries a fan-control offset of up to 27 °C above the die: not a temperature
+        vals = [float(e.current) for e in entries if (getattr(e, "label", "") or "") not in OFFSET_LABELS] or \
+            [float(e.current) for e in entries]  # a chip that reports only Tctl (its offset is 0 on newer parts)
         return max(vals) if vals else NAN
 
 
@@ -540,17 +577,24 @@ class SensorHub:
         self.unavailable: dict[str, str] = {}
         self.owner: dict[str, str] = {}
         self._sensor_fields: list[tuple] = []
+        #: per field, the later available sensors that provide it too: (sensor name), in order of preference
+        self.backups: dict[str, list[str]] = {}
+        self._backup_fields: list[tuple] = []
         for s in self.all_sensors:
             if not s.available():
                 self.unavailable[s.name] = s.reason
                 continue
             mine = [f for f in s.provides if f not in self.owner]
-            if not mine:
+            theirs = [f for f in s.provides if f in self.owner and f in FIELDS]
+            if not mine and not theirs:
                 continue
             for f in mine:
                 self.owner[f] = s.name
+            for f in theirs:
+                self.backups.setdefault(f, []).append(s.name)
             self.sensors.append(s)
             self._sensor_fields.append(tuple((idx[f], f, *RANGES[f]) for f in mine))
+            self._backup_fields.append(tuple((idx[f], f, *RANGES[f]) for f in theirs))
         self._due = [-math.inf] * len(self.sensors)
         self._last_t = [-math.inf] * len(self.sensors)
         self._pending: list[threading.Thread | None] = [None] * len(self.sensors)  # hung slow reads
@@ -560,6 +604,12 @@ class SensorHub:
             for i, *_ in fields:
                 self.sensed[i] = True
                 self.modelled[i] = s.modelled
+        self._owner_modelled = list(self.modelled)
+        #: per field, the backups' last good (value, sample time, modelled) by sensor index, for a field whose owner
+        #: has no good value now (a battery's power on AC, a sensor that stopped answering)
+        self._backup_good: list[dict[int, tuple[float, float, bool]]] = [{} for _ in range(n)]
+        #: per field, the sensor whose value the field holds now (its owner, or the backup in use)
+        self.source: dict[str, str] = dict(self.owner)
         self.values = [NAN] * n
         self.good_t = [-math.inf] * n
         self.attempt_ok = [False] * n
@@ -588,6 +638,7 @@ class SensorHub:
             "sensors": [{"name": s.name, "provides": list(s.provides), "period_s": s.period_s,
                          "modelled": s.modelled} for s in self.sensors],
             "unavailable": dict(self.unavailable),
+            "backups": {f: list(v) for f, v in self.backups.items()},
             "fields": {f: ("modelled" if self.modelled[i] else "sensed") if self.sensed[i]
                        else ("assumed" if f in self.assumptions else "missing")
                        for i, f in enumerate(FIELDS)},
@@ -669,8 +720,19 @@ class SensorHub:
             self._reject(j, "frozen")
             return
         self._last_t[j] = t
+        for i, name, lo, hi in self._backup_fields[j]:
+            v = getattr(r, name)
+            if lo <= v <= hi:
+                self._backup_good[i][j] = (v, t, s.modelled)
+            else:
+                self._backup_good[i].pop(j, None)
         for i, name, lo, hi in self._sensor_fields[j]:
             v = getattr(r, name)
+            if name in NAN_MEANS_UNKNOWN and v != v:  # "not known now" is an answer, not a failed read
+                self.attempt_ok[i] = True
+                self.values[i] = NAN
+                self.good_t[i] = t
+                continue
             if not lo <= v <= hi:  # NaN fails both comparisons
                 self.attempt_ok[i] = False
                 self.failures["invalid"] += 1
@@ -696,9 +758,18 @@ class SensorHub:
                     flags |= 1 << i
                 continue
             age = now - self.good_t[i]
+            self.modelled[i] = self._owner_modelled[i]
+            self.source[FIELDS[i]] = self.owner[FIELDS[i]]
+            bk = self._fresh_backup(i, now) if not (self.attempt_ok[i] and age <= self.stale_after_s) else None
             if self.attempt_ok[i] and age <= self.stale_after_s:
                 st = FieldStatus.OK
                 nxt = min(nxt, self.good_t[i] + self.stale_after_s)
+            elif bk is not None:  # the owner has nothing good now: the next sensor that has
+                j, (v, t, modelled) = bk
+                self.values[i], self.modelled[i] = v, modelled
+                self.source[FIELDS[i]] = self.sensors[j].name
+                st = FieldStatus.OK
+                nxt = min(nxt, t + self.stale_after_s)
             elif age <= self.hold_s:
                 st = FieldStatus.HELD
                 nxt = min(nxt, self.good_t[i] + self.hold_s)
@@ -713,6 +784,15 @@ class SensorHub:
         self.degraded = degraded or any(self.status[i] != FieldStatus.OK or self.modelled[i] for i in self._req)
         self.flags = flags
         self._next_check = nxt
+
+
+    def _fresh_backup(self, i: int, now: float) -> tuple[int, tuple[float, float, bool]] | None:
+        """The most preferred backup of field ``i`` with a good value no older than ``stale_after_s``, or None."""
+        for j in sorted(self._backup_good[i]):
+            v, t, m = self._backup_good[i][j]
+            if now - t <= self.stale_after_s:
+                return j, (v, t, m)
+        return None
 
 
 def live_sensors(clock: Callable[[], float] = time.monotonic, power_fn: Callable[[], float] | None = None,

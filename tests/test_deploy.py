@@ -185,3 +185,26 @@ def test_run_learns_this_hosts_latency_and_saves_a_calibrated_profile(exported, 
     # an existing output is refused before the model loads (a message: exit status 1)
     with pytest.raises(SystemExit, match="calibrated profile already exists"):
         _run(exported, tmp_path / "again", "--sensors", f"replay:{TRACE}", "--save-calibrated", str(out))
+
+
+def test_a_live_run_takes_the_batterys_own_capacity_unless_told(tmp_path, capsys):
+    """``--capacity-wh`` overrides; else the battery's ``energy_full`` (or ``charge_full`` × ``voltage_min_design``);
+    else the default, and the run says which."""
+    import types
+
+    from runtime.meters import PowerSupplyMeter
+    from runtime.sensors import PowerSupplySensor
+
+    d = tmp_path / "ps" / "BAT0"
+    d.mkdir(parents=True)
+    for k, v in {"type": "Battery", "status": "Discharging", "power_now": 9_000_000, "capacity": 50,
+                 "charge_full": 3_800_000, "voltage_min_design": 15_000_000}.items():
+        (d / k).write_text(f"{v}\n")
+    sensors = [PowerSupplySensor(PowerSupplyMeter(tmp_path / "ps"))]
+    run = lambda wh: deploy.RunSession.live_capacity_wh(types.SimpleNamespace(args=types.SimpleNamespace(  # noqa: E731
+        capacity_wh=wh)), sensors)
+    assert run(None) == pytest.approx(57.0) and "57.0 Wh, sensed" in capsys.readouterr().err
+    assert run(30.0) == 30.0
+    assert deploy.RunSession.live_capacity_wh(types.SimpleNamespace(args=types.SimpleNamespace(capacity_wh=None)),
+                                              []) == deploy.DEFAULT_CAPACITY_WH
+    assert "assumed (none sensed)" in capsys.readouterr().err

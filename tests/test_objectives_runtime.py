@@ -181,3 +181,22 @@ def test_a_goal_conditioned_run_exports_with_its_objective_block_and_decides_as_
             a = pol.act(obs, m)
             assert a == int(np.asarray(ctrl.predict(obs, action_masks=m)[0]).reshape(-1)[0])
             obs, *_ = env.step(a)
+
+
+def test_parse_until_counts_real_seconds_across_a_clock_change(monkeypatch):
+    """On the night the clocks go back, 01:00 -> 05:00 on the wall is 5 hours; when they go forward, 3. And a
+    deadline of now is refused, not read as no deadline."""
+    import datetime as dt
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert deploy.parse_until("05:00", dt.datetime(2026, 10, 25, 1, 0)) == 5 * 3600.0
+        assert deploy.parse_until("05:00", dt.datetime(2026, 3, 29, 1, 0)) == 3 * 3600.0
+        assert deploy.parse_until("18:30", dt.datetime(2026, 7, 1, 17, 0)) == 5400.0
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    with pytest.raises(ValueError, match="after now"):
+        deploy.parse_until("+0")

@@ -329,3 +329,106 @@ def test_nvml_sensor_without_temperature(monkeypatch: pytest.MonkeyPatch) -> Non
     clk.t = 2.0
     mod.nvmlDeviceGetTotalEnergyConsumption = lambda h: 21_000  # +20 J in 2 s
     assert s.read().power_w == pytest.approx(10.0)
+
+
+def _battery(root: Path, name: str = "BAT0", **attrs: object) -> Path:
+    d = root / name
+    for k, v in {"type": "Battery", "capacity": 42, **attrs}.items():
+        _write(d / k, v)
+    return d
+
+
+@pytest.mark.parametrize(("status", "ac_online", "plugged"), [
+    ("Unknown", 0, 0.0), ("Not charging", 0, 0.0),  # the adapter says out, whatever the gauge says
+    ("Not charging", 1, 1.0), ("Full", 1, 1.0), ("Charging", None, 1.0), ("Not charging", None, 1.0),
+    ("Unknown", None, 0.0),  # nothing says external power: the battery rules apply
+    ("Discharging", 1, 0.0),  # an adapter too weak for the load: the battery drains
+])
+def test_plugged_is_the_adapters_word_and_a_draining_battery_is_on_battery(tmp_path, status, ac_online, plugged):
+    root = tmp_path / "ps"
+    _battery(root, status=status, power_now=8_000_000)
+    if ac_online is not None:
+        _write(root / "AC" / "type", "Mains")
+        _write(root / "AC" / "online", ac_online)
+    s = PowerSupplySensor(PowerSupplyMeter(root))
+    assert s.available(), s.reason
+    r = s.read()
+    assert r.plugged == plugged
+    # the battery's power is the machine's draw only while it discharges (on AC it is the charge rate)
+    assert (r.power_w == pytest.approx(8.0)) if plugged == 0.0 else math.isnan(r.power_w)
+
+
+def test_a_field_its_owner_cannot_give_now_comes_from_the_next_sensor(tmp_path):
+    """On AC the battery's power is not the draw: the hub takes ``power_w`` from the next sensor that has it, says
+    so, and goes back to the battery once it discharges again."""
+    root = tmp_path / "ps"
+    d = _battery(root, status="Charging", power_now=30_000_000)
+    clk = Clock(0.0)
+    other = ConstantSensor({"power_w": 6.0}, clk, name="modelled_power", modelled=True)
+    hub = SensorHub([PowerSupplySensor(PowerSupplyMeter(root), clock=clk, period_s=0.0), other], clock=clk,
+                    read_deadline_s=0)
+    assert hub.owner["power_w"] == "power_supply" and hub.backups == {"power_w": ["modelled_power"]}
+    hub.poll(0.0)
+    assert hub.values[POWER] == 6.0 and hub.status[POWER] == FieldStatus.OK
+    assert hub.source["power_w"] == "modelled_power" and hub.describe()["fields"]["power_w"] == "modelled"
+    _write(d / "status", "Discharging")
+    _write(d / "power_now", 9_000_000)
+    clk.t = 1.0
+    hub.poll(1.0)
+    assert hub.values[POWER] == pytest.approx(9.0) and hub.source["power_w"] == "power_supply"
+    assert hub.describe()["fields"]["power_w"] == "sensed"
+
+
+def test_a_battery_without_a_power_file_does_not_take_the_power_field(tmp_path):
+    root = tmp_path / "ps"
+    _battery(root, status="Discharging", energy_now=20_000_000)  # a gauge with energy only
+    clk = Clock(0.0)
+    hub = SensorHub([PowerSupplySensor(PowerSupplyMeter(root), clock=clk),
+                     ConstantSensor({"power_w": 4.0}, clk, name="rapl", modelled=False)], clock=clk)
+    assert hub.owner["power_w"] == "rapl" and hub.owner["soc_frac"] == "power_supply"
+
+
+def test_a_peripherals_battery_is_not_the_machines(tmp_path, monkeypatch):
+    """A wireless mouse's battery (``scope`` Device) on a mains desktop is neither sensor's battery."""
+    import psutil
+    import psutil._pslinux as pl
+
+    root = tmp_path / "ps"
+    _battery(root, name="hidpp_battery_0", scope="Device", status="Discharging", capacity=4, energy_now=1_000_000,
+             voltage_now=3_700_000)
+    assert not PowerSupplySensor(PowerSupplyMeter(root)).available()
+    monkeypatch.setattr(pl, "POWER_SUPPLY_PATH", str(root))
+    monkeypatch.setattr(psutil, "sensors_battery", lambda: types.SimpleNamespace(percent=4.0, power_plugged=False,
+                                                                                 secsleft=600), raising=False)
+    s = PsutilBatterySensor()
+    assert not s.available() and "peripheral" in s.reason
+
+
+def test_psutil_battery_just_over_full_and_unlimited_time_left_on_ac(monkeypatch):
+    """psutil reports a little over 100 % right after a full charge, and no time left on AC: neither is a failed
+    read (no SENSOR_UNKNOWN, no DEGRADED)."""
+    import psutil
+
+    monkeypatch.setattr(psutil, "sensors_battery", lambda: types.SimpleNamespace(
+        percent=100.4, power_plugged=True, secsleft=psutil.POWER_TIME_UNLIMITED), raising=False)
+    clk = Clock(0.0)
+    hub = SensorHub([PsutilBatterySensor(clock=clk), ConstantSensor({"temp_c": 40.0}, clk, modelled=False)],
+                    clock=clk, read_deadline_s=0)
+    for t in range(20):
+        clk.t = float(t)
+        hub.poll(float(t))
+    assert hub.values[SOC] == 1.0 and hub.status[SOC] == FieldStatus.OK and not hub.lost_required
+    assert not hub.degraded and hub.failures["invalid"] == 0
+
+
+def test_the_die_temperature_is_read_not_amds_offset_control_value(monkeypatch):
+    import psutil
+
+    e = types.SimpleNamespace
+    cases = [({"k10temp": [e(label="Tctl", current=93.0), e(label="Tdie", current=66.0)]}, 66.0),
+             ({"k10temp": [e(label="Tctl", current=70.0), e(label="Tccd1", current=61.0)]}, 61.0),
+             ({"k10temp": [e(label="Tctl", current=58.0)]}, 58.0),  # nothing else: Tctl (offset 0 on newer parts)
+             ({"coretemp": [e(label="Core 0", current=71.0), e(label="Package id 0", current=68.0)]}, 68.0)]
+    for temps, want in cases:
+        monkeypatch.setattr(psutil, "sensors_temperatures", lambda temps=temps: temps, raising=False)
+        assert PsutilTemperatureSensor().read().temp_c == want, temps

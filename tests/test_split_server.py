@@ -534,3 +534,14 @@ def test_a_server_that_never_answers_times_out_as_linkdown() -> None:
         with pytest.raises(LinkDown):
             SplitClient(f"ws://127.0.0.1:{sock.getsockname()[1]}", TOKEN, timeout_s=0.5).open()
         assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("url", ["ws://192.168.1.20:8765", "ws://10.0.0.7:8765", "http://127.0.0.1:8765"])
+def test_the_client_refuses_a_clear_text_url_to_another_host(url):
+    """Over ws:// the bearer token crosses the network in clear text: only a loopback server may be reached so."""
+    from model.split_client import SplitClient
+
+    with pytest.raises(ValueError, match="clear text|must start with"):
+        SplitClient(url, TOKEN)
+    SplitClient("ws://127.0.0.1:8765", TOKEN)  # loopback: allowed (nothing is opened until open())
+    SplitClient("wss://192.168.1.20:8765", TOKEN)
