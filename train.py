@@ -781,13 +781,17 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
 
     from agents.imitation import Demonstrations, DemoRandomisation, collect, fit_normalisation, pretrain, student_fn
     from agents.registry import ORACLES
-    env = gym.make(envs.ENV_ID, split="train", params=args.env, **env_kwargs)
+    # the demonstrations' episodes are the RL episodes' length, and an oracle expert plans that far
+    env = gym.make(envs.ENV_ID, split="train", params=args.env, max_episode_steps=args.env.max_episode_steps,
+                   **env_kwargs)
     logger = configure(str(Path(tb_dir) / "pretrain"), ["tensorboard"])
     expert_kwargs = {}
-    if args.bc_expert in ORACLES and args.bc_oracle_grid:
-        from agents.evaluate import _oracle_grid
+    if args.bc_expert in ORACLES:
+        expert_kwargs["horizon_steps"] = int(args.env.max_episode_steps)
+        if args.bc_oracle_grid:
+            from agents.evaluate import _oracle_grid
 
-        expert_kwargs = dict(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
+            expert_kwargs.update(zip(("n_soc", "n_temp", "n_backlog"), _oracle_grid(args.bc_oracle_grid)))
     randomise = (DemoRandomisation(args.low_soc_frac, args.capacity_sigma, args.env.reserve_soc, args.hot_frac)
                  if args.demo_dr else None)
     if args.bc_demos and args.demo_dr:

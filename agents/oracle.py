@@ -540,14 +540,11 @@ class OracleController:
         ``low`` happen at all (low = SoC below ``low_soc`` and ``low_ok``), and ``low_soc``: the reserve, raised by
         the battery saver (``runtime.rules.saver_soc``, as the env; up to ``deadline_s`` with
         ``EnvParams.saver_to_deadline``). None: nothing is masked at this
-        row. As the env: no mask on an episode's first row (unless the link or a processor is down), and the
-        demand the rule reads is the last step's (the first row's own on the first row)."""
+        row. As the env: the demand the rule reads is the last step's (the first row's own on the first row)."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
         bw = float(tr.bandwidth_mbps[i])
         down = int(self.padded.procs_down[k, i])
         first = i == episode_start
-        if first and not ((rules.has_split and bw <= 0.0) or (rules.has_place and down)):
-            return None
         demand = float(tr.demand_tps[i if first else i - 1])
         base_w = float(tr.base_w[i]) + dev.idle_power_w
         supply_w = float(tr.supply_w[i])
@@ -559,8 +556,6 @@ class OracleController:
                 # the mask reads temperature and SoC only through these two tests (runtime.rules)
                 temp = t_max if hot else t_max - margin - 1.0
                 soc = -1.0 if low else 2.0
-                if first:
-                    temp, soc = t_max - margin - 1.0, 2.0
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
                                          soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down)
         low_ok = supply_w < base_w + demand * rules.ept_min

@@ -280,10 +280,16 @@ class MicroLLMPowerEnv(gym.Env):
         tr = self._tr = self.traces[k]
         if "start" in o:
             self._i = int(o["start"])
+            if not 0 <= self._i < tr.n:
+                raise ValueError(f"options['start'] must be a row of trace {tr.name} (0 <= start < {tr.n}), "
+                                 f"got {o['start']!r}")
         else:
             self._i = int(rng.integers(0, max(1, tr.n - 1))) if self.random_start else 0
         self._i0 = self._i
         self.soc = float(o.get("soc", tr.initial_soc))
+        if not 0.0 <= self.soc <= 1.0:
+            raise ValueError(f"options['soc'] is the state of charge as a fraction in [0, 1] (0.8, not 80), "
+                             f"got {o['soc']!r}")
         scale = float(o.get("capacity_scale", 1.0))
         if not (math.isfinite(scale) and scale > 0.0):
             raise ValueError(f"options['capacity_scale'] must be a finite number > 0, got {o['capacity_scale']!r}")
@@ -320,8 +326,10 @@ class MicroLLMPowerEnv(gym.Env):
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
         self._last_demand = self._demand_avg = tr.demand_tps[i]
-        self._mask = (self._compute_mask() if (self._has_split and self._bw[i] <= 0.0)
-                      or (self._has_place and self._down[i]) else self._all_ok)
+        low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc
+        self._mask = (self._compute_mask(low_soc) if self.temp_c > self._hot_c or self.soc < low_soc
+                      or (self._has_split and self._bw[i] <= 0.0) or (self._has_place and self._down[i])
+                      else self._all_ok)  # the rules of step(), from the first decision on
         obs = self._obs()
         return obs, {"action_mask": self._mask.copy(), "trace": tr.name, "start": self._i,
                      "soc": self.soc, "temp_c": self.temp_c}

@@ -284,3 +284,28 @@ def test_describe_lists_the_thermal_block_only_when_asked():
     rows = describe(thermal_obs=True, thermal_cap=2.0)["observation"][19:21]
     assert [(r["name"], r["min"], r["max"]) for r in rows] == [("thermal_sustain_frac", -2.0, 2.0),
                                                                 ("thermal_step_frac", -2.0, 2.0)]
+
+
+def test_the_first_decisions_mask_has_the_battery_rule_as_the_batched_envs_has():
+    """A reset on a nearly empty battery masks as step() and the batched env do, from the first decision."""
+    from envs.batched import BatchedPowerEnv
+    from envs.power_env import MicroLLMPowerEnv
+    from model.profile_schema import example_profile
+
+    s = MicroLLMPowerEnv(profile=example_profile(12), split="train", random_start=False)
+    b = BatchedPowerEnv(n_envs=1, ref=s)
+    _, info = s.reset(seed=0, options={"trace": 0, "start": 5, "soc": 0.01})
+    b.reset_env(0, 0, 5, soc=0.01)
+    assert info["action_mask"].sum() < len(info["action_mask"])
+    assert np.array_equal(info["action_mask"], b.action_masks()[0])
+
+
+@pytest.mark.parametrize(("opts", "match"), [({"start": -3}, "start"), ({"start": 10**7}, "start"),
+                                             ({"soc": 80}, r"0\.8, not 80"), ({"soc": -0.5}, "soc")])
+def test_reset_refuses_a_start_row_or_a_charge_out_of_range(opts, match):
+    from envs.power_env import MicroLLMPowerEnv
+    from model.profile_schema import example_profile
+
+    env = MicroLLMPowerEnv(profile=example_profile(12), split="train", random_start=False)
+    with pytest.raises(ValueError, match=match):
+        env.reset(seed=0, options={"trace": 0, **opts})

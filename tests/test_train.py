@@ -393,3 +393,29 @@ def test_the_main_jobs_defaults():
         train.Args(bc_expert="none", algo="dqn", action_head="factorised")
     # the environment's own defaults keep the base observation (policy files written before read as they did)
     assert not EnvParams().thermal_obs and EnvParams().demand_avg_s == 0
+
+
+def test_the_warm_start_plans_and_cuts_its_demonstrations_at_the_training_episode_length(tmp_path, monkeypatch):
+    """``--env.max-episode-steps`` other than the registered 720: the demonstration env is cut there, and an oracle
+    expert plans that far (not 720 steps, saving the battery for steps that never come)."""
+    import agents.imitation
+    import train
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_collect(env, expert, episodes, **kw):
+        seen.update(limit=env.spec.max_episode_steps, max_steps=kw["max_steps"], **kw["expert_kwargs"])
+        raise Stop
+
+    monkeypatch.setattr(agents.imitation, "collect", fake_collect)
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    for steps in (100, 1440):
+        with pytest.raises(Stop):
+            train.main(train.Args(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
+                                  final_eval=False, progress=False, env=EnvParams(max_episode_steps=steps),
+                                  bc_expert="oracle-masked", bc_oracle_grid="11,5,3", bc_episodes=1,
+                                  dagger_rounds=0))
+        assert seen["limit"] == seen["max_steps"] == seen["horizon_steps"] == steps
