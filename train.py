@@ -748,6 +748,24 @@ def linear_start(value) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
+class NpzCheckpoint(CheckpointCallback):
+    """SB3's checkpoints (``model_<steps>_steps.zip``) with the observation statistics they were trained on beside
+    each, as ``model_vecnormalize_<steps>_steps.npz`` (plain arrays, ``agents.run_io.save_vecnormalize``; SB3's own
+    ``save_vecnormalize`` pickles): without them a checkpoint's inputs cannot be normalised as in training."""
+
+    def __init__(self, **kw):
+        super().__init__(save_vecnormalize=False, **kw)
+
+    def _on_step(self) -> bool:
+        from agents.run_io import save_vecnormalize
+
+        ok = super()._on_step()
+        vn = self.model.get_vec_normalize_env()
+        if self.n_calls % self.save_freq == 0 and vn is not None:
+            save_vecnormalize(vn, self._checkpoint_path("vecnormalize_", extension="npz"))
+        return ok
+
+
 def make_agent(name: str, env, hp: dict, seed: int, tb_dir: str | None, clone_kl: float = 0.0):
     """The SB3 agent of ``name`` (``agents.algos.ALGOS``) on ``env``; ``lin_<start>`` values become SB3's
     ``LinearSchedule`` from the start to 0 over the run (RL Zoo's ``linear_schedule``). ``clone_kl`` > 0:
@@ -800,8 +818,11 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     elif randomise and args.speed_sigma > 0:
         print("note: --demo-dr does not randomise the demonstrations' host speed; --speed-sigma applies to RL only")
     if args.bc_demos:
-        demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
-                                    int(env.action_space.n))
+        try:
+            demos = Demonstrations.load(args.bc_demos, args.bc_expert, env.observation_space.shape[0],
+                                        int(env.action_space.n))
+        except ValueError as exc:
+            raise SystemExit(f"--bc-demos {exc}") from None
     else:
         demos = collect(env, args.bc_expert, args.bc_episodes, seed=args.seed, max_steps=args.env.max_episode_steps,
                         progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers,
@@ -863,6 +884,13 @@ def check_warm_start_args(args: Args) -> None:
     if args.bc_demos and not Path(args.bc_demos).is_file():
         raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
+    if args.bc_demos:  # its contents and expert, before a run folder exists (the shapes are checked on the env)
+        from agents.imitation import Demonstrations
+
+        try:
+            Demonstrations.load(args.bc_demos, args.bc_expert)
+        except ValueError as exc:
+            raise SystemExit(f"--bc-demos {exc}") from None
 
 
 def check_splits(args: Args) -> None:
@@ -1005,8 +1033,8 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
     callbacks = CallbackList([
         WattwiseLogger(total, lag, args, args.progress, shaping),
         eval_cb,
-        CheckpointCallback(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
-                           name_prefix="model", save_vecnormalize=False),
+        NpzCheckpoint(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
+                      name_prefix="model"),
     ])
 
     config = {

@@ -135,9 +135,45 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
                          "--oracle-grid", a.oracle_grid, "--max-steps", str(a.max_steps), "--no-progress",
                          "--force"] + (["--also", ORACLE_BLIND] if a.foresight_free else []),
                         out / "logs" / f"eval-fold{i}.log", after=seed_jobs,
-                        done_if=lambda ev=ev: (ev / "report.json").exists() and (
-                            not a.foresight_free or scored_blind(ev)), extra=eval_extra))
+                        done_if=lambda ev=ev, i=i: (ev / "report.json").exists() and (
+                            not a.foresight_free or scored_blind(ev)) and not unscored_seeds(out, i, a.seeds),
+                        extra=eval_extra))
     return jobs
+
+
+def unscored_seeds(out: Path, i: int, seeds: list[int]) -> list[int]:
+    """The seeds of fold ``i`` whose run is not trained yet or not in the fold's report (``--resume`` with more
+    ``--seeds``: the fold is scored again with every seed)."""
+    try:
+        meta = json.loads((out / "eval" / f"fold-{i}" / "report.json").read_text()).get("meta", {})
+    except (OSError, ValueError):
+        meta = {}
+    scored = meta.get("run") or []
+    scored = {Path(r).name for r in ([scored] if isinstance(scored, str) else scored)}
+    missing = []
+    for seed in seeds:
+        run = completed_run(out / "runs" / f"fold-{i}" / f"seed-{seed}")
+        if run is None or run.name not in scored:
+            missing.append(seed)
+    return missing
+
+
+def keep_reports_without(out: Path, folds: list[int], seeds: list[int]) -> list[Path]:
+    """Before ``--resume`` scores a fold again for seeds its report lacks: that report is renamed
+    ``eval/fold-i.seeds-<its seeds>`` (``-2`` … if taken), so that nothing is overwritten. The renamed folders."""
+    kept = []
+    for i in folds:
+        ev = out / "eval" / f"fold-{i}"
+        missing = unscored_seeds(out, i, seeds) if (ev / "report.json").exists() else []
+        if missing:
+            had = "-".join(str(s) for s in seeds if s not in missing) or "none"
+            dest, n = ev.with_name(f"fold-{i}.seeds-{had}"), 1
+            while dest.exists():
+                n += 1
+                dest = ev.with_name(f"fold-{i}.seeds-{had}-{n}")
+            ev.rename(dest)
+            kept.append(dest)
+    return kept
 
 
 def scored_blind(ev: Path) -> bool:
@@ -232,8 +268,9 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
             run = completed_run(out / "runs" / f"fold-{i}" / f"seed-{seed}")
             if run is None:
                 continue
+            lone = Path(str(rep.get("meta", {}).get("run") or "")).name == run.name  # one --run: named "rl:<algo>"
             for name, m in pol.items():
-                if name.endswith(f":{run.name}"):
+                if name.endswith(f":{run.name}") or (lone and name.startswith("rl:") and name.count(":") == 1):
                     row["rl"][seed] = m["score"]
                     row["deaths_not_oracle"][seed] = m["deaths_not_oracle"]
                     if "deaths_not_blind" in row:
@@ -504,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.foresight_free:
             for kept in keep_unblind_reports(out, a.folds):
                 print(f"kept {kept} (the fold's report without oracle-blind); re-scoring the fold", file=sys.stderr)
+        for kept in keep_reports_without(out, a.folds, a.seeds):
+            print(f"kept {kept} (the fold's report without every seed of --seeds); the fold is scored again once "
+                  "they are trained", file=sys.stderr)
         rc = run_jobs(plan(a, train_extra), a.jobs, progress=not a.no_progress)
         failed = [n for n, c in rc.items() if c]
         if failed:

@@ -758,8 +758,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         controllers[name] = lambda env, p=p, name=name: DeployedPolicy(p, shield=False, name=name)
     for n in names:
         extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
-                 if n in ORACLES else {})
+                 if n in ORACLES else {"seed": args.seed} if n == RANDOM else {})  # the score's zero follows --seed
         controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
+    if runs:  # a run over other configurations or features than this evaluation's env: one line with the fix
+        from agents.run_io import env_from_config, load_config
+
+        probe = env_factory()
+        pu = getattr(probe, "unwrapped", probe)
+        for run in runs:
+            rcfg = load_config(run)
+            renv = env_from_config(rcfg)
+            if tuple(renv.space.names) != tuple(pu.space.names) or list(renv.layout.names) != list(pu.layout.names):
+                raise SystemExit(
+                    f"python -m agents.evaluate: --run {run}: trained on {len(renv.space.names)} configurations and "
+                    f"{len(renv.layout.names)} observation features, this evaluation's env has "
+                    f"{len(pu.space.names)} and {len(pu.layout.names)}; evaluate it with the profile and environment "
+                    f"options it was trained with (its profile: {(rcfg.get('env_kwargs') or {}).get('profile')})")
     if policies:  # a policy over other configurations or features: one line with the fix, before any episode
         from agents.deployed import DeployedPolicy
 

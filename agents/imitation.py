@@ -76,10 +76,31 @@ class Demonstrations:
     def load(cls, path, expert: str | None = None, obs_dim: int | None = None,
              n_actions: int | None = None) -> Demonstrations:
         """Reads ``save``'s file; checks it matches the expert and the env's shapes when given."""
-        with np.load(path, allow_pickle=False) as z:
-            d = cls(z["obs"], z["masks"], z["labels"], z["rewards"], z["episode_ends"].tolist(),
-                    float(z["expert_return"]), float(z["seconds"]))
-            saved_expert = str(z["expert"])
+        import zipfile
+
+        keys = ("obs", "masks", "labels", "rewards", "episode_ends", "expert_return", "seconds", "expert")
+        try:
+            z = np.load(path, allow_pickle=False)
+            if not hasattr(z, "files"):  # a bare array (.npy)
+                raise ValueError("an array, not an archive")
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read it ({exc}); fix: pass a <run>/warm_start/demos.npz "
+                             "written by an earlier --bc-expert run") from None
+        except (ValueError, zipfile.BadZipFile, EOFError):  # not an archive (never unpickled: allow_pickle=False)
+            raise ValueError(f"{path}: cannot read it as an .npz archive; fix: pass a <run>/warm_start/demos.npz "
+                             "written by an earlier --bc-expert run") from None
+        try:
+            with z:
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"{path}: not a demonstrations file (no {', '.join(missing)}); fix: pass a "
+                                     "<run>/warm_start/demos.npz written by an earlier --bc-expert run")
+                d = cls(z["obs"], z["masks"], z["labels"], z["rewards"], z["episode_ends"].tolist(),
+                        float(z["expert_return"]), float(z["seconds"]))
+                saved_expert = str(z["expert"])
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{path}: cannot read it as an .npz ({exc}); fix: pass a <run>/warm_start/demos.npz "
+                             "written by an earlier --bc-expert run") from None
         if expert is not None and saved_expert != expert:
             raise ValueError(f"{path}: demonstrations of {saved_expert!r}, not {expert!r}; fix: pass "
                              f"--bc-expert {saved_expert} or collect new ones (omit --bc-demos)")

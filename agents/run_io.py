@@ -9,7 +9,8 @@ A run folder holds::
     policy_state.pt      the SB3 policy's state_dict (tensors only: loads with weights_only=True)
     vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon [obs_min, obs_max] (or absent)
     model.zip            SB3's own save, for resuming training (never needed for evaluation)
-    best/, checkpoints/  EvalCallback's best model and CheckpointCallback's snapshots
+    last/                the final policy, when --select-best kept an earlier one (same files)
+    checkpoints/         model_<steps>_steps.zip (SB3's save) with model_vecnormalize_<steps>_steps.npz beside it
     report.md/.csv/.json the evaluation against the baselines
 
 ``load_controller(run_dir)`` rebuilds the policy network from ``config.json`` and loads the

@@ -292,6 +292,18 @@ def test_evaluate_cli_with_a_saved_run(tmp_path):
     md = (out / "report.md").read_text()
     assert "| rl:ppo |" in md and ".png)" in md
     assert len(list(out.glob("*.png"))) == 3
+    # another --seed draws another random policy (the score's zero), not seed 0's again
+    assert main(["--run", str(run), "--traces", str(set_dir), "--split", "test", "--out", str(tmp_path / "e7"),
+                 "--max-steps", "25", "--no-progress", "--oracle-grid", "51,13,5", "--policies", "random",
+                 "--seed", "7"]) == 0
+    seven = json.loads((tmp_path / "e7" / "report.json").read_text())["policies"]["random"]["return"]
+    assert seven != data["policies"]["random"]["return"]
+    # a run over other configurations than the evaluation's profile: one line naming the fix, not a numpy error
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(example_profile(6)))
+    with pytest.raises(SystemExit, match="trained on .* configurations .* evaluate it with the profile"):
+        main(["--run", str(run), "--traces", str(set_dir), "--split", "test", "--profile", str(other),
+              "--out", str(tmp_path / "e8"), "--max-steps", "5", "--no-progress"])
 
 
 # ---- the rules under the env's action masks -------------------------------------------------------

@@ -152,7 +152,8 @@ def _fake_cv(out, blind: bool, deaths_blind=(0, 1)):
             for m in pol.values():
                 m.pop("deaths_not_blind", None)
         (out / "eval" / f"fold-{i}").mkdir(parents=True)
-        (out / "eval" / f"fold-{i}" / "report.json").write_text(json.dumps({"policies": pol, "episodes": [{}] * 3}))
+        (out / "eval" / f"fold-{i}" / "report.json").write_text(json.dumps(
+            {"policies": pol, "episodes": [{}] * 3, "meta": {"run": [str(run)]}}))
 
 
 def test_foresight_free_counts_the_deaths_the_blind_oracle_avoids_beside_the_oracles(tmp_path):
@@ -238,3 +239,44 @@ def test_resume_finishes_with_the_recorded_training_options(tmp_path, monkeypatc
     trains = [j for j in planned.value.args[0] if j.name.startswith("train")]
     assert trains and all(j.argv[-2:] == ["--hot-frac", "0.3"] for j in trains)
     assert "the further train.py arguments recorded" in capsys.readouterr().err
+
+
+def test_a_fold_scored_with_one_run_keeps_its_rl_score(tmp_path):
+    """One seed and no warm start: the fold's evaluation has one --run, which agents.evaluate names ``rl:<algo>``
+    without the run's suffix; the score is the run's, not lost."""
+    import json
+
+    from agents.crossval import collect
+
+    _fake_cv(tmp_path, blind=False)
+    for i in range(2):
+        p = tmp_path / "eval" / f"fold-{i}" / "report.json"
+        rep = json.loads(p.read_text())
+        rep["policies"]["rl:maskable_ppo"] = rep["policies"].pop(f"rl:maskable_ppo:run{i}")
+        rep["meta"] = {"run": str(tmp_path / "runs" / f"fold-{i}" / "seed-1" / f"run{i}")}
+        p.write_text(json.dumps(rep))
+    res = collect(tmp_path, 2, [1])
+    assert [f["rl"] for f in res["folds"]] == [{1: 0.96}, {1: 0.96}] and res["mean"] == pytest.approx(0.96)
+    assert "rl:maskable_ppo" not in res["folds"][0]["heuristics"]
+
+
+def test_resume_with_more_seeds_scores_the_folds_again_and_keeps_the_old_reports(tmp_path):
+    """``--resume --seeds 1,2`` on folds scored with seed 1: the evaluations are not done (seed 2 is neither trained
+    nor scored), and the old reports are kept under a name that says their seeds."""
+    import argparse
+
+    from agents.crossval import keep_reports_without, plan, unscored_seeds
+
+    _fake_cv(tmp_path, blind=False)
+    a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
+                           recipe="dagger+ppo", expert="oracle", oracle_grid="51,13,5", dagger_episodes=2,
+                           bc_episodes=2, max_steps=10, foresight_free=False)
+    assert all(j.done_if() for j in plan(a, []) if j.name.startswith("evaluate"))
+    a.seeds = [1, 2]
+    assert unscored_seeds(tmp_path, 0, [1, 2]) == [2]
+    assert not any(j.done_if() for j in plan(a, []) if j.name.startswith("evaluate"))
+    old = (tmp_path / "eval" / "fold-0" / "report.json").read_text()
+    kept = keep_reports_without(tmp_path, [0, 1], [1, 2])
+    assert [k.name for k in kept] == ["fold-0.seeds-1", "fold-1.seeds-1"]
+    assert (kept[0] / "report.json").read_text() == old
+    assert keep_reports_without(tmp_path, [0, 1], [1, 2]) == []  # nothing left to keep

@@ -34,6 +34,13 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     assert (run / "last" / "policy_state.pt").exists()
     import numpy as np
 
+    # every checkpoint with the observation statistics it was trained on, as plain arrays
+    zips = sorted(p.name for p in (run / "checkpoints").glob("model_*_steps.zip"))
+    stats = sorted(p.name for p in (run / "checkpoints").glob("model_vecnormalize_*_steps.npz"))
+    assert zips and [z.replace("model_", "model_vecnormalize_").replace(".zip", ".npz") for z in zips] == stats
+    with np.load(run / "checkpoints" / stats[-1], allow_pickle=False) as z:
+        assert z["mean"].shape == (19,)
+
     ev = np.load(run / "eval" / "evaluations.npz")
     assert ev["results"].shape[1] == 2 and np.isclose(ev["results"].mean(axis=1).max(), sel["val_return"])
     if algo == "ppo":
@@ -70,7 +77,7 @@ def test_warm_start_bc_then_dagger(tmp_path, capsys):
     ws2 = json.loads((again / "config.json").read_text())["warm_start"]
     assert f"(loaded from {demos})" in capsys.readouterr().out  # not the earlier run's collection time
     assert ws2["rounds"][0]["transitions"] == ws["rounds"][1]["transitions"] and ws2["demos_from"] == str(demos)
-    with pytest.raises(ValueError, match="demonstrations of 'schedutil'"):
+    with pytest.raises(SystemExit, match="demonstrations of 'schedutil'"):
         train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "bc_expert": "oracle"}))
 
 
@@ -174,6 +181,12 @@ def test_warm_start_rejects_unknown_expert_and_dqn(tmp_path):
         train.main(train.Args(algo="dqn", bc_expert="schedutil", **base))
     with pytest.raises(SystemExit, match="no such file; fix"):
         train.main(train.Args(bc_expert="oracle", bc_demos=str(tmp_path / "none.npz"), **base))
+    np.savez(tmp_path / "stats.npz", mean=np.zeros(3))  # an .npz, but not demonstrations
+    (tmp_path / "text.npz").write_text("not a zip")
+    for bad in ("stats.npz", "text.npz"):
+        with pytest.raises(SystemExit, match=rf"{bad}: (not a demonstrations file|cannot read it).*fix: pass"):
+            train.main(train.Args(bc_expert="oracle", bc_demos=str(tmp_path / bad), **base))
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
     with pytest.raises(SystemExit, match="needs --bc-expert"):
         train.main(train.Args(bc_expert="none", clone_kl=0.5, **base))
     with pytest.raises(SystemExit, match="needs --algo maskable_ppo"):
