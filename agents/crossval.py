@@ -167,12 +167,7 @@ def keep_reports_without(out: Path, folds: list[int], seeds: list[int]) -> list[
         missing = unscored_seeds(out, i, seeds) if (ev / "report.json").exists() else []
         if missing:
             had = "-".join(str(s) for s in seeds if s not in missing) or "none"
-            dest, n = ev.with_name(f"fold-{i}.seeds-{had}"), 1
-            while dest.exists():
-                n += 1
-                dest = ev.with_name(f"fold-{i}.seeds-{had}-{n}")
-            ev.rename(dest)
-            kept.append(dest)
+            kept.append(_keep_as(ev, f"fold-{i}.seeds-{had}"))
     return kept
 
 
@@ -193,13 +188,18 @@ def keep_unblind_reports(out: Path, folds: list[int]) -> list[Path]:
     for i in folds:
         ev = out / "eval" / f"fold-{i}"
         if (ev / "report.json").exists() and not scored_blind(ev):
-            dest, n = ev.with_name(f"fold-{i}.without-blind"), 1
-            while dest.exists():
-                n += 1
-                dest = ev.with_name(f"fold-{i}.without-blind-{n}")
-            ev.rename(dest)
-            kept.append(dest)
+            kept.append(_keep_as(ev, f"fold-{i}.without-blind"))
     return kept
+
+
+def _keep_as(ev: Path, name: str) -> Path:
+    """Renames the fold's evaluation folder ``ev`` to ``name`` (``name-2``, ``-3`` … if taken); the new path."""
+    dest, n = ev.with_name(name), 1
+    while dest.exists():
+        n += 1
+        dest = ev.with_name(f"{name}-{n}")
+    ev.rename(dest)
+    return dest
 
 
 def run_jobs(jobs: list[Job], n_parallel: int, progress: bool = True, desc: str = "cross-validation") -> dict[str, int]:
