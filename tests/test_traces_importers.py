@@ -258,3 +258,20 @@ def test_pvdaq_skips_a_window_with_impossible_irradiance(tmp_path) -> None:
         trs = import_pvdaq(tmp_path, window_h=24, windows=0)
     assert [t.name.rsplit("-", 1)[1] for t in trs] == ["w0", "w2"]
     assert max(t.supply_w.max() for t in trs) <= MAX_IRRADIANCE_W_M2 * 0.05 * 0.18
+
+
+def test_a_clock_set_back_is_warned_about_with_the_file_and_the_fix(tmp_path) -> None:
+    """Naive local times across the autumn daylight-saving change repeat an hour with other readings: the importer
+    says so (file, time, fix) instead of silently dropping and interleaving rows."""
+    import datetime as dt
+    import zoneinfo
+
+    tz, t0 = zoneinfo.ZoneInfo("Europe/Berlin"), dt.datetime(2020, 10, 24, 23, 0, tzinfo=dt.UTC)
+    rows, e = ["time,status,energy_full,energy_now"], 40e6
+    for k in range(240):  # 4 h at 1 min across 03:00 CEST -> 02:00 CET, a steady 8 W discharge
+        local = (t0 + dt.timedelta(minutes=k)).astimezone(tz).replace(tzinfo=None)
+        rows.append(f"{local.isoformat(sep=' ')},Discharging,50000000,{int(e)}")
+        e -= 8.0 / 60 * 1e6
+    (tmp_path / "bat.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"bat.csv: 60 row\(s\) share a time .* 2020-10-25 02:00:00 .* fix: log UTC"):
+        import_linux_power_supply(tmp_path)

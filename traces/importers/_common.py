@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -215,8 +216,13 @@ def parse_times(cells: Sequence[str]) -> tuple[np.ndarray, str]:
 
 
 # --- cleaning -----------------------------------------------------------------------------------
-def clean_order(t: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], int]:
+def clean_order(t: np.ndarray, *cols: np.ndarray, source: str = "") -> tuple[np.ndarray, list[np.ndarray], int]:
     """Drops rows with NaN time, sorts by time, drops duplicate times (keeps the first).
+
+    A dropped duplicate whose values differ from the kept row's is not a repeated sample but another one at the
+    same clock time: a clock set back, typically naive local times across the autumn daylight-saving change. That
+    is warned about when the caller names the ``source`` file (the importers of clock-stamped logs do), since the
+    rows in between are then out of order.
 
     Returns:
         (t, cols, n_dropped).
@@ -226,6 +232,20 @@ def clean_order(t: np.ndarray, *cols: np.ndarray) -> tuple[np.ndarray, list[np.n
     t2 = t[ok][order]
     cs = [c[ok][order] for c in cols]
     keep = np.concatenate([[True], np.diff(t2) > 0]) if t2.size else np.zeros(0, dtype=bool)
+    dup = np.flatnonzero(~keep)
+    if dup.size and cols and source:  # the importers of clock-stamped logs name their file to be warned
+        prev = np.maximum.accumulate(np.where(keep, np.arange(t2.size), 0))  # the kept row each duplicate repeats
+        differ = [j for j in dup if any(not (c[j] == c[prev[j]] or (c[j] != c[j] and c[prev[j]] != c[prev[j]]))
+                                        for c in cs)]
+        if differ:
+            j = differ[0]
+            warnings.warn(f"{source}: {len(differ)} row(s) share a time with an earlier row but "
+                          f"carry other values (the first at "
+                          f"{datetime.fromtimestamp(float(t2[j]), UTC):%Y-%m-%d %H:%M:%S} as "
+                          "logged): "
+                          "a clock set back, as naive local times across a daylight-saving change; the later ones "
+                          "were dropped and the rows around them may be out of order; fix: log UTC or times with "
+                          "their offset (2020-10-25T02:30:00+01:00)", stacklevel=2)
     dropped = int((~ok).sum() + (~keep).sum())
     return t2[keep], [c[keep] for c in cs], dropped
 

@@ -288,7 +288,8 @@ def _import_one(f: Path, *, capacity_wh: float | None, min_duration_s: float, ma
 
     # Rows without a level reading (e.g. 'N/A' lines) carry no information: drop them.
     t_raw = np.where(np.isfinite(level), t_raw, np.nan)
-    t, cols, _ = clean_order(t_raw, level, temp, volt, usage, cur, plugged_raw, screen, wifi, cell)
+    t, cols, _ = clean_order(t_raw, level, temp, volt, usage, cur, plugged_raw, screen, wifi, cell,
+                          source=f.name)
     level, temp, volt, usage, cur, plugged_raw, screen, wifi, cell = cols
     if t.size < 2:
         return []

@@ -217,7 +217,7 @@ def _import_one(f: Path, *, max_gap_s: float, min_duration_s: float, smooth_samp
 
     t_raw = np.where(np.isfinite(energy), t_raw, np.nan)
     t, (energy, plug_raw, e_full, e_design, power_now), _ = clean_order(
-        t_raw, energy, plug_raw, e_full, e_design, power_now)
+        t_raw, energy, plug_raw, e_full, e_design, power_now, source=f.name)
     if t.size < 2:
         return []
     cap = float(np.nanmedian(e_full)) if np.isfinite(e_full).any() else (

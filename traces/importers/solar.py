@@ -310,7 +310,7 @@ def import_pvdaq(
         i_amb = next((i for i, n in enumerate(lower) for a in _AMBIENT_COLS if a in n), None)
         amb = floats(i_amb) if i_amb is not None else np.full(v.size, np.nan)
         t_raw = np.where(np.isfinite(v), t_raw, np.nan)
-        t, (v, amb), _ = clean_order(t_raw, v, amb)
+        t, (v, amb), _ = clean_order(t_raw, v, amb, source=f.name)
         if t.size < 3:
             continue
         v = np.clip(v, 0.0, None)
