@@ -787,10 +787,13 @@ class SensorHub:
 
 
     def _fresh_backup(self, i: int, now: float) -> tuple[int, tuple[float, float, bool]] | None:
-        """The most preferred backup of field ``i`` with a good value no older than ``stale_after_s``, or None."""
+        """The most preferred backup of field ``i`` with a good value no older than ``stale_after_s``, or None.
+        A field the shield needs (:data:`REQUIRED`) whose measuring owner fails is not handed to a model: it goes
+        HELD, then LOST (the worst case), as a sensor that stops answering may be the first sign of trouble."""
+        strict = i in self._req and not self._owner_modelled[i]
         for j in sorted(self._backup_good[i]):
             v, t, m = self._backup_good[i][j]
-            if now - t <= self.stale_after_s:
+            if now - t <= self.stale_after_s and not (strict and m):
                 return j, (v, t, m)
         return None
 

@@ -432,3 +432,24 @@ def test_the_die_temperature_is_read_not_amds_offset_control_value(monkeypatch):
     for temps, want in cases:
         monkeypatch.setattr(psutil, "sensors_temperatures", lambda temps=temps: temps, raising=False)
         assert PsutilTemperatureSensor().read().temp_c == want, temps
+
+
+def test_a_failing_temperature_sensor_is_not_replaced_by_a_model():
+    """The shield's fields fall back to another measurement, never to a model: a die sensor that stops answering
+    goes HELD, then LOST (hot), even with the modelled thermal sensor at hand."""
+    clk = Clock(0.0)
+
+    class Dies(Sensor):
+        name, provides, modelled = "die", ("temp_c",), False
+
+        def read(self) -> Reading:
+            if clk.t > 1.0:
+                raise OSError("sensor gone")
+            return Reading(clk.t, temp_c=50.0)
+
+    model = ConstantSensor({"temp_c": 30.0}, clk, name="modelled_thermal", modelled=True)
+    hub = SensorHub([Dies(clk), model], clock=clk, read_deadline_s=0)
+    for t in range(12):
+        clk.t = float(t)
+        hub.poll(float(t))
+    assert hub.status[TEMP] == FieldStatus.LOST and hub.values[TEMP] == 150.0 and hub.lost_required
