@@ -105,10 +105,9 @@ def test_install_joint_head_rebuilds_the_optimiser_over_the_knob_parameters():
     from sb3_contrib import MaskablePPO
 
     import envs  # noqa: F401 - registers the env id
+    import traces as T
     from agents.joint_head import install_joint_head
     from envs.power_env import MicroLLMPowerEnv
-
-    import traces as T
 
     # phone traces: a hot one (heat-03 starts above the trip point) masks all but one configuration, with no gradient
     phones = [t for t in T.TraceSet.load(T.default_trace_set_dir()) if t.name.startswith("phone-")]
