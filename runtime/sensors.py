@@ -280,7 +280,7 @@ class PowerSupplySensor(BatterySensor):
         return ok, self.meter.reason
 
     def capacity_wh(self) -> float | None:
-        """Design/full energy of the battery in Wh (``energy_full``, µWh), or None."""
+        """Full energy of the battery in Wh (``energy_full``, or ``charge_full`` × ``voltage_min_design``), or None."""
         return self.meter.energy_full_wh()
 
     def read_battery(self) -> BatteryReading:
