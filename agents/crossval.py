@@ -22,7 +22,7 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
    job's randomisation, randomised demonstrations and observation; docs/CHANGELOG.md) unless given after ``--``.
 3. **Evaluate**, per fold, every seed's final policy *and* its warm start alone (so the RL step is measured,
    not assumed) with every heuristic and the oracle on the same held-out episodes
-   (``agents.evaluate --run ... --oracle-grid G``): ``OUT/eval/fold-i/report.*``.
+   (``agents.evaluate --run ... --oracle-grid G``, or ``--score-oracle-grid``'s): ``OUT/eval/fold-i/report.*``.
 4. **Report**: ``OUT/crossval.md/.json/.csv/.png``: per fold, the oracle-normalised score of each seed, the
    warm start, every heuristic; mean and worst fold; whether the policy beats every heuristic in every
    fold; battery deaths the oracle avoids. Targets (issue 16): mean ≥ 0.95, worst fold ≥ 0.93.
@@ -132,13 +132,40 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
 
         jobs.append(Job(f"evaluate fold {i}",
                         [py, "-m", "agents.evaluate", "--traces", str(fold), "--split", "test", "--out", str(ev),
-                         "--oracle-grid", a.oracle_grid, "--max-steps", str(a.max_steps), "--no-progress",
+                         "--oracle-grid", score_grid(a), "--max-steps", str(a.max_steps), "--no-progress",
                          "--force"] + (["--also", ORACLE_BLIND] if a.foresight_free else []),
                         out / "logs" / f"eval-fold{i}.log", after=seed_jobs,
                         done_if=lambda ev=ev, i=i: (ev / "report.json").exists() and (
-                            not a.foresight_free or scored_blind(ev)) and not unscored_seeds(out, i, a.seeds),
+                            not a.foresight_free or scored_blind(ev)) and not unscored_seeds(out, i, a.seeds)
+                        and scored_grid(ev) == score_grid(a),
                         extra=eval_extra))
     return jobs
+
+
+def score_grid(a: argparse.Namespace) -> str:
+    """The oracle grid the folds are scored with: ``--score-oracle-grid``, else ``--oracle-grid``."""
+    g = getattr(a, "score_oracle_grid", None) or a.oracle_grid
+    return ",".join(str(int(x)) for x in g.split(","))
+
+
+def scored_grid(ev: Path) -> str | None:
+    """The oracle grid a fold report in ``ev`` was scored with (``meta.oracle_grid``), or None."""
+    try:
+        g = json.loads((ev / "report.json").read_text())["meta"]["oracle_grid"]
+        return ",".join(str(int(x)) for x in g)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def keep_reports_on_another_grid(out: Path, folds: list[int], grid: str) -> list[Path]:
+    """Before a fold is scored on another oracle grid: its report is renamed ``eval/fold-i.grid-<its grid>``."""
+    kept = []
+    for i in folds:
+        ev = out / "eval" / f"fold-{i}"
+        had = scored_grid(ev) if (ev / "report.json").exists() else None
+        if had is not None and had != grid:
+            kept.append(_keep_as(ev, f"fold-{i}.grid-{had.replace(',', 'x')}"))
+    return kept
 
 
 def unscored_seeds(out: Path, i: int, seeds: list[int]) -> list[int]:
@@ -474,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bc-episodes", type=positive_int, default=64, help="oracle episodes per fold (first seed)")
     ap.add_argument("--dagger-episodes", type=positive_int, default=32, help="DAgger episodes per seed")
     ap.add_argument("--oracle-grid", default="51,13,5", help="oracle grid of the demonstrations and the scores")
+    ap.add_argument("--score-oracle-grid", default=None, metavar="G",
+                    help="oracle grid of the scores only (default: --oracle-grid); 201,13,5 costs about as much per "
+                         "phone session and does not mis-plan a battery run to its last percent (docs/agents.md, "
+                         "'The grid near an empty battery'); --resume with another grid re-scores the folds, keeping "
+                         "the old reports as eval/fold-i.grid-<grid>")
     ap.add_argument("--max-steps", type=positive_int, default=720)
     ap.add_argument("--jobs", type=positive_int, default=max(1, (os.cpu_count() or 1)),
                     help="subprocesses at a time (each uses one thread)")
@@ -503,10 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"argument --folds: {folds_text!r}; allowed: distinct whole numbers 0..{a.k - 1} (k = {a.k}), "
                  "comma-separated, e.g. 1 or 0,2")
-    try:
-        _oracle_grid(a.oracle_grid)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"argument --oracle-grid: {exc}")
+    for flag, g in (("--oracle-grid", a.oracle_grid), ("--score-oracle-grid", a.score_oracle_grid)):
+        try:
+            if g is not None:
+                _oracle_grid(g)
+        except argparse.ArgumentTypeError as exc:
+            ap.error(f"argument {flag}: {exc}")
     out = Path(a.out)
     if a.report_only and not ((out / "folds").is_dir() or (out / "runs").is_dir()):
         ap.error(f"argument --out: {out} holds no cross-validation (no folds/ or runs/ folder); --report-only rebuilds "
@@ -541,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.foresight_free:
             for kept in keep_unblind_reports(out, a.folds):
                 print(f"kept {kept} (the fold's report without oracle-blind); re-scoring the fold", file=sys.stderr)
+        for kept in keep_reports_on_another_grid(out, a.folds, score_grid(a)):
+            print(f"kept {kept} (the fold's report on another oracle grid); scoring the fold on {score_grid(a)}",
+                  file=sys.stderr)
         for kept in keep_reports_without(out, a.folds, a.seeds):
             print(f"kept {kept} (the fold's report without every seed of --seeds); the fold is scored again once "
                   "they are trained", file=sys.stderr)

@@ -153,7 +153,7 @@ def _fake_cv(out, blind: bool, deaths_blind=(0, 1)):
                 m.pop("deaths_not_blind", None)
         (out / "eval" / f"fold-{i}").mkdir(parents=True)
         (out / "eval" / f"fold-{i}" / "report.json").write_text(json.dumps(
-            {"policies": pol, "episodes": [{}] * 3, "meta": {"run": [str(run)]}}))
+            {"policies": pol, "episodes": [{}] * 3, "meta": {"run": [str(run)], "oracle_grid": [51, 13, 5]}}))
 
 
 def test_foresight_free_counts_the_deaths_the_blind_oracle_avoids_beside_the_oracles(tmp_path):
@@ -280,3 +280,26 @@ def test_resume_with_more_seeds_scores_the_folds_again_and_keeps_the_old_reports
     assert [k.name for k in kept] == ["fold-0.seeds-1", "fold-1.seeds-1"]
     assert (kept[0] / "report.json").read_text() == old
     assert keep_reports_without(tmp_path, [0, 1], [1, 2]) == []  # nothing left to keep
+
+
+def test_another_score_grid_scores_the_folds_again_and_keeps_the_old_reports(tmp_path):
+    """``--score-oracle-grid 201,13,5`` on folds scored on 51,13,5: the evaluations run again on the new grid (the
+    demonstrations keep --oracle-grid), and the old reports are kept under a name that says their grid."""
+    import argparse
+
+    from agents.crossval import keep_reports_on_another_grid, plan, score_grid
+
+    _fake_cv(tmp_path, blind=False)
+    a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
+                           recipe="dagger+ppo", expert="oracle", oracle_grid="51,13,5", dagger_episodes=2,
+                           bc_episodes=2, max_steps=10, foresight_free=False, score_oracle_grid="201,13,5")
+    jobs = plan(a, [])
+    evals = [j for j in jobs if j.name.startswith("evaluate")]
+    assert not any(j.done_if() for j in evals)
+    assert all(j.argv[j.argv.index("--oracle-grid") + 1] == "201,13,5" for j in evals)
+    trains = [j for j in jobs if j.name.startswith("train")]
+    assert all(j.argv[j.argv.index("--bc-oracle-grid") + 1] == "51,13,5" for j in trains)
+    kept = keep_reports_on_another_grid(tmp_path, [0, 1], score_grid(a))
+    assert [k.name for k in kept] == ["fold-0.grid-51x13x5", "fold-1.grid-51x13x5"]
+    a.score_oracle_grid = None
+    assert score_grid(a) == "51,13,5"
