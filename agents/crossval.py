@@ -135,10 +135,8 @@ def plan(a: argparse.Namespace, train_extra: list[str]) -> list[Job]:
                          "--oracle-grid", score_grid(a), "--max-steps", str(a.max_steps), "--no-progress",
                          "--force"] + (["--also", ORACLE_BLIND] if a.foresight_free else []),
                         out / "logs" / f"eval-fold{i}.log", after=seed_jobs,
-                        done_if=lambda ev=ev, i=i: (ev / "report.json").exists() and (
-                            not a.foresight_free or scored_blind(ev)) and not unscored_seeds(out, i, a.seeds)
-                        and scored_grid(ev) == score_grid(a),
-                        extra=eval_extra))
+                        done_if=lambda i=i: (out / "eval" / f"fold-{i}" / "report.json").exists()
+                        and stale_report(out, i, a) is None, extra=eval_extra))
     return jobs
 
 
@@ -148,74 +146,43 @@ def score_grid(a: argparse.Namespace) -> str:
     return ",".join(str(int(x)) for x in g.split(","))
 
 
-def scored_grid(ev: Path) -> str | None:
-    """The oracle grid a fold report in ``ev`` was scored with (``meta.oracle_grid``), or None."""
-    try:
-        g = json.loads((ev / "report.json").read_text())["meta"]["oracle_grid"]
-        return ",".join(str(int(x)) for x in g)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def keep_reports_on_another_grid(out: Path, folds: list[int], grid: str) -> list[Path]:
-    """Before a fold is scored on another oracle grid: its report is renamed ``eval/fold-i.grid-<its grid>``."""
-    kept = []
-    for i in folds:
-        ev = out / "eval" / f"fold-{i}"
-        had = scored_grid(ev) if (ev / "report.json").exists() else None
-        if had is not None and had != grid:
-            kept.append(_keep_as(ev, f"fold-{i}.grid-{had.replace(',', 'x')}"))
-    return kept
-
-
-def unscored_seeds(out: Path, i: int, seeds: list[int]) -> list[int]:
-    """The seeds of fold ``i`` whose run is not trained yet or not in the fold's report (``--resume`` with more
-    ``--seeds``: the fold is scored again with every seed)."""
-    try:
-        meta = json.loads((out / "eval" / f"fold-{i}" / "report.json").read_text()).get("meta", {})
-    except (OSError, ValueError):
-        meta = {}
-    scored = meta.get("run") or []
-    scored = {Path(r).name for r in ([scored] if isinstance(scored, str) else scored)}
-    missing = []
-    for seed in seeds:
-        run = completed_run(out / "runs" / f"fold-{i}" / f"seed-{seed}")
-        if run is None or run.name not in scored:
-            missing.append(seed)
-    return missing
-
-
-def keep_reports_without(out: Path, folds: list[int], seeds: list[int]) -> list[Path]:
-    """Before ``--resume`` scores a fold again for seeds its report lacks: that report is renamed
-    ``eval/fold-i.seeds-<its seeds>`` (``-2`` … if taken), so that nothing is overwritten. The renamed folders."""
-    kept = []
-    for i in folds:
-        ev = out / "eval" / f"fold-{i}"
-        missing = unscored_seeds(out, i, seeds) if (ev / "report.json").exists() else []
-        if missing:
-            had = "-".join(str(s) for s in seeds if s not in missing) or "none"
-            kept.append(_keep_as(ev, f"fold-{i}.seeds-{had}"))
-    return kept
-
-
-def scored_blind(ev: Path) -> bool:
-    """Whether the fold report in ``ev`` scored the foresight-free oracle (``--foresight-free``)."""
+def stale_report(out: Path, i: int, a: argparse.Namespace) -> tuple[str, str] | None:
+    """Why fold ``i``'s report does not score what this command asks, as (the name to keep it under, why), or None
+    when it does or there is none: it lacks ``oracle-blind`` (``--foresight-free``), was scored on another oracle
+    grid (``--score-oracle-grid``), or lacks a seed of ``--seeds`` (trained or not yet): the fold is scored again."""
     from agents.registry import ORACLE_BLIND
 
     try:
-        return ORACLE_BLIND in json.loads((ev / "report.json").read_text())["policies"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        rep = json.loads((out / "eval" / f"fold-{i}" / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    meta = rep.get("meta") or {}
+    if a.foresight_free and ORACLE_BLIND not in (rep.get("policies") or {}):
+        return f"fold-{i}.without-blind", "without oracle-blind"
+    try:
+        had = ",".join(str(int(x)) for x in meta["oracle_grid"])
+    except (KeyError, TypeError, ValueError):
+        had = "unknown"
+    if had != score_grid(a):
+        return f"fold-{i}.grid-{had.replace(',', 'x')}", f"on the oracle grid {had}, not {score_grid(a)}"
+    scored = meta.get("run") or []
+    scored = {Path(r).name for r in ([scored] if isinstance(scored, str) else scored)}
+    missing = [seed for seed in a.seeds if (run := completed_run(out / "runs" / f"fold-{i}" / f"seed-{seed}")) is None
+               or run.name not in scored]
+    if missing:
+        had = "-".join(str(s) for s in a.seeds if s not in missing) or "none"
+        return f"fold-{i}.seeds-{had}", "without every seed of --seeds"
+    return None
 
 
-def keep_unblind_reports(out: Path, folds: list[int]) -> list[Path]:
-    """Before ``--foresight-free`` re-scores a finished fold: its report without ``oracle-blind`` is renamed
-    ``eval/fold-i.without-blind`` (``-2``, ``-3`` … if taken), so that nothing is overwritten. The renamed folders."""
+def keep_stale_reports(out: Path, a: argparse.Namespace) -> list[tuple[Path, str]]:
+    """Before the folds of ``a.folds`` are scored again (``stale_report``): each stale report is renamed
+    ``eval/fold-i.<why>`` (``-2``, ``-3`` … if taken), so that nothing is overwritten. The renamed folders and why."""
     kept = []
-    for i in folds:
-        ev = out / "eval" / f"fold-{i}"
-        if (ev / "report.json").exists() and not scored_blind(ev):
-            kept.append(_keep_as(ev, f"fold-{i}.without-blind"))
+    for i in a.folds:
+        stale = stale_report(out, i, a)
+        if stale is not None:
+            kept.append((_keep_as(out / "eval" / f"fold-{i}", stale[0]), stale[1]))
     return kept
 
 
@@ -572,15 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         (out / "logs").mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps({**vars(a), "train_extra": train_extra}, indent=1))
-        if a.foresight_free:
-            for kept in keep_unblind_reports(out, a.folds):
-                print(f"kept {kept} (the fold's report without oracle-blind); re-scoring the fold", file=sys.stderr)
-        for kept in keep_reports_on_another_grid(out, a.folds, score_grid(a)):
-            print(f"kept {kept} (the fold's report on another oracle grid); scoring the fold on {score_grid(a)}",
-                  file=sys.stderr)
-        for kept in keep_reports_without(out, a.folds, a.seeds):
-            print(f"kept {kept} (the fold's report without every seed of --seeds); the fold is scored again once "
-                  "they are trained", file=sys.stderr)
+        for kept, why in keep_stale_reports(out, a):
+            print(f"kept {kept} (the fold's report {why}); the fold is scored again", file=sys.stderr)
         rc = run_jobs(plan(a, train_extra), a.jobs, progress=not a.no_progress)
         failed = [n for n, c in rc.items() if c]
         if failed:

@@ -733,12 +733,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     names += [n for n in also if n not in names]
     n_soc, n_temp, n_backlog = args.oracle_grid
     controllers: dict[str, Any] = {}
+    trained: dict[str, dict] = {}  # run -> the configurations and features its policy was trained on
     rl_name = None
     if runs:
         from agents.run_io import load_controller
 
         for run in runs:
             rl = load_controller(run)
+            trained[run] = rl.trained_on
             name = rl.name if len(runs) == 1 else f"{rl.name}:{run_label(run)}"
             if name in controllers:
                 raise SystemExit(f"python -m agents.evaluate: --run {run}: given twice")
@@ -760,24 +762,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = ({"n_soc": n_soc, "n_temp": n_temp, "n_backlog": n_backlog, "horizon_steps": args.max_steps}
                  if n in ORACLES else {"seed": args.seed} if n == RANDOM else {})  # the score's zero follows --seed
         controllers[n] = lambda env, n=n, extra=extra: make_controller(n, env, **extra)
-    if runs:  # a run over other configurations or features than this evaluation's env: one line with the fix
-        from agents.run_io import env_from_config, load_config
-
-        probe = env_factory()
-        pu = getattr(probe, "unwrapped", probe)
-        for run in runs:
-            rcfg = load_config(run)
-            renv = env_from_config(rcfg)
-            if tuple(renv.space.names) != tuple(pu.space.names) or list(renv.layout.names) != list(pu.layout.names):
-                raise SystemExit(
-                    f"python -m agents.evaluate: --run {run}: trained on {len(renv.space.names)} configurations and "
-                    f"{len(renv.layout.names)} observation features, this evaluation's env has "
-                    f"{len(pu.space.names)} and {len(pu.layout.names)}; evaluate it with the profile and environment "
-                    f"options it was trained with (its profile: {(rcfg.get('env_kwargs') or {}).get('profile')})")
-    if policies:  # a policy over other configurations or features: one line with the fix, before any episode
+    # a run or policy over other configurations or features than this evaluation's env: one line with the fix,
+    # before any episode
+    probe = env_factory() if trained or policies else None
+    pu = getattr(probe, "unwrapped", probe)
+    for run, t in trained.items():
+        if t["configs"] != tuple(pu.space.names) or t["features"] != tuple(pu.layout.names):
+            raise SystemExit(
+                f"python -m agents.evaluate: --run {run}: trained on {len(t['configs'])} configurations and "
+                f"{len(t['features'])} observation features, this evaluation's env has {len(pu.space.names)} and "
+                f"{len(pu.layout.names)}; evaluate it with the profile and environment options it was trained with "
+                f"(its profile: {t['profile']})")
+    if policies:
         from agents.deployed import DeployedPolicy
 
-        probe = env_factory()
         for p in policies:
             try:
                 DeployedPolicy(p).bind(probe)

@@ -162,5 +162,10 @@ def load_controller(run_dir: str | Path) -> PolicyController:
     if factorised:
         from agents.factorised import FactorisedController
 
-        return FactorisedController(policy, stats, env.space, name=f"rl:{a.name}-factorised", maskable=a.uses_masks)
-    return PolicyController(policy, stats, name=f"rl:{a.name}", uses_masks=a.uses_masks)
+        ctrl = FactorisedController(policy, stats, env.space, name=f"rl:{a.name}-factorised", maskable=a.uses_masks)
+    else:
+        ctrl = PolicyController(policy, stats, name=f"rl:{a.name}", uses_masks=a.uses_masks)
+    # what the policy's inputs and outputs mean, for a check against another env (agents.evaluate)
+    ctrl.trained_on = {"configs": tuple(env.space.names), "features": tuple(env.layout.names),
+                       "profile": (cfg.get("env_kwargs") or {}).get("profile")}
+    return ctrl

@@ -326,10 +326,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._last_power_w = self._idle_w + tr.base_w[i]
         self._last_lat_ms = 0.0
         self._last_demand = self._demand_avg = tr.demand_tps[i]
-        low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc
-        self._mask = (self._compute_mask(low_soc) if self.temp_c > self._hot_c or self.soc < low_soc
-                      or (self._has_split and self._bw[i] <= 0.0) or (self._has_place and self._down[i])
-                      else self._all_ok)  # the rules of step(), from the first decision on
+        self._mask = self._rules_mask()  # the rules of step(), from the first decision on
         obs = self._obs()
         return obs, {"action_mask": self._mask.copy(), "trace": tr.name, "start": self._i,
                      "soc": self.soc, "temp_c": self.temp_c}
@@ -355,12 +352,7 @@ class MicroLLMPowerEnv(gym.Env):
         truncated = self._i >= self._n
         if truncated:
             self._i = self._n - 1  # observation of the last row; the episode is over
-        low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
-        if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[self._i] <= 0.0) \
-                or (self._has_place and self._down[self._i]):
-            self._mask = self._compute_mask(low_soc)
-        else:
-            self._mask = self._all_ok
+        self._mask = self._rules_mask()
         obs = self._obs()  # the rule hint reads the mask before the dwell rule, as the runtime manager's does
         if self._min_dwell > 1:
             self._since_switch = since_switch_after(self._since_switch, a != prev)
@@ -381,6 +373,16 @@ class MicroLLMPowerEnv(gym.Env):
         horizon = saver_horizon_s(self._saver_s, self._deadline_s - i * self.step_s, self._saver_dl)
         return saver_soc(self.reserve_soc, horizon, self._capacity_j, self._tr.base_w[i] + self._idle_w,
                          self._last_demand, self.rules.ept_min, self._tr.supply_w[i], self.params.saver_floor_frac)
+
+    def _rules_mask(self) -> np.ndarray:
+        """The action mask at row ``_i`` in the current state: the rules' own (``_compute_mask``) where one can bind
+        (near the trip point, below the battery rule's threshold, the link or a processor down), else all allowed."""
+        i = self._i
+        low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
+        if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[i] <= 0.0) \
+                or (self._has_place and self._down[i]):
+            return self._compute_mask(low_soc)
+        return self._all_ok
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

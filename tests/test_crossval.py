@@ -184,7 +184,7 @@ def test_without_foresight_free_there_is_no_blind_count(tmp_path):
 def test_foresight_free_rescores_a_finished_fold_and_keeps_its_old_report(tmp_path):
     import argparse
 
-    from agents.crossval import keep_unblind_reports, plan
+    from agents.crossval import keep_stale_reports, plan
 
     _fake_cv(tmp_path, blind=False)
     a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
@@ -195,13 +195,13 @@ def test_foresight_free_rescores_a_finished_fold_and_keeps_its_old_report(tmp_pa
     assert not any(j.done_if() for j in evals)  # the reports without oracle-blind do not count as done
     old = (tmp_path / "eval" / "fold-0" / "report.json").read_text()
     (tmp_path / "eval" / "fold-1.without-blind").mkdir()  # taken: the next free name is used
-    kept = keep_unblind_reports(tmp_path, [0, 1])
+    kept = [k for k, _ in keep_stale_reports(tmp_path, a)]
     assert [k.name for k in kept] == ["fold-0.without-blind", "fold-1.without-blind-2"]
     assert (kept[0] / "report.json").read_text() == old and not (tmp_path / "eval" / "fold-0").exists()
     _fake_cv(tmp_path / "b", blind=True)
     assert all(j.done_if() for j in plan(argparse.Namespace(**{**vars(a), "out": str(tmp_path / "b")}), [])
                if j.name.startswith("evaluate"))
-    assert keep_unblind_reports(tmp_path / "b", [0, 1]) == []
+    assert keep_stale_reports(tmp_path / "b", a) == []
     a.foresight_free = False
     assert all("--also" not in j.argv for j in plan(a, []))
 
@@ -265,7 +265,7 @@ def test_resume_with_more_seeds_scores_the_folds_again_and_keeps_the_old_reports
     nor scored), and the old reports are kept under a name that says their seeds."""
     import argparse
 
-    from agents.crossval import keep_reports_without, plan, unscored_seeds
+    from agents.crossval import keep_stale_reports, plan, stale_report
 
     _fake_cv(tmp_path, blind=False)
     a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
@@ -273,13 +273,13 @@ def test_resume_with_more_seeds_scores_the_folds_again_and_keeps_the_old_reports
                            bc_episodes=2, max_steps=10, foresight_free=False)
     assert all(j.done_if() for j in plan(a, []) if j.name.startswith("evaluate"))
     a.seeds = [1, 2]
-    assert unscored_seeds(tmp_path, 0, [1, 2]) == [2]
+    assert stale_report(tmp_path, 0, a) == ("fold-0.seeds-1", "without every seed of --seeds")
     assert not any(j.done_if() for j in plan(a, []) if j.name.startswith("evaluate"))
     old = (tmp_path / "eval" / "fold-0" / "report.json").read_text()
-    kept = keep_reports_without(tmp_path, [0, 1], [1, 2])
+    kept = [k for k, _ in keep_stale_reports(tmp_path, a)]
     assert [k.name for k in kept] == ["fold-0.seeds-1", "fold-1.seeds-1"]
     assert (kept[0] / "report.json").read_text() == old
-    assert keep_reports_without(tmp_path, [0, 1], [1, 2]) == []  # nothing left to keep
+    assert keep_stale_reports(tmp_path, a) == []  # nothing left to keep
 
 
 def test_another_score_grid_scores_the_folds_again_and_keeps_the_old_reports(tmp_path):
@@ -287,7 +287,7 @@ def test_another_score_grid_scores_the_folds_again_and_keeps_the_old_reports(tmp
     demonstrations keep --oracle-grid), and the old reports are kept under a name that says their grid."""
     import argparse
 
-    from agents.crossval import keep_reports_on_another_grid, plan, score_grid
+    from agents.crossval import keep_stale_reports, plan, score_grid
 
     _fake_cv(tmp_path, blind=False)
     a = argparse.Namespace(out=str(tmp_path), k=2, folds=[0, 1], seeds=[1], total_timesteps=1e3, learning_rate=3e-5,
@@ -299,7 +299,7 @@ def test_another_score_grid_scores_the_folds_again_and_keeps_the_old_reports(tmp
     assert all(j.argv[j.argv.index("--oracle-grid") + 1] == "201,13,5" for j in evals)
     trains = [j for j in jobs if j.name.startswith("train")]
     assert all(j.argv[j.argv.index("--bc-oracle-grid") + 1] == "51,13,5" for j in trains)
-    kept = keep_reports_on_another_grid(tmp_path, [0, 1], score_grid(a))
+    kept = [k for k, _ in keep_stale_reports(tmp_path, a)]
     assert [k.name for k in kept] == ["fold-0.grid-51x13x5", "fold-1.grid-51x13x5"]
     a.score_oracle_grid = None
     assert score_grid(a) == "51,13,5"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.dynamics import DEVICES, battery_step, device_constants
+from runtime.dynamics import DEVICES
 from traces import TraceSet, shared_traces_dir
 from traces.build_real import build_real
 from traces.importers import (
@@ -213,17 +213,6 @@ def test_build_real_from_shared_traces(tmp_path: Path) -> None:
     assert (tmp_path / "real" / "radio_energy_per_bit.json").exists()
 
 
-def _replay_model_off(tr) -> np.ndarray:
-    """The env's battery with the model off (idle + base load, the trace's supply): SoC after each row."""
-    d = device_constants(tr.meta.device_kind)
-    soc, out = tr.meta.initial_soc, []
-    for i in range(len(tr)):
-        soc, _ = battery_step(soc, tr.supply_w[i], d.idle_power_w + np.nan_to_num(tr.base_load_w[i]), tr.hold_s[i],
-                              tr.meta.capacity_wh * 3600.0, d.charge_efficiency)
-        out.append(soc)
-    return np.array(out)
-
-
 def test_a_replay_with_the_model_off_reproduces_the_logged_charge() -> None:
     """The battery logs' consumption already holds the platform idle, and their charge power is what was stored: the
     importers write base load and supply so that the env (which adds the idle and stores η of a surplus) replays the
@@ -231,8 +220,13 @@ def test_a_replay_with_the_model_off_reproduces_the_logged_charge() -> None:
     trs = import_linux_power_supply(FIX / "linux") + import_android_batteryapp(FIX / "android") \
         + import_android_batteryapp(FIX / "android-adb")
     assert {t.meta.device_kind for t in trs} == {"laptop", "phone"} and any(t.plugged.max() == 1 for t in trs)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from replay_soc import replay  # the env's battery with the model off
+
     for tr in trs:
-        sim, logged = _replay_model_off(tr), tr.soc_frac
+        sim, logged = replay(tr), tr.soc_frac
         assert np.nanmax(np.abs(sim[:-1] - logged[1:])) < 0.016, tr.name
 
 
