@@ -721,7 +721,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if runs:
         from agents.run_io import load_config
 
-        cfg = load_config(runs[0])
+        try:  # every run folder readable, before anything is built
+            cfg = [load_config(r) for r in runs][0]
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"python -m agents.evaluate: --run {exc}") from None
     elif pfs:  # the first policy's own profile and environment parameters
         pf = next(iter(pfs.values()))
         prof = (pf.meta.get("profile") or {}).get("path")
@@ -739,7 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.run_io import load_controller
 
         for run in runs:
-            rl = load_controller(run)
+            try:
+                rl = load_controller(run)
+            except (OSError, ValueError) as exc:  # no run folder, or one this code cannot rebuild: the message names it
+                raise SystemExit(f"python -m agents.evaluate: --run {exc}") from None
             trained[run] = rl.trained_on
             name = rl.name if len(runs) == 1 else f"{rl.name}:{run_label(run)}"
             if name in controllers:

@@ -298,6 +298,8 @@ def test_evaluate_cli_with_a_saved_run(tmp_path):
                  "--seed", "7"]) == 0
     seven = json.loads((tmp_path / "e7" / "report.json").read_text())["policies"]["random"]["return"]
     assert seven != data["policies"]["random"]["return"]
+    with pytest.raises(SystemExit, match="--run .*not a run folder.*train one"):  # no traceback for a wrong path
+        main(["--run", str(tmp_path / "no-run"), "--out", str(tmp_path / "e9")])
     # a run over other configurations than the evaluation's profile: one line naming the fix, not a numpy error
     other = tmp_path / "other.json"
     other.write_text(json.dumps(example_profile(6)))
