@@ -381,6 +381,9 @@ class OracleController:
                 if w.any():  # skips the empty corners of a one-point temperature axis
                     W += V1[c] * w.astype(np.float32)[:, None]
             cont, dead = self._continuation(W, need_now + delta, need_next, plan, fast=self.fast_shift)
+            keep = self._keep(k, i)
+            if keep < 1.0:  # the session may end in this step: what follows counts only if it goes on
+                cont *= np.float32(keep)
             r32 = r_base.astype(np.float32)[:, None]
             cont += r32
             K = dead.shape[1]
@@ -515,7 +518,7 @@ class OracleController:
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
         r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions, plan.objective)
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
-        q = r.reward + np.where(r.dead, 0.0, cont)
+        q = r.reward + np.where(r.dead, 0.0, self._keep(plan.k, plan.start + t) * cont)
         off = self._unavailable(plan.k, plan.start + t)
         if off is not None:
             q = np.where(off, -np.inf, q)
@@ -563,6 +566,11 @@ class OracleController:
         horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)
         lo = saver_soc(reserve, horizon, tr.capacity_j, base_w, demand, rules.ept_min, supply_w, p.saver_floor_frac)
         return M, bool(low_ok), float(lo)
+
+    def _keep(self, k: int, i: int) -> float:
+        """The chance that trace ``k``'s episode goes on after row ``i``, given that it reached it (1: the plan knows
+        where it ends; :class:`HazardOracle` weighs a session that may end at any step)."""
+        return 1.0
 
     def _unavailable(self, k: int, i: int) -> np.ndarray | None:
         """Actions that need a processor that is down at row ``i`` of trace ``k`` (None: all available)."""
@@ -761,4 +769,120 @@ class ForesightFreeOracle(ChargerBlindOracle):
         return self.traces[k].n
 
 
-__all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "OracleController", "OraclePlan", "extend_session"]
+def on_battery_stretches(traces: list[TraceArrays]) -> list[int]:
+    """Lengths in rows of the phones' and laptops' stretches on battery: from the log's start or an unplug to the next
+    plug-in or the log's end (a session as a device sees it: it ends where a charger comes or the log stops)."""
+    out = []
+    for t in traces:
+        if t.device_kind not in SESSION_KINDS:
+            continue
+        run = 0
+        for p in np.asarray(t.plugged) > 0:
+            if p and run:
+                out.append(run)
+            run = 0 if p else run + 1
+        if run:
+            out.append(run)
+    return out
+
+
+def session_end_rate_per_h(traces: list[TraceArrays], step_s: float) -> float:
+    """Stretches on battery ended per hour on battery (:func:`on_battery_stretches`); NaN when there are none."""
+    lengths = on_battery_stretches(traces)
+    return len(lengths) / (sum(lengths) * step_s / 3600.0) if lengths else float("nan")
+
+
+def keep_after_elapsed(lengths: list[int], tail_keep: float) -> np.ndarray:
+    """``keep[e]``: the empirical chance that a stretch on battery goes on after its row ``e`` (rows from 0), given
+    that it reached row ``e``, from the stretches' ``lengths`` in rows; the last entry, ``tail_keep``, holds past the
+    longest stretch."""
+    L = np.asarray(lengths, dtype=np.int64)
+    if L.size == 0 or L.min() < 1:
+        raise ValueError("keep_after_elapsed: needs at least one stretch, each at least one row long")
+    reached = np.bincount(L, minlength=L.max() + 1)[::-1].cumsum()[::-1][1:]  # reached[e]: stretches longer than e
+    ends = np.bincount(L - 1, minlength=L.max())  # ends[e]: stretches whose last row is e
+    return np.append(1.0 - ends / reached, float(tail_keep))
+
+
+class HazardOracle(ForesightFreeOracle):
+    """The foresight-free oracle that weighs the chance that the session ends (``oracle-hazard``): the plan that
+    maximises the *expected* return of a device that knows of its session's end only what past sessions say.
+
+    As :class:`ForesightFreeOracle` (no charger later than now, each phone's and laptop's session planned as if it
+    could go on to the episode's cap), and on those traces the value after each row counts with the probability
+    ``keep`` that the session goes on past it: ``V_t = max_a [r_t + (1 − death) · keep_t · V_{t+1}]``, the expected
+    return when nothing is earned or lost after the session ends. A death ``k`` rows ahead then costs about
+    ``w_death · keep^k``: delaying it is worth the chance that the session ends meanwhile, which the plain
+    foresight-free oracle, sure of dying on a session it cannot outlast, does not weigh. The survival need is unchanged
+    (it does not depend on the value). Solar nodes are planned as the charger-blind oracle plans them.
+
+    Args:
+        session_end_per_h: ``survival="exponential"``: a constant rate of sessions ended per hour on battery,
+            ``keep = exp(−rate · step_s)``; None: :func:`session_end_rate_per_h` of ``stretches``.
+        survival: ``"exponential"``, or ``"empirical"``: ``keep`` by the rows since the stretch on battery began,
+            from the lengths of ``stretches``' stretches (:func:`keep_after_elapsed`; the exponential's past the
+            longest), so that a session that has lasted long is expected to go on longer.
+        stretches: The traces whose sessions the chance is learned from; None: the env's own (in training, the
+            train split's units; to score held-out units, pass the training units' traces).
+        death_weight: The price of a death in the plan (None: the env's ``w_death``); the acting step prices a death
+            in its own step the same. A reference for how high a price would make the plan hedge.
+        n_doomed: Spare-SoC points below the survival cliff; None: as many as above it (``n_soc − 1``). On a session
+            it cannot outlast, every state is below the cliff of the extended plan, so the value there needs the
+            alive grid's spacing, not the oracle's ten points (with ten, a test trace's return is 8 % below the
+            oracle's where it should equal it).
+    """
+
+    name = "oracle-hazard"
+
+    def __init__(self, env, session_end_per_h: float | None = None, survival: str = "exponential",
+                 stretches: list | None = None, death_weight: float | None = None, n_doomed: int | None = None,
+                 **kwargs):
+        if n_doomed is None:
+            n_doomed = int(kwargs.get("n_soc", 101)) - 1
+        super().__init__(env, n_doomed=n_doomed, **kwargs)
+        if survival not in ("exponential", "empirical"):
+            raise ValueError(f"oracle-hazard: survival {survival!r}; choose exponential or empirical")
+        step_s = float(self.env.params.step_s)
+        src = list(self.env.traces if stretches is None else stretches)
+        rate = session_end_rate_per_h(src, step_s) if session_end_per_h is None else float(session_end_per_h)
+        if not rate >= 0.0:  # NaN (no session to learn from) or negative
+            raise ValueError(f"oracle-hazard: session-end rate {rate} per hour; fix: pass session_end_per_h >= 0 or "
+                             "stretches with phone or laptop sessions (the training units' traces)")
+        #: sessions ended per hour on battery, and the chance that a session goes on after one row at that rate
+        self.session_end_per_h = rate
+        self.keep_per_step = float(np.exp(-rate * step_s / 3600.0))
+        #: survival="empirical": the chance by rows since the stretch on battery began (None: the constant one)
+        self.keep_after = keep_after_elapsed(on_battery_stretches(src), self.keep_per_step) \
+            if survival == "empirical" else None
+        self.survival = survival
+        if death_weight is not None:
+            self.w_death = float(death_weight)
+        #: per (extended) base trace, the rows since its stretch on battery began, at each row
+        self.elapsed = []
+        for t in self.traces[:self.n_base]:
+            el, run = np.zeros(t.n, dtype=np.int64), 0
+            for j, p in enumerate(np.asarray(t.plugged) > 0):
+                run = 0 if p else run + 1
+                el[j] = max(run - 1, 0)
+            self.elapsed.append(el)
+
+    def _keep(self, k: int, i: int) -> float:
+        if self.traces[k].device_kind not in SESSION_KINDS:
+            return 1.0
+        if self.keep_after is None:
+            return self.keep_per_step
+        e = int(self.elapsed[self.base_index(k)][i])
+        return float(self.keep_after[min(e, len(self.keep_after) - 1)])
+
+    def q_values(self, plan: OraclePlan, t: int, *args, **kwargs) -> np.ndarray:
+        """The oracle's one-step lookahead, with a death in this step priced at ``death_weight``."""
+        q = super().q_values(plan, t, *args, **kwargs)
+        extra = self.w_death - float(self.env.w.death)
+        if extra:
+            r = self._sim(plan.k, plan.start + t, *args, self.actions, plan.objective)
+            q = q - extra * r.dead
+        return q
+
+
+__all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "HazardOracle", "OracleController", "OraclePlan",
+           "extend_session", "keep_after_elapsed", "on_battery_stretches", "session_end_rate_per_h"]

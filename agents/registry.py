@@ -24,7 +24,7 @@ from agents.baselines import (
     static_smallest,
 )
 from agents.mpc import ForecastMPC
-from agents.oracle import ChargerBlindOracle, ForesightFreeOracle, OracleController
+from agents.oracle import ChargerBlindOracle, ForesightFreeOracle, HazardOracle, OracleController
 from agents.placement_baselines import QeilGreedyController
 from agents.split_baselines import (
     AllServerController,
@@ -56,6 +56,9 @@ FACTORIES: dict[str, Callable[..., Controller]] = {
     # ... and of the session's end: a reference for the deaths that control, not foresight, would avoid
     # (agents.oracle.ForesightFreeOracle)
     "oracle-blind": ForesightFreeOracle,
+    # ... weighing the chance that the session ends, at the rate the env's own sessions end: an expert a device could
+    # follow (agents.oracle.HazardOracle)
+    "oracle-hazard": HazardOracle,
 }
 #: the split-aware rules (agents.split_baselines): each is the schedutil rule on a profile without split
 SPLIT_BASELINES: list[str] = ["all-server", "neurosurgeon-latency", "neurosurgeon-energy", "joint-split"]
@@ -65,8 +68,9 @@ ORACLE = "oracle"
 ORACLE_MASKED = "oracle-masked"
 ORACLE_CHARGER_BLIND = "oracle-charger-blind"
 ORACLE_BLIND = "oracle-blind"
+ORACLE_HAZARD = "oracle-hazard"
 #: the oracles: they plan with the trace and act from the env's true state (all take a grid)
-ORACLES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND)
+ORACLES: tuple[str, ...] = (ORACLE, ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND, ORACLE_HAZARD)
 RANDOM = "random"
 #: the references a score is measured against, not heuristics: the oracles and random
 REFERENCES: tuple[str, ...] = (*ORACLES, RANDOM)
@@ -84,7 +88,7 @@ def default_controllers(costs) -> list[str]:
     has_place = bool(getattr(costs, "has_place", False))
     return [n for n in ALL_CONTROLLERS if (has_split or n not in SPLIT_BASELINES)
             and (has_place or n not in PLACE_BASELINES)
-            and n not in (ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND)]
+            and n not in (ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND, ORACLE_HAZARD)]
 
 
 def make_controller(name: str, env, **kwargs: Any) -> Controller:
@@ -104,5 +108,5 @@ def make_controller(name: str, env, **kwargs: Any) -> Controller:
 
 
 __all__ = ["ALL_CONTROLLERS", "BASELINES", "SPLIT_BASELINES", "default_controllers",
-           "FACTORIES", "ORACLE", "ORACLE_BLIND", "ORACLE_CHARGER_BLIND", "ORACLE_MASKED", "ORACLES", "RANDOM",
-           "REFERENCES", "make_controller"]
+           "FACTORIES", "ORACLE", "ORACLE_BLIND", "ORACLE_CHARGER_BLIND", "ORACLE_HAZARD", "ORACLE_MASKED",
+           "ORACLES", "RANDOM", "REFERENCES", "make_controller"]
