@@ -468,6 +468,21 @@ def parse_until(text: str, now: Any = None) -> float:
     raise ValueError(f"--until {text!r}: write a local time HH:MM (18:30) or a duration +N[s|m|h] (+90m)")
 
 
+def until_left(args: argparse.Namespace, replaying: bool) -> tuple[float, float]:
+    """``(deadline_s, budget_until_s)`` from now: ``--until`` was read before the model loaded, so on live sensors the
+    seconds since then are taken off (on a replay the deadline counts replayed time from its start). SystemExit
+    (usage error) when the deadline passed meanwhile."""
+    deadline_s, until_s = float(args.deadline_s or 0.0), float(getattr(args, "budget_until_s", 0.0) or 0.0)
+    at = getattr(args, "until_parsed_at", None)
+    if replaying or at is None:
+        return deadline_s, until_s
+    late = max(0.0, time.time() - at)
+    if (deadline_s or until_s) and max(deadline_s, until_s) - late <= 0.0:
+        usage_error("run", f"--until {args.until}: the time passed while the model loaded ({late:.0f} s); "
+                    "give a later one")
+    return (deadline_s - late if deadline_s else 0.0), (until_s - late if until_s else 0.0)
+
+
 def _check_objective_args(args: argparse.Namespace) -> None:
     """``--objective`` and its parameters (usage errors name the flag and the fix)."""
     kind = getattr(args, "objective", None)
@@ -478,6 +493,7 @@ def _check_objective_args(args: argparse.Namespace) -> None:
             args.deadline_s = parse_until(args.until)
         except ValueError as exc:
             usage_error("run", str(exc))
+        args.until_parsed_at = time.time()  # the model loads after this: until_left takes the wait off
     if getattr(args, "budget_wh", 0.0):
         if kind not in (None, "max-quality"):
             usage_error("run", f"--budget-wh is an energy budget for --objective max-quality, not {kind}")
@@ -944,6 +960,11 @@ class RunSession:
         from runtime.manager import FallbackSpec, ManagerConfig, RuntimeManager, Telemetry
 
         a = self.args
+        if getattr(a, "until_parsed_at", None) is not None:  # the model has loaded: --until from now, once
+            a.deadline_s, until_s = until_left(a, replaying=self.replay is not None)
+            if until_s:
+                a.budget_until_s = until_s
+            a.until_parsed_at = None
         mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
                              saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
                              saver_to_deadline=True if a.saver_to_deadline else None,

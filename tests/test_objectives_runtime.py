@@ -200,3 +200,30 @@ def test_parse_until_counts_real_seconds_across_a_clock_change(monkeypatch):
         time.tzset()
     with pytest.raises(ValueError, match="after now"):
         deploy.parse_until("+0")
+
+
+def test_until_is_counted_from_when_it_was_read_not_from_after_the_model_loaded(monkeypatch, capsys):
+    """``--until +10m`` read at t = 1000 s and the model loaded at t = 1030 s: on live sensors 570 s are left (the
+    budget's time likewise); on a replay the deadline counts replayed time, so 600; a deadline that passed while the
+    model loaded is a usage error, not a deadline in the past."""
+    import argparse
+    import time
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    a = argparse.Namespace(until="+10m", deadline_s=0.0, budget_wh=0.0, budget_w=0.0, objective="last-until",
+                           quality_floor=None, sensors="live")
+    deploy._check_objective_args(a)
+    clock[0] = 1030.0
+    assert deploy.until_left(a, replaying=False) == (570.0, 0.0)
+    assert deploy.until_left(a, replaying=True) == (600.0, 0.0)
+    b = argparse.Namespace(until="+10m", deadline_s=0.0, budget_wh=1.0, budget_w=0.0, objective=None,
+                           quality_floor=None, sensors="live")
+    clock[0] = 1000.0
+    deploy._check_objective_args(b)
+    clock[0] = 1030.0
+    assert deploy.until_left(b, replaying=False) == (0.0, 570.0)
+    clock[0] = 1700.0
+    with pytest.raises(SystemExit):
+        deploy.until_left(a, replaying=False)
+    assert "passed while the model loaded" in capsys.readouterr().err
