@@ -40,7 +40,9 @@ otherwise they are LOST from the start.
 Reads have a deadline (``read_deadline_s``): a ``slow`` sensor is read in a daemon worker thread
 that the hub waits on for at most the deadline; a read still running then counts as failed
 ("timeout"), and while it hangs the sensor is not read again (no further waiting, every poll is a
-"timeout" until the thread returns; its late result is discarded). A sensor read inline that takes
+"timeout" until the thread returns). When it has returned, the next due poll takes its late result
+instead of starting a read, checked for age like any reading (a sensor that always answers in 0.4 s
+still delivers, every other due poll, without holding a decision for 0.4 s). A sensor read inline that takes
 longer than the deadline is treated the same way (its values are rejected). After a timeout the
 sensor is next read only ``timeout_backoff_s`` later. A hanging sensor therefore costs one decision
 at most ``read_deadline_s``, and its fields go HELD, then LOST, as for any failing read.
@@ -597,7 +599,9 @@ class SensorHub:
             self._backup_fields.append(tuple((idx[f], f, *RANGES[f]) for f in theirs))
         self._due = [-math.inf] * len(self.sensors)
         self._last_t = [-math.inf] * len(self.sensors)
-        self._pending: list[threading.Thread | None] = [None] * len(self.sensors)  # hung slow reads
+        #: slow reads past their deadline (thread, result box): a late result is taken at the next due poll
+        self._pending: list[tuple[threading.Thread, list] | None] = [None] * len(self.sensors)
+        self.late_reads = 0  # readings taken from a read that returned after its deadline
         self.sensed = [False] * n
         self.modelled = [False] * n
         for s, fields in zip(self.sensors, self._sensor_fields):
@@ -667,11 +671,17 @@ class SensorHub:
 
     def _read_threaded(self, j: int, s: Sensor) -> Reading | None:
         """``s.read()`` in a daemon thread, waited on for the deadline; None when it did not finish."""
-        th = self._pending[j]
-        if th is not None:
+        pend = self._pending[j]
+        if pend is not None:
+            th, box = pend
             if th.is_alive():  # still hanging from an earlier poll: do not wait again
                 return None
-            self._pending[j] = None  # it returned late: its result is stale, read afresh
+            self._pending[j] = None
+            if box:  # it returned late: its reading, checked for age by the caller like any other
+                self.late_reads += 1
+                if isinstance(box[0], BaseException):
+                    raise box[0]
+                return box[0]
         box: list[Any] = []
 
         def work() -> None:
@@ -684,7 +694,7 @@ class SensorHub:
         th.start()
         th.join(self.read_deadline_s)
         if th.is_alive():
-            self._pending[j] = th
+            self._pending[j] = (th, box)
             return None
         r = box[0]
         if isinstance(r, BaseException):

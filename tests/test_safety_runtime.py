@@ -368,6 +368,23 @@ def test_a_hanging_slow_sensor_costs_one_deadline_then_nothing() -> None:
     assert hub.status[TEMP] == FieldStatus.LOST and hub.lost_required
 
 
+def test_a_slow_sensors_late_reading_is_taken_at_the_next_poll() -> None:
+    """A temperature read that always takes 0.3 s, past a 0.1-s deadline: the poll that started it does not wait
+    for it, and the next due poll takes its reading (it used to be discarded, so such a sensor never delivered and
+    the field went LOST: read as hot)."""
+    s = SleepySensor(0.3, slow=True)
+    s.hang = True
+    hub = SensorHub([s, ConstantSensor({"soc_frac": 0.8, "plugged": 0.0}, modelled=False)], hold_s=5.0,
+                    read_deadline_s=0.1, timeout_backoff_s=0.0)
+    hub.poll()
+    assert hub.failures["timeout"] == 1 and hub.status[TEMP] != FieldStatus.OK
+    time.sleep(0.4)
+    t0 = time.perf_counter()
+    hub.poll()
+    assert time.perf_counter() - t0 < 0.1  # taken, not read again
+    assert hub.status[TEMP] == FieldStatus.OK and hub.values[TEMP] == 30.0 and hub.late_reads == 1 and s.reads == 1
+
+
 def test_a_slow_inline_read_is_a_failure_and_backs_off() -> None:
     s = SleepySensor(0.3, slow=False)
     hub = SensorHub([s, ConstantSensor({"soc_frac": 0.8, "plugged": 0.0}, modelled=False)],
