@@ -381,7 +381,7 @@ class OracleController:
                 if w.any():  # skips the empty corners of a one-point temperature axis
                     W += V1[c] * w.astype(np.float32)[:, None]
             cont, dead = self._continuation(W, need_now + delta, need_next, plan, fast=self.fast_shift)
-            keep = self._keep(k, i)
+            keep = self._keep(plan, i)
             if keep < 1.0:  # the session may end in this step: what follows counts only if it goes on
                 cont *= np.float32(keep)
             r32 = r_base.astype(np.float32)[:, None]
@@ -518,7 +518,7 @@ class OracleController:
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
         r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions, plan.objective)
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
-        q = r.reward + np.where(r.dead, 0.0, self._keep(plan.k, plan.start + t) * cont)
+        q = r.reward + np.where(r.dead, 0.0, self._keep(plan, plan.start + t) * cont)
         off = self._unavailable(plan.k, plan.start + t)
         if off is not None:
             q = np.where(off, -np.inf, q)
@@ -567,8 +567,8 @@ class OracleController:
         lo = saver_soc(reserve, horizon, tr.capacity_j, base_w, demand, rules.ept_min, supply_w, p.saver_floor_frac)
         return M, bool(low_ok), float(lo)
 
-    def _keep(self, k: int, i: int) -> float:
-        """The chance that trace ``k``'s episode goes on after row ``i``, given that it reached it (1: the plan knows
+    def _keep(self, plan: OraclePlan, i: int) -> float:
+        """The chance that the plan's episode goes on after row ``i``, given that it reached it (1: the plan knows
         where it ends; :class:`HazardOracle` weighs a session that may end at any step)."""
         return 1.0
 
@@ -769,6 +769,18 @@ class ForesightFreeOracle(ChargerBlindOracle):
         return self.traces[k].n
 
 
+def rows_on_battery(plugged) -> np.ndarray:
+    """Per row, the rows since the stretch on battery it is in began (0 on its first row), −1 where plugged in."""
+    on = np.asarray(plugged) <= 0
+    out = np.full(on.size, -1, dtype=np.int64)
+    run = 0
+    for j, o in enumerate(on):
+        run = run + 1 if o else 0
+        if o:
+            out[j] = run - 1
+    return out
+
+
 def on_battery_stretches(traces: list[TraceArrays]) -> list[int]:
     """Lengths in rows of the phones' and laptops' stretches on battery: from the log's start or an unplug to the next
     plug-in or the log's end (a session as a device sees it: it ends where a charger comes or the log stops)."""
@@ -776,13 +788,9 @@ def on_battery_stretches(traces: list[TraceArrays]) -> list[int]:
     for t in traces:
         if t.device_kind not in SESSION_KINDS:
             continue
-        run = 0
-        for p in np.asarray(t.plugged) > 0:
-            if p and run:
-                out.append(run)
-            run = 0 if p else run + 1
-        if run:
-            out.append(run)
+        el = rows_on_battery(t.plugged)
+        last = (el >= 0) & (np.append(el[1:], -1) < 0)  # a stretch's last row
+        out += [int(x) + 1 for x in el[last]]
     return out
 
 
@@ -857,22 +865,21 @@ class HazardOracle(ForesightFreeOracle):
         self.survival = survival
         if death_weight is not None:
             self.w_death = float(death_weight)
-        #: per (extended) base trace, the rows since its stretch on battery began, at each row
-        self.elapsed = []
-        for t in self.traces[:self.n_base]:
-            el, run = np.zeros(t.n, dtype=np.int64), 0
-            for j, p in enumerate(np.asarray(t.plugged) > 0):
-                run = 0 if p else run + 1
-                el[j] = max(run - 1, 0)
-            self.elapsed.append(el)
+        #: per (extended) base trace, the rows since its stretch on battery began, at each row (−1: plugged in)
+        self.elapsed = [rows_on_battery(t.plugged) for t in self.traces[:self.n_base]]
 
-    def _keep(self, k: int, i: int) -> float:
+    def _keep(self, plan: OraclePlan, i: int) -> float:
+        k = plan.k
         if self.traces[k].device_kind not in SESSION_KINDS:
             return 1.0
         if self.keep_after is None:
             return self.keep_per_step
-        e = int(self.elapsed[self.base_index(k)][i])
-        return float(self.keep_after[min(e, len(self.keep_after) - 1)])
+        el = self.elapsed[self.base_index(k)]
+        j = self.next_plug_in(k, plan.start)
+        # the plan does not know of the next plug-in: from there its stretch on battery goes on (no foresight of the
+        # plug-in through the elapsed time either)
+        e = int(el[i]) if i < j else int(el[j - 1]) + 1 + i - j
+        return float(self.keep_after[min(max(e, 0), len(self.keep_after) - 1)])
 
     def q_values(self, plan: OraclePlan, t: int, *args, **kwargs) -> np.ndarray:
         """The oracle's one-step lookahead, with a death in this step priced at ``death_weight``."""
@@ -885,4 +892,4 @@ class HazardOracle(ForesightFreeOracle):
 
 
 __all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "HazardOracle", "OracleController", "OraclePlan",
-           "extend_session", "keep_after_elapsed", "on_battery_stretches", "session_end_rate_per_h"]
+           "extend_session", "keep_after_elapsed", "on_battery_stretches", "rows_on_battery", "session_end_rate_per_h"]

@@ -33,6 +33,22 @@ def test_stretches_on_battery_end_at_a_plug_in_or_the_logs_end():
     assert np.isnan(session_end_rate_per_h(env.traces[2:], step_s))
 
 
+def test_the_plan_does_not_learn_of_a_plug_in_from_the_time_elapsed():
+    """Before the plug-in the plan expects none (charger-blind), so past it the session's time on battery goes on
+    counting; re-planned at the plug-in, the time counts from the unplug as it happens."""
+    from types import SimpleNamespace
+
+    env = env_of(charger_trace())
+    hz = HazardOracle(env, survival="empirical", stretches=env_of(charger_trace(charger=False)).traces, **GRID)
+    assert list(hz.elapsed[0][PLUG - 2:PLUG + 2]) == [PLUG - 2, PLUG - 1, -1, -1]
+    before = SimpleNamespace(k=0, start=0)
+    for i in (PLUG - 1, PLUG, PLUG + 5):
+        assert hz._keep(before, i) == hz.keep_after[i]
+    at = SimpleNamespace(k=0, start=PLUG)
+    assert hz.next_plug_in(0, PLUG) > hz.traces[0].n - 1
+    assert hz._keep(at, PLUG + 5) == hz.keep_after[0]  # plugged in: the stretch has not begun
+
+
 def test_the_chance_of_going_on_by_rows_elapsed():
     # stretches of 1, 2, 2 and 4 rows: after row 0, 1 of 4 ends; after row 1, 2 of the 3 left; then 0 of 1; then 1
     np.testing.assert_allclose(keep_after_elapsed([1, 2, 2, 4], 0.5), [0.75, 1 / 3, 1.0, 0.0, 0.5])
