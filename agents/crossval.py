@@ -17,7 +17,8 @@ Steps (each a subprocess, ``--jobs`` at a time; logs in ``OUT/logs/``):
    MaskablePPO fine-tuning with best-on-val selection. The first seed of a fold collects the oracle's
    demonstrations; the other seeds reuse them (``--bc-demos``) and add a DAgger round of their own.
    ``--expert oracle-masked`` distils the oracle held to the action masks instead, ``--expert
-   oracle-charger-blind`` the oracle without foresight of chargers. ``--recipe ppo`` trains from
+   oracle-charger-blind`` the oracle without foresight of chargers, ``--expert oracle-hazard`` the foresight-free
+   oracle weighing the chance that a session ends, at the training units' rate. ``--recipe ppo`` trains from
    scratch (``--bc-expert none``). Every other ``train.py`` option is its default (since 2026-12-04 the main
    job's randomisation, randomised demonstrations and observation; docs/CHANGELOG.md) unless given after ``--``.
 3. **Evaluate**, per fold, every seed's final policy *and* its warm start alone (so the RL step is measured,
@@ -459,10 +460,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 "is reported without judging the targets")
     ap.add_argument("--out", required=True, help="output folder (folds, runs, logs, eval, crossval.*)")
     ap.add_argument("--recipe", choices=("dagger+ppo", "ppo"), default="dagger+ppo")
-    ap.add_argument("--expert", choices=("oracle", "oracle-masked", "oracle-charger-blind"), default="oracle",
+    ap.add_argument("--expert", choices=("oracle", "oracle-masked", "oracle-charger-blind", "oracle-hazard"),
+                    default="oracle",
                     help="the dagger+ppo recipe's expert: the oracle, the oracle held to the action masks (its labels "
-                         "are ones a masked policy can follow), or the oracle without foresight of chargers (its "
-                         "labels do not depend on a plug-in the device cannot see coming; agents.oracle)")
+                         "are ones a masked policy can follow), the oracle without foresight of chargers (its "
+                         "labels do not depend on a plug-in the device cannot see coming), or oracle-hazard, without "
+                         "foresight of chargers or of the session's end, weighing the chance that it ends "
+                         "(agents.oracle)")
     ap.add_argument("--total-timesteps", type=nonneg_float, default=1e6, help="RL steps per run (after the warm start)")
     ap.add_argument("--learning-rate", type=nonneg_float, default=3e-5, help="RL step size (0: the YAML's)")
     ap.add_argument("--bc-episodes", type=positive_int, default=64, help="oracle episodes per fold (first seed)")
