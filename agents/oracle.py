@@ -519,6 +519,8 @@ class OracleController:
         r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions, plan.objective)
         cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
         q = r.reward + np.where(r.dead, 0.0, self._keep(plan, plan.start + t) * cont)
+        if self.w_death != self.env.w.death:  # a planner with its own price of death (HazardOracle) acts by it too
+            q = q - (self.w_death - float(self.env.w.death)) * r.dead
         off = self._unavailable(plan.k, plan.start + t)
         if off is not None:
             q = np.where(off, -np.inf, q)
@@ -881,14 +883,6 @@ class HazardOracle(ForesightFreeOracle):
         e = int(el[i]) if i < j else int(el[j - 1]) + 1 + i - j
         return float(self.keep_after[min(max(e, 0), len(self.keep_after) - 1)])
 
-    def q_values(self, plan: OraclePlan, t: int, *args, **kwargs) -> np.ndarray:
-        """The oracle's one-step lookahead, with a death in this step priced at ``death_weight``."""
-        q = super().q_values(plan, t, *args, **kwargs)
-        extra = self.w_death - float(self.env.w.death)
-        if extra:
-            r = self._sim(plan.k, plan.start + t, *args, self.actions, plan.objective)
-            q = q - extra * r.dead
-        return q
 
 
 __all__ = ["ChargerBlindOracle", "ForesightFreeOracle", "HazardOracle", "OracleController", "OraclePlan",

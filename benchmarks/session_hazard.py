@@ -75,6 +75,7 @@ def run_task(fold_dir: str, name: str, setting: tuple[str, float] | None, grid: 
     def factory():
         return MicroLLMPowerEnv(traces=fold_dir, split="test", random_start=False)
 
+    env0 = factory()
     g = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
     extra = {}
     if name == "oracle":
@@ -82,13 +83,12 @@ def run_task(fold_dir: str, name: str, setting: tuple[str, float] | None, grid: 
     elif name == "random":
         g = {"seed": 0}
     elif setting is not None:
-        env0 = factory()
         train = prepare_traces(fold_dir, "train", float(env0.params.step_s))
         extra = {"survival": setting[0], "death_weight": setting[1], "stretches": train}
     key = "oracle-hazard" if setting is not None else name
     t0 = time.perf_counter()
     res = evaluate_controllers(factory, {name: lambda env: make_controller(key, env, **g, **extra)},
-                               episodes=session_episodes(factory()), max_steps=max_steps, progress=False)
+                               episodes=session_episodes(env0), max_steps=max_steps, progress=False)
     return {"episodes": [e["trace_name"] for e in res["episodes"]],
             "return": [float(e["return"]) for e in res["per_episode"][name]],
             "death": [bool(e["death"]) for e in res["per_episode"][name]],

@@ -678,9 +678,9 @@ class SensorHub:
                 return None
             self._pending[j] = None
             if box:  # it returned late: its reading, checked for age by the caller like any other
-                self.late_reads += 1
                 if isinstance(box[0], BaseException):
                     raise box[0]
+                self.late_reads += 1
                 return box[0]
         box: list[Any] = []
 
