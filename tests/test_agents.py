@@ -24,6 +24,7 @@ from agents.registry import (
     ORACLE,
     ORACLE_BLIND,
     ORACLE_CHARGER_BLIND,
+    ORACLE_HAZARD,
     ORACLE_MASKED,
     PLACE_BASELINES,
     SPLIT_BASELINES,
@@ -87,8 +88,8 @@ def test_predict_takes_one_observation_or_a_batch(name):
 
 
 def test_registry_names():
-    assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [ORACLE, ORACLE_MASKED,
-                                                                               ORACLE_CHARGER_BLIND, ORACLE_BLIND]
+    assert ALL_CONTROLLERS == BASELINES + SPLIT_BASELINES + PLACE_BASELINES + [
+        ORACLE, ORACLE_MASKED, ORACLE_CHARGER_BLIND, ORACLE_BLIND, ORACLE_HAZARD]
     env = env_for()
     assert all(make_controller(n, env).name == n for n in ALL_CONTROLLERS)
     with pytest.raises(KeyError, match="unknown controller"):
