@@ -102,7 +102,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.baselines import smallest_config
-from envs.tables import PaddedTraces, TraceArrays
+from envs.tables import PaddedTraces, TraceArrays, prepare_traces
 from runtime.dynamics import Dynamics, StepResult
 from runtime.rules import HOT_MARGIN_C, saver_horizon_s, saver_soc
 
@@ -832,8 +832,9 @@ class HazardOracle(ForesightFreeOracle):
         survival: ``"exponential"``, or ``"empirical"``: ``keep`` by the rows since the stretch on battery began,
             from the lengths of ``stretches``' stretches (:func:`keep_after_elapsed`; the exponential's past the
             longest), so that a session that has lasted long is expected to go on longer.
-        stretches: The traces whose sessions the chance is learned from; None: the env's own (in training, the
-            train split's units; to score held-out units, pass the training units' traces).
+        stretches: The traces whose sessions the chance is learned from; None: the train split of the env's trace
+            set (the env's own traces when it is the train split or was given trace objects): never the split it
+            is scored on.
         death_weight: The price of a death in the plan (None: the env's ``w_death``); the acting step prices a death
             in its own step the same. A reference for how high a price would make the plan hedge.
         n_doomed: Spare-SoC points below the survival cliff; None: as many as above it (``n_soc − 1``). On a session
@@ -853,7 +854,11 @@ class HazardOracle(ForesightFreeOracle):
         if survival not in ("exponential", "empirical"):
             raise ValueError(f"oracle-hazard: survival {survival!r}; choose exponential or empirical")
         step_s = float(self.env.params.step_s)
-        src = list(self.env.traces if stretches is None else stretches)
+        if stretches is None:
+            source = getattr(self.env, "trace_source", None)
+            stretches = self.env.traces if self.env.split == "train" or isinstance(source, (list, tuple)) \
+                else prepare_traces(source, "train", step_s)
+        src = list(stretches)
         rate = session_end_rate_per_h(src, step_s) if session_end_per_h is None else float(session_end_per_h)
         if not rate >= 0.0:  # NaN (no session to learn from) or negative
             raise ValueError(f"oracle-hazard: session-end rate {rate} per hour; fix: pass session_end_per_h >= 0 or "

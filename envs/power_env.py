@@ -227,6 +227,7 @@ class MicroLLMPowerEnv(gym.Env):
         self.costs = load_cost_tables(profile if profile is not None else DEFAULT_PROFILE)
         self.space = self.costs.space
         self.traces = prepare_traces(traces, split, p.step_s, p.avail)
+        self.trace_source = traces  # the set the traces came from (None: the default set), for its other splits
         self.split, self.random_start, self.render_mode = split, random_start, render_mode
         self.step_s, self.lookahead, self.slo_ms = p.step_s, p.lookahead, p.slo_ms
         # the rolling horizon of ``affordable_power_w`` without a deadline: what a device knows (never when the

@@ -20,6 +20,7 @@ from agents.oracle import (
     session_end_rate_per_h,
 )
 from agents.registry import ORACLE_HAZARD, REFERENCES, default_controllers, make_controller
+from envs.power_env import MicroLLMPowerEnv
 
 GRID = dict(n_soc=101, n_temp=13, n_backlog=5, horizon_steps=3 * N)  # the "cap": three times the session
 
@@ -97,6 +98,20 @@ def test_told_by_history_where_sessions_end_it_is_the_oracle():
     np.testing.assert_array_equal(hz.keep_after[:N], [1.0] * (N - 1) + [0.0])
     ret_h, acts_h = rollout(env, hz)
     assert len(acts_h) == N and ret_h == pytest.approx(ret_o, abs=0.02)
+
+
+def test_scoring_a_held_out_split_learns_from_the_train_split():
+    """``oracle-hazard`` on a test split, as ``agents.evaluate --policies …,oracle-hazard`` builds it, learns when
+    sessions end from the same set's train split, never from the sessions it is scored on."""
+    from envs.tables import prepare_traces
+
+    env = MicroLLMPowerEnv(split="test", random_start=False)  # the default set
+    step_s = float(env.params.step_s)
+    train_rate = session_end_rate_per_h(prepare_traces(None, "train", step_s), step_s)
+    assert train_rate != pytest.approx(session_end_rate_per_h(env.traces, step_s))
+    assert HazardOracle(env).session_end_per_h == pytest.approx(train_rate)
+    on_train = MicroLLMPowerEnv(split="train", random_start=False)
+    assert HazardOracle(on_train).session_end_per_h == pytest.approx(train_rate)
 
 
 def test_bad_arguments_are_refused():
