@@ -676,6 +676,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)
+    if args.traces is not None and not (Path(args.traces) / "manifest.json").is_file():
+        ap.error(f"argument --traces: {args.traces} has no manifest.json; fix: point at a trace-set folder (e.g. "
+                 "data/real from python -m traces.build_real)")
     names = [n.strip() for n in (args.policies or ",".join(ALL_CONTROLLERS)).split(",") if n.strip()]
     bad = [n for n in names if n not in ALL_CONTROLLERS]
     if bad or not names:

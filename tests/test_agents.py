@@ -301,6 +301,9 @@ def test_evaluate_cli_with_a_saved_run(tmp_path):
     assert seven != data["policies"]["random"]["return"]
     with pytest.raises(SystemExit, match="--run .*not a run folder.*train one"):  # no traceback for a wrong path
         main(["--run", str(tmp_path / "no-run"), "--out", str(tmp_path / "e9")])
+    with pytest.raises(SystemExit) as e:  # a wrong --traces path: a usage error, no traceback
+        main(["--traces", str(tmp_path / "no-set"), "--policies", "random", "--out", str(tmp_path / "e10")])
+    assert e.value.code == 2
     # a run over other configurations than the evaluation's profile: one line naming the fix, not a numpy error
     other = tmp_path / "other.json"
     other.write_text(json.dumps(example_profile(6)))
