@@ -961,9 +961,7 @@ class RunSession:
 
         a = self.args
         if getattr(a, "until_parsed_at", None) is not None:  # the model has loaded: --until from now, once
-            a.deadline_s, until_s = until_left(a, replaying=self.replay is not None)
-            if until_s:
-                a.budget_until_s = until_s
+            a.deadline_s, a.budget_until_s = until_left(a, replaying=self.replay is not None)
             a.until_parsed_at = None
         mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
                              saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
