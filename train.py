@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,7 +234,10 @@ class Args:
     --clamp-obs; the file's obs_min = obs_max = 0 holds them on the device too). With --env.power-cap, e.g.
     "power_w,affordable_power_w": the power block says the same relative to the device, and the watts that put a
     laptop 14-27 σ outside every phone are gone from the policy's view (the hand-written rules still read them).
-    Default: power_w (with MAIN_JOB_ENV's power block); empty: the policy reads every feature"""
+    "echo" stands for every feature that echoes the previous action (the configuration block, the last step's
+    latency and draw: runtime.observation.ObsLayout.echo), which a clone of a rarely switching expert learns to copy
+    (docs/agents.md, "The policy that copies its own last choice"). Default: power_w (with MAIN_JOB_ENV's power
+    block); empty: the policy reads every feature"""
     checkpoint_freq: int = 250_000
     """environment steps between checkpoints"""
     runs_dir: str = "runs"
@@ -473,10 +477,12 @@ class KeepBest(BaseCallback):
             r.lo, r.hi = self.rms[3:]
 
 
-def obs_drop_mask(obs_drop: str, names: list[str], norm_obs: bool) -> np.ndarray | None:
-    """``--obs-drop``'s features as a (obs_dim,) bool mask over the layout ``names``; None for none. Refuses an
+def obs_drop_mask(obs_drop: str, names: list[str], norm_obs: bool, echo: Sequence[str] = ()) -> np.ndarray | None:
+    """``--obs-drop``'s features as a (obs_dim,) bool mask over the layout ``names``; None for none. ``echo`` in
+    the list stands for the layout's ``echo`` features (``runtime.observation.ObsLayout.echo``). Refuses an
     unknown name (listing the layout) and a run without observation normalisation (the clamp lives there)."""
-    want = [n.strip() for n in obs_drop.split(",") if n.strip()]
+    want = [m for n in obs_drop.split(",") if n.strip()
+            for m in ((list(echo) or [n.strip()]) if n.strip() == "echo" else [n.strip()])]
     if not want:
         return None
     unknown = [n for n in want if n not in names]
@@ -972,7 +978,7 @@ def main(args: Args) -> Path:
         print(f"training death weight {args.train_death_weight:g} (the env's {args.env.weights.death:g}: val and "
               "scores keep it)")
     lag = LagrangianCost(train_env) if args.lagrangian else None
-    pinned = obs_drop_mask(args.obs_drop, ref_env.layout.names, norm_obs)
+    pinned = obs_drop_mask(args.obs_drop, ref_env.layout.names, norm_obs, ref_env.layout.echo)
     train_env = SupportVecNormalize(lag or train_env, norm_obs=norm_obs, norm_reward=norm_rew,
                                     gamma=hp.get("gamma", 0.99), clamp_obs=args.clamp_obs or pinned is not None,
                                     pinned=pinned)

@@ -299,6 +299,14 @@ class ObsLayout:
         self.goal_start = self.proc_start + len(self.processors)
         self.ahead_start = self.goal_start + len(goals)
         self._lo64, self._hi64 = self.lo.astype(np.float64), self.hi.astype(np.float64)
+        #: the features that echo the previous action: the configuration block, and the last step's latency and
+        #: draw (with the power block, its draw as a fraction too), in layout order. From an expert that rarely
+        #: switches, a clone learns that they predict its next choice and repeats its own last one, small or not
+        #: (the copycat problem; docs/agents.md, "The policy that copies its own last choice"); ``train.py
+        #: --obs-drop echo`` holds them at 0.
+        self.echo: tuple[str, ...] = tuple(n for i, n in enumerate(self.names)
+                                           if self.cfg_start <= i < self.tail_start
+                                           or n in ("latency_over_slo", "power_w", "power_frac"))
 
     def table(self) -> list[dict[str, Any]]:
         """Rows ``{"index", "name", "unit", "min", "max"}``."""

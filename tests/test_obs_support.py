@@ -157,3 +157,51 @@ def test_dropped_features_read_zero_in_training_and_on_the_device(tmp_path):
     o = np.tile(np.asarray(pf.obs_mean, np.float32), (2, 1))
     o[1, names.index("power_w")], o[1, names.index("affordable_power_w")] = 400.0, 0.0
     np.testing.assert_array_equal(pol.logits_batch(o[:1]), pol.logits_batch(o[1:]))
+
+
+def test_echo_is_every_feature_that_reports_the_previous_action_and_no_state():
+    """ObsLayout.echo: the configuration block of any space (placement and split knobs included) and the last
+    step's latency and draw; never the state a policy needs (charge, heat, demand, queue)."""
+    from envs.power_env import MicroLLMPowerEnv
+    from runtime.configspace import place_space, split_space
+    from runtime.observation import ObsLayout
+
+    env = MicroLLMPowerEnv(params=EnvParams(power_cap=4.0))
+    assert env.layout.echo == ("latency_over_slo", "config_depth_frac", "config_heads_frac", "config_bits_frac",
+                               "power_w", "power_frac")
+    for space in (place_space(), split_space()):
+        lay = ObsLayout(space.features, power_cap=0.0)
+        cfg = [f.name for f in space.features]
+        assert len(cfg) > 3 and set(cfg) <= set(lay.echo) and "power_frac" not in lay.echo
+        assert not {"soc", "temp_c", "demand_tps", "backlog_frac", "supply_w"} & set(lay.echo)
+
+
+def test_obs_drop_echo_trains_a_policy_blind_to_its_last_choice(tmp_path):
+    """--obs-drop echo: the run records the echo features as dropped, and the exported policy's logits do not
+    move whatever the configuration block, the last draw and latency read; an empty echo list leaves the word
+    unknown (refused with the layout)."""
+    import train
+    from runtime.policy import NumpyPolicy, load_policy_file
+
+    names = ["soc", "latency_over_slo", "config_depth_frac"]
+    np.testing.assert_array_equal(train.obs_drop_mask("echo", names, True, names[1:]), [False, True, True])
+    with pytest.raises(SystemExit, match="no feature 'echo'"):
+        train.obs_drop_mask("echo", names, True, ())
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(algo="maskable_ppo", profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256,
+                                eval_episodes=1, checkpoint_freq=256, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, progress=False, bc_expert="none", obs_drop="echo",
+                                env=EnvParams(max_episode_steps=16, power_cap=4.0)))
+    feats = json.loads((run / "config.json").read_text())["obs_features"]
+    import deploy
+
+    deploy.export_run(run, tmp_path / "policy.npz")
+    pf = load_policy_file(tmp_path / "policy.npz")
+    echo = [feats.index(n) for n in ("latency_over_slo", "config_depth_frac", "config_heads_frac",
+                                     "config_bits_frac", "power_w", "power_frac")]
+    assert (pf.obs_min[echo] == 0).all() and (pf.obs_max[echo] == 0).all()
+    assert (pf.obs_max[feats.index("soc")] > 0)
+    o = np.tile(np.asarray(pf.obs_mean, np.float32), (2, 1))
+    o[1, echo] = [3.0, 0.2, 0.5, 0.125, 9.0, 2.5]  # a small configuration, slow and drawing
+    pol = NumpyPolicy(pf)
+    np.testing.assert_array_equal(pol.logits_batch(o[:1]), pol.logits_batch(o[1:]))
