@@ -255,7 +255,8 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
         pol = rep["policies"]
         cv = json.loads((out / "folds" / f"fold-{i}" / "manifest.json").read_text())["info"]["cv"]
         row: dict[str, Any] = {"fold": i, "test_units": cv["test_units"], "episodes": len(rep["episodes"]),
-                               "rl": {}, "warm_start": {}, "heuristics": {}, "deaths_not_oracle": {}}
+                               "rl": {}, "warm_start": {}, "heuristics": {}, "deaths_not_oracle": {},
+                               "warm_start_deaths_not_oracle": {}, "val_keeps_warm_start": {}}
         if ORACLE_BLIND in pol:  # --foresight-free: the deaths control would have avoided
             row["deaths_not_blind"] = {}
             row["oracle_blind"] = pol[ORACLE_BLIND]["score"]
@@ -272,6 +273,10 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
                         row["deaths_not_blind"][seed] = m["deaths_not_blind"]
                 elif name.endswith(f":{run.name}/warm_start"):
                     row["warm_start"][seed] = m["score"]
+                    row["warm_start_deaths_not_oracle"][seed] = m["deaths_not_oracle"]
+            keeps = val_keeps_warm_start(run)
+            if keeps is not None:
+                row["val_keeps_warm_start"][seed] = keeps
         for name, m in pol.items():
             if not name.startswith("rl:") and name not in REFERENCES:
                 row["heuristics"][name] = m["score"]
@@ -279,6 +284,20 @@ def collect(out: Path, k: int, seeds: list[int]) -> dict[str, Any]:
         row["best_heuristic"] = max(h, key=lambda n: h[n]) if h else None
         folds.append(row)
     return {"k": k, "seeds": seeds, "folds": folds, **summarise(folds, seeds, k)}
+
+
+def val_keeps_warm_start(run: Path) -> bool | None:
+    """Whether model selection on val keeps the run's warm start over every RL checkpoint, as ``train.py
+    --select-warm-start`` does: no checkpoint's val return above the warm start's (SB3's evaluation keeps a new
+    best only when it is strictly better). Read from the run's ``config.json``; None when it has no warm start or
+    no selection record. The RL step trains the same with or without the option, so this says exactly which
+    policy the option would have kept."""
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+        ws, sel = cfg["warm_start"]["val_return"], cfg["selected"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sel.get("from") == "warm start" or float(sel["val_return"]) <= float(ws)
 
 
 def summarise(folds: list[dict], seeds: list[int], k: int | None = None) -> dict[str, Any]:
@@ -306,6 +325,18 @@ def summarise(folds: list[dict], seeds: list[int], k: int | None = None) -> dict
         "deaths_the_oracle_avoids": deaths, "deaths_the_blind_oracle_avoids": blind,
         "oracle_blind_mean": float(np.mean([f["oracle_blind"] for f in folds])) if blind is not None else None,
     }
+    # val's choice between each run's warm start and its RL step (train.py --select-warm-start), from the same runs
+    keeps = [[f.get("val_keeps_warm_start", {}).get(s) for s in seeds] for f in folds]
+    if all(v is not None for row in keeps for v in row) and np.isfinite(ws).all():
+        pick = np.where(np.array(keeps, dtype=bool), ws, rl)
+        pick_fold = np.nanmean(pick, axis=1)
+        pick_deaths = sum(int((f["warm_start_deaths_not_oracle"] if keeps[i][j] else f["deaths_not_oracle"])
+                              .get(seed) or 0) for i, f in enumerate(folds) for j, seed in enumerate(seeds))
+        s["val_pick"] = {"mean": float(np.nanmean(pick)), "worst_fold": float(np.nanmin(pick_fold)),
+                         "per_fold": [float(v) for v in pick_fold],
+                         "beats_per_fold": [bool(np.all(pick[i] > best_h[i])) for i in range(len(folds))],
+                         "warm_start_kept": int(np.sum(keeps)), "runs": int(np.size(pick)),
+                         "deaths_the_oracle_avoids": pick_deaths}
     s["partial"] = k is not None and len(folds) < k
     s["targets"] = {} if s["partial"] else {
         "mean>=0.95": s["mean"] >= TARGET_MEAN, "worst_fold>=0.93": s["worst_fold"] >= TARGET_WORST,
@@ -363,6 +394,12 @@ def write_report(res: dict[str, Any], out: Path, title: str) -> list[Path]:
                f"{', '.join(fmt(v) for v in res['per_seed_worst_fold'])}",
                f"* warm start alone (no RL): mean {fmt(res['warm_start_mean'])}; the RL step changes the score by "
                f"{fmt(res['rl_minus_warm_start'])} on average",
+               *([f"* val's choice between each run's warm start and its RL step (what `train.py --select-warm-start` "
+                  f"keeps; the same runs): the warm start in {vp['warm_start_kept']} of {vp['runs']} runs; mean "
+                  f"{fmt(vp['mean'])}, worst fold {fmt(vp['worst_fold'])} (per fold "
+                  f"{', '.join(fmt(v) for v in vp['per_fold'])}); every seed above every heuristic in each fold: "
+                  f"{vp['beats_per_fold']}; battery deaths the oracle avoids: {vp['deaths_the_oracle_avoids']}"]
+                 if (vp := res.get("val_pick")) else []),
                f"* best heuristic per fold, mean: {fmt(res['best_heuristic_mean'])}; every seed above every heuristic "
                f"in each fold: {res['beats_per_fold']}",
                f"* battery deaths the oracle avoids (all folds and seeds): {res['deaths_the_oracle_avoids']}",

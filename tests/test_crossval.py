@@ -78,6 +78,41 @@ def test_the_summary_takes_the_worst_fold_and_checks_every_heuristic_in_every_fo
     assert not s["partial"] and summarise(folds, [1, 2], k=2)["targets"]
     part = summarise(folds, [1, 2], k=4)  # two of four folds (--folds, or an unfinished run): nothing is judged
     assert part["partial"] and part["targets"] == {} and part["mean"] == pytest.approx(0.93)
+    assert "val_pick" not in s  # no record of val's choice: not reported
+
+
+def test_vals_choice_between_warm_start_and_rl_is_read_from_each_run_and_scored(tmp_path):
+    """val_keeps_warm_start reads a run's config.json as train.py --select-warm-start would decide (a tie keeps the
+    warm start); the summary scores each run's kept policy: its warm start's score and deaths where val keeps it."""
+    import json
+
+    from agents.crossval import val_keeps_warm_start
+
+    def run(name, ws, sel, frm="best val return"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"warm_start": {"val_return": ws},
+                                                   "selected": {"from": frm, "val_return": sel}}))
+        return d
+
+    assert val_keeps_warm_start(run("a", 75.6, 75.3)) is True
+    assert val_keeps_warm_start(run("b", 75.6, 75.6)) is True  # SB3 keeps a new best only when strictly better
+    assert val_keeps_warm_start(run("c", 75.6, 75.7)) is False
+    assert val_keeps_warm_start(run("d", 75.6, 75.6, "warm start")) is True
+    (tmp_path / "e").mkdir()
+    assert val_keeps_warm_start(tmp_path / "e") is None  # no config.json
+    folds = [{"rl": {1: 0.96, 2: 0.94}, "warm_start": {1: 0.95, 2: 0.97}, "heuristics": {"a": 0.93},
+              "best_heuristic": "a", "deaths_not_oracle": {1: 0, 2: 1}, "warm_start_deaths_not_oracle": {1: 2, 2: 0},
+              "val_keeps_warm_start": {1: False, 2: True}},
+             {"rl": {1: 0.90, 2: 0.92}, "warm_start": {1: 0.94, 2: 0.91}, "heuristics": {"a": 0.92},
+              "best_heuristic": "a", "deaths_not_oracle": {1: 0, 2: 0}, "warm_start_deaths_not_oracle": {1: 0, 2: 0},
+              "val_keeps_warm_start": {1: True, 2: False}}]
+    vp = summarise(folds, [1, 2])["val_pick"]
+    assert vp["per_fold"] == pytest.approx([(0.96 + 0.97) / 2, (0.94 + 0.92) / 2])
+    assert vp["mean"] == pytest.approx((0.96 + 0.97 + 0.94 + 0.92) / 4) and vp["worst_fold"] == pytest.approx(0.93)
+    assert vp["beats_per_fold"] == [True, False]  # fold 1's seed 2 keeps its RL policy, 0.92, not above 0.92
+    assert vp["warm_start_kept"] == 2 and vp["runs"] == 4
+    assert vp["deaths_the_oracle_avoids"] == 0  # seed 2's RL death in fold 0 is not kept; seed 1's RL kept has none
 
 
 def test_folds_option_plans_only_those_folds_and_refuses_bad_ones(tmp_path, capsys):
