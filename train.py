@@ -481,8 +481,12 @@ def obs_drop_mask(obs_drop: str, names: list[str], norm_obs: bool, echo: Sequenc
     """``--obs-drop``'s features as a (obs_dim,) bool mask over the layout ``names``; None for none. ``echo`` in
     the list stands for the layout's ``echo`` features (``runtime.observation.ObsLayout.echo``). Refuses an
     unknown name (listing the layout) and a run without observation normalisation (the clamp lives there)."""
-    want = [m for n in obs_drop.split(",") if n.strip()
-            for m in ((list(echo) or [n.strip()]) if n.strip() == "echo" else [n.strip()])]
+    want: list[str] = []
+    for n in (n.strip() for n in obs_drop.split(",")):
+        if n == "echo" and echo:
+            want += list(echo)
+        elif n:
+            want.append(n)
     if not want:
         return None
     unknown = [n for n in want if n not in names]
