@@ -79,8 +79,9 @@ def score_fold(cv: Path, fold: int, pin: list[str], max_steps: int) -> dict:
     controllers = {}
     for r in runs:
         seed = r.parent.name.split("-")[-1]
-        controllers[f"seed-{seed}"] = load_controller(r)
-        controllers[f"seed-{seed}+pinned"] = Pinned(load_controller(r), idx)
+        ctrl = load_controller(r)  # stateless between calls: the pinned twin can share it
+        controllers[f"seed-{seed}"] = ctrl
+        controllers[f"seed-{seed}+pinned"] = Pinned(ctrl, idx)
     res = evaluate_controllers(factory, controllers, max_steps=max_steps, progress=False)
     if [e["trace_name"] for e in res["episodes"]] != [e["trace_name"] for e in ref["episodes"]]:
         raise SystemExit(f"{cv}/eval/fold-{fold}/report.json: its episodes are not the fold's held-out traces")
