@@ -169,6 +169,11 @@ class Args:
     """with --bc-expert: weight of a KL(imitated policy || policy) penalty in the RL loss (agents.clone_kl), so
     that RL moves away from the imitated rule only where the advantage pays for it; 0: plain MaskablePPO.
     maskable_ppo only"""
+    critic_warmup: float = 0.0
+    """with --bc-expert: the first this many RL steps train the value function only, the actor frozen
+    (agents.critic_warmup), so that PPO's first policy updates use advantages from a critic fitted to the imitated
+    policy's own returns rather than to the expert's (whose foresight makes them higher); counted in
+    --total-timesteps. 0: off"""
     shape_energy: float = 0.0
     """potential-based reward shaping by the battery's energy deficit (agents.shaping): while the charge above the
     reserve falls short of what the full model would draw on the trace's demand until the episode ends, every
@@ -313,6 +318,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "bc_lr": positive_float,
     "bc_explore": float_in(0.0, 0.99),
     "clone_kl": nonneg_float,
+    "critic_warmup": nonneg_float,
     "shape_energy": nonneg_float,
     "train_death_weight": nonneg_float,
     "cost_limit": nonneg_float,
@@ -937,6 +943,9 @@ def main(args: Args) -> Path:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.bc_explore > 0:
         raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
+    elif args.critic_warmup > 0:
+        raise SystemExit("--critic-warmup holds an imitated actor while the critic learns its returns: it needs "
+                         "--bc-expert (e.g. schedutil)")
     check_splits(args)
     # ---- seed -----------------------------------------------------------------------------
     torch.set_num_threads(args.threads)
@@ -1040,12 +1049,17 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
     eval_cb = fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
                                   eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
                                   deterministic=True, verbose=0, callback_on_new_best=keep_best)
-    callbacks = CallbackList([
+    callbacks = [
         WattwiseLogger(total, lag, args, args.progress, shaping),
         eval_cb,
         NpzCheckpoint(save_freq=max(1, args.checkpoint_freq // n_envs), save_path=str(run / "checkpoints"),
                       name_prefix="model"),
-    ])
+    ]
+    if args.critic_warmup > 0:  # the actor frozen until the critic has learnt the imitated policy's returns
+        from agents.critic_warmup import CriticWarmup
+
+        callbacks.append(CriticWarmup(int(args.critic_warmup), verbose=1))
+    callbacks = CallbackList(callbacks)
 
     config = {
         "algo": args.algo, "env_id": envs.ENV_ID, "args": dataclasses.asdict(args),
