@@ -527,12 +527,15 @@ def val_return(model, train_env: VecNormalize, eval_env: VecNormalize, n_episode
     return float(mean)
 
 
-def fixed_eval_callback(base_cls, eval_env, **kwargs):
+def fixed_eval_callback(base_cls, eval_env, skip_until: int = 0, **kwargs):
     """``base_cls`` (SB3's EvalCallback or the maskable one) that rewinds the fixed val episodes
-    before every evaluation."""
+    before every evaluation, and evaluates nothing up to step ``skip_until`` (the critic warm-up, whose policy is
+    the warm start: with ``--select-warm-start`` that is a candidate already, and without it, it is not one)."""
 
     class FixedEval(base_cls):
         def _on_step(self) -> bool:
+            if self.num_timesteps <= skip_until:
+                return True
             if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
                 self.eval_env.env_method("rewind")
             return super()._on_step()
@@ -1046,7 +1049,8 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         install_joint_head(model, ref_env.space, residual=args.action_head == "hybrid")
     keep_best = KeepBest(train_env)
     eval_cb_cls = algo(args.algo).eval_callback_class()
-    eval_cb = fixed_eval_callback(eval_cb_cls, eval_env, n_eval_episodes=len(val_episodes),
+    eval_cb = fixed_eval_callback(eval_cb_cls, eval_env, skip_until=int(args.critic_warmup),
+                                  n_eval_episodes=len(val_episodes),
                                   eval_freq=max(1, args.eval_freq // n_envs), log_path=str(run / "eval"),
                                   deterministic=True, verbose=0, callback_on_new_best=keep_best)
     callbacks = [

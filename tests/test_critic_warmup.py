@@ -80,3 +80,22 @@ def test_train_refuses_a_warm_up_without_a_warm_start(tmp_path):
         train.main(train.Args(bc_expert="none", critic_warmup=1e5, runs_dir=str(tmp_path / "runs"),
                               total_timesteps=64))
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_evaluates_on_val_only_after_the_warm_up(tmp_path):
+    import numpy as np
+
+    import train
+
+    run = train.main(train.Args(bc_expert="schedutil", bc_episodes=2, dagger_rounds=0, critic_warmup=2048,
+                                total_timesteps=4096, n_envs=4, eval_freq=512, eval_episodes=2, final_eval=False,
+                                progress=False, runs_dir=str(tmp_path / "runs")))
+    steps = np.load(run / "eval" / "evaluations.npz")["timesteps"]
+    assert len(steps) and steps.min() > 2048  # the warm-up's policy is the warm start: never a checkpoint
+    assert json_args(run)["critic_warmup"] == 2048
+
+
+def json_args(run):
+    import json
+
+    return json.loads((run / "config.json").read_text())["args"]
