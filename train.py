@@ -154,6 +154,13 @@ class Args:
     under (--low-soc-frac, --capacity-sigma, --hot-frac; not --speed-sigma), so that the imitated policy has seen
     the states RL meets, hot ones above all; nothing to do without an expert or with all three at 0; off
     (--no-demo-dr): every demonstration at its trace's charge, capacity and ambient"""
+    rl_dr: bool = True
+    """randomise the RL step's episodes (--speed-sigma, --low-soc-frac, --capacity-sigma, --hot-frac). Off
+    (--no-rl-dr): RL trains on the traces as recorded (their charge, capacity, ambient and host), and the
+    randomisation applies to the warm start's demonstrations only (--demo-dr). The randomised distribution is
+    harsher than the real one (a quarter of the episodes nearly empty, half the batteries smaller), and a policy
+    that optimises it learns a caution that the real traces do not pay for (docs/agents.md, "The RL step on the
+    randomised episodes")"""
     bc_epochs: int = 20
     """passes over the demonstrations per fit"""
     bc_lr: float = 1e-3
@@ -965,9 +972,11 @@ def main(args: Args) -> Path:
 
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
-    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, speed_sigma=args.speed_sigma,
-                           low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma, hot_frac=args.hot_frac,
-                           hot_trip=args.hot_trip, **env_kwargs)
+    dr = args.rl_dr  # --no-rl-dr: the RL episodes as recorded (the demonstrations keep --demo-dr's randomisation)
+    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env,
+                           speed_sigma=args.speed_sigma if dr else 0.0, low_soc_frac=args.low_soc_frac if dr else 0.0,
+                           capacity_sigma=args.capacity_sigma if dr else 0.0, hot_frac=args.hot_frac if dr else 0.0,
+                           hot_trip=args.hot_trip and dr, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)

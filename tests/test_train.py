@@ -216,6 +216,31 @@ def test_demo_dr_collects_the_warm_start_on_nearly_empty_batteries(tmp_path):
         assert np.all(z["obs"][starts, 0] <= 0.3)  # feature 0: every episode started nearly empty
 
 
+@pytest.mark.parametrize("rl_dr", [True, False])
+def test_no_rl_dr_trains_on_the_traces_as_recorded_and_keeps_the_demonstrations_randomised(tmp_path, monkeypatch,
+                                                                                         rl_dr):
+    import train
+
+    seen = {}
+    real = train.BatchedPowerEnv
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "BatchedPowerEnv", spy)
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    run = train.main(train.Args(profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
+                                final_eval=False, progress=False, env=EnvParams(max_episode_steps=6),
+                                bc_expert="schedutil", bc_episodes=3, dagger_rounds=0, bc_epochs=1, demo_dr=True,
+                                low_soc_frac=1.0, capacity_sigma=0.5, hot_frac=0.5, speed_sigma=0.2, rl_dr=rl_dr))
+    drawn = {k: seen[k] for k in ("low_soc_frac", "capacity_sigma", "hot_frac", "speed_sigma")}
+    assert drawn == ({"low_soc_frac": 1.0, "capacity_sigma": 0.5, "hot_frac": 0.5, "speed_sigma": 0.2} if rl_dr
+                     else dict.fromkeys(drawn, 0.0))
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert ws["randomised"]["low_soc_frac"] == 1.0 and ws["randomised"]["capacity_sigma"] == 0.5  # demos: as asked
+
+
 def test_demo_dr_with_the_masked_oracle_labels_hot_and_resized_episodes(tmp_path):
     import train
 
