@@ -159,7 +159,7 @@ class Args:
     (--no-rl-dr): RL trains on the traces as recorded (their charge, capacity, ambient and host), and the
     randomisation applies to the warm start's demonstrations only (--demo-dr). The randomised distribution is
     harsher than the real one (a quarter of the episodes nearly empty, half the batteries smaller), and a policy
-    that optimises it learns a caution that the real traces do not pay for (docs/agents.md, "The RL step on the
+    that optimises it learns a caution that real sessions often do not pay for (docs/agents.md, "The RL step on the
     randomised episodes")"""
     bc_epochs: int = 20
     """passes over the demonstrations per fit"""
