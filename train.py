@@ -973,6 +973,10 @@ def main(args: Args) -> Path:
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
     dr = args.rl_dr  # --no-rl-dr: the RL episodes as recorded (the demonstrations keep --demo-dr's randomisation)
+    if not dr and not (args.bc_expert and args.demo_dr) and (args.low_soc_frac or args.capacity_sigma
+                                                             or args.hot_frac or args.speed_sigma):
+        print("note: --no-rl-dr without a warm start under --demo-dr: --low-soc-frac, --capacity-sigma, --hot-frac "
+              "and --speed-sigma randomise nothing in this run")
     venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env,
                            speed_sigma=args.speed_sigma if dr else 0.0, low_soc_frac=args.low_soc_frac if dr else 0.0,
                            capacity_sigma=args.capacity_sigma if dr else 0.0, hot_frac=args.hot_frac if dr else 0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch as th
 
@@ -92,10 +94,4 @@ def test_train_evaluates_on_val_only_after_the_warm_up(tmp_path):
                                 progress=False, runs_dir=str(tmp_path / "runs")))
     steps = np.load(run / "eval" / "evaluations.npz")["timesteps"]
     assert len(steps) and steps.min() > 2048  # the warm-up's policy is the warm start: never a checkpoint
-    assert json_args(run)["critic_warmup"] == 2048
-
-
-def json_args(run):
-    import json
-
-    return json.loads((run / "config.json").read_text())["args"]
+    assert json.loads((run / "config.json").read_text())["args"]["critic_warmup"] == 2048

@@ -241,6 +241,19 @@ def test_no_rl_dr_trains_on_the_traces_as_recorded_and_keeps_the_demonstrations_
     assert ws["randomised"]["low_soc_frac"] == 1.0 and ws["randomised"]["capacity_sigma"] == 0.5  # demos: as asked
 
 
+def test_no_rl_dr_says_when_the_randomisation_has_nothing_left_to_randomise(tmp_path, capsys):
+    import train
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    base = dict(profile=str(prof), total_timesteps=0, n_envs=2, final_eval=False, progress=False,
+                env=EnvParams(max_episode_steps=6), low_soc_frac=0.5, rl_dr=False)
+    train.main(train.Args(bc_expert="none", runs_dir=str(tmp_path / "a"), **base))
+    assert "randomise nothing in this run" in capsys.readouterr().out
+    train.main(train.Args(bc_expert="schedutil", bc_episodes=2, dagger_rounds=0, bc_epochs=1,
+                          runs_dir=str(tmp_path / "b"), **base))
+    assert "randomise nothing" not in capsys.readouterr().out  # the demonstrations still draw it
+
+
 def test_demo_dr_with_the_masked_oracle_labels_hot_and_resized_episodes(tmp_path):
     import train
 
