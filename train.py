@@ -972,15 +972,15 @@ def main(args: Args) -> Path:
 
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}
-    dr = args.rl_dr  # --no-rl-dr: the RL episodes as recorded (the demonstrations keep --demo-dr's randomisation)
-    if not dr and not (args.bc_expert and args.demo_dr) and (args.low_soc_frac or args.capacity_sigma
-                                                             or args.hot_frac or args.speed_sigma):
-        print("note: --no-rl-dr without a warm start under --demo-dr: --low-soc-frac, --capacity-sigma, --hot-frac "
-              "and --speed-sigma randomise nothing in this run")
-    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env,
-                           speed_sigma=args.speed_sigma if dr else 0.0, low_soc_frac=args.low_soc_frac if dr else 0.0,
-                           capacity_sigma=args.capacity_sigma if dr else 0.0, hot_frac=args.hot_frac if dr else 0.0,
-                           hot_trip=args.hot_trip and dr, **env_kwargs)
+    draws = dict(speed_sigma=args.speed_sigma, low_soc_frac=args.low_soc_frac, capacity_sigma=args.capacity_sigma,
+                 hot_frac=args.hot_frac)
+    if not args.rl_dr:  # the RL episodes as recorded (the demonstrations keep --demo-dr's randomisation)
+        if any(draws.values()) and not (args.bc_expert and args.demo_dr):
+            print("note: --no-rl-dr without a warm start under --demo-dr: --low-soc-frac, --capacity-sigma, "
+                  "--hot-frac and --speed-sigma randomise nothing in this run")
+        draws = dict.fromkeys(draws, 0.0)
+    venv = BatchedPowerEnv(n_envs=n_envs, split="train", seed=args.seed, params=args.env, **draws,
+                           hot_trip=args.hot_trip and args.rl_dr, **env_kwargs)
     ref_env: MicroLLMPowerEnv = venv.ref
     factorised = args.action_head == "factorised"
     if factorised:  # one categorical per knob family (agents.factorised)
