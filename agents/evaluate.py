@@ -99,6 +99,27 @@ def _as_controller(c, env):
     return ctrl
 
 
+def predict_action(env, controller, obs, t: int) -> int:
+    """The controller's deterministic action at step ``t`` of an episode; a controller that reads the env's action
+    masks (``uses_masks``, e.g. a MaskablePPO policy) is given them."""
+    if getattr(controller, "uses_masks", False):
+        action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True,
+                                       action_masks=env.unwrapped.action_masks())
+    else:
+        action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True)
+    return int(np.asarray(action).reshape(-1)[0])
+
+
+def held_action(env, action: int) -> tuple[int, bool]:
+    """``action`` held to the env's action masks as a device's shield holds a rule: a forbidden choice stepped down
+    to an allowed one (``runtime.rules.step_down``); returns the action and whether it was stepped down."""
+    u = env.unwrapped
+    allowed = u.action_masks()
+    if allowed[action]:
+        return action, False
+    return step_down(action, allowed, u.costs.ept_j, u.costs.quality), True
+
+
 def run_episode(env, controller, options: dict, max_steps: int, seed: int | None = None,
                 record: bool = False, rules_under_masks: bool = True) -> dict[str, Any]:
     """One deterministic episode; per-episode sums, and per-step series when ``record``.
@@ -110,7 +131,6 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
     costs = env.unwrapped.costs
     quality, offload = costs.quality.tolist(), costs.offload.tolist()
     server_j_tok = (costs.server_ms * 1e-3 * env.unwrapped.params.link.server_w).tolist()
-    uses_masks = bool(getattr(controller, "uses_masks", False))
     held = rules_under_masks and held_to_masks(controller)
     ret = tokens = q_tokens = energy = off_tokens = radio_j = server_j = 0.0
     counts = {"thermal": 0, "slo": 0, "budget": 0, "switches": 0, "mask_steps": 0}
@@ -118,18 +138,11 @@ def run_episode(env, controller, options: dict, max_steps: int, seed: int | None
     series: dict[str, list] = {k: [] for k in ("soc", "temp_c", "supply_w", "config", "power_w")}
     for t in range(max_steps):
         t0 = time.perf_counter()
-        if uses_masks:
-            action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True,
-                                           action_masks=env.action_masks())
-        else:
-            action, _ = controller.predict(obs, episode_start=np.array([t == 0]), deterministic=True)
+        action = predict_action(env, controller, obs, t)
         times.append(time.perf_counter() - t0)
-        action = int(np.asarray(action).reshape(-1)[0])
         if held:
-            allowed = env.unwrapped.action_masks()
-            if not allowed[action]:
-                action = step_down(action, allowed, costs.ept_j, costs.quality)
-                counts["mask_steps"] += 1
+            action, stepped = held_action(env, action)
+            counts["mask_steps"] += stepped
         supply_w = float(obs[F["supply_w"]])
         obs, r, term, trunc, info = env.step(action)
         st = info["step"]  # runtime.dynamics.StepResult

@@ -35,6 +35,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from agents.base import held_to_masks  # noqa: E402
+from agents.evaluate import held_action, predict_action  # noqa: E402
+
 BASELINES = ["random", "static-largest", "static-smallest", "battery-ladder", "greedy-budget", "schedutil", "mpc"]
 CONSTRAINT = {"max-quality": ("budget", "over_budget"), "min-energy": ("floor", "r_floor"),
               "last-until": ("reserve", "r_reserve")}
@@ -54,9 +57,12 @@ def episode(env, ctrl, options: dict, max_steps: int) -> dict:
     q = u.costs.quality
     st0 = u.sim_state()
     q_min, until_row, reserve = st0["objective_inputs"][2], st0["until_row"], u.params.reserve_soc
-    for _ in range(max_steps):
+    held = held_to_masks(ctrl)
+    for t in range(max_steps):
         row = u.sim_state()["row"]
-        a = int(np.asarray(ctrl.predict(obs, deterministic=True)[0]).reshape(-1)[0])
+        a = predict_action(env, ctrl, obs, t)  # a masked policy is given the env's masks
+        if held:  # a rule is held to them as the shield would hold it (agents.evaluate: the same for every report)
+            a, _ = held_action(env, a)
         obs, r, term, trunc, info = env.step(a)
         st = info["step"]
         ret += r
@@ -75,18 +81,38 @@ def episode(env, ctrl, options: dict, max_steps: int) -> dict:
             "violations": viol, "death": dead}
 
 
+def runs_params(runs: list[str], max_steps: int):
+    """The ``EnvParams`` to score ``runs`` in: theirs (the observation their policies read: thermal block, smoothed
+    demand, …), which must be the same for every run; the defaults without runs. ValueError naming the run."""
+    from agents.run_io import load_config
+    from runtime.dynamics import EnvParams
+
+    base = None
+    for r in runs:
+        d = load_config(r).get("env_params")
+        p = EnvParams.from_dict(d) if d is not None else EnvParams()
+        p = dataclasses.replace(p, max_episode_steps=max_steps, objective=EnvParams().objective)
+        if base is None:
+            base, first = p, r
+        elif p != base:
+            raise ValueError(f"--runs: {r} was trained on other env parameters than {first}; score them in "
+                             "separate calls")
+    return base if base is not None else EnvParams(max_episode_steps=max_steps)
+
+
 def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int) -> dict:
     import gymnasium as gym
 
     import envs
     from agents.registry import make_controller
     from agents.run_io import load_controller
-    from runtime.dynamics import EnvParams, Objective
+    from runtime.dynamics import Objective
 
     out = {"traces": str(traces), "objectives": {}}
+    base = runs_params(runs, max_steps)
     for kind in CONSTRAINT:
         # goal-conditioned policies read the objective block; the baselines ignore it
-        params = EnvParams(max_episode_steps=max_steps, objective=Objective(kind=kind, goal_obs=bool(runs)))
+        params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
         name_w, _ = CONSTRAINT[kind]
         free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
         env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)

@@ -39,6 +39,9 @@ BASELINES = ["schedutil", "greedy-budget", "static-smallest", "static-largest", 
 
 def run_point(env_factory, ctrls: dict, episodes: list[dict], max_steps: int, q_min: float) -> dict:
     """Every controller on the episodes; per controller the point's figures."""
+    from agents.base import held_to_masks
+    from agents.evaluate import held_action, predict_action
+
     env = env_factory()
     u = env.unwrapped
     ept, qual = u.costs.ept_j, u.costs.quality
@@ -50,12 +53,13 @@ def run_point(env_factory, ctrls: dict, episodes: list[dict], max_steps: int, q_
         served = q_tok = llm_j = demand = 0.0
         over_b = below = deaths = steps = 0
         ret = 0.0
+        held = held_to_masks(c)  # a rule held to the masks as the shield would hold it (as agents.evaluate does)
         for opt in episodes:
             obs, _ = env.reset(seed=0, options=opt)
             for t in range(max_steps):
-                kw = {"action_masks": u.action_masks()} if getattr(c, "uses_masks", False) else {}
-                a = int(np.asarray(c.predict(obs, episode_start=np.array([t == 0]), deterministic=True, **kw)[0])
-                        .reshape(-1)[0])
+                a = predict_action(env, c, obs, t)
+                if held:
+                    a, _ = held_action(env, a)
                 demand += u.device_view()["demand_tps"] * u.step_s if t else 0.0
                 obs, r, term, trunc, info = env.step(a)
                 st, j = info["step"], info["config"]
