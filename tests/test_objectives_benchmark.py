@@ -54,7 +54,6 @@ def test_a_masked_policy_is_given_the_masks_and_a_rule_is_held_to_them():
     assert pol.given and all(pol.given)  # it used to run without them: the largest configuration, masked or not
     rule = make_controller("static-largest", env)
     held = O.episode(env, rule, {"trace": 0, "start": 0}, 10)
-    anchor = O.episode(env, make_controller("random", env, seed=0), {"trace": 0, "start": 0}, 10)
     free_energy = 0.0  # the largest configuration as the rule writes it, stepped by hand
     env.reset(seed=0, options={"trace": 0, "start": 0})
     for _ in range(10):
@@ -63,7 +62,6 @@ def test_a_masked_policy_is_given_the_masks_and_a_rule_is_held_to_them():
         if term or trunc:
             break
     assert held["energy_j"] < free_energy  # held to the masks: stepped down from the largest
-    assert np.isfinite(anchor["return"])  # the random anchor runs as it chooses
 
 
 def _run_dir(tmp_path: Path, name: str, params: EnvParams) -> Path:
