@@ -1,7 +1,7 @@
 """The user's objectives: how often each constraint binds, and how every controller does under each.
 
     python benchmarks/objectives.py [--traces DIR ...] [--runs RUN ...] [--oracle-grid 51,13,5]
-                                    [--out benchmarks/results/objectives]
+                                    [--out benchmarks/results/objectives] [--force]
 
 Trace sets with user objectives overlaid (``python -m traces.objectives``; default: the default set
 overlaid into a temporary folder, plus ``data/real-objectives`` when it exists), test split, every trace
@@ -91,6 +91,9 @@ def runs_params(runs: list[str], max_steps: int):
     for r in runs:
         d = load_config(r).get("env_params")
         p = EnvParams.from_dict(d) if d is not None else EnvParams()
+        if not p.objective.observed:
+            raise ValueError(f"--runs: {r} was trained without the objective in its observation, so it cannot "
+                             "pursue one; train it with --env.objective.kind mix")
         p = dataclasses.replace(p, max_episode_steps=max_steps, objective=EnvParams().objective)
         if base is None:
             base, first = p, r
@@ -173,8 +176,22 @@ def main(argv=None) -> int:
     ap.add_argument("--oracle-grid", default="51,13,5")
     ap.add_argument("--max-steps", type=int, default=720)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "objectives"))
+    ap.add_argument("--force", action="store_true", help="replace an existing report")
     a = ap.parse_args(argv)
-    grid = tuple(int(x) for x in a.oracle_grid.split(","))
+    from agents.evaluate import _oracle_grid
+    from runtime.safeio import atomic_write_text
+
+    try:
+        grid = _oracle_grid(a.oracle_grid)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"argument --oracle-grid: {exc}")
+    try:  # before anything heavy: every run's folder, and one set of env parameters for all of them
+        runs_params(a.runs, a.max_steps)
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
+    out = Path(a.out)
+    if not a.force and (existing := [p for p in (out.with_suffix(".json"), out.with_suffix(".md")) if p.exists()]):
+        ap.error(f"--out {out}: {existing[0]} exists; pass --force to replace it, or another --out")
     sets = [Path(t) for t in a.traces] if a.traces else None
     if sets is None:
         from traces.objectives import overlay_set
@@ -189,10 +206,9 @@ def main(argv=None) -> int:
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"
-    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(data))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(data, indent=1))
+    atomic_write_text(out.with_suffix(".md"), to_markdown(data))
     print(to_markdown(data))
     return 0
 

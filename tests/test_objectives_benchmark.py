@@ -72,11 +72,14 @@ def _run_dir(tmp_path: Path, name: str, params: EnvParams) -> Path:
 
 
 def test_runs_are_scored_in_their_own_env_parameters(tmp_path):
-    base = EnvParams()
+    base = EnvParams.from_dict({**dataclasses.asdict(EnvParams()), "objective": {"kind": "mix"}})
     thermal = EnvParams.from_dict({**dataclasses.asdict(base), "thermal_obs": True})
     a, b, c = (_run_dir(tmp_path, n, p) for n, p in (("a", thermal), ("b", thermal), ("c", base)))
+    blind = _run_dir(tmp_path, "blind", EnvParams())  # no objective block: it cannot be scored per objective
     p = O.runs_params([str(a), str(b)], 360)
     assert p.thermal_obs and p.max_episode_steps == 360  # the observation the policies read, not the defaults'
     assert O.runs_params([], 360) == dataclasses.replace(EnvParams(), max_episode_steps=360)
     with pytest.raises(ValueError, match=r"--runs: .*c was trained on other env parameters than .*a"):
         O.runs_params([str(a), str(c)], 360)
+    with pytest.raises(ValueError, match=r"--runs: .*blind was trained without the objective in its observation"):
+        O.runs_params([str(blind)], 360)
