@@ -103,7 +103,8 @@ def runs_params(runs: list[str], max_steps: int):
     return base if base is not None else EnvParams(max_episode_steps=max_steps)
 
 
-def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int) -> dict:
+def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base) -> dict:
+    """Every controller under each objective on ``traces``' test split; ``base``: :func:`runs_params` of ``runs``."""
     import gymnasium as gym
 
     import envs
@@ -112,7 +113,6 @@ def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int) -> dict:
     from runtime.dynamics import Objective
 
     out = {"traces": str(traces), "objectives": {}}
-    base = runs_params(runs, max_steps)
     for kind in CONSTRAINT:
         # goal-conditioned policies read the objective block; the baselines ignore it
         params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     except argparse.ArgumentTypeError as exc:
         ap.error(f"argument --oracle-grid: {exc}")
     try:  # before anything heavy: every run's folder, and one set of env parameters for all of them
-        runs_params(a.runs, a.max_steps)
+        base = runs_params(a.runs, a.max_steps)
     except (OSError, ValueError) as exc:
         ap.error(str(exc))
     out = Path(a.out)
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
         sets = [tmp] + ([REPO / "data" / "real-objectives"] if (REPO / "data" / "real-objectives").exists() else [])
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs,
-            "sets": [run_set(s, a.runs, grid, a.max_steps) for s in sets]}
+            "sets": [run_set(s, a.runs, grid, a.max_steps, base) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"
