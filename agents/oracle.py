@@ -49,15 +49,28 @@ clamped at SoC = 1 (``_continuation``).
   compute and millijoules) are not in the DP: the previous configuration is not a state, so
   transitions are computed with previous = the action itself. The acting step, from the true
   state, does include the switch cost of each candidate.
-* The budget allowance (traces with ``budget_w``) is path-dependent and not a grid axis. It is
-  linearised around a nominal trajectory: ``allowance_t(soc) ≈ â_t + capacity · (soc − ŝ_t)``
-  with (â_t, ŝ_t) the allowance and SoC of the nominal trajectory at step t. This is *exact*
-  while the battery only discharges: between two trajectories at the same step the supply and
-  the non-LLM load (idle + base) are the same, so the LLM energy the allowance counts and the
-  stored energy differ joule for joule. It is approximate when charging (only η of a surplus
-  is stored) or when SoC clips at 1. Pass 1 linearises around the cheapest configuration's
-  trajectory; with any supply on the block, pass 2 (``budget_passes``) re-linearises around the
-  oracle's own trajectory from pass 1. The acting step always uses the true allowance.
+* The budget allowance (traces with ``budget_w``) is path-dependent. Linearised around a nominal trajectory,
+  ``allowance_t(soc) ≈ â_t + capacity · (soc − ŝ_t)`` with (â_t, ŝ_t) the allowance and SoC of the nominal
+  trajectory at step t, it is *exact* while the battery only discharges: between two trajectories at the same step
+  the supply and the non-LLM load (idle + base) are the same, so the LLM energy the allowance counts and the stored
+  energy differ joule for joule. A block without any supply is planned so, in one pass around the cheapest
+  configuration's trajectory. With a supply the linearisation is not exact (only η of a surplus is stored), and at
+  SoC = 1 it is blind: on a charger at full charge the SoC stays at 1 whatever runs, so the plan cannot see the
+  allowance fall, spends it, and overdraws later. Such a block is planned twice and the better plan kept:
+
+  - *linearised*: pass 1 around the cheapest configuration's trajectory, pass 2 (``budget_passes``) around the
+    oracle's own trajectory from pass 1;
+  - *allowance axis*: the allowance A (joules) as a fourth state, ``n_allowance`` points per step spaced
+    ``c + s·sinh(u)`` around c = −B·grace, where overdraws start to count (s = ``ALLOWANCE_SCALE_STEPS`` steps of
+    budget, B·dt), out to c − gain_t and c + spend_t: what the rest of the block can add to the allowance at most
+    and take from it at most. Below the first the allowance cannot climb back to c, above the second it cannot fall
+    to c, so V is flat beyond both and clamping is exact. Its step is exact (A' = A + B·dt − E_llm, the same shift
+    for every SoC; the overdraw test on A itself), but V is interpolated linearly in A, which smears it over a long
+    block where the allowance ends up between points; on a small battery the linearisation's SoC grid resolves the
+    allowance more finely (one SoC cell of a 0.2 Wh battery is 7 J; of a 47 Wh laptop's, 1.7 kJ);
+  - each plan's greedy steps are simulated exactly from the planned state over the block (``_rollout``), and the plan
+    with the higher return is kept (``plans[…]["budget_method"]``; ``benchmarks/oracle_budget_axis.py`` measures
+    both). The acting step always uses the true allowance.
 
 **Masked** (``masked=True``, the controller ``oracle-masked``): the same DP, with every action the env's
 action mask forbids in a state (``runtime.rules.Feasibility.mask``: the thermal rule near the trip point,
@@ -113,6 +126,8 @@ NO_LIMIT_J = 1e30  # an allowance so negative that any overdraw is a violation
 SOC_EPS = 1e-5  # least SoC that counts as alive at the end (> SEAM_TOL: float32 round-off can't kill)
 FAST_MAX_GROUPS = 16  # more distinct per-pair shifts than this: gather element-wise instead
 SEAM_TOL = 1e-6  # spare SoC this close below 0 is round-off (float32) of a state at the need
+ALLOWANCE_SCALE_STEPS = 2.0  # allowance grid: spacing ≈ this many steps' budget (B·dt) · du where overdraws count
+N_ALLOWANCE = 9  # allowance grid points on a block with a budget and a supply (docs/agents.md: the measured error)
 
 
 @dataclass
@@ -126,11 +141,14 @@ class OraclePlan:
     spare_grid: np.ndarray  # spare SoC x = soc − need: n_doomed points below 0, n_soc on [0, 1]
     temp_grid: np.ndarray
     backlog_grid: np.ndarray
-    values: np.ndarray  # (horizon + 1, n_temp, n_backlog, n_spare) float32
+    values: np.ndarray  # (horizon + 1, n_temp, n_backlog, n_allowance (1: no axis), n_spare) float32
     soc_need: np.ndarray  # (horizon + 1, n_temp, n_backlog): least SoC that survives to the end
     h_alive: float = 0.01  # spare-SoC spacing above the cliff
     h_doomed: float = 0.1  # spare-SoC spacing below it
     nominal_soc: np.ndarray | None = None  # budget linearisation (per step), None without budget
+    # the allowance axis (J before the step; (horizon + 1, n_allowance), one grid per step) of a plan made with the
+    # allowance as a state, else None (module docstring)
+    allowance_grid: np.ndarray | None = None
     nominal_allowance_j: np.ndarray | None = None
     plan_s: float = 0.0
     value0: float = float("nan")  # interpolated V_0 at the state it was planned from
@@ -141,6 +159,8 @@ class OraclePlan:
     # masked oracle: per step, the env's action mask in its four (hot, low) cases (OracleController._mask_cases),
     # computed once per plan for every backward pass and every acting step; empty when not masked
     mask_cases: list = field(default_factory=list)
+    # a block with a budget and a supply: each candidate plan's return, simulated from the planned state (plan())
+    budget_rollouts: dict = field(default_factory=dict)
 
 
 def _okey(objective: tuple) -> tuple:
@@ -180,10 +200,13 @@ class OracleController:
             until ``bind`` says otherwise, the env it acts on).
         n_soc, n_temp, n_backlog: Grid sizes (module docstring).
         horizon_steps: Steps planned at once (the evaluation episode length).
-        budget_passes: Planning passes on traces with a budget (1: nominal = the cheapest
-            configuration's trajectory; 2: then the oracle's own trajectory).
+        budget_passes: Planning passes on blocks where the budget allowance is linearised (1: nominal = the
+            cheapest configuration's trajectory; 2: then the oracle's own trajectory).
+        n_allowance: Allowance grid points on blocks with a budget and a supply (module docstring); 0: linearise
+            the allowance there too (the former method, kept to measure what the axis is worth).
         n_doomed: Spare-SoC points below the survival cliff (on [−1, 0)).
-        cache_size: Plans kept (each ``(H+1)·n_temp·n_backlog·(n_soc+n_doomed)`` float32).
+        cache_size: Plans kept (each ``(H+1)·n_temp·n_backlog·(n_soc+n_doomed)`` float32, × ``n_allowance``
+            on a block with the allowance axis).
         masked: Plan and act within the env's action masks (module docstring; ``oracle-masked``).
     """
 
@@ -191,7 +214,7 @@ class OracleController:
 
     def __init__(self, env, n_soc: int = 101, n_temp: int = 25, n_backlog: int = 7,
                  n_doomed: int = 10, horizon_steps: int = 720, budget_passes: int = 2,
-                 cache_size: int = 2, masked: bool = False):
+                 cache_size: int = 2, masked: bool = False, n_allowance: int = N_ALLOWANCE):
         self.env = env.unwrapped
         self.envs = [self.env]
         self.dyn = Dynamics(self.env.costs, self.env.params)
@@ -208,6 +231,7 @@ class OracleController:
         self.n_doomed = max(1, int(n_doomed))
         self.fast_shift = True  # False: element-wise lookup everywhere (same values; for tests)
         self.horizon_steps, self.budget_passes = int(horizon_steps), int(budget_passes)
+        self.n_allowance = max(0, int(n_allowance))
         self.cheapest = smallest_config(c)
         self.roles = np.asarray(c.roles, dtype=np.int64)  # processors each action needs (outages mask them)
         self.max_token_w = float(np.max(c.tps * c.ept_j))
@@ -319,16 +343,31 @@ class OracleController:
         # any nominal trajectory: one pass is enough
         exact = not np.any(np.asarray(tr.supply_w)[rows] > 0)
         passes = max(1, self.budget_passes) if has_budget and not exact else 1
+        axis = has_budget and not exact and self.n_allowance > 0
+        if axis:  # the allowance as a state (filled step by step by _backward), on a copy of the empty plan
+            plan_axis = dataclasses.replace(plan, allowance_grid=np.zeros((H + 1, self.n_allowance)))
         for p in range(passes):
             if has_budget:
                 policy = None if p == 0 else plan
-                plan.nominal_soc, plan.nominal_allowance_j = self._nominal(
+                plan.nominal_soc, plan.nominal_allowance_j, _ = self._nominal(
                     k, start, H, soc, temp_c, backlog, a0, allowance_j, policy, plan.objective)
             self._backward(plan)
-        plan.value0 = float(self._interp(plan, 0, np.array([soc]), np.array([temp_c]), np.array([backlog]))[0])
+        budget_method = "linearised" if has_budget else "none"
+        if axis:
+            self._backward(plan_axis)
+            # keep the plan that does better from the state planned from: each plan's greedy steps, simulated
+            # exactly (the dynamics are deterministic given the trace), over the block
+            state = (soc, temp_c, backlog, a0, allowance_j)
+            got = {"linearised": self._rollout(plan, state), "allowance-axis": self._rollout(plan_axis, state)}
+            if got["allowance-axis"] > got["linearised"]:
+                plan, budget_method = plan_axis, "allowance-axis"
+            plan.budget_rollouts = got
+        plan.value0 = float(self._interp(plan, 0, np.array([soc]), np.array([temp_c]), np.array([backlog]),
+                                         np.array([allowance_j]))[0])
         plan.plan_s = time.perf_counter() - t0
         plan.info = {"trace": tr.name, "start": start, "horizon": H, "passes": passes,
                      "grid": [self.n_soc, len(temp_grid), len(backlog_grid)],
+                     "budget_method": budget_method, "budget_rollouts": plan.budget_rollouts,
                      "soc_need0": float(self._need(plan, 0, temp_c, backlog))}
         self.plans.append({**plan.info, "plan_s": plan.plan_s, "value0": plan.value0})
         return plan
@@ -337,15 +376,29 @@ class OracleController:
         """Fill ``plan.values`` and ``plan.soc_need`` by backward induction (module docstring)."""
         k, H = plan.k, plan.horizon
         tr = self.traces[k]
-        tg, bg, xg = plan.temp_grid, plan.backlog_grid, plan.spare_grid
+        tg, bg, xg, ag = plan.temp_grid, plan.backlog_grid, plan.spare_grid, plan.allowance_grid
         nT, nB, nX, A = len(tg), len(bg), len(xg), self.n_actions
+        nA = 1 if ag is None else ag.shape[1]
         it, ib, ia = (x.ravel() for x in np.meshgrid(np.arange(nT), np.arange(nB), self.actions, indexing="ij"))
         node = it * nB + ib
         temp_p, back_p = tg[it], bg[ib]
+        P = len(ia)
+
+        def per_row(v):  # a per-pair array, once per allowance grid point (rows are pair-major)
+            return v if nA == 1 else np.repeat(v, nA, axis=0)
+
         xg32 = xg.astype(np.float32)
-        V = np.zeros((H + 1, nT, nB, nX), dtype=np.float32)
+        V = np.zeros((H + 1, nT, nB, nA, nX), dtype=np.float32)
         need = np.full((H + 1, nT, nB), SOC_EPS)
         grace = self.env.params.budget_grace_s
+        if ag is not None:
+            # the allowance axis at step t spans what the rest of the block can do to it, around the point where
+            # overdraws start to count (c = −B·grace): below c − gain_t the allowance cannot climb back to c, above
+            # c + spend_t it cannot fall to c, so V is flat beyond both and clamping there is exact
+            b_w = float(np.nanmax(np.asarray(tr.budget_w)[plan.start:plan.start + H]))
+            c_j, scale_j = -b_w * grace, max(ALLOWANCE_SCALE_STEPS * b_w * self.env.params.step_s, 1e-3)
+            gain = spend = 0.0
+            ag[H] = _warped_grid(c_j - 1.0, c_j + 1.0, c_j, scale_j, nA)
         for t in range(H - 1, -1, -1):
             i = plan.start + t
             # from soc = 0 with a zero allowance: δ > 0, rewards, next temperature / backlog
@@ -353,7 +406,7 @@ class OracleController:
             up = self._sim(k, i, 0.0, temp_p, back_p, ia, 0.0, ia, obj)
             # the SoC- and allowance-free part (the reserve term depends on the SoC after the step)
             r_base = up.reward - up.r_budget - up.r_death - up.r_reserve
-            soc_up, d_allow = up.soc, up.budget_left_j
+            soc_up, d_allow = up.soc, up.budget_left_j  # d_allow: the allowance's change, B·dt − E_llm
             temp_n, back_n = up.temp_c, up.backlog
             # from soc = 1 with an exhausted allowance: δ < 0, and the overdraw penalty
             down = self._sim(k, i, 1.0, temp_p, back_p, ia, -NO_LIMIT_J, ia, obj)
@@ -375,40 +428,57 @@ class OracleController:
             need[t] = np.clip(need_a.reshape(nT, nB, A).min(-1), SOC_EPS, 1.0)
             need_now = need[t].reshape(-1)[node]
             # V_{t+1} on the spare-SoC grid at the next (T, backlog): blend of the 4 corners
-            V1 = V[t + 1].reshape(nT * nB, nX)
+            V1 = V[t + 1].reshape(nT * nB, nA * nX)
             W = V1[corners[0][0]] * corners[0][1].astype(np.float32)[:, None]
             for c, w in corners[1:]:
                 if w.any():  # skips the empty corners of a one-point temperature axis
                     W += V1[c] * w.astype(np.float32)[:, None]
-            cont, dead = self._continuation(W, need_now + delta, need_next, plan, fast=self.fast_shift)
+            Wb = W = W.reshape(P * nA, nX)
+            if ag is not None:  # and at the next allowance, A + (B·dt − E_llm): the same shift for every SoC
+                gain += max(0.0, float(d_allow.max()))
+                spend += max(0.0, -float(d_allow.min()))
+                ag[t] = _warped_grid(c_j - gain - 1.0, c_j + spend + 1.0, c_j, scale_j, nA)
+                a0_, a1_, wa = _locate(ag[t + 1], ag[t][None, :] + d_allow[:, None])  # (P, nA)
+                first = (np.arange(P) * nA)[:, None]
+                wa = wa.astype(np.float32).reshape(-1, 1)
+                W = Wb[(first + a0_).ravel()]  # whole rows: a gather of contiguous n_spare blocks
+                W += wa * (Wb[(first + a1_).ravel()] - W)
+            cont, dead = self._continuation(W, per_row(need_now + delta), per_row(need_next), plan,
+                                            fast=self.fast_shift)
             keep = self._keep(plan, i)
             if keep < 1.0:  # the session may end in this step: what follows counts only if it goes on
                 cont *= np.float32(keep)
-            r32 = r_base.astype(np.float32)[:, None]
+            r32 = per_row(r_base.astype(np.float32))[:, None]
             cont += r32
             K = dead.shape[1]
             cont[:, :K] = np.where(dead, r32 - np.float32(self.w_death), cont[:, :K])
             Q = cont
             bud = tr.budget_w[i]
             if bud == bud and np.any(pen < 0):
-                # allowance before the step ≈ â_t + cap·(soc − ŝ_t); violated after it when
-                # allowance + (B·dt − E) + B·grace < 0  ⇔  soc < threshold
-                thr = (plan.nominal_soc[t]
-                       - (plan.nominal_allowance_j[t] + d_allow + bud * grace) / tr.capacity_j)
-                below = xg32[None, :] < (thr - need_now).astype(np.float32)[:, None]  # soc < thr
-                Q += np.where(below, pen.astype(np.float32)[:, None], np.float32(0.0))
+                if ag is not None:  # exact: overdrawn after the step when A + (B·dt − E) + B·grace < 0
+                    over = (ag[t][None, :] + d_allow[:, None] + bud * grace) < 0  # (P, nA)
+                    Q += np.where(over, pen[:, None], 0.0).astype(np.float32).reshape(-1, 1)
+                else:
+                    # allowance before the step ≈ â_t + cap·(soc − ŝ_t); violated after it when
+                    # allowance + (B·dt − E) + B·grace < 0  ⇔  soc < threshold
+                    thr = (plan.nominal_soc[t]
+                           - (plan.nominal_allowance_j[t] + d_allow + bud * grace) / tr.capacity_j)
+                    below = xg32[None, :] < (thr - need_now).astype(np.float32)[:, None]  # soc < thr
+                    Q += np.where(below, pen.astype(np.float32)[:, None], np.float32(0.0))
             if i < obj[3]:  # last-until: below the reserve after the step, soc + δ < reserve
-                below = xg32[None, :] < (self.env.params.reserve_soc - delta - need_now).astype(np.float32)[:, None]
-                Q += np.where(below, np.float32(-self.env.params.weights.reserve), np.float32(0.0))
+                lim = per_row((self.env.params.reserve_soc - delta - need_now).astype(np.float32))
+                Q += np.where(xg32[None, :] < lim[:, None], np.float32(-self.env.params.weights.reserve),
+                              np.float32(0.0))
             if off is not None:
-                Q[off[ia]] = -np.inf
+                Q[per_row(off[ia])] = -np.inf
             cases = plan.mask_cases[t] if plan.mask_cases else None
             if cases is not None:  # the env's action mask at each grid point: (hot, low) picks the case
                 hot = (temp_p > tr.device.t_max_c - HOT_MARGIN_C).astype(np.int64)
-                low = (xg[None, :] + need_now[:, None] < cases[2]) & cases[1]
-                allowed = np.where(low, cases[0][hot, 1, ia][:, None], cases[0][hot, 0, ia][:, None])
+                low = (xg[None, :] + per_row(need_now)[:, None] < cases[2]) & cases[1]
+                allowed = np.where(low, per_row(cases[0][hot, 1, ia])[:, None],
+                                   per_row(cases[0][hot, 0, ia])[:, None])
                 Q[~allowed] = -np.inf
-            V[t] = Q.reshape(nT, nB, A, nX).max(2)
+            V[t] = Q.reshape(nT, nB, A, nA, nX).max(2)
         plan.values, plan.soc_need = V, need
 
     def _continuation(self, W: np.ndarray, soc_gain: np.ndarray, need_next: np.ndarray,
@@ -487,20 +557,26 @@ class OracleController:
         lo += x * (W.take(i1) - lo)
         return lo
 
-    def _interp(self, plan: OraclePlan, t: int, soc, temp_c, backlog) -> np.ndarray:
-        """V_t at arrays of states: bilinear in (T, backlog), linear in spare SoC (never across
-        the survival cliff)."""
+    def _interp(self, plan: OraclePlan, t: int, soc, temp_c, backlog, allowance_j) -> np.ndarray:
+        """V_t at arrays of states: bilinear in (T, backlog) (trilinear with the allowance, on a block that has
+        its axis), linear in spare SoC (never across the survival cliff)."""
         V = plan.values[t]
         t0, t1, wt = _locate(plan.temp_grid, temp_c)
         b0, b1, wb = _locate(plan.backlog_grid, backlog)
-        corners = ((t0, b0, (1 - wt) * (1 - wb)), (t0, b1, (1 - wt) * wb), (t1, b0, wt * (1 - wb)),
-                   (t1, b1, wt * wb))
+        if plan.allowance_grid is None:
+            a0 = a1 = np.zeros(np.shape(t0), dtype=np.intp)
+            wa = np.zeros(np.shape(t0))
+        else:
+            a0, a1, wa = _locate(plan.allowance_grid[t], np.broadcast_to(allowance_j, np.shape(t0)))
+        corners = [(ti, bi, ai, w * v) for ti, bi, w in ((t0, b0, (1 - wt) * (1 - wb)), (t0, b1, (1 - wt) * wb),
+                                                           (t1, b0, wt * (1 - wb)), (t1, b1, wt * wb))
+                   for ai, v in ((a0, 1 - wa), (a1, wa))]
         # float64 and no tolerance here: the realised trajectory must never round its way below
         # the need (the DP's float32 tolerance is covered by the SOC_EPS margin at the end)
         x = np.minimum(soc, 1.0) - self._need(plan, t, temp_c, backlog)
-        rows = np.stack([V[ti, bi] for ti, bi, _ in corners]).astype(np.float64)  # (4, n, n_spare)
+        rows = np.stack([V[ti, bi, ai] for ti, bi, ai, _ in corners]).astype(np.float64)  # (8, n, n_spare)
         out = np.zeros(np.shape(soc))
-        for c, (_, _, w) in enumerate(corners):
+        for c, (_, _, _, w) in enumerate(corners):
             out += w * self._spare_lookup(rows[c], x.reshape(-1, 1).copy(), plan)[:, 0]
         return out
 
@@ -517,7 +593,7 @@ class OracleController:
         """Q_t(state, a) for every action: the env's reward from this exact state (switch costs
         included) plus the interpolated V_{t+1} of the next state (0 after death)."""
         r = self._sim(plan.k, plan.start + t, soc, temp_c, backlog, config, allowance_j, self.actions, plan.objective)
-        cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog)
+        cont = self._interp(plan, t + 1, r.soc, r.temp_c, r.backlog, r.budget_left_j)
         q = r.reward + np.where(r.dead, 0.0, self._keep(plan, plan.start + t) * cont)
         if self.w_death != self.env.w.death:  # a planner with its own price of death (HazardOracle) acts by it too
             q = q - (self.w_death - float(self.env.w.death)) * r.dead
@@ -579,11 +655,16 @@ class OracleController:
         down = int(self.padded.procs_down[k, i])
         return (self.roles & down) != 0 if down else None
 
+    def _rollout(self, plan: OraclePlan, state: tuple) -> float:
+        """The return of ``plan``'s greedy steps over its block from ``state`` (soc, temp_c, backlog, config,
+        allowance_j), simulated exactly."""
+        return self._nominal(plan.k, plan.start, plan.horizon, *state, plan, plan.objective)[2]
+
     def _nominal(self, k, start, H, soc, temp_c, backlog, config, allowance_j, policy: OraclePlan | None,
                  objective: tuple = (1.0, 0.0, float("nan"), -1)):
         """SoC and allowance before each step along the cheapest configuration's trajectory
-        (``policy`` None) or the oracle's own (greedy on ``policy``'s values)."""
-        s_hat, a_hat = np.zeros(H), np.zeros(H)
+        (``policy`` None) or the oracle's own (greedy on ``policy``'s values), and the trajectory's return."""
+        s_hat, a_hat, ret = np.zeros(H), np.zeros(H), 0.0
         state = (soc, temp_c, backlog, config, allowance_j)
         for t in range(H):
             s_hat[t], a_hat[t] = state[0], state[4]
@@ -592,11 +673,12 @@ class OracleController:
             else:
                 a = int(np.argmax(self.q_values(policy, t, *state)))
             r = self._sim(k, start + t, *state, np.array([a]), objective)
+            ret += float(r.reward[0])
             state = (float(r.soc[0]), float(r.temp_c[0]), float(r.backlog[0]), a, float(r.budget_left_j[0]))
             if r.dead[0]:
                 s_hat[t + 1:], a_hat[t + 1:] = 0.0, state[4]
                 break
-        return s_hat, a_hat
+        return s_hat, a_hat, ret
 
     # ---- acting ------------------------------------------------------------------------------
     def _position(self, env) -> tuple[dict, int, int, int, int, int, tuple]:

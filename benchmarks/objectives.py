@@ -169,6 +169,23 @@ def to_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_objectives_set() -> Path:
+    """The default trace set with the user objectives overlaid (``traces.objectives``, seed 0), in a temporary
+    folder."""
+    from traces.objectives import overlay_set
+    from traces.store import TraceSet
+
+    tmp = Path(tempfile.mkdtemp()) / "default+objectives"
+    overlay_set(TraceSet.load(REPO / "traces" / "data" / "default"), 0).save(tmp)
+    return tmp
+
+
+def refuse_to_overwrite(ap: argparse.ArgumentParser, out: Path, force: bool) -> None:
+    """A usage error when OUT.json or OUT.md exists and ``force`` is not given."""
+    if not force and (existing := [p for p in (out.with_suffix(".json"), out.with_suffix(".md")) if p.exists()]):
+        ap.error(f"--out {out}: {existing[0]} exists; pass --force to replace it, or another --out")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traces", nargs="*", default=None, help="trace sets with objectives (default: see docstring)")
@@ -190,16 +207,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         ap.error(str(exc))
     out = Path(a.out)
-    if not a.force and (existing := [p for p in (out.with_suffix(".json"), out.with_suffix(".md")) if p.exists()]):
-        ap.error(f"--out {out}: {existing[0]} exists; pass --force to replace it, or another --out")
+    refuse_to_overwrite(ap, out, a.force)
     sets = [Path(t) for t in a.traces] if a.traces else None
     if sets is None:
-        from traces.objectives import overlay_set
-        from traces.store import TraceSet
-
-        tmp = Path(tempfile.mkdtemp()) / "default+objectives"
-        overlay_set(TraceSet.load(REPO / "traces" / "data" / "default"), 0).save(tmp)
-        sets = [tmp] + ([REPO / "data" / "real-objectives"] if (REPO / "data" / "real-objectives").exists() else [])
+        real = REPO / "data" / "real-objectives"
+        sets = [default_objectives_set()] + ([real] if real.exists() else [])
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs,
             "sets": [run_set(s, a.runs, grid, a.max_steps, base) for s in sets]}

@@ -11,6 +11,7 @@ from agents.oracle import OracleController
 from agents.registry import BASELINES, make_controller
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
+from runtime.dynamics import EnvParams
 from traces.schema import TraceMeta, make_trace
 
 
@@ -93,6 +94,40 @@ def test_dp_value_equals_brute_force_on_tiny_trace(case):
     ret, _ = rollout(env, coarse)
     assert ret == pytest.approx(best, abs=1e-9)
     assert coarse.plans[-1]["value0"] == pytest.approx(best, abs=3e-2)
+
+
+def test_allowance_axis_plans_the_budget_where_the_battery_is_full_on_a_charger():
+    # a full battery on a 20 W charger: the SoC stays at 1 whatever runs, so only the allowance tells how much of the
+    # 0.4 W budget is left. The cheapest configuration draws 0.42 W: 6 J of grace (15 s at 0.4 W) last the episode
+    # on it, but not after one step of the largest (5.2 J over budget). Linearised in the SoC (n_allowance=0) the plan
+    # cannot see the allowance fall and spends it on step 1; with the allowance as a state it is brute force's optimum
+    env = MicroLLMPowerEnv(profile=three_config_profile(), params=EnvParams(budget_grace_s=15.0),
+                           traces=[trace(6, supply_w=20.0, soc=1.0, budget_w=0.4, demand_tps=20.0)], random_start=False)
+    best, _ = brute_force(env, 6)
+    o = OracleController(env)
+    ret, acts = rollout(env, o)
+    assert o.plans[-1]["budget_method"] == "allowance-axis"
+    assert ret == pytest.approx(best, abs=1e-9)
+    ret_lin, acts_lin = rollout(env, OracleController(env, n_allowance=0))
+    assert acts_lin[0] == 2 and ret_lin < best - 0.05  # the former method: the largest first, overdrawn later
+
+
+def test_a_block_with_a_budget_and_a_supply_keeps_the_plan_that_does_better():
+    # "budget-charger": a 0.2 Wh battery on a charger that comes and goes. Both plans are made; the episode is one
+    # block from the planned state, so the realised return is the kept plan's simulated one, the higher of the two
+    traces = hand_made_traces()
+    env = MicroLLMPowerEnv(profile=example_profile(12), traces=traces, random_start=False)
+    o = OracleController(env, horizon_steps=90)
+    ret, _ = rollout(env, o, 3)
+    got = o.plans[-1]["budget_rollouts"]
+    assert set(got) == {"linearised", "allowance-axis"}
+    assert ret == pytest.approx(max(got.values()), abs=1e-9)
+    assert ret == pytest.approx(got[o.plans[-1]["budget_method"]], abs=1e-9)
+    ret_lin, _ = rollout(env, OracleController(env, horizon_steps=90, n_allowance=0), 3)
+    assert ret >= ret_lin - 1e-9 and got["linearised"] == pytest.approx(ret_lin, abs=1e-9)
+    # without a supply the linearisation is exact and is the only plan made
+    ret, _ = rollout(env, o, 2)
+    assert o.plans[-1]["budget_method"] == "linearised" and o.plans[-1]["budget_rollouts"] == {}
 
 
 def hand_made_traces():
