@@ -563,18 +563,18 @@ class OracleController:
         V = plan.values[t]
         t0, t1, wt = _locate(plan.temp_grid, temp_c)
         b0, b1, wb = _locate(plan.backlog_grid, backlog)
-        if plan.allowance_grid is None:
-            a0 = a1 = np.zeros(np.shape(t0), dtype=np.intp)
-            wa = np.zeros(np.shape(t0))
+        if plan.allowance_grid is None:  # one allowance point: the four (T, backlog) corners
+            along = ((np.zeros(np.shape(t0), dtype=np.intp), 1.0),)
         else:
             a0, a1, wa = _locate(plan.allowance_grid[t], np.broadcast_to(allowance_j, np.shape(t0)))
+            along = ((a0, 1 - wa), (a1, wa))
         corners = [(ti, bi, ai, w * v) for ti, bi, w in ((t0, b0, (1 - wt) * (1 - wb)), (t0, b1, (1 - wt) * wb),
                                                            (t1, b0, wt * (1 - wb)), (t1, b1, wt * wb))
-                   for ai, v in ((a0, 1 - wa), (a1, wa))]
+                   for ai, v in along]
         # float64 and no tolerance here: the realised trajectory must never round its way below
         # the need (the DP's float32 tolerance is covered by the SOC_EPS margin at the end)
         x = np.minimum(soc, 1.0) - self._need(plan, t, temp_c, backlog)
-        rows = np.stack([V[ti, bi, ai] for ti, bi, ai, _ in corners]).astype(np.float64)  # (8, n, n_spare)
+        rows = np.stack([V[ti, bi, ai] for ti, bi, ai, _ in corners]).astype(np.float64)  # (4 or 8, n, n_spare)
         out = np.zeros(np.shape(soc))
         for c, (_, _, _, w) in enumerate(corners):
             out += w * self._spare_lookup(rows[c], x.reshape(-1, 1).copy(), plan)[:, 0]
