@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a goal-conditioned run folder (train.py --env.objective.kind mix)")
     ap.add_argument("--traces", default=str(REPO / "data" / "default-objectives"))
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--floors", default="0.30,0.38,0.45,0.52")
     ap.add_argument("--max-steps", type=int, default=720)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "floor_hold"))

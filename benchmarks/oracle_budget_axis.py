@@ -131,7 +131,7 @@ def to_markdown(data: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traces", default=None, help="a trace set with objectives (default: see docstring)")
-    ap.add_argument("--splits", nargs="+", default=["val", "test"])
+    ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["train", "val", "test"])
     ap.add_argument("--points", nargs="+", type=int, default=[0, 9, 17], help="n_allowance values (0: linearised)")
     ap.add_argument("--oracle-grid", default="51,13,5")
     ap.add_argument("--max-steps", type=int, default=720)
