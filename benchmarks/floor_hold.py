@@ -76,17 +76,15 @@ def to_markdown(d: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from objectives import add_report_args, refuse_to_overwrite
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a goal-conditioned run folder (train.py --env.objective.kind mix)")
     ap.add_argument("--traces", default=str(REPO / "data" / "default-objectives"))
     ap.add_argument("--split", default="test", choices=["train", "val", "test"])
     ap.add_argument("--floors", default="0.30,0.38,0.45,0.52")
-    ap.add_argument("--max-steps", type=int, default=720)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "floor_hold"))
-    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    add_report_args(ap, "floor_hold", oracle_grid=False)
     a = ap.parse_args(argv)
-    from objectives import refuse_to_overwrite
-
     import traces.store as T
     from agents.run_io import env_from_config, load_config, load_controller
     from runtime.safeio import atomic_write_text

@@ -180,6 +180,26 @@ def default_objectives_set() -> Path:
     return tmp
 
 
+def add_report_args(ap: argparse.ArgumentParser, name: str, oracle_grid: bool = True) -> None:
+    """The options every objectives report shares: ``--oracle-grid`` (unless not ``oracle_grid``), ``--max-steps``,
+    ``--out`` (default ``benchmarks/results/NAME``) and ``--force``."""
+    if oracle_grid:
+        ap.add_argument("--oracle-grid", default="51,13,5")
+    ap.add_argument("--max-steps", type=int, default=720)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / name))
+    ap.add_argument("--force", action="store_true", help="replace an existing report")
+
+
+def parse_oracle_grid(ap: argparse.ArgumentParser, text: str) -> tuple:
+    """``--oracle-grid`` as (n_soc, n_temp, n_backlog), or a usage error."""
+    from agents.evaluate import _oracle_grid
+
+    try:
+        return _oracle_grid(text)
+    except argparse.ArgumentTypeError as exc:
+        ap.error(f"argument --oracle-grid: {exc}")
+
+
 def refuse_to_overwrite(ap: argparse.ArgumentParser, out: Path, force: bool) -> None:
     """A usage error when OUT.json or OUT.md exists and ``force`` is not given."""
     if not force and (existing := [p for p in (out.with_suffix(".json"), out.with_suffix(".md")) if p.exists()]):
@@ -190,18 +210,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traces", nargs="*", default=None, help="trace sets with objectives (default: see docstring)")
     ap.add_argument("--runs", nargs="*", default=[])
-    ap.add_argument("--oracle-grid", default="51,13,5")
-    ap.add_argument("--max-steps", type=int, default=720)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "objectives"))
-    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    add_report_args(ap, "objectives")
     a = ap.parse_args(argv)
-    from agents.evaluate import _oracle_grid
     from runtime.safeio import atomic_write_text
 
-    try:
-        grid = _oracle_grid(a.oracle_grid)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"argument --oracle-grid: {exc}")
+    grid = parse_oracle_grid(ap, a.oracle_grid)
     try:  # before anything heavy: every run's folder, and one set of env parameters for all of them
         base = runs_params(a.runs, a.max_steps)
     except (OSError, ValueError) as exc:

@@ -129,24 +129,17 @@ def to_markdown(data: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from objectives import add_report_args, default_objectives_set, parse_oracle_grid, refuse_to_overwrite
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traces", default=None, help="a trace set with objectives (default: see docstring)")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], choices=["train", "val", "test"])
     ap.add_argument("--points", nargs="+", type=int, default=[0, 9, 17], help="n_allowance values (0: linearised)")
-    ap.add_argument("--oracle-grid", default="51,13,5")
-    ap.add_argument("--max-steps", type=int, default=720)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "oracle_budget_axis"))
-    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    add_report_args(ap, "oracle_budget_axis")
     a = ap.parse_args(argv)
-    from objectives import default_objectives_set, refuse_to_overwrite
-
-    from agents.evaluate import _oracle_grid
     from runtime.safeio import atomic_write_text
 
-    try:
-        grid = _oracle_grid(a.oracle_grid)
-    except argparse.ArgumentTypeError as exc:
-        ap.error(f"argument --oracle-grid: {exc}")
+    grid = parse_oracle_grid(ap, a.oracle_grid)
     if any(n < 0 for n in a.points):
         ap.error("argument --points: n_allowance must be >= 0 (0: the linearisation alone)")
     out = Path(a.out)
