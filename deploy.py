@@ -966,7 +966,8 @@ class RunSession:
         mcfg = ManagerConfig(min_dwell_decisions=self.min_dwell(), capacity_wh=self.capacity_j / 3600.0,
                              saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
                              saver_to_deadline=True if a.saver_to_deadline else None,
-                             saver_floor_frac=a.saver_floor)
+                             saver_floor_frac=a.saver_floor,
+                             floor_rule=False if getattr(a, "no_floor_rule", False) else None)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -984,6 +985,10 @@ class RunSession:
               + (", battery saver to the deadline" if mgr.shield.p.saver_to_deadline else "")
               + (f" from {mgr.shield.p.saver_floor_frac:g} x the reserve"
                  if (mgr.shield.p.saver_s or mgr.shield.p.saver_to_deadline) and mgr.shield.p.saver_floor_frac != 1.0
+                 else "")
+              + (f"; quality floor {a.quality_floor:g} held by the shield"
+                 if getattr(a, "objective", None) == "min-energy" and mgr.shield.p.floor_rule
+                 and mgr.shield.rules.quality is not None
                  else "")
               + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
@@ -1337,7 +1342,7 @@ def _status_line(mgr: Any, hub: Any, cfg_name: str, tps: float, tokens: int, swi
         vt += f" lap={replay.laps + 1}"
     line = (f"[{mgr.state.name:<9}] {cfg_name:<14} P={v[POWER]:6.2f} W SoC={v[SOC] * 100:5.1f}% "
             f"T={v[TEMP]:5.1f}°C {tps:6.1f} tok/s tok={tokens} sw={switches} "
-            f"ovr={sum(mgr.overrides[1:Reason.DWELL])}{vt}"
+            f"ovr={sum(mgr.overrides[1:]) - mgr.overrides[Reason.DWELL]}{vt}"
             + (f" [{mgr.objective.kind}: {mgr.objective.status()}]" if getattr(mgr, "objective", None) else ""))
     sys.stderr.write(("\n" if echo else "\r") + line + " " * 4)
     sys.stderr.flush()
@@ -1626,6 +1631,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 holds the reserve for the saver's time, 0 only keeps the device alive that long and "
                         "spends the reserve before it (default: the policy's, 1 unless trained otherwise; "
                         "docs/agents.md, \"The saver that spends the reserve\")")
+    r.add_argument("--no-floor-rule", action="store_true",
+                   help="min-energy: do not hold the quality floor in the shield's masks; the floor is then only "
+                        "measured (EnvParams.floor_rule; default: the policy's, on unless trained without it)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

@@ -335,7 +335,8 @@ class OracleController:
                           objective=tuple(objective))
         if self.masked:
             deadline_s = self._deadline_s(k, plan.objective[3])
-            plan.mask_cases = [self._mask_cases(k, i, plan.episode_start, deadline_s) for i in rows]
+            q_min = plan.objective[2] if self.env.params.floor_rule else float("nan")  # the floor rule
+            plan.mask_cases = [self._mask_cases(k, i, plan.episode_start, deadline_s, q_min) for i in rows]
         a0 = self.env.full_config if config is None else int(config)
         budget = np.asarray(tr.budget_w)[rows]
         has_budget = bool(np.any(budget == budget))
@@ -615,12 +616,14 @@ class OracleController:
         return d
 
     def _mask_cases(self, k: int, i: int, episode_start: int,
-                    deadline_s: float = float("nan")) -> tuple[np.ndarray, bool, float] | None:
+                    deadline_s: float = float("nan"),
+                    q_min: float = float("nan")) -> tuple[np.ndarray, bool, float] | None:
         """The env's action mask at row ``i`` of trace ``k`` for the four (hot, low) cases: ``(M, low_ok, low_soc)``
         with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, whether the supply lets
         ``low`` happen at all (low = SoC below ``low_soc`` and ``low_ok``), and ``low_soc``: the reserve, raised by
         the battery saver (``runtime.rules.saver_soc``, as the env; up to ``deadline_s`` with
-        ``EnvParams.saver_to_deadline``). None: nothing is masked at this
+        ``EnvParams.saver_to_deadline``); ``q_min`` the quality floor the masks hold (``EnvParams.floor_rule``; NaN:
+        none). None: nothing is masked at this
         row. As the env: the demand the rule reads is the last step's (the first row's own on the first row)."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
         bw = float(tr.bandwidth_mbps[i])
@@ -638,7 +641,8 @@ class OracleController:
                 temp = t_max if hot else t_max - margin - 1.0
                 soc = -1.0 if low else 2.0
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
-                                         soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down)
+                                         soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down,
+                                         q_min=q_min)
         low_ok = supply_w < base_w + demand * rules.ept_min
         p = self.env.params
         horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)

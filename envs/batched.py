@@ -373,25 +373,32 @@ class BatchedPowerEnv(VecEnv):
         idx = np.arange(self.num_envs)[rows]
         fi, temp, soc = self.fi[idx], self.temp[idx], self.soc[idx]
         out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
+        rules = self.ref.rules
+        qmin = self.qmin[idx] if self.params.floor_rule else np.full(len(idx), np.nan)
+        floor = qmin == qmin  # min-energy's floor in the masks (EnvParams.floor_rule; Feasibility.floor_mask)
+        if floor.any():
+            meets = out[floor] & (rules.quality[None, :] >= qmin[floor, None])
+            some = meets.any(1)  # the floor gives way when no allowed configuration meets it
+            out[np.flatnonzero(floor)[some]] = meets[some]
         hot = temp > pl.t_max_c[idx] - HOT_MARGIN_C
         base = f["base"].take(fi) + pl.idle_power_w[idx]
         saver = self.params.saver_s
         if self.params.saver_to_deadline:  # the saver's horizon reaches each env's deadline (as the scalar env)
             saver = saver_horizon_s(saver, self.deadline_eff[idx] - self.i[idx] * self.dt, True)
         lo = saver_soc(reserve, saver, pl.capacity_j[idx], base, self.last_dem[idx],
-                       self.ref.rules.ept_min, f["supply"].take(fi),
+                       rules.ept_min, f["supply"].take(fi),
                        self.params.saver_floor_frac)  # the reserve, raised by the battery saver
         low = soc < lo
         bw = f["bandwidth"].take(fi)
-        down = (bw <= 0.0) if self.ref.rules.has_split else np.zeros_like(low)
-        procs = self.tr.procs_down.ravel().take(fi) if self.ref.rules.has_place else np.zeros(len(low), int)
+        down = (bw <= 0.0) if rules.has_split else np.zeros_like(low)
+        procs = self.tr.procs_down.ravel().take(fi) if rules.has_place else np.zeros(len(low), int)
         for r in np.flatnonzero(hot | low | down | (procs != 0)):
             j, x = idx[r], fi[r]
-            self.ref.rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
-                                pl.r_th_c_per_w[j],
-                                base[r], self.soc[j], lo[r] if isinstance(lo, np.ndarray) else lo, f["supply"][x],
-                                out=out[r],
-                                bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]))
+            rules.mask(self.last_dem[j], self.temp[j], f["ambient"][x] + self.amb_off[j], pl.t_max_c[j],
+                       pl.r_th_c_per_w[j],
+                       base[r], self.soc[j], lo[r] if isinstance(lo, np.ndarray) else lo, f["supply"][x],
+                       out=out[r],
+                       bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]), q_min=qmin[r])
         return out
 
 

@@ -23,7 +23,10 @@ configuration, less the supply, would take in that many seconds (``runtime.rules
 ``EnvParams.saver_to_deadline`` that time reaches the episode's deadline while one is ahead (the one the observation
 shows: the trace's, e.g. a session's end the user told, ``traces.objectives --session-end``; for last-until without
 one, the episode's end; ``runtime.rules.saver_horizon_s``); with ``EnvParams.saver_floor_frac`` < 1 that charge is
-counted from that share of the reserve (0: from empty) instead of the reserve itself.
+counted from that share of the reserve (0: from empty) instead of the reserve itself. Under ``min-energy`` with
+``EnvParams.floor_rule`` (the default) the masks also hold the quality floor: of the configurations the other rules
+allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule;
+``runtime.rules.Feasibility.floor_mask``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -137,7 +140,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``saver_floor_frac``, ``budget_grace_s``, ``lookahead``,
+``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``saver_floor_frac``, ``floor_rule``, ``budget_grace_s``,
+``lookahead``,
 ``max_episode_steps``,
 ``weights``, ``link``, ``avail``, ``objective``; any of
 them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), ``random_start``.
@@ -152,7 +156,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   single-processor max-quality episodes step exactly as before (2026-12-01). The battery saver
   (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04); its horizon to the deadline
   (``EnvParams.saver_to_deadline``, default off; 2026-12-05); where it counts from
-  (``EnvParams.saver_floor_frac``, default 1: the reserve, as before; 2026-12-05).
+  (``EnvParams.saver_floor_frac``, default 1: the reserve, as before; 2026-12-05). The floor rule
+  (``EnvParams.floor_rule``, default on: min-energy's masks hold the quality floor; off: as before; 2026-12-06).
 """
 
 from __future__ import annotations
@@ -252,7 +257,7 @@ class MicroLLMPowerEnv(gym.Env):
         self._trip2, self._heat = c.trip2_c.tolist(), c.heat_frac.tolist()
         self._roles, self._twin = c.roles.tolist(), c.cpu_twin.tolist()
         # the action masks (runtime.rules, as the device's shield)
-        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles)
+        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles, c.quality)
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
         self._all_ok = self.rules.all_ok
@@ -302,7 +307,6 @@ class MicroLLMPowerEnv(gym.Env):
                        dev.throttle_min, dev.charge_efficiency, dev.idle_power_w)
         self._hot_c = dev.t_max_c - HOT_MARGIN_C  # the masks start this far below the trip point
         self._fits = self.rules.fits(dev.memory_mb * 1e6)  # this device's memory (read-only; all_ok if all fit)
-        self._all_ok = self._fits
         # the trace's columns as attributes of the env: one attribute read less per use in step()
         self._supply, self._ambient, self._demand = tr.supply_w, tr.ambient_c, tr.demand_tps
         shift = float(o.get("ambient_shift_c", 0.0))
@@ -315,6 +319,11 @@ class MicroLLMPowerEnv(gym.Env):
         self._t_max_c, self._grace_s = dev.t_max_c, self.params.budget_grace_s
         self._down = tr.procs_down
         self._set_objective(o, tr)
+        # the floor rule (EnvParams.floor_rule): min-energy's floor in the masks; with no other rule active the mask
+        # is this episode's fixed one, computed once
+        self._mask_qmin = self._qmin if self.params.floor_rule else math.nan
+        self._all_ok = self.rules.floor_mask(self._mask_qmin, self._fits)
+        self._all_ok.flags.writeable = False
         # the saver's horizon reaches the deadline when the episode has one (runtime.rules.saver_horizon_s)
         self._saver_dl = bool(self.params.saver_to_deadline) and self._deadline_s == self._deadline_s
         i = self._i
@@ -377,7 +386,8 @@ class MicroLLMPowerEnv(gym.Env):
 
     def _rules_mask(self) -> np.ndarray:
         """The action mask at row ``_i`` in the current state: the rules' own (``_compute_mask``) where one can bind
-        (near the trip point, below the battery rule's threshold, the link or a processor down), else all allowed."""
+        (near the trip point, below the battery rule's threshold, the link or a processor down), else those that fit
+        the device's memory, held to the episode's quality floor (``EnvParams.floor_rule``)."""
         i = self._i
         low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[i] <= 0.0) \
@@ -392,7 +402,7 @@ class MicroLLMPowerEnv(gym.Env):
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc,
                                self._low_soc() if low_soc is None else low_soc,
                                tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
-                               down=self._down[i])
+                               down=self._down[i], q_min=self._mask_qmin)
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc

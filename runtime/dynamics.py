@@ -276,6 +276,12 @@ class EnvParams:
     within it), and the reserve may be spent before the horizon, as the oracle spends it. The hard limit stays at
     the reserve either way. 1 by default, as every committed score (docs/agents.md, "The saver that spends the
     reserve")"""
+    floor_rule: bool = True
+    """min-energy: the action masks and the shield hold the quality floor (runtime.rules.Feasibility.floor_mask): of
+    the configurations the safety rules allow, only those that meet the floor stay allowed, when one does. The floor
+    is the user's constraint, not a price to trade: without the rule a goal-conditioned policy served below it on
+    hundreds of steps of a test split (benchmarks/results/floor_hold.md). It gives way to every safety rule. Off:
+    the floor is only a cost in the reward, as every min-energy score before 2026-12-06 (docs/objectives.md)"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
@@ -340,6 +346,8 @@ class EnvParams:
         if not (isinstance(self.saver_floor_frac, (int, float)) and 0.0 <= self.saver_floor_frac <= 1.0):
             problems.append(f"saver_floor_frac must be in [0, 1] (1: the reserve, 0: empty), got "
                             f"{self.saver_floor_frac!r}")
+        if self.floor_rule not in (0, 1):  # a bool (from_dict stores it as 0.0 / 1.0, as every switch)
+            problems.append(f"floor_rule must be true or false, got {self.floor_rule!r}")
         if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:

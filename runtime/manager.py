@@ -135,6 +135,8 @@ class ManagerConfig:
         saver_floor_frac: Where the saver counts its charge from, as a share of the reserve
             (``EnvParams.saver_floor_frac``; 1 the reserve, 0 empty); None: the policy file's.
             ``deploy.py run --saver-floor``.
+        floor_rule: Hold a min-energy quality floor in the shield's masks (``EnvParams.floor_rule``; None: the
+            policy file's). ``deploy.py run --no-floor-rule`` turns it off.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -163,6 +165,7 @@ class ManagerConfig:
     saver_s: float | None = None
     saver_to_deadline: bool | None = None
     saver_floor_frac: float | None = None
+    floor_rule: bool | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -362,12 +365,13 @@ class RuntimeManager:
         to_deadline = bool(self.cfg.saver_to_deadline) or bool(self.params.saver_to_deadline)
         floor_frac = float(self.params.saver_floor_frac if self.cfg.saver_floor_frac is None
                            else self.cfg.saver_floor_frac)  # the user's word, else the policy's
+        floor_rule = bool(self.params.floor_rule if self.cfg.floor_rule is None else self.cfg.floor_rule)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
-                                          to_deadline, floor_frac), ept,
+                                          to_deadline, floor_frac, floor_rule), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
-                             roles)
+                             roles, policy.quality if policy is not None else None)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -499,6 +503,10 @@ class RuntimeManager:
         self.objective = ObjectiveTracker(kind, budget_w=budget_w, quality_floor=quality_floor, deadline_s=deadline_s,
                                           reserve_soc=self.shield.reserve, grace_s=self.params.budget_grace_s,
                                           window_s=window_s, budget_j=budget_j, budget_until_s=budget_until_s)
+        if kind == "min-energy" and self.shield.p.floor_rule and self.shield.rules.quality is None:
+            _log().warning("the policy file has no quality table: the shield cannot hold the quality floor %.2f "
+                           "(re-export it with `python deploy.py export`); the floor is only measured",
+                           quality_floor)
         if kind == "max-quality" and budget_w == budget_w:
             self.budget_w = budget_w
         if budget_j == budget_j:
@@ -708,14 +716,16 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
+        ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule)
+        q_min = ob.quality_floor if ob is not None and ob.kind == "min-energy" else math.nan
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,
-                                       self.procs_down, self.full_charge_j(soc), self.deadline_left_s))
+                                       self.procs_down, self.full_charge_j(soc), self.deadline_left_s, q_min))
             a_pol = pol.act(self.obs)
             return a_pol, a_pol, Reason.NONE
         mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down,
-                       self.full_charge_j(soc), self.deadline_left_s)
+                       self.full_charge_j(soc), self.deadline_left_s, q_min)
         self._set_hint(mask)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:

@@ -16,15 +16,20 @@ A configuration is infeasible *now* when running it at the current demand would
 * need a processor that is unavailable (busy, lost or quarantined; ``down``, a bit mask over
   ``runtime.placement.ROLES``): a placement on it is not allowed (the CPU is never down);
 * not fit the device's memory: a configuration whose ``device_bytes`` (weights + KV cache of the
-  blocks on the device) exceed the device's ``memory_mb`` is never allowed (:meth:`Feasibility.fits`).
+  blocks on the device) exceed the device's ``memory_mb`` is never allowed (:meth:`Feasibility.fits`);
+* serve below the user's quality floor (``min-energy``; ``EnvParams.floor_rule``): of the configurations the
+  rules above allow, only those whose quality is at least ``q_min`` stay allowed — when one does. The floor
+  gives way to every safety rule: when none of the configurations they allow meets it, they all stay allowed
+  (the user's floor is a cost then, never a death or a trip).
 
 A split configuration's energy per token counts its radio: ``e_token + P_conn / NOMINAL_TPS`` (the
 connected-state power spread over a nominal demand) for the cheap set, and ``P_conn`` is added to
 its power in the thermal rule.
 
-At least one configuration (the lowest energy per token) always stays allowed, so a masked
-policy can always act. :class:`Feasibility` holds the rules for one set of configurations; the
-environment's action masks, the batched env and the runtime shield all use it.
+At least one configuration always stays allowed, so a masked policy can always act: the safe one (the
+lowest energy per token on the CPU), unless the floor rule keeps others that meet the floor instead.
+:class:`Feasibility` holds the rules for one set of configurations; the environment's action masks, the batched
+env, the masked oracle and the runtime shield all use it.
 """
 
 from __future__ import annotations
@@ -143,8 +148,10 @@ class Feasibility:
 
     def __init__(self, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
-                 roles: np.ndarray | None = None) -> None:
+                 roles: np.ndarray | None = None, quality: np.ndarray | None = None) -> None:
         n = np.shape(energy_j_per_token)[0]
+        # the profile's quality per configuration (the floor rule; None: no floor can be held)
+        self.quality = None if quality is None else np.asarray(quality, dtype=np.float64)
         # processor roles each configuration needs (runtime.placement.role_mask; 1 = the CPU only)
         self.roles = np.ones(n, np.int64) if roles is None else np.asarray(roles, dtype=np.int64)
         self.has_place = bool((self.roles != 1).any())
@@ -173,6 +180,15 @@ class Feasibility:
         m.flags.writeable = False
         return m
 
+    def floor_mask(self, q_min: float, allowed: np.ndarray) -> np.ndarray:
+        """The floor rule on ``allowed`` (the other rules' mask): the allowed configurations whose quality is at
+        least ``q_min`` when there are any, else ``allowed`` itself; ``q_min`` NaN (no floor) or no quality table:
+        ``allowed`` itself (not a copy)."""
+        if q_min != q_min or self.quality is None:
+            return allowed
+        m = allowed & (self.quality >= q_min)
+        return m if m.any() else allowed
+
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
                bandwidth_mbps: float = 1.0, down: int = 0) -> bool:
         """Whether any rule can mask something now (hot, below the reserve, the link or a processor down)."""
@@ -182,12 +198,13 @@ class Feasibility:
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, t_max_c: float, r_th_c_per_w: float,
              base_w: float, soc: float, reserve_soc: float, supply_w: float,
              out: np.ndarray | None = None, bandwidth_mbps: float = 1.0,
-             fits: np.ndarray | None = None, down: int = 0) -> np.ndarray:
+             fits: np.ndarray | None = None, down: int = 0, q_min: float = float("nan")) -> np.ndarray:
         """Boolean mask (n_configs,) of the configurations allowed right now.
 
         ``base_w`` is all power that is not the model's tokens (device base load + idle power).
-        At least the safe configuration always stays allowed: when the thermal rule removes even
-        it, it alone is allowed (the cheapest set always contains it; it never needs the link).
+        Before the floor rule at least the safe configuration stays allowed: when the thermal rule removes
+        even it, it alone is allowed (the cheapest set always contains it; it never needs the link). Then
+        ``q_min`` (the min-energy quality floor; NaN: none) keeps those that meet it (:meth:`floor_mask`).
         """
         hot = temp_c > t_max_c - HOT_MARGIN_C
         low = soc < reserve_soc and supply_w < base_w + demand_tps * self.ept_min
@@ -211,6 +228,7 @@ class Feasibility:
         if fits is not None:  # the device's memory (``fits(memory_bytes)``)
             m &= fits
         m[self.safe] = True
+        m = self.floor_mask(q_min, m)
         if out is None:
             return m
         out[:] = m

@@ -121,6 +121,7 @@ class Reason(IntEnum):
     LINK_MASK = 9  # a split configuration while the link to the split server is down
     MEMORY_MASK = 10  # a configuration that does not fit the device's memory
     PROCESSOR_MASK = 11  # a placement on a processor that is busy, lost or quarantined (docs/placement.md)
+    FLOOR_MASK = 12  # min-energy: a configuration below the user's quality floor (ShieldParams.floor_rule)
 
 
 REASON_NAMES = {r: r.name.lower() for r in Reason}
@@ -144,6 +145,8 @@ class ShieldParams:
             ``runtime.rules.saver_horizon_s``): the ``deadline_left_s`` that :meth:`Shield.mask` is given.
         saver_floor_frac: Where the saver counts its charge from, as a share of ``reserve_soc``
             (``EnvParams.saver_floor_frac``): 1 the reserve, 0 empty.
+        floor_rule: Hold the quality floor that :meth:`Shield.mask` is given (``EnvParams.floor_rule``;
+            ``runtime.rules.Feasibility.floor_mask``); it gives way to every safety rule.
     """
 
     t_max_c: float
@@ -155,6 +158,7 @@ class ShieldParams:
     saver_s: float = 0.0
     saver_to_deadline: bool = False
     saver_floor_frac: float = 1.0
+    floor_rule: bool = True
 
     @property
     def ceiling_c(self) -> float:
@@ -171,16 +175,18 @@ class Shield:
         connected_w: The radio's connected-state power a split configuration adds, W.
         roles: Per-configuration bit mask of the processor roles it runs on (``runtime.placement.role_mask``;
             default: all on the CPU).
+        quality: Per-configuration quality (the floor rule; None: unknown, no floor is held).
     """
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
-                 memory_bytes: float = float("inf"), roles: np.ndarray | None = None) -> None:
+                 memory_bytes: float = float("inf"), roles: np.ndarray | None = None,
+                 quality: np.ndarray | None = None) -> None:
         self.p = params
         self._offload, self._connected_w, self._device_bytes = offload, connected_w, device_bytes
-        self._roles = roles
+        self._roles, self._quality = roles, quality
         self.memory_bytes = memory_bytes
-        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes, roles)
+        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes, roles, quality)
         self.fits = self.rules.fits(memory_bytes)
         self.ept = self.rules.ept
         self.safe = self.rules.safe
@@ -189,12 +195,14 @@ class Shield:
         self.ceiling_c = params.ceiling_c
         self.reserve = params.reserve_soc
         self.low_soc = params.reserve_soc  # the masks' reserve at the last mask(): raised by the battery saver
+        self._no_floor: np.ndarray | None = None  # the last mask() before the floor rule (None: it held no floor)
 
     def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
         The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
         token, which EMERGENCY and FALLBACK run) do not change."""
-        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes, self._roles)
+        self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes, self._roles,
+                                 self._quality)
         self.ept = self.rules.ept
         self.fits = self.rules.fits(self.memory_bytes)
 
@@ -216,19 +224,27 @@ class Shield:
 
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
              supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0,
-             capacity_j: float = math.inf, deadline_left_s: float = math.nan) -> np.ndarray | None:
+             capacity_j: float = math.inf, deadline_left_s: float = math.nan,
+             q_min: float = math.nan) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, the link down with split
-        configurations, or a processor down with placements), else None. ``capacity_j`` (the battery's full
-        charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``); ``deadline_left_s`` (NaN:
-        none) its horizon with ``ShieldParams.saver_to_deadline``."""
+        configurations, a processor down with placements, or a quality floor to hold), else None. ``capacity_j``
+        (the battery's full charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``);
+        ``deadline_left_s`` (NaN: none) its horizon with ``ShieldParams.saver_to_deadline``; ``q_min`` (NaN: none)
+        is the min-energy quality floor, held with ``ShieldParams.floor_rule`` when the quality table is known."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)
+        floor = q_min == q_min and self.p.floor_rule and self.rules.quality is not None
+        self._no_floor = None
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
-                or self.fits is not self.rules.all_ok:
-            return self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
-                                   base_w, soc, lo, supply_w, out=self._mask,
-                                   bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
+                or self.fits is not self.rules.all_ok or floor:
+            m = self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
+                                base_w, soc, lo, supply_w, out=self._mask,
+                                bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
+            if floor:  # the floor last, on what the safety rules allow (kept for mask_reason)
+                self._no_floor = m.copy()
+                m[:] = self.rules.floor_mask(q_min, self._no_floor)
+            return m
         return None
 
     def mask_reason(self, temp_c: float, soc: float = 1.0, action: int | None = None, down: int = 0) -> Reason:
@@ -236,6 +252,8 @@ class Shield:
             return Reason.MEMORY_MASK
         if action is not None and down and int(self.rules.roles[action]) & int(down):
             return Reason.PROCESSOR_MASK
+        if action is not None and self._no_floor is not None and self._no_floor[action]:
+            return Reason.FLOOR_MASK  # only the floor forbids it
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK
         return Reason.BATTERY_MASK if soc < self.low_soc else Reason.LINK_MASK

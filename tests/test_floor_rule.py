@@ -1,0 +1,209 @@
+"""The quality-floor rule (``EnvParams.floor_rule``; ``runtime.rules.Feasibility.floor_mask``): under min-energy the
+masks keep only the configurations that meet the user's floor, where the safety rules allow one; the scalar env, the
+batched env, the masked oracle and the runtime shield hold the same masks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from test_oracle import three_config_profile, trace
+from test_oracle_masked import TINY_MASKED, masked_brute_force
+
+from agents.oracle import OracleController
+from envs.batched import BatchedPowerEnv
+from envs.power_env import MicroLLMPowerEnv
+from model.profile_schema import example_profile
+from runtime.dynamics import EnvParams, Objective
+from runtime.rules import Feasibility
+from runtime.shield import Reason, Shield, ShieldParams
+
+PROFILE = example_profile(12)
+EPT = np.linspace(0.01, 0.08, 8)  # energy per token rises with quality, as on a real frontier
+QUALITY = np.linspace(0.2, 0.9, 8)
+
+
+def _mask(f: Feasibility, q_min: float = math.nan, *, temp_c: float = 30.0, soc: float = 0.9, demand: float = 20.0):
+    # ambient 25 °C, trip 45 °C, 5 °C/W, base 0.5 W, reserve 0.05, no supply
+    return f.mask(demand, temp_c, 25.0, 45.0, 5.0, 0.5, soc, 0.05, 0.0, q_min=q_min)
+
+
+def test_the_floor_keeps_the_allowed_configurations_that_meet_it_and_gives_way_to_the_safety_rules():
+    f = Feasibility(EPT, quality=QUALITY)
+    assert _mask(f).all() and (_mask(f, math.nan) == _mask(f)).all()  # NaN: no floor
+    np.testing.assert_array_equal(_mask(f, 0.5), QUALITY >= 0.5)
+    assert not _mask(f, 0.5)[f.safe]  # the safe configuration is below the floor: not allowed while others are
+    # below the reserve the cheap quarter (configurations 0 and 1): the floor keeps the one that meets it ...
+    cheap = _mask(f, soc=0.01)
+    assert cheap.sum() == 2
+    np.testing.assert_array_equal(_mask(f, 0.25, soc=0.01), cheap & (QUALITY >= 0.25))
+    # ... and gives way where none does: the battery rule wins, the floor is then only a cost
+    np.testing.assert_array_equal(_mask(f, 0.5, soc=0.01), cheap)
+    # hot with nothing that fits but the safe one: the safe one alone, floor or not
+    hot = _mask(f, 0.5, temp_c=50.0, demand=400.0)
+    assert hot.sum() == 1 and hot[f.safe]
+    # a floor above every configuration: nothing meets it, nothing changes
+    np.testing.assert_array_equal(_mask(f, 0.95), _mask(f))
+    # without a quality table no floor can be held
+    np.testing.assert_array_equal(_mask(Feasibility(EPT), 0.5), _mask(Feasibility(EPT)))
+
+
+def _min_energy_env(floor_rule: bool, q_min: float, **kw):
+    return MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
+                            objective=Objective(kind="min-energy", quality_floor=q_min), floor_rule=floor_rule, **kw)
+
+
+def test_the_env_holds_the_floor_under_min_energy_and_only_there():
+    q = np.asarray(PROFILE_QUALITY)
+    q_min = float(np.median(q))
+    on, off = _min_energy_env(True, q_min), _min_energy_env(False, q_min)
+    rng = np.random.default_rng(0)
+    below_on = floor_masked = 0
+    for k in (0, 2, 4):
+        on.reset(seed=0, options={"trace": k, "start": 0, "quality_floor": q_min})
+        off.reset(seed=0, options={"trace": k, "start": 0, "quality_floor": q_min})
+        for _ in range(300):
+            m_on, m_off = on.action_masks(), off.action_masks()
+            meets = m_off & (q >= q_min)
+            np.testing.assert_array_equal(m_on, meets if meets.any() else m_off)
+            floor_masked += int((m_on != m_off).any())
+            a = int(rng.choice(np.flatnonzero(m_on)))  # a random policy that obeys the masks, in both envs
+            _, _, term, trunc, info = on.step(a)
+            off.step(a)
+            below_on += int(info["step"].served > 0 and q[info["config"]] < q_min and meets.any())
+            if term or trunc:
+                break
+    assert floor_masked > 100 and below_on == 0
+    # max-quality: the floor rule masks nothing
+    on.reset(seed=0, options={"trace": 0, "start": 0, "objective": "max-quality"})
+    assert on.action_masks().all()
+
+
+PROFILE_QUALITY = MicroLLMPowerEnv(profile=PROFILE, split="train").costs.quality
+
+
+@pytest.mark.parametrize("trace_index", [0, 3, 5])
+def test_the_batched_env_holds_the_same_floor_masks_as_the_scalar_env(trace_index):
+    q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
+    scalar = _min_energy_env(True, q_min)
+    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
+                              objective=Objective(kind="min-energy", quality_floor=q_min))
+    k = trace_index * 3 % len(scalar.traces)
+    scalar.reset(seed=0, options={"trace": k, "start": 0})
+    for j in range(3):  # one min-energy row, one max-quality row, one min-energy row
+        batched.reset_env(j, k, 0, objective="max-quality" if j == 1 else "min-energy")
+    rng = np.random.default_rng(trace_index)
+    for _ in range(200):
+        want, got = scalar.action_masks(), batched.action_masks()
+        np.testing.assert_array_equal(got[0], want)
+        np.testing.assert_array_equal(got[2], want)
+        assert not got[0].all()  # the floor binds on this profile
+        a = int(rng.choice(np.flatnonzero(want)))
+        _, _, term, trunc, _ = scalar.step(a)
+        batched._step(np.full(3, a))
+        if term or trunc:
+            break
+    off = BatchedPowerEnv(n_envs=1, profile=PROFILE, split="train", max_episode_steps=10_000, floor_rule=False,
+                          objective=Objective(kind="min-energy", quality_floor=q_min))
+    off.reset_env(0, k, 0)
+    assert off.action_masks()[0].all()
+
+
+@pytest.mark.parametrize("case", ["cool", *sorted(TINY_MASKED)])
+def test_the_masked_oracle_under_a_floor_equals_brute_force_over_the_sequences_the_masks_allow(case):
+    q = MicroLLMPowerEnv(profile=three_config_profile(), traces=[trace(6)]).costs.quality
+    q_min = float((q[0] + q[1]) / 2)  # the smallest configuration is below the floor, the other two above it
+    kw = TINY_MASKED.get(case, dict(supply_w=0.0, ambient_c=25.0, demand_tps=30.0, capacity_wh=1.0, soc=0.9))
+    env = MicroLLMPowerEnv(profile=three_config_profile(), traces=[trace(6, **kw)], random_start=False,
+                           objective=Objective(kind="min-energy", quality_floor=q_min))
+    best, cut = masked_brute_force(env, 6)
+    assert cut > 0
+    masked = OracleController(env, n_soc=401, n_temp=199, n_backlog=7, masked=True)
+    obs, _ = env.reset(options={"trace": 0, "start": 0})
+    masked.bind(env)
+    ret = 0.0
+    for t in range(6):
+        a = int(masked.predict(obs, episode_start=np.array([t == 0]))[0])
+        assert env.action_masks()[a]
+        obs, r, term, trunc, _ = env.step(a)
+        ret += r
+        if term or trunc:
+            break
+    assert ret == pytest.approx(best, abs=1e-9)
+
+
+def test_the_oracles_masks_under_a_floor_are_the_envs():
+    q_min = float(np.median(PROFILE_QUALITY))
+    env = MicroLLMPowerEnv(profile=PROFILE, traces=[trace(60, ambient_c=41.0, demand_tps=80.0, capacity_wh=0.05,
+                                                          soc=0.2, name="hot-low")],
+                           random_start=False, objective=Objective(kind="min-energy", quality_floor=q_min))
+    oracle = OracleController(env, masked=True)
+    env.reset(options={"trace": 0, "start": 0})
+    tr, rng = env.traces[0], np.random.default_rng(1)
+    kinds = set()
+    for _ in range(59):
+        st = env.sim_state()
+        M, low_ok, lo = oracle._mask_cases(0, st["row"], st["episode_start"], q_min=q_min)
+        got = M[int(st["temp_c"] > tr.device.t_max_c - 1.0), int(bool(st["soc"] < lo) and low_ok)]
+        want = env.action_masks()
+        np.testing.assert_array_equal(got, want, err_msg=f"row {st['row']}")
+        kinds.add((bool((want & (PROFILE_QUALITY < q_min)).any()), int(want.sum())))
+        _, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(want))))
+        if term or trunc:
+            break
+    assert len(kinds) > 1  # the floor held somewhere and gave way (or changed) elsewhere
+
+
+def test_the_shield_holds_the_floor_and_says_so():
+    sh = Shield(ShieldParams(45.0, 5.0, 0.05), EPT, quality=QUALITY)
+    assert sh.mask(20.0, 30.0, 25.0, 0.5, 0.9, 0.0) is None  # nothing to hold
+    m = sh.mask(20.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5)
+    np.testing.assert_array_equal(m, QUALITY >= 0.5)
+    assert sh.mask_reason(30.0, 0.9, action=0) == Reason.FLOOR_MASK
+    # below the reserve the battery rule comes first: the floor gives way, and the reason is the battery's
+    m = sh.mask(20.0, 30.0, 25.0, 0.5, 0.01, 0.0, q_min=0.5)
+    assert m.sum() == 2 and sh.mask_reason(30.0, 0.01, action=7) == Reason.BATTERY_MASK
+    off = Shield(ShieldParams(45.0, 5.0, 0.05, floor_rule=False), EPT, quality=QUALITY)
+    assert off.mask(20.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5) is None
+
+
+def test_env_params_refuse_a_floor_rule_that_is_not_a_switch():
+    with pytest.raises(ValueError, match="floor_rule must be true or false"):
+        EnvParams(floor_rule=2)
+
+
+def test_a_deployed_policy_that_insists_on_the_smallest_model_is_held_to_the_floor(tmp_path):
+    """The runtime manager's shield (agents.deployed: the exported file through the manager) holds the env's floor:
+    a policy that always asks for the smallest model runs configurations that meet the floor, and the manager counts
+    each override as ``floor_mask``."""
+    import gymnasium as gym
+    from policy_helpers import random_policy_file
+
+    import envs
+    from agents.deployed import DeployedPolicy
+
+    profile = "profiles/reference-cpu.json"
+    probe = gym.make(envs.ENV_ID, split="test", random_start=False, profile=profile).unwrapped
+    q, names = probe.costs.quality, probe.space.names
+    q_min = float(np.quantile(q, 0.5))
+    path = random_policy_file(tmp_path / "small.npz", profile, favour=names[int(np.argmin(q))], with_quality=True)
+    env = gym.make(envs.ENV_ID, split="test", random_start=False, profile=profile,
+                   objective=Objective(kind="min-energy", quality_floor=q_min))
+    for floor_rule in (True, False):
+        ctrl = DeployedPolicy(path, shield=True)
+        ctrl.bind(env)
+        env.unwrapped.params = env.unwrapped.params.replace(floor_rule=floor_rule)  # the manager reads the env's
+        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0})
+        below = 0
+        for t in range(60):
+            a = int(ctrl.predict(obs, episode_start=np.array([t == 0]))[0][0])
+            below += int(q[a] < q_min)
+            obs, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                break
+        over = ctrl.summary()["overrides"]
+        if floor_rule:
+            assert below == 0 and over.get("floor_mask", 0) > 0
+        else:
+            assert below > 30 and "floor_mask" not in over
