@@ -117,7 +117,7 @@ import numpy as np
 from agents.baselines import smallest_config
 from envs.tables import PaddedTraces, TraceArrays, prepare_traces
 from runtime.dynamics import Dynamics, StepResult
-from runtime.rules import HOT_MARGIN_C, saver_horizon_s, saver_soc
+from runtime.rules import HOT_MARGIN_C, floor_in_force, saver_horizon_s, saver_soc
 
 TEMP_SCALE_C = 4.0  # temperature grid: spacing ≈ TEMP_SCALE_C · du near T_max, wider far away
 BACKLOG_SCALE_TOKENS = 20.0  # backlog grid: spacing ≈ this · du near 0
@@ -622,8 +622,8 @@ class OracleController:
         with ``M[hot, low]`` (2, 2, n_actions) from ``Feasibility.mask`` itself, whether the supply lets
         ``low`` happen at all (low = SoC below ``low_soc`` and ``low_ok``), and ``low_soc``: the reserve, raised by
         the battery saver (``runtime.rules.saver_soc``, as the env; up to ``deadline_s`` with
-        ``EnvParams.saver_to_deadline``); ``q_min`` the quality floor the masks hold (``EnvParams.floor_rule``; NaN:
-        none). None: nothing is masked at this
+        ``EnvParams.saver_to_deadline``); ``q_min`` the episode's quality floor (``EnvParams.floor_rule``; NaN:
+        none), held where it is in force (``runtime.rules.floor_in_force``). None: nothing is masked at this
         row. As the env: the demand the rule reads is the last step's (the first row's own on the first row)."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
         bw = float(tr.bandwidth_mbps[i])
@@ -642,7 +642,7 @@ class OracleController:
                 soc = -1.0 if low else 2.0
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
                                          soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down,
-                                         q_min=q_min)
+                                         q_min=floor_in_force(q_min, float(tr.budget_w[i])))
         low_ok = supply_w < base_w + demand * rules.ept_min
         p = self.env.params
         horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)

@@ -43,7 +43,7 @@ from runtime.observation import (
     thermal_scale_w,
     thermal_values,
 )
-from runtime.rules import NO_SWITCH_YET, dwell_mask, saver_horizon_s, saver_soc, since_switch_after
+from runtime.rules import NO_SWITCH_YET, dwell_mask, floor_in_force, saver_horizon_s, saver_soc, since_switch_after
 
 _NO_INFO = MappingProxyType({})
 #: the highest state of charge a ``low_soc_frac`` episode starts from: the real phone sessions' deaths start from
@@ -374,8 +374,10 @@ class BatchedPowerEnv(VecEnv):
         fi, temp, soc = self.fi[idx], self.temp[idx], self.soc[idx]
         out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
         rules = self.ref.rules
-        qmin = self.qmin[idx] if self.params.floor_rule else np.full(len(idx), np.nan)
-        floor = qmin == qmin  # min-energy's floor in the masks (EnvParams.floor_rule; Feasibility.floor_mask)
+        # min-energy's floor in the masks where it is in force (EnvParams.floor_rule; not under a power budget)
+        qmin = (floor_in_force(self.qmin[idx], f["budget"].take(fi)) if self.params.floor_rule
+                else np.full(len(idx), np.nan))
+        floor = qmin == qmin
         if floor.any():
             meets = out[floor] & (rules.quality[None, :] >= qmin[floor, None])
             some = meets.any(1)  # the floor gives way when no allowed configuration meets it

@@ -25,8 +25,8 @@ shows: the trace's, e.g. a session's end the user told, ``traces.objectives --se
 one, the episode's end; ``runtime.rules.saver_horizon_s``); with ``EnvParams.saver_floor_frac`` < 1 that charge is
 counted from that share of the reserve (0: from empty) instead of the reserve itself. Under ``min-energy`` with
 ``EnvParams.floor_rule`` (the default) the masks also hold the quality floor: of the configurations the other rules
-allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule;
-``runtime.rules.Feasibility.floor_mask``).
+allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule, and
+to a power budget: under one it is only a cost; ``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -199,6 +199,7 @@ from runtime.rules import (
     Feasibility,
     SchedutilRule,
     dwell_mask,
+    floor_in_force,
     saver_horizon_s,
     saver_soc,
     since_switch_after,
@@ -322,8 +323,8 @@ class MicroLLMPowerEnv(gym.Env):
         # the floor rule (EnvParams.floor_rule): min-energy's floor in the masks; with no other rule active the mask
         # is this episode's fixed one, computed once
         self._mask_qmin = self._qmin if self.params.floor_rule else math.nan
-        self._all_ok = self.rules.floor_mask(self._mask_qmin, self._fits)
-        self._all_ok.flags.writeable = False
+        self._floor_ok = self.rules.floor_mask(self._mask_qmin, self._fits)
+        self._floor_ok.flags.writeable = False
         # the saver's horizon reaches the deadline when the episode has one (runtime.rules.saver_horizon_s)
         self._saver_dl = bool(self.params.saver_to_deadline) and self._deadline_s == self._deadline_s
         i = self._i
@@ -387,13 +388,14 @@ class MicroLLMPowerEnv(gym.Env):
     def _rules_mask(self) -> np.ndarray:
         """The action mask at row ``_i`` in the current state: the rules' own (``_compute_mask``) where one can bind
         (near the trip point, below the battery rule's threshold, the link or a processor down), else those that fit
-        the device's memory, held to the episode's quality floor (``EnvParams.floor_rule``)."""
+        the device's memory, held to the episode's quality floor where it is in force (``EnvParams.floor_rule``;
+        ``runtime.rules.floor_in_force``: not under a power budget)."""
         i = self._i
         low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[i] <= 0.0) \
                 or (self._has_place and self._down[i]):
             return self._compute_mask(low_soc)
-        return self._all_ok
+        return self._fits if self._budget[i] == self._budget[i] else self._floor_ok
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""
@@ -402,7 +404,7 @@ class MicroLLMPowerEnv(gym.Env):
                                tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc,
                                self._low_soc() if low_soc is None else low_soc,
                                tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
-                               down=self._down[i], q_min=self._mask_qmin)
+                               down=self._down[i], q_min=floor_in_force(self._mask_qmin, self._budget[i]))
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc

@@ -280,7 +280,8 @@ class EnvParams:
     """min-energy: the action masks and the shield hold the quality floor (runtime.rules.Feasibility.floor_mask): of
     the configurations the safety rules allow, only those that meet the floor stay allowed, when one does. The floor
     is the user's constraint, not a price to trade: without the rule a goal-conditioned policy served below it on
-    hundreds of steps of a test split (benchmarks/results/floor_hold.md). It gives way to every safety rule. Off:
+    hundreds of steps of a test split (benchmarks/results/floor_hold.md). It gives way to every safety rule and to a
+    power budget (runtime.rules.floor_in_force: where the episode has one, the floor is only a cost). Off:
     the floor is only a cost in the reward, as every min-energy score before 2026-12-06 (docs/objectives.md)"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""

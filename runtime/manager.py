@@ -66,7 +66,7 @@ from runtime.observation import (
 )
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
-from runtime.rules import NO_SWITCH_YET, SchedutilRule, since_switch_after
+from runtime.rules import NO_SWITCH_YET, SchedutilRule, floor_in_force, since_switch_after
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -717,7 +717,8 @@ class RuntimeManager:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
         ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule)
-        q_min = ob.quality_floor if ob is not None and ob.kind == "min-energy" else math.nan
+        q_min = floor_in_force(ob.quality_floor, self.budget_w) if ob is not None and ob.kind == "min-energy" \
+            else math.nan
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,

@@ -20,7 +20,8 @@ A configuration is infeasible *now* when running it at the current demand would
 * serve below the user's quality floor (``min-energy``; ``EnvParams.floor_rule``): of the configurations the
   rules above allow, only those whose quality is at least ``q_min`` stay allowed — when one does. The floor
   gives way to every safety rule: when none of the configurations they allow meets it, they all stay allowed
-  (the user's floor is a cost then, never a death or a trip).
+  (the user's floor is a cost then, never a death or a trip). It gives way to a power budget too
+  (:func:`floor_in_force`): where one is set, the floor is only a cost, traded against the budget's.
 
 A split configuration's energy per token counts its radio: ``e_token + P_conn / NOMINAL_TPS`` (the
 connected-state power spread over a nominal demand) for the cheap set, and ``P_conn`` is added to
@@ -114,6 +115,19 @@ def saver_horizon_s(saver_s: float, deadline_left_s, to_deadline: bool):
     if isinstance(deadline_left_s, np.ndarray):
         return np.where(deadline_left_s > saver_s, deadline_left_s, saver_s)  # NaN compares False: saver_s
     return deadline_left_s if deadline_left_s > saver_s else saver_s
+
+
+def floor_in_force(q_min, budget_w):
+    """The quality floor the masks hold (:meth:`Feasibility.floor_mask`; NaN: none): min-energy's ``q_min``, unless
+    a power budget is set (``budget_w`` not NaN). The user's power limit then wins and the floor is only a cost,
+    which the reward trades against the budget's overdraw (the overlaid trace sets keep each trace's budget under
+    every objective; with both held, meeting the floor overdraws the budget on every step, and the oracle trades
+    the floor away instead). Scalars or numpy arrays; the environments, the masked oracle and the runtime shield all
+    call it."""
+    if isinstance(q_min, np.ndarray) or isinstance(budget_w, np.ndarray):
+        b = np.asarray(budget_w, dtype=np.float64)
+        return np.where(b == b, np.nan, q_min)
+    return q_min if budget_w != budget_w else float("nan")
 
 
 def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:

@@ -230,7 +230,8 @@ class Shield:
         configurations, a processor down with placements, or a quality floor to hold), else None. ``capacity_j``
         (the battery's full charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``);
         ``deadline_left_s`` (NaN: none) its horizon with ``ShieldParams.saver_to_deadline``; ``q_min`` (NaN: none)
-        is the min-energy quality floor, held with ``ShieldParams.floor_rule`` when the quality table is known."""
+        is the min-energy quality floor in force (``runtime.rules.floor_in_force``), held with
+        ``ShieldParams.floor_rule`` when the quality table is known."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)

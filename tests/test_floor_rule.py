@@ -16,7 +16,7 @@ from envs.batched import BatchedPowerEnv
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from runtime.dynamics import EnvParams, Objective
-from runtime.rules import Feasibility
+from runtime.rules import Feasibility, floor_in_force
 from runtime.shield import Reason, Shield, ShieldParams
 
 PROFILE = example_profile(12)
@@ -47,6 +47,12 @@ def test_the_floor_keeps_the_allowed_configurations_that_meet_it_and_gives_way_t
     np.testing.assert_array_equal(_mask(f, 0.95), _mask(f))
     # without a quality table no floor can be held
     np.testing.assert_array_equal(_mask(Feasibility(EPT), 0.5), _mask(Feasibility(EPT)))
+
+
+def test_a_power_budget_puts_the_floor_out_of_force():
+    assert floor_in_force(0.4, math.nan) == 0.4 and math.isnan(floor_in_force(0.4, 0.5))
+    got = floor_in_force(np.array([0.4, 0.4, np.nan]), np.array([np.nan, 0.5, np.nan]))
+    assert got[0] == 0.4 and np.isnan(got[1:]).all()
 
 
 def _min_energy_env(floor_rule: bool, q_min: float, **kw):
@@ -83,27 +89,31 @@ def test_the_env_holds_the_floor_under_min_energy_and_only_there():
 PROFILE_QUALITY = MicroLLMPowerEnv(profile=PROFILE, split="train").costs.quality
 
 
-@pytest.mark.parametrize("trace_index", [0, 3, 5])
-def test_the_batched_env_holds_the_same_floor_masks_as_the_scalar_env(trace_index):
+@pytest.mark.parametrize("k", [0, 9, 14])
+def test_the_batched_env_holds_the_same_floor_masks_as_the_scalar_env(k):
+    """Trace 14 (deadline-01) has a power budget: there the floor is not in force, in either env."""
     q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
     scalar = _min_energy_env(True, q_min)
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
                               objective=Objective(kind="min-energy", quality_floor=q_min))
-    k = trace_index * 3 % len(scalar.traces)
+    has_budget = bool(np.isfinite(np.asarray(scalar.traces[k].budget_w, dtype=float)).any())
+    assert has_budget == (k == 14)
     scalar.reset(seed=0, options={"trace": k, "start": 0})
     for j in range(3):  # one min-energy row, one max-quality row, one min-energy row
         batched.reset_env(j, k, 0, objective="max-quality" if j == 1 else "min-energy")
-    rng = np.random.default_rng(trace_index)
+    rng = np.random.default_rng(k)
+    binds = 0
     for _ in range(200):
         want, got = scalar.action_masks(), batched.action_masks()
         np.testing.assert_array_equal(got[0], want)
         np.testing.assert_array_equal(got[2], want)
-        assert not got[0].all()  # the floor binds on this profile
+        binds += int(not got[0].all())
         a = int(rng.choice(np.flatnonzero(want)))
         _, _, term, trunc, _ = scalar.step(a)
         batched._step(np.full(3, a))
         if term or trunc:
             break
+    assert (binds == 0) if has_budget else (binds > 50)  # the floor binds on this profile, unless a budget is set
     off = BatchedPowerEnv(n_envs=1, profile=PROFILE, split="train", max_episode_steps=10_000, floor_rule=False,
                           objective=Objective(kind="min-energy", quality_floor=q_min))
     off.reset_env(0, k, 0)
@@ -133,10 +143,11 @@ def test_the_masked_oracle_under_a_floor_equals_brute_force_over_the_sequences_t
     assert ret == pytest.approx(best, abs=1e-9)
 
 
-def test_the_oracles_masks_under_a_floor_are_the_envs():
+@pytest.mark.parametrize("budget_w", [None, 0.3])
+def test_the_oracles_masks_under_a_floor_are_the_envs(budget_w):
     q_min = float(np.median(PROFILE_QUALITY))
     env = MicroLLMPowerEnv(profile=PROFILE, traces=[trace(60, ambient_c=41.0, demand_tps=80.0, capacity_wh=0.05,
-                                                          soc=0.2, name="hot-low")],
+                                                          soc=0.2, name="hot-low", budget_w=budget_w)],
                            random_start=False, objective=Objective(kind="min-energy", quality_floor=q_min))
     oracle = OracleController(env, masked=True)
     env.reset(options={"trace": 0, "start": 0})
@@ -152,7 +163,9 @@ def test_the_oracles_masks_under_a_floor_are_the_envs():
         _, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(want))))
         if term or trunc:
             break
-    assert len(kinds) > 1  # the floor held somewhere and gave way (or changed) elsewhere
+    assert len(kinds) > 1 or budget_w is not None  # without a budget the masks changed along the episode
+    # the floor held where no safety rule left only configurations below it, unless a budget puts it out of force
+    assert any(not below for below, _ in kinds) == (budget_w is None)
 
 
 def test_the_shield_holds_the_floor_and_says_so():
