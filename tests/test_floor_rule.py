@@ -220,3 +220,25 @@ def test_a_deployed_policy_that_insists_on_the_smallest_model_is_held_to_the_flo
             assert below == 0 and over.get("floor_mask", 0) > 0
         else:
             assert below > 30 and "floor_mask" not in over
+
+
+def test_deploy_run_holds_the_floor_unless_told_not_to(tmp_path, capsys):
+    """``deploy.py run --objective min-energy --quality-floor Q``: the shield overrides a policy that insists on the
+    smallest model (reason ``floor_mask``) and the start-up line says the floor is held; ``--no-floor-rule`` leaves
+    it to the policy."""
+    import deploy
+    from policy_helpers import random_policy_file
+
+    profile = "profiles/reference-cpu.json"
+    probe = MicroLLMPowerEnv(profile=profile, split="test")
+    q, names = probe.costs.quality, probe.space.names
+    pol = random_policy_file(tmp_path / "small.npz", profile, favour=names[int(np.argmin(q))], with_quality=True)
+    run = ["run", "--policy", pol, "--sensors", "replay:traces/data/default/phone-00.csv", "--max-tokens", "80",
+           "--temperature", "0", "--no-status", "--every-tokens", "4", "--threads", "1", "--min-dwell", "1",
+           "--objective", "min-energy", "--quality-floor", "0.45"]
+    held = deploy.main(run)
+    assert "quality floor 0.45 held by the shield" in capsys.readouterr().err
+    assert held["overrides"].get("floor_mask", 0) > 0 and held["objective"]["met"]
+    free = deploy.main([*run, "--no-floor-rule"])
+    assert "held by the shield" not in capsys.readouterr().err
+    assert "floor_mask" not in free["overrides"] and not free["objective"]["met"]
