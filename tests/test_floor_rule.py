@@ -226,8 +226,9 @@ def test_deploy_run_holds_the_floor_unless_told_not_to(tmp_path, capsys):
     """``deploy.py run --objective min-energy --quality-floor Q``: the shield overrides a policy that insists on the
     smallest model (reason ``floor_mask``) and the start-up line says the floor is held; ``--no-floor-rule`` leaves
     it to the policy."""
-    import deploy
     from policy_helpers import random_policy_file
+
+    import deploy
 
     profile = "profiles/reference-cpu.json"
     probe = MicroLLMPowerEnv(profile=profile, split="test")
