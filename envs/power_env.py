@@ -261,7 +261,6 @@ class MicroLLMPowerEnv(gym.Env):
         self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles, c.quality)
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
-        self._all_ok = self.rules.all_ok
         self._saver_s = float(p.saver_s)  # the battery saver raises the reserve of the masks (runtime.rules.saver_soc)
         self._saver_dl = False  # this episode's saver reaches its deadline (EnvParams.saver_to_deadline; reset)
         self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
