@@ -1633,7 +1633,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/agents.md, \"The saver that spends the reserve\")")
     r.add_argument("--no-floor-rule", action="store_true",
                    help="min-energy: do not hold the quality floor in the shield's masks; the floor is then only "
-                        "measured (EnvParams.floor_rule; default: the policy's, on unless trained without it)")
+                        "measured (ShieldParams.floor_rule; default: on, whatever the policy was trained with)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

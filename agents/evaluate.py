@@ -602,8 +602,8 @@ def _env_factory(args, cfg: dict | None):
         over["saver_to_deadline"] = True
     if args.saver_floor is not None:  # EnvParams.saver_floor_frac: where the saver counts its charge from
         over["saver_floor_frac"] = args.saver_floor
-    if getattr(args, "no_floor_rule", False):  # EnvParams.floor_rule off: a floor is only a cost, as before 2026-12-06
-        over["floor_rule"] = False
+    # EnvParams.floor_rule: the user's floor is held when scoring, whatever the run was trained with (off: only a cost)
+    over["floor_rule"] = not getattr(args, "no_floor_rule", False)
     if args.profile is not None:
         over["profile"] = args.profile
     if args.traces is not None:  # else the run's own set (None: the env's default set)
@@ -691,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-floor-rule", action="store_true",
                     help="score min-energy episodes with the quality floor only a cost, not held by the masks "
                          "(EnvParams.floor_rule off, as every min-energy score before 2026-12-06; deployed policies' "
-                         "shields too); default: the floor rule on")
+                         "shields too); default: the floor rule on, whatever the run was trained with")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)

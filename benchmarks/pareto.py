@@ -15,8 +15,10 @@ Each setting gives one point per controller: the model's energy per served token
 configuration's energy per token / Σ served) and the quality per served token, plus the steps in violation
 (budget overdraw, quality below the floor), the share of demand served and battery deaths. The oracle (the
 exact optimum of each setting) traces its own front; the baselines read no objective, so they are one point
-each (their unconstrained run); the profile's configurations are drawn as the static front. Writes OUT.json,
-OUT.md and OUT.png.
+each (their unconstrained run); the profile's configurations are drawn as the static front. At each floor, with
+the floor rule on, the smallest model held to the masks is scored too (*smallest, floor-held*: the cheapest
+configuration that meets the floor where the safety rules allow one, the floor's own rule). Writes OUT.json, OUT.md
+and OUT.png.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 BASELINES = ["schedutil", "greedy-budget", "static-smallest", "static-largest", "mpc"]
+FLOOR_GREEDY = "smallest, floor-held"  # static-smallest under the floor rule's masks (a rule is stepped down to them)
 
 
 def run_point(env_factory, ctrls: dict, episodes: list[dict], max_steps: int, q_min: float) -> dict:
@@ -135,7 +138,11 @@ def main(argv=None) -> int:
         def factory(s=s):
             return env_from_config(cfg, traces=s["traces"], split=a.split, random_start=False,
                                    floor_rule=not a.no_floor_rule)
-        res = run_point(factory, ctrls, s["episodes"], a.max_steps, s["q_min"])
+        extra = {}
+        if s["kind"] == "min-energy" and not a.no_floor_rule:  # the floor's own rule: the smallest model held to the
+            # floor masks, i.e. the cheapest configuration that meets the floor where the safety rules allow one
+            extra[FLOOR_GREEDY] = lambda env: make_controller("static-smallest", env)
+        res = run_point(factory, {**ctrls, **extra}, s["episodes"], a.max_steps, s["q_min"])
         points.append({"kind": s["kind"], "value": s["value"], "controllers": res})
     # the baselines read no objective: one unconstrained run each (no budget, max-quality)
     def free_factory():
@@ -204,7 +211,8 @@ def plot(d: dict, path: Path) -> None:
     ax.scatter(*zip(*cf), s=8, color="0.8", label="configurations (static)")
     fr = _front(cf)
     ax.plot(*zip(*fr), color="0.6", lw=0.8, ls="--", label="static front")
-    styles = {"oracle": ("k", "s"), "rl": ("tab:blue", "o"), "deployed": ("tab:cyan", "^")}
+    styles = {"oracle": ("k", "s"), "rl": ("tab:blue", "o"), "deployed": ("tab:cyan", "^"),
+              FLOOR_GREEDY: ("tab:red", "v")}
     for name, (col, mk) in styles.items():
         for kind, ls in (("max-quality", "-"), ("min-energy", ":")):
             pts = [(p["controllers"][name]["j_per_token"], p["controllers"][name]["quality_per_token"])

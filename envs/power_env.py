@@ -24,7 +24,8 @@ configuration, less the supply, would take in that many seconds (``runtime.rules
 shows: the trace's, e.g. a session's end the user told, ``traces.objectives --session-end``; for last-until without
 one, the episode's end; ``runtime.rules.saver_horizon_s``); with ``EnvParams.saver_floor_frac`` < 1 that charge is
 counted from that share of the reserve (0: from empty) instead of the reserve itself. Under ``min-energy`` with
-``EnvParams.floor_rule`` (the default) the masks also hold the quality floor: of the configurations the other rules
+``EnvParams.floor_rule`` (off by default; the scoring tools and the runtime turn it on) the masks also hold the
+quality floor: of the configurations the other rules
 allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule, and
 to a power budget: under one it is only a cost; ``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``).
 
@@ -157,7 +158,7 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   (``EnvParams.saver_s``, default 0: the masks as before; 2026-12-04); its horizon to the deadline
   (``EnvParams.saver_to_deadline``, default off; 2026-12-05); where it counts from
   (``EnvParams.saver_floor_frac``, default 1: the reserve, as before; 2026-12-05). The floor rule
-  (``EnvParams.floor_rule``, default on: min-energy's masks hold the quality floor; off: as before; 2026-12-06).
+  (``EnvParams.floor_rule``, default off: as before; on, min-energy's masks hold the quality floor; 2026-12-06).
 """
 
 from __future__ import annotations

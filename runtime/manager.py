@@ -135,8 +135,9 @@ class ManagerConfig:
         saver_floor_frac: Where the saver counts its charge from, as a share of the reserve
             (``EnvParams.saver_floor_frac``; 1 the reserve, 0 empty); None: the policy file's.
             ``deploy.py run --saver-floor``.
-        floor_rule: Hold a min-energy quality floor in the shield's masks (``EnvParams.floor_rule``; None: the
-            policy file's). ``deploy.py run --no-floor-rule`` turns it off.
+        floor_rule: Hold a min-energy quality floor in the shield's masks (``ShieldParams.floor_rule``; None: on,
+            whatever the policy file was trained with: the floor is the user's). ``deploy.py run --no-floor-rule``
+            turns it off.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -365,7 +366,7 @@ class RuntimeManager:
         to_deadline = bool(self.cfg.saver_to_deadline) or bool(self.params.saver_to_deadline)
         floor_frac = float(self.params.saver_floor_frac if self.cfg.saver_floor_frac is None
                            else self.cfg.saver_floor_frac)  # the user's word, else the policy's
-        floor_rule = bool(self.params.floor_rule if self.cfg.floor_rule is None else self.cfg.floor_rule)
+        floor_rule = True if self.cfg.floor_rule is None else bool(self.cfg.floor_rule)  # the user's, not the file's
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
                                           to_deadline, floor_frac, floor_rule), ept,

@@ -94,7 +94,7 @@ def test_the_batched_env_holds_the_same_floor_masks_as_the_scalar_env(k):
     """Trace 14 (deadline-01) has a power budget: there the floor is not in force, in either env."""
     q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
     scalar = _min_energy_env(True, q_min)
-    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000,
+    batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000, floor_rule=True,
                               objective=Objective(kind="min-energy", quality_floor=q_min))
     has_budget = bool(np.isfinite(np.asarray(scalar.traces[k].budget_w, dtype=float)).any())
     assert has_budget == (k == 14)
@@ -126,7 +126,7 @@ def test_the_masked_oracle_under_a_floor_equals_brute_force_over_the_sequences_t
     q_min = float((q[0] + q[1]) / 2)  # the smallest configuration is below the floor, the other two above it
     kw = TINY_MASKED.get(case, dict(supply_w=0.0, ambient_c=25.0, demand_tps=30.0, capacity_wh=1.0, soc=0.9))
     env = MicroLLMPowerEnv(profile=three_config_profile(), traces=[trace(6, **kw)], random_start=False,
-                           objective=Objective(kind="min-energy", quality_floor=q_min))
+                           objective=Objective(kind="min-energy", quality_floor=q_min), floor_rule=True)
     best, cut = masked_brute_force(env, 6)
     assert cut > 0
     masked = OracleController(env, n_soc=401, n_temp=199, n_backlog=7, masked=True)
@@ -148,7 +148,8 @@ def test_the_oracles_masks_under_a_floor_are_the_envs(budget_w):
     q_min = float(np.median(PROFILE_QUALITY))
     env = MicroLLMPowerEnv(profile=PROFILE, traces=[trace(60, ambient_c=41.0, demand_tps=80.0, capacity_wh=0.05,
                                                           soc=0.2, name="hot-low", budget_w=budget_w)],
-                           random_start=False, objective=Objective(kind="min-energy", quality_floor=q_min))
+                           random_start=False, objective=Objective(kind="min-energy", quality_floor=q_min),
+                           floor_rule=True)
     oracle = OracleController(env, masked=True)
     env.reset(options={"trace": 0, "start": 0})
     tr, rng = env.traces[0], np.random.default_rng(1)
@@ -182,6 +183,7 @@ def test_the_shield_holds_the_floor_and_says_so():
 
 
 def test_env_params_refuse_a_floor_rule_that_is_not_a_switch():
+    assert not EnvParams().floor_rule  # off in training by default (docs/objectives.md); scoring turns it on
     with pytest.raises(ValueError, match="floor_rule must be true or false"):
         EnvParams(floor_rule=2)
 
