@@ -17,7 +17,6 @@ energy and quality per served token, and how many choices were replaced. Writes 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -82,7 +81,7 @@ def to_markdown(d: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from objectives import add_report_args, refuse_to_overwrite
+    from objectives import add_report_args, refuse_to_overwrite, write_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a goal-conditioned run folder (train.py --env.objective.kind mix)")
@@ -93,7 +92,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import traces.store as T
     from agents.run_io import env_from_config, load_config, load_controller
-    from runtime.safeio import atomic_write_text
 
     try:
         floors = [float(x) for x in a.floors.split(",") if x.strip()]
@@ -121,9 +119,7 @@ def main(argv=None) -> int:
         rows.append(row)
     d = {"date": time.strftime("%Y-%m-%d"), "host": platform.node() or platform.machine(), "run": a.run,
          "traces": a.traces, "split": a.split, "episodes": len(base), "max_steps": a.max_steps, "rows": rows}
-    atomic_write_text(out.with_suffix(".json"), json.dumps(d, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), to_markdown(d))
-    print(f"wrote {out.with_suffix('.md')}")
+    write_report(out, d, to_markdown(d))
     return 0
 
 

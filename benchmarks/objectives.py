@@ -202,6 +202,15 @@ def parse_oracle_grid(ap: argparse.ArgumentParser, text: str) -> tuple:
         ap.error(f"argument --oracle-grid: {exc}")
 
 
+def write_report(out: Path, data: dict, markdown: str) -> None:
+    """OUT.json (``data``) and OUT.md (``markdown``), each written atomically; says where."""
+    from runtime.safeio import atomic_write_text
+
+    atomic_write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown)
+    print(f"wrote {out.with_suffix('.md')}")
+
+
 def refuse_to_overwrite(ap: argparse.ArgumentParser, out: Path, force: bool) -> None:
     """A usage error when OUT.json or OUT.md exists and ``force`` is not given."""
     if not force and (existing := [p for p in (out.with_suffix(".json"), out.with_suffix(".md")) if p.exists()]):

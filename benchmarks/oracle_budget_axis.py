@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import sys
 import time
@@ -129,7 +128,7 @@ def to_markdown(data: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from objectives import add_report_args, default_objectives_set, parse_oracle_grid, refuse_to_overwrite
+    from objectives import add_report_args, default_objectives_set, parse_oracle_grid, refuse_to_overwrite, write_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--traces", default=None, help="a trace set with objectives (default: see docstring)")
@@ -137,7 +136,6 @@ def main(argv=None) -> int:
     ap.add_argument("--points", nargs="+", type=int, default=[0, 9, 17], help="n_allowance values (0: linearised)")
     add_report_args(ap, "oracle_budget_axis")
     a = ap.parse_args(argv)
-    from runtime.safeio import atomic_write_text
 
     grid = parse_oracle_grid(ap, a.oracle_grid)
     if any(n < 0 for n in a.points):
@@ -156,9 +154,7 @@ def main(argv=None) -> int:
     data = {"date": time.strftime("%Y-%m-%d"), "host": platform.node() or platform.machine(),
             "traces": str(a.traces or "traces/data/default + python -m traces.objectives"), "splits": a.splits,
             "points": a.points, "oracle_grid": list(grid), "max_steps": a.max_steps, "rows": rows}
-    atomic_write_text(out.with_suffix(".json"), json.dumps(data, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), to_markdown(data))
-    print(f"wrote {out.with_suffix('.md')}")
+    write_report(out, data, to_markdown(data))
     return 0
 
 

@@ -377,11 +377,8 @@ class BatchedPowerEnv(VecEnv):
         # min-energy's floor in the masks where it is in force (EnvParams.floor_rule; not under a power budget)
         qmin = (floor_in_force(self.qmin[idx], f["budget"].take(fi)) if self.params.floor_rule
                 else np.full(len(idx), np.nan))
-        floor = qmin == qmin
-        if floor.any():
-            meets = out[floor] & (rules.quality[None, :] >= qmin[floor, None])
-            some = meets.any(1)  # the floor gives way when no allowed configuration meets it
-            out[np.flatnonzero(floor)[some]] = meets[some]
+        if (qmin == qmin).any():
+            out = rules.floor_mask(qmin, out)
         hot = temp > pl.t_max_c[idx] - HOT_MARGIN_C
         base = f["base"].take(fi) + pl.idle_power_w[idx]
         saver = self.params.saver_s

@@ -194,11 +194,16 @@ class Feasibility:
         m.flags.writeable = False
         return m
 
-    def floor_mask(self, q_min: float, allowed: np.ndarray) -> np.ndarray:
+    def floor_mask(self, q_min, allowed: np.ndarray) -> np.ndarray:
         """The floor rule on ``allowed`` (the other rules' mask): the allowed configurations whose quality is at
         least ``q_min`` when there are any, else ``allowed`` itself; ``q_min`` NaN (no floor) or no quality table:
-        ``allowed`` itself (not a copy)."""
-        if q_min != q_min or self.quality is None:
+        ``allowed`` itself (not a copy). Batched: ``allowed`` (n, n_configs) and ``q_min`` (n,), row by row."""
+        if self.quality is None:
+            return allowed
+        if np.ndim(allowed) == 2:  # the batched env's rows (NaN compares False: such a row keeps ``allowed``)
+            m = allowed & (self.quality[None, :] >= np.asarray(q_min, dtype=np.float64)[:, None])
+            return np.where(m.any(1, keepdims=True), m, allowed)
+        if q_min != q_min:
             return allowed
         m = allowed & (self.quality >= q_min)
         return m if m.any() else allowed
