@@ -635,6 +635,7 @@ class OracleController:
         fits = rules.fits(dev.memory_mb * 1e6)
         t_max, margin, reserve = dev.t_max_c, HOT_MARGIN_C, self.env.reserve_soc
         M = np.empty((2, 2, self.n_actions), dtype=bool)
+        q_min = floor_in_force(q_min, float(tr.budget_w[i]))
         for hot in (0, 1):
             for low in (0, 1):
                 # the mask reads temperature and SoC only through these two tests (runtime.rules)
@@ -642,7 +643,7 @@ class OracleController:
                 soc = -1.0 if low else 2.0
                 M[hot, low] = rules.mask(demand, temp, float(tr.ambient_c[i]), t_max, dev.r_th_c_per_w, base_w,
                                          soc, reserve, supply_w, bandwidth_mbps=bw, fits=fits, down=down,
-                                         q_min=floor_in_force(q_min, float(tr.budget_w[i])))
+                                         q_min=q_min)
         low_ok = supply_w < base_w + demand * rules.ept_min
         p = self.env.params
         horizon = saver_horizon_s(p.saver_s, deadline_s - i * p.step_s, p.saver_to_deadline)
