@@ -967,7 +967,8 @@ class RunSession:
                              saver_s=60.0 * a.battery_saver_min if a.battery_saver_min else None,
                              saver_to_deadline=True if a.saver_to_deadline else None,
                              saver_floor_frac=a.saver_floor,
-                             floor_rule=False if getattr(a, "no_floor_rule", False) else None)
+                             floor_rule=False if getattr(a, "no_floor_rule", False) else None,
+                             budget_rule=False if getattr(a, "no_budget_rule", False) else None)
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -990,6 +991,8 @@ class RunSession:
                  if getattr(a, "objective", None) == "min-energy" and mgr.shield.p.floor_rule
                  and mgr.shield.rules.quality is not None
                  else "")
+              + ("; power budget held by the shield" if (getattr(a, "budget_w", None) or getattr(a, "budget_wh", None))
+                 and mgr.shield.p.budget_rule else "")
               + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
@@ -1634,6 +1637,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-floor-rule", action="store_true",
                    help="min-energy: do not hold the quality floor in the shield's masks; the floor is then only "
                         "measured (ShieldParams.floor_rule; default: on, whatever the policy was trained with)")
+    r.add_argument("--no-budget-rule", action="store_true",
+                   help="do not hold the power budget (--budget-w, --budget-wh) in the shield's masks; an overdraw is "
+                        "then only measured (ShieldParams.budget_rule; default: on, whatever the policy was trained "
+                        "with)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

@@ -97,7 +97,7 @@ class DeployedPolicy:
                             shield=self.shield, saver_s=self.env.params.saver_s,  # the env's battery saver too
                             saver_to_deadline=self.env.params.saver_to_deadline,
                             saver_floor_frac=self.env.params.saver_floor_frac,
-                            floor_rule=self.env.params.floor_rule)
+                            floor_rule=self.env.params.floor_rule, budget_rule=self.env.params.budget_rule)
         self.mgr = RuntimeManager(self.pf, hub, cfg, device=v["device"], clock=clock, device_kind=v["device_kind"])
         self.mgr.start_at(int(self.env.sim_state()["config"]))  # the episode's starting configuration
         if self.mgr.layout.goal or v["objective"] != "max-quality":

@@ -604,6 +604,8 @@ def _env_factory(args, cfg: dict | None):
         over["saver_floor_frac"] = args.saver_floor
     # EnvParams.floor_rule: the user's floor is held when scoring, whatever the run was trained with (off: only a cost)
     over["floor_rule"] = not getattr(args, "no_floor_rule", False)
+    # EnvParams.budget_rule: so too the user's power budget (off: an overdraw is only a cost)
+    over["budget_rule"] = not getattr(args, "no_budget_rule", False)
     if args.profile is not None:
         over["profile"] = args.profile
     if args.traces is not None:  # else the run's own set (None: the env's default set)
@@ -692,6 +694,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="score min-energy episodes with the quality floor only a cost, not held by the masks "
                          "(EnvParams.floor_rule off, as every min-energy score before 2026-12-06; deployed policies' "
                          "shields too); default: the floor rule on, whatever the run was trained with")
+    ap.add_argument("--no-budget-rule", action="store_true",
+                    help="score episodes with a power budget with an overdraw only a cost, not held by the masks "
+                         "(EnvParams.budget_rule off, as every score before 2026-12-06; deployed policies' shields "
+                         "too); default: the budget rule on, whatever the run was trained with")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="replace an existing report in the output folder")
     args = ap.parse_args(argv)

@@ -398,6 +398,12 @@ class BatchedPowerEnv(VecEnv):
                        base[r], self.soc[j], lo[r] if isinstance(lo, np.ndarray) else lo, f["supply"][x],
                        out=out[r],
                        bandwidth_mbps=bw[r], fits=self._fits[self.k[j]], down=int(procs[r]), q_min=qmin[r])
+        if self.params.budget_rule:  # the power budget in the masks (EnvParams.budget_rule; as the scalar env)
+            bud = f["budget"].take(fi)
+            if (bud == bud).any():
+                out = rules.budget_mask(self.last_dem[idx] + self.backlog[idx] / self.dt, bud,
+                                        self.budget_left[idx] + bud * self.params.budget_grace_s, self.dt, out,
+                                        self.costs.switch_j[self.a[idx]], self.params.budget_reserve_s)
         return out
 
 

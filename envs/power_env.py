@@ -27,7 +27,12 @@ counted from that share of the reserve (0: from empty) instead of the reserve it
 ``EnvParams.floor_rule`` (off by default; the scoring tools and the runtime turn it on) the masks also hold the
 quality floor: of the configurations the other rules
 allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule, and
-to a power budget: under one it is only a cost; ``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``).
+to a power budget: under one it is only a cost; ``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``). With
+``EnvParams.budget_rule`` (off by default; the scoring tools and the runtime turn it on) the masks hold the episode's
+power budget: a configuration above the budget whose LLM power at the demand just seen plus the backlog drained in
+one step would take the budget's allowance (grace included) below ``EnvParams.budget_reserve_s`` of budget this step
+is masked, unless none of those the safety rules allow meets the budget (then the least power of them;
+``runtime.rules.Feasibility.budget_mask``).
 
 ## Observation Space
 ``Box(float32)``, built by ``runtime.observation.ObsLayout`` (the device builds the same vector).
@@ -141,7 +146,8 @@ Terminated: battery death. Truncated: the trace ends, or ``max_episode_steps`` (
 ``profile`` (path, ``Profile`` or dict; default the committed reference profile), ``traces``
 (trace-set dir or a list of ``Trace``; default the generated default set), ``split``,
 ``params`` (``runtime.dynamics.EnvParams``: ``step_s``, ``slo_ms``, ``backlog_cap_tokens``,
-``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``saver_floor_frac``, ``floor_rule``, ``budget_grace_s``,
+``reserve_soc``, ``saver_s``, ``saver_to_deadline``, ``saver_floor_frac``, ``floor_rule``, ``budget_rule``,
+``budget_grace_s``,
 ``lookahead``,
 ``max_episode_steps``,
 ``weights``, ``link``, ``avail``, ``objective``; any of
@@ -159,6 +165,8 @@ them may also be passed as a keyword, e.g. ``gym.make(ENV_ID, lookahead=3)``), `
   (``EnvParams.saver_to_deadline``, default off; 2026-12-05); where it counts from
   (``EnvParams.saver_floor_frac``, default 1: the reserve, as before; 2026-12-05). The floor rule
   (``EnvParams.floor_rule``, default off: as before; on, min-energy's masks hold the quality floor; 2026-12-06).
+  The budget rule (``EnvParams.budget_rule``, default off: as before; on, the masks hold a power budget;
+  2026-12-06).
 """
 
 from __future__ import annotations
@@ -259,9 +267,11 @@ class MicroLLMPowerEnv(gym.Env):
         self._trip2, self._heat = c.trip2_c.tolist(), c.heat_frac.tolist()
         self._roles, self._twin = c.roles.tolist(), c.cpu_twin.tolist()
         # the action masks (runtime.rules, as the device's shield)
-        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles, c.quality)
+        self.rules = Feasibility(c.ept_j, c.offload, p.link.connected_w, c.device_bytes, c.roles, c.quality, c.tps)
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
+        self._budget_rule = bool(p.budget_rule)  # the user's power budget in the masks (Feasibility.budget_mask)
+        self._sw_j_np = np.asarray(c.switch_j, dtype=np.float64)  # its switch energies, J (from row, to column)
         self._saver_s = float(p.saver_s)  # the battery saver raises the reserve of the masks (runtime.rules.saver_soc)
         self._saver_dl = False  # this episode's saver reaches its deadline (EnvParams.saver_to_deadline; reset)
         self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
@@ -395,16 +405,29 @@ class MicroLLMPowerEnv(gym.Env):
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[i] <= 0.0) \
                 or (self._has_place and self._down[i]):
             return self._compute_mask(low_soc)
-        return self._fits if self._budget[i] == self._budget[i] else self._floor_ok
+        b = self._budget[i]
+        if b != b:
+            return self._floor_ok
+        return self._budget_masked(self._fits) if self._budget_rule else self._fits
+
+    def _budget_masked(self, allowed: np.ndarray) -> np.ndarray:
+        """The budget rule on ``allowed`` (``EnvParams.budget_rule``; ``runtime.rules.Feasibility.budget_mask``): the
+        rate it prices is the demand just seen + the backlog drained in one step, the allowance the budget left with
+        its grace (what the observation shows), plus the energy of switching from the current configuration."""
+        b, dt = self._budget[self._i], self.step_s
+        return self.rules.budget_mask(self._last_demand + self.backlog / dt, b,
+                                      self._budget_left_j + b * self._grace_s, dt, allowed, self._sw_j_np[self._a],
+                                      self.params.budget_reserve_s)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""
         tr, i = self._tr, self._i
-        return self.rules.mask(self._last_demand, self.temp_c, self._ambient[i], tr.device.t_max_c,
-                               tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc,
-                               self._low_soc() if low_soc is None else low_soc,
-                               tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
-                               down=self._down[i], q_min=floor_in_force(self._mask_qmin, self._budget[i]))
+        m = self.rules.mask(self._last_demand, self.temp_c, self._ambient[i], tr.device.t_max_c,
+                            tr.device.r_th_c_per_w, tr.base_w[i] + self._idle_w, self.soc,
+                            self._low_soc() if low_soc is None else low_soc,
+                            tr.supply_w[i], bandwidth_mbps=tr.bandwidth_mbps[i], fits=self._fits,
+                            down=self._down[i], q_min=floor_in_force(self._mask_qmin, self._budget[i]))
+        return self._budget_masked(m) if self._budget_rule else m
 
     def _obs(self) -> np.ndarray:
         tr, i, dt, soc = self._tr, self._i, self.step_s, self.soc

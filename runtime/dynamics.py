@@ -284,6 +284,20 @@ class EnvParams:
     scored lower on three seeds (docs/objectives.md, "The floor as a mask rule"). Scoring and deploying hold the floor
     whatever a run was trained with (agents.evaluate, the objectives reports and deploy.py run turn it on unless told
     --no-floor-rule): without it a policy served below the floor on hundreds of steps of a test split"""
+    budget_rule: bool = False
+    """a power budget in the action masks (runtime.rules.Feasibility.budget_mask): while a configuration's power at
+    the current rate (the demand + the backlog drained in one step) would take the budget's allowance, grace
+    included, below zero by the end of the step, it is masked, unless nothing the other rules allow meets the
+    budget (then the least power of those). It gives way to every safety rule; under a budget the floor rule is out
+    of force (floor_in_force), so the two never meet. Off in training by default, as every committed score; scoring
+    and deploying hold the user's budget whatever a run was trained with (agents.evaluate, the objectives reports
+    and deploy.py run turn it on unless told --no-budget-rule; docs/objectives.md, "The budget as a mask rule")"""
+    budget_reserve_s: float = 900.0
+    """budget_rule: the seconds of budget the rule keeps in hand (budget_w × this, of the allowance with its grace): a
+    configuration above the budget runs only while the allowance left after the step stays above it. A burst of
+    demand can take even the smallest model over the budget, and only savings held back pay for it: spent down to
+    zero, the allowance overdraws at the next burst. Chosen on the objectives set's train and val splits (0, 300,
+    900, 1800, 3600 s; docs/objectives.md, "The budget as a mask rule")"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
@@ -350,6 +364,11 @@ class EnvParams:
                             f"{self.saver_floor_frac!r}")
         if self.floor_rule not in (0, 1):  # a bool (from_dict stores it as 0.0 / 1.0, as every switch)
             problems.append(f"floor_rule must be true or false, got {self.floor_rule!r}")
+        if self.budget_rule not in (0, 1):
+            problems.append(f"budget_rule must be true or false, got {self.budget_rule!r}")
+        if not (isinstance(self.budget_reserve_s, (int, float)) and math.isfinite(self.budget_reserve_s)
+                and self.budget_reserve_s >= 0):
+            problems.append(f"budget_reserve_s must be a finite number of seconds >= 0, got {self.budget_reserve_s!r}")
         if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:

@@ -138,6 +138,9 @@ class ManagerConfig:
         floor_rule: Hold a min-energy quality floor in the shield's masks (``ShieldParams.floor_rule``; None: on,
             whatever the policy file was trained with: the floor is the user's). ``deploy.py run --no-floor-rule``
             turns it off.
+        budget_rule: Hold the user's power budget in the shield's masks (``ShieldParams.budget_rule``; None: on,
+            whatever the policy file was trained with: the budget is the user's). ``deploy.py run --no-budget-rule``
+            turns it off.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -167,6 +170,7 @@ class ManagerConfig:
     saver_to_deadline: bool | None = None
     saver_floor_frac: float | None = None
     floor_rule: bool | None = None
+    budget_rule: bool | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -367,12 +371,15 @@ class RuntimeManager:
         floor_frac = float(self.params.saver_floor_frac if self.cfg.saver_floor_frac is None
                            else self.cfg.saver_floor_frac)  # the user's word, else the policy's
         floor_rule = True if self.cfg.floor_rule is None else bool(self.cfg.floor_rule)  # the user's, not the file's
+        budget_rule = True if self.cfg.budget_rule is None else bool(self.cfg.budget_rule)  # so too the budget
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
-                                          to_deadline, floor_frac, floor_rule), ept,
+                                          to_deadline, floor_frac, floor_rule, budget_rule,
+                                          self.params.budget_reserve_s), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
-                             roles, policy.quality if policy is not None else None)
+                             roles, policy.quality if policy is not None else None,
+                             policy.decode_tokens_per_s if policy is not None else None)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -394,6 +401,8 @@ class RuntimeManager:
         self.interval_tokens: int | None = None
         self.interval_decode_ms: float | None = None
         self.budget_w = math.nan
+        self.budget_left_j = 0.0  # the budget's allowance left at the last decision, its grace included, J
+        self._demand_given = False  # set_workload gave the demand (else the model generates flat out)
         self.deadline_left_s = math.nan
         self.horizon_left_s: float | None = None
         self.base_w: float | None = None
@@ -481,6 +490,8 @@ class RuntimeManager:
             if k not in self._WORKLOAD:
                 raise KeyError(f"unknown workload input {k!r}")
             setattr(self, k, v)
+        if "demand_tps" in kw:
+            self._demand_given = True
 
     def start_at(self, config: int) -> None:
         """The configuration the model runs before the first decision (default: the safe one). The
@@ -682,6 +693,7 @@ class RuntimeManager:
                 budget_left = budget * (now_s - self._t0 + self.params.budget_grace_s) - self._energy_used_j
         else:
             budget_left = 0.0
+        self.budget_left_j = budget_left
         lat = self.latency_over_slo
         if lat is None:
             lat = self.predicted_latency_ms() / self.params.slo_ms
@@ -720,14 +732,21 @@ class RuntimeManager:
         ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule)
         q_min = floor_in_force(ob.quality_floor, self.budget_w) if ob is not None and ob.kind == "min-energy" \
             else math.nan
+        # the budget rule (ShieldParams.budget_rule): the rate the next decision serves, the demand + the backlog
+        # drained in one step (as the env's masks price it), against the allowance left; with no demand given
+        # (set_workload), the model generates flat out: each configuration at its own throughput
+        dt = self.params.step_s
+        rate = (self.demand_tps + self.backlog_frac * self.params.backlog_cap_tokens / dt if self._demand_given
+                else math.inf)
+        bud = (self.budget_w, self.budget_left_j, rate, dt)
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,
-                                       self.procs_down, self.full_charge_j(soc), self.deadline_left_s, q_min))
+                                       self.procs_down, self.full_charge_j(soc), self.deadline_left_s, q_min, *bud))
             a_pol = pol.act(self.obs)
             return a_pol, a_pol, Reason.NONE
         mask = sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps, self.procs_down,
-                       self.full_charge_j(soc), self.deadline_left_s, q_min)
+                       self.full_charge_j(soc), self.deadline_left_s, q_min, *bud)
         self._set_hint(mask)
         a_pol = pol.act(self.obs, mask) if mask is not None and pol.uses_masks else pol.act(self.obs)
         if st == State.EMERGENCY:

@@ -21,19 +21,27 @@ A configuration is infeasible *now* when running it at the current demand would
   rules above allow, only those whose quality is at least ``q_min`` stay allowed — when one does. The floor
   gives way to every safety rule: when none of the configurations they allow meets it, they all stay allowed
   (the user's floor is a cost then, never a death or a trip). It gives way to a power budget too
-  (:func:`floor_in_force`): where one is set, the floor is only a cost, traded against the budget's.
+  (:func:`floor_in_force`): where one is set, the floor is only a cost, traded against the budget's;
+* overdraw the user's power budget (``max-quality``'s, or any episode's budget; ``EnvParams.budget_rule``): a
+  configuration above the budget whose LLM power at the current rate would take the budget's allowance (grace
+  included) below what the rule keeps in hand (``EnvParams.budget_reserve_s`` of budget) by the end of the step is
+  masked, of those the rules above allow — unless none of them meets the budget,
+  then the least power of them stays (:meth:`Feasibility.budget_mask`).
 
 A split configuration's energy per token counts its radio: ``e_token + P_conn / NOMINAL_TPS`` (the
 connected-state power spread over a nominal demand) for the cheap set, and ``P_conn`` is added to
 its power in the thermal rule.
 
 At least one configuration always stays allowed, so a masked policy can always act: the safe one (the
-lowest energy per token on the CPU), unless the floor rule keeps others that meet the floor instead.
+lowest energy per token on the CPU), unless the floor rule keeps others that meet the floor instead, or the
+budget rule others of less power.
 :class:`Feasibility` holds the rules for one set of configurations; the environment's action masks, the batched
 env, the masked oracle and the runtime shield all use it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -155,6 +163,8 @@ class Feasibility:
 
     Args:
         energy_j_per_token: Per-configuration energy per token (J), (n_configs,).
+        tokens_per_s: Per-configuration decode throughput (tok/s, unthrottled; None: unknown): the budget rule
+            prices a configuration generating flat out at it.
     """
 
     CHEAP_QUANTILE = 0.25
@@ -162,7 +172,8 @@ class Feasibility:
 
     def __init__(self, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
-                 roles: np.ndarray | None = None, quality: np.ndarray | None = None) -> None:
+                 roles: np.ndarray | None = None, quality: np.ndarray | None = None,
+                 tokens_per_s: np.ndarray | None = None) -> None:
         n = np.shape(energy_j_per_token)[0]
         # the profile's quality per configuration (the floor rule; None: no floor can be held)
         self.quality = None if quality is None else np.asarray(quality, dtype=np.float64)
@@ -174,6 +185,8 @@ class Feasibility:
         self.extra_w = np.where(self.offload, float(connected_w), 0.0)  # radio power of a split configuration
         self.ept_device = np.asarray(energy_j_per_token, dtype=np.float64)  # the model's tokens on the device
         self.ept = self.ept_device + self.extra_w / self.NOMINAL_TPS
+        # the tokens/s each configuration serves flat out (the budget rule; unknown: inf)
+        self.max_tps = np.full(n, np.inf) if tokens_per_s is None else np.asarray(tokens_per_s, dtype=np.float64)
         # the safe configuration runs on the device's CPU: it needs neither the link nor an accelerator
         local = ~self.offload & (self.roles == 1)
         self.safe = int(np.flatnonzero(local)[np.argmin(self.ept[local])]) if local.any() else int(np.argmin(self.ept))
@@ -207,6 +220,62 @@ class Feasibility:
             return allowed
         m = allowed & (self.quality >= q_min)
         return m if m.any() else allowed
+
+    def budget_power_w(self, rate_tps):
+        """Each configuration's LLM power at ``rate_tps`` tokens/s, W: the tokens' energy + a split configuration's
+        connected-state radio power (its per-bit radio energy is left out: a few percent). Every configuration is
+        priced at the rate, even one too slow to serve it: its tokens would queue and be served later, at its
+        energy per token, so the cheapest per token is also the least power. ``inf`` (no demand known: the model
+        generates flat out): each configuration at its own throughput (``tokens_per_s``). Scalar rate:
+        (n_configs,); an array (n,): (n, n_configs)."""
+        if np.ndim(rate_tps):
+            r = np.asarray(rate_tps, dtype=np.float64)[:, None]
+            r = np.where(np.isinf(r), self.max_tps[None, :], r)
+            return r * self.ept_device[None, :] + self.extra_w[None, :]
+        r = self.max_tps if math.isinf(rate_tps) else float(rate_tps)
+        return r * self.ept_device + self.extra_w
+
+    def budget_mask(self, rate_tps, budget_w, allowance_j, dt_s: float, allowed: np.ndarray,
+                    switch_j=None, keep_s: float = 0.0) -> np.ndarray:
+        """The budget rule on ``allowed`` (the other rules' mask): a configuration is masked when its LLM power at
+        ``rate_tps`` (:meth:`budget_power_w`; the rate the next step would serve: the demand + the backlog drained
+        in one step) is above ``budget_w`` and would take ``allowance_j`` (the budget left, its grace included:
+        ``budget_left_j + budget_w · budget_grace_s``, what the step's overdraw test reads) below zero by the end of
+        the ``dt_s`` step — an overdraw counted by ``runtime.dynamics.step_core`` if the demand holds; ``switch_j``
+        (each configuration's switch energy from the current one, J, as ``allowed``; None: not known, 0) is added
+        to the step's energy, as the dynamics add it; ``keep_s`` (``EnvParams.budget_reserve_s``) the seconds of
+        budget kept in hand: a configuration above the budget is masked already when the allowance left after the
+        step would fall below ``budget_w · keep_s``. When nothing
+        allowed meets that, the allowed configurations of least power stay (the smallest overdraw). ``budget_w`` NaN
+        (no budget): ``allowed`` itself (not a copy); so too when nothing is masked. Batched: ``allowed``
+        (n, n_configs), the others (n,), row by row."""
+        if np.ndim(allowed) == 2:
+            b = np.asarray(budget_w, dtype=np.float64)
+            p = self.budget_power_w(rate_tps)
+            if switch_j is not None:  # the switch's energy, as power over the step
+                p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
+            with np.errstate(invalid="ignore"):  # NaN budgets compare False: such a row keeps ``allowed``
+                over = (p > b[:, None]) & (np.asarray(allowance_j, dtype=np.float64)[:, None]
+                                            + (b[:, None] - p) * dt_s < b[:, None] * keep_s)
+            if not over.any():
+                return allowed
+            m = allowed & ~over
+            pa = np.where(allowed, p, np.inf)
+            least = allowed & (pa <= pa.min(1, keepdims=True))
+            return np.where(m.any(1, keepdims=True), m, least)
+        if budget_w != budget_w:
+            return allowed
+        p = self.budget_power_w(rate_tps)
+        if switch_j is not None:
+            p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
+        over = (p > budget_w) & (allowance_j + (budget_w - p) * dt_s < budget_w * keep_s)
+        if not over.any():
+            return allowed
+        m = allowed & ~over
+        if m.any():
+            return m
+        pa = np.where(allowed, p, np.inf)
+        return allowed & (pa <= pa.min())
 
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
                bandwidth_mbps: float = 1.0, down: int = 0) -> bool:

@@ -122,6 +122,7 @@ class Reason(IntEnum):
     MEMORY_MASK = 10  # a configuration that does not fit the device's memory
     PROCESSOR_MASK = 11  # a placement on a processor that is busy, lost or quarantined (docs/placement.md)
     FLOOR_MASK = 12  # min-energy: a configuration below the user's quality floor (ShieldParams.floor_rule)
+    BUDGET_MASK = 13  # a configuration that would overdraw the user's power budget (ShieldParams.budget_rule)
 
 
 REASON_NAMES = {r: r.name.lower() for r in Reason}
@@ -147,6 +148,9 @@ class ShieldParams:
             (``EnvParams.saver_floor_frac``): 1 the reserve, 0 empty.
         floor_rule: Hold the quality floor that :meth:`Shield.mask` is given (``EnvParams.floor_rule``;
             ``runtime.rules.Feasibility.floor_mask``); it gives way to every safety rule.
+        budget_rule: Hold the power budget that :meth:`Shield.mask` is given (``EnvParams.budget_rule``;
+            ``runtime.rules.Feasibility.budget_mask``); it gives way to every safety rule.
+        budget_reserve_s: The seconds of budget the budget rule keeps in hand (``EnvParams.budget_reserve_s``).
     """
 
     t_max_c: float
@@ -159,6 +163,8 @@ class ShieldParams:
     saver_to_deadline: bool = False
     saver_floor_frac: float = 1.0
     floor_rule: bool = True
+    budget_rule: bool = True
+    budget_reserve_s: float = 900.0
 
     @property
     def ceiling_c(self) -> float:
@@ -176,17 +182,19 @@ class Shield:
         roles: Per-configuration bit mask of the processor roles it runs on (``runtime.placement.role_mask``;
             default: all on the CPU).
         quality: Per-configuration quality (the floor rule; None: unknown, no floor is held).
+        tokens_per_s: Per-configuration decode throughput (the budget rule's cap on the tokens a configuration
+            serves; None: unknown).
     """
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
                  memory_bytes: float = float("inf"), roles: np.ndarray | None = None,
-                 quality: np.ndarray | None = None) -> None:
+                 quality: np.ndarray | None = None, tokens_per_s: np.ndarray | None = None) -> None:
         self.p = params
         self._offload, self._connected_w, self._device_bytes = offload, connected_w, device_bytes
-        self._roles, self._quality = roles, quality
+        self._roles, self._quality, self._tps = roles, quality, tokens_per_s
         self.memory_bytes = memory_bytes
-        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes, roles, quality)
+        self.rules = Feasibility(energy_j_per_token, offload, connected_w, device_bytes, roles, quality, tokens_per_s)
         self.fits = self.rules.fits(memory_bytes)
         self.ept = self.rules.ept
         self.safe = self.rules.safe
@@ -195,14 +203,16 @@ class Shield:
         self.ceiling_c = params.ceiling_c
         self.reserve = params.reserve_soc
         self.low_soc = params.reserve_soc  # the masks' reserve at the last mask(): raised by the battery saver
-        self._no_floor: np.ndarray | None = None  # the last mask() before the floor rule (None: it held no floor)
+        # the last mask() before the user's rule (the floor or the budget; None: it held neither) and that rule
+        self._no_floor: np.ndarray | None = None
+        self._user_reason = Reason.FLOOR_MASK
 
     def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
         """Replaces the feasibility rules' energy per token (the runtime's online correction).
         The hard limits and the safe configuration (:attr:`safe`, the profile's lowest energy per
         token, which EMERGENCY and FALLBACK run) do not change."""
         self.rules = Feasibility(energy_j_per_token, self._offload, self._connected_w, self._device_bytes, self._roles,
-                                 self._quality)
+                                 self._quality, self._tps)
         self.ept = self.rules.ept
         self.fits = self.rules.fits(self.memory_bytes)
 
@@ -225,26 +235,37 @@ class Shield:
     def mask(self, demand_tps: float, temp_c: float, ambient_c: float, base_w: float, soc: float,
              supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0,
              capacity_j: float = math.inf, deadline_left_s: float = math.nan,
-             q_min: float = math.nan) -> np.ndarray | None:
+             q_min: float = math.nan, budget_w: float = math.nan, allowance_j: float = 0.0,
+             rate_tps: float | None = None, dt_s: float = 10.0) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, the link down with split
         configurations, a processor down with placements, or a quality floor to hold), else None. ``capacity_j``
         (the battery's full charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``);
         ``deadline_left_s`` (NaN: none) its horizon with ``ShieldParams.saver_to_deadline``; ``q_min`` (NaN: none)
         is the min-energy quality floor in force (``runtime.rules.floor_in_force``), held with
-        ``ShieldParams.floor_rule`` when the quality table is known."""
+        ``ShieldParams.floor_rule`` when the quality table is known; ``budget_w`` (NaN: none) the user's power budget,
+        held with ``ShieldParams.budget_rule`` over a ``dt_s`` decision at ``rate_tps`` tokens/s (default the
+        demand; ``inf``: flat out, each configuration at its own throughput) with ``allowance_j`` left (its grace
+        included; ``runtime.rules.Feasibility.budget_mask``)."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)
         floor = q_min == q_min and self.p.floor_rule and self.rules.quality is not None
+        budget = budget_w == budget_w and self.p.budget_rule
         self._no_floor = None
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
-                or self.fits is not self.rules.all_ok or floor:
+                or self.fits is not self.rules.all_ok or floor or budget:
             m = self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
                                 base_w, soc, lo, supply_w, out=self._mask,
                                 bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
-            if floor:  # the floor last, on what the safety rules allow (kept for mask_reason)
+            if floor or budget:  # the user's rule last, on what the safety rules allow (kept for mask_reason)
                 self._no_floor = m.copy()
-                m[:] = self.rules.floor_mask(q_min, self._no_floor)
+                if floor:
+                    self._user_reason = Reason.FLOOR_MASK
+                    m[:] = self.rules.floor_mask(q_min, self._no_floor)
+                if budget:
+                    self._user_reason = Reason.BUDGET_MASK
+                    m[:] = self.rules.budget_mask(demand_tps if rate_tps is None else rate_tps, budget_w,
+                                                  allowance_j, dt_s, m.copy(), keep_s=self.p.budget_reserve_s)
             return m
         return None
 
@@ -254,7 +275,7 @@ class Shield:
         if action is not None and down and int(self.rules.roles[action]) & int(down):
             return Reason.PROCESSOR_MASK
         if action is not None and self._no_floor is not None and self._no_floor[action]:
-            return Reason.FLOOR_MASK  # only the floor forbids it
+            return self._user_reason  # only the user's floor or budget forbids it
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK
         return Reason.BATTERY_MASK if soc < self.low_soc else Reason.LINK_MASK
