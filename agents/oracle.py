@@ -624,7 +624,9 @@ class OracleController:
         the battery saver (``runtime.rules.saver_soc``, as the env; up to ``deadline_s`` with
         ``EnvParams.saver_to_deadline``); ``q_min`` the episode's quality floor (``EnvParams.floor_rule``; NaN:
         none), held where it is in force (``runtime.rules.floor_in_force``). None: nothing is masked at this
-        row. As the env: the demand the rule reads is the last step's (the first row's own on the first row)."""
+        row. As the env: the demand the rule reads is the last step's (the first row's own on the first row).
+        Not among them: the budget rule (``EnvParams.budget_rule``), whose mask depends on the allowance, a state of
+        the plan rather than of (hot, low); the masked oracle plans a budget as a cost, as the oracle does."""
         tr, dev, rules = self.traces[k], self.traces[k].device, self.env.rules
         bw = float(tr.bandwidth_mbps[i])
         down = int(self.padded.procs_down[k, i])

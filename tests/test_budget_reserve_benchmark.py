@@ -1,0 +1,54 @@
+"""benchmarks/budget_reserve.py: the budget rule's reserve is swept on train/val only and chosen by the return of the
+controllers it changes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_oracle import trace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import budget_reserve as B  # noqa: E402
+
+from runtime.dynamics import EnvParams  # noqa: E402
+
+
+def test_the_choice_sums_the_controllers_the_rule_changes_over_every_episode():
+    rows = [{"split": "train", "reserve_s": 0.0, "episodes": 10,
+             "controllers": {"static-smallest": {"return": 99.0}, "mpc": {"return": 1.0}, "rl:0": {"return": 2.0}}},
+            {"split": "train", "reserve_s": 900.0, "episodes": 10,
+             "controllers": {"static-smallest": {"return": -99.0}, "mpc": {"return": 2.0}, "rl:0": {"return": 2.0}}},
+            {"split": "val", "reserve_s": 0.0, "episodes": 2,
+             "controllers": {"static-smallest": {"return": 0.0}, "mpc": {"return": 10.0}, "rl:0": {"return": 0.0}}},
+            {"split": "val", "reserve_s": 900.0, "episodes": 2,
+             "controllers": {"static-smallest": {"return": 0.0}, "mpc": {"return": 0.0}, "rl:0": {"return": 0.0}}}]
+    best, totals = B.choose(rows)
+    assert totals == {0.0: 30.0 + 20.0, 900.0: 40.0}  # the reference (static-smallest) never counts
+    assert best == 0.0
+
+
+def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs():
+    """A budget between the smallest and the largest model's power, the demand bursting after a quiet hour: with
+    savings kept in hand the largest model the rule allows overdraws less in the burst; the smallest never
+    overdraws and the rule never changes it."""
+    demand = np.r_[np.full(360, 10.0), np.full(100, 60.0), np.full(260, 10.0)]
+    trs = [trace(720, demand_tps=demand, budget_w=0.12, capacity_wh=60.0, name="burst")]
+    res = {r: B.run_split(trs, EnvParams(), [], r, 720) for r in (0.0, 3600.0)}
+    assert res[0.0]["static-smallest"] == res[3600.0]["static-smallest"]
+    assert res[0.0]["static-smallest"]["over_budget_steps"] == 0
+    assert res[3600.0]["static-largest"]["over_budget_steps"] < res[0.0]["static-largest"]["over_budget_steps"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--splits", "train,test"], "without the test split"),
+    (["--reserves", "a,b"], "give seconds separated by commas"),
+    (["--reserves", "-5"], "at least one number of seconds >= 0"),
+])
+def test_bad_arguments_are_refused_with_the_fix(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        B.main(["--runs", "runs/none", *argv])
+    assert message in capsys.readouterr().err
