@@ -93,8 +93,8 @@ def to_markdown(d: dict) -> str:
     for r in d["rows"]:
         cells = [f"{r['controllers'][n]['return']:.2f} ({r['controllers'][n]['over_budget_steps']})" for n in names]
         lines.append(f"| {r['split']} ({r['episodes']}) | {r['reserve_s']:g} | " + " | ".join(cells) + " |")
-    lines += ["", "Return summed over the controllers the rule changes (all but static-smallest) and every episode:", "",
-              "| reserve (s) | sum |", "|---|---|"]
+    lines += ["", "Return summed over the controllers the rule changes (all but static-smallest) and every episode:",
+              "", "| reserve (s) | sum |", "|---|---|"]
     lines += [f"| {k:g} | {v:.1f} |" for k, v in sorted(d["totals"].items(), key=lambda kv: float(kv[0]))]
     lines += ["", f"**Chosen: {d['chosen_s']:g} s** (`EnvParams.budget_reserve_s`).", ""]
     return "\n".join(lines)
