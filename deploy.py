@@ -1064,6 +1064,7 @@ class RunSession:
                 mgr.set_workload(**self.env_workload.inputs(w["demand_tps"]))
         else:
             mgr.set_workload(demand_tps=measured_tps)
+            mgr.budget_rate_tps = float("inf")  # the live model generates the job flat out: the budget rule prices it
             if a.deadline_s:
                 mgr.set_workload(deadline_left_s=a.deadline_s - (self.clock() - self.t_start))
 

@@ -286,12 +286,13 @@ class EnvParams:
     --no-floor-rule): without it a policy served below the floor on hundreds of steps of a test split"""
     budget_rule: bool = False
     """a power budget in the action masks (runtime.rules.Feasibility.budget_mask): while a configuration's power at
-    the current rate (the demand + the backlog drained in one step) would take the budget's allowance, grace
-    included, below zero by the end of the step, it is masked, unless nothing the other rules allow meets the
-    budget (then the least power of those). It gives way to every safety rule; under a budget the floor rule is out
-    of force (floor_in_force), so the two never meet. Off in training by default, as every committed score; scoring
-    and deploying hold the user's budget whatever a run was trained with (agents.evaluate, the objectives reports
-    and deploy.py run turn it on unless told --no-budget-rule; docs/objectives.md, "The budget as a mask rule")"""
+    the current rate (the demand + the backlog drained in one step) is above the budget and would take the budget's
+    allowance, grace included, below what the rule keeps in hand (budget_reserve_s) by the end of the step, it is
+    masked, unless nothing the other rules allow meets the budget (then the least power of those). It gives way to
+    every safety rule; under a budget the floor rule is out of force (floor_in_force), so the two never meet. Off
+    in training by default, as every committed score; scoring and deploying hold the user's budget whatever a run
+    was trained with (agents.evaluate, the objectives reports and deploy.py run turn it on unless told
+    --no-budget-rule; docs/objectives.md, "The budget as a mask rule")"""
     budget_reserve_s: float = 900.0
     """budget_rule: the seconds of budget the rule keeps in hand (budget_w × this, of the allowance with its grace): a
     configuration above the budget runs only while the allowance left after the step stays above it. A burst of

@@ -403,6 +403,10 @@ class RuntimeManager:
         self.budget_w = math.nan
         self.budget_left_j = 0.0  # the budget's allowance left at the last decision, its grace included, J
         self._demand_given = False  # set_workload gave the demand (else the model generates flat out)
+        #: the token rate the budget rule prices, tok/s (None: the demand + the backlog drained in one step when a
+        #: demand was given, else flat out; ``math.inf``: flat out, each configuration at its own throughput, as a
+        #: live model generating a job is)
+        self.budget_rate_tps: float | None = None
         self.deadline_left_s = math.nan
         self.horizon_left_s: float | None = None
         self.base_w: float | None = None
@@ -736,7 +740,8 @@ class RuntimeManager:
         # drained in one step (as the env's masks price it), against the allowance left; with no demand given
         # (set_workload), the model generates flat out: each configuration at its own throughput
         dt = self.params.step_s
-        rate = (self.demand_tps + self.backlog_frac * self.params.backlog_cap_tokens / dt if self._demand_given
+        rate = (self.budget_rate_tps if self.budget_rate_tps is not None
+                else self.demand_tps + self.backlog_frac * self.params.backlog_cap_tokens / dt if self._demand_given
                 else math.inf)
         bud = (self.budget_w, self.budget_left_j, rate, dt)
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)

@@ -5,6 +5,7 @@ rules allow; the scalar env, the batched env and the runtime shield hold the sam
 from __future__ import annotations
 
 import math
+import tempfile
 
 import numpy as np
 import pytest
@@ -260,3 +261,30 @@ def test_deploy_run_holds_the_budget_unless_told_not_to(tmp_path, capsys):
     free = deploy.main([*run, "--no-budget-rule"])
     assert "held by the shield" not in capsys.readouterr().err
     assert "budget_mask" not in free["overrides"]
+
+
+def test_the_manager_prices_the_budget_at_the_demand_or_flat_out():
+    """The runtime manager's budget rule prices the demand + the backlog drain when it is given the demand
+    (``set_workload``), each configuration at its own throughput when not (or when told ``budget_rate_tps = inf``, as
+    ``deploy.py run`` does live)."""
+    from policy_helpers import random_policy_file
+
+    from runtime.manager import ManagerConfig, RuntimeManager
+    from runtime.policy import load_policy_file
+    from runtime.sensors import SensorHub
+
+    with tempfile.TemporaryDirectory() as d:
+        pf = load_policy_file(random_policy_file(f"{d}/p.npz", "profiles/reference-cpu.json"))
+    mgr = RuntimeManager(pf, SensorHub([]), ManagerConfig())
+    rules, calls = mgr.shield.rules, []
+    orig = rules.budget_mask
+    rules.budget_mask = lambda rate, *a, **k: calls.append(rate) or orig(rate, *a, **k)
+    mgr.budget_w = 0.05
+    for n, (setup, want) in enumerate(((lambda: None, math.inf),
+                        (lambda: mgr.set_workload(demand_tps=12.0, backlog_frac=0.0), 12.0),
+                        (lambda: mgr.set_workload(demand_tps=12.0, backlog_frac=0.01), 12.0 + 0.01 * 5000.0 / 10.0),
+                        (lambda: setattr(mgr, "budget_rate_tps", math.inf), math.inf))):
+        setup()
+        calls.clear()
+        mgr.decide(10.0 * (n + 1))
+        assert calls and calls[-1] == pytest.approx(want)
