@@ -436,7 +436,8 @@ def test_tls_on_loopback_with_a_self_signed_certificate(tmp, token_file) -> None
     try:
         assert s.url.startswith("wss://127.0.0.1:")
         ctx = ssl.create_default_context(cafile=str(cert))
-        with SplitClient(s.url, TOKEN, ssl_context=ctx) as c:
+        # a generous deadline: on busy cores the first handshake (RSA 2048) has taken more than the default 10 s
+        with SplitClient(s.url, TOKEN, ssl_context=ctx, timeout_s=60) as c:
             c.open()
             tok, _, _ = c.step(b"In the", "L2-H100-fp32", 0, None, 0, 6)
             assert 0 <= tok < 256
