@@ -143,7 +143,11 @@ def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base) ->
                            "violation_steps": int(sum(e["violations"][name_w] for e in es)),
                            "deaths": int(sum(e["death"] for e in es)),
                            "energy_j": float(sum(e["energy_j"] for e in es)),
-                           "quality_per_token": float(np.mean([e["quality_per_token"] for e in es]))}
+                           "quality_per_token": float(np.mean([e["quality_per_token"] for e in es])),
+                           # per trace: the return and the steps that violate the objective's constraint
+                           "per_episode": [{"trace": tr.name, "return": float(e["return"]),
+                                            "violation_steps": int(e["violations"][name_w])}
+                                           for tr, e in zip(env.unwrapped.traces, es)]}
         out["objectives"][kind] = {"episodes": len(eps), "binding_share": float(np.mean(binds)),
                                    "binding_episodes": int(sum(binds)), "wall_s": time.time() - t0,
                                    "controllers": table}
@@ -170,6 +174,15 @@ def to_markdown(data: dict) -> str:
                 lines.append(f"| {name} | {m['score']:.3f} | {m['return']:.2f} | {m['violation_steps']} | "
                              f"{m['deaths']} | {m['energy_j'] / 1e3:.1f} | {m['quality_per_token']:.3f} |")
             lines.append("")
+            per = {n: m["per_episode"] for n, m in o["controllers"].items() if "per_episode" in m}
+            if per:  # the return per trace (constraint violations in brackets)
+                traces = [e["trace"] for e in next(iter(per.values()))]
+                lines += ["Per trace: return (steps violating the constraint).", "",
+                          "| controller | " + " | ".join(traces) + " |", "|---|" + "---|" * len(traces)]
+                for name, es in per.items():
+                    lines.append(f"| {name} | " + " | ".join(f"{e['return']:.1f} ({e['violation_steps']})"
+                                                             for e in es) + " |")
+                lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -83,3 +83,18 @@ def test_runs_are_scored_in_their_own_env_parameters(tmp_path):
         O.runs_params([str(a), str(c)], 360)
     with pytest.raises(ValueError, match=r"--runs: .*blind was trained without the objective in its observation"):
         O.runs_params([str(blind)], 360)
+
+
+def test_the_report_gives_the_return_per_trace():
+    """The per-trace returns (and constraint violations) go into the JSON and a table of the Markdown, so a figure
+    quoted for one trace comes from the report."""
+    m = {"score": 1.0, "return": 2.0, "violation_steps": 3, "deaths": 0, "energy_j": 1e3, "quality_per_token": 0.4,
+         "per_episode": [{"trace": "phone-01", "return": -65.5, "violation_steps": 17},
+                         {"trace": "laptop-00", "return": 104.5, "violation_steps": 0}]}
+    data = {"date": "d", "host": "h", "max_steps": 720, "oracle_grid": (51, 13, 5), "floor_rule": True,
+            "budget_rule": True, "sets": [{"traces": "t", "objectives": {"max-quality": {
+                "episodes": 2, "binding_share": 1.0, "binding_episodes": 2, "controllers": {"rl:0": m}}}}]}
+    md = O.to_markdown(data)
+    assert "| controller | phone-01 | laptop-00 |" in md
+    assert "| rl:0 | -65.5 (17) | 104.5 (0) |" in md
+    assert "the budget held by the masks (EnvParams.budget_rule)" in md
