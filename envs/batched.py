@@ -403,7 +403,8 @@ class BatchedPowerEnv(VecEnv):
             if (bud == bud).any():
                 out = rules.budget_mask(self.last_dem[idx] + self.backlog[idx] / self.dt, bud,
                                         self.budget_left[idx] + bud * self.params.budget_grace_s, self.dt, out,
-                                        self.costs.switch_j[self.a[idx]], self.params.budget_reserve_s)
+                                        self.costs.switch_j[self.a[idx]], self.params.budget_reserve_s,
+                                        self.params.budget_reserve_tps)
         return out
 
 

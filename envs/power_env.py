@@ -417,7 +417,7 @@ class MicroLLMPowerEnv(gym.Env):
         b, dt = self._budget[self._i], self.step_s
         return self.rules.budget_mask(self._last_demand + self.backlog / dt, b,
                                       self._budget_left_j + b * self._grace_s, dt, allowed, self._sw_j_np[self._a],
-                                      self.params.budget_reserve_s)
+                                      self.params.budget_reserve_s, self.params.budget_reserve_tps)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

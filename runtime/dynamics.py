@@ -299,6 +299,11 @@ class EnvParams:
     demand can take even the smallest model over the budget, and only savings held back pay for it: spent down to
     zero, the allowance overdraws at the next burst. Chosen on the objectives set's train and val splits (0, 300,
     900, 1800, 3600 s; docs/objectives.md, "The budget as a mask rule")"""
+    budget_reserve_tps: float = 0.0
+    """budget_rule: the burst the reserve must also pay for, tok/s: the rule keeps at least budget_reserve_s of the
+    safe configuration serving this rate (its energy per token × this), when that is more than budget_reserve_s of
+    the budget. A budget far below what a burst costs even the smallest model needs savings in proportion to the
+    burst, not to the budget (docs/objectives.md, "The budget as a mask rule"); 0: seconds of budget only"""
     budget_grace_s: float = 300.0
     """seconds of budget the LLM may borrow before an overdraw counts (bursts are allowed)"""
     lookahead: int = 0
@@ -370,6 +375,9 @@ class EnvParams:
         if not (isinstance(self.budget_reserve_s, (int, float)) and math.isfinite(self.budget_reserve_s)
                 and self.budget_reserve_s >= 0):
             problems.append(f"budget_reserve_s must be a finite number of seconds >= 0, got {self.budget_reserve_s!r}")
+        if not (isinstance(self.budget_reserve_tps, (int, float)) and math.isfinite(self.budget_reserve_tps)
+                and self.budget_reserve_tps >= 0):
+            problems.append(f"budget_reserve_tps must be a finite token rate >= 0, got {self.budget_reserve_tps!r}")
         if not (math.isfinite(self.budget_grace_s) and self.budget_grace_s >= 0):
             problems.append(f"budget_grace_s must be >= 0, got {self.budget_grace_s!r}")
         if int(self.lookahead) != self.lookahead or not 0 <= self.lookahead <= 100:

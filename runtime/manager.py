@@ -375,7 +375,7 @@ class RuntimeManager:
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
                                           to_deadline, floor_frac, floor_rule, budget_rule,
-                                          self.params.budget_reserve_s), ept,
+                                          self.params.budget_reserve_s, self.params.budget_reserve_tps), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles, policy.quality if policy is not None else None,

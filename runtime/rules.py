@@ -236,7 +236,7 @@ class Feasibility:
         return r * self.ept_device + self.extra_w
 
     def budget_mask(self, rate_tps, budget_w, allowance_j, dt_s: float, allowed: np.ndarray,
-                    switch_j=None, keep_s: float = 0.0) -> np.ndarray:
+                    switch_j=None, keep_s: float = 0.0, keep_tps: float = 0.0) -> np.ndarray:
         """The budget rule on ``allowed`` (the other rules' mask): a configuration is masked when its LLM power at
         ``rate_tps`` (:meth:`budget_power_w`; the rate the next step would serve: the demand + the backlog drained
         in one step) is above ``budget_w`` and would take ``allowance_j`` (the budget left, its grace included:
@@ -245,7 +245,9 @@ class Feasibility:
         (each configuration's switch energy from the current one, J, as ``allowed``; None: not known, 0) is added
         to the step's energy, as the dynamics add it; ``keep_s`` (``EnvParams.budget_reserve_s``) the seconds of
         budget kept in hand: a configuration above the budget is masked already when the allowance left after the
-        step would fall below ``budget_w · keep_s``. When nothing
+        step would fall below ``keep_s · max(budget_w, keep_tps · e_min)``: seconds of the budget, or of the safe
+        configuration serving a burst of ``keep_tps`` tokens/s when that is more (``EnvParams.budget_reserve_tps``;
+        ``e_min`` its energy per token). When nothing
         allowed meets that, the allowed configurations of least power stay (the smallest overdraw). ``budget_w`` NaN
         (no budget): ``allowed`` itself (not a copy); so too when nothing is masked. Batched: ``allowed``
         (n, n_configs), the others (n,), row by row."""
@@ -254,9 +256,10 @@ class Feasibility:
             p = self.budget_power_w(rate_tps)
             if switch_j is not None:  # the switch's energy, as power over the step
                 p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
+            keep = keep_s * np.maximum(b, keep_tps * self.ept_device[self.safe])[:, None]
             with np.errstate(invalid="ignore"):  # NaN budgets compare False: such a row keeps ``allowed``
                 over = (p > b[:, None]) & (np.asarray(allowance_j, dtype=np.float64)[:, None]
-                                            + (b[:, None] - p) * dt_s < b[:, None] * keep_s)
+                                            + (b[:, None] - p) * dt_s < keep)
             if not over.any():
                 return allowed
             m = allowed & ~over
@@ -268,7 +271,8 @@ class Feasibility:
         p = self.budget_power_w(rate_tps)
         if switch_j is not None:
             p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
-        over = (p > budget_w) & (allowance_j + (budget_w - p) * dt_s < budget_w * keep_s)
+        keep = keep_s * max(budget_w, keep_tps * self.ept_device[self.safe])
+        over = (p > budget_w) & (allowance_j + (budget_w - p) * dt_s < keep)
         if not over.any():
             return allowed
         m = allowed & ~over

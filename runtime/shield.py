@@ -151,6 +151,7 @@ class ShieldParams:
         budget_rule: Hold the power budget that :meth:`Shield.mask` is given (``EnvParams.budget_rule``;
             ``runtime.rules.Feasibility.budget_mask``); it gives way to every safety rule.
         budget_reserve_s: The seconds of budget the budget rule keeps in hand (``EnvParams.budget_reserve_s``).
+        budget_reserve_tps: The burst the reserve also pays for, tok/s (``EnvParams.budget_reserve_tps``).
     """
 
     t_max_c: float
@@ -165,6 +166,7 @@ class ShieldParams:
     floor_rule: bool = True
     budget_rule: bool = True
     budget_reserve_s: float = 900.0
+    budget_reserve_tps: float = 0.0
 
     @property
     def ceiling_c(self) -> float:
@@ -265,7 +267,8 @@ class Shield:
                 if budget:
                     self._user_reason = Reason.BUDGET_MASK
                     m[:] = self.rules.budget_mask(demand_tps if rate_tps is None else rate_tps, budget_w,
-                                                  allowance_j, dt_s, m.copy(), keep_s=self.p.budget_reserve_s)
+                                                  allowance_j, dt_s, m.copy(), keep_s=self.p.budget_reserve_s,
+                                                  keep_tps=self.p.budget_reserve_tps)
             return m
         return None
 

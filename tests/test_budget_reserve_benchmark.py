@@ -27,8 +27,10 @@ def test_the_choice_sums_the_controllers_the_rule_changes_over_every_episode():
             {"split": "val", "reserve_s": 900.0, "episodes": 2,
              "controllers": {"static-smallest": {"return": 0.0}, "mpc": {"return": 0.0}, "rl:0": {"return": 0.0}}}]
     best, totals = B.choose(rows)
-    assert totals == {0.0: 30.0 + 20.0, 900.0: 40.0}  # the reference (static-smallest) never counts
-    assert best == 0.0
+    assert totals == {"0": 30.0 + 20.0, "900": 40.0}  # the reference (static-smallest) never counts
+    assert best == "0"
+    rows[1]["reserve_tps"] = rows[3]["reserve_tps"] = 100.0  # a burst rate names its own setting
+    assert set(B.choose(rows)[1]) == {"0", "900+100tps"}
 
 
 def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs():
@@ -47,6 +49,7 @@ def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs(
     (["--splits", "train,test"], "without the test split"),
     (["--reserves", "a,b"], "give seconds separated by commas"),
     (["--reserves", "-5"], "at least one number of seconds >= 0"),
+    (["--reserve-tps", "x"], "give token rates separated by commas"),
 ])
 def test_bad_arguments_are_refused_with_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit):

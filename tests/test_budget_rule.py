@@ -35,6 +35,26 @@ def test_the_rule_keeps_seconds_of_budget_in_hand():
     np.testing.assert_array_equal(f.budget_mask(10.0, b, 0.0, DT, allowed, keep_s=1e6), EPT * 10.0 <= b)
 
 
+def test_the_reserve_also_pays_for_a_burst_of_the_safe_configuration():
+    """``keep_tps``: the reserve is ``keep_s`` of the budget or of the safe configuration serving ``keep_tps``,
+    whichever is more: a budget far below a burst's cost keeps savings in proportion to the burst."""
+    f = Feasibility(EPT)
+    allowed = np.ones(8, bool)
+    b = 0.45  # the safe configuration (0.01 J/token) at 100 tok/s draws 1 W, more than the budget
+    # 900 s of the budget = 405 J to keep: with 406 J left, 0.5 W (0.5 J over a step) still fits, 0.6 W not
+    np.testing.assert_array_equal(np.flatnonzero(f.budget_mask(10.0, b, 406.0, DT, allowed, keep_s=900.0)),
+                                  np.arange(5))
+    # 900 s of 1 W = 900 J to keep: with 406 J left nothing above the budget stays
+    np.testing.assert_array_equal(f.budget_mask(10.0, b, 406.0, DT, allowed, keep_s=900.0, keep_tps=100.0),
+                                  EPT * 10.0 <= b)
+    # a burst rate whose cost is below the budget changes nothing
+    np.testing.assert_array_equal(f.budget_mask(10.0, b, 406.0, DT, allowed, keep_s=900.0, keep_tps=10.0),
+                                  f.budget_mask(10.0, b, 406.0, DT, allowed, keep_s=900.0))
+    rows = f.budget_mask(np.full(2, 10.0), np.full(2, b), np.full(2, 406.0), DT, np.ones((2, 8), bool),
+                         keep_s=900.0, keep_tps=100.0)
+    np.testing.assert_array_equal(rows[0], EPT * 10.0 <= b)
+
+
 def test_the_budget_masks_what_would_overdraw_and_nothing_while_the_allowance_lasts():
     f = Feasibility(EPT)
     allowed = np.ones(8, bool)
