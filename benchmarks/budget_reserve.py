@@ -110,6 +110,17 @@ def to_markdown(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _values(ap: argparse.ArgumentParser, flag: str, text: str, what: str, example: str) -> list[float]:
+    """A comma-separated list of numbers >= 0, or a usage error that names the flag and the fix."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{flag} {text!r}: give {what} separated by commas, e.g. {example}")
+    if not values or any(not v >= 0 for v in values):
+        ap.error(f"{flag}: give at least one of the {what}, each >= 0")
+    return values
+
+
 def main(argv=None) -> int:
     import traces as T
 
@@ -126,18 +137,8 @@ def main(argv=None) -> int:
     splits = [s.strip() for s in a.splits.split(",") if s.strip()]
     if "test" in splits:
         ap.error("--splits: the reserve is chosen without the test split; give train and/or val")
-    try:
-        reserves = [float(x) for x in a.reserves.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--reserves {a.reserves!r}: give seconds separated by commas, e.g. 0,300,900")
-    if not reserves or any(r < 0 for r in reserves):
-        ap.error("--reserves: give at least one number of seconds >= 0")
-    try:
-        rates = [float(x) for x in a.reserve_tps.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--reserve-tps {a.reserve_tps!r}: give token rates separated by commas, e.g. 0,50,100")
-    if not rates or any(r < 0 for r in rates):
-        ap.error("--reserve-tps: give at least one token rate >= 0")
+    reserves = _values(ap, "--reserves", a.reserves, "seconds", "0,300,900")
+    rates = _values(ap, "--reserve-tps", a.reserve_tps, "token rates", "0,50,100")
     try:
         base = runs_params(a.runs, a.max_steps)
         ts = T.TraceSet.load(a.traces)

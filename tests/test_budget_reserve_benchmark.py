@@ -48,7 +48,8 @@ def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs(
 @pytest.mark.parametrize("argv, message", [
     (["--splits", "train,test"], "without the test split"),
     (["--reserves", "a,b"], "give seconds separated by commas"),
-    (["--reserves", "-5"], "at least one number of seconds >= 0"),
+    (["--reserve-tps", "-1"], "--reserve-tps: give at least one of the token rates"),
+    (["--reserves", "-5"], "at least one of the seconds, each >= 0"),
     (["--reserve-tps", "x"], "give token rates separated by commas"),
 ])
 def test_bad_arguments_are_refused_with_the_fix(argv, message, capsys):
