@@ -166,7 +166,7 @@ class ShieldParams:
     floor_rule: bool = True
     budget_rule: bool = True
     budget_reserve_s: float = 900.0
-    budget_reserve_tps: float = 0.0
+    budget_reserve_tps: float = 50.0
 
     @property
     def ceiling_c(self) -> float:
