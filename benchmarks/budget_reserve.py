@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.objectives import refuse_to_overwrite, runs_params, write_report  # noqa: E402
+from benchmarks.objectives import episode, refuse_to_overwrite, runs_params, write_report  # noqa: E402
 
 RULES = ("static-largest", "static-smallest", "mpc")
 REFERENCE = "static-smallest"
@@ -38,8 +38,6 @@ REFERENCE = "static-smallest"
 def run_split(traces, base, runs: list[str], reserve_s: float, max_steps: int, reserve_tps: float = 0.0) -> dict:
     """Every controller on every trace of ``traces`` under max-quality with the budget rule keeping ``reserve_s``
     (and ``reserve_tps``)."""
-    from agents.base import held_to_masks
-    from agents.evaluate import held_action, predict_action
     from agents.registry import make_controller
     from agents.run_io import load_controller
     from envs.power_env import MicroLLMPowerEnv
@@ -56,22 +54,11 @@ def run_split(traces, base, runs: list[str], reserve_s: float, max_steps: int, r
     for name, c in ctrls.items():
         if hasattr(c, "bind"):
             c.bind(env)
-        held = held_to_masks(c)
-        rets, over = [], 0
-        for k in range(len(traces)):
-            obs, _ = env.reset(seed=0, options={"trace": k, "start": 0, "objective": "max-quality"})
-            ret = 0.0
-            for t in range(max_steps):
-                a = predict_action(env, c, obs, t)
-                if held:
-                    a, _ = held_action(env, a)
-                obs, r, term, trunc, info = env.step(a)
-                ret += float(r)
-                over += int(info["step"].over_budget > 0)
-                if term or trunc:
-                    break
-            rets.append(ret)
-        out[name] = {"return": float(np.mean(rets)), "over_budget_steps": over}
+        # the objectives report's episode: a masked policy given the masks, a rule held to them
+        es = [episode(env, c, {"trace": k, "start": 0, "objective": "max-quality"}, max_steps)
+              for k in range(len(traces))]
+        out[name] = {"return": float(np.mean([e["return"] for e in es])),
+                     "over_budget_steps": int(sum(e["violations"]["budget"] for e in es))}
     return out
 
 

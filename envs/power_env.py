@@ -271,7 +271,6 @@ class MicroLLMPowerEnv(gym.Env):
         self._has_split = self.rules.has_split
         self._has_place = self.rules.has_place
         self._budget_rule = bool(p.budget_rule)  # the user's power budget in the masks (Feasibility.budget_mask)
-        self._sw_j_np = np.asarray(c.switch_j, dtype=np.float64)  # its switch energies, J (from row, to column)
         self._saver_s = float(p.saver_s)  # the battery saver raises the reserve of the masks (runtime.rules.saver_soc)
         self._saver_dl = False  # this episode's saver reaches its deadline (EnvParams.saver_to_deadline; reset)
         self._min_dwell = int(p.min_dwell_steps)  # the manager's dwell rule in the masks (runtime.rules.dwell_mask)
@@ -415,9 +414,9 @@ class MicroLLMPowerEnv(gym.Env):
         rate it prices is the demand just seen + the backlog drained in one step, the allowance the budget left with
         its grace (what the observation shows), plus the energy of switching from the current configuration."""
         b, dt = self._budget[self._i], self.step_s
-        return self.rules.budget_mask(self._last_demand + self.backlog / dt, b,
-                                      self._budget_left_j + b * self._grace_s, dt, allowed, self._sw_j_np[self._a],
-                                      self.params.budget_reserve_s, self.params.budget_reserve_tps)
+        return self.rules.budget_mask(self._last_demand + self.backlog / dt, b, self._budget_left_j + b * self._grace_s,
+                                      dt, allowed, self.costs.switch_j[self._a], self.params.budget_reserve_s,
+                                      self.params.budget_reserve_tps)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

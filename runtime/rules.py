@@ -237,49 +237,38 @@ class Feasibility:
 
     def budget_mask(self, rate_tps, budget_w, allowance_j, dt_s: float, allowed: np.ndarray,
                     switch_j=None, keep_s: float = 0.0, keep_tps: float = 0.0) -> np.ndarray:
-        """The budget rule on ``allowed`` (the other rules' mask): a configuration is masked when its LLM power at
-        ``rate_tps`` (:meth:`budget_power_w`; the rate the next step would serve: the demand + the backlog drained
-        in one step) is above ``budget_w`` and would take ``allowance_j`` (the budget left, its grace included:
-        ``budget_left_j + budget_w · budget_grace_s``, what the step's overdraw test reads) below zero by the end of
-        the ``dt_s`` step — an overdraw counted by ``runtime.dynamics.step_core`` if the demand holds; ``switch_j``
-        (each configuration's switch energy from the current one, J, as ``allowed``; None: not known, 0) is added
-        to the step's energy, as the dynamics add it; ``keep_s`` (``EnvParams.budget_reserve_s``) the seconds of
-        budget kept in hand: a configuration above the budget is masked already when the allowance left after the
-        step would fall below ``keep_s · max(budget_w, keep_tps · e_min)``: seconds of the budget, or of the safe
-        configuration serving a burst of ``keep_tps`` tokens/s when that is more (``EnvParams.budget_reserve_tps``;
-        ``e_min`` its energy per token). When nothing
-        allowed meets that, the allowed configurations of least power stay (the smallest overdraw). ``budget_w`` NaN
-        (no budget): ``allowed`` itself (not a copy); so too when nothing is masked. Batched: ``allowed``
-        (n, n_configs), the others (n,), row by row."""
-        if np.ndim(allowed) == 2:
-            b = np.asarray(budget_w, dtype=np.float64)
-            p = self.budget_power_w(rate_tps)
-            if switch_j is not None:  # the switch's energy, as power over the step
-                p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
-            keep = keep_s * np.maximum(b, keep_tps * self.ept_device[self.safe])[:, None]
-            with np.errstate(invalid="ignore"):  # NaN budgets compare False: such a row keeps ``allowed``
-                over = (p > b[:, None]) & (np.asarray(allowance_j, dtype=np.float64)[:, None]
-                                            + (b[:, None] - p) * dt_s < keep)
-            if not over.any():
+        """The budget rule on ``allowed`` (the other rules' mask). A configuration is masked when its LLM power at
+        ``rate_tps`` (:meth:`budget_power_w`: the demand + the backlog drained in one step), plus ``switch_j`` (its
+        switch energy from the current one, J, spread over the ``dt_s`` step; None: 0), is above ``budget_w`` and
+        would take ``allowance_j`` (the budget left, its grace included: what ``runtime.dynamics.step_core``'s
+        overdraw test reads) below what is kept in hand by the end of the step: ``keep_s`` seconds
+        (``EnvParams.budget_reserve_s``) of the budget, or of the safe configuration serving ``keep_tps`` tokens/s
+        (``EnvParams.budget_reserve_tps``) when that is more. When nothing allowed stays, the allowed configurations
+        of least power do (the smallest overdraw). ``budget_w`` NaN (no budget), or nothing masked: ``allowed``
+        itself (not a copy). Batched: ``allowed`` (n, n_configs), the others (n,), row by row; one row is the
+        batched path's."""
+        if np.ndim(allowed) == 1:
+            if budget_w != budget_w:
                 return allowed
-            m = allowed & ~over
-            pa = np.where(allowed, p, np.inf)
-            least = allowed & (pa <= pa.min(1, keepdims=True))
-            return np.where(m.any(1, keepdims=True), m, least)
-        if budget_w != budget_w:
-            return allowed
+            rows = allowed[None, :]
+            m = self.budget_mask(np.array([rate_tps], dtype=np.float64), np.array([budget_w], dtype=np.float64),
+                                 np.array([allowance_j], dtype=np.float64), dt_s, rows,
+                                 None if switch_j is None else np.asarray(switch_j)[None, :], keep_s, keep_tps)
+            return allowed if m is rows else m[0]
+        b = np.asarray(budget_w, dtype=np.float64)
         p = self.budget_power_w(rate_tps)
-        if switch_j is not None:
+        if switch_j is not None:  # the switch's energy, as power over the step
             p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
-        keep = keep_s * max(budget_w, keep_tps * self.ept_device[self.safe])
-        over = (p > budget_w) & (allowance_j + (budget_w - p) * dt_s < keep)
+        keep = keep_s * np.maximum(b, keep_tps * self.ept_device[self.safe])[:, None]
+        with np.errstate(invalid="ignore"):  # NaN budgets compare False: such a row keeps ``allowed``
+            over = (p > b[:, None]) & (np.asarray(allowance_j, dtype=np.float64)[:, None]
+                                        + (b[:, None] - p) * dt_s < keep)
         if not over.any():
             return allowed
         m = allowed & ~over
-        if m.any():
-            return m
         pa = np.where(allowed, p, np.inf)
-        return allowed & (pa <= pa.min())
+        least = allowed & (pa <= pa.min(1, keepdims=True))
+        return np.where(m.any(1, keepdims=True), m, least)
 
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
                bandwidth_mbps: float = 1.0, down: int = 0) -> bool:

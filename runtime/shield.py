@@ -206,7 +206,7 @@ class Shield:
         self.reserve = params.reserve_soc
         self.low_soc = params.reserve_soc  # the masks' reserve at the last mask(): raised by the battery saver
         # the last mask() before the user's rule (the floor or the budget; None: it held neither) and that rule
-        self._no_floor: np.ndarray | None = None
+        self._before_user_rule: np.ndarray | None = None
         self._user_reason = Reason.FLOOR_MASK
 
     def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
@@ -253,17 +253,17 @@ class Shield:
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)
         floor = q_min == q_min and self.p.floor_rule and self.rules.quality is not None
         budget = budget_w == budget_w and self.p.budget_rule
-        self._no_floor = None
+        self._before_user_rule = None
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok or floor or budget:
             m = self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
                                 base_w, soc, lo, supply_w, out=self._mask,
                                 bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
             if floor or budget:  # the user's rule last, on what the safety rules allow (kept for mask_reason)
-                self._no_floor = m.copy()
+                self._before_user_rule = m.copy()
                 if floor:
                     self._user_reason = Reason.FLOOR_MASK
-                    m[:] = self.rules.floor_mask(q_min, self._no_floor)
+                    m[:] = self.rules.floor_mask(q_min, self._before_user_rule)
                 if budget:
                     self._user_reason = Reason.BUDGET_MASK
                     m[:] = self.rules.budget_mask(demand_tps if rate_tps is None else rate_tps, budget_w,
@@ -277,7 +277,7 @@ class Shield:
             return Reason.MEMORY_MASK
         if action is not None and down and int(self.rules.roles[action]) & int(down):
             return Reason.PROCESSOR_MASK
-        if action is not None and self._no_floor is not None and self._no_floor[action]:
+        if action is not None and self._before_user_rule is not None and self._before_user_rule[action]:
             return self._user_reason  # only the user's floor or budget forbids it
         if temp_c > self.hot_c:
             return Reason.THERMAL_MASK

@@ -157,7 +157,7 @@ def test_the_env_masks_are_the_rules_own():
         st = env.device_view()
         want = env.rules.budget_mask(st["demand_tps"] + st["backlog_frac"] * env.backlog_cap / env.step_s, 0.15,
                                      st["budget_left_j"], env.step_s, np.ones(len(env.costs.quality), bool),
-                                     env._sw_j_np[env._a], keep_s=env.params.budget_reserve_s)
+                                     env.costs.switch_j[env._a], keep_s=env.params.budget_reserve_s)
         assert env.temp_c <= env.traces[0].device.t_max_c - 1.0 and env.soc >= env.reserve_soc  # no safety rule
         np.testing.assert_array_equal(env.action_masks(), want)
         binds += int(not env.action_masks().all())
