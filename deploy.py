@@ -968,7 +968,9 @@ class RunSession:
                              saver_to_deadline=True if a.saver_to_deadline else None,
                              saver_floor_frac=a.saver_floor,
                              floor_rule=False if getattr(a, "no_floor_rule", False) else None,
-                             budget_rule=False if getattr(a, "no_budget_rule", False) else None)
+                             budget_rule=False if getattr(a, "no_budget_rule", False) else None,
+                             budget_reserve_s=getattr(a, "budget_reserve_s", None),
+                             budget_reserve_tps=getattr(a, "budget_reserve_tps", None))
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -991,8 +993,10 @@ class RunSession:
                  if getattr(a, "objective", None) == "min-energy" and mgr.shield.p.floor_rule
                  and mgr.shield.rules.quality is not None
                  else "")
-              + ("; power budget held by the shield" if (getattr(a, "budget_w", None) or getattr(a, "budget_wh", None))
-                 and mgr.shield.p.budget_rule else "")
+              + (f"; power budget held by the shield, {mgr.shield.p.budget_reserve_s:g} s of it kept in hand (at least "
+                 f"the safe config at {mgr.shield.p.budget_reserve_tps:g} tok/s)"
+                 if (getattr(a, "budget_w", None) or getattr(a, "budget_wh", None)) and mgr.shield.p.budget_rule
+                 else "")
               + f"; safe config {self.names[mgr.safe]}", file=sys.stderr)
         if a.budget_w:
             mgr.budget_w = a.budget_w
@@ -1642,6 +1646,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not hold the power budget (--budget-w, --budget-wh) in the shield's masks; an overdraw is "
                         "then only measured (ShieldParams.budget_rule; default: on, whatever the policy was trained "
                         "with)")
+    r.add_argument("--budget-reserve-s", type=nonneg_float, default=None, metavar="S",
+                   help="what the budget rule keeps in hand, seconds of the budget, so that a burst of demand does not "
+                        "overdraw it (EnvParams.budget_reserve_s; default: the policy's, 900 unless trained otherwise; "
+                        "docs/objectives.md)")
+    r.add_argument("--budget-reserve-tps", type=nonneg_float, default=None, metavar="TPS",
+                   help="the burst the budget rule's reserve also pays for: at least --budget-reserve-s of the safe "
+                        "configuration serving this many tokens/s (EnvParams.budget_reserve_tps; default: the "
+                        "policy's, 50 unless trained otherwise)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

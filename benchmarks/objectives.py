@@ -39,6 +39,7 @@ from agents.base import held_to_masks  # noqa: E402
 from agents.evaluate import held_action, predict_action  # noqa: E402
 
 BASELINES = ["random", "static-largest", "static-smallest", "battery-ladder", "greedy-budget", "schedutil", "mpc"]
+PER_TRACE_COLUMNS = 8  # up to this many traces, the per-trace table has a column per trace; beyond, a row per trace
 CONSTRAINT = {"max-quality": ("budget", "over_budget"), "min-energy": ("floor", "r_floor"),
               "last-until": ("reserve", "r_reserve")}
 
@@ -103,8 +104,24 @@ def runs_params(runs: list[str], max_steps: int):
     return base if base is not None else EnvParams(max_episode_steps=max_steps)
 
 
-def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base) -> dict:
-    """Every controller under each objective on ``traces``' test split; ``base``: :func:`runs_params` of ``runs``."""
+def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jobs: int = 1) -> dict:
+    """Every controller under each objective on ``traces``' test split; ``base``: :func:`runs_params` of ``runs``.
+    ``jobs`` > 1 scores the objectives in that many processes (each objective's figures are the same either way)."""
+    kinds = list(CONSTRAINT)
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: each worker imports torch afresh instead of inheriting a forked copy of the parent's threads
+        with ProcessPoolExecutor(min(jobs, len(kinds)), mp_context=mp.get_context("spawn")) as ex:
+            done = list(ex.map(run_objective, *zip(*[(traces, runs, grid, max_steps, base, k) for k in kinds])))
+    else:
+        done = [run_objective(traces, runs, grid, max_steps, base, k) for k in kinds]
+    return {"traces": str(traces), "objectives": dict(zip(kinds, done))}
+
+
+def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, kind: str) -> dict:
+    """Every controller under the objective ``kind`` on ``traces``' test split (:func:`run_set`'s entry)."""
     import gymnasium as gym
 
     import envs
@@ -112,46 +129,42 @@ def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base) ->
     from agents.run_io import load_controller
     from runtime.dynamics import Objective
 
-    out = {"traces": str(traces), "objectives": {}}
-    for kind in CONSTRAINT:
-        # goal-conditioned policies read the objective block; the baselines ignore it
-        params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
-        name_w, _ = CONSTRAINT[kind]
-        free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
-        env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)
-        env_free = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=free, random_start=False)
-        eps = [{"trace": k, "start": 0, "objective": kind} for k in range(len(env.unwrapped.traces))]
-        oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
-        ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES}
-        ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
-        for k, r in enumerate(runs):
-            ctrls[f"rl:{k}"] = load_controller(r)
-        res = {}
-        t0 = time.time()
-        for name, c in ctrls.items():
-            if hasattr(c, "bind"):
-                c.bind(env.unwrapped)
-            res[name] = [episode(env, c, o, max_steps) for o in eps]
-        of = make_controller("oracle", env_free, **oracle_kw).bind(env_free.unwrapped)
-        free_eps = [episode(env_free, of, o, max_steps) for o in eps]
-        binds = [e["violations"][name_w] > 0 for e in free_eps]
-        rr, ro = np.mean([e["return"] for e in res["random"]]), np.mean([e["return"] for e in res["oracle"]])
-        table = {}
-        for name, es in res.items():
-            ret = float(np.mean([e["return"] for e in es]))
-            table[name] = {"return": ret, "score": (ret - rr) / (ro - rr) if abs(ro - rr) > 1e-9 else math.nan,
-                           "violation_steps": int(sum(e["violations"][name_w] for e in es)),
-                           "deaths": int(sum(e["death"] for e in es)),
-                           "energy_j": float(sum(e["energy_j"] for e in es)),
-                           "quality_per_token": float(np.mean([e["quality_per_token"] for e in es])),
-                           # per trace: the return and the steps that violate the objective's constraint
-                           "per_episode": [{"trace": tr.name, "return": float(e["return"]),
-                                            "violation_steps": int(e["violations"][name_w])}
-                                           for tr, e in zip(env.unwrapped.traces, es)]}
-        out["objectives"][kind] = {"episodes": len(eps), "binding_share": float(np.mean(binds)),
-                                   "binding_episodes": int(sum(binds)), "wall_s": time.time() - t0,
-                                   "controllers": table}
-    return out
+    # goal-conditioned policies read the objective block; the baselines ignore it
+    params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
+    name_w, _ = CONSTRAINT[kind]
+    free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
+    env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)
+    env_free = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=free, random_start=False)
+    eps = [{"trace": k, "start": 0, "objective": kind} for k in range(len(env.unwrapped.traces))]
+    oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
+    ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES}
+    ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
+    for k, r in enumerate(runs):
+        ctrls[f"rl:{k}"] = load_controller(r)
+    res = {}
+    t0 = time.time()
+    for name, c in ctrls.items():
+        if hasattr(c, "bind"):
+            c.bind(env.unwrapped)
+        res[name] = [episode(env, c, o, max_steps) for o in eps]
+    of = make_controller("oracle", env_free, **oracle_kw).bind(env_free.unwrapped)
+    free_eps = [episode(env_free, of, o, max_steps) for o in eps]
+    binds = [e["violations"][name_w] > 0 for e in free_eps]
+    rr, ro = np.mean([e["return"] for e in res["random"]]), np.mean([e["return"] for e in res["oracle"]])
+    table = {}
+    for name, es in res.items():
+        ret = float(np.mean([e["return"] for e in es]))
+        table[name] = {"return": ret, "score": (ret - rr) / (ro - rr) if abs(ro - rr) > 1e-9 else math.nan,
+                       "violation_steps": int(sum(e["violations"][name_w] for e in es)),
+                       "deaths": int(sum(e["death"] for e in es)),
+                       "energy_j": float(sum(e["energy_j"] for e in es)),
+                       "quality_per_token": float(np.mean([e["quality_per_token"] for e in es])),
+                       # per trace: the return and the steps that violate the objective's constraint
+                       "per_episode": [{"trace": tr.name, "return": float(e["return"]),
+                                        "violation_steps": int(e["violations"][name_w])}
+                                       for tr, e in zip(env.unwrapped.traces, es)]}
+    return {"episodes": len(eps), "binding_share": float(np.mean(binds)), "binding_episodes": int(sum(binds)),
+            "wall_s": time.time() - t0, "controllers": table}
 
 
 def to_markdown(data: dict) -> str:
@@ -177,11 +190,15 @@ def to_markdown(data: dict) -> str:
             per = {n: m["per_episode"] for n, m in o["controllers"].items() if "per_episode" in m}
             if per:  # the return per trace (constraint violations in brackets)
                 traces = [e["trace"] for e in next(iter(per.values()))]
-                lines += ["Per trace: return (steps violating the constraint).", "",
-                          "| controller | " + " | ".join(traces) + " |", "|---|" + "---|" * len(traces)]
-                for name, es in per.items():
-                    lines.append(f"| {name} | " + " | ".join(f"{e['return']:.1f} ({e['violation_steps']})"
-                                                             for e in es) + " |")
+                cell = {n: [f"{e['return']:.1f} ({e['violation_steps']})" for e in es] for n, es in per.items()}
+                lines += ["Per trace: return (steps violating the constraint).", ""]
+                if len(traces) <= PER_TRACE_COLUMNS:  # a few traces: one row per controller
+                    lines += ["| controller | " + " | ".join(traces) + " |", "|---|" + "---|" * len(traces)]
+                    lines += [f"| {n} | " + " | ".join(c) + " |" for n, c in cell.items()]
+                else:  # many (a real-data split): one row per trace, so the table stays readable
+                    lines += ["| trace | " + " | ".join(cell) + " |", "|---|" + "---|" * len(cell)]
+                    lines += [f"| {t} | " + " | ".join(c[i] for c in cell.values()) + " |"
+                              for i, t in enumerate(traces)]
                 lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -242,8 +259,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-budget-rule", action="store_true",
                     help="an overdraw of the budget only a cost, not held by the masks (EnvParams.budget_rule off, as "
                          "every report before 2026-12-06)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="score the three objectives in up to this many processes (default 1; the figures are the "
+                         "same)")
     add_report_args(ap, "objectives")
     a = ap.parse_args(argv)
+    if a.jobs < 1:
+        ap.error(f"argument --jobs: must be >= 1, got {a.jobs}")
     from runtime.safeio import atomic_write_text
 
     grid = parse_oracle_grid(ap, a.oracle_grid)
@@ -261,7 +283,7 @@ def main(argv=None) -> int:
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs, "floor_rule": not a.no_floor_rule,
             "budget_rule": not a.no_budget_rule,
-            "sets": [run_set(s, a.runs, grid, a.max_steps, base) for s in sets]}
+            "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"

@@ -333,6 +333,18 @@ class BatchedPowerEnv(VecEnv):
     def close(self) -> None:
         pass
 
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Reseed the batch's generator (episode starts, objectives and domain randomisation) from now on.
+
+        SB3's ``VecEnv.seed`` keeps per-env seeds for the next reset of each sub-environment; this batch has one
+        generator, so ``seed`` restarts it: ``BatchedPowerEnv(seed=s)`` and ``env.seed(s)`` before the first
+        reset give the same episodes. ``None`` draws a seed, as SB3 does. Returns SB3's per-env seed list.
+        """
+        if seed is None:
+            seed = int(np.random.randint(0, np.iinfo(np.uint32).max, dtype=np.uint32))
+        self.rng = np.random.default_rng(seed)
+        return [seed + idx for idx in range(self.num_envs)]
+
     def get_attr(self, attr_name, indices=None):
         return [getattr(self, attr_name)] * len(self._idx(indices))
 

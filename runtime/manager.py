@@ -141,6 +141,10 @@ class ManagerConfig:
         budget_rule: Hold the user's power budget in the shield's masks (``ShieldParams.budget_rule``; None: on,
             whatever the policy file was trained with: the budget is the user's). ``deploy.py run --no-budget-rule``
             turns it off.
+        budget_reserve_s: What the budget rule keeps in hand, seconds of budget (``EnvParams.budget_reserve_s``);
+            None: the policy file's. ``deploy.py run --budget-reserve-s``.
+        budget_reserve_tps: The burst the budget rule's reserve also pays for, tok/s
+            (``EnvParams.budget_reserve_tps``); None: the policy file's. ``deploy.py run --budget-reserve-tps``.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -171,6 +175,8 @@ class ManagerConfig:
     saver_floor_frac: float | None = None
     floor_rule: bool | None = None
     budget_rule: bool | None = None
+    budget_reserve_s: float | None = None
+    budget_reserve_tps: float | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -372,10 +378,14 @@ class RuntimeManager:
                            else self.cfg.saver_floor_frac)  # the user's word, else the policy's
         floor_rule = True if self.cfg.floor_rule is None else bool(self.cfg.floor_rule)  # the user's, not the file's
         budget_rule = True if self.cfg.budget_rule is None else bool(self.cfg.budget_rule)  # so too the budget
+        keep_s = float(self.params.budget_reserve_s if self.cfg.budget_reserve_s is None
+                       else self.cfg.budget_reserve_s)  # the user's word, else the policy's
+        keep_tps = float(self.params.budget_reserve_tps if self.cfg.budget_reserve_tps is None
+                         else self.cfg.budget_reserve_tps)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
                                           to_deadline, floor_frac, floor_rule, budget_rule,
-                                          self.params.budget_reserve_s, self.params.budget_reserve_tps), ept,
+                                          keep_s, keep_tps), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles, policy.quality if policy is not None else None,

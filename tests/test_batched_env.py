@@ -252,3 +252,35 @@ def test_action_masks_reuse_the_hints_masks_only_while_valid():
             np.testing.assert_array_equal(b.action_masks(), b._masks())
         b.step(rng.integers(0, b.action_space.n, 16))
     assert masked > 20
+
+
+def test_vecenv_seed_restarts_the_batch_generator():
+    """VecEnv.seed(s), as SB3's set_random_seed calls it through the wrappers, gives the episodes of
+    BatchedPowerEnv(seed=s); another seed gives others; None draws one."""
+    import numpy as np
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from envs.batched import BatchedPowerEnv
+
+    want = BatchedPowerEnv(n_envs=16, seed=7, low_soc_frac=0.5).reset()
+    env = BatchedPowerEnv(n_envs=16, seed=0, low_soc_frac=0.5)
+    assert not np.array_equal(env.reset(), want)
+    seeds = VecMonitor(env).seed(7)
+    assert seeds == list(range(7, 7 + 16))
+    assert np.array_equal(env.reset(), want)
+    assert not np.array_equal(env.reset(), want)  # the generator moved on
+    assert len(env.seed()) == 16  # None: a drawn seed
+
+
+def test_training_seed_leaves_the_batch_sequence_unchanged():
+    """train.py builds the batch with seed=args.seed and SB3's algorithm seeds it again with args.seed before any
+    draw: the episodes stay those of the constructor's seed."""
+    import numpy as np
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from envs.batched import BatchedPowerEnv
+
+    venv = BatchedPowerEnv(n_envs=4, seed=11)
+    MaskablePPO("MlpPolicy", VecMonitor(venv), n_steps=8, batch_size=8, seed=11, device="cpu")
+    assert venv.rng.bit_generator.state == np.random.default_rng(11).bit_generator.state

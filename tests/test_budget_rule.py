@@ -283,6 +283,44 @@ def test_deploy_run_holds_the_budget_unless_told_not_to(tmp_path, capsys):
     assert "budget_mask" not in free["overrides"]
 
 
+def test_deploy_run_sets_what_the_budget_rule_keeps_in_hand(tmp_path, capsys):
+    """``deploy.py run --budget-reserve-s / --budget-reserve-tps`` replace the policy file's reserve in the shield
+    (ManagerConfig.budget_reserve_s / _tps); without them the shield keeps the policy's; a negative value is refused."""
+    from policy_helpers import random_policy_file
+
+    import deploy
+    profile = "profiles/reference-cpu.json"
+    pol = random_policy_file(tmp_path / "p.npz", profile)
+    run = ["run", "--policy", pol, "--sensors", "replay:traces/data/default/solar-03.csv", "--max-tokens", "8",
+           "--temperature", "0", "--no-status", "--threads", "1", "--objective", "max-quality", "--budget-w", "0.5"]
+    deploy.main(run)
+    d = EnvParams()
+    assert f"{d.budget_reserve_s:g} s of it kept in hand" in capsys.readouterr().err
+    deploy.main([*run, "--budget-reserve-s", "120", "--budget-reserve-tps", "0"])
+    err = capsys.readouterr().err
+    assert "120 s of it kept in hand" in err and "at 0 tok/s" in err
+    with pytest.raises(SystemExit):
+        deploy.main([*run, "--budget-reserve-s", "-5"])
+    assert "--budget-reserve-s" in capsys.readouterr().err
+
+
+def test_the_manager_takes_the_users_reserve_over_the_policy_files():
+    """ManagerConfig.budget_reserve_s / _tps: None keeps the policy file's (the training env's), a value replaces it."""
+    from policy_helpers import random_policy_file
+
+    from runtime.manager import ManagerConfig, RuntimeManager
+    from runtime.policy import load_policy_file
+    from runtime.sensors import SensorHub
+
+    with tempfile.TemporaryDirectory() as d:
+        pf = load_policy_file(random_policy_file(f"{d}/p.npz", "profiles/reference-cpu.json"))
+    own = RuntimeManager(pf, SensorHub([]), ManagerConfig()).shield.p
+    assert (own.budget_reserve_s, own.budget_reserve_tps) == (pf.params.budget_reserve_s,
+                                                              pf.params.budget_reserve_tps)
+    told = RuntimeManager(pf, SensorHub([]), ManagerConfig(budget_reserve_s=60.0, budget_reserve_tps=5.0)).shield.p
+    assert (told.budget_reserve_s, told.budget_reserve_tps) == (60.0, 5.0)
+
+
 def test_the_manager_prices_the_budget_at_the_demand_or_flat_out():
     """The runtime manager's budget rule prices the demand + the backlog drain when it is given the demand
     (``set_workload``), each configuration at its own throughput when not (or when told ``budget_rate_tps = inf``, as

@@ -98,3 +98,37 @@ def test_the_report_gives_the_return_per_trace():
     assert "| controller | phone-01 | laptop-00 |" in md
     assert "| rl:0 | -65.5 (17) | 104.5 (0) |" in md
     assert "the budget held by the masks (EnvParams.budget_rule)" in md
+
+
+def test_many_traces_get_a_row_each():
+    """Beyond PER_TRACE_COLUMNS traces (a real-data split has 48) the per-trace table turns: a row per trace."""
+    n = O.PER_TRACE_COLUMNS + 1
+    per = [{"trace": f"t{i}", "return": float(i), "violation_steps": i % 2} for i in range(n)]
+    m = {"score": 1.0, "return": 2.0, "violation_steps": 3, "deaths": 0, "energy_j": 1e3, "quality_per_token": 0.4}
+    data = {"date": "d", "host": "h", "max_steps": 720, "oracle_grid": (51, 13, 5), "sets": [
+        {"traces": "t", "objectives": {"min-energy": {"episodes": n, "binding_share": 1.0, "binding_episodes": n,
+                                                       "controllers": {"a": {**m, "per_episode": per},
+                                                                       "b": {**m, "per_episode": per[::-1]}}}}}]}
+    md = O.to_markdown(data)
+    assert "| trace | a | b |" in md
+    assert f"| t0 | 0.0 (0) | {n - 1:.1f} ({(n - 1) % 2}) |" in md
+
+
+def test_objectives_in_processes_give_the_same_figures(tmp_path):
+    """``--jobs 2``: the objectives scored in spawned processes give the figures of one process (wall time aside)."""
+    from test_agents import small_set
+
+    from traces.objectives import overlay
+    from traces.store import TraceSet
+
+    ts = [overlay(t) for t in small_set()]
+    sets = tmp_path / "small"
+    TraceSet.from_traces(ts, name="small", splits={t.meta.unit: "test" for t in ts}).save(sets)
+    base = O.runs_params([], 12)
+    one = O.run_set(sets, [], (5, 3, 2), 12, base, jobs=1)
+    two = O.run_set(sets, [], (5, 3, 2), 12, base, jobs=2)
+    for o in (one, two):
+        for v in o["objectives"].values():
+            v.pop("wall_s")
+    assert list(two["objectives"]) == list(O.CONSTRAINT)
+    assert one == two
