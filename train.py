@@ -223,6 +223,11 @@ class Args:
     evenly over (reserve, envs.batched.LOW_SOC_MAX] (low_soc_val_episodes; the band --low-soc-frac trains on). From
     its traces' own charge no val episode of the default set reaches the battery reserve, so without them model
     selection cannot see whether a policy saves charge for the end of an episode; 0: none"""
+    val_rules: bool = True
+    """val episodes hold the user's quality floor and power budget in the action masks (EnvParams.floor_rule,
+    budget_rule), as agents.evaluate, the objectives reports and the device's shield do whatever a run was trained
+    with, so that the policy kept (--select-best) is chosen on what is scored and deployed; off (--no-val-rules):
+    val runs in the training env's own parameters"""
     select_best: bool = True
     """keep the policy (and its normalisation statistics) with the best val return, not the last one;
     the last is kept in <run>/last"""
@@ -395,6 +400,12 @@ class FixedEpisodes(gym.Wrapper):
 
 #: val environments stepped side by side in the evaluation (SB3's evaluate_policy batches their policy calls)
 VAL_ENVS = 4
+
+
+def val_env_params(args: Args) -> EnvParams:
+    """The val env's parameters: the training env's, with the user's floor and budget held by the masks as when
+    scored and deployed (``Args.val_rules``)."""
+    return dataclasses.replace(args.env, floor_rule=True, budget_rule=True) if args.val_rules else args.env
 
 
 def spread_val_episodes(rows: list[int], n: int, max_steps: int) -> list[dict]:
@@ -1017,8 +1028,10 @@ def main(args: Args) -> Path:
     # the val split read from disk once, shared by every val env (a real-data split takes seconds to read)
     val_traces = T.TraceSet.load(args.traces if args.traces is not None else T.default_trace_set_dir()).split("val")
 
+    val_params = val_env_params(args)
+
     def val_env():
-        env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=args.env,
+        env = gym.make(envs.ENV_ID, split="val", max_episode_steps=args.env.max_episode_steps, params=val_params,
                        profile=args.profile, traces=val_traces)
         return FactorisedEnv(env) if factorised else env
 

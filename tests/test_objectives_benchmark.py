@@ -94,7 +94,8 @@ def test_the_report_gives_the_return_per_trace():
     data = {"date": "d", "host": "h", "max_steps": 720, "oracle_grid": (51, 13, 5), "floor_rule": True,
             "budget_rule": True, "sets": [{"traces": "t", "objectives": {"max-quality": {
                 "episodes": 2, "binding_share": 1.0, "binding_episodes": 2, "controllers": {"rl:0": m}}}}]}
-    md = O.to_markdown(data)
+    md = O.to_markdown({**data, "runs": ["runs/a", "runs/b"]})
+    assert "* `rl:1`: `runs/b`" in md
     assert "| controller | phone-01 | laptop-00 |" in md
     assert "| rl:0 | -65.5 (17) | 104.5 (0) |" in md
     assert "the budget held by the masks (EnvParams.budget_rule)" in md

@@ -470,3 +470,30 @@ def test_the_warm_start_plans_and_cuts_its_demonstrations_at_the_training_episod
                                   bc_expert="oracle-masked", bc_oracle_grid="11,5,3", bc_episodes=1,
                                   dagger_rounds=0))
         assert seen["limit"] == seen["max_steps"] == seen["horizon_steps"] == steps
+
+
+@pytest.mark.parametrize("val_rules", [True, False])
+def test_val_holds_the_users_floor_and_budget_as_scoring_does(tmp_path, monkeypatch, val_rules):
+    """Args.val_rules: the val envs that choose the kept policy hold the floor and budget rules (as agents.evaluate
+    and the device do) while the training envs keep the run's own parameters; --no-val-rules: val as trained."""
+    import gymnasium as gym
+
+    import train
+
+    made = []
+    real_make = gym.make
+
+    def spy(*a, **kw):
+        made.append((kw.get("split"), kw.get("params")))
+        return real_make(*a, **kw)
+
+    monkeypatch.setattr(gym, "make", spy)
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    args = train.Args(bc_expert="none", profile=str(prof), total_timesteps=256, n_envs=4, eval_freq=256,
+                      eval_episodes=1, checkpoint_freq=256, runs_dir=str(tmp_path / "runs"), final_eval=False,
+                      env=EnvParams(max_episode_steps=12), progress=False, val_rules=val_rules)
+    train.main(args)
+    val = [p for s, p in made if s == "val"]
+    assert val and all(p.floor_rule == val_rules and p.budget_rule == val_rules for p in val)
+    assert train.val_env_params(args).max_episode_steps == 12  # the rest is the run's own
+    assert not args.env.floor_rule and not args.env.budget_rule  # training unchanged
