@@ -247,9 +247,12 @@ def _collect_episode(job: _CollectJob, ep: int) -> tuple[np.ndarray, np.ndarray,
 
 def expert_label(expert, obs: np.ndarray, mask: np.ndarray, costs, episode_start: bool, held: bool) -> int:
     """The expert's action for ``obs``. A rule that ignores the masks (``held``: ``agents.base.held_to_masks``) is
-    held to them, as in ``agents.evaluate``: its forbidden choice is stepped down to what it would run."""
+    held to them, as in ``agents.evaluate``: its forbidden choice is stepped down to what it would run. So is the
+    masked oracle's where the env's masks hold a rule its plan does not (the power budget, ``EnvParams.budget_rule``:
+    ``agents.oracle``), as the device's shield would step it down: the masked policy it teaches cannot learn a label
+    its masks forbid. (Elsewhere its choices are always allowed.)"""
     label = int(np.asarray(expert.predict(obs, episode_start=np.array([episode_start]))[0]).reshape(-1)[0])
-    if held and not mask[label]:
+    if not mask[label] and (held or getattr(expert, "name", "") == "oracle-masked"):
         label = step_down(label, mask, costs.ept_j, costs.quality)
     return label
 

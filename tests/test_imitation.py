@@ -78,3 +78,32 @@ def test_randomised_demos_start_low_and_scale_the_capacity_deterministically(sma
     assert np.all((shift > 0) & (shift <= 20)) and np.unique(np.round(shift, 6)).size == 4
     with pytest.raises(ValueError, match="capacity_scale"):
         small_env.reset(seed=0, options={"capacity_scale": 0.0})
+
+
+def test_the_masked_oracles_labels_are_stepped_down_where_the_masks_forbid_them():
+    """Where the env's masks hold a rule the masked oracle's plan does not (the budget rule), its forbidden label is
+    stepped down to what the shield would run; an expert that reads the masks itself (a policy) keeps its label, and
+    a rule that ignores them is held as before."""
+    from agents.imitation import expert_label
+    from envs.power_env import MicroLLMPowerEnv
+    from runtime.rules import step_down
+
+    env = MicroLLMPowerEnv(profile="profiles/reference-cpu.json")
+    costs = env.costs
+    big = int(np.argmax(costs.ept_j))
+
+    class Expert:
+        def __init__(self, name, uses_masks):
+            self.name, self.uses_masks = name, uses_masks
+
+        def predict(self, obs, episode_start=None):
+            return np.array([big]), None
+
+    mask = costs.ept_j < np.median(costs.ept_j)  # the largest configuration forbidden
+    want = step_down(big, mask, costs.ept_j, costs.quality)
+    assert mask[want] and want != big
+    assert expert_label(Expert("oracle-masked", False), None, mask, costs, True, False) == want
+    assert expert_label(Expert("rl", True), None, mask, costs, True, False) == big
+    assert expert_label(Expert("schedutil", False), None, mask, costs, True, True) == want
+    allowed = np.ones_like(mask)
+    assert expert_label(Expert("oracle-masked", False), None, allowed, costs, True, False) == big
