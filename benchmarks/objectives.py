@@ -1,10 +1,11 @@
 """The user's objectives: how often each constraint binds, and how every controller does under each.
 
-    python benchmarks/objectives.py [--traces DIR ...] [--runs RUN ...] [--oracle-grid 51,13,5]
+    python benchmarks/objectives.py [--traces DIR ...] [--runs RUN ...] [--oracle-grid 51,13,5] [--jobs N]
+                                    [--split test|val|train] [--n-traces N] [--runs-only]
                                     [--out benchmarks/results/objectives] [--force]
 
 Trace sets with user objectives overlaid (``python -m traces.objectives``; default: the default set
-overlaid into a temporary folder, plus ``data/real-objectives`` when it exists), test split, every trace
+overlaid into a temporary folder, plus ``data/real-objectives`` when it exists), test split (``--split``), every trace
 from row 0 for ``--max-steps`` steps. For each objective (``runtime.dynamics.Objective``: max-quality
 under the trace's budget, min-energy above the trace's quality floor, last-until the trace's deadline
 above the reserve):
@@ -104,9 +105,12 @@ def runs_params(runs: list[str], max_steps: int):
     return base if base is not None else EnvParams(max_episode_steps=max_steps)
 
 
-def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jobs: int = 1) -> dict:
-    """Every controller under each objective on ``traces``' test split; ``base``: :func:`runs_params` of ``runs``.
-    ``jobs`` > 1 scores the objectives in that many processes (each objective's figures are the same either way)."""
+def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jobs: int = 1,
+            split: str = "test", n_traces: int = 0, baselines: bool = True) -> dict:
+    """Every controller under each objective on a split of ``traces`` (``n_traces`` > 0: that many traces spread evenly
+    over it, as train.py's val episodes; 0: all); ``base``: :func:`runs_params` of ``runs``; without ``baselines`` only
+    the runs (returns, no score). ``jobs`` > 1 scores the objectives in that many processes (each objective's figures
+    are the same either way)."""
     kinds = list(CONSTRAINT)
     if jobs > 1:
         import multiprocessing as mp
@@ -114,14 +118,16 @@ def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jo
 
         # spawn: each worker imports torch afresh instead of inheriting a forked copy of the parent's threads
         with ProcessPoolExecutor(min(jobs, len(kinds)), mp_context=mp.get_context("spawn")) as ex:
-            done = list(ex.map(run_objective, *zip(*[(traces, runs, grid, max_steps, base, k) for k in kinds])))
+            done = list(ex.map(run_objective, *zip(*[(traces, runs, grid, max_steps, base, k, split, n_traces,
+                                                      baselines) for k in kinds])))
     else:
-        done = [run_objective(traces, runs, grid, max_steps, base, k) for k in kinds]
-    return {"traces": str(traces), "objectives": dict(zip(kinds, done))}
+        done = [run_objective(traces, runs, grid, max_steps, base, k, split, n_traces, baselines) for k in kinds]
+    return {"traces": str(traces), "split": split, "objectives": dict(zip(kinds, done))}
 
 
-def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, kind: str) -> dict:
-    """Every controller under the objective ``kind`` on ``traces``' test split (:func:`run_set`'s entry)."""
+def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, kind: str, split: str = "test",
+                  n_traces: int = 0, baselines: bool = True) -> dict:
+    """Every controller under the objective ``kind`` on a split of ``traces`` (:func:`run_set`'s entry)."""
     import gymnasium as gym
 
     import envs
@@ -133,12 +139,16 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
     params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
     name_w, _ = CONSTRAINT[kind]
     free = dataclasses.replace(params, weights=dataclasses.replace(params.weights, **{name_w: 0.0}))
-    env = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=params, random_start=False)
-    env_free = gym.make(envs.ENV_ID, traces=str(traces), split="test", params=free, random_start=False)
-    eps = [{"trace": k, "start": 0, "objective": kind} for k in range(len(env.unwrapped.traces))]
+    env = gym.make(envs.ENV_ID, traces=str(traces), split=split, params=params, random_start=False)
+    env_free = gym.make(envs.ENV_ID, traces=str(traces), split=split, params=free, random_start=False)
+    n_tr = len(env.unwrapped.traces)
+    picked = (np.unique(np.linspace(0, n_tr - 1, n_traces).round().astype(int)) if 0 < n_traces < n_tr
+              else np.arange(n_tr))  # spread evenly, as train.py's val episodes
+    eps = [{"trace": int(k), "start": 0, "objective": kind} for k in picked]
     oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
-    ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES}
-    ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
+    ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES} if baselines else {}
+    if baselines:
+        ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
     for k, r in enumerate(runs):
         ctrls[f"rl:{k}"] = load_controller(r)
     res = {}
@@ -147,10 +157,13 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
         if hasattr(c, "bind"):
             c.bind(env.unwrapped)
         res[name] = [episode(env, c, o, max_steps) for o in eps]
-    of = make_controller("oracle", env_free, **oracle_kw).bind(env_free.unwrapped)
-    free_eps = [episode(env_free, of, o, max_steps) for o in eps]
-    binds = [e["violations"][name_w] > 0 for e in free_eps]
-    rr, ro = np.mean([e["return"] for e in res["random"]]), np.mean([e["return"] for e in res["oracle"]])
+    binds = []
+    if baselines:
+        of = make_controller("oracle", env_free, **oracle_kw).bind(env_free.unwrapped)
+        free_eps = [episode(env_free, of, o, max_steps) for o in eps]
+        binds = [e["violations"][name_w] > 0 for e in free_eps]
+    rr, ro = ((np.mean([e["return"] for e in res["random"]]), np.mean([e["return"] for e in res["oracle"]]))
+              if baselines else (math.nan, math.nan))
     table = {}
     for name, es in res.items():
         ret = float(np.mean([e["return"] for e in es]))
@@ -162,14 +175,16 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
                        # per trace: the return and the steps that violate the objective's constraint
                        "per_episode": [{"trace": tr.name, "return": float(e["return"]),
                                         "violation_steps": int(e["violations"][name_w])}
-                                       for tr, e in zip(env.unwrapped.traces, es)]}
-    return {"episodes": len(eps), "binding_share": float(np.mean(binds)), "binding_episodes": int(sum(binds)),
+                                       for tr, e in zip([env.unwrapped.traces[k] for k in picked], es)]}
+    return {"episodes": len(eps), "binding_share": float(np.mean(binds)) if binds else math.nan,
+            "binding_episodes": int(sum(binds)),
             "wall_s": time.time() - t0, "controllers": table}
 
 
 def to_markdown(data: dict) -> str:
     lines = [f"# Objectives: binding constraints and controllers ({data['date']})", "",
-             f"Host `{data['host']}`; test split, every trace from row 0, {data['max_steps']} steps; oracle grid "
+             f"Host `{data['host']}`; {data.get('split', 'test')} split, every trace from row 0, {data['max_steps']} "
+             "steps; oracle grid "
              f"{data['oracle_grid']}; min-energy's floor "
              f"{'held by the masks (EnvParams.floor_rule)' if data.get('floor_rule', False) else 'only a cost'}; the "
              "budget "
@@ -181,8 +196,9 @@ def to_markdown(data: dict) -> str:
     for s in data["sets"]:
         lines += [f"## {s['traces']}", ""]
         for kind, o in s["objectives"].items():
-            lines += [f"### {kind}: the constraint binds in {o['binding_episodes']} of {o['episodes']} episodes "
-                      f"({o['binding_share']:.0%})", "",
+            lines += [(f"### {kind}: the constraint binds in {o['binding_episodes']} of {o['episodes']} episodes "
+                       f"({o['binding_share']:.0%})") if o["binding_share"] == o["binding_share"]
+                      else f"### {kind}: {o['episodes']} episodes (runs only)", "",
                       "| controller | score | return | constraint violations (steps) | deaths | energy (kJ) "
                       "| quality/token |", "|---|---|---|---|---|---|---|"]
             for name, m in o["controllers"].items():
@@ -264,10 +280,22 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="score the three objectives in up to this many processes (default 1; the figures are the "
                          "same)")
+    ap.add_argument("--split", choices=("test", "val", "train"), default="test",
+                    help="the split scored (default test; val to choose between recipes without looking at test)")
+    ap.add_argument("--n-traces", type=int, default=0,
+                    help="score this many traces of the split, spread evenly over it as train.py's val episodes "
+                         "(default 0: all)")
+    ap.add_argument("--runs-only", action="store_true",
+                    help="score only the --runs: their returns on the same episodes, no baselines, oracle or score "
+                         "(a quick comparison between recipes)")
     add_report_args(ap, "objectives")
     a = ap.parse_args(argv)
     if a.jobs < 1:
         ap.error(f"argument --jobs: must be >= 1, got {a.jobs}")
+    if a.n_traces < 0:
+        ap.error(f"argument --n-traces: must be >= 0, got {a.n_traces}")
+    if a.runs_only and not a.runs:
+        ap.error("--runs-only needs --runs")
     from runtime.safeio import atomic_write_text
 
     grid = parse_oracle_grid(ap, a.oracle_grid)
@@ -285,7 +313,8 @@ def main(argv=None) -> int:
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs, "floor_rule": not a.no_floor_rule,
             "budget_rule": not a.no_budget_rule,
-            "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs) for s in sets]}
+            "split": a.split, "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
+                                               not a.runs_only) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"

@@ -133,3 +133,25 @@ def test_objectives_in_processes_give_the_same_figures(tmp_path):
             v.pop("wall_s")
     assert list(two["objectives"]) == list(O.CONSTRAINT)
     assert one == two
+
+
+def test_a_spread_of_traces_of_any_split_and_runs_only(tmp_path):
+    """``--n-traces`` picks traces spread evenly over the split (as train.py's val episodes), ``--split`` scores another
+    split than test, and ``--runs-only`` skips the baselines and the oracle (no score, no binding share)."""
+    from test_agents import small_set
+
+    from traces.objectives import overlay
+    from traces.store import TraceSet
+
+    ts = [overlay(t) for t in small_set()]
+    path = tmp_path / "small"
+    TraceSet.from_traces(ts, name="small", splits={t.meta.unit: "val" for t in ts}).save(path)
+    base = O.runs_params([], 6)
+    two = O.run_objective(path, [], (5, 3, 2), 6, base, "max-quality", split="val", n_traces=2)
+    names = [e["trace"] for e in two["controllers"]["oracle"]["per_episode"]]
+    assert two["episodes"] == 2 and names == [ts[0].name, ts[2].name]
+    assert two["controllers"]["oracle"]["score"] == pytest.approx(1.0)
+    bare = O.run_objective(path, [], (5, 3, 2), 6, base, "max-quality", split="val", baselines=False)
+    assert bare["controllers"] == {} and bare["episodes"] == 3 and bare["binding_share"] != bare["binding_share"]
+    with pytest.raises(SystemExit):
+        O.main(["--runs-only", "--out", str(tmp_path / "x")])
