@@ -146,8 +146,9 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
               else np.arange(n_tr))  # spread evenly, as train.py's val episodes
     eps = [{"trace": int(k), "start": 0, "objective": kind} for k in picked]
     oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
-    ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES} if baselines else {}
+    ctrls = {}
     if baselines:
+        ctrls = {n: make_controller(n, env, **({"seed": 0} if n == "random" else {})) for n in BASELINES}
         ctrls["oracle"] = make_controller("oracle", env, **oracle_kw)
     for k, r in enumerate(runs):
         ctrls[f"rl:{k}"] = load_controller(r)
