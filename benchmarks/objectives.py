@@ -96,7 +96,9 @@ def runs_params(runs: list[str], max_steps: int):
         if not p.objective.observed:
             raise ValueError(f"--runs: {r} was trained without the objective in its observation, so it cannot "
                              "pursue one; train it with --env.objective.kind mix")
-        p = dataclasses.replace(p, max_episode_steps=max_steps, objective=EnvParams().objective)
+        # the rules are the report's to set (--no-floor-rule, --no-budget-rule), whatever a run was trained with
+        p = dataclasses.replace(p, max_episode_steps=max_steps, objective=EnvParams().objective, floor_rule=False,
+                                budget_rule=False)
         if base is None:
             base, first = p, r
         elif p != base:

@@ -76,6 +76,8 @@ def test_runs_are_scored_in_their_own_env_parameters(tmp_path):
     thermal = EnvParams.from_dict({**dataclasses.asdict(base), "thermal_obs": True})
     a, b, c = (_run_dir(tmp_path, n, p) for n, p in (("a", thermal), ("b", thermal), ("c", base)))
     blind = _run_dir(tmp_path, "blind", EnvParams())  # no objective block: it cannot be scored per objective
+    ruled = _run_dir(tmp_path, "ruled", dataclasses.replace(thermal, budget_rule=True, floor_rule=True))
+    assert O.runs_params([str(a), str(ruled)], 360) == O.runs_params([str(a)], 360)  # trained with the rules or not
     p = O.runs_params([str(a), str(b)], 360)
     assert p.thermal_obs and p.max_episode_steps == 360  # the observation the policies read, not the defaults'
     assert O.runs_params([], 360) == dataclasses.replace(EnvParams(), max_episode_steps=360)
