@@ -136,6 +136,7 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
     from agents.registry import make_controller
     from agents.run_io import load_controller
     from runtime.dynamics import Objective
+    from train import spread_val_episodes
 
     # goal-conditioned policies read the objective block; the baselines ignore it
     params = dataclasses.replace(base, objective=Objective(kind=kind, goal_obs=bool(runs)))
@@ -144,8 +145,9 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
     env = gym.make(envs.ENV_ID, traces=str(traces), split=split, params=params, random_start=False)
     env_free = gym.make(envs.ENV_ID, traces=str(traces), split=split, params=free, random_start=False)
     n_tr = len(env.unwrapped.traces)
-    picked = (np.unique(np.linspace(0, n_tr - 1, n_traces).round().astype(int)) if 0 < n_traces < n_tr
-              else np.arange(n_tr))  # spread evenly, as train.py's val episodes
+    # n_traces spread evenly over the split by train.py's own rule for its val episodes (each from row 0); else all
+    picked = ([e["trace"] for e in spread_val_episodes([1] * n_tr, n_traces, max_steps)] if 0 < n_traces < n_tr
+              else list(range(n_tr)))
     eps = [{"trace": int(k), "start": 0, "objective": kind} for k in picked]
     oracle_kw = dict(zip(("n_soc", "n_temp", "n_backlog"), grid))
     ctrls = {}
