@@ -1,0 +1,202 @@
+"""The user's objectives across cross-validation folds: one table per objective, a row per fold.
+
+    python benchmarks/objectives_cv.py --reports runs/cvobj/eval-f0.json runs/cvobj/eval-f1.json ... \\
+        --group "no rule=/nobr/" --group "budget rule=/br/" [--out benchmarks/results/objectives_cv] [--force]
+
+Reads the reports ``benchmarks/objectives.py`` wrote for each fold (``--traces <folds>/fold-i --runs ...``; one
+fold per report) and groups their ``--runs`` into recipes: a run belongs to the ``--group NAME=TEXT`` whose TEXT
+is in its path (the first that matches; a run that matches none is an error), and its ``warm_start`` folder to
+``NAME (warm start)``. A recipe with several runs in one fold (seeds) is scored by their mean there.
+
+For each objective and fold: every recipe's oracle-normalised score, the best rule's (the baselines less the random
+policy and the oracle), and how many episodes the constraint binds in; then per recipe the mean and the worst fold,
+the folds in which it is above every rule, and the RL step (the recipe less its warm start). Writes OUT.md,
+OUT.json and OUT.png (a panel per objective, a point per recipe and fold, the best rule as a bar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.objectives import refuse_to_overwrite, write_report  # noqa: E402
+
+OBJECTIVES = ("max-quality", "min-energy", "last-until")
+NOT_RULES = ("random", "oracle")  # the baselines that are not hand-written rules
+WARM = " (warm start)"
+
+
+def parse_group(text: str) -> tuple[str, str]:
+    """``NAME=TEXT`` -> (NAME, TEXT), or ValueError with the fix."""
+    name, sep, sub = text.partition("=")
+    if not sep or not name.strip() or not sub:
+        raise ValueError(f"--group {text!r}: expected NAME=TEXT (e.g. \"budget rule=/br/\"), a recipe's name and a "
+                         "text its runs' paths contain")
+    return name.strip(), sub
+
+
+def recipe_of(run: str, groups: list[tuple[str, str]]) -> str:
+    """The recipe a run's path belongs to (its warm start gets the suffix ``WARM``)."""
+    path = run.rstrip("/")
+    warm = Path(path).name == "warm_start"
+    for name, sub in groups:
+        if sub in path:
+            return name + (WARM if warm else "")
+    raise ValueError(f"run {run}: its path contains none of the --group texts ({', '.join(s for _, s in groups)}); "
+                     "fix: add a --group NAME=TEXT that it contains")
+
+
+def fold_scores(report: dict, groups: list[tuple[str, str]]) -> dict:
+    """One report -> {objective: {"recipes": {name: score}, "best_rule": (name, score), "binding": (k, n)}}."""
+    if len(report.get("sets", [])) != 1:
+        raise ValueError(f"{len(report.get('sets', []))} trace sets in one report: a fold report scores one "
+                         "(benchmarks/objectives.py --traces <folds>/fold-i)")
+    names = {f"rl:{i}": recipe_of(r, groups) for i, r in enumerate(report["runs"])}
+    out = {}
+    for obj, o in report["sets"][0]["objectives"].items():
+        ctrl = o["controllers"]
+        if "oracle" not in ctrl:
+            raise ValueError(f"{report['sets'][0]['traces']}: no scores (a --runs-only report); fix: score the fold "
+                             "without --runs-only")
+        per: dict[str, list[float]] = {}
+        for key, recipe in names.items():
+            per.setdefault(recipe, []).append(float(ctrl[key]["score"]))
+        rules = {k: float(v["score"]) for k, v in ctrl.items() if not k.startswith("rl:") and k not in NOT_RULES}
+        best = max(rules, key=rules.get)
+        out[obj] = {"recipes": {r: sum(v) / len(v) for r, v in per.items()}, "best_rule": (best, rules[best]),
+                    "binding": (int(o["binding_episodes"]), int(o["episodes"]))}
+    return out
+
+
+def summarise(folds: list[dict]) -> dict:
+    """Per objective and recipe: mean and worst fold, folds above every rule, the RL step over its warm start."""
+    summary = {}
+    for obj in OBJECTIVES:
+        rows = [f[obj] for f in folds if obj in f]
+        if not rows:
+            continue
+        recipes = list(dict.fromkeys(r for row in rows for r in row["recipes"]))
+        per = {}
+        for r in recipes:
+            s = [row["recipes"][r] for row in rows if r in row["recipes"]]
+            above = sum(row["recipes"][r] > row["best_rule"][1] for row in rows if r in row["recipes"])
+            entry = {"mean": sum(s) / len(s), "worst": min(s), "above_rules": above, "folds": len(s)}
+            if not r.endswith(WARM) and r + WARM in recipes:
+                d = [row["recipes"][r] - row["recipes"][r + WARM] for row in rows
+                     if r in row["recipes"] and r + WARM in row["recipes"]]
+                entry["rl_step"] = sum(d) / len(d)
+                entry["rl_step_better"] = sum(x > 0 for x in d)
+            per[r] = entry
+        best = [row["best_rule"][1] for row in rows]
+        summary[obj] = {"recipes": per, "best_rule_mean": sum(best) / len(best)}
+    return summary
+
+
+def to_markdown(data: dict) -> str:
+    lines = [f"# Objectives across folds ({data['date']})", "",
+             "Oracle-normalised scores (random 0, the oracle 1) per fold's test traces, from the fold reports of "
+             "`benchmarks/objectives.py`; a recipe with several runs in a fold is their mean. Energy is modelled "
+             "(the reports' profile). Generated by `benchmarks/objectives_cv.py`.", ""]
+    for i, rep in enumerate(data["reports"]):
+        lines.append(f"* fold {i}: `{rep['path']}` ({rep['traces']}, {rep['episodes']} episodes, split "
+                     f"{rep['split']})")
+    for obj in OBJECTIVES:
+        if obj not in data["summary"]:
+            continue
+        recipes = list(data["summary"][obj]["recipes"])
+        lines += ["", f"## {obj}", "", "| fold | binds | " + " | ".join(recipes) + " | best rule |",
+                  "|---|---|" + "---|" * len(recipes) + "---|"]
+        for i, f in enumerate(data["folds"]):
+            row = f[obj]
+            best_name, best = row["best_rule"]
+            cells = [f"{row['recipes'][r]:.3f}" if r in row["recipes"] else "–" for r in recipes]
+            lines.append(f"| {i} | {row['binding'][0]}/{row['binding'][1]} | " + " | ".join(cells)
+                         + f" | {best_name} {best:.3f} |")
+        s = data["summary"][obj]
+        lines.append("| mean | | " + " | ".join(f"{s['recipes'][r]['mean']:.3f}" for r in recipes)
+                     + f" | {s['best_rule_mean']:.3f} |")
+        lines.append("| worst fold | | " + " | ".join(f"{s['recipes'][r]['worst']:.3f}" for r in recipes) + " | |")
+        lines.append("| folds above every rule | | " + " | ".join(
+            f"{s['recipes'][r]['above_rules']} of {s['recipes'][r]['folds']}" for r in recipes) + " | |")
+        steps = [r for r in recipes if "rl_step" in s["recipes"][r]]
+        if steps:
+            lines += ["", "The RL step (the recipe less its warm start, mean over folds): " + "; ".join(
+                f"{r} {s['recipes'][r]['rl_step']:+.3f} (better in {s['recipes'][r]['rl_step_better']} of "
+                f"{s['recipes'][r]['folds']})" for r in steps) + "."]
+    lines += ["", f"![objectives across folds]({Path(data['out']).name}.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(data: dict, path: Path) -> None:
+    """A panel per objective: the best rule per fold as a bar, each recipe as a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objs = [o for o in OBJECTIVES if o in data["summary"]]
+    fig, axes = plt.subplots(1, len(objs), figsize=(4.2 * len(objs), 3.6), sharey=True, squeeze=False)
+    markers = "osD^vP*X"
+    for ax, obj in zip(axes[0], objs):
+        recipes = list(data["summary"][obj]["recipes"])
+        xs = range(len(data["folds"]))
+        ax.bar(list(xs), [f[obj]["best_rule"][1] for f in data["folds"]], color="0.85", label="best rule")
+        for j, r in enumerate(recipes):
+            ys = [f[obj]["recipes"].get(r, float("nan")) for f in data["folds"]]
+            ax.plot([x + (j - (len(recipes) - 1) / 2) * 0.12 for x in xs], ys, markers[j % len(markers)],
+                    label=r, mfc="none" if r.endswith(WARM) else None)
+        ax.set_title(obj)
+        ax.set_xticks(list(xs), [f"fold {i}" for i in xs])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("score (random 0, oracle 1)")
+    lo = min(min(f[o]["best_rule"][1] for f in data["folds"]) for o in objs)
+    lo = min([lo] + [v["worst"] for o in objs for v in data["summary"][o]["recipes"].values()])
+    axes[0][0].set_ylim(max(lo - 0.1, -1.0), 1.0)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reports", nargs="+", required=True, help="benchmarks/objectives.py JSON reports, one per fold")
+    ap.add_argument("--group", action="append", default=[], required=True,
+                    help="NAME=TEXT: the runs whose path contains TEXT are the recipe NAME (repeat per recipe)")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "objectives_cv"))
+    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    a = ap.parse_args(argv)
+    try:
+        groups = [parse_group(g) for g in a.group]
+    except ValueError as exc:
+        ap.error(str(exc))
+    out = Path(a.out)
+    refuse_to_overwrite(ap, out, a.force)
+    folds, reports = [], []
+    for p in a.reports:
+        try:
+            rep = json.loads(Path(p).read_text())
+            folds.append(fold_scores(rep, groups))
+        except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
+            ap.error(f"--reports {p}: {exc!s}" + ("" if isinstance(exc, ValueError) else
+                                                  "; fix: pass a JSON report written by benchmarks/objectives.py"))
+        s = rep["sets"][0]
+        reports.append({"path": p, "traces": s["traces"], "split": s.get("split", rep.get("split", "test")),
+                        "episodes": next(iter(s["objectives"].values()))["episodes"]})
+    data = {"date": time.strftime("%Y-%m-%d"), "out": str(out), "groups": dict(groups), "reports": reports,
+            "folds": folds, "summary": summarise(folds)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(out, data, to_markdown(data))
+    plot(data, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

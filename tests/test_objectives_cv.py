@@ -1,0 +1,88 @@
+"""benchmarks/objectives_cv.py: the fold reports of benchmarks/objectives.py grouped into recipes, with each
+recipe's mean, worst fold, folds above every rule and RL step computed from the reports' scores."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import objectives_cv as CV  # noqa: E402
+
+
+def _report(scores: dict[str, dict[str, float]], runs: list[str], traces: str = "folds/fold-0") -> dict:
+    """A fold report as benchmarks/objectives.py writes it: ``scores[objective][controller]``."""
+    objs = {}
+    for obj, s in scores.items():
+        objs[obj] = {"episodes": 10, "binding_episodes": 3, "binding_share": 0.3,
+                     "controllers": {k: {"score": v, "return": 0.0} for k, v in s.items()}}
+    return {"date": "2026-12-06", "runs": runs, "split": "test",
+            "sets": [{"traces": traces, "split": "test", "objectives": objs}]}
+
+
+RUNS = ["r/f/nobr/run1", "r/f/br/run1", "r/f/nobr/run1/warm_start", "r/f/br/run1/warm_start"]
+GROUPS = [("no rule", "/nobr/"), ("budget rule", "/br/")]
+
+
+def _fold(rl: tuple[float, float, float, float], rule: float) -> dict:
+    ctrl = {"random": 0.0, "oracle": 1.0, "static-largest": rule, "schedutil": rule - 0.1}
+    ctrl.update({f"rl:{i}": v for i, v in enumerate(rl)})
+    return _report({"max-quality": ctrl}, RUNS)
+
+
+def test_recipes_scored_per_fold_and_summarised():
+    folds = [CV.fold_scores(_fold((0.80, 0.90, 0.70, 0.85), rule=0.84), GROUPS),
+             CV.fold_scores(_fold((0.95, 0.93, 0.90, 0.94), rule=0.92), GROUPS)]
+    row = folds[0]["max-quality"]
+    assert row["recipes"] == {"no rule": 0.80, "budget rule": 0.90, "no rule (warm start)": 0.70,
+                              "budget rule (warm start)": 0.85}
+    assert row["best_rule"] == ("static-largest", 0.84)  # random and the oracle are not rules
+    s = CV.summarise(folds)["max-quality"]["recipes"]
+    assert s["no rule"]["mean"] == pytest.approx(0.875) and s["no rule"]["worst"] == pytest.approx(0.80)
+    assert s["no rule"]["above_rules"] == 1 and s["budget rule"]["above_rules"] == 2
+    assert s["no rule"]["rl_step"] == pytest.approx(((0.80 - 0.70) + (0.95 - 0.90)) / 2)
+    assert s["budget rule"]["rl_step_better"] == 1  # +0.05 in fold 0, -0.01 in fold 1
+    assert "rl_step" not in s["budget rule (warm start)"]
+
+
+def test_seeds_of_one_recipe_are_averaged():
+    rep = _report({"max-quality": {"random": 0.0, "oracle": 1.0, "schedutil": 0.5, "rl:0": 0.6, "rl:1": 0.8}},
+                  ["x/br/seed1", "x/br/seed2"])
+    assert CV.fold_scores(rep, GROUPS)["max-quality"]["recipes"] == {"budget rule": pytest.approx(0.7)}
+
+
+def test_bad_input_is_refused_with_the_fix(tmp_path, capsys):
+    with pytest.raises(ValueError, match="contains none of the --group texts"):
+        CV.recipe_of("runs/other/run", GROUPS)
+    with pytest.raises(ValueError, match="NAME=TEXT"):
+        CV.parse_group("no-equals-sign")
+    runs_only = _report({"max-quality": {"rl:0": 0.6}}, ["x/br/seed1"])
+    with pytest.raises(ValueError, match="--runs-only"):
+        CV.fold_scores(runs_only, GROUPS)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit):
+        CV.main(["--reports", str(bad), "--group", "a=/br/", "--out", str(tmp_path / "o")])
+    assert "bad.json" in capsys.readouterr().err
+
+
+def test_writes_the_report_and_keeps_an_existing_one(tmp_path, capsys):
+    paths = []
+    for i, (rl, rule) in enumerate((((0.80, 0.90, 0.70, 0.85), 0.84), ((0.95, 0.93, 0.90, 0.94), 0.92))):
+        p = tmp_path / f"eval-f{i}.json"
+        p.write_text(json.dumps(_fold(rl, rule)))
+        paths.append(str(p))
+    out = tmp_path / "cv"
+    args = ["--reports", *paths, "--group", "no rule=/nobr/", "--group", "budget rule=/br/", "--out", str(out)]
+    assert CV.main(args) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "| mean | | 0.875 | 0.915 |" in md and "| folds above every rule | | 1 of 2 | 2 of 2 |" in md
+    assert out.with_suffix(".png").stat().st_size > 0
+    before = out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        CV.main(args)  # an existing report is not replaced without --force
+    assert out.with_suffix(".md").read_text() == before
