@@ -98,6 +98,19 @@ def summarise(folds: list[dict]) -> dict:
     return summary
 
 
+def over_objectives(folds: list[dict]) -> dict:
+    """Per fold, each recipe's score averaged over the objectives the fold scored it under (all of them, else it is
+    left out), and the best rules' likewise (each objective's own best rule)."""
+    rows = []
+    for f in folds:
+        objs = [o for o in OBJECTIVES if o in f]
+        recipes = list(dict.fromkeys(r for o in objs for r in f[o]["recipes"]))
+        rows.append({"recipes": {r: sum(f[o]["recipes"][r] for o in objs) / len(objs) for r in recipes
+                                 if all(r in f[o]["recipes"] for o in objs)},
+                     "best_rules": sum(f[o]["best_rule"][1] for o in objs) / len(objs)})
+    return {"folds": rows}
+
+
 def to_markdown(data: dict) -> str:
     lines = [f"# Objectives across folds ({data['date']})", "",
              "Oracle-normalised scores (random 0, the oracle 1) per fold's test traces, from the fold reports of "
@@ -129,6 +142,18 @@ def to_markdown(data: dict) -> str:
             lines += ["", "The RL step (the recipe less its warm start, mean over folds): " + "; ".join(
                 f"{r} {s['recipes'][r]['rl_step']:+.3f} (better in {s['recipes'][r]['rl_step_better']} of "
                 f"{s['recipes'][r]['folds']})" for r in steps) + "."]
+    rows = data["over_objectives"]["folds"]
+    recipes = list(dict.fromkeys(r for row in rows for r in row["recipes"]))
+    lines += ["", "## Mean over the three objectives", "",
+              "| fold | " + " | ".join(recipes) + " | each objective's best rule |", "|---|" + "---|" * len(recipes)
+              + "---|"]
+    for i, row in enumerate(rows):
+        lines.append(f"| {i} | " + " | ".join(f"{row['recipes'][r]:.3f}" if r in row["recipes"] else "–"
+                                              for r in recipes) + f" | {row['best_rules']:.3f} |")
+    means = [sum(row["recipes"][r] for row in rows if r in row["recipes"])
+             / max(1, sum(r in row["recipes"] for row in rows)) for r in recipes]
+    lines.append("| mean | " + " | ".join(f"{m:.3f}" for m in means)
+                 + f" | {sum(row['best_rules'] for row in rows) / len(rows):.3f} |")
     lines += ["", f"![objectives across folds]({Path(data['out']).name}.png)", ""]
     return "\n".join(lines)
 
@@ -190,7 +215,7 @@ def main(argv=None) -> int:
         reports.append({"path": p, "traces": s["traces"], "split": s.get("split", rep.get("split", "test")),
                         "episodes": next(iter(s["objectives"].values()))["episodes"]})
     data = {"date": time.strftime("%Y-%m-%d"), "out": str(out), "groups": dict(groups), "reports": reports,
-            "folds": folds, "summary": summarise(folds)}
+            "folds": folds, "summary": summarise(folds), "over_objectives": over_objectives(folds)}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_report(out, data, to_markdown(data))
     plot(data, out.with_suffix(".png"))

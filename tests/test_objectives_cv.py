@@ -47,6 +47,16 @@ def test_recipes_scored_per_fold_and_summarised():
     assert s["no rule"]["rl_step"] == pytest.approx(((0.80 - 0.70) + (0.95 - 0.90)) / 2)
     assert s["budget rule"]["rl_step_better"] == 1  # +0.05 in fold 0, -0.01 in fold 1
     assert "rl_step" not in s["budget rule (warm start)"]
+    over = CV.over_objectives(folds)["folds"]
+    assert over[1]["recipes"]["budget rule"] == pytest.approx(0.93) and over[1]["best_rules"] == pytest.approx(0.92)
+
+
+def test_mean_over_objectives_averages_each_objective_once():
+    ctrl = {"random": 0.0, "oracle": 1.0, "schedutil": 0.5}
+    rep = _report({"max-quality": dict(ctrl, **{"rl:0": 0.9}), "min-energy": dict(ctrl, **{"rl:0": 0.6}),
+                   "last-until": dict(ctrl, schedutil=0.8, **{"rl:0": 0.6})}, ["x/br/seed1"])
+    row = CV.over_objectives([CV.fold_scores(rep, GROUPS)])["folds"][0]
+    assert row["recipes"]["budget rule"] == pytest.approx(0.7) and row["best_rules"] == pytest.approx(0.6)
 
 
 def test_seeds_of_one_recipe_are_averaged():
