@@ -108,7 +108,10 @@ def over_objectives(folds: list[dict]) -> dict:
         rows.append({"recipes": {r: sum(f[o]["recipes"][r] for o in objs) / len(objs) for r in recipes
                                  if all(r in f[o]["recipes"] for o in objs)},
                      "best_rules": sum(f[o]["best_rule"][1] for o in objs) / len(objs)})
-    return {"folds": rows}
+    recipes = list(dict.fromkeys(r for row in rows for r in row["recipes"]))
+    mean = {r: sum(row["recipes"][r] for row in rows if r in row["recipes"])
+            / sum(r in row["recipes"] for row in rows) for r in recipes}
+    return {"folds": rows, "mean": mean, "best_rules_mean": sum(row["best_rules"] for row in rows) / max(1, len(rows))}
 
 
 def to_markdown(data: dict) -> str:
@@ -142,18 +145,16 @@ def to_markdown(data: dict) -> str:
             lines += ["", "The RL step (the recipe less its warm start, mean over folds): " + "; ".join(
                 f"{r} {s['recipes'][r]['rl_step']:+.3f} (better in {s['recipes'][r]['rl_step_better']} of "
                 f"{s['recipes'][r]['folds']})" for r in steps) + "."]
-    rows = data["over_objectives"]["folds"]
-    recipes = list(dict.fromkeys(r for row in rows for r in row["recipes"]))
+    over = data["over_objectives"]
+    rows, recipes = over["folds"], list(over["mean"])
     lines += ["", "## Mean over the three objectives", "",
               "| fold | " + " | ".join(recipes) + " | each objective's best rule |", "|---|" + "---|" * len(recipes)
               + "---|"]
     for i, row in enumerate(rows):
         lines.append(f"| {i} | " + " | ".join(f"{row['recipes'][r]:.3f}" if r in row["recipes"] else "–"
                                               for r in recipes) + f" | {row['best_rules']:.3f} |")
-    means = [sum(row["recipes"][r] for row in rows if r in row["recipes"])
-             / max(1, sum(r in row["recipes"] for row in rows)) for r in recipes]
-    lines.append("| mean | " + " | ".join(f"{m:.3f}" for m in means)
-                 + f" | {sum(row['best_rules'] for row in rows) / len(rows):.3f} |")
+    lines.append("| mean | " + " | ".join(f"{over['mean'][r]:.3f}" for r in recipes)
+                 + f" | {over['best_rules_mean']:.3f} |")
     lines += ["", f"![objectives across folds]({Path(data['out']).name}.png)", ""]
     return "\n".join(lines)
 
