@@ -186,12 +186,22 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
             "wall_s": time.time() - t0, "controllers": table}
 
 
+def floor_text(data: dict) -> str:
+    """How a report held min-energy's floor: by the masks, under a budget within what the budget rule allows (reports
+    from ``floor_within_budget`` on), or out of force under a budget (earlier reports), or only as a cost."""
+    if not data.get("floor_rule", False):
+        return "only a cost"
+    if data.get("floor_within_budget", False) and data.get("budget_rule", False):
+        return "held by the masks (EnvParams.floor_rule), under a budget within what the budget rule allows"
+    return "held by the masks (EnvParams.floor_rule)"
+
+
 def to_markdown(data: dict) -> str:
     lines = [f"# Objectives: binding constraints and controllers ({data['date']})", "",
              f"Host `{data['host']}`; {data.get('split', 'test')} split, every trace from row 0, {data['max_steps']} "
              "steps; oracle grid "
              f"{data['oracle_grid']}; min-energy's floor "
-             f"{'held by the masks (EnvParams.floor_rule)' if data.get('floor_rule', False) else 'only a cost'}; the "
+             f"{floor_text(data)}; the "
              "budget "
              f"{'held by the masks (EnvParams.budget_rule)' if data.get('budget_rule', False) else 'only a cost'}. "
              "Energy is modelled (profile `profiles/reference-cpu.json`). "
@@ -318,6 +328,9 @@ def main(argv=None) -> int:
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs, "floor_rule": not a.no_floor_rule,
             "budget_rule": not a.no_budget_rule,
+            # the floor under a budget: held after the budget rule's mask (runtime.rules.floor_within_budget, from
+            # 2026-12-06); earlier reports have no such key, their floor was out of force under a budget
+            "floor_within_budget": True,
             "split": a.split, "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
                                                not a.runs_only) for s in sets]}
     for s in data["sets"]:

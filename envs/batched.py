@@ -379,14 +379,15 @@ class BatchedPowerEnv(VecEnv):
 
     def _masks(self, rows: Any = slice(None)) -> np.ndarray:
         """(len(rows), n_actions) feasibility masks of the envs ``rows`` (default: all)."""
-        from runtime.rules import HOT_MARGIN_C
+        from runtime.rules import HOT_MARGIN_C, floor_within_budget
 
         f, pl, reserve = self.tr.flat, self.plant, self.params.reserve_soc
         idx = np.arange(self.num_envs)[rows]
         fi, temp, soc = self.fi[idx], self.temp[idx], self.soc[idx]
         out = self._fits[self.k[idx]]  # each env's device memory (runtime.rules.Feasibility.fits); a copy
         rules = self.ref.rules
-        # min-energy's floor in the masks where it is in force (EnvParams.floor_rule; not under a power budget)
+        # min-energy's floor in the masks where it is in force (EnvParams.floor_rule; under a power budget only within
+        # the budget rule's mask, below)
         qmin = (floor_in_force(self.qmin[idx], f["budget"].take(fi)) if self.params.floor_rule
                 else np.full(len(idx), np.nan))
         if (qmin == qmin).any():
@@ -417,6 +418,10 @@ class BatchedPowerEnv(VecEnv):
                                         self.budget_left[idx] + bud * self.params.budget_grace_s, self.dt, out,
                                         self.costs.switch_j[self.a[idx]], self.params.budget_reserve_s,
                                         self.params.budget_reserve_tps)
+                if self.params.floor_rule:  # min-energy's floor within what the budget allows (floor_within_budget)
+                    q_in = floor_within_budget(self.qmin[idx], bud)
+                    if (q_in == q_in).any():
+                        out = rules.floor_mask(q_in, out)
         return out
 
 

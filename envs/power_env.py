@@ -27,7 +27,8 @@ counted from that share of the reserve (0: from empty) instead of the reserve it
 ``EnvParams.floor_rule`` (off by default; the scoring tools and the runtime turn it on) the masks also hold the
 quality floor: of the configurations the other rules
 allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule, and
-to a power budget: under one it is only a cost; ``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``). With
+to a power budget: under one it is held within what the budget rule allows, and is only a cost without that rule;
+``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``, ``floor_within_budget``). With
 ``EnvParams.budget_rule`` (off by default; the scoring tools and the runtime turn it on) the masks hold the episode's
 power budget: a configuration above the budget whose LLM power at the demand just seen plus the backlog drained in
 one step would take the budget's allowance (grace included) below ``EnvParams.budget_reserve_s`` of budget this step
@@ -209,6 +210,7 @@ from runtime.rules import (
     SchedutilRule,
     dwell_mask,
     floor_in_force,
+    floor_within_budget,
     saver_horizon_s,
     saver_soc,
     since_switch_after,
@@ -398,7 +400,7 @@ class MicroLLMPowerEnv(gym.Env):
         """The action mask at row ``_i`` in the current state: the rules' own (``_compute_mask``) where one can bind
         (near the trip point, below the battery rule's threshold, the link or a processor down), else those that fit
         the device's memory, held to the episode's quality floor where it is in force (``EnvParams.floor_rule``;
-        ``runtime.rules.floor_in_force``: not under a power budget)."""
+        ``runtime.rules.floor_in_force``; under a power budget only within the budget rule's mask, and only with it)."""
         i = self._i
         low_soc = self._low_soc() if self._saver_s or self._saver_dl else self.reserve_soc  # no call when off
         if self.temp_c > self._hot_c or self.soc < low_soc or (self._has_split and self._bw[i] <= 0.0) \
@@ -410,13 +412,16 @@ class MicroLLMPowerEnv(gym.Env):
         return self._budget_masked(self._fits) if self._budget_rule else self._fits
 
     def _budget_masked(self, allowed: np.ndarray) -> np.ndarray:
-        """The budget rule on ``allowed`` (``EnvParams.budget_rule``; ``runtime.rules.Feasibility.budget_mask``): the
-        rate it prices is the demand just seen + the backlog drained in one step, the allowance the budget left with
-        its grace (what the observation shows), plus the energy of switching from the current configuration."""
+        """The budget rule on ``allowed`` (``EnvParams.budget_rule``; ``runtime.rules.Feasibility.budget_mask``), then
+        min-energy's floor within what it allows where the floor rule holds it (``runtime.rules.floor_within_budget``;
+        the floor was out of force in ``allowed``). The rate it prices is the demand just seen + the backlog drained in
+        one step, the allowance the budget left with its grace (what the observation shows), plus the energy of
+        switching from the current configuration."""
         b, dt = self._budget[self._i], self.step_s
-        return self.rules.budget_mask(self._last_demand + self.backlog / dt, b, self._budget_left_j + b * self._grace_s,
-                                      dt, allowed, self.costs.switch_j[self._a], self.params.budget_reserve_s,
-                                      self.params.budget_reserve_tps)
+        m = self.rules.budget_mask(self._last_demand + self.backlog / dt, b, self._budget_left_j + b * self._grace_s,
+                                   dt, allowed, self.costs.switch_j[self._a], self.params.budget_reserve_s,
+                                   self.params.budget_reserve_tps)
+        return self.rules.floor_mask(floor_within_budget(self._mask_qmin, b), m)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

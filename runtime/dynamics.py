@@ -279,20 +279,21 @@ class EnvParams:
     floor_rule: bool = False
     """min-energy: the action masks hold the quality floor (runtime.rules.Feasibility.floor_mask): of the
     configurations the safety rules allow, only those that meet the floor stay allowed, when one does. It gives way
-    to every safety rule and to a power budget (runtime.rules.floor_in_force: where the episode has one, the floor is
-    only a cost). Off in training by default, as every committed score: trained with it, the goal-conditioned recipe
-    scored lower on three seeds (docs/objectives.md, "The floor as a mask rule"). Scoring and deploying hold the floor
-    whatever a run was trained with (agents.evaluate, the objectives reports and deploy.py run turn it on unless told
-    --no-floor-rule): without it a policy served below the floor on hundreds of steps of a test split"""
+    to every safety rule and to a power budget: where the episode has one, the floor is held within what the budget
+    rule allows (runtime.rules.floor_within_budget), and is only a cost without that rule (floor_in_force). Off in
+    training by default, as every committed score: trained with it, the goal-conditioned recipe scored lower on three
+    seeds (docs/objectives.md, "The floor as a mask rule"). Scoring and deploying hold the floor whatever a run was
+    trained with (agents.evaluate, the objectives reports and deploy.py run turn it on unless told --no-floor-rule):
+    without it a policy served below the floor on hundreds of steps of a test split"""
     budget_rule: bool = False
     """a power budget in the action masks (runtime.rules.Feasibility.budget_mask): while a configuration's power at
     the current rate (the demand + the backlog drained in one step) is above the budget and would take the budget's
     allowance, grace included, below what the rule keeps in hand (budget_reserve_s) by the end of the step, it is
     masked, unless nothing the other rules allow meets the budget (then the least power of those). It gives way to
-    every safety rule; under a budget the floor rule is out of force (floor_in_force), so the two never meet. Off
-    in training by default, as every committed score; scoring and deploying hold the user's budget whatever a run
-    was trained with (agents.evaluate, the objectives reports and deploy.py run turn it on unless told
-    --no-budget-rule; docs/objectives.md, "The budget as a mask rule")"""
+    every safety rule; the floor rule comes after it, within what it allows (floor_within_budget), so the floor never
+    overdraws the budget. Off in training by default, as every committed score; scoring and deploying hold the user's
+    budget whatever a run was trained with (agents.evaluate, the objectives reports and deploy.py run turn it on
+    unless told --no-budget-rule; docs/objectives.md, "The budget as a mask rule")"""
     budget_reserve_s: float = 900.0
     """budget_rule: the seconds of budget the rule keeps in hand (budget_w × this, of the allowance with its grace): a
     configuration above the budget runs only while the allowance left after the step stays above it. A burst of

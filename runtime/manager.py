@@ -66,7 +66,7 @@ from runtime.observation import (
 )
 from runtime.placement import role_mask
 from runtime.policy import NumpyPolicy, PolicyFile, PolicyFileError, load_policy_file
-from runtime.rules import NO_SWITCH_YET, SchedutilRule, floor_in_force, since_switch_after
+from runtime.rules import NO_SWITCH_YET, SchedutilRule, since_switch_after
 from runtime.sensors import (
     AMBIENT,
     BANDWIDTH,
@@ -743,9 +743,9 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
-        ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule)
-        q_min = floor_in_force(ob.quality_floor, self.budget_w) if ob is not None and ob.kind == "min-energy" \
-            else math.nan
+        ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule; the shield
+        # holds it with the safety rules, or within its budget rule's mask under a budget: runtime.rules.floor_in_force)
+        q_min = ob.quality_floor if ob is not None and ob.kind == "min-energy" else math.nan
         # the budget rule (ShieldParams.budget_rule): the rate the next decision serves, the demand + the backlog
         # drained in one step (as the env's masks price it), against the allowance left; with no demand given
         # (set_workload), the model generates flat out: each configuration at its own throughput

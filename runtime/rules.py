@@ -20,8 +20,10 @@ A configuration is infeasible *now* when running it at the current demand would
 * serve below the user's quality floor (``min-energy``; ``EnvParams.floor_rule``): of the configurations the
   rules above allow, only those whose quality is at least ``q_min`` stay allowed — when one does. The floor
   gives way to every safety rule: when none of the configurations they allow meets it, they all stay allowed
-  (the user's floor is a cost then, never a death or a trip). It gives way to a power budget too
-  (:func:`floor_in_force`): where one is set, the floor is only a cost, traded against the budget's;
+  (the user's floor is a cost then, never a death or a trip). Under a power budget it is held within the budget
+  rule's mask when that rule is on (:func:`floor_in_force`: the floor mask comes after the budget mask, so it
+  never overdraws the budget; of the configurations the budget allows, those that meet the floor), and is only
+  a cost, traded against the budget's, when the budget rule is off;
 * overdraw the user's power budget (``max-quality``'s, or any episode's budget; ``EnvParams.budget_rule``): a
   configuration above the budget whose LLM power at the current rate would take the budget's allowance (grace
   included) below what the rule keeps in hand (``EnvParams.budget_reserve_s`` of budget) by the end of the step is
@@ -126,16 +128,29 @@ def saver_horizon_s(saver_s: float, deadline_left_s, to_deadline: bool):
 
 
 def floor_in_force(q_min, budget_w):
-    """The quality floor the masks hold (:meth:`Feasibility.floor_mask`; NaN: none): min-energy's ``q_min``, unless
-    a power budget is set (``budget_w`` not NaN). The user's power limit then wins and the floor is only a cost,
-    which the reward trades against the budget's overdraw (the overlaid trace sets keep each trace's budget under
-    every objective; with both held, meeting the floor overdraws the budget on every step, and the oracle trades
-    the floor away instead). Scalars or numpy arrays; the environments, the masked oracle and the runtime shield all
-    call it."""
+    """The quality floor the masks hold with the safety rules, before the budget rule (:meth:`Feasibility.floor_mask`;
+    NaN: none): min-energy's ``q_min`` where no power budget is set (``budget_w`` NaN). Under a budget the floor is
+    held only after the budget rule's mask, within what the budget allows (:func:`floor_within_budget`), and not at
+    all without the budget rule: the user's power limit wins and the floor is only a cost, which the reward trades
+    against the budget's overdraw. Held before the budget mask, the floor overdrew the budget on every step of the
+    overlaid trace sets, which keep each trace's budget under every objective (docs/objectives.md, "The floor as a
+    mask rule"). Scalars or numpy arrays; the environments, the masked oracle and the runtime shield all call it (the
+    masked oracle plans a budget as a cost, so for it the floor under a budget is a cost too)."""
     if isinstance(q_min, np.ndarray) or isinstance(budget_w, np.ndarray):
         b = np.asarray(budget_w, dtype=np.float64)
         return np.where(b == b, np.nan, q_min)
     return q_min if budget_w != budget_w else float("nan")
+
+
+def floor_within_budget(q_min, budget_w):
+    """The quality floor the masks hold after the budget rule's mask (NaN: none): min-energy's ``q_min`` where a power
+    budget is set and the budget rule holds it (the caller's to know), so that of the configurations the budget
+    allows, those that meet the floor stay allowed, when one does; NaN where no budget is set (the floor was held
+    before, :func:`floor_in_force`). Together the two hold the floor exactly once. Scalars or numpy arrays."""
+    if isinstance(q_min, np.ndarray) or isinstance(budget_w, np.ndarray):
+        b = np.asarray(budget_w, dtype=np.float64)
+        return np.where(b == b, q_min, np.nan)
+    return q_min if budget_w == budget_w else float("nan")
 
 
 def step_down(action: int, allowed: np.ndarray, energy_j_per_token: np.ndarray, quality: np.ndarray) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
-from runtime.rules import HOT_MARGIN_C, Feasibility, saver_horizon_s, saver_soc
+from runtime.rules import HOT_MARGIN_C, Feasibility, floor_in_force, floor_within_budget, saver_horizon_s, saver_soc
 
 #: The battery reserve a device keeps when nobody configured one (the environment's default).
 DEFAULT_RESERVE_SOC = EnvParams().reserve_soc
@@ -207,6 +207,7 @@ class Shield:
         self.low_soc = params.reserve_soc  # the masks' reserve at the last mask(): raised by the battery saver
         # the last mask() before the user's rule (the floor or the budget; None: it held neither) and that rule
         self._before_user_rule: np.ndarray | None = None
+        self._within_budget: np.ndarray | None = None  # the budget rule's mask before the floor held within it
         self._user_reason = Reason.FLOOR_MASK
 
     def set_energy_per_token(self, energy_j_per_token: np.ndarray) -> None:
@@ -243,17 +244,22 @@ class Shield:
         configurations, a processor down with placements, or a quality floor to hold), else None. ``capacity_j``
         (the battery's full charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``);
         ``deadline_left_s`` (NaN: none) its horizon with ``ShieldParams.saver_to_deadline``; ``q_min`` (NaN: none)
-        is the min-energy quality floor in force (``runtime.rules.floor_in_force``), held with
-        ``ShieldParams.floor_rule`` when the quality table is known; ``budget_w`` (NaN: none) the user's power budget,
+        is the min-energy quality floor, held with ``ShieldParams.floor_rule`` when the quality table is known: with the
+        safety rules where no budget is set (``runtime.rules.floor_in_force``), within what the budget rule allows
+        where one is (``runtime.rules.floor_within_budget``), not at all under a budget the shield does not hold (then
+        it is only a cost); ``budget_w`` (NaN: none) the user's power budget,
         held with ``ShieldParams.budget_rule`` over a ``dt_s`` decision at ``rate_tps`` tokens/s (default the
         demand; ``inf``: flat out, each configuration at its own throughput) with ``allowance_j`` left (its grace
         included; ``runtime.rules.Feasibility.budget_mask``)."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)
-        floor = q_min == q_min and self.p.floor_rule and self.rules.quality is not None
         budget = budget_w == budget_w and self.p.budget_rule
-        self._before_user_rule = None
+        held = self.p.floor_rule and self.rules.quality is not None
+        q_pre = floor_in_force(q_min, budget_w) if held else math.nan  # with the safety rules (no budget set)
+        q_post = floor_within_budget(q_min, budget_w) if held and budget else math.nan  # within the budget's mask
+        floor = q_pre == q_pre or q_post == q_post
+        self._before_user_rule = self._within_budget = None
         if self.rules.active(temp_c, self.p.t_max_c, soc, lo, bandwidth_mbps, down) \
                 or self.fits is not self.rules.all_ok or floor or budget:
             m = self.rules.mask(demand_tps, temp_c, ambient_c, self.p.t_max_c, self.p.r_th_c_per_w,
@@ -261,14 +267,17 @@ class Shield:
                                 bandwidth_mbps=bandwidth_mbps, fits=self.fits, down=down)
             if floor or budget:  # the user's rule last, on what the safety rules allow (kept for mask_reason)
                 self._before_user_rule = m.copy()
-                if floor:
+                if q_pre == q_pre:
                     self._user_reason = Reason.FLOOR_MASK
-                    m[:] = self.rules.floor_mask(q_min, self._before_user_rule)
+                    m[:] = self.rules.floor_mask(q_pre, self._before_user_rule)
                 if budget:
                     self._user_reason = Reason.BUDGET_MASK
                     m[:] = self.rules.budget_mask(demand_tps if rate_tps is None else rate_tps, budget_w,
                                                   allowance_j, dt_s, m.copy(), keep_s=self.p.budget_reserve_s,
                                                   keep_tps=self.p.budget_reserve_tps)
+                    if q_post == q_post:  # the floor within what the budget allows (kept for mask_reason)
+                        self._within_budget = m.copy()
+                        m[:] = self.rules.floor_mask(q_post, self._within_budget)
             return m
         return None
 
@@ -277,6 +286,8 @@ class Shield:
             return Reason.MEMORY_MASK
         if action is not None and down and int(self.rules.roles[action]) & int(down):
             return Reason.PROCESSOR_MASK
+        if action is not None and self._within_budget is not None and self._within_budget[action]:
+            return Reason.FLOOR_MASK  # the budget allows it, the floor held within the budget does not
         if action is not None and self._before_user_rule is not None and self._before_user_rule[action]:
             return self._user_reason  # only the user's floor or budget forbids it
         if temp_c > self.hot_c:

@@ -16,7 +16,7 @@ from envs.batched import BatchedPowerEnv
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from runtime.dynamics import EnvParams, Objective
-from runtime.rules import Feasibility, floor_in_force
+from runtime.rules import Feasibility, floor_in_force, floor_within_budget
 from runtime.shield import Reason, Shield, ShieldParams
 
 PROFILE = example_profile(12)
@@ -53,6 +53,16 @@ def test_a_power_budget_puts_the_floor_out_of_force():
     assert floor_in_force(0.4, math.nan) == 0.4 and math.isnan(floor_in_force(0.4, 0.5))
     got = floor_in_force(np.array([0.4, 0.4, np.nan]), np.array([np.nan, 0.5, np.nan]))
     assert got[0] == 0.4 and np.isnan(got[1:]).all()
+
+
+def test_under_a_budget_the_floor_is_held_after_the_budget_rule_and_only_there():
+    assert math.isnan(floor_within_budget(0.4, math.nan)) and floor_within_budget(0.4, 0.5) == 0.4
+    got = floor_within_budget(np.array([0.4, 0.4, np.nan]), np.array([np.nan, 0.5, 0.5]))
+    assert np.isnan(got[[0, 2]]).all() and got[1] == 0.4
+    # together the two hold a floor exactly once, budget or not
+    for b in (math.nan, 0.5):
+        q = (floor_in_force(0.4, b), floor_within_budget(0.4, b))
+        assert sum(x == x for x in q) == 1
 
 
 def _min_energy_env(floor_rule: bool, q_min: float, **kw):
@@ -182,6 +192,65 @@ def test_the_shield_holds_the_floor_and_says_so():
     assert off.mask(20.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5) is None
 
 
+def test_the_shield_holds_the_floor_within_what_the_budget_allows():
+    """Under a budget the shield's floor comes after its budget rule: of the configurations the budget allows, those
+    that meet the floor; none of them meets it: the budget's mask alone; no budget rule: no floor either."""
+    sh = Shield(ShieldParams(45.0, 5.0, 0.05, budget_reserve_s=0.0), EPT, quality=QUALITY)
+    at = dict(budget_w=0.45, allowance_j=0.0)  # at 10 tok/s the budget allows configurations 0..3 (<= 0.4 W)
+    budget_only = EPT * 10.0 <= 0.45
+    m = sh.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5, **at)
+    np.testing.assert_array_equal(m, budget_only & (QUALITY >= 0.5))
+    assert np.flatnonzero(m).tolist() == [3]  # the one that meets the floor within the budget, never above it
+    assert sh.mask_reason(30.0, 0.9, action=0) == Reason.FLOOR_MASK  # the budget allows it, the floor does not
+    assert sh.mask_reason(30.0, 0.9, action=7) == Reason.BUDGET_MASK  # above the budget: the budget's reason
+    # a floor that nothing the budget allows meets: the budget's mask alone, no overdraw for the floor's sake
+    np.testing.assert_array_equal(sh.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.85, **at), budget_only)
+    # with the allowance in hand the budget masks nothing, and the floor is held as without a budget
+    np.testing.assert_array_equal(sh.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5, budget_w=0.45,
+                                          allowance_j=1e6), QUALITY >= 0.5)
+    # a budget the shield does not hold: the floor is only a cost there too
+    no_budget_rule = Shield(ShieldParams(45.0, 5.0, 0.05, budget_rule=False), EPT, quality=QUALITY)
+    assert no_budget_rule.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.5, **at) is None
+
+
+@pytest.mark.parametrize("k", [0, 14])
+def test_the_envs_hold_the_floor_within_the_budget_masks(k):
+    """Both rules on, every trace's budget scaled down so that it binds: the scalar env's mask is its budget mask
+    (the same env with the floor rule off, stepped alike) held to the floor where that leaves one, and the batched
+    env holds the same masks row by row."""
+    import traces as T
+
+    base = T.TraceSet.load("traces/data/default").split("train")
+    trs = [t.replace(budget_w=np.full(len(t.time_s), 0.05)) for t in base]
+    q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
+    kw = dict(profile=PROFILE, traces=trs, max_episode_steps=10_000, budget_rule=True,
+              objective=Objective(kind="min-energy", quality_floor=q_min))
+    both = MicroLLMPowerEnv(random_start=False, floor_rule=True, **kw)
+    budget = MicroLLMPowerEnv(random_start=False, floor_rule=False, **kw)
+    batched = BatchedPowerEnv(n_envs=2, floor_rule=True, **kw)
+    for e in (both, budget):
+        e.reset(seed=0, options={"trace": k, "start": 0})
+    batched.reset_env(0, k, 0, objective="min-energy")
+    batched.reset_env(1, k, 0, objective="max-quality")
+    q = np.asarray(PROFILE_QUALITY)
+    rng = np.random.default_rng(k)
+    budget_binds = floor_binds = 0
+    for _ in range(300):
+        m, mb = both.action_masks(), budget.action_masks()
+        meets = mb & (q >= q_min)
+        np.testing.assert_array_equal(m, meets if meets.any() else mb)
+        np.testing.assert_array_equal(batched.action_masks()[0], m)
+        budget_binds += int(not mb.all())
+        floor_binds += int((m != mb).any())
+        a = int(rng.choice(np.flatnonzero(m)))
+        _, _, term, trunc, _ = both.step(a)
+        budget.step(a)
+        batched._step(np.full(2, a))
+        if term or trunc:
+            break
+    assert budget_binds > 10 and floor_binds > 10  # both rules at work, the floor within the budget
+
+
 def test_env_params_refuse_a_floor_rule_that_is_not_a_switch():
     assert not EnvParams().floor_rule  # off in training by default (docs/objectives.md); scoring turns it on
     with pytest.raises(ValueError, match="floor_rule must be true or false"):
@@ -245,3 +314,45 @@ def test_deploy_run_holds_the_floor_unless_told_not_to(tmp_path, capsys):
     free = deploy.main([*run, "--no-floor-rule"])
     assert "held by the shield" not in capsys.readouterr().err
     assert "floor_mask" not in free["overrides"] and not free["objective"]["met"]
+
+
+def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_path):
+    """Min-energy with a budget that the cheapest configuration meeting the floor just fits: the runtime manager's
+    shield holds the floor after the budget rule, as the env's masks do (every action it takes after the first step
+    is one the env allows), so a policy that insists on the smallest model meets the floor without overdrawing;
+    without the budget rule the floor is only a cost under a budget, and the policy runs below it."""
+    from policy_helpers import random_policy_file
+    from test_oracle import trace
+
+    from agents.deployed import DeployedPolicy
+
+    profile = "profiles/reference-cpu.json"
+    probe = MicroLLMPowerEnv(profile=profile, split="test")
+    q, ept, names = probe.costs.quality, probe.costs.ept_j, probe.space.names
+    q_min = float(np.quantile(q, 0.5))
+    meets = np.flatnonzero(q >= q_min)
+    b = 1.05 * 20.0 * float(ept[meets].min())  # the cheapest configuration that meets the floor fits, at 20 tok/s
+    tr = trace(200, demand_tps=20.0, budget_w=b, capacity_wh=50.0, name="floor-and-budget")
+    path = random_policy_file(tmp_path / "small.npz", profile, favour=names[int(np.argmin(q))], with_quality=True)
+    got = {}
+    for rule in (True, False):
+        env = MicroLLMPowerEnv(profile=profile, traces=[tr], random_start=False, floor_rule=True, budget_rule=rule,
+                               objective=Objective(kind="min-energy", quality_floor=q_min))
+        ctrl = DeployedPolicy(path, shield=True)
+        ctrl.bind(env)
+        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0})
+        below = over = outside = 0
+        for t in range(199):
+            a = int(ctrl.predict(obs, episode_start=np.array([t == 0]))[0][0])
+            # the env prices the first switch's energy into the budget (from the full model), the device does not
+            outside += int(t > 0 and not env.action_masks()[a])
+            obs, _, term, trunc, info = env.step(a)
+            below += int(q[info["config"]] < q_min)
+            over += int(info["step"].over_budget > 0)
+            if term or trunc:
+                break
+        got[rule] = (below, over, outside, ctrl.summary()["overrides"])
+    below, over, outside, overrides = got[True]
+    assert outside == 0 and below == 0 and over == 0 and overrides.get("floor_mask", 0) > 100
+    below, _, _, overrides = got[False]
+    assert below > 100 and "floor_mask" not in overrides
