@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -157,3 +158,38 @@ def test_a_spread_of_traces_of_any_split_and_runs_only(tmp_path):
     assert bare["controllers"] == {} and bare["episodes"] == 3 and bare["binding_share"] != bare["binding_share"]
     with pytest.raises(SystemExit):
         O.main(["--runs-only", "--out", str(tmp_path / "x")])
+
+
+def test_runs_added_to_a_report_are_scored_as_if_scored_with_it(tmp_path):
+    """``--add-to REPORT``: a run scored alone on REPORT's episodes and added to it gets the score it would have had
+    in REPORT (against its random policy and oracle), after REPORT's own runs; other episodes or rules are refused."""
+    report = {"date": "2026-12-01", "max_steps": 6, "split": "test", "floor_rule": True, "budget_rule": True,
+              "floor_within_budget": True, "runs": ["runs/a"],
+              "sets": [{"traces": "set", "split": "test", "objectives": {"min-energy": {"episodes": 2, "controllers": {
+                  "random": {"return": -10.0, "score": 0.0, "per_episode": [{"trace": "t0"}, {"trace": "t1"}]},
+                  "oracle": {"return": 10.0, "score": 1.0, "per_episode": [{"trace": "t0"}, {"trace": "t1"}]},
+                  "rl:0": {"return": 0.0, "score": 0.5, "per_episode": [{"trace": "t0"}, {"trace": "t1"}]}}}}}]}
+    new = dict(report, date="2026-12-06", runs=["runs/b"],
+               sets=[{"traces": "set", "split": "test", "objectives": {"min-energy": {"episodes": 2, "controllers": {
+                   "rl:0": {"return": 5.0, "score": math.nan,
+                            "per_episode": [{"trace": "t0"}, {"trace": "t1"}]}}}}}])
+    got = O.add_runs(report, new)
+    c = got["sets"][0]["objectives"]["min-energy"]["controllers"]
+    assert c["rl:0"]["score"] == 0.5 and c["rl:1"]["score"] == pytest.approx(0.75)
+    assert got["runs"] == ["runs/a", "runs/b"] and got["added"] == [{"date": "2026-12-06", "runs": ["runs/b"]}]
+    assert "rl:1" not in report["sets"][0]["objectives"]["min-energy"]["controllers"]  # the report itself untouched
+    assert "Added on 2026-12-06" in O.to_markdown(dict(got, sets=[], oracle_grid=(5, 3, 2), host="x"))
+    other = json.loads(json.dumps(new))
+    other["sets"][0]["objectives"]["min-energy"]["controllers"]["rl:0"]["per_episode"][1]["trace"] = "t2"
+    with pytest.raises(ValueError, match="--n-traces"):
+        O.add_runs(report, other)
+    with pytest.raises(ValueError, match="floor_rule"):
+        O.add_runs(report, dict(new, floor_rule=False))
+    with pytest.raises(ValueError, match="no set"):
+        O.add_runs(report, dict(new, sets=[dict(new["sets"][0], traces="elsewhere")]))
+    # the command line: a report that is not one, and --add-to without --runs, are refused with the reason
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    for argv in (["--add-to", str(bad), "--runs", "r"], ["--add-to", str(bad)]):
+        with pytest.raises(SystemExit):
+            O.main(argv + ["--out", str(tmp_path / "x")])
