@@ -365,6 +365,17 @@ def main(argv=None) -> int:
                 raise ValueError("no 'sets' list: not a report of benchmarks/objectives.py")
         except (OSError, ValueError) as exc:
             ap.error(f"argument --add-to: {a.add_to}: {exc}")
+        # what can be told before scoring: the sets, split, steps and rules must be the report's
+        have = [s.get("traces") for s in report["sets"]]
+        asked = {"split": a.split, "max_steps": a.max_steps, "floor_rule": not a.no_floor_rule,
+                 "budget_rule": not a.no_budget_rule}
+        for key, v in asked.items():
+            if report.get(key) != v:
+                ap.error(f"argument --add-to: {a.add_to} has {key}={report.get(key)!r}, this call {v!r}; score the "
+                         "runs as the report was")
+        for t in a.traces or []:
+            if t not in have:
+                ap.error(f"argument --add-to: {a.add_to} has no set {t!r} (it has {have}); pass the report's --traces")
     from runtime.safeio import atomic_write_text
 
     grid = parse_oracle_grid(ap, a.oracle_grid)

@@ -190,6 +190,11 @@ def test_runs_added_to_a_report_are_scored_as_if_scored_with_it(tmp_path):
     # the command line: a report that is not one, and --add-to without --runs, are refused with the reason
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    for argv in (["--add-to", str(bad), "--runs", "r"], ["--add-to", str(bad)]):
+    good = tmp_path / "report.json"
+    good.write_text(json.dumps(report))
+    for argv in (["--add-to", str(bad), "--runs", "r"], ["--add-to", str(bad)],
+                 ["--add-to", str(good), "--runs", "r", "--traces", "elsewhere", "--max-steps", "6"],
+                 ["--add-to", str(good), "--runs", "r", "--traces", "set", "--max-steps", "6", "--split", "val"]):
         with pytest.raises(SystemExit):
             O.main(argv + ["--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x.json").exists()  # refused before anything was scored or written
