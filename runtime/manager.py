@@ -743,8 +743,9 @@ class RuntimeManager:
         if st == State.FALLBACK:
             return -1, self.safe, Reason.FALLBACK
         pol = self.policy
-        ob = self.objective  # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule; the shield
-        # holds it with the safety rules, or within its budget rule's mask under a budget: runtime.rules.floor_in_force)
+        # min-energy's floor, for the shield's floor rule (ShieldParams.floor_rule; the shield holds it with the safety
+        # rules, or under a budget within its budget rule's mask: runtime.rules.floor_within_budget)
+        ob = self.objective
         q_min = ob.quality_floor if ob is not None and ob.kind == "min-energy" else math.nan
         # the budget rule (ShieldParams.budget_rule): the rate the next decision serves, the demand + the backlog
         # drained in one step (as the env's masks price it), against the allowance left; with no demand given

@@ -21,9 +21,9 @@ A configuration is infeasible *now* when running it at the current demand would
   rules above allow, only those whose quality is at least ``q_min`` stay allowed — when one does. The floor
   gives way to every safety rule: when none of the configurations they allow meets it, they all stay allowed
   (the user's floor is a cost then, never a death or a trip). Under a power budget it is held within the budget
-  rule's mask when that rule is on (:func:`floor_in_force`: the floor mask comes after the budget mask, so it
+  rule's mask when that rule is on (:func:`floor_within_budget`: the floor mask comes after the budget mask, so it
   never overdraws the budget; of the configurations the budget allows, those that meet the floor), and is only
-  a cost, traded against the budget's, when the budget rule is off;
+  a cost, traded against the budget's, when the budget rule is off (:func:`floor_in_force`);
 * overdraw the user's power budget (``max-quality``'s, or any episode's budget; ``EnvParams.budget_rule``): a
   configuration above the budget whose LLM power at the current rate would take the budget's allowance (grace
   included) below what the rule keeps in hand (``EnvParams.budget_reserve_s`` of budget) by the end of the step is
