@@ -191,15 +191,27 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
             "wall_s": time.time() - t0, "controllers": table}
 
 
+#: what a report's episodes and masks depend on besides its sets: runs added to a report must share them
+SETTINGS = ("max_steps", "split", "floor_rule", "budget_rule", "floor_within_budget")
+
+
+def settings_differ(report: dict, settings: dict) -> str | None:
+    """What in ``settings`` (a report's, or a call's) differs from ``report``'s :data:`SETTINGS`, with the fix; None
+    when nothing does."""
+    for key in SETTINGS:
+        if report.get(key) != settings.get(key):
+            return (f"the report has {key}={report.get(key)!r}, these runs {settings.get(key)!r}; score them as the "
+                    "report was (the same --traces, --split, --n-traces, --max-steps and rules)")
+    return None
+
+
 def add_runs(report: dict, new: dict) -> dict:
     """``report`` (a full report) with the runs of ``new`` (a ``--runs-only`` report of the same episodes) added as
     ``rl:k`` columns after its own, each scored against ``report``'s random policy and oracle returns. ValueError
     saying what differs when ``new`` was scored on other episodes, steps or rules."""
-    for key in ("max_steps", "split", "floor_rule", "budget_rule", "floor_within_budget"):
-        if report.get(key) != new.get(key):
-            raise ValueError(f"--add-to: the report has {key}={report.get(key)!r}, these runs {new.get(key)!r}; "
-                             f"score them as the report was (the same --traces, --split, --n-traces, --max-steps "
-                             "and rules)")
+    differs = settings_differ(report, new)
+    if differs:
+        raise ValueError(f"--add-to: {differs}")
     out = json.loads(json.dumps(report))  # a deep copy
     k0 = len(report.get("runs") or [])
     sets = {s["traces"]: s for s in out["sets"]}
@@ -365,14 +377,16 @@ def main(argv=None) -> int:
                 raise ValueError("no 'sets' list: not a report of benchmarks/objectives.py")
         except (OSError, ValueError) as exc:
             ap.error(f"argument --add-to: {a.add_to}: {exc}")
-        # what can be told before scoring: the sets, split, steps and rules must be the report's
+    # the report's settings (SETTINGS); the floor under a budget is held after the budget rule's mask
+    # (runtime.rules.floor_within_budget, from 2026-12-06); earlier reports have no such key, their floor was out of
+    # force under a budget
+    settings = {"max_steps": a.max_steps, "split": a.split, "floor_rule": not a.no_floor_rule,
+                "budget_rule": not a.no_budget_rule, "floor_within_budget": True}
+    if report is not None:  # what can be told before scoring: the settings and the sets must be the report's
+        differs = settings_differ(report, settings)
+        if differs:
+            ap.error(f"argument --add-to: {a.add_to}: {differs}")
         have = [s.get("traces") for s in report["sets"]]
-        asked = {"split": a.split, "max_steps": a.max_steps, "floor_rule": not a.no_floor_rule,
-                 "budget_rule": not a.no_budget_rule}
-        for key, v in asked.items():
-            if report.get(key) != v:
-                ap.error(f"argument --add-to: {a.add_to} has {key}={report.get(key)!r}, this call {v!r}; score the "
-                         "runs as the report was")
         for t in a.traces or []:
             if t not in have:
                 ap.error(f"argument --add-to: {a.add_to} has no set {t!r} (it has {have}); pass the report's --traces")
@@ -391,12 +405,7 @@ def main(argv=None) -> int:
         real = REPO / "data" / "real-objectives"
         sets = [default_objectives_set()] + ([real] if real.exists() else [])
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
-            "max_steps": a.max_steps, "oracle_grid": grid, "runs": a.runs, "floor_rule": not a.no_floor_rule,
-            "budget_rule": not a.no_budget_rule,
-            # the floor under a budget: held after the budget rule's mask (runtime.rules.floor_within_budget, from
-            # 2026-12-06); earlier reports have no such key, their floor was out of force under a budget
-            "floor_within_budget": True,
-            "split": a.split, "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
+            "oracle_grid": grid, "runs": a.runs, **settings, "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
                                                not (a.runs_only or report)) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
