@@ -405,8 +405,9 @@ def main(argv=None) -> int:
         real = REPO / "data" / "real-objectives"
         sets = [default_objectives_set()] + ([real] if real.exists() else [])
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
-            "oracle_grid": grid, "runs": a.runs, **settings, "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
-                                               not (a.runs_only or report)) for s in sets]}
+            "oracle_grid": grid, "runs": a.runs, **settings,
+            "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
+                             not (a.runs_only or report)) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"
