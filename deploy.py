@@ -970,7 +970,8 @@ class RunSession:
                              floor_rule=False if getattr(a, "no_floor_rule", False) else None,
                              budget_rule=False if getattr(a, "no_budget_rule", False) else None,
                              budget_reserve_s=getattr(a, "budget_reserve_s", None),
-                             budget_reserve_tps=getattr(a, "budget_reserve_tps", None))
+                             budget_reserve_tps=getattr(a, "budget_reserve_tps", None),
+                             budget_floor_reserve_s=getattr(a, "budget_floor_reserve_s", None))
         try:  # exclusive create unless --force (checked before the model loaded; this closes the race)
             tel = Telemetry(a.telemetry, self.names, overwrite=a.force) if a.telemetry else None
         except FileExistsError:
@@ -990,6 +991,8 @@ class RunSession:
                  if (mgr.shield.p.saver_s or mgr.shield.p.saver_to_deadline) and mgr.shield.p.saver_floor_frac != 1.0
                  else "")
               + (f"; quality floor {a.quality_floor:g} held by the shield"
+                 + (f" (within a budget, spending its reserve down to {mgr.shield.p.budget_floor_reserve_s:g} s)"
+                    if getattr(a, "budget_w", None) and mgr.shield.p.budget_rule else "")
                  if getattr(a, "objective", None) == "min-energy" and mgr.shield.p.floor_rule
                  and mgr.shield.rules.quality is not None
                  else "")
@@ -1654,6 +1657,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the burst the budget rule's reserve also pays for: at least --budget-reserve-s of the safe "
                         "configuration serving this many tokens/s (EnvParams.budget_reserve_tps; default: the "
                         "policy's, 50 unless trained otherwise)")
+    r.add_argument("--budget-floor-reserve-s", type=nonneg_float, default=None, metavar="S",
+                   help="min-energy under a power budget: what is kept in hand, seconds of the budget, where holding "
+                        "the quality floor needs the budget rule's reserve (never below zero: the floor does not "
+                        "overdraw the budget; EnvParams.budget_floor_reserve_s; default: the policy's)")
     r.add_argument("--telemetry", default=None, help="JSONL decision log path (refused if it exists, unless --force)")
     r.add_argument("--save-calibrated", default=None, metavar="OUT",
                    help="at the end, write the policy's profile corrected by the latency measured in this run "

@@ -3,6 +3,7 @@ see (train and val, never test).
 
     python benchmarks/budget_reserve.py --runs RUN ... [--traces data/default-objectives] [--splits train,val]
                                         [--reserves 0,300,900,1800,3600] [--reserve-tps 0]
+                                        [--objective min-energy --floor-reserves 0,300,900] [--n-traces N]
                                         [--out benchmarks/results/budget_reserve]
 
 Every trace of each split from row 0 under ``max-quality`` with its budget, the budget rule on
@@ -13,6 +14,12 @@ them: static-largest (held to the budget's masks: the largest configuration the 
 (which the rule never masks: the reference). Per (split, setting, controller): the mean return per episode and the
 steps over the budget. The best setting is the one with the highest return summed over the controllers the rule can
 change (all but static-smallest), over the episodes of every split given. Writes OUT.json and OUT.md.
+
+``--objective min-energy`` sweeps instead what is kept in hand where holding the quality floor needs the reserve
+(``--floor-reserves``, ``EnvParams.budget_floor_reserve_s``) with the floor rule on as well (``EnvParams.floor_rule``,
+the floor within the budget), ``--reserves`` and ``--reserve-tps`` fixed at one value each. Every controller is
+changed by it there (static-smallest held to the masks is the cheapest configuration that meets the floor within the
+budget), so every one counts. ``--n-traces N``: N traces of each split spread evenly over it (0: all).
 """
 
 from __future__ import annotations
@@ -32,12 +39,14 @@ sys.path.insert(0, str(REPO))
 from benchmarks.objectives import episode, refuse_to_overwrite, runs_params, write_report  # noqa: E402
 
 RULES = ("static-largest", "static-smallest", "mpc")
+FLOOR_RULES = ("static-smallest", "mpc")  # min-energy: static-largest pursues the opposite objective
 REFERENCE = "static-smallest"
 
 
-def run_split(traces, base, runs: list[str], reserve_s: float, max_steps: int, reserve_tps: float = 0.0) -> dict:
-    """Every controller on every trace of ``traces`` under max-quality with the budget rule keeping ``reserve_s``
-    (and ``reserve_tps``)."""
+def run_split(traces, base, runs: list[str], reserve_s: float, max_steps: int, reserve_tps: float = 0.0,
+              objective: str = "max-quality", floor_reserve_s: float | None = None) -> dict:
+    """Every controller on every trace of ``traces`` under ``objective`` with the budget rule keeping ``reserve_s``
+    (and ``reserve_tps``); min-energy: with the floor rule, holding the floor down to ``floor_reserve_s``."""
     from agents.registry import make_controller
     from agents.run_io import load_controller
     from envs.power_env import MicroLLMPowerEnv
@@ -46,33 +55,42 @@ def run_split(traces, base, runs: list[str], reserve_s: float, max_steps: int, r
     # the goal-conditioned policies read the objective block (as benchmarks/objectives.py scores them)
     params = dataclasses.replace(base, budget_rule=True, budget_reserve_s=float(reserve_s), max_episode_steps=max_steps,
                                  budget_reserve_tps=float(reserve_tps),
-                                 objective=Objective(kind="max-quality", goal_obs=True))
+                                 objective=Objective(kind=objective, goal_obs=True))
+    if objective == "min-energy":
+        params = dataclasses.replace(params, floor_rule=True, budget_floor_reserve_s=float(
+            reserve_s if floor_reserve_s is None else floor_reserve_s))
     env = MicroLLMPowerEnv(traces=traces, params=params, random_start=False)
-    ctrls = {name: make_controller(name, env) for name in RULES}
+    ctrls = {name: make_controller(name, env) for name in (FLOOR_RULES if objective == "min-energy" else RULES)}
     ctrls.update({f"rl:{i}": load_controller(r) for i, r in enumerate(runs)})
     out = {}
     for name, c in ctrls.items():
         if hasattr(c, "bind"):
             c.bind(env)
         # the objectives report's episode: a masked policy given the masks, a rule held to them
-        es = [episode(env, c, {"trace": k, "start": 0, "objective": "max-quality"}, max_steps)
+        es = [episode(env, c, {"trace": k, "start": 0, "objective": objective}, max_steps)
               for k in range(len(traces))]
         out[name] = {"return": float(np.mean([e["return"] for e in es])),
-                     "over_budget_steps": int(sum(e["violations"]["budget"] for e in es))}
+                     "over_budget_steps": int(sum(e["violations"]["budget"] for e in es)),
+                     "floor_steps": int(sum(e["violations"]["floor"] for e in es))}
     return out
 
 
 def _key(row: dict) -> str:
-    """A setting's name: ``900`` (seconds of budget), ``900+100tps`` with a burst rate."""
+    """A setting's name: ``900`` (seconds of budget), ``900+100tps`` with a burst rate, ``floor 300`` for what the
+    floor may spend the reserve down to (min-energy)."""
+    if "floor_reserve_s" in row:
+        return f"floor {row['floor_reserve_s']:g}"
     tps = row.get("reserve_tps", 0.0)
     return f"{row['reserve_s']:g}" + (f"+{tps:g}tps" if tps else "")
 
 
 def choose(rows: list[dict]) -> tuple[str, dict]:
-    """The setting with the highest return summed over the controllers the rule changes and every episode."""
+    """The setting with the highest return summed over the controllers the rule changes and every episode (under
+    min-energy every controller: the floor within the budget changes static-smallest too)."""
     total: dict[str, float] = {}
     for r in rows:
-        s = sum(m["return"] * r["episodes"] for n, m in r["controllers"].items() if n != REFERENCE)
+        s = sum(m["return"] * r["episodes"] for n, m in r["controllers"].items()
+                if n != REFERENCE or "floor_reserve_s" in r)
         total[_key(r)] = total.get(_key(r), 0.0) + s
     best = max(total, key=total.get)
     return best, total
@@ -80,20 +98,34 @@ def choose(rows: list[dict]) -> tuple[str, dict]:
 
 def to_markdown(d: dict) -> str:
     names = list(d["rows"][0]["controllers"])
-    lines = [f"# The budget rule's reserve, swept on {', '.join(d['splits'])} ({d['date']})", "",
-             f"Host `{d['host']}`; `{d['traces']}`, every trace from row 0, ≤ {d['max_steps']} steps, max-quality "
-             "under each trace's budget with the budget rule on (`EnvParams.budget_rule`); the rules held to the "
-             "masks. Mean return per episode (steps over the budget). Generated by `benchmarks/budget_reserve.py`; "
-             f"runs: {', '.join(f'`{r}`' for r in d['runs'])}.", "",
-             "| split | reserve (s of budget [+ burst rate]) | " + " | ".join(names) + " |",
+    floor = d.get("objective", "max-quality") == "min-energy"
+    r0 = d["rows"][0]
+    what = (f"min-energy under each trace's floor and budget, the budget rule keeping {r0['reserve_s']:g} s of budget "
+            f"(at least the safe configuration at {r0['reserve_tps']:g} tok/s) and the floor rule on "
+            "(`EnvParams.floor_rule`: the floor within the budget), the floor allowed to spend the reserve down to "
+            "each setting (`EnvParams.budget_floor_reserve_s`); the rules held to the masks. Mean return per episode "
+            "(steps over the budget / steps below the floor)" if floor else
+            "max-quality under each trace's budget with the budget rule on (`EnvParams.budget_rule`); the rules held "
+            "to the masks. Mean return per episode (steps over the budget)")
+    picked = f"{d['n_traces']} traces of each split spread evenly over it" if d.get("n_traces") else "every trace"
+    lines = [f"# The budget rule's reserve{' where the floor needs it' if floor else ''}, swept on "
+             f"{', '.join(d['splits'])} ({d['date']})", "",
+             f"Host `{d['host']}`; `{d['traces']}`, {picked}, each from row 0, ≤ {d['max_steps']} steps, {what}. "
+             f"Generated by `benchmarks/budget_reserve.py`; runs: {', '.join(f'`{r}`' for r in d['runs'])}.", "",
+             f"| split | {'floor keeps (s of budget)' if floor else 'reserve (s of budget [+ burst rate])'} | "
+             + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
     for r in d["rows"]:
-        cells = [f"{r['controllers'][n]['return']:.2f} ({r['controllers'][n]['over_budget_steps']})" for n in names]
+        c = r["controllers"]
+        cells = [f"{c[n]['return']:.2f} ({c[n]['over_budget_steps']}" + (f" / {c[n]['floor_steps']})" if floor
+                                                                           else ")") for n in names]
         lines.append(f"| {r['split']} ({r['episodes']}) | {_key(r)} | " + " | ".join(cells) + " |")
-    lines += ["", "Return summed over the controllers the rule changes (all but static-smallest) and every episode:",
-              "", "| reserve | sum |", "|---|---|"]
+    lines += ["", "Return summed over the controllers the rule changes "
+              f"({'all of them' if floor else 'all but static-smallest'}) and every episode:",
+              "", "| setting | sum |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in d["totals"].items()]
-    lines += ["", f"**Best: {d['chosen']}** (`EnvParams.budget_reserve_s` [+ `budget_reserve_tps`]).", ""]
+    lines += ["", f"**Best: {d['chosen']}** (`EnvParams."
+              f"{'budget_floor_reserve_s' if floor else 'budget_reserve_s` [+ `budget_reserve_tps'}`).", ""]
     return "\n".join(lines)
 
 
@@ -117,6 +149,11 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", default="train,val", help="never test: the choice must not see it")
     ap.add_argument("--reserves", default="0,300,900,1800,3600", help="seconds of budget to keep in hand")
     ap.add_argument("--reserve-tps", default="0", help="burst rates (tok/s) the reserve also pays for")
+    ap.add_argument("--objective", choices=("max-quality", "min-energy"), default="max-quality",
+                    help="min-energy: sweep --floor-reserves with the floor rule on, one reserve and burst rate")
+    ap.add_argument("--floor-reserves", default="0,300,900",
+                    help="min-energy: seconds of budget kept in hand where holding the floor needs the reserve")
+    ap.add_argument("--n-traces", type=int, default=0, help="traces of each split, spread evenly over it (0: all)")
     ap.add_argument("--max-steps", type=int, default=720)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "budget_reserve"))
     ap.add_argument("--force", action="store_true", help="replace an existing report")
@@ -126,6 +163,14 @@ def main(argv=None) -> int:
         ap.error("--splits: the reserve is chosen without the test split; give train and/or val")
     reserves = _values(ap, "--reserves", a.reserves, "seconds", "0,300,900")
     rates = _values(ap, "--reserve-tps", a.reserve_tps, "token rates", "0,50,100")
+    floors = [None]
+    if a.objective == "min-energy":
+        floors = _values(ap, "--floor-reserves", a.floor_reserves, "seconds", "0,300,900")
+        if len(reserves) != 1 or len(rates) != 1:
+            ap.error("--objective min-energy sweeps --floor-reserves: give one --reserves and one --reserve-tps, "
+                     "e.g. --reserves 900 --reserve-tps 50")
+    if a.n_traces < 0:
+        ap.error("--n-traces must be >= 0 (0: every trace)")
     try:
         base = runs_params(a.runs, a.max_steps)
         ts = T.TraceSet.load(a.traces)
@@ -136,14 +181,19 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     rows, t0 = [], time.time()
-    jobs = [(s, r, tps) for s in splits for r in reserves for tps in rates]
-    for split, reserve, tps in tqdm(jobs, desc="split x reserve", unit="sweep"):
+    jobs = [(s, r, tps, f) for s in splits for r in reserves for tps in rates for f in floors]
+    for split, reserve, tps, fl in tqdm(jobs, desc="split x reserve", unit="sweep"):
         trs = ts.split(split)
-        rows.append({"split": split, "reserve_s": reserve, "reserve_tps": tps, "episodes": len(trs),
-                     "controllers": run_split(trs, base, a.runs, reserve, a.max_steps, tps)})
+        if 0 < a.n_traces < len(trs):
+            trs = [trs[int(k)] for k in np.unique(np.linspace(0, len(trs) - 1, a.n_traces).round().astype(int))]
+        row = {"split": split, "reserve_s": reserve, "reserve_tps": tps, "episodes": len(trs)}
+        if fl is not None:
+            row["floor_reserve_s"] = fl
+        rows.append({**row, "controllers": run_split(trs, base, a.runs, reserve, a.max_steps, tps, a.objective, fl)})
     chosen, totals = choose(rows)
     data = {"date": time.strftime("%Y-%m-%d"), "host": platform.processor() or platform.machine(),
             "traces": a.traces, "splits": splits, "runs": a.runs, "max_steps": a.max_steps, "rows": rows,
+            "objective": a.objective, "n_traces": a.n_traces,
             "totals": totals, "chosen": chosen, "wall_s": time.time() - t0}
     write_report(out, data, to_markdown(data))
     print(to_markdown(data))

@@ -103,7 +103,7 @@ def runs_params(runs: list[str], max_steps: int):
                              "pursue one; train it with --env.objective.kind mix")
         # the rules are the report's to set (--no-floor-rule, --no-budget-rule), whatever a run was trained with
         p = dataclasses.replace(p, max_episode_steps=max_steps, objective=EnvParams().objective, floor_rule=False,
-                                budget_rule=False)
+                                budget_rule=False, budget_floor_reserve_s=EnvParams().budget_floor_reserve_s)
         if base is None:
             base, first = p, r
         elif p != base:
@@ -113,12 +113,12 @@ def runs_params(runs: list[str], max_steps: int):
 
 
 def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jobs: int = 1,
-            split: str = "test", n_traces: int = 0, baselines: bool = True) -> dict:
+            split: str = "test", n_traces: int = 0, baselines: bool = True, kinds: list[str] | None = None) -> dict:
     """Every controller under each objective on a split of ``traces`` (``n_traces`` > 0: that many traces spread evenly
     over it, as train.py's val episodes; 0: all); ``base``: :func:`runs_params` of ``runs``; without ``baselines`` only
     the runs (returns, no score). ``jobs`` > 1 scores the objectives in that many processes (each objective's figures
-    are the same either way)."""
-    kinds = list(CONSTRAINT)
+    are the same either way). ``kinds``: the objectives scored (None: all three)."""
+    kinds = list(CONSTRAINT) if kinds is None else list(kinds)
     if jobs > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -192,16 +192,22 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
 
 
 #: what a report's episodes and masks depend on besides its sets: runs added to a report must share them
-SETTINGS = ("max_steps", "split", "floor_rule", "budget_rule", "floor_within_budget")
+SETTINGS = ("max_steps", "split", "floor_rule", "budget_rule", "floor_within_budget", "budget_floor_reserve_s")
+#: a setting a report from before it existed has implicitly: the floor kept the budget rule's own reserve (900 s)
+LEGACY = {"budget_floor_reserve_s": 900.0}
 
 
-def settings_differ(report: dict, settings: dict) -> str | None:
+def settings_differ(report: dict, settings: dict, kinds=None) -> str | None:
     """What in ``settings`` (a report's, or a call's) differs from ``report``'s :data:`SETTINGS`, with the fix; None
-    when nothing does."""
+    when nothing does. ``kinds``: the objectives to be scored (None: any); what the floor keeps of the budget's reserve
+    matters only under min-energy (no other objective has a floor)."""
     for key in SETTINGS:
-        if report.get(key) != settings.get(key):
-            return (f"the report has {key}={report.get(key)!r}, these runs {settings.get(key)!r}; score them as the "
-                    "report was (the same --traces, --split, --n-traces, --max-steps and rules)")
+        if key == "budget_floor_reserve_s" and kinds is not None and "min-energy" not in kinds:
+            continue
+        have, want = report.get(key, LEGACY.get(key)), settings.get(key, LEGACY.get(key))
+        if have != want:
+            return (f"the report has {key}={have!r}, these runs {want!r}; score them as the report was (the same "
+                    "--traces, --split, --n-traces, --max-steps, rules and --floor-reserve-s)")
     return None
 
 
@@ -209,7 +215,7 @@ def add_runs(report: dict, new: dict) -> dict:
     """``report`` (a full report) with the runs of ``new`` (a ``--runs-only`` report of the same episodes) added as
     ``rl:k`` columns after its own, each scored against ``report``'s random policy and oracle returns. ValueError
     saying what differs when ``new`` was scored on other episodes, steps or rules."""
-    differs = settings_differ(report, new)
+    differs = settings_differ(report, new, [k for s in new["sets"] for k in s["objectives"]])
     if differs:
         raise ValueError(f"--add-to: {differs}")
     out = json.loads(json.dumps(report))  # a deep copy
@@ -220,6 +226,9 @@ def add_runs(report: dict, new: dict) -> dict:
             raise ValueError(f"--add-to: the report has no set {ns['traces']!r} (it has {sorted(sets)}); pass the "
                              "report's --traces")
         for kind, o in ns["objectives"].items():
+            if kind not in sets[ns["traces"]]["objectives"]:
+                raise ValueError(f"--add-to: the report did not score {kind}; pass --kinds with the report's "
+                                 f"objectives ({', '.join(sets[ns['traces']]['objectives'])})")
             ro = sets[ns["traces"]]["objectives"][kind]
             want = [e["trace"] for e in ro["controllers"]["oracle"]["per_episode"]]
             rr, orc = ro["controllers"]["random"]["return"], ro["controllers"]["oracle"]["return"]
@@ -242,7 +251,9 @@ def floor_text(data: dict) -> str:
     if not data.get("floor_rule", False):
         return "only a cost"
     if data.get("floor_within_budget", False) and data.get("budget_rule", False):
-        return "held by the masks (EnvParams.floor_rule), under a budget within what the budget rule allows"
+        keep = data.get("budget_floor_reserve_s", LEGACY["budget_floor_reserve_s"])
+        return ("held by the masks (EnvParams.floor_rule), under a budget within what the budget rule allows, "
+                f"spending its reserve down to {keep:g} s of budget (EnvParams.budget_floor_reserve_s)")
     return "held by the masks (EnvParams.floor_rule)"
 
 
@@ -345,6 +356,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-budget-rule", action="store_true",
                     help="an overdraw of the budget only a cost, not held by the masks (EnvParams.budget_rule off, as "
                          "every report before 2026-12-06)")
+    ap.add_argument("--floor-reserve-s", type=float, default=None, metavar="S",
+                    help="min-energy under a budget: what is kept in hand where holding the floor needs the budget "
+                         "rule's reserve (EnvParams.budget_floor_reserve_s; default: its default)")
+    ap.add_argument("--kinds", default=",".join(CONSTRAINT),
+                    help=f"the objectives to score, separated by commas (default: {','.join(CONSTRAINT)})")
     ap.add_argument("--jobs", type=int, default=1,
                     help="score the three objectives in up to this many processes (default 1; the figures are the "
                          "same)")
@@ -365,6 +381,14 @@ def main(argv=None) -> int:
         ap.error(f"argument --jobs: must be >= 1, got {a.jobs}")
     if a.n_traces < 0:
         ap.error(f"argument --n-traces: must be >= 0, got {a.n_traces}")
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in CONSTRAINT for k in kinds):
+        ap.error(f"argument --kinds: {a.kinds!r}: give some of {', '.join(CONSTRAINT)}, separated by commas")
+    from runtime.dynamics import EnvParams
+
+    floor_keep = EnvParams().budget_floor_reserve_s if a.floor_reserve_s is None else a.floor_reserve_s
+    if not (math.isfinite(floor_keep) and floor_keep >= 0):
+        ap.error(f"argument --floor-reserve-s: must be a finite number of seconds >= 0, got {a.floor_reserve_s}")
     if (a.runs_only or a.add_to) and not a.runs:
         ap.error(f"{'--runs-only' if a.runs_only else '--add-to'} needs --runs")
     if a.runs_only and a.add_to:
@@ -381,9 +405,14 @@ def main(argv=None) -> int:
     # (runtime.rules.floor_within_budget, from 2026-12-06); earlier reports have no such key, their floor was out of
     # force under a budget
     settings = {"max_steps": a.max_steps, "split": a.split, "floor_rule": not a.no_floor_rule,
-                "budget_rule": not a.no_budget_rule, "floor_within_budget": True}
+                "budget_rule": not a.no_budget_rule, "floor_within_budget": True,
+                "budget_floor_reserve_s": float(floor_keep)}
     if report is not None:  # what can be told before scoring: the settings and the sets must be the report's
-        differs = settings_differ(report, settings)
+        scored = list(report["sets"][0].get("objectives", {})) if report["sets"] else []
+        kinds = [k for k in kinds if k in scored]  # the report's objectives only
+        if not kinds:
+            ap.error(f"argument --add-to: {a.add_to} scored {scored}, not --kinds {a.kinds}")
+        differs = settings_differ(report, settings, kinds)
         if differs:
             ap.error(f"argument --add-to: {a.add_to}: {differs}")
         have = [s.get("traces") for s in report["sets"]]
@@ -397,7 +426,8 @@ def main(argv=None) -> int:
         base = runs_params(a.runs, a.max_steps)
     except (OSError, ValueError) as exc:
         ap.error(str(exc))
-    base = dataclasses.replace(base, floor_rule=not a.no_floor_rule, budget_rule=not a.no_budget_rule)
+    base = dataclasses.replace(base, floor_rule=not a.no_floor_rule, budget_rule=not a.no_budget_rule,
+                               budget_floor_reserve_s=float(floor_keep))
     out = Path(a.out)
     refuse_to_overwrite(ap, out, a.force)
     sets = [Path(t) for t in a.traces] if a.traces else None
@@ -407,7 +437,7 @@ def main(argv=None) -> int:
     data = {"date": time.strftime("%Y-%m-%d"), "host": f"{platform.processor() or platform.machine()}",
             "oracle_grid": grid, "runs": a.runs, **settings,
             "sets": [run_set(s, a.runs, grid, a.max_steps, base, a.jobs, a.split, a.n_traces,
-                             not (a.runs_only or report)) for s in sets]}
+                             not (a.runs_only or report), kinds) for s in sets]}
     for s in data["sets"]:
         if "default+objectives" in s["traces"]:
             s["traces"] = "traces/data/default + traces.objectives (seed 0)"

@@ -414,14 +414,13 @@ class BatchedPowerEnv(VecEnv):
         if self.params.budget_rule:  # the power budget in the masks (EnvParams.budget_rule; as the scalar env)
             bud = f["budget"].take(fi)
             if (bud == bud).any():
-                out = rules.budget_mask(self.last_dem[idx] + self.backlog[idx] / self.dt, bud,
-                                        self.budget_left[idx] + bud * self.params.budget_grace_s, self.dt, out,
-                                        self.costs.switch_j[self.a[idx]], self.params.budget_reserve_s,
-                                        self.params.budget_reserve_tps)
-                if self.params.floor_rule:  # min-energy's floor within what the budget allows (floor_within_budget)
-                    q_in = floor_within_budget(self.qmin[idx], bud)
-                    if (q_in == q_in).any():
-                        out = rules.floor_mask(q_in, out)
+                p = self.params
+                # min-energy's floor within what the budget allows (floor_within_budget), where the floor rule holds it
+                q_in = floor_within_budget(self.qmin[idx], bud) if p.floor_rule else np.full(len(idx), np.nan)
+                out = rules.budget_floor_mask(self.last_dem[idx] + self.backlog[idx] / self.dt, bud,
+                                              self.budget_left[idx] + bud * p.budget_grace_s, self.dt, out,
+                                              self.costs.switch_j[self.a[idx]], p.budget_reserve_s,
+                                              p.budget_reserve_tps, q_in, p.budget_floor_reserve_s)
         return out
 
 

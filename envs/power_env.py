@@ -418,10 +418,11 @@ class MicroLLMPowerEnv(gym.Env):
         one step, the allowance the budget left with its grace (what the observation shows), plus the energy of
         switching from the current configuration."""
         b, dt = self._budget[self._i], self.step_s
-        m = self.rules.budget_mask(self._last_demand + self.backlog / dt, b, self._budget_left_j + b * self._grace_s,
-                                   dt, allowed, self.costs.switch_j[self._a], self.params.budget_reserve_s,
-                                   self.params.budget_reserve_tps)
-        return self.rules.floor_mask(floor_within_budget(self._mask_qmin, b), m)
+        p = self.params
+        return self.rules.budget_floor_mask(self._last_demand + self.backlog / dt, b,
+                                            self._budget_left_j + b * self._grace_s, dt, allowed,
+                                            self.costs.switch_j[self._a], p.budget_reserve_s, p.budget_reserve_tps,
+                                            floor_within_budget(self._mask_qmin, b), p.budget_floor_reserve_s)
 
     def _compute_mask(self, low_soc: float | None = None) -> np.ndarray:
         """The masks now; ``low_soc``: the battery rule's threshold when the caller has it (else ``_low_soc()``)."""

@@ -145,6 +145,9 @@ class ManagerConfig:
             None: the policy file's. ``deploy.py run --budget-reserve-s``.
         budget_reserve_tps: The burst the budget rule's reserve also pays for, tok/s
             (``EnvParams.budget_reserve_tps``); None: the policy file's. ``deploy.py run --budget-reserve-tps``.
+        budget_floor_reserve_s: What is kept in hand where holding the quality floor needs the budget's reserve,
+            seconds of budget (``EnvParams.budget_floor_reserve_s``); None: the policy file's.
+            ``deploy.py run --budget-floor-reserve-s``.
         min_dwell_decisions: Decisions between two policy-driven switches.
         min_dwell_s: Seconds between two policy-driven switches.
         emergency_min_s: Minimum time in EMERGENCY.
@@ -177,6 +180,7 @@ class ManagerConfig:
     budget_rule: bool | None = None
     budget_reserve_s: float | None = None
     budget_reserve_tps: float | None = None
+    budget_floor_reserve_s: float | None = None
     min_dwell_decisions: int = 3
     min_dwell_s: float = 0.0
     emergency_min_s: float = 2.0
@@ -382,10 +386,12 @@ class RuntimeManager:
                        else self.cfg.budget_reserve_s)  # the user's word, else the policy's
         keep_tps = float(self.params.budget_reserve_tps if self.cfg.budget_reserve_tps is None
                          else self.cfg.budget_reserve_tps)
+        floor_keep_s = float(self.params.budget_floor_reserve_s if self.cfg.budget_floor_reserve_s is None
+                             else self.cfg.budget_floor_reserve_s)
         self.shield = Shield(ShieldParams(self.device.t_max_c, self.device.r_th_c_per_w, reserve,
                                           self.cfg.temp_margin_c, self.cfg.temp_hyst_c, self.cfg.soc_hyst, saver,
                                           to_deadline, floor_frac, floor_rule, budget_rule,
-                                          keep_s, keep_tps), ept,
+                                          keep_s, keep_tps, floor_keep_s), ept,
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles, policy.quality if policy is not None else None,

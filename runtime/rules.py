@@ -285,6 +285,32 @@ class Feasibility:
         least = allowed & (pa <= pa.min(1, keepdims=True))
         return np.where(m.any(1, keepdims=True), m, least)
 
+    def budget_floor_mask(self, rate_tps, budget_w, allowance_j, dt_s: float, allowed: np.ndarray, switch_j=None,
+                          keep_s: float = 0.0, keep_tps: float = 0.0, q_min=float("nan"),
+                          floor_keep_s: float | None = None) -> np.ndarray:
+        """The budget rule (:meth:`budget_mask`, keeping ``keep_s`` in hand), then min-energy's floor ``q_min`` within
+        what it allows (:func:`floor_within_budget`'s; NaN: none, the budget rule alone). Holding the floor may spend
+        the reserve down to ``floor_keep_s`` seconds (``EnvParams.budget_floor_reserve_s``; None or ≥ ``keep_s``: the
+        same reserve): of the configurations the budget allows when only that much is kept in hand, those that meet
+        the floor stay allowed, when one does; else the budget rule's mask held to the floor as :meth:`floor_mask`
+        holds it. The reserve guards against a burst that may come; a step below the floor is a violation now. The
+        budget itself is never overdrawn for the floor: with ``floor_keep_s`` = 0 the allowance after the step stays
+        ≥ 0 (its grace included). Batched as :meth:`budget_mask`, ``q_min`` (n,)."""
+        m = self.budget_mask(rate_tps, budget_w, allowance_j, dt_s, allowed, switch_j, keep_s, keep_tps)
+        q = np.asarray(q_min, dtype=np.float64)
+        if self.quality is None or not (q == q).any():
+            return m
+        held = self.floor_mask(q_min, m)
+        if floor_keep_s is None or floor_keep_s >= keep_s:
+            return held
+        loose = self.budget_mask(rate_tps, budget_w, allowance_j, dt_s, allowed, switch_j, floor_keep_s, keep_tps)
+        with np.errstate(invalid="ignore"):  # NaN floors compare False: such a row keeps ``held``
+            if np.ndim(allowed) == 1:
+                f = loose & (self.quality >= q)
+                return f if f.any() else held
+            f = loose & (self.quality[None, :] >= q[:, None])
+        return np.where(f.any(1, keepdims=True), f, held)
+
     def active(self, temp_c: float, t_max_c: float, soc: float, reserve_soc: float,
                bandwidth_mbps: float = 1.0, down: int = 0) -> bool:
         """Whether any rule can mask something now (hot, below the reserve, the link or a processor down)."""

@@ -152,6 +152,8 @@ class ShieldParams:
             ``runtime.rules.Feasibility.budget_mask``); it gives way to every safety rule.
         budget_reserve_s: The seconds of budget the budget rule keeps in hand (``EnvParams.budget_reserve_s``).
         budget_reserve_tps: The burst the reserve also pays for, tok/s (``EnvParams.budget_reserve_tps``).
+        budget_floor_reserve_s: What is kept in hand where holding the quality floor needs the reserve, seconds of
+            budget (``EnvParams.budget_floor_reserve_s``; ≥ ``budget_reserve_s``: the same reserve).
     """
 
     t_max_c: float
@@ -167,6 +169,7 @@ class ShieldParams:
     budget_rule: bool = True
     budget_reserve_s: float = 900.0
     budget_reserve_tps: float = 50.0
+    budget_floor_reserve_s: float = 0.0
 
     @property
     def ceiling_c(self) -> float:
@@ -272,12 +275,14 @@ class Shield:
                     m[:] = self.rules.floor_mask(q_pre, self._before_user_rule)
                 if budget:
                     self._user_reason = Reason.BUDGET_MASK
-                    m[:] = self.rules.budget_mask(demand_tps if rate_tps is None else rate_tps, budget_w,
-                                                  allowance_j, dt_s, m.copy(), keep_s=self.p.budget_reserve_s,
-                                                  keep_tps=self.p.budget_reserve_tps)
-                    if q_post == q_post:  # the floor within what the budget allows (kept for mask_reason)
+                    rate, before = demand_tps if rate_tps is None else rate_tps, m.copy()
+                    m[:] = self.rules.budget_mask(rate, budget_w, allowance_j, dt_s, before,
+                                                  keep_s=self.p.budget_reserve_s, keep_tps=self.p.budget_reserve_tps)
+                    if q_post == q_post:  # the floor within what the budget allows (that kept for mask_reason)
                         self._within_budget = m.copy()
-                        m[:] = self.rules.floor_mask(q_post, self._within_budget)
+                        m[:] = self.rules.budget_floor_mask(rate, budget_w, allowance_j, dt_s, before, None,
+                                                            self.p.budget_reserve_s, self.p.budget_reserve_tps,
+                                                            q_post, self.p.budget_floor_reserve_s)
             return m
         return None
 

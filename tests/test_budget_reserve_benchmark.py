@@ -33,6 +33,31 @@ def test_the_choice_sums_the_controllers_the_rule_changes_over_every_episode():
     assert set(B.choose(rows)[1]) == {"0", "900+100tps"}
 
 
+def test_under_min_energy_every_controller_counts_and_the_floor_spends_the_reserve():
+    """The min-energy sweep names each setting by what the floor keeps and counts static-smallest (the floor within
+    the budget changes it); on a trace whose budget the cheapest configuration meeting the floor overdraws a little,
+    letting the floor spend the reserve holds it on more steps without a step over the budget."""
+    rows = [{"split": "val", "reserve_s": 900.0, "reserve_tps": 50.0, "floor_reserve_s": f, "episodes": 2,
+             "controllers": {"static-smallest": {"return": r}, "mpc": {"return": -1.0}}}
+            for f, r in ((0.0, -2.0), (900.0, -5.0))]
+    best, totals = B.choose(rows)
+    assert totals == {"floor 0": -6.0, "floor 900": -12.0} and best == "floor 0"
+    p = EnvParams()
+    probe = B.run_split([trace(60, demand_tps=20.0, budget_w=1.0, capacity_wh=60.0)], p, [], 900.0, 60, 50.0,
+                        "min-energy", 900.0)
+    assert set(probe) == set(B.FLOOR_RULES)
+    from envs.power_env import MicroLLMPowerEnv
+
+    env = MicroLLMPowerEnv(traces=[trace(60)], params=p)
+    q, ept = env.costs.quality, env.costs.ept_j
+    q_min = p.objective.quality_floor  # the trace carries none: the objective's default floor
+    cheapest = float(ept[q >= q_min].min())
+    tr = trace(720, demand_tps=20.0, budget_w=0.97 * 20.0 * cheapest, capacity_wh=60.0)
+    got = {f: B.run_split([tr], p, [], 900.0, 720, 50.0, "min-energy", f)["static-smallest"] for f in (0.0, 900.0)}
+    assert got[0.0]["floor_steps"] < got[900.0]["floor_steps"]
+    assert got[0.0]["over_budget_steps"] == 0
+
+
 def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs():
     """A budget between the smallest and the largest model's power, the demand bursting after a quiet hour: with
     savings kept in hand the largest model the rule allows overdraws less in the burst; the smallest never
@@ -51,6 +76,9 @@ def test_the_reserve_keeps_a_greedy_rule_from_spending_the_budget_a_burst_needs(
     (["--reserve-tps", "-1"], "--reserve-tps: give at least one of the token rates"),
     (["--reserves", "-5"], "at least one of the seconds, each >= 0"),
     (["--reserve-tps", "x"], "give token rates separated by commas"),
+    (["--objective", "min-energy", "--reserves", "300,900"], "give one --reserves and one --reserve-tps"),
+    (["--objective", "min-energy", "--reserves", "900", "--floor-reserves", "-1"], "--floor-reserves: give at least"),
+    (["--n-traces", "-2"], "--n-traces must be >= 0"),
 ])
 def test_bad_arguments_are_refused_with_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit):

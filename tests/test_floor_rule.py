@@ -223,7 +223,9 @@ def test_the_envs_hold_the_floor_within_the_budget_masks(k):
     base = T.TraceSet.load("traces/data/default").split("train")
     trs = [t.replace(budget_w=np.full(len(t.time_s), 0.05)) for t in base]
     q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
+    # the floor keeps the budget rule's own reserve here (spending it: test_the_envs_let_the_floor_spend_the_reserve)
     kw = dict(profile=PROFILE, traces=trs, max_episode_steps=10_000, budget_rule=True,
+              budget_floor_reserve_s=EnvParams().budget_reserve_s,
               objective=Objective(kind="min-energy", quality_floor=q_min))
     both = MicroLLMPowerEnv(random_start=False, floor_rule=True, **kw)
     budget = MicroLLMPowerEnv(random_start=False, floor_rule=False, **kw)
@@ -314,12 +316,22 @@ def test_deploy_run_holds_the_floor_unless_told_not_to(tmp_path, capsys):
     free = deploy.main([*run, "--no-floor-rule"])
     assert "held by the shield" not in capsys.readouterr().err
     assert "floor_mask" not in free["overrides"] and not free["objective"]["met"]
+    # under a power budget the start-up line says how far the floor may spend the budget's reserve (the policy's,
+    # or --budget-floor-reserve-s); a negative value is refused with the flag's name
+    deploy.main([*run, "--budget-w", "5"])
+    assert f"spending its reserve down to {EnvParams().budget_floor_reserve_s:g} s" in capsys.readouterr().err
+    deploy.main([*run, "--budget-w", "5", "--budget-floor-reserve-s", "60"])
+    assert "spending its reserve down to 60 s" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        deploy.main([*run, "--budget-w", "5", "--budget-floor-reserve-s", "-1"])
+    assert "--budget-floor-reserve-s" in capsys.readouterr().err
 
 
 def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_path):
     """Min-energy with a budget that the cheapest configuration meeting the floor just fits: the runtime manager's
-    shield holds the floor after the budget rule, as the env's masks do (every action it takes after the first step
-    is one the env allows), so a policy that insists on the smallest model meets the floor without overdrawing;
+    shield holds the floor after the budget rule, as the env's masks do (every action it takes is one the env
+    allows), so a policy that insists on the
+    smallest model meets the floor without overdrawing, also when the floor may spend the reserve down to zero;
     without the budget rule the floor is only a cost under a budget, and the policy runs below it."""
     from policy_helpers import random_policy_file
     from test_oracle import trace
@@ -333,26 +345,133 @@ def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_pat
     meets = np.flatnonzero(q >= q_min)
     b = 1.05 * 20.0 * float(ept[meets].min())  # the cheapest configuration that meets the floor fits, at 20 tok/s
     tr = trace(200, demand_tps=20.0, budget_w=b, capacity_wh=50.0, name="floor-and-budget")
-    path = random_policy_file(tmp_path / "small.npz", profile, favour=names[int(np.argmin(q))], with_quality=True)
     got = {}
-    for rule in (True, False):
+    for rule, keep in ((True, EnvParams().budget_reserve_s), (True, 0.0), (False, 0.0)):
+        params = EnvParams(budget_floor_reserve_s=keep)
+        path = random_policy_file(tmp_path / f"small-{keep:g}.npz", profile, params=params,
+                                  favour=names[int(np.argmin(q))], with_quality=True)
         env = MicroLLMPowerEnv(profile=profile, traces=[tr], random_start=False, floor_rule=True, budget_rule=rule,
-                               objective=Objective(kind="min-energy", quality_floor=q_min))
+                               budget_floor_reserve_s=keep, objective=Objective(kind="min-energy", quality_floor=q_min))
         ctrl = DeployedPolicy(path, shield=True)
         ctrl.bind(env)
-        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0})
-        below = over = outside = 0
+        # the env prices a switch's energy into the budget (its accounting and its masks), the device does not: from
+        # the full model the first switch alone took the env's allowance, spent down to zero by the floor, over the
+        # budget on 4 steps; so the episode starts from the cheapest configuration that meets the floor, where the
+        # device keeps its configuration the env allows it too, and a switch can tip the env's allowance over
+        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0, "config": int(meets[np.argmin(ept[meets])])})
+        below = over = outside = switches = 0
         for t in range(199):
             a = int(ctrl.predict(obs, episode_start=np.array([t == 0]))[0][0])
-            # the env prices the first switch's energy into the budget (from the full model), the device does not
-            outside += int(t > 0 and not env.action_masks()[a])
+            switches += int(a != env._a)
+            outside += int(a == env._a and not env.action_masks()[a])
             obs, _, term, trunc, info = env.step(a)
             below += int(q[info["config"]] < q_min)
             over += int(info["step"].over_budget > 0)
             if term or trunc:
                 break
-        got[rule] = (below, over, outside, ctrl.summary()["overrides"])
-    below, over, outside, overrides = got[True]
+        got[rule, keep] = (below, over, outside, ctrl.summary()["overrides"])
+        assert over <= switches, (rule, keep, over, switches)
+    below, over, outside, overrides = got[True, EnvParams().budget_reserve_s]
     assert outside == 0 and below == 0 and over == 0 and overrides.get("floor_mask", 0) > 100
-    below, _, _, overrides = got[False]
+    below, over, outside, overrides = got[True, 0.0]
+    assert outside == 0 and below == 0 and over <= 1 and overrides.get("floor_mask", 0) > 100
+    below, _, _, overrides = got[False, 0.0]
     assert below > 100 and "floor_mask" not in overrides
+
+
+def test_holding_the_floor_may_spend_the_budgets_reserve_but_never_the_budget():
+    """``Feasibility.budget_floor_mask``: with ``floor_keep_s`` below the budget rule's reserve, a configuration that
+    meets the floor is allowed while the allowance after the step stays above that smaller reserve (0: above zero),
+    where the reserve alone forbade it; nothing that meets the floor fits even then: the budget rule's mask as
+    before; ``floor_keep_s`` None or ≥ the reserve: exactly the floor within the budget's mask."""
+    f = Feasibility(EPT, quality=QUALITY)
+    # 10 tok/s: configurations 0..7 draw 0.1..0.8 W; the budget 0.45 W; the floor 0.6 (configurations 4..7)
+    at = dict(rate_tps=10.0, budget_w=0.45, dt_s=10.0, allowed=np.ones(8, bool), keep_s=900.0)
+    budget_only = EPT * 10.0 <= 0.45
+    for allowance, floor_keep, want in [
+            (100.0, None, budget_only),  # the reserve (405 J) forbids every configuration that meets the floor
+            (100.0, 900.0, budget_only),
+            (100.0, 0.0, QUALITY >= 0.6),  # 100 J pays for any of them over one step
+            (1.0, 0.0, np.arange(8) == 4),  # 1 J pays only for the cheapest: 0.05 W over for 10 s
+            (0.2, 0.0, budget_only),  # not even that: the budget is never overdrawn for the floor
+            (1.0, 900.0, budget_only)]:
+        got = f.budget_floor_mask(**at, allowance_j=allowance, q_min=0.6, floor_keep_s=floor_keep)
+        np.testing.assert_array_equal(got, want, err_msg=f"allowance {allowance} J, floor keeps {floor_keep} s")
+    # no floor (NaN): the budget rule alone, whatever floor_keep_s says
+    np.testing.assert_array_equal(f.budget_floor_mask(**at, allowance_j=100.0, floor_keep_s=0.0), budget_only)
+    # the batched rows are the scalar answers row by row
+    allow = np.array([100.0, 1.0, 0.2, 1e6])
+    qs = np.array([0.6, 0.6, 0.6, np.nan])
+    rows = f.budget_floor_mask(np.full(4, 10.0), np.full(4, 0.45), allow, 10.0, np.ones((4, 8), bool), None, 900.0,
+                               0.0, qs, 0.0)
+    for r in range(4):
+        one = f.budget_floor_mask(10.0, 0.45, allow[r], 10.0, np.ones(8, bool), None, 900.0, 0.0, qs[r], 0.0)
+        np.testing.assert_array_equal(rows[r], one)
+
+
+def test_the_shield_lets_the_floor_spend_the_reserve_and_says_why_it_masks():
+    sh = Shield(ShieldParams(45.0, 5.0, 0.05, budget_reserve_s=900.0, budget_reserve_tps=0.0,
+                             budget_floor_reserve_s=0.0), EPT, quality=QUALITY)
+    m = sh.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.6, budget_w=0.45, allowance_j=1.0)
+    assert np.flatnonzero(m).tolist() == [4]  # the cheapest configuration that meets the floor, paid from the reserve
+    assert sh.mask_reason(30.0, 0.9, action=0) == Reason.FLOOR_MASK  # within the budget, below the floor
+    assert sh.mask_reason(30.0, 0.9, action=6) == Reason.BUDGET_MASK  # the allowance cannot pay for it
+    same = Shield(ShieldParams(45.0, 5.0, 0.05, budget_reserve_s=900.0, budget_reserve_tps=0.0,
+                               budget_floor_reserve_s=900.0), EPT, quality=QUALITY)
+    np.testing.assert_array_equal(same.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.6, budget_w=0.45,
+                                            allowance_j=1.0), EPT * 10.0 <= 0.45)
+
+
+def test_the_envs_let_the_floor_spend_the_reserve_alike():
+    """``EnvParams.budget_floor_reserve_s`` below the budget rule's reserve: the scalar env's masks are the rules'
+    ``budget_floor_mask`` over its state, the batched env's the same row by row, and the floor is held on steps where
+    the reserve alone would have forbidden every configuration that meets it."""
+    import traces as T
+
+    base = T.TraceSet.load("traces/data/default").split("train")
+    trs = [t.replace(budget_w=np.full(len(t.time_s), 0.05)) for t in base]
+    q_min = float(np.quantile(PROFILE_QUALITY, 0.6))
+    kw = dict(profile=PROFILE, traces=trs, max_episode_steps=10_000, budget_rule=True, floor_rule=True,
+              budget_floor_reserve_s=0.0, objective=Objective(kind="min-energy", quality_floor=q_min))
+    env = MicroLLMPowerEnv(random_start=False, **kw)
+    batched = BatchedPowerEnv(n_envs=2, **kw)
+    env.reset(seed=0, options={"trace": 0, "start": 0})
+    batched.reset_env(0, 0, 0, objective="min-energy")
+    batched.reset_env(1, 0, 0, objective="max-quality")
+    q = np.asarray(PROFILE_QUALITY)
+    rng = np.random.default_rng(3)
+    spent = 0
+    for _ in range(300):
+        m = env.action_masks()
+        np.testing.assert_array_equal(batched.action_masks()[0], m)
+        b, dt = env._budget[env._i], env.step_s
+        args = (env._last_demand + env.backlog / dt, b, env._budget_left_j + b * env._grace_s, dt, env._fits,
+                env.costs.switch_j[env._a], env.params.budget_reserve_s, env.params.budget_reserve_tps)
+        strict = env.rules.budget_floor_mask(*args, q_min)
+        spent += int((m & (q >= q_min)).any() and not (strict & (q >= q_min)).any())
+        a = int(rng.choice(np.flatnonzero(m)))
+        _, _, term, trunc, _ = env.step(a)
+        batched._step(np.full(2, a))
+        if term or trunc:
+            break
+    assert spent >= 3  # steps on which only the reserve stood between the floor and the budget's mask
+
+
+def test_env_params_refuse_a_bad_floor_reserve_and_the_manager_takes_the_users_over_the_policys():
+    import tempfile
+
+    from policy_helpers import random_policy_file
+
+    from runtime.manager import ManagerConfig, RuntimeManager
+    from runtime.policy import load_policy_file
+    from runtime.sensors import SensorHub
+
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="budget_floor_reserve_s must be"):
+            EnvParams(budget_floor_reserve_s=bad)
+    with tempfile.TemporaryDirectory() as d:
+        pf = load_policy_file(random_policy_file(f"{d}/p.npz", "profiles/reference-cpu.json"))
+    own = RuntimeManager(pf, SensorHub([]), ManagerConfig()).shield.p
+    assert own.budget_floor_reserve_s == pf.params.budget_floor_reserve_s
+    told = RuntimeManager(pf, SensorHub([]), ManagerConfig(budget_floor_reserve_s=30.0)).shield.p
+    assert told.budget_floor_reserve_s == 30.0

@@ -198,3 +198,43 @@ def test_runs_added_to_a_report_are_scored_as_if_scored_with_it(tmp_path):
         with pytest.raises(SystemExit):
             O.main(argv + ["--out", str(tmp_path / "x")])
     assert not (tmp_path / "x.json").exists()  # refused before anything was scored or written
+
+
+def test_the_floors_reserve_is_a_setting_and_a_report_may_score_some_objectives(tmp_path, capsys):
+    """A report records ``budget_floor_reserve_s`` (one from before it existed kept the budget rule's 900 s), so
+    runs are added only to a report scored with the same; ``--kinds`` scores some objectives only, and bad values of
+    either are refused with the fix."""
+    old = {"max_steps": 6, "split": "test", "floor_rule": True, "budget_rule": True, "floor_within_budget": True}
+    assert O.settings_differ(old, dict(old, budget_floor_reserve_s=900.0)) is None
+    zero = dict(old, budget_floor_reserve_s=0.0)
+    assert "budget_floor_reserve_s=900.0, these runs 0.0" in O.settings_differ(old, zero)
+    # no floor outside min-energy: runs scored on the other objectives join a report whatever the floor kept
+    assert O.settings_differ(old, dict(old, budget_floor_reserve_s=0.0), ["max-quality", "last-until"]) is None
+    assert O.settings_differ(old, dict(old, budget_floor_reserve_s=0.0), ["min-energy"]) is not None
+    assert "floor_reserve" not in O.floor_text(dict(old, floor_rule=False))
+    assert "down to 0 s of budget" in O.floor_text(dict(old, budget_floor_reserve_s=0.0))
+    assert "down to 900 s of budget" in O.floor_text(old)
+    report = dict(old, runs=[], sets=[{"traces": "set", "split": "test", "objectives": {"min-energy": {
+        "episodes": 1, "controllers": {"oracle": {"return": 1.0, "per_episode": [{"trace": "t0"}]},
+                                       "random": {"return": 0.0, "per_episode": [{"trace": "t0"}]}}}}}])
+    new = dict(report, sets=[{"traces": "set", "split": "test", "objectives": {"max-quality": {
+        "episodes": 1, "controllers": {"rl:0": {"return": 1.0, "per_episode": [{"trace": "t0"}]}}}}}])
+    with pytest.raises(ValueError, match="did not score max-quality"):
+        O.add_runs(report, new)
+    with pytest.raises(ValueError, match="budget_floor_reserve_s"):  # min-energy's runs: the floor's reserve counts
+        O.add_runs(report, dict(report, budget_floor_reserve_s=0.0))
+    for argv, msg in ((["--kinds", "max-quality,nope"], "--kinds"), (["--floor-reserve-s", "-3"], "--floor-reserve-s"),
+                      (["--floor-reserve-s", "nan"], "--floor-reserve-s")):
+        with pytest.raises(SystemExit):
+            O.main(argv + ["--out", str(tmp_path / "x")])
+        assert msg in capsys.readouterr().err
+    from test_agents import small_set
+
+    from traces.objectives import overlay
+    from traces.store import TraceSet
+    ts = [overlay(t) for t in small_set()]
+    TraceSet.from_traces(ts, name="small", splits={t.meta.unit: "test" for t in ts}).save(tmp_path / "small")
+    O.main(["--traces", str(tmp_path / "small"), "--kinds", "min-energy", "--max-steps", "4", "--oracle-grid", "5,3,2",
+            "--floor-reserve-s", "0", "--out", str(tmp_path / "one")])
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert list(one["sets"][0]["objectives"]) == ["min-energy"] and one["budget_floor_reserve_s"] == 0.0
