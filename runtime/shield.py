@@ -169,7 +169,7 @@ class ShieldParams:
     budget_rule: bool = True
     budget_reserve_s: float = 900.0
     budget_reserve_tps: float = 50.0
-    budget_floor_reserve_s: float = 0.0
+    budget_floor_reserve_s: float = 300.0
 
     @property
     def ceiling_c(self) -> float:
