@@ -147,14 +147,16 @@ def to_markdown(data: dict) -> str:
                 f"{s['recipes'][r]['folds']})" for r in steps) + "."]
     over = data["over_objectives"]
     rows, recipes = over["folds"], list(over["mean"])
-    lines += ["", "## Mean over the three objectives", "",
-              "| fold | " + " | ".join(recipes) + " | each objective's best rule |", "|---|" + "---|" * len(recipes)
-              + "---|"]
-    for i, row in enumerate(rows):
-        lines.append(f"| {i} | " + " | ".join(f"{row['recipes'][r]:.3f}" if r in row["recipes"] else "–"
-                                              for r in recipes) + f" | {row['best_rules']:.3f} |")
-    lines.append("| mean | " + " | ".join(f"{over['mean'][r]:.3f}" for r in recipes)
-                 + f" | {over['best_rules_mean']:.3f} |")
+    n_obj = len(data["summary"])
+    if n_obj > 1:  # reports that score one objective (objectives.py --kinds) have no mean over objectives
+        lines += ["", f"## Mean over the {'three' if n_obj == 3 else n_obj} objectives", "",
+                  "| fold | " + " | ".join(recipes) + " | each objective's best rule |",
+                  "|---|" + "---|" * len(recipes) + "---|"]
+        for i, row in enumerate(rows):
+            lines.append(f"| {i} | " + " | ".join(f"{row['recipes'][r]:.3f}" if r in row["recipes"] else "–"
+                                                  for r in recipes) + f" | {row['best_rules']:.3f} |")
+        lines.append("| mean | " + " | ".join(f"{over['mean'][r]:.3f}" for r in recipes)
+                     + f" | {over['best_rules_mean']:.3f} |")
     lines += ["", f"![objectives across folds]({Path(data['out']).name}.png)", ""]
     return "\n".join(lines)
 

@@ -91,6 +91,7 @@ def test_writes_the_report_and_keeps_an_existing_one(tmp_path, capsys):
     assert CV.main(args) == 0
     md = out.with_suffix(".md").read_text()
     assert "| mean | | 0.875 | 0.915 |" in md and "| folds above every rule | | 1 of 2 | 2 of 2 |" in md
+    assert "Mean over" not in md  # one objective scored (objectives.py --kinds): no mean over objectives
     assert out.with_suffix(".png").stat().st_size > 0
     before = out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
