@@ -41,7 +41,8 @@ from runtime.dynamics import DEVICES, DeviceConstants, EnvParams
 from runtime.rules import HOT_MARGIN_C, Feasibility, floor_in_force, floor_within_budget, saver_horizon_s, saver_soc
 
 #: The battery reserve a device keeps when nobody configured one (the environment's default).
-DEFAULT_RESERVE_SOC = EnvParams().reserve_soc
+_ENV_DEFAULTS = EnvParams()
+DEFAULT_RESERVE_SOC = _ENV_DEFAULTS.reserve_soc
 
 
 def _as_device(d: DeviceConstants | Mapping[str, Any]) -> DeviceConstants:
@@ -167,9 +168,10 @@ class ShieldParams:
     saver_floor_frac: float = 1.0
     floor_rule: bool = True
     budget_rule: bool = True
-    budget_reserve_s: float = 900.0
-    budget_reserve_tps: float = 50.0
-    budget_floor_reserve_s: float = 300.0
+    # the budget rule's settings default to the simulator's (one owner: EnvParams)
+    budget_reserve_s: float = _ENV_DEFAULTS.budget_reserve_s
+    budget_reserve_tps: float = _ENV_DEFAULTS.budget_reserve_tps
+    budget_floor_reserve_s: float = _ENV_DEFAULTS.budget_floor_reserve_s
 
     @property
     def ceiling_c(self) -> float:
