@@ -66,7 +66,8 @@ def fold_scores(report: dict, groups: list[tuple[str, str]]) -> dict:
                              "without --runs-only")
         per: dict[str, list[float]] = {}
         for key, recipe in names.items():
-            per.setdefault(recipe, []).append(float(ctrl[key]["score"]))
+            if key in ctrl:  # a run added for some objectives only (objectives.py --add-to --kinds) is not here
+                per.setdefault(recipe, []).append(float(ctrl[key]["score"]))
         rules = {k: float(v["score"]) for k, v in ctrl.items() if not k.startswith("rl:") and k not in NOT_RULES}
         best = max(rules, key=rules.get)
         out[obj] = {"recipes": {r: sum(v) / len(v) for r, v in per.items()}, "best_rule": (best, rules[best]),

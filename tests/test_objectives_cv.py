@@ -59,6 +59,15 @@ def test_mean_over_objectives_averages_each_objective_once():
     assert row["recipes"]["budget rule"] == pytest.approx(0.7) and row["best_rules"] == pytest.approx(0.6)
 
 
+def test_a_run_scored_under_some_objectives_only_counts_there():
+    ctrl = {"random": 0.0, "oracle": 1.0, "schedutil": 0.5}
+    rep = _report({"max-quality": dict(ctrl, **{"rl:0": 0.9, "rl:1": 0.7}), "min-energy": dict(ctrl, **{"rl:0": 0.6})},
+                  ["x/br/seed1", "x/nobr/seed1"])
+    got = CV.fold_scores(rep, GROUPS)
+    assert got["max-quality"]["recipes"] == {"budget rule": 0.9, "no rule": 0.7}
+    assert got["min-energy"]["recipes"] == {"budget rule": 0.6}
+
+
 def test_seeds_of_one_recipe_are_averaged():
     rep = _report({"max-quality": {"random": 0.0, "oracle": 1.0, "schedutil": 0.5, "rl:0": 0.6, "rl:1": 0.8}},
                   ["x/br/seed1", "x/br/seed2"])
