@@ -180,12 +180,14 @@ def main(argv=None) -> int:
     refuse_to_overwrite(ap, out, a.force)
     from tqdm import tqdm
 
+    from train import spread_val_episodes
+
     rows, t0 = [], time.time()
     jobs = [(s, r, tps, f) for s in splits for r in reserves for tps in rates for f in floors]
     for split, reserve, tps, fl in tqdm(jobs, desc="split x reserve", unit="sweep"):
         trs = ts.split(split)
-        if 0 < a.n_traces < len(trs):
-            trs = [trs[int(k)] for k in np.unique(np.linspace(0, len(trs) - 1, a.n_traces).round().astype(int))]
+        if 0 < a.n_traces < len(trs):  # spread as train.py's val episodes and the objectives reports' traces
+            trs = [trs[e["trace"]] for e in spread_val_episodes([1] * len(trs), a.n_traces, a.max_steps)]
         row = {"split": split, "reserve_s": reserve, "reserve_tps": tps, "episodes": len(trs)}
         if fl is not None:
             row["floor_reserve_s"] = fl
