@@ -287,7 +287,7 @@ class Feasibility:
 
     def budget_floor_mask(self, rate_tps, budget_w, allowance_j, dt_s: float, allowed: np.ndarray, switch_j=None,
                           keep_s: float = 0.0, keep_tps: float = 0.0, q_min=float("nan"),
-                          floor_keep_s: float | None = None) -> np.ndarray:
+                          floor_keep_s: float | None = None, budget_masked: np.ndarray | None = None) -> np.ndarray:
         """The budget rule (:meth:`budget_mask`, keeping ``keep_s`` in hand), then min-energy's floor ``q_min`` within
         what it allows (:func:`floor_within_budget`'s; NaN: none, the budget rule alone). Holding the floor may spend
         the reserve down to ``floor_keep_s`` seconds (``EnvParams.budget_floor_reserve_s``; None or ≥ ``keep_s``: the
@@ -295,8 +295,10 @@ class Feasibility:
         the floor stay allowed, when one does; else the budget rule's mask held to the floor as :meth:`floor_mask`
         holds it. The reserve guards against a burst that may come; a step below the floor is a violation now. The
         budget itself is never overdrawn for the floor: with ``floor_keep_s`` = 0 the allowance after the step stays
-        ≥ 0 (its grace included). Batched as :meth:`budget_mask`, ``q_min`` (n,)."""
-        m = self.budget_mask(rate_tps, budget_w, allowance_j, dt_s, allowed, switch_j, keep_s, keep_tps)
+        ≥ 0 (its grace included). Batched as :meth:`budget_mask`, ``q_min`` (n,). ``budget_masked``: the budget rule's
+        mask of these arguments when the caller has it already (the shield keeps it for its reasons)."""
+        m = (self.budget_mask(rate_tps, budget_w, allowance_j, dt_s, allowed, switch_j, keep_s, keep_tps)
+             if budget_masked is None else budget_masked)
         q = np.asarray(q_min, dtype=np.float64)
         if self.quality is None or not (q == q).any():
             return m

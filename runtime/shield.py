@@ -284,7 +284,8 @@ class Shield:
                         self._within_budget = m.copy()
                         m[:] = self.rules.budget_floor_mask(rate, budget_w, allowance_j, dt_s, before, None,
                                                             self.p.budget_reserve_s, self.p.budget_reserve_tps,
-                                                            q_post, self.p.budget_floor_reserve_s)
+                                                            q_post, self.p.budget_floor_reserve_s,
+                                                            budget_masked=self._within_budget)
             return m
         return None
 
