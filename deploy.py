@@ -203,6 +203,8 @@ def export_run(run_dir: str | Path, out: str | Path, device_kind: str = "phone",
         "profile": {"path": str(prof_path), "sha256": prof_sha, "name": prof_json.get("name"),
                     "energy_source": costs.energy_source},
         "env": {"env_id": cfg.get("env_id"), "env_kwargs": env_kwargs},
+        # the profile's switch costs: the shield's budget rule prices a switch's energy as the env does
+        "switch_costs": dict(prof_json.get("switch_costs") or {}),
         # the checkpoint the profile (hence the policy's costs) was measured on; `deploy.py run` checks it
         "model": {"checkpoint_sha256": ckpt_sha},
         "run": {"dir": str(run), "config_sha256": sha256_file(run / "config.json"),
@@ -292,6 +294,7 @@ def retable_policy(src: str | Path, profile: str | Path, out: str | Path, onnx: 
         "profile": {"path": str(prof), "sha256": file_sha256(prof), "name": prof_json.get("name"),
                     "energy_source": costs.energy_source},
         "model": {"checkpoint_sha256": ckpt_sha if _is_sha256(ckpt_sha) else None},
+        "switch_costs": dict(prof_json.get("switch_costs") or {}),
         "retabled": {"by": "deploy.py export --profile", "from_policy": str(src), "from_policy_sha256": pf.sha256,
                      "trained_profile": pf.meta.get("retabled", {}).get("trained_profile") or pf.meta.get("profile")},
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -395,7 +395,8 @@ class RuntimeManager:
                              offload, self.params.link.connected_w,
                              policy.device_bytes if policy is not None else None, self.device.memory_mb * 1e6,
                              roles, policy.quality if policy is not None else None,
-                             policy.decode_tokens_per_s if policy is not None else None)
+                             policy.decode_tokens_per_s if policy is not None else None,
+                             policy.switch_j if policy is not None else None)
         self.safe = self.shield.safe
         self.telemetry = telemetry or Telemetry(None, self.names)
         if not self.telemetry.names:
@@ -760,7 +761,7 @@ class RuntimeManager:
         rate = (self.budget_rate_tps if self.budget_rate_tps is not None
                 else self.demand_tps + self.backlog_frac * self.params.backlog_cap_tokens / dt if self._demand_given
                 else math.inf)
-        bud = (self.budget_w, self.budget_left_j, rate, dt)
+        bud = (self.budget_w, self.budget_left_j, rate, dt, cur)  # the switch from cur is priced into the budget
         if not self.cfg.shield:  # evaluation only: the policy alone (its rule hint still under the shield's mask)
             if self._hint_rule is not None:
                 self._set_hint(sh.mask(self.demand_tps, temp, ambient, base_w, soc, supply, bandwidth_mbps,

@@ -9,7 +9,8 @@ A policy file is a plain ``.npz`` (loads with ``allow_pickle=False``) holding
   ``runtime.configspace``) and its decode table, the environment parameters (``env_params``:
   ``runtime.dynamics.EnvParams``: step, SLO, backlog cap, reserve SoC, budget grace, look-ahead,
   reward weights), the observation feature table, the VecNormalize settings, the mask-rule
-  parameters (device kind and the device constants table), the profile's identity;
+  parameters (device kind and the device constants table), the profile's identity and its
+  ``switch_costs`` (optional: the shield's budget rule prices a switch as the env does, ``PolicyFile.switch_j``);
 * ``layer{k}_weight`` (out, in) / ``layer{k}_bias`` (out,) float32 — the actor MLP, last layer
   = action logits (PPO: ``mlp_extractor.policy_net`` + ``action_net``; DQN: ``q_net.q_net``): one per
   configuration, or with ``meta.action_head = "factorised"`` one per knob value, family by family in the
@@ -182,6 +183,9 @@ class PolicyFile:
     quality: np.ndarray | None = None  # each configuration's quality (skill above chance; None: unknown)
     obs_min: np.ndarray | None = None  # each feature's raw range in training (--clamp-obs; None: not clipped to it)
     obs_max: np.ndarray | None = None
+    #: (n, n) energy of a switch i → j, J: the profile's ``switch_costs`` (meta) priced as the env prices them
+    #: (``ConfigSpace.switch_time_s`` × the target's power); None: the file has none (switches cost 0 J)
+    switch_j: np.ndarray | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -311,6 +315,13 @@ def _parse_meta(p: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     env = meta.get("env") or {}
     if env.get("env_kwargs") is not None and not isinstance(env["env_kwargs"], dict):
         raise PolicyFileError(p, "env.env_kwargs must be an object")
+    sc = meta.get("switch_costs")
+    if sc is not None:  # the profile's switch costs (absent in older files: switches priced at 0 J)
+        if not isinstance(sc, dict):
+            raise PolicyFileError(p, "switch_costs must be an object like {\"depth_repair_ms\": 0.25, ...}")
+        for key, v in sc.items():
+            if not _is_num(v) or v < 0:
+                raise PolicyFileError(p, f"switch_costs.{key} must be a finite number >= 0, got {v!r}")
     if version == 1 and "lookahead" in meta and (isinstance(meta["lookahead"], bool)
                                                  or not isinstance(meta["lookahead"], int)):
         raise PolicyFileError(p, f"lookahead must be an integer, got {meta['lookahead']!r}")
@@ -481,7 +492,9 @@ def load_policy_file(path: str | Path) -> PolicyFile:
     return PolicyFile(str(p), meta, layers, arrays["obs_mean"], arrays["obs_var"],
                       arrays["energy_j_per_token"], arrays["power_w"], arrays["decode_tokens_per_s"],
                       arrays["config_features"], digest, space, params, layout, arrays.get("device_bytes"),
-                      arrays.get("quality"), arrays.get("obs_min"), arrays.get("obs_max"))
+                      arrays.get("quality"), arrays.get("obs_min"), arrays.get("obs_max"),
+                      None if meta.get("switch_costs") is None
+                      else space.switch_time_s(meta["switch_costs"]) * arrays["power_w"][None, :])
 
 
 class NumpyPolicy:

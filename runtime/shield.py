@@ -191,13 +191,18 @@ class Shield:
         quality: Per-configuration quality (the floor rule; None: unknown, no floor is held).
         tokens_per_s: Per-configuration decode throughput (the budget rule's cap on the tokens a configuration
             serves; None: unknown).
+        switch_j: (n, n) energy of a switch i → j, J (``runtime.policy.PolicyFile.switch_j``): the budget rule
+            prices the switch from the current configuration (``mask(current=)``) into the step, as the env's
+            masks do; None: switches cost nothing.
     """
 
     def __init__(self, params: ShieldParams, energy_j_per_token: np.ndarray, offload: np.ndarray | None = None,
                  connected_w: float = 0.0, device_bytes: np.ndarray | None = None,
                  memory_bytes: float = float("inf"), roles: np.ndarray | None = None,
-                 quality: np.ndarray | None = None, tokens_per_s: np.ndarray | None = None) -> None:
+                 quality: np.ndarray | None = None, tokens_per_s: np.ndarray | None = None,
+                 switch_j: np.ndarray | None = None) -> None:
         self.p = params
+        self.switch_j = None if switch_j is None else np.asarray(switch_j, dtype=np.float64)
         self._offload, self._connected_w, self._device_bytes = offload, connected_w, device_bytes
         self._roles, self._quality, self._tps = roles, quality, tokens_per_s
         self.memory_bytes = memory_bytes
@@ -244,7 +249,7 @@ class Shield:
              supply_w: float, bandwidth_mbps: float = 1.0, down: int = 0,
              capacity_j: float = math.inf, deadline_left_s: float = math.nan,
              q_min: float = math.nan, budget_w: float = math.nan, allowance_j: float = 0.0,
-             rate_tps: float | None = None, dt_s: float = 10.0) -> np.ndarray | None:
+             rate_tps: float | None = None, dt_s: float = 10.0, current: int | None = None) -> np.ndarray | None:
         """The feasibility mask when a rule is active (hot, below reserve, the link down with split
         configurations, a processor down with placements, or a quality floor to hold), else None. ``capacity_j``
         (the battery's full charge) sizes the battery saver's raise of the reserve (``ShieldParams.saver_s``);
@@ -255,7 +260,8 @@ class Shield:
         it is only a cost); ``budget_w`` (NaN: none) the user's power budget,
         held with ``ShieldParams.budget_rule`` over a ``dt_s`` decision at ``rate_tps`` tokens/s (default the
         demand; ``inf``: flat out, each configuration at its own throughput) with ``allowance_j`` left (its grace
-        included; ``runtime.rules.Feasibility.budget_mask``)."""
+        included; ``runtime.rules.Feasibility.budget_mask``), the energy of the switch from ``current`` (the
+        configuration running; None: not priced) included when the shield knows its switch costs."""
         horizon = saver_horizon_s(self.p.saver_s, deadline_left_s, self.p.saver_to_deadline)
         lo = self.low_soc = saver_soc(self.reserve, horizon, capacity_j, base_w, demand_tps,
                                       self.rules.ept_min, supply_w, self.p.saver_floor_frac)
@@ -278,11 +284,13 @@ class Shield:
                 if budget:
                     self._user_reason = Reason.BUDGET_MASK
                     rate, before = demand_tps if rate_tps is None else rate_tps, m.copy()
-                    m[:] = self.rules.budget_mask(rate, budget_w, allowance_j, dt_s, before,
+                    sw = (self.switch_j[current] if self.switch_j is not None and current is not None and current >= 0
+                          else None)
+                    m[:] = self.rules.budget_mask(rate, budget_w, allowance_j, dt_s, before, sw,
                                                   keep_s=self.p.budget_reserve_s, keep_tps=self.p.budget_reserve_tps)
                     if q_post == q_post:  # the floor within what the budget allows (that kept for mask_reason)
                         self._within_budget = m.copy()
-                        m[:] = self.rules.budget_floor_mask(rate, budget_w, allowance_j, dt_s, before, None,
+                        m[:] = self.rules.budget_floor_mask(rate, budget_w, allowance_j, dt_s, before, sw,
                                                             self.p.budget_reserve_s, self.p.budget_reserve_tps,
                                                             q_post, self.p.budget_floor_reserve_s,
                                                             budget_masked=self._within_budget)

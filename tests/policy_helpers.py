@@ -9,9 +9,13 @@ import numpy as np
 
 
 def random_policy_file(path: str | Path, profile: str | Path, params=None, favour: str | None = None,
-                       with_quality: bool = False) -> str:
+                       with_quality: bool = False, with_switch_costs: bool = True) -> str:
     """Writes a policy file over ``profile``'s configurations with a random two-layer actor; ``favour`` (a
-    configuration name) gets a large bias, i.e. a policy that insists on it. Returns the path."""
+    configuration name) gets a large bias, i.e. a policy that insists on it; ``with_switch_costs``: the profile's
+    switch costs in its meta, as ``deploy.py export`` writes them (False: a file from before they were). Returns the
+    path."""
+    import json
+
     from envs.tables import load_cost_tables
     from runtime.dynamics import DEVICES, EnvParams
     from runtime.observation import params_layout
@@ -31,6 +35,8 @@ def random_policy_file(path: str | Path, profile: str | Path, params=None, favou
             "mask_rules": {"device_kind": "phone", "device": asdict(DEVICES["phone"]),
                            "devices": {k: asdict(v) for k, v in DEVICES.items()}},
             "profile": {"path": str(profile), "sha256": "0" * 64, "name": Path(profile).stem}}
+    if with_switch_costs:
+        meta["switch_costs"] = dict(json.loads(Path(profile).read_text()).get("switch_costs") or {})
     arrays = {"energy_j_per_token": c.ept_j, "power_w": c.power_w, "decode_tokens_per_s": c.tps,
               "device_bytes": c.device_bytes}
     if with_quality:

@@ -330,9 +330,11 @@ def test_deploy_run_holds_the_floor_unless_told_not_to(tmp_path, capsys):
 def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_path):
     """Min-energy with a budget that the cheapest configuration meeting the floor just fits: the runtime manager's
     shield holds the floor after the budget rule, as the env's masks do (every action it takes is one the env
-    allows), so a policy that insists on the
-    smallest model meets the floor without overdrawing, also when the floor may spend the reserve down to zero;
-    without the budget rule the floor is only a cost under a budget, and the policy runs below it."""
+    allows), so a policy that insists on the smallest model meets the floor without overdrawing, also when the
+    floor may spend the reserve down to zero; without the budget rule the floor is only a cost under a budget, and
+    the policy runs below it. The episode starts on the full model: the shield prices each switch's energy into the
+    budget as the env does (the policy file's switch costs); a file without them (older exports) does not, and with
+    the allowance spent down to zero the switch tips the env's books over the budget."""
     from policy_helpers import random_policy_file
     from test_oracle import trace
 
@@ -346,36 +348,37 @@ def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_pat
     b = 1.05 * 20.0 * float(ept[meets].min())  # the cheapest configuration that meets the floor fits, at 20 tok/s
     tr = trace(200, demand_tps=20.0, budget_w=b, capacity_wh=50.0, name="floor-and-budget")
     got = {}
-    for rule, keep in ((True, EnvParams().budget_reserve_s), (True, 0.0), (False, 0.0)):
+    for rule, keep, priced in ((True, EnvParams().budget_reserve_s, True), (True, EnvParams().budget_floor_reserve_s,
+                               True), (True, 0.0, True), (True, 0.0, False), (False, 0.0, True)):
         params = EnvParams(budget_floor_reserve_s=keep)
-        path = random_policy_file(tmp_path / f"small-{keep:g}.npz", profile, params=params,
-                                  favour=names[int(np.argmin(q))], with_quality=True)
+        path = random_policy_file(tmp_path / f"small-{keep:g}-{priced}.npz", profile, params=params,
+                                  favour=names[int(np.argmin(q))], with_quality=True, with_switch_costs=priced)
         env = MicroLLMPowerEnv(profile=profile, traces=[tr], random_start=False, floor_rule=True, budget_rule=rule,
                                budget_floor_reserve_s=keep, objective=Objective(kind="min-energy", quality_floor=q_min))
         ctrl = DeployedPolicy(path, shield=True)
         ctrl.bind(env)
-        # the env prices a switch's energy into the budget (its accounting and its masks), the device does not: from
-        # the full model the first switch alone took the env's allowance, spent down to zero by the floor, over the
-        # budget on 4 steps; so the episode starts from the cheapest configuration that meets the floor, where the
-        # device keeps its configuration the env allows it too, and a switch can tip the env's allowance over
-        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0, "config": int(meets[np.argmin(ept[meets])])})
-        below = over = outside = switches = 0
+        obs, _ = env.reset(seed=0, options={"trace": 0, "start": 0, "config": int(np.argmax(q))})
+        below = over = outside = 0
         for t in range(199):
             a = int(ctrl.predict(obs, episode_start=np.array([t == 0]))[0][0])
-            switches += int(a != env._a)
-            outside += int(a == env._a and not env.action_masks()[a])
+            outside += int(not env.action_masks()[a])
             obs, _, term, trunc, info = env.step(a)
             below += int(q[info["config"]] < q_min)
             over += int(info["step"].over_budget > 0)
             if term or trunc:
                 break
-        got[rule, keep] = (below, over, outside, ctrl.summary()["overrides"])
-        assert over <= switches, (rule, keep, over, switches)
-    below, over, outside, overrides = got[True, EnvParams().budget_reserve_s]
-    assert outside == 0 and below == 0 and over == 0 and overrides.get("floor_mask", 0) > 100
-    below, over, outside, overrides = got[True, 0.0]
-    assert outside == 0 and below == 0 and over <= 1 and overrides.get("floor_mask", 0) > 100
-    below, _, _, overrides = got[False, 0.0]
+        got[rule, keep, priced] = (below, over, outside, ctrl.summary()["overrides"])
+    keeps = (EnvParams().budget_reserve_s, EnvParams().budget_floor_reserve_s, 0.0)
+    for keep in keeps:  # the switch priced: every action is one the env allows, none overdraws
+        below, over, outside, overrides = got[True, keep, True]
+        assert outside == 0 and over == 0 and overrides.get("floor_mask", 0) + below == 199, (keep, got)
+    # the less the floor keeps in hand, the sooner it may pay for the switch up to the floor (the reserve kept in full:
+    # never, at this tight budget; kept to nothing: at once)
+    below = [got[True, keep, True][0] for keep in keeps]
+    assert below[0] == 199 and 0 < below[1] < 100 and below[2] == 0, got
+    below, over, outside, _ = got[True, 0.0, False]  # the switch not priced: one action the env forbids, overdrawn
+    assert outside >= 1 and over >= 1, got
+    below, _, _, overrides = got[False, 0.0, True]
     assert below > 100 and "floor_mask" not in overrides
 
 

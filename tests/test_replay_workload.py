@@ -263,6 +263,8 @@ def test_export_profile_retables_a_run_and_refuses_another_space(files, tmp_path
         c["decode_ms_per_token_p90"] *= 3.0
         c["decode_tokens_per_s"] /= 3.0
         c["energy_j_per_token"] *= 3.0
+    prof["switch_costs"] = {**{k: 2.0 * v for k, v in (prof.get("switch_costs") or {}).items()},
+                            "depth_set_config_us": 50.0}
     save_profile(prof, calibrated)
     plain = deploy.main(["export", str(run), "--out", str(tmp_path / "plain.npz")])
     res = deploy.main(["export", str(run), "--out", str(tmp_path / "cal.npz"), "--profile", str(calibrated)])
@@ -271,6 +273,10 @@ def test_export_profile_retables_a_run_and_refuses_another_space(files, tmp_path
     np.testing.assert_array_equal(b.decode_tokens_per_s, costs.tps)
     np.testing.assert_array_equal(b.energy_j_per_token, costs.ept_j)
     np.testing.assert_array_equal(b.config_features, costs.features)
+    # the switch costs the shield prices into a budget: the env's, from each file's profile
+    np.testing.assert_allclose(a.switch_j, load_cost_tables(files["profile"]).switch_j)
+    np.testing.assert_allclose(b.switch_j, costs.switch_j)
+    assert b.switch_j.max() > 0 and not np.allclose(a.switch_j, b.switch_j)
     np.testing.assert_allclose(b.decode_tokens_per_s, a.decode_tokens_per_s / 3.0)
     for (w0, b0), (w1, b1) in zip(a.layers, b.layers):  # the same actor
         np.testing.assert_array_equal(w0, w1)

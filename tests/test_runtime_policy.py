@@ -234,6 +234,11 @@ def test_consistent_but_wrong_files_name_the_problem(ppo_run, tmp_path: Path) ->
             '"name": "soc"', '"name": "battery"'))), "observation features"),
         "activation": (lambda a: a.__setitem__("meta_json", np.array(str(a["meta_json"]).replace(
             '"activation": "Tanh"', '"activation": "Swish"'))), "activation"),
+        "switch costs": (lambda a: a.__setitem__("meta_json", np.array(str(a["meta_json"]).replace(
+            '"switch_costs": {', '"switch_costs": {"depth_repair_ms": -1.0, '))),
+            r"switch_costs\.depth_repair_ms must be a finite number >= 0"),
+        "switch costs type": (lambda a: a.__setitem__("meta_json", np.array(str(a["meta_json"]).replace(
+            '"switch_costs": {', '"switch_costs": [], "x": {'))), "switch_costs must be an object"),
     }
     for name, (change, msg) in cases.items():
         p = tmp_path / f"{name}.npz"
