@@ -15,7 +15,7 @@ import pytest
 
 from agents.evaluate import evaluate_controllers
 from agents.imitation import collect, student_fn
-from agents.registry import ALL_CONTROLLERS, make_controller
+from agents.registry import ALL_CONTROLLERS, ORACLES, make_controller
 from envs.power_env import MicroLLMPowerEnv
 from model.profile_schema import example_profile
 from traces.schema import TraceMeta, make_trace
@@ -89,7 +89,7 @@ def test_oracle_demonstrations_and_dagger_are_identical_on_two_workers(ray_local
 
 
 def test_evaluation_is_identical_on_two_workers(ray_local):
-    ctrls = {n: (lambda env, n=n: make_controller(n, env, **(ORACLE_GRID if n == "oracle" else {})))
+    ctrls = {n: (lambda env, n=n: make_controller(n, env, **(ORACLE_GRID if n in ORACLES else {})))
              for n in ALL_CONTROLLERS}
 
     def factory():
