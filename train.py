@@ -97,6 +97,9 @@ class Args:
     learning_rate: float = 0.0
     """optimiser step size (0: the YAML's from scratch, WARM_START_LR after a warm start: PPO's step size
     from scratch undoes the imitated policy within a few updates)"""
+    gamma: float = 0.0
+    """discount factor of the RL step, its critic and the reward normalisation (0: the YAML's, 0.995: a ~200-step
+    horizon; e.g. 0.999 for ~1000 steps, longer than an episode's 720, closer to the undiscounted score)"""
     speed_sigma: float = 0.0
     """domain randomisation over the host's speed: each training episode runs every configuration
     exp(sigma*N(0,1)) times slower than the profile (envs.batched); e.g. 0.25 for a policy that must hold up on
@@ -322,6 +325,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "seed": int_in(0, 2**32 - 1),
     "n_envs": nonneg_int,  # 0: the YAML's
     "learning_rate": nonneg_float,  # 0: the YAML's
+    "gamma": float_in(0.0, 0.9999),  # 0: the YAML's
     "bc_episodes": positive_int,
     "dagger_rounds": nonneg_int,
     "dagger_episodes": positive_int,
@@ -980,6 +984,8 @@ def main(args: Args) -> Path:
     norm_obs, norm_rew = bool(hp.pop("normalize_obs", True)), bool(hp.pop("normalize_reward", False))
     if args.learning_rate > 0 or args.bc_expert:
         hp["learning_rate"] = args.learning_rate or WARM_START_LR
+    if args.gamma > 0:
+        hp["gamma"] = args.gamma
 
     # ---- profile + traces -> env (everything that can fail on bad input, before the run folder) ----
     env_kwargs = {"profile": args.profile, "traces": args.traces}

@@ -73,8 +73,11 @@ def test_warm_start_bc_then_dagger(tmp_path, capsys):
     # the pooled demonstrations are saved and can seed another run without collecting again
     demos = run / "warm_start" / "demos.npz"
     again = train.main(train.Args(**{**args.__dict__, "bc_demos": str(demos), "dagger_rounds": 0,
-                                     "total_timesteps": 0}))
-    ws2 = json.loads((again / "config.json").read_text())["warm_start"]
+                                     "total_timesteps": 0, "gamma": 0.999}))
+    cfg2 = json.loads((again / "config.json").read_text())
+    ws2 = cfg2["warm_start"]
+    assert cfg2["hyperparams"]["gamma"] == 0.999 and cfg["hyperparams"]["gamma"] == train.load_hyperparams(
+        "maskable_ppo")["gamma"]  # --gamma, else the YAML's
     assert f"(loaded from {demos})" in capsys.readouterr().out  # not the earlier run's collection time
     assert ws2["rounds"][0]["transitions"] == ws["rounds"][1]["transitions"] and ws2["demos_from"] == str(demos)
     with pytest.raises(SystemExit, match="demonstrations of 'schedutil'"):
