@@ -9,8 +9,8 @@ budget as a cost, may overdraw it) and the fold's policy, per step:
 
 * ``below floor``: the served quality is below the floor; split into steps where the masks allowed **no**
   configuration that meets it (the budget rule forbade them all) and steps where one was allowed;
-* ``above cheapest``: the configuration costs more energy per token than the cheapest allowed one that meets the
-  floor (spending the allowance that a later step may need);
+* ``above cheapest``: on a step that served tokens, the configuration costs more energy per token than the cheapest
+  allowed one that meets the floor (spending the allowance that a later step may need);
 * ``over budget``: the LLM's power took the allowance below zero (only a controller not held to the masks).
 
 A diagnosis, not a choice: it reads the test split, and nothing is tuned on it.
@@ -76,11 +76,11 @@ def count(traces: str, run: str | None, n_traces: int, grid: tuple = (51, 13, 5)
                 if held:  # a rule is held to the masks as the shield holds it
                     a, _ = held_action(env, a)
                 meets = m & (q >= q_min)
-                if meets.any():
-                    t_["above_cheapest"] += int(ept[a] > ept[meets].min() + 1e-12)
+                pricier = bool(meets.any()) and ept[a] > ept[meets].min() + 1e-12
                 obs, r, term, trunc, info = env.step(a)
                 st = info["step"]
                 ret += r
+                t_["above_cheapest"] += pricier and st.served > 0  # a step with nothing to serve costs the same
                 below = bool(st.served > 0 and q[info["config"]] < q_min)
                 t_["below_floor"] += below
                 t_["below_none_allowed"] += below and not meets.any()

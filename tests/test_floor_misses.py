@@ -38,6 +38,7 @@ def test_each_step_below_the_floor_is_allowed_or_not_and_held_controllers_never_
         assert v["steps"] == res["oracle"]["steps"] > 0
     for name in ("static-smallest", "oracle-masked"):  # held to the budget's masks
         assert res[name]["over_budget"] == 0, name
+    assert res["static-smallest"]["above_cheapest"] == 0  # held to the cheapest configuration that meets the floor
     assert sum(v["below_floor"] for v in res.values()) > 0  # the floor binds here: not a vacuous count
     md = F.to_markdown({"date": "2026-12-06", "n_traces": 3, "budget_floor_reserve_s": 300.0, "folds": {"0": got}})
     assert "| 0 | oracle |" in md and "| all | static-smallest |" in md
