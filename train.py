@@ -58,7 +58,7 @@ from model.cli import (
     positive_int,
 )
 from model.evaluate import file_sha256
-from runtime.dynamics import TERM_NAMES, EnvParams
+from runtime.dynamics import TERM_NAMES, EnvParams, episode_objective
 from runtime.safeio import exclusive_dir
 
 HYPERPARAMS = Path(__file__).parent / "agents" / "hyperparams"
@@ -464,6 +464,31 @@ def low_soc_val_episodes(episodes: list[dict], n: int, reserve_soc: float) -> li
     socs = np.linspace(top, reserve_soc, n + 1)[:-1][::-1]  # reserve excluded: an episode that can run at all
     picks = np.linspace(0, len(episodes) - 1, min(n, len(episodes))).round().astype(int)
     return [{**episodes[int(picks[i % len(picks)])], "soc": round(float(soc), 4)} for i, soc in enumerate(socs)]
+
+
+def val_objectives(episodes: list[dict], objective) -> list[dict]:
+    """The val episodes with their objective fixed (reset option ``objective``) when the env draws it per episode
+    (``Objective.kind == "mix"``); else ``episodes`` unchanged. Without it every evaluation would draw each episode's
+    objective anew from the val env's generator, and the val return, whose objectives differ in scale (a min-energy
+    episode returns about -20, a max-quality one about +100 on the real folds), would change between two evaluations
+    of the same policy: ``--select-best`` would choose on the draws. Episode ``j`` gets the objective that
+    ``runtime.dynamics.episode_objective`` draws for ``u = frac((j + 1) * 0.618...)`` (a golden-ratio sequence),
+    so the mix's shares hold over any number of episodes, and the kinds are spread over the list, not in blocks of
+    traces."""
+    if objective.kind != "mix":
+        return episodes
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    p = EnvParams(objective=objective)
+
+    class _U:  # the generator episode_objective reads, one fixed number
+        def __init__(self, u: float) -> None:
+            self.u = u
+
+        def random(self) -> float:
+            return self.u
+
+    return [{**e, "objective": episode_objective(p, _U(((j + 1) * golden) % 1.0), math.nan, math.nan, 0).kind}
+            for j, e in enumerate(episodes)]
 
 
 def val_shares(n: int, n_envs: int) -> list[list[int]]:
@@ -1047,6 +1072,7 @@ def main(args: Args) -> Path:
     base_val = list(val_episodes)
     val_episodes += hot_val_episodes(base_val, first.unwrapped.traces, args.val_hot_episodes)
     val_episodes += low_soc_val_episodes(base_val, args.val_low_soc_episodes, args.env.reserve_soc)
+    val_episodes = val_objectives(val_episodes, args.env.objective)  # the same objective at every evaluation
     shares = val_shares(len(val_episodes), VAL_ENVS)
     val_envs = [first] + [val_env() for _ in shares[1:]]
     # a few val envs side by side: one batched policy forward per step for all of them (SB3's evaluate_policy

@@ -285,6 +285,48 @@ def test_fixed_val_episodes_repeat_after_rewind(tmp_path):
     assert first == [3, 0, 3] and env.reset()[1]["start"] == 3
 
 
+def test_val_episodes_keep_their_objective_at_every_evaluation(tmp_path):
+    """Under ``mix`` the env draws each episode's objective from its generator: the val episodes fix it
+    (``train.val_objectives``), so two evaluations of one policy run the same objectives; without it they do not.
+    The kinds follow the mix's shares and are spread over the list; other objectives leave the episodes as they are."""
+    import gymnasium as gym
+
+    import envs
+    import train
+    from runtime.dynamics import Objective
+
+    mix = Objective(kind="mix")
+    eps = [{"trace": k % 2, "start": k} for k in range(24)]
+    fixed = train.val_objectives(eps, mix)
+    kinds = [e["objective"] for e in fixed]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"min-energy": 8, "last-until": 8, "max-quality": 8}
+    assert all(kinds[i:i + 3].count(kinds[i]) < 3 for i in range(22))  # never three of a kind in a row
+    assert [{k: v for k, v in e.items() if k != "objective"} for e in fixed] == eps
+    assert train.val_objectives(eps, Objective(kind="min-energy")) is eps
+    skew = [e["objective"] for e in train.val_objectives(eps, Objective(kind="mix", mix_min_energy=0.5,
+                                                                       mix_last_until=0.25))]
+    assert abs(skew.count("min-energy") - 12) <= 1 and abs(skew.count("last-until") - 6) <= 1
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+
+    def passes(episodes):
+        env = train.FixedEpisodes(gym.make(envs.ENV_ID, profile=str(prof), split="val",
+                                           params=EnvParams(objective=mix)), episodes)
+        env.reset(seed=0)
+        env.rewind()
+        out = []
+        for _ in range(2):
+            out.append([(env.reset(), env.unwrapped.objective)[1] for _ in episodes])
+            env.rewind()
+        return out
+
+    some = [{"trace": 0, "start": k} for k in range(8)]
+    a, b = passes(train.val_objectives(some, mix))
+    assert a == b and len(set(a)) == 3
+    a, b = passes(some)  # drawn anew at each pass
+    assert a != b
+
+
 def test_val_episodes_spread_over_start_rows_on_a_small_split():
     import train
 
