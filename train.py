@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -480,14 +481,9 @@ def val_objectives(episodes: list[dict], objective) -> list[dict]:
     golden = (math.sqrt(5.0) - 1.0) / 2.0
     p = EnvParams(objective=objective)
 
-    class _U:  # the generator episode_objective reads, one fixed number
-        def __init__(self, u: float) -> None:
-            self.u = u
-
-        def random(self) -> float:
-            return self.u
-
-    return [{**e, "objective": episode_objective(p, _U(((j + 1) * golden) % 1.0), math.nan, math.nan, 0).kind}
+    # episode_objective draws with one rng.random(): a stand-in generator that returns the sequence's number
+    return [{**e, "objective": episode_objective(p, SimpleNamespace(random=lambda u=((j + 1) * golden) % 1.0: u),
+                                                 math.nan, math.nan, 0).kind}
             for j, e in enumerate(episodes)]
 
 
