@@ -29,7 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.objectives import refuse_to_overwrite, runs_params, write_report  # noqa: E402
+from benchmarks.objectives import (  # noqa: E402
+    add_report_args,
+    parse_oracle_grid,
+    refuse_to_overwrite,
+    runs_params,
+    write_report,
+)
 
 CONTROLLERS = ("static-smallest", "oracle-masked", "oracle", "policy")
 FIELDS = ("return", "below_floor", "below_none_allowed", "below_one_allowed", "above_cheapest", "over_budget", "steps")
@@ -121,9 +127,9 @@ def main(argv=None) -> int:
                     help="glob of each fold's policy run, with {fold} for the fold number (one match per fold)")
     ap.add_argument("--folds", default="0,1,2,3", help="comma-separated fold numbers")
     ap.add_argument("--n-traces", type=int, default=16, help="test traces per fold, spread over the split (0: all)")
-    ap.add_argument("--out", default="benchmarks/results/floor_misses", help="report path, without extension")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing report")
+    add_report_args(ap, "floor_misses")  # --oracle-grid, --max-steps, --out, --force, as every objectives report
     a = ap.parse_args(argv)
+    grid = parse_oracle_grid(ap, a.oracle_grid)
     if a.n_traces < 0:
         ap.error(f"--n-traces {a.n_traces}: must be >= 0 (0: every test trace)")
     try:
@@ -147,7 +153,7 @@ def main(argv=None) -> int:
             "budget_floor_reserve_s": EnvParams().budget_floor_reserve_s, "folds": {}}
     for f, tr, run in jobs:
         t0 = time.time()
-        data["folds"][str(f)] = count(tr, run, a.n_traces)
+        data["folds"][str(f)] = count(tr, run, a.n_traces, grid, a.max_steps)
         print(f"fold {f}: {time.time() - t0:.0f} s", flush=True)
     write_report(out, data, to_markdown(data))
     print(f"wrote {out}.md / .json")
