@@ -79,6 +79,10 @@ def test_runs_are_scored_in_their_own_env_parameters(tmp_path):
     blind = _run_dir(tmp_path, "blind", EnvParams())  # no objective block: it cannot be scored per objective
     ruled = _run_dir(tmp_path, "ruled", dataclasses.replace(thermal, budget_rule=True, floor_rule=True))
     assert O.runs_params([str(a), str(ruled)], 360) == O.runs_params([str(a)], 360)  # trained with the rules or not
+    # trained keeping another reserve: scored in the report's (EnvParams' defaults unless told), beside the others
+    kept = _run_dir(tmp_path, "kept", dataclasses.replace(thermal, budget_reserve_s=120.0, budget_reserve_tps=0.0))
+    assert O.runs_params([str(a), str(kept)], 360) == O.runs_params([str(a)], 360)
+    assert O.runs_params([str(kept)], 360).budget_reserve_s == EnvParams().budget_reserve_s
     p = O.runs_params([str(a), str(b)], 360)
     assert p.thermal_obs and p.max_episode_steps == 360  # the observation the policies read, not the defaults'
     assert O.runs_params([], 360) == dataclasses.replace(EnvParams(), max_episode_steps=360)
@@ -214,6 +218,15 @@ def test_the_floors_reserve_is_a_setting_and_a_report_may_score_some_objectives(
     assert "floor_reserve" not in O.floor_text(dict(old, floor_rule=False))
     assert "down to 0 s of budget" in O.floor_text(dict(old, budget_floor_reserve_s=0.0))
     assert "down to 900 s of budget" in O.floor_text(old)
+    # what the budget rule keeps is a setting under every objective; a report from before it kept 900 s + 50 tok/s
+    assert O.settings_differ(old, dict(old, budget_reserve_s=900.0, budget_reserve_tps=50.0)) is None
+    for key, v in (("budget_reserve_s", 300.0), ("budget_reserve_tps", 0.0)):
+        assert f"{key}=" in O.settings_differ(old, dict(old, **{key: v}), ["max-quality"])
+    assert "keeping 900 s of budget in hand, or of the safe configuration at 50 tok/s" in O.budget_text(old)
+    assert "keeping 300 s of budget in hand (" in O.budget_text(dict(old, budget_reserve_s=300.0,
+                                                                     budget_reserve_tps=0.0))
+    # the floor never keeps more than the rule itself keeps
+    assert "down to 120 s of budget" in O.floor_text(dict(old, budget_reserve_s=120.0, budget_floor_reserve_s=300.0))
     report = dict(old, runs=[], sets=[{"traces": "set", "split": "test", "objectives": {"min-energy": {
         "episodes": 1, "controllers": {"oracle": {"return": 1.0, "per_episode": [{"trace": "t0"}]},
                                        "random": {"return": 0.0, "per_episode": [{"trace": "t0"}]}}}}}])
@@ -224,7 +237,9 @@ def test_the_floors_reserve_is_a_setting_and_a_report_may_score_some_objectives(
     with pytest.raises(ValueError, match="budget_floor_reserve_s"):  # min-energy's runs: the floor's reserve counts
         O.add_runs(report, dict(report, budget_floor_reserve_s=0.0))
     for argv, msg in ((["--kinds", "max-quality,nope"], "--kinds"), (["--floor-reserve-s", "-3"], "--floor-reserve-s"),
-                      (["--floor-reserve-s", "nan"], "--floor-reserve-s")):
+                      (["--floor-reserve-s", "nan"], "--floor-reserve-s"),
+                      (["--budget-reserve-s", "-1"], "--budget-reserve-s"),
+                      (["--budget-reserve-tps", "inf"], "--budget-reserve-tps")):
         with pytest.raises(SystemExit):
             O.main(argv + ["--out", str(tmp_path / "x")])
         assert msg in capsys.readouterr().err
@@ -235,6 +250,8 @@ def test_the_floors_reserve_is_a_setting_and_a_report_may_score_some_objectives(
     ts = [overlay(t) for t in small_set()]
     TraceSet.from_traces(ts, name="small", splits={t.meta.unit: "test" for t in ts}).save(tmp_path / "small")
     O.main(["--traces", str(tmp_path / "small"), "--kinds", "min-energy", "--max-steps", "4", "--oracle-grid", "5,3,2",
-            "--floor-reserve-s", "0", "--out", str(tmp_path / "one")])
+            "--floor-reserve-s", "0", "--budget-reserve-s", "300", "--out", str(tmp_path / "one")])
     one = json.loads((tmp_path / "one.json").read_text())
     assert list(one["sets"][0]["objectives"]) == ["min-energy"] and one["budget_floor_reserve_s"] == 0.0
+    assert (one["budget_reserve_s"], one["budget_reserve_tps"]) == (300.0, EnvParams().budget_reserve_tps)
+    assert "keeping 300 s of budget in hand" in (tmp_path / "one.md").read_text()
