@@ -84,3 +84,34 @@ def test_bad_arguments_are_refused_with_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit):
         B.main(["--runs", "runs/none", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_sweeps_are_summarised_against_the_reference_and_bad_input_is_refused(tmp_path, capsys):
+    """``--summarise``: each sweep's best setting, every setting's total less the reference's, the best over all
+    sweeps together (which need not be any one sweep's best); sweeps of other settings and a reference that is not
+    swept are refused."""
+    import json
+
+    a = {"traces": "fold-0", "chosen": "600", "totals": {"150": 10.0, "600": 12.0, "900": 11.0}}
+    b = {"traces": "fold-1", "chosen": "150", "totals": {"150": 20.0, "600": 15.0, "900": 14.0}}
+    d = B.summarise([a, b], ["a.json", "b.json"], "900")
+    assert [r["chosen"] for r in d["rows"]] == ["600", "150"]
+    assert d["rows"][0]["gain"] == {"150": -1.0, "600": 1.0, "900": 0.0}
+    assert d["gain"] == {"150": 5.0, "600": 2.0, "900": 0.0} and d["chosen"] == "150"
+    with pytest.raises(ValueError, match="the same settings"):
+        B.summarise([a, dict(b, totals={"150": 1.0})], ["a.json", "b.json"], "900")
+    with pytest.raises(ValueError, match="--reference '300'"):
+        B.summarise([a, b], ["a.json", "b.json"], "300")
+    for k, r in (("a", a), ("b", b)):
+        (tmp_path / f"{k}.json").write_text(json.dumps(r))
+    out = tmp_path / "sum"
+    assert B.main(["--summarise", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--reference", "900",
+                   "--out", str(out)]) == 0
+    md = (tmp_path / "sum.md").read_text()
+    assert "| **all together** | +5.0 | +2.0 | +0.0 | **150** |" in md and (tmp_path / "sum.png").stat().st_size > 0
+    for argv, msg in ((["--summarise", str(tmp_path / "nope.json")], "nope.json"),
+                      (["--summarise", str(tmp_path / "a.json"), "--runs", "r"], "leave out --runs"),
+                      ([], "--runs is required")):
+        with pytest.raises(SystemExit):
+            B.main(argv + ["--out", str(tmp_path / "x")])
+        assert msg in capsys.readouterr().err
