@@ -142,8 +142,8 @@ def summarise(reports: list[dict], names: list[str], reference: str) -> dict:
     keys = list(reports[0]["totals"])
     for n, r in zip(names, reports):
         if set(r["totals"]) != set(keys):
-            raise ValueError(f"{n} swept {sorted(r['totals'])}, {names[0]} {sorted(keys)}: summarise sweeps of the same "
-                             "settings")
+            raise ValueError(f"{n} swept {sorted(r['totals'])}, {names[0]} {sorted(keys)}: summarise sweeps of the "
+                             "same settings")
     if reference not in keys:
         raise ValueError(f"--reference {reference!r} is not a setting of these sweeps ({', '.join(keys)})")
     rows = [{"report": n, "traces": r.get("traces"), "chosen": r["chosen"],
