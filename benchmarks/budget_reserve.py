@@ -1,7 +1,8 @@
 """How much budget the budget rule should keep in hand: ``EnvParams.budget_reserve_s``, swept on the splits a choice may
 see (train and val, never test).
 
-    python benchmarks/budget_reserve.py --summarise runs/reserve/fold-*.json [--reference 900+50tps] --out OUT
+    python benchmarks/budget_reserve.py --summarise benchmarks/results/budget_reserve_real_cv/fold-*.json \\
+                                        [--reference 900+50tps] --out OUT
     python benchmarks/budget_reserve.py --runs RUN ... [--traces data/default-objectives] [--splits train,val]
                                         [--reserves 0,300,900,1800,3600] [--reserve-tps 0]
                                         [--objective min-energy --floor-reserves 0,300,900] [--n-traces N]
