@@ -115,6 +115,34 @@ def runs_params(runs: list[str], max_steps: int):
     return base if base is not None else EnvParams(max_episode_steps=max_steps)
 
 
+def runs_reserve(runs: list[str], told_s: float | None = None, told_tps: float | None = None) -> tuple[float, float]:
+    """What the budget rule keeps in hand in a report of ``runs`` (``EnvParams.budget_reserve_s``,
+    ``budget_reserve_tps``): each as told, else what the runs kept in training, as ``agents.evaluate`` and the device's
+    shield keep a run's own; without runs, EnvParams' defaults. ValueError, with the fix, when the runs trained
+    keeping different values of one not told."""
+    from agents.run_io import load_config
+    from runtime.dynamics import EnvParams
+
+    kept = []
+    for r in runs:
+        d = load_config(r).get("env_params")
+        p = EnvParams.from_dict(d) if d is not None else EnvParams()
+        kept.append((r, float(p.budget_reserve_s), float(p.budget_reserve_tps)))
+    out = []
+    for i, (told, flag, default) in enumerate(((told_s, "--budget-reserve-s", EnvParams().budget_reserve_s),
+                                               (told_tps, "--budget-reserve-tps", EnvParams().budget_reserve_tps))):
+        if told is not None:
+            out.append(float(told))
+            continue
+        seen = {k[i + 1]: k[0] for k in kept}
+        if len(seen) > 1:
+            raise ValueError("--runs trained keeping different budget reserves ("
+                             + "; ".join(f"{r}: {v:g}" for v, r in seen.items())
+                             + f"); pass {flag} to score them all keeping one")
+        out.append(next(iter(seen)) if seen else float(default))
+    return out[0], out[1]
+
+
 def run_set(traces: Path, runs: list[str], grid: tuple, max_steps: int, base, jobs: int = 1,
             split: str = "test", n_traces: int = 0, baselines: bool = True, kinds: list[str] | None = None) -> dict:
     """Every controller under each objective on a split of ``traces`` (``n_traces`` > 0: that many traces spread evenly
@@ -377,10 +405,10 @@ def main(argv=None) -> int:
                          "rule's reserve (EnvParams.budget_floor_reserve_s; default: its default)")
     ap.add_argument("--budget-reserve-s", type=float, default=None, metavar="S",
                     help="the seconds of budget the budget rule keeps in hand (EnvParams.budget_reserve_s; default: "
-                         "its default), whatever the runs were trained with")
+                         "what the --runs kept in training, which must agree; without runs, EnvParams')")
     ap.add_argument("--budget-reserve-tps", type=float, default=None, metavar="TPS",
                     help="the burst the budget rule's reserve also pays for, tok/s (EnvParams.budget_reserve_tps; "
-                         "default: its default)")
+                         "default: as --budget-reserve-s)")
     ap.add_argument("--kinds", default=",".join(CONSTRAINT),
                     help=f"the objectives to score, separated by commas (default: {','.join(CONSTRAINT)})")
     ap.add_argument("--jobs", type=int, default=1,
@@ -409,8 +437,10 @@ def main(argv=None) -> int:
     from runtime.dynamics import EnvParams
 
     floor_keep = EnvParams().budget_floor_reserve_s if a.floor_reserve_s is None else a.floor_reserve_s
-    keep_s = EnvParams().budget_reserve_s if a.budget_reserve_s is None else a.budget_reserve_s
-    keep_tps = EnvParams().budget_reserve_tps if a.budget_reserve_tps is None else a.budget_reserve_tps
+    try:  # as told, else the runs' own (as agents.evaluate keeps a run's), else EnvParams'
+        keep_s, keep_tps = runs_reserve(a.runs, a.budget_reserve_s, a.budget_reserve_tps)
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
     for flag, v, unit in (("--floor-reserve-s", floor_keep, "number of seconds"),
                           ("--budget-reserve-s", keep_s, "number of seconds"),
                           ("--budget-reserve-tps", keep_tps, "token rate")):

@@ -83,6 +83,14 @@ def test_runs_are_scored_in_their_own_env_parameters(tmp_path):
     kept = _run_dir(tmp_path, "kept", dataclasses.replace(thermal, budget_reserve_s=120.0, budget_reserve_tps=0.0))
     assert O.runs_params([str(a), str(kept)], 360) == O.runs_params([str(a)], 360)
     assert O.runs_params([str(kept)], 360).budget_reserve_s == EnvParams().budget_reserve_s
+    # ... and by default a report keeps what its runs kept in training, as agents.evaluate and the device do
+    assert O.runs_reserve([str(kept)]) == (120.0, 0.0)
+    assert O.runs_reserve([]) == (EnvParams().budget_reserve_s, EnvParams().budget_reserve_tps)
+    with pytest.raises(ValueError, match=r"different budget reserves .*pass --budget-reserve-s"):
+        O.runs_reserve([str(a), str(kept)])
+    assert O.runs_reserve([str(a), str(kept)], 300.0, 50.0) == (300.0, 50.0)  # told: the runs may differ
+    with pytest.raises(ValueError, match="--budget-reserve-tps"):  # told one, the other still differs
+        O.runs_reserve([str(a), str(kept)], 300.0)
     p = O.runs_params([str(a), str(b)], 360)
     assert p.thermal_obs and p.max_episode_steps == 360  # the observation the policies read, not the defaults'
     assert O.runs_params([], 360) == dataclasses.replace(EnvParams(), max_episode_steps=360)
