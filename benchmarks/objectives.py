@@ -88,16 +88,23 @@ def episode(env, ctrl, options: dict, max_steps: int) -> dict:
             "violations": viol, "death": dead}
 
 
+def trained_params(run: str):
+    """The ``EnvParams`` ``run`` was trained in (its config's; the defaults for a run from before they were saved)."""
+    from agents.run_io import load_config
+    from runtime.dynamics import EnvParams
+
+    d = load_config(run).get("env_params")
+    return EnvParams.from_dict(d) if d is not None else EnvParams()
+
+
 def runs_params(runs: list[str], max_steps: int):
     """The ``EnvParams`` to score ``runs`` in: theirs (the observation their policies read: thermal block, smoothed
     demand, …), which must be the same for every run; the defaults without runs. ValueError naming the run."""
-    from agents.run_io import load_config
     from runtime.dynamics import EnvParams
 
     base = None
     for r in runs:
-        d = load_config(r).get("env_params")
-        p = EnvParams.from_dict(d) if d is not None else EnvParams()
+        p = trained_params(r)
         if not p.objective.observed:
             raise ValueError(f"--runs: {r} was trained without the objective in its observation, so it cannot "
                              "pursue one; train it with --env.objective.kind mix")
@@ -120,26 +127,21 @@ def runs_reserve(runs: list[str], told_s: float | None = None, told_tps: float |
     ``budget_reserve_tps``): each as told, else what the runs kept in training, as ``agents.evaluate`` and the device's
     shield keep a run's own; without runs, EnvParams' defaults. ValueError, with the fix, when the runs trained
     keeping different values of one not told."""
-    from agents.run_io import load_config
     from runtime.dynamics import EnvParams
 
-    kept = []
-    for r in runs:
-        d = load_config(r).get("env_params")
-        p = EnvParams.from_dict(d) if d is not None else EnvParams()
-        kept.append((r, float(p.budget_reserve_s), float(p.budget_reserve_tps)))
+    trained = {r: trained_params(r) for r in runs}
     out = []
-    for i, (told, flag, default) in enumerate(((told_s, "--budget-reserve-s", EnvParams().budget_reserve_s),
-                                               (told_tps, "--budget-reserve-tps", EnvParams().budget_reserve_tps))):
+    for told, flag, name in ((told_s, "--budget-reserve-s", "budget_reserve_s"),
+                             (told_tps, "--budget-reserve-tps", "budget_reserve_tps")):
         if told is not None:
             out.append(float(told))
             continue
-        seen = {k[i + 1]: k[0] for k in kept}
+        seen = {float(getattr(p, name)): r for r, p in trained.items()}  # each value kept, and a run that kept it
         if len(seen) > 1:
             raise ValueError("--runs trained keeping different budget reserves ("
                              + "; ".join(f"{r}: {v:g}" for v, r in seen.items())
                              + f"); pass {flag} to score them all keeping one")
-        out.append(next(iter(seen)) if seen else float(default))
+        out.append(next(iter(seen)) if seen else float(getattr(EnvParams(), name)))
     return out[0], out[1]
 
 
