@@ -147,6 +147,11 @@ class Args:
     the evaluation grid of the benchmarks; the default); empty: the oracle's default 101,25,7"""
     bc_demos: str = ""
     """reuse demonstrations saved by an earlier run (<run>/warm_start/demos.npz) instead of collecting"""
+    bc_min_energy_labels: str = "expert"
+    """with --bc-expert: what the student is told to run on min-energy steps. expert: the expert's own label;
+    cheapest: the cheapest configuration the masks allow, what static-smallest held to the masks runs
+    (agents.imitation.cheapest_labels). The oracle's departures from it under min-energy are bets on bursts it
+    foresees; a student cannot see them. The saved demonstrations keep the expert's labels"""
     dagger_rounds: int = 3
     """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 64
@@ -859,7 +864,15 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     import gymnasium as gym
     from stable_baselines3.common.logger import configure
 
-    from agents.imitation import Demonstrations, DemoRandomisation, collect, fit_normalisation, pretrain, student_fn
+    from agents.imitation import (
+        Demonstrations,
+        DemoRandomisation,
+        cheapest_labels,
+        collect,
+        fit_normalisation,
+        pretrain,
+        student_fn,
+    )
     from agents.registry import ORACLES
     # the demonstrations' episodes are the RL episodes' length, and an oracle expert plans that far
     env = gym.make(envs.ENV_ID, split="train", params=args.env, max_episode_steps=args.env.max_episode_steps,
@@ -890,6 +903,15 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                         progress=args.progress, desc=f"demos ({args.bc_expert})", workers=args.workers,
                         expert_kwargs=expert_kwargs, randomise=randomise)
     fit_normalisation(train_env, demos, float(model.gamma))
+    relabelled = []
+
+    def told(d: Demonstrations) -> Demonstrations:
+        """What the student fits: the expert's labels, or min-energy's cheapest (--bc-min-energy-labels)."""
+        if args.bc_min_energy_labels != "cheapest":
+            return d
+        d, changed = cheapest_labels(d, env.unwrapped.costs, env.unwrapped.feature_names, args.env.objective.kind)
+        relabelled.append(changed)
+        return d
     fac = None
     if args.action_head == "factorised":
         from runtime.factorised import Factorisation
@@ -897,7 +919,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         fac = Factorisation(env.unwrapped.space)
     fit = dict(epochs=args.bc_epochs, lr=args.bc_lr, seed=args.seed, logger=logger, progress=args.progress,
                factorisation=fac)
-    stats = pretrain(model, train_env, demos, **fit)
+    stats = pretrain(model, train_env, told(demos), **fit)
     rounds = [dict(stats, transitions=len(demos), expert_return=demos.expert_return, seconds=demos.seconds)]
     for r in range(args.dagger_rounds):
         more = collect(env, args.bc_expert, args.dagger_episodes, seed=args.seed + 1000 * (r + 1),
@@ -907,13 +929,13 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         demos = demos.extend(more)
         if hasattr(train_env.obs_rms, "set_support"):  # --clamp-obs: the range the network is now fitted on
             train_env.obs_rms.set_support(demos.obs)
-        stats = pretrain(model, train_env, demos, **fit)
+        stats = pretrain(model, train_env, told(demos), **fit)
         rounds.append(dict(stats, transitions=len(demos), seconds=more.seconds))
     tempered = None
     if args.bc_explore > 0:
         from agents.imitation import temper_to_explore
 
-        tempered = temper_to_explore(model, train_env, demos, args.bc_explore, fac, seed=args.seed)
+        tempered = temper_to_explore(model, train_env, told(demos), args.bc_explore, fac, seed=args.seed)
         print(f"warm start tempered (--bc-explore {args.bc_explore:g}): temperature {tempered['temperature']:.3g}, "
               f"the stochastic policy takes its deterministic action with probability "
               f"{tempered['chosen_prob_before']:.4f} -> {tempered['chosen_prob_after']:.4f} (demonstration states)")
@@ -925,8 +947,12 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
                   else f"{rd['seconds']:.0f} s collecting")
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
+    if relabelled:
+        print(f"warm start: min-energy steps told the cheapest configuration the masks allow "
+              f"(--bc-min-energy-labels cheapest): {relabelled[-1]} of {len(demos)} labels differ from the expert's")
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None,
-            "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered}
+            "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered,
+            "min_energy_labels": args.bc_min_energy_labels, "relabelled": relabelled[-1] if relabelled else 0}
 
 
 def check_warm_start_args(args: Args) -> None:
@@ -936,6 +962,12 @@ def check_warm_start_args(args: Args) -> None:
     if args.bc_expert not in ALL_CONTROLLERS:
         raise SystemExit(f"--bc-expert {args.bc_expert!r}: choose one of {', '.join(ALL_CONTROLLERS)}, "
                          "or none (from scratch)")
+    if args.bc_min_energy_labels not in ("expert", "cheapest"):
+        raise SystemExit(f"--bc-min-energy-labels {args.bc_min_energy_labels!r}: choose expert (the expert's own "
+                         "labels) or cheapest (the cheapest configuration the masks allow on min-energy steps)")
+    if args.bc_min_energy_labels == "cheapest" and args.env.objective.kind not in ("mix", "min-energy"):
+        raise SystemExit(f"--bc-min-energy-labels cheapest: the objective is {args.env.objective.kind}, so no step "
+                         "is a min-energy one; fix: add --env.objective.kind mix (or min-energy), or drop the flag")
     if not algo(args.algo).actor_critic:
         raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
     if args.clone_kl > 0 and args.algo != "maskable_ppo":
@@ -987,6 +1019,9 @@ def main(args: Args) -> Path:
         check_warm_start_args(args)
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
+    elif args.bc_min_energy_labels != "expert":
+        raise SystemExit("--bc-min-energy-labels relabels the imitation's demonstrations: it needs --bc-expert "
+                         "(e.g. oracle-masked)")
     elif args.bc_explore > 0:
         raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.critic_warmup > 0:

@@ -173,6 +173,39 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
                           time.time() - t0)
 
 
+def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None) -> tuple[Demonstrations, int]:
+    """``demos`` with the label of every min-energy step replaced by what static-smallest held to that step's mask
+    would run (``agents.baselines.smallest_config`` stepped down by ``runtime.rules.step_down``, as
+    ``agents.evaluate`` holds the rule): the cheapest configuration the masks allow, which under the floor rule is
+    the cheapest that meets the floor within the budget. Returns the relabelled copy and how many labels changed.
+
+    Why (``train.py --bc-min-energy-labels cheapest``): under min-energy the oracle's departures from the cheapest
+    configuration are bets on bursts it foresees. A student cannot see them, and imitating them spent energy for
+    nothing on held-out users (docs/objectives.md, "Where min-energy's floor is missed"). The drivers, states,
+    masks and rewards are kept: only what the student is told to do changes.
+
+    Min-energy steps are those whose observation has ``obj_min_energy`` set (a goal-conditioned layout); with
+    ``kind`` "min-energy" and no objective block every step is one. ``feature_names``: the env's
+    (``env.unwrapped.feature_names``), the layout the demonstrations were recorded in."""
+    from agents.baselines import smallest_config
+
+    names = list(feature_names)
+    if "obj_min_energy" in names:
+        rows = np.flatnonzero(demos.obs[:, names.index("obj_min_energy")] > 0.5)
+    elif kind == "min-energy":
+        rows = np.arange(len(demos))
+    else:
+        raise ValueError("no min-energy step can be told apart: the observation has no objective block "
+                         "(obj_min_energy) and the objective is not min-energy")
+    smallest = smallest_config(costs)
+    labels = demos.labels.copy()
+    for i in rows:
+        labels[i] = step_down(smallest, demos.masks[i], costs.ept_j, costs.quality)
+    changed = int(np.count_nonzero(labels != demos.labels))
+    return Demonstrations(demos.obs, demos.masks, labels, demos.rewards, list(demos.episode_ends),
+                          demos.expert_return, demos.seconds), changed
+
+
 @dataclass(frozen=True)
 class DemoRandomisation:
     """The battery and weather randomisation of ``envs.batched`` (``train.py --low-soc-frac``, ``--capacity-sigma``,

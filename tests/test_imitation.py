@@ -107,3 +107,37 @@ def test_the_masked_oracles_labels_are_stepped_down_where_the_masks_forbid_them(
     assert expert_label(Expert("schedutil", False), None, mask, costs, True, True) == want
     allowed = np.ones_like(mask)
     assert expert_label(Expert("oracle-masked", False), None, allowed, costs, True, False) == big
+
+
+def test_cheapest_labels_tell_min_energy_steps_what_static_smallest_held_to_the_masks_runs(tmp_path):
+    """--bc-min-energy-labels cheapest: every min-energy step (obj_min_energy set) is labelled with static-smallest
+    stepped down to that step's mask, exactly as agents.evaluate holds the rule; every other step keeps the expert's
+    label, and the drivers' observations, masks and rewards are untouched."""
+    from agents.baselines import smallest_config
+    from agents.imitation import cheapest_labels
+    from runtime.dynamics import EnvParams, Objective
+    from runtime.rules import step_down
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    params = EnvParams(objective=Objective(kind="mix"), floor_rule=True)
+    env = gym.make(envs.ENV_ID, profile=str(prof), split="train", params=params)
+    d = collect(env, "static-largest", 12, seed=4, max_steps=20, progress=False)
+    u = env.unwrapped
+    col = list(u.feature_names).index("obj_min_energy")
+    me = d.obs[:, col] > 0.5
+    assert 0 < me.sum() < len(d)  # the mix drew min-energy episodes and others
+    out, changed = cheapest_labels(d, u.costs, u.feature_names, "mix")
+    smallest = smallest_config(u.costs)
+    want = [step_down(smallest, m, u.costs.ept_j, u.costs.quality) for m in d.masks[me]]
+    np.testing.assert_array_equal(out.labels[me], want)
+    np.testing.assert_array_equal(out.labels[~me], d.labels[~me])
+    assert changed == int(np.count_nonzero(out.labels != d.labels)) > 0
+    assert all(m[a] for m, a in zip(d.masks, out.labels))  # every label one the masks allow
+    assert out.obs is d.obs and out.masks is d.masks and out.rewards is d.rewards
+    assert out.episode_ends == d.episode_ends and not np.shares_memory(out.labels, d.labels)
+    # without an objective block, only a min-energy env's steps can be told apart
+    plain = gym.make(envs.ENV_ID, profile=str(prof), split="train").unwrapped
+    d2 = collect(plain, "static-largest", 1, seed=1, max_steps=5, progress=False)
+    assert cheapest_labels(d2, plain.costs, plain.feature_names, "min-energy")[1] > 0
+    with pytest.raises(ValueError, match="no min-energy step"):
+        cheapest_labels(d2, plain.costs, plain.feature_names, "max-quality")

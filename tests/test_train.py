@@ -542,3 +542,38 @@ def test_val_holds_the_users_floor_and_budget_as_scoring_does(tmp_path, monkeypa
     assert val and all(p.floor_rule == val_rules and p.budget_rule == val_rules for p in val)
     assert train.val_env_params(args).max_episode_steps == 12  # the rest is the run's own
     assert not args.env.floor_rule and not args.env.budget_rule  # training unchanged
+
+
+def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved_demonstrations(tmp_path, capsys):
+    """--bc-min-energy-labels cheapest: the student is fitted to the cheapest allowed configuration on min-energy
+    steps; the run's config says how many labels that changed, and the saved demonstrations keep the expert's own
+    (they seed later runs as that expert's). Refused with the fix where no step is a min-energy one or there is no
+    imitation at all."""
+    import gymnasium as gym
+
+    import envs
+    import train
+    from agents.imitation import Demonstrations
+    from runtime.dynamics import Objective
+
+    prof = save_profile(example_profile(12), tmp_path / "p.json")
+    base = dict(algo="maskable_ppo", profile=str(prof), total_timesteps=0, n_envs=2, runs_dir=str(tmp_path / "runs"),
+                final_eval=False, progress=False, bc_expert="static-largest", bc_episodes=12, dagger_rounds=0,
+                bc_epochs=1, eval_episodes=1, seed=4)
+    mix = EnvParams(max_episode_steps=20, objective=Objective(kind="mix"), floor_rule=True)
+    run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **base))
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert ws["min_energy_labels"] == "cheapest" and ws["relabelled"] > 0
+    assert f"{ws['relabelled']} of " in capsys.readouterr().out
+    from agents.imitation import cheapest_labels
+
+    saved = Demonstrations.load(run / "warm_start" / "demos.npz", "static-largest")
+    u = gym.make(envs.ENV_ID, profile=str(prof), split="train", params=mix).unwrapped
+    # the expert's own labels were saved: relabelling them again changes as many as the run did
+    assert cheapest_labels(saved, u.costs, u.feature_names, "mix")[1] == ws["relabelled"]
+    with pytest.raises(SystemExit, match="no step is a min-energy one; fix: add --env.objective.kind mix"):
+        train.main(train.Args(env=EnvParams(max_episode_steps=20), bc_min_energy_labels="cheapest", **base))
+    with pytest.raises(SystemExit, match="choose expert"):
+        train.main(train.Args(env=mix, bc_min_energy_labels="smallest", **base))
+    with pytest.raises(SystemExit, match="needs --bc-expert"):
+        train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **{**base, "bc_expert": "none"}))
