@@ -65,3 +65,35 @@ def test_a_fold_without_exactly_one_run_is_named(tmp_path, capsys):
         F.main(["--cv", str(tmp_path), "--runs", str(tmp_path / "runs/f{fold}/*"), "--folds", "0",
                 "--out", str(tmp_path / "o")])
     assert "0 matches for fold 0, need exactly one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["floor_misses", "floor_reserve_overdraw"])
+def test_a_run_is_scored_keeping_the_budget_reserve_it_trained_with(module, monkeypatch, tmp_path):
+    """Both floor reports hold the budget rule to the run's own reserve (benchmarks.objectives.runs_reserve), as
+    agents.evaluate and the device do: a run trained keeping 150 s is not scored keeping the defaults' 900 s."""
+    import importlib
+
+    import gymnasium
+
+    from runtime.dynamics import EnvParams
+
+    mod = importlib.import_module(module)
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def make(*a, params=None, **k):
+        seen["params"] = params
+        raise Built
+
+    monkeypatch.setattr(mod, "runs_params", lambda runs, max_steps: EnvParams(max_episode_steps=max_steps))
+    monkeypatch.setattr(mod, "runs_reserve", lambda runs: (150.0, 20.0) if runs else (900.0, 50.0))
+    monkeypatch.setattr(gymnasium, "make", make)
+    with pytest.raises(Built):
+        if module == "floor_misses":
+            mod.count(str(tmp_path), "some-run", 4)
+        else:
+            mod.count(str(tmp_path), "some-run", 300.0, 4)
+    p = seen["params"]
+    assert (p.budget_reserve_s, p.budget_reserve_tps) == (150.0, 20.0) and p.budget_rule and p.floor_rule
