@@ -173,7 +173,8 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
                           time.time() - t0)
 
 
-def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None) -> tuple[Demonstrations, int]:
+def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None, drawn_share: float = 0.0,
+                    rng: np.random.Generator | None = None) -> tuple[Demonstrations, int]:
     """``demos`` with the label of every min-energy step replaced by what static-smallest held to that step's mask
     would run (``agents.baselines.smallest_config`` stepped down by ``runtime.rules.step_down``, as
     ``agents.evaluate`` holds the rule): the cheapest configuration the masks allow, which under the floor rule is
@@ -186,7 +187,15 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
 
     Min-energy steps are those whose observation has ``obj_min_energy`` set (a goal-conditioned layout); with
     ``kind`` "min-energy" and no objective block every step is one. ``feature_names``: the env's
-    (``env.unwrapped.feature_names``), the layout the demonstrations were recorded in."""
+    (``env.unwrapped.feature_names``), the layout the demonstrations were recorded in.
+
+    ``drawn_share`` > 0 (``train.py --bc-drawn-masks``): that share of the min-energy steps (drawn with ``rng``) has
+    its mask replaced by a random subset of every configuration (each kept with probability 1/2, at least one), and
+    is labelled with what static-smallest would run under it. The label is a function of the mask, and a policy
+    picks among what the masks allow by its ranking of them: the training users' floors allow only some pairs of
+    configurations, so a held-out user whose floor allows another pair met a ranking never fitted (on fold 1's test
+    user the student ran ``L6-H100-int4`` where ``L4-H050-int8`` met the floor for 30 % less energy per token).
+    Drawn masks fit the whole ranking."""
     from agents.baselines import smallest_config
 
     names = list(feature_names)
@@ -197,12 +206,22 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     else:
         raise ValueError("no min-energy step can be told apart: the observation has no objective block "
                          "(obj_min_energy) and the objective is not min-energy")
+    if not 0.0 <= drawn_share <= 1.0:
+        raise ValueError(f"drawn_share {drawn_share}: a share in [0, 1]")
     smallest = smallest_config(costs)
-    labels = demos.labels.copy()
+    labels, masks = demos.labels.copy(), demos.masks
+    if drawn_share > 0 and rows.size:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        drawn = rows[rng.random(rows.size) < drawn_share]
+        masks = demos.masks.copy()
+        subset = rng.random((drawn.size, masks.shape[1])) < 0.5
+        empty = ~subset.any(axis=1)
+        subset[np.flatnonzero(empty), rng.integers(masks.shape[1], size=int(empty.sum()))] = True
+        masks[drawn] = subset
     for i in rows:
-        labels[i] = step_down(smallest, demos.masks[i], costs.ept_j, costs.quality)
+        labels[i] = step_down(smallest, masks[i], costs.ept_j, costs.quality)
     changed = int(np.count_nonzero(labels != demos.labels))
-    return Demonstrations(demos.obs, demos.masks, labels, demos.rewards, list(demos.episode_ends),
+    return Demonstrations(demos.obs, masks, labels, demos.rewards, list(demos.episode_ends),
                           demos.expert_return, demos.seconds), changed
 
 

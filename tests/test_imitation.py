@@ -141,3 +141,34 @@ def test_cheapest_labels_tell_min_energy_steps_what_static_smallest_held_to_the_
     assert cheapest_labels(d2, plain.costs, plain.feature_names, "min-energy")[1] > 0
     with pytest.raises(ValueError, match="no min-energy step"):
         cheapest_labels(d2, plain.costs, plain.feature_names, "max-quality")
+
+
+def test_drawn_masks_fit_the_cost_ranking_beyond_the_pairs_the_floors_allowed():
+    """--bc-drawn-masks: a share of the min-energy steps gets a random non-empty subset of every configuration as its
+    mask and static-smallest's choice under it as the label, so the labels rank configurations the recorded masks
+    never offered together; other steps and the recorded masks of the rest are untouched; reproducible from the rng."""
+    from agents.baselines import smallest_config
+    from agents.imitation import cheapest_labels
+    from envs.power_env import MicroLLMPowerEnv
+    from runtime.rules import step_down
+
+    env = MicroLLMPowerEnv(profile="profiles/reference-cpu.json")
+    costs, n = env.costs, env.action_space.n
+    names = ["obj_min_energy", "x"]
+    obs = np.zeros((400, 2), np.float32)
+    obs[:300, 0] = 1.0  # 300 min-energy steps, 100 others
+    masks = np.zeros((400, n), bool)
+    masks[:, int(np.argmax(costs.ept_j))] = True  # the recorded masks allow one configuration only
+    d = Demonstrations(obs, masks, np.full(400, int(np.argmax(costs.ept_j))), np.zeros(400), [400])
+    out, _ = cheapest_labels(d, costs, names, "mix", drawn_share=0.5, rng=np.random.default_rng(1))
+    drawn = np.flatnonzero((out.masks != d.masks).any(axis=1))
+    assert 100 < drawn.size < 200 and drawn.max() < 300  # about half of the min-energy steps, no other
+    assert out.masks[drawn].any(axis=1).all() and np.array_equal(d.masks[0], masks[0])  # the input is not written
+    smallest = smallest_config(costs)
+    for i in drawn:
+        assert out.labels[i] == step_down(smallest, out.masks[i], costs.ept_j, costs.quality)
+    assert np.unique(out.labels[drawn]).size > 3  # many configurations ranked, where the recorded masks offered one
+    again, _ = cheapest_labels(d, costs, names, "mix", drawn_share=0.5, rng=np.random.default_rng(1))
+    assert np.array_equal(again.masks, out.masks) and np.array_equal(again.labels, out.labels)
+    with pytest.raises(ValueError, match="a share in"):
+        cheapest_labels(d, costs, names, "mix", drawn_share=1.5)

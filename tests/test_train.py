@@ -563,7 +563,7 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
     mix = EnvParams(max_episode_steps=20, objective=Objective(kind="mix"), floor_rule=True)
     run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **base))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
-    assert ws["min_energy_labels"] == "cheapest" and ws["relabelled"] > 0
+    assert ws["min_energy_labels"] == "cheapest" and ws["relabelled"] > 0 and ws["drawn_masks"] == 0
     assert f"{ws['relabelled']} of " in capsys.readouterr().out
     from agents.imitation import cheapest_labels
 
@@ -575,5 +575,9 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
         train.main(train.Args(env=EnvParams(max_episode_steps=20), bc_min_energy_labels="cheapest", **base))
     with pytest.raises(SystemExit, match="choose expert"):
         train.main(train.Args(env=mix, bc_min_energy_labels="smallest", **base))
+    with pytest.raises(SystemExit, match="needs --bc-min-energy-labels cheapest"):
+        train.main(train.Args(env=mix, bc_drawn_masks=0.5, **base))
+    with pytest.raises(ValueError, match="--bc-drawn-masks: 2.0 is out of range"):
+        train.Args(env=mix, bc_min_energy_labels="cheapest", bc_drawn_masks=2.0, **base)
     with pytest.raises(SystemExit, match="needs --bc-expert"):
         train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **{**base, "bc_expert": "none"}))
