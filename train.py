@@ -156,6 +156,10 @@ class Args:
     """with --bc-min-energy-labels cheapest: the share of min-energy steps whose mask is replaced by a random subset
     of every configuration, labelled with the cheapest of it, so the student ranks every configuration by cost and
     not only the pairs the training users' floors allowed (agents.imitation.cheapest_labels)"""
+    bc_raised_floors: float = 0.0
+    """with --bc-min-energy-labels cheapest: the share of min-energy steps whose quality floor is raised, in the
+    observation and the mask, to a value drawn between it and the demonstrations' highest, so the student meets floors
+    between the few dozen the training users set (agents.imitation.cheapest_labels)"""
     dagger_rounds: int = 3
     """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 64
@@ -341,6 +345,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "dagger_episodes": positive_int,
     "dagger_beta": float_in(0.0, 1.0),
     "bc_drawn_masks": float_in(0.0, 1.0),
+    "bc_raised_floors": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
     "bc_explore": float_in(0.0, 0.99),
@@ -915,7 +920,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         if args.bc_min_energy_labels != "cheapest":
             return d
         d, changed = cheapest_labels(d, env.unwrapped.costs, env.unwrapped.feature_names, args.env.objective.kind,
-                                     args.bc_drawn_masks, np.random.default_rng([args.seed, len(d)]))
+                                     args.bc_drawn_masks, np.random.default_rng([args.seed, len(d)]),
+                                     args.bc_raised_floors)
         relabelled.append(changed)
         return d
     fac = None
@@ -954,13 +960,15 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         print(f"warm start {'BC' if i == 0 else f'DAgger {i}'}: {rd['transitions']} transitions, "
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
     if relabelled:
-        drawn = f", {args.bc_drawn_masks:g} of them under drawn masks" if args.bc_drawn_masks else ""
+        drawn = "".join(f", {v:g} of them {what}" for v, what in ((args.bc_drawn_masks, "under drawn masks"),
+                                                                  (args.bc_raised_floors, "with raised floors")) if v)
         print(f"warm start: min-energy steps told the cheapest configuration the masks allow "
               f"(--bc-min-energy-labels cheapest{drawn}): {relabelled[-1]} of {len(demos)} labels differ from the "
               "expert's")
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None,
             "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered,
             "min_energy_labels": args.bc_min_energy_labels, "drawn_masks": args.bc_drawn_masks,
+            "raised_floors": args.bc_raised_floors,
             "relabelled": relabelled[-1] if relabelled else 0}
 
 
@@ -977,9 +985,9 @@ def check_warm_start_args(args: Args) -> None:
     if args.bc_min_energy_labels == "cheapest" and args.env.objective.kind not in ("mix", "min-energy"):
         raise SystemExit(f"--bc-min-energy-labels cheapest: the objective is {args.env.objective.kind}, so no step "
                          "is a min-energy one; fix: add --env.objective.kind mix (or min-energy), or drop the flag")
-    if args.bc_drawn_masks > 0 and args.bc_min_energy_labels != "cheapest":
-        raise SystemExit("--bc-drawn-masks draws masks for the cheapest labels: it needs --bc-min-energy-labels "
-                         "cheapest")
+    for flag, share in (("--bc-drawn-masks", args.bc_drawn_masks), ("--bc-raised-floors", args.bc_raised_floors)):
+        if share > 0 and args.bc_min_energy_labels != "cheapest":
+            raise SystemExit(f"{flag} varies the cheapest labels' steps: it needs --bc-min-energy-labels cheapest")
     if not algo(args.algo).actor_critic:
         raise SystemExit(f"--bc-expert needs an actor-critic (--algo maskable_ppo or ppo), not {args.algo}")
     if args.clone_kl > 0 and args.algo != "maskable_ppo":

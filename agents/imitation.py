@@ -174,7 +174,7 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
 
 
 def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None, drawn_share: float = 0.0,
-                    rng: np.random.Generator | None = None) -> tuple[Demonstrations, int]:
+                    rng: np.random.Generator | None = None, raised_share: float = 0.0) -> tuple[Demonstrations, int]:
     """``demos`` with the label of every min-energy step replaced by what static-smallest held to that step's mask
     would run (``agents.baselines.smallest_config`` stepped down by ``runtime.rules.step_down``, as
     ``agents.evaluate`` holds the rule): the cheapest configuration the masks allow, which under the floor rule is
@@ -195,7 +195,16 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     picks among what the masks allow by its ranking of them: the training users' floors allow only some pairs of
     configurations, so a held-out user whose floor allows another pair met a ranking never fitted (on fold 1's test
     user the student ran ``L6-H100-int4`` where ``L4-H050-int8`` met the floor for 30 % less energy per token).
-    Drawn masks fit the whole ranking."""
+    Drawn masks fit the whole ranking.
+
+    ``raised_share`` > 0 (``train.py --bc-raised-floors``): that share of the min-energy steps (drawn with ``rng``,
+    after ``drawn_share``'s) has its quality floor raised to a value drawn uniformly between it and the highest floor
+    among the min-energy steps, in the observation (``quality_floor``) and in the mask: the configurations below the
+    new floor are taken out when one that meets it is left, as the floor rule does (only approximately under a
+    budget, where the rule may also spend the budget's reserve on the floor). The label follows. A user's floor is
+    one value per episode, so the demonstrations hold a few dozen floors with gaps between them (fold 1: none in
+    0.396-0.425, where ``L4-H050-int8`` is the cheapest to meet it); raised floors fill the gaps. The rows'
+    rewards are those of the floor recorded."""
     from agents.baselines import smallest_config
 
     names = list(feature_names)
@@ -206,22 +215,37 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     else:
         raise ValueError("no min-energy step can be told apart: the observation has no objective block "
                          "(obj_min_energy) and the objective is not min-energy")
-    if not 0.0 <= drawn_share <= 1.0:
-        raise ValueError(f"drawn_share {drawn_share}: a share in [0, 1]")
+    for name, share in (("drawn_share", drawn_share), ("raised_share", raised_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} {share}: a share in [0, 1]")
     smallest = smallest_config(costs)
-    labels, masks = demos.labels.copy(), demos.masks
+    labels, masks, obs = demos.labels.copy(), demos.masks, demos.obs
+    rng = rng if rng is not None else np.random.default_rng(0)
     if drawn_share > 0 and rows.size:
-        rng = rng if rng is not None else np.random.default_rng(0)
         drawn = rows[rng.random(rows.size) < drawn_share]
         masks = demos.masks.copy()
         subset = rng.random((drawn.size, masks.shape[1])) < 0.5
         empty = ~subset.any(axis=1)
         subset[np.flatnonzero(empty), rng.integers(masks.shape[1], size=int(empty.sum()))] = True
         masks[drawn] = subset
+    if raised_share > 0 and rows.size:
+        if "quality_floor" not in names:
+            raise ValueError("raised floors need the floor in the observation (quality_floor, a goal-conditioned "
+                             "layout)")
+        col = names.index("quality_floor")
+        raised = rows[rng.random(rows.size) < raised_share]
+        top = float(obs[rows, col].max())
+        new_floor = obs[raised, col] + rng.random(raised.size) * (top - obs[raised, col])
+        obs, masks = obs.copy(), masks.copy()
+        obs[raised, col] = new_floor
+        for i, qmin in zip(raised, new_floor):
+            meets = masks[i] & (costs.quality >= qmin)
+            if meets.any():
+                masks[i] = meets
     for i in rows:
         labels[i] = step_down(smallest, masks[i], costs.ept_j, costs.quality)
     changed = int(np.count_nonzero(labels != demos.labels))
-    return Demonstrations(demos.obs, masks, labels, demos.rewards, list(demos.episode_ends),
+    return Demonstrations(obs, masks, labels, demos.rewards, list(demos.episode_ends),
                           demos.expert_return, demos.seconds), changed
 
 

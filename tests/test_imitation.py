@@ -172,3 +172,38 @@ def test_drawn_masks_fit_the_cost_ranking_beyond_the_pairs_the_floors_allowed():
     assert np.array_equal(again.masks, out.masks) and np.array_equal(again.labels, out.labels)
     with pytest.raises(ValueError, match="a share in"):
         cheapest_labels(d, costs, names, "mix", drawn_share=1.5)
+
+
+def test_raised_floors_fill_the_gaps_between_the_users_floors():
+    """--bc-raised-floors: a share of the min-energy steps has its floor raised, in the observation and the mask, to a
+    value between it and the highest floor recorded; the mask keeps only what meets the new floor (when something
+    does) and the label is static-smallest's choice under it; the other steps and the input are untouched."""
+    from agents.baselines import smallest_config
+    from agents.imitation import cheapest_labels
+    from envs.power_env import MicroLLMPowerEnv
+    from runtime.rules import step_down
+
+    env = MicroLLMPowerEnv(profile="profiles/reference-cpu.json")
+    costs = env.costs
+    names = ["obj_min_energy", "quality_floor"]
+    floors = np.r_[np.full(150, 0.30), np.full(150, 0.50), np.full(100, 0.30)]
+    obs = np.c_[np.r_[np.ones(300), np.zeros(100)], floors].astype(np.float32)
+    masks = np.tile(costs.quality >= 0.30, (400, 1))
+    masks[150:300] = costs.quality >= 0.50
+    d = Demonstrations(obs, masks, np.zeros(400, np.int64), np.zeros(400), [400])
+    out, _ = cheapest_labels(d, costs, names, "mix", rng=np.random.default_rng(2), raised_share=0.5)
+    raised = np.flatnonzero(out.obs[:, 1] != d.obs[:, 1])
+    assert 50 < raised.size < 150 and raised.max() < 150  # only min-energy steps below the top floor can rise
+    assert (out.obs[raised, 1] > 0.30).all() and (out.obs[raised, 1] <= 0.50 + 1e-6).all()
+    assert np.array_equal(out.obs[300:], d.obs[300:]) and np.array_equal(out.masks[300:], d.masks[300:])
+    smallest = smallest_config(costs)
+    for i in raised:
+        meets = masks[i] & (costs.quality >= out.obs[i, 1])
+        assert np.array_equal(out.masks[i], meets if meets.any() else masks[i])
+        assert out.labels[i] == step_down(smallest, out.masks[i], costs.ept_j, costs.quality)
+    # the cheapest label rises with the floor: more than one configuration is taught where one floor taught one
+    kept = np.setdiff1d(np.arange(150), raised)
+    assert np.unique(out.labels[raised]).size > 1 and np.unique(out.labels[kept]).size == 1
+    assert np.array_equal(d.obs[:, 1], floors.astype(np.float32))  # the input is not written
+    with pytest.raises(ValueError, match="floor in the observation"):
+        cheapest_labels(d, costs, ["obj_min_energy", "x"], "mix", raised_share=0.5)
