@@ -1039,9 +1039,9 @@ def main(args: Args) -> Path:
         check_warm_start_args(args)
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
-    elif args.bc_min_energy_labels != "expert":
-        raise SystemExit("--bc-min-energy-labels relabels the imitation's demonstrations: it needs --bc-expert "
-                         "(e.g. oracle-masked)")
+    elif args.bc_min_energy_labels != "expert" or args.bc_drawn_masks > 0 or args.bc_raised_floors > 0:
+        raise SystemExit("--bc-min-energy-labels (and --bc-drawn-masks, --bc-raised-floors) relabel the imitation's "
+                         "demonstrations: they need --bc-expert (e.g. oracle-masked)")
     elif args.bc_explore > 0:
         raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif args.critic_warmup > 0:

@@ -24,7 +24,11 @@ def pool(paths: list[str]):
 
     from agents.imitation import Demonstrations
 
-    expert = str(np.load(paths[0], allow_pickle=False)["expert"]) if Path(paths[0]).is_file() else None
+    try:
+        with np.load(paths[0], allow_pickle=False) as z:
+            expert = str(z["expert"])
+    except (OSError, ValueError, KeyError):  # not a demonstrations archive: load() below says so, with the fix
+        expert = None
     out = None
     for p in paths:
         d = Demonstrations.load(p, expert)  # the same expert as the first, or ValueError with the fix

@@ -51,3 +51,10 @@ def test_a_missing_file_and_an_existing_out_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         P.main([a, "--out", str(tmp_path / "p.npz")])
     assert "pass --force" in capsys.readouterr().err and (tmp_path / "p.npz").read_text() == "keep me"
+
+
+def test_a_file_that_is_not_demonstrations_is_named(tmp_path, capsys):
+    np.savez(tmp_path / "stats.npz", mean=np.zeros(3))
+    with pytest.raises(SystemExit):
+        P.main([str(tmp_path / "stats.npz"), "--out", str(tmp_path / "p.npz")])
+    assert "stats.npz: not a demonstrations file" in capsys.readouterr().err

@@ -579,5 +579,6 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
         train.main(train.Args(env=mix, bc_drawn_masks=0.5, **base))
     with pytest.raises(ValueError, match="--bc-drawn-masks: 2.0 is out of range"):
         train.Args(env=mix, bc_min_energy_labels="cheapest", bc_drawn_masks=2.0, **base)
-    with pytest.raises(SystemExit, match="needs --bc-expert"):
-        train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **{**base, "bc_expert": "none"}))
+    for extra in (dict(bc_min_energy_labels="cheapest"), dict(bc_raised_floors=0.5)):
+        with pytest.raises(SystemExit, match="need --bc-expert"):
+            train.main(train.Args(env=mix, **extra, **{**base, "bc_expert": "none"}))
