@@ -561,6 +561,11 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
                 final_eval=False, progress=False, bc_expert="static-largest", bc_episodes=12, dagger_rounds=0,
                 bc_epochs=1, eval_episodes=1, seed=4)
     mix = EnvParams(max_episode_steps=20, objective=Objective(kind="mix"), floor_rule=True)
+    # with a DAgger round and raised floors: the student is refitted to the pooled data, relabelled again
+    run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", bc_raised_floors=0.5,
+                                **{**base, "dagger_rounds": 1, "dagger_episodes": 2}))
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert len(ws["rounds"]) == 2 and ws["raised_floors"] == 0.5 and ws["relabelled"] > 0
     run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **base))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
     assert ws["min_energy_labels"] == "cheapest" and ws["relabelled"] > 0 and ws["drawn_masks"] == 0
