@@ -212,6 +212,16 @@ class Feasibility:
         self.local = ~self.offload
         self.all_ok = np.ones(n, dtype=bool)
         self.all_ok.flags.writeable = False
+        # dominates[i, j]: configuration i is worth running instead of j when the floor is missed anyway (floor_mask):
+        # both local, i costs no more energy per token and serves at least as many tokens/s, better in one of them.
+        # Split configurations (latency and radio depend on the link) neither dominate nor are dominated; without a
+        # throughput table nothing is.
+        self.dominates = np.zeros((n, n), dtype=bool)
+        if tokens_per_s is not None:
+            e, t = self.ept[:, None], self.max_tps[:, None]
+            both = self.local[:, None] & self.local[None, :]
+            self.dominates = both & (e <= e.T) & (t >= t.T) & ((e < e.T) | (t > t.T))
+        self._dominates_i = self.dominates.astype(np.int32)  # for a matrix product (counts, no overflow)
 
     def fits(self, memory_bytes: float) -> np.ndarray:
         """Read-only mask of the configurations that fit ``memory_bytes`` (the safe one always stays)."""
@@ -224,17 +234,36 @@ class Feasibility:
 
     def floor_mask(self, q_min, allowed: np.ndarray) -> np.ndarray:
         """The floor rule on ``allowed`` (the other rules' mask): the allowed configurations whose quality is at
-        least ``q_min`` when there are any, else ``allowed`` itself; ``q_min`` NaN (no floor) or no quality table:
-        ``allowed`` itself (not a copy). Batched: ``allowed`` (n, n_configs) and ``q_min`` (n,), row by row."""
+        least ``q_min`` when there are any, else the floor is missed this step whatever runs, and the allowed
+        configurations that :meth:`undominated` keeps stay; ``q_min`` NaN (no floor) or no quality table: ``allowed``
+        itself (not a copy). Batched: ``allowed`` (n, n_configs) and ``q_min`` (n,), row by row.
+
+        Why the dominated ones go when the floor is missed: min-energy rewards no quality, and a step below the floor
+        costs the same whichever configuration misses it. A configuration that costs more energy per token and serves
+        no more tokens/s than another allowed one only spends energy, budget and heat. Held to the unpruned mask the
+        goal-conditioned policies ran such configurations on the steps of an overlaid budget too tight for the floor,
+        and lost most of their gap to static-smallest there (docs/objectives.md, "When the floor cannot be met")."""
         if self.quality is None:
             return allowed
         if np.ndim(allowed) == 2:  # the batched env's rows (NaN compares False: such a row keeps ``allowed``)
-            m = allowed & (self.quality[None, :] >= np.asarray(q_min, dtype=np.float64)[:, None])
-            return np.where(m.any(1, keepdims=True), m, allowed)
+            q = np.asarray(q_min, dtype=np.float64)
+            m = allowed & (self.quality[None, :] >= q[:, None])
+            missed = ~m.any(1, keepdims=True) & (q == q)[:, None]
+            return np.where(m.any(1, keepdims=True), m, np.where(missed, self.undominated(allowed), allowed))
         if q_min != q_min:
             return allowed
         m = allowed & (self.quality >= q_min)
-        return m if m.any() else allowed
+        return m if m.any() else self.undominated(allowed)
+
+    def undominated(self, allowed: np.ndarray) -> np.ndarray:
+        """``allowed`` less every configuration another allowed one dominates (``self.dominates``: local, no more
+        energy per token and no fewer tokens/s, better in one); ``allowed`` itself when none is. Never empties a
+        non-empty mask (the cheapest of the fastest is never dominated). Batched: (n, n_configs), row by row."""
+        a = np.asarray(allowed, dtype=bool)
+        beaten = (a.astype(np.int32) @ self._dominates_i) > 0
+        if not beaten.any():
+            return allowed
+        return a & ~beaten
 
     def budget_power_w(self, rate_tps):
         """Each configuration's LLM power at ``rate_tps`` tokens/s, W: the tokens' energy + a split configuration's

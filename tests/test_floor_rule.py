@@ -49,6 +49,51 @@ def test_the_floor_keeps_the_allowed_configurations_that_meet_it_and_gives_way_t
     np.testing.assert_array_equal(_mask(Feasibility(EPT), 0.5), _mask(Feasibility(EPT)))
 
 
+def test_a_missed_floor_keeps_only_the_undominated_configurations():
+    """Where no allowed configuration meets the floor the step misses it whatever runs, so the floor rule keeps the
+    allowed configurations no other allowed one beats on both energy per token and tokens/s
+    (``Feasibility.undominated``): never none, split configurations untouched, nothing pruned without a throughput
+    table or without a floor; the batched rows alike."""
+    # energy per token rises with quality; configuration 3 is slower than 4 for more energy, 6 is a split one
+    tps = np.array([40.0, 30.0, 35.0, 10.0, 25.0, 20.0, 5.0, 15.0])
+    offload = np.zeros(8, bool)
+    offload[6] = True
+    f = Feasibility(EPT, offload=offload, quality=QUALITY, tokens_per_s=tps)
+    everything = np.ones(8, bool)
+    # configuration 0 is the cheapest and the fastest: it beats every local one; the split one stays
+    assert np.flatnonzero(f.floor_mask(0.95, everything)).tolist() == [0, 6]
+    # without 0: 1 (cheaper than 2) and 2 (faster than 1) both stay, 3 (beaten by 1 and 2) and every slower and
+    # pricier one go
+    some = everything.copy()
+    some[0] = False
+    assert np.flatnonzero(f.floor_mask(0.95, some)).tolist() == [1, 2, 6]
+    # a floor one allowed configuration meets: the floor rule as before, nothing else pruned
+    np.testing.assert_array_equal(f.floor_mask(0.85, some), some & (QUALITY >= 0.85))
+    # no floor: allowed itself, pruned or not
+    assert f.floor_mask(math.nan, some) is some
+    # one allowed configuration, dominated by ones the other rules forbid: it stays
+    one = np.zeros(8, bool)
+    one[3] = True
+    assert np.flatnonzero(f.floor_mask(0.95, one)).tolist() == [3]
+    # no throughput table: nothing dominates, the floor missed leaves the mask as it was
+    np.testing.assert_array_equal(Feasibility(EPT, quality=QUALITY).floor_mask(0.95, some), some)
+    # batched: row by row as the scalar rule, a NaN row (no floor) keeps its mask
+    rows = np.stack([everything, some, some, one])
+    qs = np.array([0.95, 0.95, np.nan, 0.85])
+    got = f.floor_mask(qs, rows)
+    for r in range(4):
+        np.testing.assert_array_equal(got[r], f.floor_mask(float(qs[r]), rows[r]))
+    np.testing.assert_array_equal(got[2], some)
+
+
+def test_the_shield_takes_a_dominated_choice_to_an_undominated_one_where_the_floor_is_missed():
+    tps = np.array([40.0, 30.0, 35.0, 10.0, 25.0, 20.0, 15.0, 12.0])
+    sh = Shield(ShieldParams(45.0, 5.0, 0.05), EPT, quality=QUALITY, tokens_per_s=tps)
+    m = sh.mask(10.0, 30.0, 25.0, 0.5, 0.9, 0.0, q_min=0.95)
+    assert np.flatnonzero(m).tolist() == [0]
+    assert sh.mask_reason(30.0, 0.9, action=3) == Reason.FLOOR_MASK
+
+
 def test_a_power_budget_puts_the_floor_out_of_force():
     assert floor_in_force(0.4, math.nan) == 0.4 and math.isnan(floor_in_force(0.4, 0.5))
     got = floor_in_force(np.array([0.4, 0.4, np.nan]), np.array([np.nan, 0.5, np.nan]))
@@ -82,7 +127,7 @@ def test_the_env_holds_the_floor_under_min_energy_and_only_there():
         for _ in range(300):
             m_on, m_off = on.action_masks(), off.action_masks()
             meets = m_off & (q >= q_min)
-            np.testing.assert_array_equal(m_on, meets if meets.any() else m_off)
+            np.testing.assert_array_equal(m_on, meets if meets.any() else on.rules.undominated(m_off))
             floor_masked += int((m_on != m_off).any())
             a = int(rng.choice(np.flatnonzero(m_on)))  # a random policy that obeys the masks, in both envs
             _, _, term, trunc, info = on.step(a)
@@ -240,7 +285,8 @@ def test_the_envs_hold_the_floor_within_the_budget_masks(k):
     for _ in range(300):
         m, mb = both.action_masks(), budget.action_masks()
         meets = mb & (q >= q_min)
-        np.testing.assert_array_equal(m, meets if meets.any() else mb)
+        # none meets it: the floor is missed whatever runs, and the budget's mask less its dominated configurations
+        np.testing.assert_array_equal(m, meets if meets.any() else both.rules.undominated(mb))
         np.testing.assert_array_equal(batched.action_masks()[0], m)
         budget_binds += int(not mb.all())
         floor_binds += int((m != mb).any())
@@ -346,13 +392,17 @@ def test_a_deployed_policy_under_a_budget_is_held_to_the_floor_within_it(tmp_pat
     q_min = float(np.quantile(q, 0.5))
     meets = np.flatnonzero(q >= q_min)
     b = 1.05 * 20.0 * float(ept[meets].min())  # the cheapest configuration that meets the floor fits, at 20 tok/s
+    # the smallest model no other outruns for less energy: where the floor is missed the masks keep it
+    # (test_a_missed_floor_keeps_only_the_undominated_configurations)
+    fast = np.flatnonzero(probe.rules.undominated(np.ones(len(q), bool)))
+    smallest = int(fast[np.argmin(q[fast])])
     tr = trace(200, demand_tps=20.0, budget_w=b, capacity_wh=50.0, name="floor-and-budget")
     got = {}
     for rule, keep, priced in ((True, EnvParams().budget_reserve_s, True), (True, EnvParams().budget_floor_reserve_s,
                                True), (True, 0.0, True), (True, 0.0, False), (False, 0.0, True)):
         params = EnvParams(budget_floor_reserve_s=keep)
         path = random_policy_file(tmp_path / f"small-{keep:g}-{priced}.npz", profile, params=params,
-                                  favour=names[int(np.argmin(q))], with_quality=True, with_switch_costs=priced)
+                                  favour=names[smallest], with_quality=True, with_switch_costs=priced)
         env = MicroLLMPowerEnv(profile=profile, traces=[tr], random_start=False, floor_rule=True, budget_rule=rule,
                                budget_floor_reserve_s=keep, objective=Objective(kind="min-energy", quality_floor=q_min))
         ctrl = DeployedPolicy(path, shield=True)
