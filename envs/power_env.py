@@ -28,7 +28,9 @@ counted from that share of the reserve (0: from empty) instead of the reserve it
 quality floor: of the configurations the other rules
 allow, only those whose quality meets the floor, when one does (the floor gives way to every safety rule, and
 to a power budget: under one it is held within what the budget rule allows, and is only a cost without that rule;
-``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``, ``floor_within_budget``). With
+``runtime.rules.Feasibility.floor_mask``, ``floor_in_force``, ``floor_within_budget``). When none does, the step
+misses the floor whatever runs, and of the allowed configurations those another allowed one beats on both energy per
+token and tokens/s are masked (``Feasibility.undominated``; split configurations stay). With
 ``EnvParams.budget_rule`` (off by default; the scoring tools and the runtime turn it on) the masks hold the episode's
 power budget: a configuration above the budget whose LLM power at the demand just seen plus the backlog drained in
 one step would take the budget's allowance (grace included) below ``EnvParams.budget_reserve_s`` of budget this step

@@ -288,7 +288,7 @@ class Feasibility:
         overdraw test reads) below what is kept in hand by the end of the step: ``keep_s`` seconds
         (``EnvParams.budget_reserve_s``) of the budget, or of the safe configuration serving ``keep_tps`` tokens/s
         (``EnvParams.budget_reserve_tps``) when that is more. When nothing allowed stays, the allowed configurations
-        of least power do (the smallest overdraw). ``budget_w`` NaN (no budget), or nothing masked: ``allowed``
+        of least power at the rate, the switch left out, do (the smallest overdraw from the next step on). ``budget_w`` NaN (no budget), or nothing masked: ``allowed``
         itself (not a copy). Batched: ``allowed`` (n, n_configs), the others (n,), row by row; one row is the
         batched path's."""
         if np.ndim(allowed) == 1:
@@ -300,7 +300,7 @@ class Feasibility:
                                  None if switch_j is None else np.asarray(switch_j)[None, :], keep_s, keep_tps)
             return allowed if m is rows else m[0]
         b = np.asarray(budget_w, dtype=np.float64)
-        p = self.budget_power_w(rate_tps)
+        p = steady = self.budget_power_w(rate_tps)
         if switch_j is not None:  # the switch's energy, as power over the step
             p = p + np.asarray(switch_j, dtype=np.float64) / dt_s
         keep = keep_s * np.maximum(b, keep_tps * self.ept_device[self.safe])[:, None]
@@ -310,7 +310,10 @@ class Feasibility:
         if not over.any():
             return allowed
         m = allowed & ~over
-        pa = np.where(allowed, p, np.inf)
+        # nothing fits: the least power once running, the switch left out. The switch is paid once, the power every
+        # step the budget stays spent; priced in, staying put always looked cheapest, and a run that had stepped
+        # down to a configuration dearer than the cheapest stayed on it for the rest of the episode
+        pa = np.where(allowed, steady, np.inf)
         least = allowed & (pa <= pa.min(1, keepdims=True))
         return np.where(m.any(1, keepdims=True), m, least)
 

@@ -77,6 +77,22 @@ def test_the_budget_masks_what_would_overdraw_and_nothing_while_the_allowance_la
     assert not (m & ~some).any() and m.any()
 
 
+def test_with_the_budget_spent_the_rule_steps_down_to_the_cheapest_once_running_whatever_the_switch_costs():
+    """Nothing fits the budget: the least power at the rate, the switch's energy left out. Priced in, staying on the
+    current configuration (no switch) looked cheapest on every step, so a run on a dearer one never left it."""
+    f = Feasibility(EPT)
+    switch = np.full(8, 5.0)  # from configuration 2: every switch costs 5 J (0.5 W over a step), staying nothing
+    switch[2] = 0.0
+    m = f.budget_mask(10.0, 0.05, -10.0, DT, np.ones(8, bool), switch_j=switch)
+    assert np.flatnonzero(m).tolist() == [0]
+    rows = f.budget_mask(np.full(2, 10.0), np.full(2, 0.05), np.full(2, -10.0), DT, np.ones((2, 8), bool),
+                         switch_j=np.stack([switch, switch]))
+    assert np.flatnonzero(rows[1]).tolist() == [0]
+    # with the allowance in hand the switch still counts: 0.2 W + 0.5 W of switch over a 0.6 W budget overdraws
+    m = f.budget_mask(10.0, 0.6, 0.0, DT, np.ones(8, bool), switch_j=switch)
+    assert m[2] and not m[1] and m.sum() < 8
+
+
 def test_a_configuration_is_priced_at_the_rate_and_flat_out_at_its_throughput():
     """At a given rate every configuration is priced at it, even one too slow to serve it (its tokens queue and are
     served later at its energy per token); flat out (no demand given, ``inf``) each at its own throughput."""
