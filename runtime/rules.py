@@ -288,9 +288,9 @@ class Feasibility:
         overdraw test reads) below what is kept in hand by the end of the step: ``keep_s`` seconds
         (``EnvParams.budget_reserve_s``) of the budget, or of the safe configuration serving ``keep_tps`` tokens/s
         (``EnvParams.budget_reserve_tps``) when that is more. When nothing allowed stays, the allowed configurations
-        of least power at the rate, the switch left out, do (the smallest overdraw from the next step on). ``budget_w`` NaN (no budget), or nothing masked: ``allowed``
-        itself (not a copy). Batched: ``allowed`` (n, n_configs), the others (n,), row by row; one row is the
-        batched path's."""
+        of least power at the rate, the switch left out, do (the smallest overdraw from the next step on).
+        ``budget_w`` NaN (no budget), or nothing masked: ``allowed`` itself (not a copy). Batched: ``allowed`` (n,
+        n_configs), the others (n,), row by row; one row is the batched path's."""
         if np.ndim(allowed) == 1:
             if budget_w != budget_w:
                 return allowed
