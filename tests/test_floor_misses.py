@@ -30,7 +30,8 @@ def _set(tmp_path: Path) -> Path:
 
 
 def test_each_step_below_the_floor_is_allowed_or_not_and_held_controllers_never_overdraw(tmp_path):
-    got = F.count(str(_set(tmp_path)), None, 0, grid=(5, 3, 2), max_steps=40)
+    small = str(_set(tmp_path))
+    got = F.count(small, None, 0, grid=(5, 3, 2), max_steps=40)
     res = got["controllers"]
     assert set(res) == {"static-smallest", "oracle-masked", "oracle"} and got["episodes"] == 3
     for name, v in res.items():
@@ -40,12 +41,19 @@ def test_each_step_below_the_floor_is_allowed_or_not_and_held_controllers_never_
         assert res[name]["over_budget"] == 0, name
     assert res["static-smallest"]["above_cheapest"] == 0  # held to the cheapest configuration that meets the floor
     assert sum(v["below_floor"] for v in res.values()) > 0  # the floor binds here: not a vacuous count
+    for name, v in res.items():  # a step below the floor with none allowed is one of the steps with none allowed
+        assert v["below_none_allowed"] <= v["none_allowed_steps"] <= v["steps"], name
+        assert v["none_allowed_return"] <= 0.0 or v["none_allowed_steps"] == 0, name  # min-energy earns no reward
+    only = F.count(small, None, 0, grid=(5, 3, 2), max_steps=40, controllers=("static-smallest",))
+    assert list(only["controllers"]) == ["static-smallest"] and only["controllers"]["static-smallest"] == \
+        res["static-smallest"]
     md = F.to_markdown({"date": "2026-12-06", "n_traces": 3, "budget_floor_reserve_s": 300.0, "folds": {"0": got}})
     assert "| 0 | oracle |" in md and "| all | static-smallest |" in md
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--n-traces", "-1"], "must be >= 0"),
+    (["--controllers", "oracle,bogus"], "give some of"),
     (["--folds", "a"], "comma-separated fold numbers"),
     (["--cv", "nowhere"], "make the folds with python -m traces.folds"),
 ])
