@@ -33,10 +33,19 @@ pytestmark = pytest.mark.skipif(not ray_available() or RAY is None,
                                 reason="Ray is not installed (pip install -e '.[cluster]'): no cluster to start")
 
 
+_TAKEN: set[int] = set()  # every port this module has handed out: the two nodes' ports must all differ
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this module. Each socket is closed before the next is bound, so
+    the OS may give the same port twice (two of one node's components once got the same one and Ray refused it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _TAKEN:
+            _TAKEN.add(port)
+            return port
 
 
 def _node_ports() -> list[str]:
@@ -44,6 +53,11 @@ def _node_ports() -> list[str]:
     return [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
                              "--metrics-export-port", "--node-manager-port", "--object-manager-port")
             for arg in (flag, str(_free_port()))]
+
+
+def test_the_ports_handed_to_the_nodes_all_differ():
+    ports = [int(p) for p in _node_ports()[1::2] + _node_ports()[1::2]] + [_free_port()]
+    assert len(set(ports)) == len(ports) == 13
 
 
 def _wait_started(proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
