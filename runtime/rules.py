@@ -248,8 +248,11 @@ class Feasibility:
         if np.ndim(allowed) == 2:  # the batched env's rows (NaN compares False: such a row keeps ``allowed``)
             q = np.asarray(q_min, dtype=np.float64)
             m = allowed & (self.quality[None, :] >= q[:, None])
-            missed = ~m.any(1, keepdims=True) & (q == q)[:, None]
-            return np.where(m.any(1, keepdims=True), m, np.where(missed, self.undominated(allowed), allowed))
+            out = np.where(m.any(1, keepdims=True), m, allowed)
+            missed = ~m.any(1) & (q == q)
+            if missed.any():  # only those rows pay for the pruning
+                out[missed] = self.undominated(out[missed])
+            return out
         if q_min != q_min:
             return allowed
         m = allowed & (self.quality >= q_min)
