@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from agents.base import held_to_masks
 from agents.registry import make_controller
-from runtime.rules import step_down
+from runtime.rules import Feasibility, step_down
 
 
 @dataclass
@@ -238,10 +238,8 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
         new_floor = obs[raised, col] + rng.random(raised.size) * (top - obs[raised, col])
         obs, masks = obs.copy(), masks.copy()
         obs[raised, col] = new_floor
-        for i, qmin in zip(raised, new_floor):
-            meets = masks[i] & (costs.quality >= qmin)
-            if meets.any():
-                masks[i] = meets
+        # the floor rule's own mask, row by row (without a throughput table it prunes nothing where none meets it)
+        masks[raised] = Feasibility(costs.ept_j, quality=costs.quality).floor_mask(new_floor, masks[raised])
     for i in rows:
         labels[i] = step_down(smallest, masks[i], costs.ept_j, costs.quality)
     changed = int(np.count_nonzero(labels != demos.labels))
