@@ -160,6 +160,10 @@ class Args:
     """with --bc-min-energy-labels cheapest: the share of min-energy steps whose quality floor is raised, in the
     observation and the mask, to a value drawn between it and the demonstrations' highest, so the student meets floors
     between the few dozen the training users set (agents.imitation.cheapest_labels)"""
+    bc_raised_budgets: float = 0.0
+    """with --bc-min-energy-labels cheapest: the share of min-energy steps whose label meets the floor that get their
+    power budget raised in the observation (drawn log-uniformly up to the demonstrations' highest), so the student
+    does not read the budget as a cue for the configuration where it does not bind (agents.imitation.raise_budgets)"""
     dagger_rounds: int = 3
     """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 64
@@ -346,6 +350,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "dagger_beta": float_in(0.0, 1.0),
     "bc_drawn_masks": float_in(0.0, 1.0),
     "bc_raised_floors": float_in(0.0, 1.0),
+    "bc_raised_budgets": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
     "bc_explore": float_in(0.0, 0.99),
@@ -921,7 +926,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
             return d
         d, changed = cheapest_labels(d, env.unwrapped.costs, env.unwrapped.feature_names, args.env.objective.kind,
                                      args.bc_drawn_masks, np.random.default_rng([args.seed, len(d)]),
-                                     args.bc_raised_floors)
+                                     args.bc_raised_floors, args.bc_raised_budgets, env.unwrapped.step_s,
+                                     env.unwrapped.params.budget_grace_s)
         relabelled.append(changed)
         return d
     fac = None
@@ -961,14 +967,16 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
               f"accuracy {rd['bc_accuracy']:.3f}, value loss {rd['value_loss']:.3f} ({source})")
     if relabelled:
         drawn = "".join(f", {v:g} of them {what}" for v, what in ((args.bc_drawn_masks, "under drawn masks"),
-                                                                  (args.bc_raised_floors, "with raised floors")) if v)
+                                                                  (args.bc_raised_floors, "with raised floors"),
+                                                                  (args.bc_raised_budgets, "with raised budgets"))
+                        if v)
         print(f"warm start: min-energy steps told the cheapest configuration the masks allow "
               f"(--bc-min-energy-labels cheapest{drawn}): {relabelled[-1]} of {len(demos)} labels differ from the "
               "expert's")
     return {"expert": args.bc_expert, "rounds": rounds, "demos_from": args.bc_demos or None,
             "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered,
             "min_energy_labels": args.bc_min_energy_labels, "drawn_masks": args.bc_drawn_masks,
-            "raised_floors": args.bc_raised_floors,
+            "raised_floors": args.bc_raised_floors, "raised_budgets": args.bc_raised_budgets,
             "relabelled": relabelled[-1] if relabelled else 0}
 
 
@@ -985,7 +993,8 @@ def check_warm_start_args(args: Args) -> None:
     if args.bc_min_energy_labels == "cheapest" and args.env.objective.kind not in ("mix", "min-energy"):
         raise SystemExit(f"--bc-min-energy-labels cheapest: the objective is {args.env.objective.kind}, so no step "
                          "is a min-energy one; fix: add --env.objective.kind mix (or min-energy), or drop the flag")
-    for flag, share in (("--bc-drawn-masks", args.bc_drawn_masks), ("--bc-raised-floors", args.bc_raised_floors)):
+    for flag, share in (("--bc-drawn-masks", args.bc_drawn_masks), ("--bc-raised-floors", args.bc_raised_floors),
+                        ("--bc-raised-budgets", args.bc_raised_budgets)):
         if share > 0 and args.bc_min_energy_labels != "cheapest":
             raise SystemExit(f"{flag} varies the cheapest labels' steps: it needs --bc-min-energy-labels cheapest")
     if not algo(args.algo).actor_critic:
@@ -1039,8 +1048,10 @@ def main(args: Args) -> Path:
         check_warm_start_args(args)
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
-    elif args.bc_min_energy_labels != "expert" or args.bc_drawn_masks > 0 or args.bc_raised_floors > 0:
-        raise SystemExit("--bc-min-energy-labels (and --bc-drawn-masks, --bc-raised-floors) relabel the imitation's "
+    elif (args.bc_min_energy_labels != "expert" or args.bc_drawn_masks > 0 or args.bc_raised_floors > 0
+          or args.bc_raised_budgets > 0):
+        raise SystemExit("--bc-min-energy-labels (and --bc-drawn-masks, --bc-raised-floors, --bc-raised-budgets) "
+                         "relabel the imitation's "
                          "demonstrations: they need --bc-expert (e.g. oracle-masked)")
     elif args.bc_explore > 0:
         raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")

@@ -174,7 +174,9 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
 
 
 def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None, drawn_share: float = 0.0,
-                    rng: np.random.Generator | None = None, raised_share: float = 0.0) -> tuple[Demonstrations, int]:
+                    rng: np.random.Generator | None = None, raised_share: float = 0.0,
+                    raised_budget_share: float = 0.0, step_s: float = 0.0,
+                    grace_s: float = 0.0) -> tuple[Demonstrations, int]:
     """``demos`` with the label of every min-energy step replaced by what static-smallest held to that step's mask
     would run (``agents.baselines.smallest_config`` stepped down by ``runtime.rules.step_down``, as
     ``agents.evaluate`` holds the rule): the cheapest configuration the masks allow, which under the floor rule is
@@ -204,7 +206,18 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     budget, where the rule may also spend the budget's reserve on the floor). The label follows. A user's floor is
     one value per episode, so the demonstrations hold a few dozen floors with gaps between them (fold 1: none in
     0.396-0.425, where ``L4-H050-int8`` is the cheapest to meet it); raised floors fill the gaps. The rows'
-    rewards are those of the floor recorded."""
+    rewards are those of the floor recorded.
+
+    ``raised_budget_share`` > 0 (``train.py --bc-raised-budgets``): that share of the min-energy steps whose label
+    meets its floor, in episodes with one power budget throughout, has the budget raised to a value drawn
+    log-uniformly between it and the highest budget in the demonstrations, in the observation: ``budget_w`` and the
+    allowance ``budget_left_frac``, recomputed for the same energy used by then (``step_s``: the env's step,
+    ``grace_s``: ``EnvParams.budget_grace_s``; the k-th step of an episode has ``k·step_s`` elapsed). Where the
+    label meets the floor the budget did not bind it: a larger budget only allows dearer configurations, so the
+    label and the recorded mask (a subset of the larger budget's) stay. Why: each user brings one (budget, floor)
+    pair, so the student can read the budget as a cue for the configuration; on fold 0's held-out phone session
+    (2.07 W, a floor of 0.37) the student ran ``L6-H100-int4`` on every step where ``L3-H075-int8`` met the floor,
+    and its choice moved with the budget alone. Raised budgets show the same label under many budgets."""
     from agents.baselines import smallest_config
 
     names = list(feature_names)
@@ -215,7 +228,8 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     else:
         raise ValueError("no min-energy step can be told apart: the observation has no objective block "
                          "(obj_min_energy) and the objective is not min-energy")
-    for name, share in (("drawn_share", drawn_share), ("raised_share", raised_share)):
+    for name, share in (("drawn_share", drawn_share), ("raised_share", raised_share),
+                        ("raised_budget_share", raised_budget_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} {share}: a share in [0, 1]")
     smallest = smallest_config(costs)
@@ -242,9 +256,44 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
         masks[raised] = Feasibility(costs.ept_j, quality=costs.quality).floor_mask(new_floor, masks[raised])
     for i in rows:
         labels[i] = step_down(smallest, masks[i], costs.ept_j, costs.quality)
+    if raised_budget_share > 0 and rows.size:
+        obs = raise_budgets(obs if obs is not demos.obs else obs.copy(), rows, labels, demos.episode_ends, costs,
+                            names, raised_budget_share, rng, step_s, grace_s)
     changed = int(np.count_nonzero(labels != demos.labels))
     return Demonstrations(obs, masks, labels, demos.rewards, list(demos.episode_ends),
                           demos.expert_return, demos.seconds), changed
+
+
+def raise_budgets(obs: np.ndarray, rows: np.ndarray, labels: np.ndarray, episode_ends, costs, names: list[str],
+                  share: float, rng: np.random.Generator, step_s: float, grace_s: float) -> np.ndarray:
+    """``obs`` (written in place and returned) with the budget of a ``share`` of ``rows`` raised, where the label
+    meets the floor and the episode has one budget throughout (``cheapest_labels``' ``raised_budget_share``)."""
+    for need in ("budget_w", "budget_left_frac", "quality_floor"):
+        if need not in names:
+            raise ValueError(f"raised budgets need {need} in the observation (a goal-conditioned layout)")
+    if not step_s > 0:
+        raise ValueError(f"raised budgets need the env's step (step_s > 0), got {step_s!r}")
+    cb, cf, cq = (names.index(n) for n in ("budget_w", "budget_left_frac", "quality_floor"))
+    ends = np.asarray(episode_ends, np.int64)
+    starts = np.r_[0, ends[:-1]]
+    episode = np.searchsorted(ends, rows, side="right")  # the episode of each row
+    budget = obs[rows, cb].astype(np.float64)
+    first = obs[starts[episode], cb]
+    last = obs[ends[episode] - 1, cb]
+    eligible = ((budget > 0) & (first == budget) & (last == budget)
+                & (costs.quality[labels[rows]] >= obs[rows, cq] - 1e-9))
+    top = float(obs[obs[:, cb] > 0, cb].max()) if (obs[:, cb] > 0).any() else 0.0
+    chosen = rng.random(rows.size) < share
+    pick = eligible & chosen & (budget < top)
+    r, b = rows[pick], budget[pick]
+    new_b = b * np.exp(rng.random(r.size) * np.log(top / b))
+    elapsed_h = ((r - starts[episode[pick]]) * step_s + grace_s) / 3600.0
+    frac = obs[r, cf].astype(np.float64)
+    # allowance = b (elapsed + grace) − used, in hours of budget; the same energy used under the new budget
+    new_frac = ((new_b - b) * elapsed_h + frac * b) / new_b
+    obs[r, cb] = new_b
+    obs[r, cf] = np.where(frac >= 1.0, 1.0, np.minimum(new_frac, 1.0))  # the layout clips at 1 h
+    return obs
 
 
 @dataclass(frozen=True)

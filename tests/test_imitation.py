@@ -207,3 +207,63 @@ def test_raised_floors_fill_the_gaps_between_the_users_floors():
     assert np.array_equal(d.obs[:, 1], floors.astype(np.float32))  # the input is not written
     with pytest.raises(ValueError, match="floor in the observation"):
         cheapest_labels(d, costs, ["obj_min_energy", "x"], "mix", raised_share=0.5)
+
+
+def test_raised_budgets_show_the_env_s_own_allowance_under_the_larger_budget():
+    """--bc-raised-budgets: a raised min-energy step reads exactly what the env shows after the same actions under
+    the larger budget (budget_w and the allowance budget_left_frac, recomputed from the energy used so far); every
+    other feature, the label and the mask stay; steps whose label misses the floor, and episodes whose budget
+    changes, keep theirs."""
+    from test_agents import PROFILE, trace
+
+    from agents.imitation import cheapest_labels
+    from envs.power_env import MicroLLMPowerEnv
+    from runtime.dynamics import EnvParams, Objective
+
+    def run(budget_w, actions, floor=0.0):
+        env = MicroLLMPowerEnv(profile=PROFILE, traces=[trace(30, demand_tps=40.0, budget_w=budget_w)],
+                               random_start=False,
+                               params=EnvParams(objective=Objective(kind="min-energy", quality_floor=floor,
+                                                                    goal_obs=True)))
+        obs, _ = env.reset(seed=0)
+        rows, masks = [obs], [env.action_masks()]
+        for a in actions[:-1]:
+            obs, *_ = env.step(int(a))
+            rows.append(obs)
+            masks.append(env.action_masks())
+        return env, np.array(rows), np.array(masks)
+
+    n = MicroLLMPowerEnv(profile=PROFILE, traces=[trace()]).action_space.n
+    actions = np.arange(30) * 5 % n  # several configurations, dearer and cheaper
+    env, low, m_low = run(0.3, actions)
+    _, high, m_high = run(3.0, actions[:10])
+    names = list(env.feature_names)
+    cb, cf = names.index("budget_w"), names.index("budget_left_frac")
+    d = Demonstrations(np.r_[low, high], np.r_[m_low, m_high], np.zeros(40, np.int64), np.zeros(40), [30, 40])
+    out, _ = cheapest_labels(d, env.costs, names, "min-energy", rng=np.random.default_rng(3),
+                             raised_budget_share=1.0, step_s=env.step_s, grace_s=env.params.budget_grace_s)
+    raised = np.flatnonzero(out.obs[:, cb] != d.obs[:, cb])
+    assert raised.size == 30 and raised.max() < 30  # every step of the 0.3 W episode; none of the top budget's
+    assert (out.obs[raised, cb] > 0.3).all() and (out.obs[raised, cb] < 3.0).all()
+    others = [i for i in range(len(names)) if i not in (cb, cf)]
+    assert np.array_equal(out.obs[:, others], d.obs[:, others]) and out.masks is d.masks
+    assert not np.array_equal(out.obs[raised, cf], d.obs[raised, cf])
+    for k in (1, 7, 18, 29):  # the env itself under the drawn budget, the same actions
+        _, again, _ = run(float(out.obs[k, cb]), actions)
+        np.testing.assert_allclose(out.obs[k, cf], again[k, cf], rtol=1e-4, atol=1e-6)
+    # a floor no configuration meets: the label misses it, so the budget may have bound it, and stays
+    hard = d.obs.copy()
+    hard[:, names.index("quality_floor")] = 0.99
+    miss, _ = cheapest_labels(Demonstrations(hard, d.masks, d.labels, d.rewards, [30, 40]), env.costs, names,
+                              "min-energy", rng=np.random.default_rng(3), raised_budget_share=1.0, step_s=env.step_s,
+                              grace_s=env.params.budget_grace_s)
+    assert np.array_equal(miss.obs, hard)
+    # one episode with two budgets: the allowance cannot be recomputed, so it stays
+    two = d.obs.copy()
+    two[20:30, cb] = 0.6
+    kept, _ = cheapest_labels(Demonstrations(two, d.masks, d.labels, d.rewards, [30, 40]), env.costs, names,
+                              "min-energy", rng=np.random.default_rng(3), raised_budget_share=1.0,
+                              step_s=env.step_s, grace_s=env.params.budget_grace_s)
+    assert np.array_equal(kept.obs, two)
+    with pytest.raises(ValueError, match="step"):
+        cheapest_labels(d, env.costs, names, "min-energy", raised_budget_share=0.5)
