@@ -164,6 +164,10 @@ class Args:
     """with --bc-min-energy-labels cheapest: the share of min-energy steps whose label meets the floor that get their
     power budget raised in the observation (drawn log-uniformly up to the demonstrations' highest), so the student
     does not read the budget as a cue for the configuration where it does not bind (agents.imitation.raise_budgets)"""
+    bc_borrowed_states: float = 0.0
+    """with --bc-min-energy-labels cheapest: the share of min-energy steps that read the device's state of another
+    demonstration step (any objective), keeping their objective, floor, budget, mask and label, so the student does
+    not read the device's state as a cue for min-energy's choice (agents.imitation.cheapest_labels)"""
     dagger_rounds: int = 3
     """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 64
@@ -351,6 +355,7 @@ _RANGES = {  # Args field -> argparse range type (model.cli); messages name the 
     "bc_drawn_masks": float_in(0.0, 1.0),
     "bc_raised_floors": float_in(0.0, 1.0),
     "bc_raised_budgets": float_in(0.0, 1.0),
+    "bc_borrowed_states": float_in(0.0, 1.0),
     "bc_epochs": positive_int,
     "bc_lr": positive_float,
     "bc_explore": float_in(0.0, 0.99),
@@ -927,7 +932,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         d, changed = cheapest_labels(d, env.unwrapped.costs, env.unwrapped.feature_names, args.env.objective.kind,
                                      args.bc_drawn_masks, np.random.default_rng([args.seed, len(d)]),
                                      args.bc_raised_floors, args.bc_raised_budgets, env.unwrapped.step_s,
-                                     env.unwrapped.params.budget_grace_s)
+                                     env.unwrapped.params.budget_grace_s, args.bc_borrowed_states)
         relabelled.append(changed)
         return d
     fac = None
@@ -968,7 +973,8 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
     if relabelled:
         drawn = "".join(f", {v:g} of them {what}" for v, what in ((args.bc_drawn_masks, "under drawn masks"),
                                                                   (args.bc_raised_floors, "with raised floors"),
-                                                                  (args.bc_raised_budgets, "with raised budgets"))
+                                                                  (args.bc_raised_budgets, "with raised budgets"),
+                                                                  (args.bc_borrowed_states, "with borrowed states"))
                         if v)
         print(f"warm start: min-energy steps told the cheapest configuration the masks allow "
               f"(--bc-min-energy-labels cheapest{drawn}): {relabelled[-1]} of {len(demos)} labels differ from the "
@@ -977,6 +983,7 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
             "randomised": dataclasses.asdict(randomise) if randomise else None, "tempered": tempered,
             "min_energy_labels": args.bc_min_energy_labels, "drawn_masks": args.bc_drawn_masks,
             "raised_floors": args.bc_raised_floors, "raised_budgets": args.bc_raised_budgets,
+            "borrowed_states": args.bc_borrowed_states,
             "relabelled": relabelled[-1] if relabelled else 0}
 
 
@@ -994,7 +1001,8 @@ def check_warm_start_args(args: Args) -> None:
         raise SystemExit(f"--bc-min-energy-labels cheapest: the objective is {args.env.objective.kind}, so no step "
                          "is a min-energy one; fix: add --env.objective.kind mix (or min-energy), or drop the flag")
     for flag, share in (("--bc-drawn-masks", args.bc_drawn_masks), ("--bc-raised-floors", args.bc_raised_floors),
-                        ("--bc-raised-budgets", args.bc_raised_budgets)):
+                        ("--bc-raised-budgets", args.bc_raised_budgets),
+                        ("--bc-borrowed-states", args.bc_borrowed_states)):
         if share > 0 and args.bc_min_energy_labels != "cheapest":
             raise SystemExit(f"{flag} varies the cheapest labels' steps: it needs --bc-min-energy-labels cheapest")
     if not algo(args.algo).actor_critic:
@@ -1049,9 +1057,9 @@ def main(args: Args) -> Path:
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif (args.bc_min_energy_labels != "expert" or args.bc_drawn_masks > 0 or args.bc_raised_floors > 0
-          or args.bc_raised_budgets > 0):
-        raise SystemExit("--bc-min-energy-labels (and --bc-drawn-masks, --bc-raised-floors, --bc-raised-budgets) "
-                         "relabel the imitation's "
+          or args.bc_raised_budgets > 0 or args.bc_borrowed_states > 0):
+        raise SystemExit("--bc-min-energy-labels (and --bc-drawn-masks, --bc-raised-floors, --bc-raised-budgets, "
+                         "--bc-borrowed-states) relabel the imitation's "
                          "demonstrations: they need --bc-expert (e.g. oracle-masked)")
     elif args.bc_explore > 0:
         raise SystemExit("--bc-explore tempers an imitated policy: it needs --bc-expert (e.g. schedutil)")

@@ -175,8 +175,8 @@ def collect(env, expert_name: str, episodes: int, *, seed: int, student=None, be
 
 def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | None = None, drawn_share: float = 0.0,
                     rng: np.random.Generator | None = None, raised_share: float = 0.0,
-                    raised_budget_share: float = 0.0, step_s: float = 0.0,
-                    grace_s: float = 0.0) -> tuple[Demonstrations, int]:
+                    raised_budget_share: float = 0.0, step_s: float = 0.0, grace_s: float = 0.0,
+                    borrowed_share: float = 0.0) -> tuple[Demonstrations, int]:
     """``demos`` with the label of every min-energy step replaced by what static-smallest held to that step's mask
     would run (``agents.baselines.smallest_config`` stepped down by ``runtime.rules.step_down``, as
     ``agents.evaluate`` holds the rule): the cheapest configuration the masks allow, which under the floor rule is
@@ -217,7 +217,17 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     label and the recorded mask (a subset of the larger budget's) stay. Why: each user brings one (budget, floor)
     pair, so the student can read the budget as a cue for the configuration; on fold 0's held-out phone session
     (2.07 W, a floor of 0.37) the student ran ``L6-H100-int4`` on every step where ``L3-H075-int8`` met the floor,
-    and its choice moved with the budget alone. Raised budgets show the same label under many budgets."""
+    and its choice moved with the budget alone. Raised budgets show the same label under many budgets.
+
+    ``borrowed_share`` > 0 (``train.py --bc-borrowed-states``): that share of the min-energy steps (drawn with
+    ``rng``, last) reads the device's state of another step of the demonstrations, drawn from all of them, whatever
+    its objective: every feature but the objective and its constraints (``GOAL_FEATURES``: the objective one-hot,
+    the floor, the budget and its allowance, the deadline) is copied from it. The mask and the label stay. Under
+    min-energy the label is a function of the mask and the floor alone (the cheapest configuration the masks allow),
+    so the device's state is no cue for it, but the demonstrations tie min-energy to the states its users were in.
+    On fold 0's held-out laptop session (plugged in, full, a burst of demand) the student ran ``L6-H100-int4`` on 192
+    steps where ``L3-H100-int8`` met the floor: what max-quality runs in that state. Borrowed states show the
+    min-energy label in the states of every objective."""
     from agents.baselines import smallest_config
 
     names = list(feature_names)
@@ -229,7 +239,7 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
         raise ValueError("no min-energy step can be told apart: the observation has no objective block "
                          "(obj_min_energy) and the objective is not min-energy")
     for name, share in (("drawn_share", drawn_share), ("raised_share", raised_share),
-                        ("raised_budget_share", raised_budget_share)):
+                        ("raised_budget_share", raised_budget_share), ("borrowed_share", borrowed_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} {share}: a share in [0, 1]")
     smallest = smallest_config(costs)
@@ -259,9 +269,21 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
     if raised_budget_share > 0 and rows.size:
         obs = raise_budgets(obs if obs is not demos.obs else obs.copy(), rows, labels, demos.episode_ends, costs,
                             names, raised_budget_share, rng, step_s, grace_s)
+    if borrowed_share > 0 and rows.size:
+        obs = obs if obs is not demos.obs else obs.copy()
+        keep = [i for i, n in enumerate(names) if n in GOAL_FEATURES or n.startswith("obj_")]
+        borrowed = rows[rng.random(rows.size) < borrowed_share]
+        donors = rng.integers(len(obs), size=borrowed.size)
+        own = obs[np.ix_(borrowed, keep)]
+        obs[borrowed] = obs[donors]  # the donors' rows as drawn (a donor may itself be a borrowed row: read first)
+        obs[np.ix_(borrowed, keep)] = own
     changed = int(np.count_nonzero(labels != demos.labels))
     return Demonstrations(obs, masks, labels, demos.rewards, list(demos.episode_ends),
                           demos.expert_return, demos.seconds), changed
+
+
+#: the objective's parameters and constraints in the observation, which a borrowed state keeps (with obj_*)
+GOAL_FEATURES = ("quality_floor", "budget_w", "has_budget", "budget_left_frac", "has_deadline", "time_to_deadline_h")
 
 
 def raise_budgets(obs: np.ndarray, rows: np.ndarray, labels: np.ndarray, episode_ends, costs, names: list[str],

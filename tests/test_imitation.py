@@ -267,3 +267,38 @@ def test_raised_budgets_show_the_env_s_own_allowance_under_the_larger_budget():
     assert np.array_equal(kept.obs, two)
     with pytest.raises(ValueError, match="step"):
         cheapest_labels(d, env.costs, names, "min-energy", raised_budget_share=0.5)
+
+
+def test_borrowed_states_keep_the_goal_the_mask_and_the_label():
+    """--bc-borrowed-states: a share of the min-energy steps reads every state feature of another step (any
+    objective) and keeps its own objective block, floor, budget, allowance and deadline, its mask and its label;
+    the other steps and the input are untouched; reproducible from the rng."""
+    from agents.imitation import GOAL_FEATURES, cheapest_labels
+    from envs.power_env import MicroLLMPowerEnv
+
+    env = MicroLLMPowerEnv(profile="profiles/reference-cpu.json")
+    costs, n = env.costs, env.action_space.n
+    names = ["obj_max_quality", "obj_min_energy", "quality_floor", "budget_w", "budget_left_frac", "soc", "temp_c",
+             "plugged"]
+    rng = np.random.default_rng(5)
+    obs = rng.random((400, len(names))).astype(np.float32)
+    obs[:, 0], obs[:, 1] = np.r_[np.zeros(300), np.ones(100)], np.r_[np.ones(300), np.zeros(100)]
+    obs[:, 5] = np.arange(400)  # the SoC column tells the rows apart
+    masks = rng.random((400, n)) < 0.5
+    masks[:, 0] = True
+    d = Demonstrations(obs, masks, np.zeros(400, np.int64), np.zeros(400), [400])
+    before = obs.copy()
+    plain, _ = cheapest_labels(d, costs, names, "mix", rng=np.random.default_rng(7))
+    out, _ = cheapest_labels(d, costs, names, "mix", rng=np.random.default_rng(7), borrowed_share=0.5)
+    moved = np.flatnonzero(out.obs[:, 5] != d.obs[:, 5])
+    assert 100 < moved.size < 200 and moved.max() < 300  # about half of the min-energy steps, no other
+    assert np.array_equal(out.labels, plain.labels) and out.masks is d.masks  # the mask and the label stay
+    goal = [i for i, c in enumerate(names) if c in GOAL_FEATURES or c.startswith("obj_")]
+    state = [i for i in range(len(names)) if i not in goal]
+    assert np.array_equal(out.obs[:, goal], d.obs[:, goal])
+    donors = out.obs[moved, 5].astype(int)  # each moved row holds the whole state of the row it borrowed from
+    assert np.array_equal(out.obs[np.ix_(moved, state)], before[np.ix_(donors, state)])
+    assert (donors >= 300).any()  # donors come from every objective's steps
+    assert np.array_equal(d.obs, before)  # the input is not written
+    again, _ = cheapest_labels(d, costs, names, "mix", rng=np.random.default_rng(7), borrowed_share=0.5)
+    assert np.array_equal(again.obs, out.obs)
