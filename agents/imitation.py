@@ -300,10 +300,9 @@ def raise_budgets(obs: np.ndarray, rows: np.ndarray, labels: np.ndarray, episode
     starts = np.r_[0, ends[:-1]]
     episode = np.searchsorted(ends, rows, side="right")  # the episode of each row
     budget = obs[rows, cb].astype(np.float64)
-    first = obs[starts[episode], cb]
-    last = obs[ends[episode] - 1, cb]
-    eligible = ((budget > 0) & (first == budget) & (last == budget)
-                & (costs.quality[labels[rows]] >= obs[rows, cq] - 1e-9))
+    col = obs[:, cb]
+    one = np.minimum.reduceat(col, starts) == np.maximum.reduceat(col, starts)  # per episode: one budget throughout
+    eligible = (budget > 0) & one[episode] & (costs.quality[labels[rows]] >= obs[rows, cq] - 1e-9)
     top = float(obs[obs[:, cb] > 0, cb].max()) if (obs[:, cb] > 0).any() else 0.0
     chosen = rng.random(rows.size) < share
     pick = eligible & chosen & (budget < top)

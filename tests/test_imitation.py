@@ -260,7 +260,7 @@ def test_raised_budgets_show_the_env_s_own_allowance_under_the_larger_budget():
     assert np.array_equal(miss.obs, hard)
     # one episode with two budgets: the allowance cannot be recomputed, so it stays
     two = d.obs.copy()
-    two[20:30, cb] = 0.6
+    two[10:20, cb] = 0.6  # its first and last steps agree
     kept, _ = cheapest_labels(Demonstrations(two, d.masks, d.labels, d.rewards, [30, 40]), env.costs, names,
                               "min-energy", rng=np.random.default_rng(3), raised_budget_share=1.0,
                               step_s=env.step_s, grace_s=env.params.budget_grace_s)
