@@ -193,12 +193,13 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reports", nargs="+", required=True, help="benchmarks/objectives.py JSON reports, one per fold")
-    ap.add_argument("--group", action="append", default=[], required=True,
-                    help="NAME=TEXT: the runs whose path contains TEXT are the recipe NAME (repeat per recipe)")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "objectives_cv"))
+def parse_cli(ap: argparse.ArgumentParser, argv, reports_help: str, group_help: str, out_default: str | None):
+    """The options of a report over grouped runs (``--reports``, ``--group``, ``--out``, ``--force``), parsed:
+    ``(args, groups, out)``; a bad group, or an existing OUT without ``--force``, is a usage error."""
+    ap.add_argument("--reports", nargs="+", required=True, help=reports_help)
+    ap.add_argument("--group", action="append", default=[], required=True, help=group_help)
+    ap.add_argument("--out", default=out_default, required=out_default is None,
+                    help="output path without extension (OUT.md, OUT.json)")
     ap.add_argument("--force", action="store_true", help="replace an existing report")
     a = ap.parse_args(argv)
     try:
@@ -207,6 +208,14 @@ def main(argv=None) -> int:
         ap.error(str(exc))
     out = Path(a.out)
     refuse_to_overwrite(ap, out, a.force)
+    return a, groups, out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a, groups, out = parse_cli(ap, argv, "benchmarks/objectives.py JSON reports, one per fold",
+                               "NAME=TEXT: the runs whose path contains TEXT are the recipe NAME (repeat per recipe)",
+                               str(REPO / "benchmarks" / "results" / "objectives_cv"))
     folds, reports = [], []
     for p in a.reports:
         try:
