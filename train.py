@@ -930,9 +930,10 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
         if args.bc_min_energy_labels != "cheapest":
             return d
         d, changed = cheapest_labels(d, env.unwrapped.costs, env.unwrapped.feature_names, args.env.objective.kind,
-                                     args.bc_drawn_masks, np.random.default_rng([args.seed, len(d)]),
-                                     args.bc_raised_floors, args.bc_raised_budgets, env.unwrapped.step_s,
-                                     env.unwrapped.params.budget_grace_s, args.bc_borrowed_states)
+                                     drawn_share=args.bc_drawn_masks, rng=np.random.default_rng([args.seed, len(d)]),
+                                     raised_share=args.bc_raised_floors, raised_budget_share=args.bc_raised_budgets,
+                                     step_s=env.unwrapped.step_s, grace_s=env.unwrapped.params.budget_grace_s,
+                                     borrowed_share=args.bc_borrowed_states)
         relabelled.append(changed)
         return d
     fac = None

@@ -566,9 +566,16 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
                                 **{**base, "dagger_rounds": 1, "dagger_episodes": 2}))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
     assert len(ws["rounds"]) == 2 and ws["raised_floors"] == 0.5 and ws["relabelled"] > 0
+    # raised budgets and borrowed states change what the student reads, not its labels: recorded with the run
+    run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", bc_raised_budgets=0.5,
+                                bc_borrowed_states=0.5, **base))
+    ws = json.loads((run / "config.json").read_text())["warm_start"]
+    assert ws["raised_budgets"] == 0.5 and ws["borrowed_states"] == 0.5
+    assert "with raised budgets" in capsys.readouterr().out
     run = train.main(train.Args(env=mix, bc_min_energy_labels="cheapest", **base))
     ws = json.loads((run / "config.json").read_text())["warm_start"]
     assert ws["min_energy_labels"] == "cheapest" and ws["relabelled"] > 0 and ws["drawn_masks"] == 0
+    assert ws["raised_budgets"] == 0 and ws["borrowed_states"] == 0
     assert f"{ws['relabelled']} of " in capsys.readouterr().out
     from agents.imitation import cheapest_labels
 
@@ -580,10 +587,12 @@ def test_min_energy_labels_cheapest_relabels_what_the_student_fits_not_the_saved
         train.main(train.Args(env=EnvParams(max_episode_steps=20), bc_min_energy_labels="cheapest", **base))
     with pytest.raises(SystemExit, match="choose expert"):
         train.main(train.Args(env=mix, bc_min_energy_labels="smallest", **base))
-    with pytest.raises(SystemExit, match="needs --bc-min-energy-labels cheapest"):
-        train.main(train.Args(env=mix, bc_drawn_masks=0.5, **base))
+    for extra in (dict(bc_drawn_masks=0.5), dict(bc_raised_budgets=0.5), dict(bc_borrowed_states=0.5)):
+        with pytest.raises(SystemExit, match="needs --bc-min-energy-labels cheapest"):
+            train.main(train.Args(env=mix, **extra, **base))
     with pytest.raises(ValueError, match="--bc-drawn-masks: 2.0 is out of range"):
         train.Args(env=mix, bc_min_energy_labels="cheapest", bc_drawn_masks=2.0, **base)
-    for extra in (dict(bc_min_energy_labels="cheapest"), dict(bc_raised_floors=0.5)):
+    for extra in (dict(bc_min_energy_labels="cheapest"), dict(bc_raised_floors=0.5), dict(bc_raised_budgets=0.5),
+                  dict(bc_borrowed_states=0.5)):
         with pytest.raises(SystemExit, match="need --bc-expert"):
             train.main(train.Args(env=mix, **extra, **{**base, "bc_expert": "none"}))
