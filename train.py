@@ -167,7 +167,7 @@ class Args:
     bc_borrowed_states: float = 0.0
     """with --bc-min-energy-labels cheapest: the share of min-energy steps that read the device's state of another
     demonstration step (any objective), keeping their objective, floor, budget, mask and label, so the student does
-    not read the device's state as a cue for min-energy's choice (agents.imitation.cheapest_labels)"""
+    not read the device's state as a cue for min-energy's choice (agents.imitation.borrow_states)"""
     dagger_rounds: int = 3
     """DAgger rounds after behaviour cloning: the student drives, the expert labels (only with --bc-expert)"""
     dagger_episodes: int = 64

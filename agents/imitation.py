@@ -243,7 +243,10 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} {share}: a share in [0, 1]")
     smallest = smallest_config(costs)
-    labels, masks, obs = demos.labels.copy(), demos.masks, demos.obs
+    labels, masks = demos.labels.copy(), demos.masks
+    # one copy of the observations when an option writes them (the input is never written)
+    writes_obs = rows.size and (raised_share > 0 or raised_budget_share > 0 or borrowed_share > 0)
+    obs = demos.obs.copy() if writes_obs else demos.obs
     rng = rng if rng is not None else np.random.default_rng(0)
     if drawn_share > 0 and rows.size:
         drawn = rows[rng.random(rows.size) < drawn_share]
@@ -260,23 +263,16 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
         raised = rows[rng.random(rows.size) < raised_share]
         top = float(obs[rows, col].max())
         new_floor = obs[raised, col] + rng.random(raised.size) * (top - obs[raised, col])
-        obs, masks = obs.copy(), masks.copy()
+        masks = masks.copy()
         obs[raised, col] = new_floor
         # the floor rule's own mask, row by row (without a throughput table it prunes nothing where none meets it)
         masks[raised] = Feasibility(costs.ept_j, quality=costs.quality).floor_mask(new_floor, masks[raised])
     for i in rows:
         labels[i] = step_down(smallest, masks[i], costs.ept_j, costs.quality)
     if raised_budget_share > 0 and rows.size:
-        obs = raise_budgets(obs if obs is not demos.obs else obs.copy(), rows, labels, demos.episode_ends, costs,
-                            names, raised_budget_share, rng, step_s, grace_s)
+        raise_budgets(obs, rows, labels, demos.episode_ends, costs, names, raised_budget_share, rng, step_s, grace_s)
     if borrowed_share > 0 and rows.size:
-        obs = obs if obs is not demos.obs else obs.copy()
-        keep = [i for i, n in enumerate(names) if n in GOAL_FEATURES or n.startswith("obj_")]
-        borrowed = rows[rng.random(rows.size) < borrowed_share]
-        donors = rng.integers(len(obs), size=borrowed.size)
-        own = obs[np.ix_(borrowed, keep)]
-        obs[borrowed] = obs[donors]  # the donors' rows as drawn (a donor may itself be a borrowed row: read first)
-        obs[np.ix_(borrowed, keep)] = own
+        borrow_states(obs, rows, names, borrowed_share, rng)
     changed = int(np.count_nonzero(labels != demos.labels))
     return Demonstrations(obs, masks, labels, demos.rewards, list(demos.episode_ends),
                           demos.expert_return, demos.seconds), changed
@@ -286,9 +282,21 @@ def cheapest_labels(demos: Demonstrations, costs, feature_names, kind: str | Non
 GOAL_FEATURES = ("quality_floor", "budget_w", "has_budget", "budget_left_frac", "has_deadline", "time_to_deadline_h")
 
 
+def borrow_states(obs: np.ndarray, rows: np.ndarray, names: list[str], share: float,
+                  rng: np.random.Generator) -> None:
+    """``obs`` written in place: a ``share`` of ``rows`` reads every feature of a row drawn from all of ``obs`` except
+    the objective block and ``GOAL_FEATURES`` (``cheapest_labels``' ``borrowed_share``)."""
+    keep = [i for i, n in enumerate(names) if n in GOAL_FEATURES or n.startswith("obj_")]
+    borrowed = rows[rng.random(rows.size) < share]
+    donors = rng.integers(len(obs), size=borrowed.size)
+    own = obs[np.ix_(borrowed, keep)]
+    obs[borrowed] = obs[donors]  # the donors' rows as drawn (a donor may itself be a borrowed row: read first)
+    obs[np.ix_(borrowed, keep)] = own
+
+
 def raise_budgets(obs: np.ndarray, rows: np.ndarray, labels: np.ndarray, episode_ends, costs, names: list[str],
-                  share: float, rng: np.random.Generator, step_s: float, grace_s: float) -> np.ndarray:
-    """``obs`` (written in place and returned) with the budget of a ``share`` of ``rows`` raised, where the label
+                  share: float, rng: np.random.Generator, step_s: float, grace_s: float) -> None:
+    """``obs`` written in place: the budget of a ``share`` of ``rows`` raised, where the label
     meets the floor and the episode has one budget throughout (``cheapest_labels``' ``raised_budget_share``)."""
     for need in ("budget_w", "budget_left_frac", "quality_floor"):
         if need not in names:
@@ -314,7 +322,6 @@ def raise_budgets(obs: np.ndarray, rows: np.ndarray, labels: np.ndarray, episode
     new_frac = ((new_b - b) * elapsed_h + frac * b) / new_b
     obs[r, cb] = new_b
     obs[r, cf] = np.where(frac >= 1.0, 1.0, np.minimum(new_frac, 1.0))  # the layout clips at 1 h
-    return obs
 
 
 @dataclass(frozen=True)
