@@ -216,7 +216,8 @@ def run_objective(traces: Path, runs: list[str], grid: tuple, max_steps: int, ba
                        "energy_j": float(sum(e["energy_j"] for e in es)),
                        "quality_per_token": float(np.mean([e["quality_per_token"] for e in es])),
                        # per trace: the return and the steps that violate the objective's constraint
-                       "per_episode": [{"trace": tr.name, "return": float(e["return"]),
+                       "per_episode": [{"trace": tr.name, "device_kind": tr.device_kind,
+                                        "return": float(e["return"]),
                                         "violation_steps": int(e["violations"][name_w])}
                                        for tr, e in zip([env.unwrapped.traces[k] for k in picked], es)]}
     return {"episodes": len(eps), "binding_share": float(np.mean(binds)) if binds else math.nan,

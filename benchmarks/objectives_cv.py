@@ -10,8 +10,11 @@ is in its path (the first that matches; a run that matches none is an error), an
 
 For each objective and fold: every recipe's oracle-normalised score, the best rule's (the baselines less the random
 policy and the oracle), and how many episodes the constraint binds in; then per recipe the mean and the worst fold,
-the folds in which it is above every rule, and the RL step (the recipe less its warm start). Writes OUT.md,
-OUT.json and OUT.png (a panel per objective, a point per recipe and fold, the best rule as a bar).
+the folds in which it is above every rule, and the RL step (the recipe less its warm start). Then per device kind
+(phone, solar node, laptop; every fold's held-out episodes of that kind pooled, each kind's units held out once): each
+recipe's score on the kind's own random and oracle, the range over its runs (the i-th run of the recipe in each fold
+taken together), and the best rule's on the same episodes. Writes OUT.md, OUT.json, OUT.png (a panel per objective, a
+point per recipe and fold, the best rule as a bar) and OUT-kinds.png (the same per device kind).
 """
 
 from __future__ import annotations
@@ -72,6 +75,90 @@ def fold_scores(report: dict, groups: list[tuple[str, str]]) -> dict:
         best = max(rules, key=rules.get)
         out[obj] = {"recipes": {r: sum(v) / len(v) for r, v in per.items()}, "best_rule": (best, rules[best]),
                     "binding": (int(o["binding_episodes"]), int(o["episodes"]))}
+    return out
+
+
+def trace_kinds(report: dict) -> dict[str, str]:
+    """Trace name -> device kind for a fold report's episodes: from the episodes themselves (reports written since
+    2026-12-07 carry ``device_kind``), else from the manifest of the trace set the report names. ValueError, with the
+    fix, when neither has them."""
+    s = report["sets"][0]
+    eps = next(iter(next(iter(s["objectives"].values()))["controllers"].values()))["per_episode"]
+    if all("device_kind" in e for e in eps):
+        return {e["trace"]: e["device_kind"] for e in eps}
+    from traces import TraceSet
+
+    try:
+        ts = TraceSet.load(Path(s["traces"]))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"its episodes carry no device kind and its trace set {s['traces']} cannot be read ({exc}); "
+                         "fix: run from the folder the report was made in, or score the fold again") from None
+    kinds = {e.name: e.meta.device_kind for e in ts.entries}
+    missing = [e["trace"] for e in eps if e["trace"] not in kinds]
+    if missing:
+        raise ValueError(f"{len(missing)} of its traces (e.g. {missing[0]}) are not in {s['traces']}; fix: point the "
+                         "report at the trace set it scored, or score the fold again")
+    return kinds
+
+
+def kind_scores(reports: list[dict], groups: list[tuple[str, str]]) -> dict:
+    """Per objective and device kind, pooled over the folds (each fold's held-out episodes of the kind): the
+    episodes, the folds they come from, each recipe's score on the kind's own random and oracle (its runs' mean per
+    episode) with the range over its runs (the i-th run of a recipe in every fold taken as one), every rule's score
+    and the best rule."""
+    sums: dict = {}
+    for rep in reports:
+        kinds = trace_kinds(rep)
+        names = {f"rl:{i}": recipe_of(r, groups) for i, r in enumerate(rep["runs"])}
+        for obj, o in rep["sets"][0]["objectives"].items():
+            ctrl = o["controllers"]
+            eps = [e["trace"] for e in ctrl["oracle"]["per_episode"]]
+            position: dict[str, int] = {}  # a recipe's i-th run in this fold
+            cols: dict[str, list[float]] = {}
+            runs_of: dict[str, list[list[float]]] = {}
+            for key, c in ctrl.items():
+                ret = [float(e["return"]) for e in c["per_episode"]]
+                if key.startswith("rl:"):
+                    if key not in names:
+                        continue
+                    rec = names[key]
+                    i = position[rec] = position.get(rec, -1) + 1
+                    cols[f"{rec}\x00{i}"] = ret
+                    runs_of.setdefault(rec, []).append(ret)
+                else:
+                    cols[key] = ret
+            for rec, rs in runs_of.items():  # the recipe: its runs' mean per episode
+                cols[f"{rec}\x00mean"] = [sum(x) / len(x) for x in zip(*rs)]
+            for j, tr in enumerate(eps):
+                k = sums.setdefault(obj, {}).setdefault(kinds[tr], {"episodes": 0, "folds": set(), "sum": {},
+                                                                    "count": {}})
+                k["episodes"] += 1
+                k["folds"].add(rep["sets"][0]["traces"])
+                for col, ret in cols.items():
+                    k["sum"][col] = k["sum"].get(col, 0.0) + ret[j]
+                    k["count"][col] = k["count"].get(col, 0) + 1
+    out: dict = {}
+    for obj in OBJECTIVES:
+        for kind, k in sorted(sums.get(obj, {}).items()):
+            tot = k["sum"]
+            lo, hi = tot["random"], tot["oracle"]
+            score = {c: (v - lo) / (hi - lo) if abs(hi - lo) > 1e-9 else float("nan") for c, v in tot.items()}
+            recipes: dict[str, dict] = {}
+            for c, v in score.items():
+                rec, sep, which = c.partition("\x00")
+                if not sep:
+                    continue
+                r = recipes.setdefault(rec, {"mean": float("nan"), "runs": []})
+                if which == "mean":
+                    r["mean"] = v if k["count"][c] == k["episodes"] else float("nan")
+                elif k["count"][c] == k["episodes"]:  # a range only over runs that cover every episode of the kind
+                    r["runs"].append(v)
+            for r in recipes.values():
+                r["min"], r["max"] = (min(r["runs"]), max(r["runs"])) if r["runs"] else (float("nan"),) * 2
+            rules = {c: v for c, v in score.items() if "\x00" not in c and c not in NOT_RULES}
+            best = max(rules, key=rules.get)
+            out.setdefault(obj, {})[kind] = {"episodes": k["episodes"], "folds": len(k["folds"]),
+                                             "recipes": recipes, "rules": rules, "best_rule": (best, rules[best])}
     return out
 
 
@@ -159,7 +246,36 @@ def to_markdown(data: dict) -> str:
         lines.append("| mean | " + " | ".join(f"{over['mean'][r]:.3f}" for r in recipes)
                      + f" | {over['best_rules_mean']:.3f} |")
     lines += ["", f"![objectives across folds]({Path(data['out']).name}.png)", ""]
+    if data.get("kinds"):
+        lines += kinds_markdown(data["kinds"], Path(data["out"]).name)
     return "\n".join(lines)
+
+
+def kinds_markdown(kinds: dict, stem: str) -> list[str]:
+    """The per-device-kind section of :func:`to_markdown`."""
+    lines = ["## Per device kind", "",
+             "Every fold's held-out episodes of one device kind pooled (each kind's units are held out once), scored "
+             "on the kind's own random policy and oracle; in brackets the range over a recipe's runs (its i-th run "
+             "in every fold taken as one). The best rule is the best on the kind's pooled episodes.", ""]
+    for obj in OBJECTIVES:
+        if obj not in kinds:
+            continue
+        rows = kinds[obj]
+        recipes = list(dict.fromkeys(r for row in rows.values() for r in row["recipes"]))
+        lines += [f"### {obj}", "", "| device kind | episodes (folds) | " + " | ".join(recipes) + " | best rule |",
+                  "|---|---|" + "---|" * len(recipes) + "---|"]
+        for kind, row in rows.items():
+            cells = []
+            for r in recipes:
+                e = row["recipes"].get(r)
+                cells.append("–" if e is None else f"{e['mean']:.3f}" + (
+                    f" ({e['min']:.3f}–{e['max']:.3f})" if len(e["runs"]) > 1 else ""))
+            name, best = row["best_rule"]
+            lines.append(f"| {kind} | {row['episodes']} ({row['folds']}) | " + " | ".join(cells)
+                         + f" | {name} {best:.3f} |")
+        lines.append("")
+    lines += [f"![per device kind]({stem}-kinds.png)", ""]
+    return lines
 
 
 def plot(data: dict, path: Path) -> None:
@@ -193,6 +309,44 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_kinds(kinds: dict, path: Path) -> None:
+    """A panel per objective: the best rule per device kind as a bar, each recipe's mean as a marker with its runs'
+    range as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objs = [o for o in OBJECTIVES if o in kinds]
+    fig, axes = plt.subplots(1, len(objs), figsize=(4.2 * len(objs), 3.6), sharey=True, squeeze=False)
+    markers = "osD^vP*X"
+    lo = 1.0
+    for ax, obj in zip(axes[0], objs):
+        rows = kinds[obj]
+        names = list(rows)
+        recipes = list(dict.fromkeys(r for row in rows.values() for r in row["recipes"]))
+        xs = range(len(names))
+        ax.bar(list(xs), [rows[k]["best_rule"][1] for k in names], color="0.85", label="best rule")
+        for j, r in enumerate(recipes):
+            e = [rows[k]["recipes"].get(r) for k in names]
+            ys = [x["mean"] if x else float("nan") for x in e]
+            err = [[y - x["min"] if x and x["runs"] else 0.0 for x, y in zip(e, ys)],
+                   [x["max"] - y if x and x["runs"] else 0.0 for x, y in zip(e, ys)]]
+            ax.errorbar([x + (j - (len(recipes) - 1) / 2) * 0.12 for x in xs], ys, yerr=err,
+                        fmt=markers[j % len(markers)], capsize=2, label=r, mfc="none" if r.endswith(WARM) else None)
+            lo = min([lo] + [x["min"] for x in e if x and x["runs"]] + [y for y in ys if y == y])
+        lo = min([lo] + [rows[k]["best_rule"][1] for k in names])
+        ax.set_title(obj)
+        ax.set_xticks(list(xs), [f"{k} ({rows[k]['episodes']})" for k in names])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("score on the kind's episodes")
+    axes[0][0].set_ylim(max(lo - 0.1, -1.0), 1.0)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def parse_cli(ap: argparse.ArgumentParser, argv, reports_help: str, group_help: str, out_default: str | None):
     """The options of a report over grouped runs (``--reports``, ``--group``, ``--out``, ``--force``), parsed:
     ``(args, groups, out)``; a bad group, or an existing OUT without ``--force``, is a usage error."""
@@ -216,11 +370,13 @@ def main(argv=None) -> int:
     a, groups, out = parse_cli(ap, argv, "benchmarks/objectives.py JSON reports, one per fold",
                                "NAME=TEXT: the runs whose path contains TEXT are the recipe NAME (repeat per recipe)",
                                str(REPO / "benchmarks" / "results" / "objectives_cv"))
-    folds, reports = [], []
+    folds, reports, raw = [], [], []
     for p in a.reports:
         try:
             rep = json.loads(Path(p).read_text())
             folds.append(fold_scores(rep, groups))
+            trace_kinds(rep)
+            raw.append(rep)
         except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
             ap.error(f"--reports {p}: {exc!s}" + ("" if isinstance(exc, ValueError) else
                                                   "; fix: pass a JSON report written by benchmarks/objectives.py"))
@@ -228,11 +384,13 @@ def main(argv=None) -> int:
         reports.append({"path": p, "traces": s["traces"], "split": s.get("split", rep.get("split", "test")),
                         "episodes": next(iter(s["objectives"].values()))["episodes"]})
     data = {"date": time.strftime("%Y-%m-%d"), "out": str(out), "groups": dict(groups), "reports": reports,
-            "folds": folds, "summary": summarise(folds), "over_objectives": over_objectives(folds)}
+            "folds": folds, "summary": summarise(folds), "over_objectives": over_objectives(folds),
+            "kinds": kind_scores(raw, groups)}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_report(out, data, to_markdown(data))
     plot(data, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.png')}")
+    plot_kinds(data["kinds"], out.parent / f"{out.name}-kinds.png")
+    print(f"wrote {out.with_suffix('.png')}, {out.parent / (out.name + '-kinds.png')}")
     return 0
 
 

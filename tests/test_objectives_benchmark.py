@@ -165,6 +165,18 @@ def test_a_spread_of_traces_of_any_split_and_runs_only(tmp_path):
     two = O.run_objective(path, [], (5, 3, 2), 6, base, "max-quality", split="val", n_traces=2)
     names = [e["trace"] for e in two["controllers"]["oracle"]["per_episode"]]
     assert two["episodes"] == 2 and names == [ts[0].name, ts[2].name]
+    kinds = [e["device_kind"] for e in two["controllers"]["oracle"]["per_episode"]]
+    assert kinds == [ts[0].meta.device_kind, ts[2].meta.device_kind]
+    # objectives_cv's per-device-kind table reads them, or a report without them from the set's manifest
+    import objectives_cv as CV
+
+    report = {"runs": [], "sets": [{"traces": str(path), "split": "val", "objectives": {"max-quality": two}}]}
+    assert CV.trace_kinds(report) == dict(zip(names, kinds))
+    for c in two["controllers"].values():
+        for e in c["per_episode"]:
+            del e["device_kind"]
+    from_manifest = CV.trace_kinds(report)
+    assert {n: from_manifest[n] for n in names} == dict(zip(names, kinds))
     assert two["controllers"]["oracle"]["score"] == pytest.approx(1.0)
     bare = O.run_objective(path, [], (5, 3, 2), 6, base, "max-quality", split="val", baselines=False)
     assert bare["controllers"] == {} and bare["episodes"] == 3 and bare["binding_share"] != bare["binding_share"]

@@ -17,9 +17,12 @@ import objectives_cv as CV  # noqa: E402
 def _report(scores: dict[str, dict[str, float]], runs: list[str], traces: str = "folds/fold-0") -> dict:
     """A fold report as benchmarks/objectives.py writes it: ``scores[objective][controller]``."""
     objs = {}
-    for obj, s in scores.items():
+    eps = [(f"t{j}", ("phone", "solar-node")[j % 2]) for j in range(10)]
+    for obj, s in scores.items():  # every episode returns the score: random 0, the oracle 1 on each
         objs[obj] = {"episodes": 10, "binding_episodes": 3, "binding_share": 0.3,
-                     "controllers": {k: {"score": v, "return": 0.0} for k, v in s.items()}}
+                     "controllers": {k: {"score": v, "return": v, "per_episode": [
+                         {"trace": t, "device_kind": kind, "return": v, "violation_steps": 0} for t, kind in eps]}
+                         for k, v in s.items()}}
     return {"date": "2026-12-06", "runs": runs, "split": "test",
             "sets": [{"traces": traces, "split": "test", "objectives": objs}]}
 
@@ -102,7 +105,48 @@ def test_writes_the_report_and_keeps_an_existing_one(tmp_path, capsys):
     assert "| mean | | 0.875 | 0.915 |" in md and "| folds above every rule | | 1 of 2 | 2 of 2 |" in md
     assert "Mean over" not in md  # one objective scored (objectives.py --kinds): no mean over objectives
     assert out.with_suffix(".png").stat().st_size > 0
+    assert "## Per device kind" in md and "| phone | 10 (1) | 0.875 | 0.915 |" in md
+    assert (tmp_path / "cv-kinds.png").stat().st_size > 0
     before = out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         CV.main(args)  # an existing report is not replaced without --force
     assert out.with_suffix(".md").read_text() == before
+
+
+def _episodes_report(returns: dict[str, list[float]], kinds: list[str], runs: list[str], traces: str) -> dict:
+    """A one-objective fold report with these per-episode returns (``returns[controller]``) and device kinds."""
+    ctrl = {k: {"score": 0.0, "return": sum(v) / len(v), "per_episode": [
+        {"trace": f"{traces}-{j}", "device_kind": kinds[j], "return": r, "violation_steps": 0}
+        for j, r in enumerate(v)]} for k, v in returns.items()}
+    return {"date": "2026-12-07", "runs": runs, "split": "test", "sets": [{"traces": traces, "split": "test",
+            "objectives": {"last-until": {"episodes": len(kinds), "binding_episodes": 0, "controllers": ctrl}}}]}
+
+
+def test_per_device_kind_pools_the_folds_on_each_kinds_own_random_and_oracle():
+    runs = ["x/br/s1", "x/br/s2"]
+    f0 = _episodes_report({"random": [0, 0, 0], "oracle": [10, 20, 4], "static-largest": [10, 10, 4],
+                           "rl:0": [8, 20, 2], "rl:1": [6, 20, 4]}, ["phone", "phone", "solar-node"], runs, "f0")
+    f1 = _episodes_report({"random": [2, 0], "oracle": [6, 10], "static-largest": [2, 4],
+                           "rl:0": [6, 10], "rl:1": [4, 5]}, ["solar-node", "phone"], runs, "f1")
+    got = CV.kind_scores([f0, f1], GROUPS)["last-until"]
+    phone, solar = got["phone"], got["solar-node"]
+    assert (phone["episodes"], phone["folds"], solar["episodes"], solar["folds"]) == (3, 2, 2, 2)
+    # phone: random 0, oracle 10 + 20 + 10 = 40; run 1 (the first of each fold) 8 + 20 + 10, run 2 6 + 20 + 5
+    r = phone["recipes"]["budget rule"]
+    assert r["min"] == pytest.approx(31 / 40) and r["max"] == pytest.approx(38 / 40)
+    assert r["mean"] == pytest.approx((38 + 31) / 2 / 40)
+    assert phone["best_rule"] == ("static-largest", pytest.approx(24 / 40))
+    # solar nodes: random 0 + 2, oracle 4 + 6; the recipe's mean returns 3 + 5
+    assert solar["recipes"]["budget rule"]["mean"] == pytest.approx((8 - 2) / (10 - 2))
+    assert solar["best_rule"][1] == pytest.approx((6 - 2) / (10 - 2))
+    md = "\n".join(CV.kinds_markdown(CV.kind_scores([f0, f1], GROUPS), "cv"))
+    assert "| phone | 3 (2) | 0.863 (0.775–0.950) | static-largest 0.600 |" in md
+
+
+def test_per_device_kind_needs_the_kinds(tmp_path):
+    rep = _episodes_report({"random": [0], "oracle": [1]}, ["phone"], [], str(tmp_path / "gone"))
+    for c in rep["sets"][0]["objectives"]["last-until"]["controllers"].values():
+        for e in c["per_episode"]:
+            del e["device_kind"]  # a report from before 2026-12-07, whose trace set is not here
+    with pytest.raises(ValueError, match="score the fold again"):
+        CV.trace_kinds(rep)
