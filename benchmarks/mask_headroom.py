@@ -159,8 +159,9 @@ def main(argv=None) -> int:
                 if key not in rep:
                     raise ValueError(f"no {key!r}: a report from before the settings were recorded; fix: score "
                                      "the fold again with benchmarks/objectives.py")
-        except (OSError, json.JSONDecodeError, ValueError) as exc:
-            ap.error(f"--reports {p}: {exc}")
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            ap.error(f"--reports {p}: {exc!s}" + ("" if isinstance(exc, ValueError) and not isinstance(
+                exc, json.JSONDecodeError) else "; fix: pass a JSON report written by benchmarks/objectives.py"))
         reports.append(rep)
     jobs = [(i, kind) for i, rep in enumerate(reports) for kind in rep["sets"][0]["objectives"]]
     try:

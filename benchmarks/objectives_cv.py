@@ -377,7 +377,7 @@ def main(argv=None) -> int:
             folds.append(fold_scores(rep, groups))
             trace_kinds(rep)
             raw.append(rep)
-        except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             ap.error(f"--reports {p}: {exc!s}" + ("" if isinstance(exc, ValueError) else
                                                   "; fix: pass a JSON report written by benchmarks/objectives.py"))
         s = rep["sets"][0]

@@ -61,3 +61,12 @@ def test_a_report_this_env_does_not_reproduce_is_refused(report, tmp_path, capsy
     with pytest.raises(SystemExit):
         MH.main(["--reports", str(bad), "--group", "recipe=/none/", "--out", str(tmp_path / "o")])
     assert "score the fold again" in capsys.readouterr().err
+
+
+def test_what_is_not_a_report_is_refused_with_the_fix(tmp_path, capsys):
+    for text in ("{not json", '{"sets": 1}'):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(SystemExit):
+            MH.main(["--reports", str(bad), "--group", "recipe=/none/", "--out", str(tmp_path / "o")])
+        assert "fix: pass a JSON report written by benchmarks/objectives.py" in capsys.readouterr().err
