@@ -43,15 +43,11 @@ def env_for(report: dict, kind: str):
     import gymnasium as gym
 
     import envs
+    from benchmarks.objectives import with_settings
     from runtime.dynamics import Objective
     from train import MAIN_JOB_ENV
 
-    p = dataclasses.replace(MAIN_JOB_ENV, max_episode_steps=int(report["max_steps"]),
-                            objective=Objective(kind=kind), floor_rule=bool(report["floor_rule"]),
-                            budget_rule=bool(report["budget_rule"]),
-                            budget_floor_reserve_s=float(report["budget_floor_reserve_s"]),
-                            budget_reserve_s=float(report["budget_reserve_s"]),
-                            budget_reserve_tps=float(report["budget_reserve_tps"]))
+    p = dataclasses.replace(with_settings(MAIN_JOB_ENV, report), objective=Objective(kind=kind))
     s = report["sets"][0]
     return gym.make(envs.ENV_ID, traces=str(s["traces"]), split=s.get("split", report.get("split", "test")),
                     params=p, random_start=False)

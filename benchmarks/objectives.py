@@ -233,6 +233,16 @@ SETTINGS = ("max_steps", "split", "floor_rule", "budget_rule", "floor_within_bud
 LEGACY = {"budget_floor_reserve_s": 900.0, "budget_reserve_s": 900.0, "budget_reserve_tps": 50.0}
 
 
+def with_settings(base, settings: dict):
+    """``base`` (``EnvParams``) with a report's :data:`SETTINGS`: its episode length, rules and what they keep in hand
+    (``settings``: the dict a report records, or the one ``main`` builds from its options)."""
+    return dataclasses.replace(base, max_episode_steps=int(settings["max_steps"]),
+                               floor_rule=bool(settings["floor_rule"]), budget_rule=bool(settings["budget_rule"]),
+                               budget_floor_reserve_s=float(settings["budget_floor_reserve_s"]),
+                               budget_reserve_s=float(settings["budget_reserve_s"]),
+                               budget_reserve_tps=float(settings["budget_reserve_tps"]))
+
+
 def settings_differ(report: dict, settings: dict, kinds=None) -> str | None:
     """What in ``settings`` (a report's, or a call's) differs from ``report``'s :data:`SETTINGS`, with the fix; None
     when nothing does. ``kinds``: the objectives to be scored (None: any); what the floor keeps of the budget's reserve
@@ -487,9 +497,7 @@ def main(argv=None) -> int:
         base = runs_params(a.runs, a.max_steps)
     except (OSError, ValueError) as exc:
         ap.error(str(exc))
-    base = dataclasses.replace(base, floor_rule=not a.no_floor_rule, budget_rule=not a.no_budget_rule,
-                               budget_floor_reserve_s=float(floor_keep), budget_reserve_s=float(keep_s),
-                               budget_reserve_tps=float(keep_tps))
+    base = with_settings(base, settings)
     out = Path(a.out)
     refuse_to_overwrite(ap, out, a.force)
     sets = [Path(t) for t in a.traces] if a.traces else None

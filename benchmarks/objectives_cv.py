@@ -113,18 +113,16 @@ def kind_scores(reports: list[dict], groups: list[tuple[str, str]]) -> dict:
         for obj, o in rep["sets"][0]["objectives"].items():
             ctrl = o["controllers"]
             eps = [e["trace"] for e in ctrl["oracle"]["per_episode"]]
-            position: dict[str, int] = {}  # a recipe's i-th run in this fold
             cols: dict[str, list[float]] = {}
-            runs_of: dict[str, list[list[float]]] = {}
+            runs_of: dict[str, list[list[float]]] = {}  # a recipe's runs in this fold, in order
             for key, c in ctrl.items():
                 ret = [float(e["return"]) for e in c["per_episode"]]
                 if key.startswith("rl:"):
                     if key not in names:
                         continue
-                    rec = names[key]
-                    i = position[rec] = position.get(rec, -1) + 1
-                    cols[f"{rec}\x00{i}"] = ret
-                    runs_of.setdefault(rec, []).append(ret)
+                    rs = runs_of.setdefault(names[key], [])
+                    cols[f"{names[key]}\x00{len(rs)}"] = ret  # the recipe's i-th run
+                    rs.append(ret)
                 else:
                     cols[key] = ret
             for rec, rs in runs_of.items():  # the recipe: its runs' mean per episode
