@@ -45,7 +45,7 @@ from tqdm import tqdm
 import envs
 from agents.algos import ALGOS, algo
 from agents.obs_support import SupportVecNormalize
-from agents.run_io import save_run
+from agents.run_io import run_host, save_run
 from envs.batched import HOT_TRIP_MARGIN_C, LOW_SOC_MAX, BatchedPowerEnv
 from envs.power_env import DEFAULT_PROFILE, MicroLLMPowerEnv
 from model.cli import (
@@ -1202,6 +1202,7 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
         "config_space": ref_env.space.to_json(), "obs_features": ref_env.layout.names,
         "obs_units": ref_env.layout.units, "decode_table": ref_env.decode_table,
         "profile": {"path": args.profile, "sha256": file_sha256(args.profile) if Path(args.profile).exists() else None},
+        "host": run_host(args.threads),  # one seed trains other weights on another CPU kernel level or torch
     }
 
     # ---- warm start by imitation (optional) --------------------------------------------------

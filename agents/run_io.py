@@ -5,7 +5,7 @@ A run folder holds::
 
     config.json          args, algorithm, env kwargs (profile, traces), env_params (EnvParams),
                          config_space, observation feature table, decode table, profile identity
-                         (path, sha256), policy architecture
+                         (path, sha256), policy architecture, host (run_host: CPU, its kernel ISA, versions)
     policy_state.pt      the SB3 policy's state_dict (tensors only: loads with weights_only=True)
     vecnormalize.npz     observation normalisation: mean, var, clip_obs, epsilon [obs_min, obs_max] (or absent)
     model.zip            SB3's own save, for resuming training (never needed for evaluation)
@@ -27,6 +27,32 @@ from typing import Any
 import numpy as np
 
 from agents.algos import algo
+
+
+def run_host(threads: int) -> dict[str, Any]:
+    """The machine a run trained on, for ``config.json``: the profile's ``machine`` block (CPU model, cores,
+    threads, torch / numpy / Python versions, platform) plus torch's CPU kernel level (``DEFAULT`` / ``AVX2`` /
+    ``AVX512``…) and the RL libraries' versions.
+
+    Why: a seed fixes every random draw, but not the floating-point results. torch picks its CPU kernels by the
+    instruction set, and a different rounding early in training grows into a different policy, so one seed on
+    two CPUs (or under other library versions) can train two policies; PyTorch does not promise reproducibility
+    across platforms or releases. With this block a difference between two runs of a seed can be traced.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from model.profile_schema import machine_info
+
+    packages = {}
+    for name in ("stable-baselines3", "sb3-contrib", "gymnasium"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {**machine_info(threads, str(torch.__version__)),
+            "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()), "packages": packages}
 
 
 def vecnormalize_stats(vecnorm) -> dict[str, np.ndarray]:

@@ -25,6 +25,13 @@ def test_train_smoke_run(tmp_path, capsys, algo, lagrangian):
     assert cfg["hyperparams"]["learning_rate"] == train.load_hyperparams(algo)["learning_rate"]  # from scratch
     assert (cfg["lagrange_lambda"] is not None) == lagrangian
     assert len(cfg["decode_table"]) == 12 and len(cfg["obs_features"]) == 19
+    # the machine it trained on: one seed trains other weights on another CPU kernel level or torch
+    import torch
+
+    host = cfg["host"]
+    assert host["torch_version"] == str(torch.__version__) and host["threads"] == args.threads
+    assert host["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and host["cpu_model"]
+    assert host["packages"]["stable-baselines3"] and host["packages"]["gymnasium"]
     for f in ("policy_state.pt", "vecnormalize.npz", "model.zip"):
         assert (run / f).exists(), f
     assert list((run / "tb").rglob("events.out.tfevents.*"))
