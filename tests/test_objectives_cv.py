@@ -150,3 +150,11 @@ def test_per_device_kind_needs_the_kinds(tmp_path):
             del e["device_kind"]  # a report from before 2026-12-07, whose trace set is not here
     with pytest.raises(ValueError, match="score the fold again"):
         CV.trace_kinds(rep)
+
+
+def test_folds_are_labelled_by_the_fold_their_trace_set_holds_out():
+    reps = [{"traces": "data/real-objectives-cv/fold-3"}, {"traces": "data/real-objectives-cv/fold-1/"}]
+    assert CV.fold_labels(reps) == ["3", "1"]
+    # a trace set that is not a fold folder, or two reports of one fold: their places in the list
+    assert CV.fold_labels([{"traces": "data/real"}, {"traces": "x/fold-2"}]) == ["0", "2"]
+    assert CV.fold_labels([{"traces": "a/fold-2"}, {"traces": "b/fold-2"}]) == ["0", "1"]
