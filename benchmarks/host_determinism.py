@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", default="default",
                     help="comma-separated kernel levels to train at besides this host's own (ATEN_CPU_CAPABILITY; "
                          f"one of {', '.join(LEVELS)}; a level above the host's runs at the host's)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="train.py's --seed for every run (default 1)")
     ap.add_argument("--out", default="benchmarks/results/host_determinism",
                     help="output path without extension (OUT.md, OUT.json)")
     ap.add_argument("--force", action="store_true", help="replace an existing report")
