@@ -33,7 +33,7 @@ def test_markdown_reports_each_run_against_the_first():
     same = {"demos_equal": {"obs": True}, "warm_start_max_abs_diff": 0.0, "kept_max_abs_diff": 0.0, "same": True}
     other = {"demos_equal": {"obs": True, "labels": False}, "warm_start_max_abs_diff": 1.9e-6,
              "kept_max_abs_diff": 3e-5, "same": False}
-    data = {"date": "2026-12-07", "seed": 1, "verdict": "V.",
+    data = {"date": "2026-12-07", "seed": 1, "verdict": "V.", "tiny_args": hd.TINY,
             "host": {"cpu_model": "cpu", "torch_version": "2.13.0", "torch_cpu_capability": "AVX2",
                      "numpy_version": "2", "threads": 1},
             "runs": [{"level": None, "wall_s": 60.0}, {"level": None, "wall_s": 61.0, "vs_first": same},
