@@ -245,6 +245,22 @@ def test_default_set_is_committed_and_regenerates_identically(tmp_path: Path) ->
     assert size < 2_000_000
 
 
+def test_extra_val_keeps_the_default_set_and_adds_val_units(tmp_path: Path) -> None:
+    base, more = build_default_set(), build_default_set(extra_val=1)
+    split = {e.name: e.split for e in more.entries}
+    assert all(split[e.name] == e.split for e in base.entries)  # test and train splits unchanged
+    added = [e for e in more.entries if e.name not in {b.name for b in base.entries}]
+    assert len(added) == len(gen.DEFAULT_SET_PLAN) and all(e.split == "val" for e in added)
+    assert {e.meta.extra["scenario"] for e in added} == set(gen.SCENARIOS)
+    assert len({e.meta.seed for e in more.entries}) == len(more.entries)  # no seed reused
+    for e in base.entries[:3]:  # the same traces, value for value
+        assert np.array_equal(base.get(e.name).supply_w, more.get(e.name).supply_w)
+    assert generate_main(["--extra-val", "1", "--out", str(tmp_path / "v")]) == 0
+    assert len(TraceSet.load(tmp_path / "v").split("val")) == len(base.split("val")) + len(added)
+    with pytest.raises(ValueError, match="more traces per scenario"):
+        gen.default_set_traces(extra=1000)
+
+
 def test_default_set_loads_fast_and_has_all_splits() -> None:
     ts = TraceSet.load(default_trace_set_dir())
     assert 24 <= len(ts) <= 40

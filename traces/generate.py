@@ -5,6 +5,7 @@ Usage::
     python -m traces.generate --out traces/data/default --force  # regenerate the committed default set
     python -m traces.generate --out traces/data/default --check  # exit 1 if files would change
     python -m traces.generate --scenario solar_node --seed 7 --out solar.csv
+    python -m traces.generate --extra-val 2 --out data/default-val+2  # the default set, 12 more val traces
 
 Files are never deleted: other files in the folder are left alone, and replacing a file this command
 writes (a trace CSV or manifest.json) needs ``--force``. Exit codes: 0 done, 1 a file problem
@@ -35,17 +36,32 @@ def _scenario_stratum(meta: TraceMeta) -> str:
     return str(meta.extra.get("scenario", meta.device_kind))
 
 
-def build_default_set(base_seed: int = DEFAULT_SET_SEED) -> TraceSet:
-    """The default set in memory: every scenario, units split train/val/test per scenario."""
+def build_default_set(base_seed: int = DEFAULT_SET_SEED, extra_val: int = 0) -> TraceSet:
+    """The default set in memory: every scenario, units split train/val/test per scenario.
+
+    ``extra_val`` more traces per scenario, all in val: the default set's traces keep their files and splits (the
+    test split is the default one), and model selection (``train.py --select-best``) sees more units."""
+    traces = default_set_traces(base_seed, extra=extra_val)
+    plan = {prefix: count for prefix, count in DEFAULT_SET_PLAN.values()}
+    extra = {t.meta.unit: "val" for t in traces if int(t.name.rsplit("-", 1)[1]) >= plan[t.name.rsplit("-", 1)[0]]}
+    info = {"generator": GENERATOR_VERSION, "base_seed": base_seed,
+            "plan": {k: v[1] for k, v in DEFAULT_SET_PLAN.items()}}
+    if extra_val:
+        info["extra_val_per_scenario"] = extra_val
+    # the default set's own units are assigned alone, exactly as without extra_val; the extra ones are val
+    base = TraceSet.from_traces([t for t in traces if t.meta.unit not in extra], stratify=_scenario_stratum,
+                                seed=base_seed)
+    splits = {e.meta.unit: e.split for e in base.entries} | extra
+    name = "default" if not extra_val else f"default-val+{extra_val}"
+    cmd = "python -m traces.generate --out traces/data/default" + (f" --extra-val {extra_val}" if extra_val else "")
     return TraceSet.from_traces(
-        default_set_traces(base_seed),
-        name="default",
+        traces,
+        name=name,
         description="Synthetic traces from traces.generators (seeded; no external data). "
-        "Regenerate with: python -m traces.generate --out traces/data/default",
-        stratify=_scenario_stratum,
+        f"Regenerate with: {cmd}",
+        splits=splits,
         seed=base_seed,
-        info={"generator": GENERATOR_VERSION, "base_seed": base_seed,
-              "plan": {k: v[1] for k, v in DEFAULT_SET_PLAN.items()}},
+        info=info,
     )
 
 
@@ -67,12 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=nonneg_int, default=None,
                     help=f"base seed of the set (default {DEFAULT_SET_SEED}) or the scenario seed")
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), help="generate one trace of this scenario")
+    ap.add_argument("--extra-val", type=nonneg_int, default=0,
+                    help="this many more traces per scenario, all in val (the default set's traces, splits and "
+                    "test split unchanged): a larger val split for model selection; write it outside the "
+                    "committed default set, e.g. --out data/default-val+2 (default 0)")
     ap.add_argument("--check", action="store_true", help="only compare with --out; exit 1 on difference")
     ap.add_argument("--force", action="store_true",
                     help="replace the files this command writes if they exist (others are never touched)")
     args = ap.parse_args(argv)
     if args.check and args.scenario:
         ap.error("argument --check: compares a whole set; not allowed with --scenario")
+    if args.extra_val and args.scenario:
+        ap.error("argument --extra-val: adds traces to the whole set; not allowed with --scenario")
+    if args.extra_val and args.out is None:
+        ap.error("argument --extra-val: needs --out (the committed default set stays the default one)")
     try:
         return _run(args)
     except (ExistsError, OSError, ValueError) as exc:
@@ -90,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({len(trace)} rows, {trace.duration_s / 3600:.2f} h)")
         return 0
     out = args.out or default_trace_set_dir()
-    ts = build_default_set(DEFAULT_SET_SEED if args.seed is None else args.seed)
+    ts = build_default_set(DEFAULT_SET_SEED if args.seed is None else args.seed, extra_val=args.extra_val)
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             ts.save(tmp, force=True)

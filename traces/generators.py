@@ -595,12 +595,18 @@ DEFAULT_SET_PLAN: dict[str, tuple[str, int]] = {
 DEFAULT_SET_SEED = 2024
 
 
-def default_set_traces(base_seed: int = DEFAULT_SET_SEED) -> list[Trace]:
-    """The traces of the default set: for scenario k and index i, seed = base_seed*1000 + 100k + i."""
+def default_set_traces(base_seed: int = DEFAULT_SET_SEED, extra: int = 0) -> list[Trace]:
+    """The traces of the default set: for scenario k and index i, seed = base_seed*1000 + 100k + i.
+
+    ``extra`` more traces per scenario continue each scenario's index (``phone-08``, ...) with the same seed rule,
+    so the first traces are those of the default set, byte for byte (``traces.generate --extra-val``)."""
+    if not 0 <= extra <= 100 - max(c for _, c in DEFAULT_SET_PLAN.values()):
+        raise ValueError(f"extra={extra}: 0 to {100 - max(c for _, c in DEFAULT_SET_PLAN.values())} more traces "
+                         f"per scenario (the seed rule gives each scenario 100 indices)")
     out: list[Trace] = []
     for k, (scenario, (prefix, count)) in enumerate(DEFAULT_SET_PLAN.items()):
         fn = SCENARIOS[scenario]
-        for i in range(count):
+        for i in range(count + extra):
             seed = base_seed * 1000 + 100 * k + i
             out.append(fn(seed, name=f"{prefix}-{i:02d}", unit=f"gen-{prefix}-{i:02d}"))
     return out
