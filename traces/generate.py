@@ -29,7 +29,7 @@ from traces.generators import (
     default_set_traces,
 )
 from traces.schema import TraceMeta
-from traces.store import TraceSet, default_trace_set_dir, save_trace
+from traces.store import TraceSet, assign_splits, default_trace_set_dir, save_trace
 
 
 def _scenario_stratum(meta: TraceMeta) -> str:
@@ -42,16 +42,16 @@ def build_default_set(base_seed: int = DEFAULT_SET_SEED, extra_val: int = 0) -> 
     ``extra_val`` more traces per scenario, all in val: the default set's traces keep their files and splits (the
     test split is the default one), and model selection (``train.py --select-best``) sees more units."""
     traces = default_set_traces(base_seed, extra=extra_val)
-    plan = {prefix: count for prefix, count in DEFAULT_SET_PLAN.values()}
-    extra = {t.meta.unit: "val" for t in traces if int(t.name.rsplit("-", 1)[1]) >= plan[t.name.rsplit("-", 1)[0]]}
+    count = {prefix: n for prefix, n in DEFAULT_SET_PLAN.values()}
+    base = [t for t in traces if int(t.name.rsplit("-", 1)[1]) < count[t.name.rsplit("-", 1)[0]]]
+    # the default set's own units are assigned alone, exactly as without extra_val; the extra ones are val
+    splits = assign_splits([t.meta.unit for t in base], strata={t.meta.unit: _scenario_stratum(t.meta) for t in base},
+                           seed=base_seed)
+    splits |= {t.meta.unit: "val" for t in traces if t.meta.unit not in splits}
     info = {"generator": GENERATOR_VERSION, "base_seed": base_seed,
             "plan": {k: v[1] for k, v in DEFAULT_SET_PLAN.items()}}
     if extra_val:
         info["extra_val_per_scenario"] = extra_val
-    # the default set's own units are assigned alone, exactly as without extra_val; the extra ones are val
-    base = TraceSet.from_traces([t for t in traces if t.meta.unit not in extra], stratify=_scenario_stratum,
-                                seed=base_seed)
-    splits = {e.meta.unit: e.split for e in base.entries} | extra
     name = "default" if not extra_val else f"default-val+{extra_val}"
     cmd = "python -m traces.generate --out traces/data/default" + (f" --extra-val {extra_val}" if extra_val else "")
     return TraceSet.from_traces(

@@ -600,9 +600,10 @@ def default_set_traces(base_seed: int = DEFAULT_SET_SEED, extra: int = 0) -> lis
 
     ``extra`` more traces per scenario continue each scenario's index (``phone-08``, ...) with the same seed rule,
     so the first traces are those of the default set, byte for byte (``traces.generate --extra-val``)."""
-    if not 0 <= extra <= 100 - max(c for _, c in DEFAULT_SET_PLAN.values()):
-        raise ValueError(f"extra={extra}: 0 to {100 - max(c for _, c in DEFAULT_SET_PLAN.values())} more traces "
-                         f"per scenario (the seed rule gives each scenario 100 indices)")
+    most = 100 - max(c for _, c in DEFAULT_SET_PLAN.values())  # the seed rule gives each scenario 100 indices
+    if not 0 <= extra <= most:
+        raise ValueError(f"extra={extra}: 0 to {most} more traces per scenario (the seed rule gives each scenario "
+                         f"100 indices)")
     out: list[Trace] = []
     for k, (scenario, (prefix, count)) in enumerate(DEFAULT_SET_PLAN.items()):
         fn = SCENARIOS[scenario]
