@@ -24,6 +24,7 @@ model, its normalisation statistics, config, TensorBoard logs (``charts/``, ``lo
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -147,6 +148,12 @@ class Args:
     the evaluation grid of the benchmarks; the default); empty: the oracle's default 101,25,7"""
     bc_demos: str = ""
     """reuse demonstrations saved by an earlier run (<run>/warm_start/demos.npz) instead of collecting"""
+    warm_start_from: str = ""
+    """start the RL step from a warm start saved by an earlier run (<run>/warm_start): its weights and
+    normalisation statistics, nothing collected or fitted again, so that RL settings can be compared on one
+    imitated policy (e.g. --no-rl-dr against the default) at the RL step's cost alone. Its recipe must be this
+    run's (algorithm, action head, env parameters, observation, configuration space, network, profile): checked.
+    Needs --bc-expert (the default): the RL step's step size and length are those after a warm start"""
     bc_min_energy_labels: str = "expert"
     """with --bc-expert: what the student is told to run on min-energy steps. expert: the expert's own label;
     cheapest: the cheapest configuration the masks allow, what static-smallest held to the masks runs
@@ -988,6 +995,67 @@ def warm_start(args: Args, model, train_env: VecNormalize, env_kwargs: dict, tb_
             "relabelled": relabelled[-1] if relabelled else 0}
 
 
+#: what a restored warm start must share with the run that continues it (config.json keys)
+WARM_START_RECIPE = ("algo", "action_head", "env_params", "obs_features", "config_space", "policy_kwargs",
+                     "decode_table")
+
+
+def restore_warm_start(src: Path, model, train_env, config: dict) -> dict:
+    """``--warm-start-from``: the imitated policy an earlier run saved in ``src`` (``<run>/warm_start``), restored
+    as ``warm_start`` left it: the policy's weights, the observation statistics (``vecnormalize.npz``) and the
+    reward-scale statistic, which ``agents.imitation.fit_normalisation`` took from the first round's demonstrations
+    (the first ``rounds[0].transitions`` of ``demos.npz``). Refuses a warm start of another recipe."""
+    import torch
+
+    from agents.imitation import Demonstrations
+    from agents.run_io import load_config, load_vecnormalize
+
+    saved = load_config(src)
+    ws = saved.get("warm_start") or {}
+    if not ws.get("rounds") or saved.get("total_timesteps") != 0:
+        raise SystemExit(f"--warm-start-from {src}: not a warm start (its config.json has no warm_start rounds, or "
+                         "it trained RL steps); fix: pass <run>/warm_start of a --bc-expert run")
+    here = json.loads(json.dumps({k: config.get(k) for k in WARM_START_RECIPE}, default=str))
+    differ = [k for k in WARM_START_RECIPE if saved.get(k) != here[k]]
+    if differ:
+        raise SystemExit(f"--warm-start-from {src}: its {', '.join(differ)} differ from this run's; fix: pass the "
+                         f"recipe flags it was trained with (its config.json \"args\") or another warm start")
+    if (saved.get("profile") or {}).get("sha256") != config["profile"]["sha256"]:
+        raise SystemExit(f"--warm-start-from {src}: trained on another cost profile "
+                         f"({(saved.get('profile') or {}).get('path')}); fix: pass --profile of that run")
+    state = torch.load(src / "policy_state.pt", weights_only=True, map_location="cpu")
+    model.policy.load_state_dict(state)
+    stats = load_vecnormalize(src / "vecnormalize.npz")
+    if train_env.norm_obs:
+        if stats is None or not bool(stats["norm_obs"]):
+            raise SystemExit(f"--warm-start-from {src}: its vecnormalize.npz holds no observation statistics")
+        rms = train_env.obs_rms
+        rms.mean, rms.var, rms.count = stats["mean"].copy(), stats["var"].copy(), float(stats["count"])
+        if "obs_min" in stats and hasattr(rms, "lo"):  # --clamp-obs: the support the network was fitted on
+            rms.lo, rms.hi = stats["obs_min"].copy(), stats["obs_max"].copy()
+    if train_env.norm_reward:  # a warm start restored in its turn keeps no demonstrations: its source's
+        path = src / "demos.npz"
+        if not path.is_file():
+            path = Path(ws.get("restored_from") or src) / "demos.npz"
+        if not path.is_file():
+            raise SystemExit(f"--warm-start-from {src}: no demos.npz there (nor where it was restored from), which "
+                             f"the reward scale is taken from; fix: pass the warm_start/ folder of the run that "
+                             f"collected them")
+        demos = Demonstrations.load(path)
+        n0 = int(ws["rounds"][0]["transitions"])
+        first = Demonstrations(demos.obs[:n0], demos.masks[:n0], demos.labels[:n0], demos.rewards[:n0],
+                               [e for e in demos.episode_ends if e <= n0])
+        rr = first.running_returns(float(model.gamma))
+        train_env.ret_rms.mean, train_env.ret_rms.var, train_env.ret_rms.count = (float(rr.mean()), float(rr.var()),
+                                                                                  float(rr.size))
+    then = ws.get("val_return")  # written to the run's config.json after warm_start/ was saved
+    if then is None and (src.parent / "config.json").is_file():
+        then = (json.loads((src.parent / "config.json").read_text()).get("warm_start") or {}).get("val_return")
+    print(f"warm start restored from {src} ({ws.get('expert')}, {ws['rounds'][-1]['transitions']} transitions"
+          + (f"; its val return then: {then:.2f})" if then is not None else ")"))
+    return {**{k: v for k, v in ws.items() if k != "val_return"}, "restored_from": str(src), "val_return_then": then}
+
+
 def check_warm_start_args(args: Args) -> None:
     """Fails fast, before anything is built, on warm-start arguments that cannot work."""
     from agents.registry import ALL_CONTROLLERS
@@ -1013,6 +1081,15 @@ def check_warm_start_args(args: Args) -> None:
     if args.demo_dr and args.hot_trip and not args.bc_demos:
         raise SystemExit("--demo-dr (on by default) with --hot-trip: the demonstrations draw the blind ambient shift "
                          "only; fix: add --no-demo-dr, or drop --hot-trip")
+    if args.warm_start_from:
+        src = Path(args.warm_start_from)
+        need = ["config.json", "policy_state.pt", "vecnormalize.npz"]
+        missing = [n for n in need if not (src / n).is_file()]
+        if missing:
+            raise SystemExit(f"--warm-start-from {src}: no {', '.join(missing)} there; fix: pass the warm_start/ "
+                             "folder of an earlier --bc-expert run (<run>/warm_start)")
+        if args.bc_demos:
+            raise SystemExit("--warm-start-from restores an imitated policy, --bc-demos fits one: pass one of them")
     if args.bc_demos and not Path(args.bc_demos).is_file():
         raise SystemExit(f"--bc-demos {args.bc_demos}: no such file; fix: pass a <run>/warm_start/demos.npz "
                          "written by an earlier --bc-expert run, or omit --bc-demos to collect new ones")
@@ -1055,6 +1132,9 @@ def main(args: Args) -> Path:
                          "drop --hot-trip")
     if args.bc_expert:
         check_warm_start_args(args)
+    elif args.warm_start_from:
+        raise SystemExit(f"--warm-start-from {args.warm_start_from}: the RL step after a warm start needs --bc-expert "
+                         "(the default, oracle-masked); drop --bc-expert none")
     elif args.clone_kl > 0:
         raise SystemExit("--clone-kl keeps RL near an imitated policy: it needs --bc-expert (e.g. schedutil)")
     elif (args.bc_min_energy_labels != "expert" or args.bc_drawn_masks > 0 or args.bc_raised_floors > 0
@@ -1207,7 +1287,9 @@ def _train(args: Args, run: Path, hp: dict, n_envs: int, total: int, norm_obs: b
 
     # ---- warm start by imitation (optional) --------------------------------------------------
     if args.bc_expert:
-        config["warm_start"] = warm_start(args, model, train_env, env_kwargs, str(run / "tb"))
+        config["warm_start"] = (restore_warm_start(Path(args.warm_start_from), model, train_env, config)
+                                if args.warm_start_from else warm_start(args, model, train_env, env_kwargs,
+                                                                        str(run / "tb")))
         # the imitation-only policy, evaluable on its own: agents.evaluate --run <run>/warm_start
         save_run(run / "warm_start", model, train_env, {**config, "total_timesteps": 0})
         # the imitated policy's own val return: what the RL step has to beat; with --select-warm-start the
