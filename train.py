@@ -1049,8 +1049,9 @@ def restore_warm_start(src: Path, model, train_env, config: dict) -> dict:
         train_env.ret_rms.mean, train_env.ret_rms.var, train_env.ret_rms.count = (float(rr.mean()), float(rr.var()),
                                                                                   float(rr.size))
     then = ws.get("val_return")  # written to the run's config.json after warm_start/ was saved
-    if then is None and (src.parent / "config.json").is_file():
-        then = (json.loads((src.parent / "config.json").read_text()).get("warm_start") or {}).get("val_return")
+    parent = src.resolve().parent  # <run>/warm_start, or a link to one
+    if then is None and (parent / "config.json").is_file():
+        then = (json.loads((parent / "config.json").read_text()).get("warm_start") or {}).get("val_return")
     print(f"warm start restored from {src} ({ws.get('expert')}, {ws['rounds'][-1]['transitions']} transitions"
           + (f"; its val return then: {then:.2f})" if then is not None else ")"))
     return {**{k: v for k, v in ws.items() if k != "val_return"}, "restored_from": str(src), "val_return_then": then}

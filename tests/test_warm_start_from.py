@@ -63,9 +63,12 @@ def test_the_restored_warm_start_is_the_saved_one(first_run, tmp_path, monkeypat
     assert cb["val_return"] == pytest.approx(ca["val_return"])  # the same policy on the same val episodes
     assert cb["val_return_then"] == ca["val_return"]
     assert (b / "checkpoints").is_dir() and not (b / "warm_start" / "demos.npz").exists()
-    c = train.main(tiny(tmp_path, "c", warm_start_from=str(b / "warm_start"), seed=8))  # restored in its turn
+    link = tmp_path / "link"  # restored in its turn, through a link to the folder
+    link.symlink_to(b / "warm_start", target_is_directory=True)
+    c = train.main(tiny(tmp_path, "c", warm_start_from=str(link), seed=8))
     sc = torch.load(c / "warm_start" / "policy_state.pt", weights_only=True)
     assert all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert json.loads((c / "config.json").read_text())["warm_start"]["val_return_then"] == cb["val_return"]
 
 
 def test_a_warm_start_of_another_recipe_is_refused(first_run, tmp_path):
