@@ -1007,7 +1007,7 @@ def restore_warm_start(src: Path, model, train_env, config: dict) -> dict:
     (the first ``rounds[0].transitions`` of ``demos.npz``). Refuses a warm start of another recipe."""
     import torch
 
-    from agents.imitation import Demonstrations
+    from agents.imitation import Demonstrations, fit_reward_scale
     from agents.run_io import load_config, load_vecnormalize
 
     saved = load_config(src)
@@ -1041,13 +1041,8 @@ def restore_warm_start(src: Path, model, train_env, config: dict) -> dict:
             raise SystemExit(f"--warm-start-from {src}: no demos.npz there (nor where it was restored from), which "
                              f"the reward scale is taken from; fix: pass the warm_start/ folder of the run that "
                              f"collected them")
-        demos = Demonstrations.load(path)
-        n0 = int(ws["rounds"][0]["transitions"])
-        first = Demonstrations(demos.obs[:n0], demos.masks[:n0], demos.labels[:n0], demos.rewards[:n0],
-                               [e for e in demos.episode_ends if e <= n0])
-        rr = first.running_returns(float(model.gamma))
-        train_env.ret_rms.mean, train_env.ret_rms.var, train_env.ret_rms.count = (float(rr.mean()), float(rr.var()),
-                                                                                  float(rr.size))
+        first = Demonstrations.load(path).head(int(ws["rounds"][0]["transitions"]))
+        fit_reward_scale(train_env, first, float(model.gamma))
     then = ws.get("val_return")  # written to the run's config.json after warm_start/ was saved
     parent = src.resolve().parent  # <run>/warm_start, or a link to one
     if then is None and (parent / "config.json").is_file():

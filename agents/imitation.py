@@ -62,6 +62,12 @@ class Demonstrations:
             self.episode_ends + [off + e for e in other.episode_ends], self.expert_return,
             self.seconds + other.seconds)
 
+    def head(self, n: int) -> Demonstrations:
+        """The first ``n`` transitions (whole episodes: ``n`` is an episode end), e.g. the first round's of a set
+        that DAgger rounds extended."""
+        return Demonstrations(self.obs[:n], self.masks[:n], self.labels[:n], self.rewards[:n],
+                              [e for e in self.episode_ends if e <= n], self.expert_return)
+
     def save(self, path, expert: str) -> None:
         """Plain arrays (``np.load(..., allow_pickle=False)`` reads them back), written atomically."""
         from runtime.safeio import atomic_writer
@@ -516,10 +522,15 @@ def fit_normalisation(vecnorm, demos: Demonstrations, gamma: float) -> None:
         if hasattr(vecnorm.obs_rms, "set_support"):  # train.py --clamp-obs: the demos' range, as seen
             vecnorm.obs_rms.set_support(demos.obs)
     if vecnorm.norm_reward:
-        rr = demos.running_returns(gamma)
-        vecnorm.ret_rms.mean = float(rr.mean())
-        vecnorm.ret_rms.var = float(rr.var())
-        vecnorm.ret_rms.count = float(rr.size)
+        fit_reward_scale(vecnorm, demos, gamma)
+
+
+def fit_reward_scale(vecnorm, demos: Demonstrations, gamma: float) -> None:
+    """Sets the training ``VecNormalize``'s reward-scale statistic from the demos' running returns."""
+    rr = demos.running_returns(gamma)
+    vecnorm.ret_rms.mean = float(rr.mean())
+    vecnorm.ret_rms.var = float(rr.var())
+    vecnorm.ret_rms.count = float(rr.size)
 
 
 def pretrain(model, vecnorm, demos: Demonstrations, *, epochs: int = 10, batch_size: int = 1024,
