@@ -1,4 +1,9 @@
-"""Test-wide settings: one torch thread (CI has 2 cores and runs tests serially)."""
+"""Test-wide settings: one torch thread per process, and one pytest-xdist worker per usable core.
+
+CI has 2 cores: the suite runs in two workers (``-n auto --dist loadfile`` in pyproject.toml), each test
+with one torch/OpenMP thread, so the two never oversubscribe the cores. ``python -m pytest -n 0`` runs it
+in one process.
+"""
 
 import os
 
@@ -14,6 +19,18 @@ except ImportError:  # the runtime-only tests don't need torch
 
 
 import pytest
+
+MAX_WORKERS = 8  # beyond this the slowest test files, not the cores, set the wall time
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: the cores this process may run on (its affinity mask, which a container or ``taskset``
+    narrows), not xdist's default of physical cores (1 on a 2-vCPU VM with SMT, which would run serially)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_WORKERS))
 
 
 @pytest.fixture(autouse=True, scope="session")
