@@ -102,7 +102,9 @@ episode longer than that is re-planned block by block.
 the demonstrations, ``--demo-dr``) runs on a variant of its trace: the ambient raised by the shift, the capacity
 scaled. The oracle reads both from ``sim_state()`` and plans on that variant (its own copy of the trace, kept
 beside the env's, at most ``MAX_VARIANTS`` at a time), so its labels on such an episode are as exact as on the
-trace itself (tests/test_oracle_variants.py pins them to the oracle on a trace shifted beforehand).
+trace itself (tests/test_oracle_variants.py pins them to the oracle on a trace shifted beforehand). At the first
+variant the padded trace table is made once with room for ``MAX_VARIANTS``; each variant then fills one row
+(``PaddedTraces.append``) instead of the whole table being built again (benchmarks/oracle_variants.py).
 """
 
 from __future__ import annotations
@@ -299,7 +301,10 @@ class OracleController:
                 ambient_c=[a + shift_c for a in tr.ambient_c], capacity_j=tr.capacity_j * scale))
             self.variants[key] = len(self.traces) - 1
             self._base_of = {v: kk for (kk, _, _), v in self.variants.items()}
-            self.padded = PaddedTraces(self.traces)
+            if self.padded.count == len(self.traces) - 1 and self.padded.count < len(self.padded.n):
+                self.padded.append(self.traces[-1])  # one row, in the room made for the variants
+            else:  # the first variant, or the first after a fresh start: room for MAX_VARIANTS, made once
+                self.padded = PaddedTraces(self.traces, spare=MAX_VARIANTS - 1)
         return self.variants[key]
 
     # ---- planning ----------------------------------------------------------------------------

@@ -229,47 +229,72 @@ def _outages(name: str, n: int, step_s: float, avail: Any) -> list:
 
 class PaddedTraces:
     """Traces as (n_traces, max_len) float arrays (NaN-padded) plus per-trace plant constants:
-    the batched env, the oracle and the MPC gather a batch's inputs from here."""
+    the batched env, the oracle and the MPC gather a batch's inputs from here.
+
+    ``spare`` rows past the traces are room for ``append`` (the oracle adds a randomised variant of a trace per
+    episode: ``agents.oracle``); they hold NaN, and nothing indexes them until a trace is appended there."""
 
     COLUMNS = ("supply", "plugged", "ambient", "demand", "bandwidth", "budget", "base")
+    #: the trace field each column holds
+    FIELDS = {"supply": "supply_w", "plugged": "plugged", "ambient": "ambient_c", "demand": "demand_tps",
+              "bandwidth": "bandwidth_mbps", "budget": "budget_w", "base": "base_w"}
+    #: the per-trace plant constants: name -> what it is of a trace
+    CONSTANTS = {
+        "n": lambda t: t.n, "capacity_j": lambda t: t.capacity_j, "soc0": lambda t: t.initial_soc,
+        "deadline_s": lambda t: t.deadline_s, "quality_floor": lambda t: t.quality_floor,
+        "r_th": lambda t: t.device.r_th_c_per_w, "tau": lambda t: t.device.tau_s, "t_max": lambda t: t.device.t_max_c,
+        "thr_k": lambda t: t.device.throttle_per_c, "thr_min": lambda t: t.device.throttle_min,
+        "eta": lambda t: t.device.charge_efficiency, "idle": lambda t: t.device.idle_power_w,
+        "memory_bytes": lambda t: t.device.memory_mb * 1e6}
 
-    def __init__(self, trs: list[TraceArrays]) -> None:
+    def __init__(self, trs: list[TraceArrays], spare: int = 0) -> None:
         L = max(t.n for t in trs)
-
-        def pad(attr: str) -> np.ndarray:
-            out = np.full((len(trs), L), np.nan)
-            for k, t in enumerate(trs):
-                out[k, :t.n] = getattr(t, attr)
-            return out
-
-        self.supply, self.plugged, self.ambient = pad("supply_w"), pad("plugged"), pad("ambient_c")
-        self.demand, self.bandwidth, self.budget, self.base = (pad("demand_tps"), pad("bandwidth_mbps"),
-                                                               pad("budget_w"), pad("base_w"))
+        cap = len(trs) + int(spare)
+        for name in self.COLUMNS:
+            setattr(self, name, np.full((cap, L), np.nan))
+        #: (n_traces, L) int: unavailable processor roles per row (0 in the padding)
+        self.procs_down = np.zeros((cap, L), np.int64)
         #: row length: element (k, i) of a column is element k·L + i of its ``flat`` form (np.take on a
         #: flat index is several times faster than 2-D fancy indexing, on the batched env's hot path)
         self.L = L
-        self.flat = {name: getattr(self, name).ravel() for name in self.COLUMNS}
+        self.flat = {name: getattr(self, name).ravel() for name in self.COLUMNS}  # views: they follow the columns
         #: (n_traces·L, n_columns): one row gather gives every column of a batch of (trace, row) pairs
-        self.rows = np.ascontiguousarray(np.stack([self.flat[c] for c in self.COLUMNS], axis=1))
-        self.n = np.array([t.n for t in trs])
-        self.capacity_j = np.array([t.capacity_j for t in trs])
-        self.soc0 = np.array([t.initial_soc for t in trs])
-        self.deadline_s = np.array([t.deadline_s for t in trs])
-        self.quality_floor = np.array([t.quality_floor for t in trs])
-        d = [t.device for t in trs]
-        self.r_th = np.array([x.r_th_c_per_w for x in d])
-        self.tau = np.array([x.tau_s for x in d])
-        self.t_max = np.array([x.t_max_c for x in d])
-        self.thr_k = np.array([x.throttle_per_c for x in d])
-        self.thr_min = np.array([x.throttle_min for x in d])
-        self.eta = np.array([x.charge_efficiency for x in d])
-        self.idle = np.array([x.idle_power_w for x in d])
-        self.memory_bytes = np.array([x.memory_mb * 1e6 for x in d])
-        #: (n_traces, L) int: unavailable processor roles per row (0 in the padding)
-        self.procs_down = np.zeros((len(trs), L), np.int64)
+        self.rows = np.full((cap * L, len(self.COLUMNS)), np.nan)
+        for name, of in self.CONSTANTS.items():
+            vals = np.asarray([of(t) for t in trs])
+            arr = np.full(cap, np.nan) if vals.dtype.kind == "f" else np.zeros(cap, vals.dtype)
+            arr[:len(trs)] = vals
+            setattr(self, name, arr)
         for k, t in enumerate(trs):
-            self.procs_down[k, :t.n] = t.procs_down if t.procs_down is not None else 0
+            self._fill(k, t)
+        self.count = len(trs)  # rows filled; the rest are room for ``append``
         self.has_outages = bool(self.procs_down.any())
+
+    def _fill(self, k: int, t: TraceArrays) -> None:
+        L = self.L
+        for j, name in enumerate(self.COLUMNS):
+            row = getattr(self, name)[k]
+            row[:t.n] = getattr(t, self.FIELDS[name])
+            self.rows[k * L:(k + 1) * L, j] = row
+        self.procs_down[k, :t.n] = t.procs_down if t.procs_down is not None else 0
+
+    def append(self, t: TraceArrays) -> int:
+        """Fills the next spare row with ``t``, in place, and returns its index: the table is then equal to one
+        built with ``t`` last (tests/test_padded_traces.py) at the cost of one row, not of every trace. A full
+        table, or a ``t`` longer than the rows, is refused (build a new one)."""
+        k = self.count
+        if k >= len(self.n):
+            raise ValueError(f"PaddedTraces.append: all {len(self.n)} rows are filled; build a new PaddedTraces "
+                             "with spare rows")
+        if t.n > self.L:
+            raise ValueError(f"PaddedTraces.append: a trace of {t.n} rows does not fit rows of {self.L}; "
+                             "build a new PaddedTraces")
+        self._fill(k, t)
+        for name, of in self.CONSTANTS.items():
+            getattr(self, name)[k] = of(t)
+        self.has_outages = self.has_outages or bool(self.procs_down[k].any())
+        self.count = k + 1
+        return k
 
     def inputs(self, k: np.ndarray, i: np.ndarray, objective: tuple = (1.0, 0.0, float("nan"), 0.0)):
         """``runtime.dynamics.Inputs`` of rows ``i`` of traces ``k`` under ``objective`` = (w_q, w_e, q_min,

@@ -65,3 +65,19 @@ def test_charger_blind_oracle_plans_on_the_variant_too():
     ret, acts = run(env, ChargerBlindOracle(env, n_temp=49), {"ambient_shift_c": SHIFT_C})
     ret_made, acts_made = run(made, ChargerBlindOracle(made, n_temp=49), {})
     assert acts == acts_made and ret == pytest.approx(ret_made, abs=1e-9)
+
+
+def test_the_oracle_s_table_grows_by_one_row_per_variant_and_equals_one_built_afresh(monkeypatch):
+    """``_variant`` appends the new variant to the padded table (made with room at the first variant, and again
+    after a fresh start)."""
+    from test_padded_traces import assert_same_table
+
+    from envs.tables import PaddedTraces
+
+    monkeypatch.setattr(oracle_mod, "MAX_VARIANTS", 2)
+    env, _ = envs_pair()
+    oracle = OracleController(env, n_temp=49)
+    for shift in (1.0, 2.0, 3.0):  # the third starts the table afresh
+        oracle._variant(0, shift, 1.0)
+        assert oracle.padded.count == len(oracle.traces) <= len(oracle.padded.n)
+        assert_same_table(oracle.padded, PaddedTraces(oracle.traces))
