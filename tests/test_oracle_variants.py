@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_oracle import rollout, three_config_profile, trace
+from test_padded_traces import assert_same_table
 
 import agents.oracle as oracle_mod
 from agents.oracle import ChargerBlindOracle, OracleController
 from envs.power_env import MicroLLMPowerEnv
+from envs.tables import PaddedTraces
 
 N = 40
 # a phone 11.5 deg C below its trip point: raised by SHIFT_C, the thermal mask binds (tests/test_oracle_masked.py)
@@ -70,10 +72,6 @@ def test_charger_blind_oracle_plans_on_the_variant_too():
 def test_the_oracle_s_table_grows_by_one_row_per_variant_and_equals_one_built_afresh(monkeypatch):
     """``_variant`` appends the new variant to the padded table (made with room at the first variant, and again
     after a fresh start)."""
-    from test_padded_traces import assert_same_table
-
-    from envs.tables import PaddedTraces
-
     monkeypatch.setattr(oracle_mod, "MAX_VARIANTS", 2)
     env, _ = envs_pair()
     oracle = OracleController(env, n_temp=49)
