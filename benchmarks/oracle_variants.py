@@ -16,6 +16,7 @@ Writes OUT.md and OUT.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(base), a.variants)
     shifts = rng.uniform(0.0, 12.0, a.variants)
-    variants = [type(base[k])(**{**base[k].__dict__, "ambient_c": [x + s for x in base[k].ambient_c]})
+    # made as the oracle makes them (agents.oracle, _variant)
+    variants = [dataclasses.replace(base[k], ambient_c=[x + s for x in base[k].ambient_c])
                 for k, s in zip(picks, shifts, strict=True)]
 
     t0 = time.perf_counter()
