@@ -63,6 +63,8 @@ profile. For the elastic model's three knobs:
 | 17 | device power draw of the last step | W | 0 | 500 |
 | 18 | ambient temperature | °C | -40 | 80 |
 | (thermal) | ``thermal_sustain_w``, ``thermal_step_w``: model power at T_max, steady / next step | W | -100 | 500 |
+| (demand) | ``demand_avg_tps``: the demand smoothed over ``EnvParams.demand_avg_s`` | tok/s | 0 | 10000 |
+| (power) | ``power_frac``, ``affordable_power_frac`` (+ ``supply_frac``): over the costliest's draw | frac | 0 | cap |
 | (hint) | ``hint_<knob>_<value>``: the schedutil-like rule's choice under the mask, one-hot per knob | 0/1 | 0 | 1 |
 | (place) | ``proc_up_<role>`` for cpu, lcpu, gpu, npu: the processor is available | 0/1 | 0 | 1 |
 | (goal) | ``obj_<objective>`` one-hot (3), ``quality_floor``, ``budget_w`` | | 0 | 1 / 500 W |
@@ -74,7 +76,10 @@ the one that brings it to T_max at the end of the next step) follows the tail on
 constant, which the rest of the observation does not carry (with ``EnvParams.thermal_cap`` > 0, as fractions of
 the costliest configuration's power at the observed demand, clipped to ±cap). The smoothed demand
 (``demand_avg_tps``, tok/s, 0..10000; an exponential average with time constant ``EnvParams.demand_avg_s``)
-follows it only when that is > 0. The rule hint follows only with ``EnvParams.rule_hint``: the configuration the
+follows it only when that is > 0. The power block follows only with ``EnvParams.power_cap`` > 0, its supply row
+only with ``EnvParams.power_supply`` (``runtime.observation.power_values``: the last step's draw, the affordable
+power and the supply over the device's draw running the costliest configuration at the observed demand, its own
+load included, clipped to [0, cap]). The rule hint follows only with ``EnvParams.rule_hint``: the configuration the
 schedutil-like rule (``runtime.rules.SchedutilRule``, the baseline ``schedutil``) would run from this observation,
 stepped down to the action mask as the evaluation holds the rule, given as its knob values one-hot
 (``hint_config`` on the env is its index). The processor block follows only for a space with
@@ -195,6 +200,7 @@ from runtime.dynamics import (
 )
 from runtime.observation import (
     AFFORDABLE_I,
+    SUPPLY_I,
     costliest_config,
     demand_avg_update,
     goal_values,
@@ -451,7 +457,8 @@ class MicroLLMPowerEnv(gym.Env):
                                thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._costliest)
                                ) if self.layout.thermal else ()
         pw = power_values(SCALAR, self._last_power_w, head[AFFORDABLE_I], self._idle_w + self._base[i],
-                          self._last_demand, self._costliest) if self.layout.power else ()
+                          self._last_demand, self._costliest,
+                          head[SUPPLY_I] if self.layout.power_supply else None) if self.layout.power else ()
         obs = self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
                                 self._down[i], goal, therm, self._demand_avg, pw)
         if self._hint_rule is not None:  # the rule's choice from this observation, under this step's mask

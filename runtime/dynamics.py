@@ -337,6 +337,11 @@ class EnvParams:
     what the device would draw running the costliest configuration at the current demand (its own load included),
     clipped to [0, this]. In watts a laptop's draw and battery lie 14-27 σ outside every phone's, and a policy that
     never saw a laptop reads them through untrained weights (docs/agents.md, "A device never seen"); 0: none"""
+    power_supply: bool = False
+    """with power_cap: one more row in the power block, ``supply_frac``: the supply (charger or harvest) divided by
+    the same power, clipped to [0, power_cap]. The affordable power counts the stored energy only, and in watts a
+    laptop's 40 W charger lies far above every phone charger's 5-12 W: as a fraction, "the charger covers the
+    largest model" reads the same on both (docs/objectives.md, "Where the gap lies"); off: the block as before"""
     rule_hint: bool = False
     """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
     (runtime.observation, "hint_" rows; runtime.rules.SchedutilRule): the policy builds on the rule's decision
@@ -404,6 +409,9 @@ class EnvParams:
                             "or thermal_cap 0 for no block")
         if not (math.isfinite(self.power_cap) and 0.0 <= self.power_cap <= 100.0):
             problems.append(f"power_cap must be in [0, 100] (0: no power block), got {self.power_cap!r}")
+        elif self.power_supply and not self.power_cap:
+            problems.append("power_supply adds a row to the power block: set power_cap > 0 too, or power_supply "
+                            "off")
         if not (math.isfinite(self.demand_avg_s) and self.demand_avg_s >= 0.0):
             problems.append(f"demand_avg_s must be >= 0 s (0: none), got {self.demand_avg_s!r}")
         if int(self.min_dwell_steps) != self.min_dwell_steps or not 0 <= self.min_dwell_steps <= 1000:

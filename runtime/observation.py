@@ -135,21 +135,29 @@ DEMAND_AVG = ("demand_avg_tps", "tok/s", 0.0, 10000.0)
 #: as fractions of what the device would draw running the costliest configuration at the current demand, its base
 #: load included, clipped to ``[0, cap]``; after the smoothed demand, before the rule hint.
 POWER = (("power_frac", "frac"), ("affordable_power_frac", "frac"))
+#: the power block's supply row (``EnvParams.power_supply``), after ``POWER``
+POWER_SUPPLY = ("supply_frac", "frac")
 
 
-def power_rows(cap: float) -> tuple[tuple[str, str, float, float], ...]:
-    """The power block's rows, clipped to ``[0, cap]`` (``EnvParams.power_cap``; none for 0)."""
-    return tuple((n, u, 0.0, float(cap)) for n, u in POWER) if cap else ()
+def power_rows(cap: float, supply: bool = False) -> tuple[tuple[str, str, float, float], ...]:
+    """The power block's rows, clipped to ``[0, cap]`` (``EnvParams.power_cap``; none for 0), with the supply's
+    (``EnvParams.power_supply``)."""
+    if not cap:
+        return ()
+    return tuple((n, u, 0.0, float(cap)) for n, u in (*POWER, *((POWER_SUPPLY,) if supply else ())))
 
 
-def power_values(o: Ops, power_w, affordable_w, base_w, demand_tps, costliest: tuple[float, float]):
+def power_values(o: Ops, power_w, affordable_w, base_w, demand_tps, costliest: tuple[float, float], supply_w=None):
     """The power block, unclipped, for floats (``SCALAR``) or arrays (``VECTOR``): the last step's draw
-    (``power_w``) and the affordable power (``affordable_w``, the head's ``affordable_power_w``) divided by
-    ``base_w`` (idle + other load) plus the power the costliest configuration would draw serving ``demand_tps``
-    (:func:`costliest_power_w`), at least 1 mW. In watts a laptop (6 W of its own load, a 60 Wh battery) lies far
-    outside every phone; as fractions "the largest model fits the battery" reads the same on both."""
+    (``power_w``), the affordable power (``affordable_w``, the head's ``affordable_power_w``) and, when given, the
+    supply (``supply_w``, the head's ``supply_w``; ``EnvParams.power_supply``) divided by ``base_w`` (idle + other
+    load) plus the power the costliest configuration would draw serving ``demand_tps`` (:func:`costliest_power_w`),
+    at least 1 mW. In watts a laptop (6 W of its own load, a 60 Wh battery, a 40 W charger) lies far outside every
+    phone; as fractions "the largest model fits the battery" and "the charger covers it" read the same on both."""
     scale = o.maximum(base_w + costliest_power_w(o, demand_tps, costliest), 1e-3)
-    return power_w / scale, affordable_w / scale
+    if supply_w is None:
+        return power_w / scale, affordable_w / scale
+    return power_w / scale, affordable_w / scale, supply_w / scale
 
 
 def demand_avg_update(o: Ops, avg_tps, demand_tps, dt_s, tau_s):
@@ -170,8 +178,9 @@ GOAL: tuple[tuple[str, str, float, float], ...] = (
 )
 GOAL_KINDS = ("max-quality", "min-energy", "last-until")
 #: the head features the rule hint's rule reads (runtime.rules.SchedutilRule.choose)
-#: where the head keeps ``affordable_power_w`` (what :func:`power_values` divides)
+#: where the head keeps ``affordable_power_w`` and ``supply_w`` (what :func:`power_values` divides)
 AFFORDABLE_I = next(i for i, r in enumerate(HEAD) if r[0] == "affordable_power_w")
+SUPPLY_I = next(i for i, r in enumerate(HEAD) if r[0] == "supply_w")
 _HINT_IN = tuple(next(i for i, r in enumerate(HEAD) if r[0] == n) for n in ("demand_tps", "backlog_frac",
                                                                            "temp_headroom_c"))
 
@@ -253,6 +262,7 @@ class ObsLayout:
         thermal: With the thermal block; ``thermal_cap`` its form (:func:`thermal_rows`).
         demand_avg: With the smoothed demand (``DEMAND_AVG``).
         power_cap: With the power block clipped to ``[0, power_cap]`` (:func:`power_rows`); 0: none.
+        power_supply: With the power block's supply row (``supply_frac``; needs ``power_cap``).
         hint: The rule hint's rows (:func:`hint_rows`: one 0/1 feature per knob value) for the schedutil-like
             rule's choice under the masks (``EnvParams.rule_hint``; filled by :meth:`set_hint`); empty: none.
     """
@@ -260,7 +270,7 @@ class ObsLayout:
     def __init__(self, config_features: Sequence[Any], lookahead: int = 0, processors: Sequence[str] = (),
                  goal: bool = False, thermal: bool = False, thermal_cap: float = 0.0,
                  demand_avg: bool = False, hint: Sequence[tuple[str, str, float, float]] = (),
-                 power_cap: float = 0.0) -> None:
+                 power_cap: float = 0.0, power_supply: bool = False) -> None:
         cfg = [(f.name, f.unit, f.lo, f.hi) if hasattr(f, "name") else tuple(f) for f in config_features]
         self.lookahead = int(lookahead)
         self.n_config = len(cfg)
@@ -275,8 +285,10 @@ class ObsLayout:
         therm = thermal_rows(thermal_cap) if self.thermal else ()
         self.demand_avg = bool(demand_avg)
         dem = (DEMAND_AVG,) if self.demand_avg else ()
-        pw = power_rows(power_cap)
+        pw = power_rows(power_cap, power_supply)
         self.power = bool(pw)
+        #: the power block has the supply row: callers pass the head's supply to :func:`power_values`
+        self.power_supply = self.power and bool(power_supply)
         hints = [tuple(r) for r in hint]
         self.hint = bool(hints)
         self.rows: tuple[tuple[str, str, float, float], ...] = (*HEAD, *cfg, *TAIL, *therm, *dem, *pw, *hints, *procs,
@@ -427,12 +439,13 @@ def params_layout(space: Any, params: Any) -> ObsLayout:
     space: its knobs' features, processor availability when it has the ``place`` knob, the thermal block when
     ``params.thermal_obs`` (in watts, or fractions clipped to ``params.thermal_cap``), the objective block when
     ``params.objective.observed``, the smoothed demand when ``params.demand_avg_s``, the power block when
-    ``params.power_cap`` and ``params.lookahead``
+    ``params.power_cap`` (with its supply row when ``params.power_supply``) and ``params.lookahead``
     forecasts. The environments, the policy file, the
     exporter and the manager all build it here."""
     return ObsLayout(space.features, params.lookahead, ROLES if "place" in space.knob_names else (),
                      params.objective.observed, params.thermal_obs, params.thermal_cap, params.demand_avg_s > 0,
-                     hint_rows(space) if params.rule_hint else (), params.power_cap)
+                     hint_rows(space) if params.rule_hint else (), params.power_cap,
+                     params.power_supply)
 
 
 def model_layout(lookahead: int = 0) -> ObsLayout:
@@ -442,7 +455,8 @@ def model_layout(lookahead: int = 0) -> ObsLayout:
     return ObsLayout(model_space().features, lookahead)
 
 
-__all__ = ["AFFORDABLE_I", "DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "POWER", "TAIL", "THERMAL",
+__all__ = ["AFFORDABLE_I", "DEMAND_AVG", "GOAL", "GOAL_KINDS", "HEAD", "LOOKAHEAD", "POWER", "POWER_SUPPLY", "SUPPLY_I",
+           "TAIL", "THERMAL",
            "ObsLayout", "costliest_config", "costliest_power_w", "demand_avg_update", "goal_values", "head_values",
            "hint_rows", "hint_table", "model_layout", "params_layout", "power_rows", "power_values", "thermal_rows",
            "thermal_scale_w", "thermal_values"]

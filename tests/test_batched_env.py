@@ -12,21 +12,23 @@ from model.profile_schema import example_profile
 PROFILE = example_profile(12)
 
 
-@pytest.mark.parametrize("trace_index,lookahead,thermal,cap,avg_s,hint,pcap",
-                         [(k, 0, False, 0.0, 0.0, False, 0.0) for k in range(6)]
-                         + [(1, 3, False, 0.0, 0.0, False, 0.0), (4, 2, False, 0.0, 0.0, False, 0.0),
-                            (4, 0, True, 0.0, 0.0, False, 0.0), (2, 1, True, 0.0, 0.0, False, 0.0),
-                            (4, 0, True, 2.0, 0.0, False, 0.0), (0, 1, True, 2.0, 60.0, False, 0.0),
-                            (4, 0, True, 2.0, 60.0, True, 0.0), (1, 0, False, 0.0, 0.0, True, 0.0),
-                            (3, 0, True, 2.0, 60.0, True, 4.0), (5, 1, False, 0.0, 0.0, False, 2.0)])
-def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s, hint, pcap):
+@pytest.mark.parametrize("trace_index,lookahead,thermal,cap,avg_s,hint,pcap,psup",
+                         [(k, 0, False, 0.0, 0.0, False, 0.0, False) for k in range(6)]
+                         + [(1, 3, False, 0.0, 0.0, False, 0.0, False), (4, 2, False, 0.0, 0.0, False, 0.0, False),
+                            (4, 0, True, 0.0, 0.0, False, 0.0, False), (2, 1, True, 0.0, 0.0, False, 0.0, False),
+                            (4, 0, True, 2.0, 0.0, False, 0.0, False), (0, 1, True, 2.0, 60.0, False, 0.0, False),
+                            (4, 0, True, 2.0, 60.0, True, 0.0, False), (1, 0, False, 0.0, 0.0, True, 0.0, False),
+                            (3, 0, True, 2.0, 60.0, True, 4.0, False), (5, 1, False, 0.0, 0.0, False, 2.0, False),
+                            (3, 0, True, 2.0, 60.0, True, 4.0, True), (2, 1, False, 0.0, 0.0, False, 2.0, True)])
+def test_batched_matches_scalar(trace_index, lookahead, thermal, cap, avg_s, hint, pcap, psup):
     kw = dict(lookahead=lookahead, thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s, rule_hint=hint,
-              power_cap=pcap)
+              power_cap=pcap, power_supply=psup)
     scalar = MicroLLMPowerEnv(profile=PROFILE, split="train", random_start=False, max_episode_steps=10_000,
                               **kw)  # the same horizon_s
     batched = BatchedPowerEnv(n_envs=3, profile=PROFILE, split="train", max_episode_steps=10_000, **kw)
     n_hint = sum(len(k.values) for k in batched.ref.space.knobs) if hint else 0
-    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + 2 * (pcap > 0) + n_hint + lookahead,) \
+    assert batched.observation_space.shape == (19 + 2 * thermal + (avg_s > 0) + 2 * (pcap > 0) + psup + n_hint
+                                          + lookahead,) \
         == batched._obs()[0].shape
     k = trace_index * 3 % len(scalar.traces)
     rng = np.random.default_rng(trace_index)

@@ -34,14 +34,15 @@ def _episodes(env, ctrl, traces, steps):
     return out
 
 
-@pytest.mark.parametrize("thermal,cap,avg_s,hint,pcap", [(False, 0.0, 0.0, False, 0.0), (True, 0.0, 0.0, False, 0.0),
-                                                         (True, 1.5, 120.0, False, 0.0), (True, 2.0, 60.0, True, 0.0),
-                                                         (True, 2.0, 60.0, True, 4.0)])
+@pytest.mark.parametrize("thermal,cap,avg_s,hint,pcap,psup",
+                         [(False, 0.0, 0.0, False, 0.0, False), (True, 0.0, 0.0, False, 0.0, False),
+                          (True, 1.5, 120.0, False, 0.0, False), (True, 2.0, 60.0, True, 0.0, False),
+                          (True, 2.0, 60.0, True, 4.0, False), (True, 2.0, 60.0, True, 4.0, True)])
 def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_the_policy(tmp_path, thermal, cap,
-                                                                                             avg_s, hint, pcap):
+                                                                                             avg_s, hint, pcap, psup):
     path = random_policy_file(tmp_path / "p.npz", PROFILE,
                               params=EnvParams(thermal_obs=thermal, thermal_cap=cap, demand_avg_s=avg_s,
-                                               rule_hint=hint, power_cap=pcap), with_quality=hint)
+                                               rule_hint=hint, power_cap=pcap, power_supply=psup), with_quality=hint)
     pf = load_policy_file(path)
     env = gym.make(envs.ENV_ID, split="test", params=pf.params, random_start=False)
     ctrl = DeployedPolicy(path, shield=False)
@@ -52,6 +53,7 @@ def test_the_managers_observation_is_the_environments_and_unshielded_it_acts_as_
     assert ("demand_avg_tps" in pf.layout.names) == (avg_s > 0)
     assert ("hint_bits_int4" in pf.layout.names) == hint
     assert ("affordable_power_frac" in pf.layout.names) == (pcap > 0)
+    assert ("supply_frac" in pf.layout.names) == psup
     steps = _episodes(env, ctrl, range(3), 120)
     assert len(steps) >= 200
     for m_obs, e_obs, a in steps:

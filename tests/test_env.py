@@ -252,6 +252,25 @@ def test_power_block_is_the_draw_and_the_affordable_power_over_the_costliest_con
         make_env(flat_trace(), power_cap=-1.0)
 
 
+def test_power_blocks_supply_row_is_the_supply_over_the_same_power():
+    """power_supply: a third row, the supply divided by the same power as the block's other rows, clipped to
+    [0, cap]: a charger that covers the costliest configuration reads above 1 whatever the device's watts."""
+    kw = dict(ambient_c=25.0, base_w=0.3, kind="phone", demand_tps=60.0)
+    with_s = make_env(flat_trace(supply_w=2.0, **kw), power_cap=4.0, power_supply=True)
+    names = with_s.feature_names
+    assert names[names.index("affordable_power_frac") + 1] == "supply_frac"
+    assert make_env(flat_trace(**kw), power_cap=4.0).observation_space.shape[0] == len(names) - 1
+    o, _ = with_s.reset(seed=0)
+    pf, sf = names.index("power_frac"), names.index("supply_frac")
+    scale = float(o[names.index("power_w")]) / float(o[pf])  # the block's own divisor
+    assert float(o[sf]) == pytest.approx(2.0 / scale, rel=1e-4)
+    big = make_env(flat_trace(supply_w=90.0, **kw), power_cap=4.0, power_supply=True)
+    assert float(big.reset(seed=0)[0][sf]) == 4.0  # clipped to the cap
+    assert big.observation_space.high[sf] == 4.0 and big.observation_space.low[sf] == 0.0
+    with pytest.raises(ValueError, match="power_supply.*power_cap"):
+        make_env(flat_trace(), power_supply=True)
+
+
 def test_smoothed_demand_is_an_exponential_average_of_the_demand_seen():
     """demand_avg_s > 0: one more feature, the demand averaged with that time constant, starting from the first
     row's demand; a step of constant demand moves it by the factor 1 − exp(−dt/τ) towards it."""
