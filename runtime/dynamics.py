@@ -340,8 +340,9 @@ class EnvParams:
     power_supply: bool = False
     """with power_cap: one more row in the power block, ``supply_frac``: the supply (charger or harvest) divided by
     the same power, clipped to [0, power_cap]. The affordable power counts the stored energy only, and in watts a
-    laptop's 40 W charger lies far above every phone charger's 5-12 W: as a fraction, "the charger covers the
-    largest model" reads the same on both (docs/objectives.md, "Where the gap lies"); off: the block as before"""
+    laptop's 40 W charger lies above everything the data's phones (at most 27 W) and solar panels supply: as a
+    fraction, "the charger covers the largest model" reads the same on every device (docs/objectives.md, "Where the
+    gap lies"); off: the block as before"""
     rule_hint: bool = False
     """add the schedutil-like rule's choice under the action masks to the observation, as its knob features
     (runtime.observation, "hint_" rows; runtime.rules.SchedutilRule): the policy builds on the rule's decision

@@ -177,10 +177,10 @@ GOAL: tuple[tuple[str, str, float, float], ...] = (
     ("budget_w", "W", 0.0, 500.0),
 )
 GOAL_KINDS = ("max-quality", "min-energy", "last-until")
-#: the head features the rule hint's rule reads (runtime.rules.SchedutilRule.choose)
 #: where the head keeps ``affordable_power_w`` and ``supply_w`` (what :func:`power_values` divides)
 AFFORDABLE_I = next(i for i, r in enumerate(HEAD) if r[0] == "affordable_power_w")
 SUPPLY_I = next(i for i, r in enumerate(HEAD) if r[0] == "supply_w")
+#: the head features the rule hint's rule reads (runtime.rules.SchedutilRule.choose)
 _HINT_IN = tuple(next(i for i, r in enumerate(HEAD) if r[0] == n) for n in ("demand_tps", "backlog_frac",
                                                                            "temp_headroom_c"))
 
