@@ -36,11 +36,8 @@ from runtime.dynamics import (
     step_core,
 )
 from runtime.observation import (
-    AFFORDABLE_I,
-    SUPPLY_I,
     demand_avg_update,
     head_values,
-    power_values,
     thermal_scale_w,
     thermal_values,
 )
@@ -296,9 +293,8 @@ class BatchedPowerEnv(VecEnv):
         pw = None
         if self.layout.power:  # as the thermal block: a row not reset yet means nothing until reset
             with np.errstate(divide="ignore", invalid="ignore"):
-                pw = power_values(VECTOR, self.last_p[rows], head[AFFORDABLE_I], plant.idle_power_w[rows] + base,
-                                  self.last_dem[rows], self.ref._costliest,
-                                  head[SUPPLY_I] if self.layout.power_supply else None)
+                pw = self.layout.power_block(VECTOR, self.last_p[rows], head, plant.idle_power_w[rows] + base,
+                                             self.last_dem[rows], self.ref._costliest)
         obs = self.layout.batch(head, self.costs.features[self.a[rows]], self.last_p[rows], ambient, ahead, down,
                                 goal, therm, self.dem_avg[rows], pw)
         if self._hint_rule is not None:  # the rule's choice from these observations, under their masks

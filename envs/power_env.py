@@ -199,14 +199,11 @@ from runtime.dynamics import (
     start_temp_c,
 )
 from runtime.observation import (
-    AFFORDABLE_I,
-    SUPPLY_I,
     costliest_config,
     demand_avg_update,
     goal_values,
     hint_table,
     params_layout,
-    power_values,
     scalar_head_values,
     thermal_scale_w,
     thermal_values,
@@ -456,9 +453,8 @@ class MicroLLMPowerEnv(gym.Env):
                                tr.device.tau_s, dt, self._idle_w + self._base[i],
                                thermal_scale_w(SCALAR, self.params.thermal_cap, self._last_demand, self._costliest)
                                ) if self.layout.thermal else ()
-        pw = power_values(SCALAR, self._last_power_w, head[AFFORDABLE_I], self._idle_w + self._base[i],
-                          self._last_demand, self._costliest,
-                          head[SUPPLY_I] if self.layout.power_supply else None) if self.layout.power else ()
+        pw = self.layout.power_block(SCALAR, self._last_power_w, head, self._idle_w + self._base[i],
+                                     self._last_demand, self._costliest)
         obs = self.layout.write(None, head, self._feat[self._a], self._last_power_w, self._ambient[i], ahead,
                                 self._down[i], goal, therm, self._demand_avg, pw)
         if self._hint_rule is not None:  # the rule's choice from this observation, under this step's mask

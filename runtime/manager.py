@@ -53,15 +53,12 @@ from runtime.dynamics import SCALAR as _SCALAR
 from runtime.dynamics import DeviceConstants, EnvParams
 from runtime.objective import ObjectiveTracker
 from runtime.observation import (
-    AFFORDABLE_I,
-    SUPPLY_I,
     ObsLayout,
     costliest_config,
     demand_avg_update,
     goal_values,
     hint_table,
     model_layout,
-    power_values,
     thermal_scale_w,
     thermal_values,
 )
@@ -738,8 +735,7 @@ class RuntimeManager:
         if self.layout.demand_avg:  # the smoothed demand, from the first decision's demand on (as the env's reset)
             self.demand_avg_tps = self.demand_tps if self.demand_avg_tps is None else demand_avg_update(
                 _SCALAR, self.demand_avg_tps, self.demand_tps, dt, self.params.demand_avg_s)
-        pw = power_values(_SCALAR, power, head[AFFORDABLE_I], base_w, self.demand_tps, self._costliest,
-                          head[SUPPLY_I] if self.layout.power_supply else None) if self.layout.power else ()
+        pw = self.layout.power_block(_SCALAR, power, head, base_w, self.demand_tps, self._costliest)
         self.obs = self.layout.write(None, head, self.features[self.current], power, v[AMBIENT], self.supply_ahead_w,
                                      self.procs_down, goal, therm, self.demand_avg_tps or 0.0, pw)
         return supply, base_w

@@ -362,6 +362,14 @@ class ObsLayout:
         np.maximum(out, self.lo, out=out)
         return np.minimum(out, self.hi, out=out)
 
+    def power_block(self, o: Ops, power_w, head: Sequence[Any], base_w, demand_tps, costliest: tuple[float, float]):
+        """This layout's power block, unclipped (:func:`power_values` with the head's affordable power, and its
+        supply where the layout has the supply row); () without the block."""
+        if not self.power:
+            return ()
+        return power_values(o, power_w, head[AFFORDABLE_I], base_w, demand_tps, costliest,
+                            head[SUPPLY_I] if self.power_supply else None)
+
     def set_hint(self, obs: np.ndarray, hint_values: np.ndarray) -> np.ndarray:
         """Writes the rule hint into ``obs`` ((dim,) with one row of :func:`hint_table`, or (n, dim) with (n, ...)
         rows) in place."""
